@@ -1,0 +1,86 @@
+"""Demo images that need no download and no third-party image in the repository.
+
+The content is the Grace Hopper photograph that ships with matplotlib (`mpl-data/sample_data`). The style is
+generated here: a "swirl painting", i.e. line-integral convolution of noise along a field of vortices (the look
+of brush strokes following a flow), coloured with a night-sky palette. It is deterministic for a given seed.
+"""
+
+from __future__ import annotations
+
+import pathlib
+
+import numpy as np
+from scipy import ndimage
+
+from nst_jax import image_io
+from nst_jax.errors import NSTError
+
+
+def default_content_path() -> pathlib.Path:
+  try:
+    from matplotlib import cbook
+  except ImportError:
+    raise NSTError("the demo content image ships with matplotlib: pip install matplotlib, or pass --content") \
+        from None
+  return pathlib.Path(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
+
+
+def default_content() -> np.ndarray:
+  return image_io.load_image(default_content_path(), what="demo content image")
+
+
+def _vortex_field(size: int, rng: np.random.Generator, num_vortices: int = 9):
+  """Sum of Rankine-like vortices with random centres, radii and spin, plus a gentle drift."""
+  y, x = np.mgrid[0:size, 0:size].astype(np.float64) / size
+  vx = np.full_like(x, 0.15)
+  vy = np.full_like(x, 0.05)
+  for _ in range(num_vortices):
+    cx, cy = rng.uniform(0, 1, 2)
+    radius = rng.uniform(0.05, 0.2)
+    spin = rng.choice([-1.0, 1.0]) * rng.uniform(0.5, 1.5)
+    dx, dy = x - cx, y - cy
+    r2 = dx * dx + dy * dy
+    strength = spin * np.exp(-r2 / (2 * radius**2))
+    vx += -dy / radius * strength
+    vy += dx / radius * strength
+  norm = np.hypot(vx, vy) + 1e-9
+  return vx / norm, vy / norm, np.hypot(vx, vy)
+
+
+def _line_integral_convolution(noise, vx, vy, length: int) -> np.ndarray:
+  """Average of the noise along streamlines traced `length` steps forwards and backwards (Cabral & Leedom 1993)."""
+  size = noise.shape[0]
+  total = noise.copy()
+  for direction in (1.0, -1.0):
+    py, px = np.mgrid[0:size, 0:size].astype(np.float64)
+    for _ in range(length):
+      sy = ndimage.map_coordinates(vy, [py, px], order=1, mode="wrap")
+      sx = ndimage.map_coordinates(vx, [py, px], order=1, mode="wrap")
+      py = (py + direction * sy) % size
+      px = (px + direction * sx) % size
+      total += ndimage.map_coordinates(noise, [py, px], order=1, mode="wrap")
+  return total / (2 * length + 1)
+
+
+def swirl_painting(size: int = 384, seed: int = 0) -> np.ndarray:
+  """(size, size, 3) float32 RGB in [0, 1]: swirling brush strokes in blues and yellows."""
+  rng = np.random.default_rng(seed)
+  vx, vy, speed = _vortex_field(size, rng)
+  # Coarse noise gives strokes a few pixels wide rather than single-pixel hatching.
+  noise = ndimage.zoom(rng.uniform(0, 1, (size // 3 + 1, size // 3 + 1)), 3, order=0)[:size, :size]
+  strokes = _line_integral_convolution(noise, vx, vy, length=max(8, size // 24))
+  strokes = (strokes - strokes.mean()) / (strokes.std() + 1e-9)
+  # Colour: a night-sky ramp driven by the (smoothed) flow speed, brightened along strokes.
+  tone = ndimage.gaussian_filter(np.log1p(speed), size / 40)
+  tone = (tone - tone.min()) / (np.ptp(tone) + 1e-9)
+  palette = np.array([[0.05, 0.10, 0.30], [0.10, 0.25, 0.55], [0.30, 0.50, 0.75], [0.85, 0.80, 0.45],
+                      [0.98, 0.85, 0.25]])
+  positions = np.linspace(0, 1, len(palette))
+  level = np.clip(tone + 0.12 * strokes, 0, 1)
+  rgb = np.stack([np.interp(level, positions, palette[:, c]) for c in range(3)], axis=-1)
+  rgb *= (1.0 + 0.18 * strokes)[..., None]
+  return np.clip(rgb, 0, 1).astype(np.float32)
+
+
+def default_style() -> np.ndarray:
+  return swirl_painting()

@@ -1,0 +1,230 @@
+"""Reading, resizing and atomically writing images as float32 RGB arrays in [0, 1].
+
+Every way an input file can be odd (not an image, truncated, palette, grayscale, alpha, CMYK, 16-bit, EXIF
+rotation, animated) is either handled here or turned into a one-line `NSTError`.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import secrets
+import warnings
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from nst_jax.errors import NSTError
+
+# Extensions we can write, mapped to Pillow format names and the bit depths each supports.
+_WRITERS = {
+    ".png": ("PNG", (8, 16)),
+    ".jpg": ("JPEG", (8,)),
+    ".jpeg": ("JPEG", (8,)),
+    ".tif": ("TIFF", (8, 16)),
+    ".tiff": ("TIFF", (8, 16)),
+    ".bmp": ("BMP", (8,)),
+    ".webp": ("WEBP", (8,)),
+}
+
+
+def load_image(path: str | os.PathLike, *, what: str = "image") -> np.ndarray:
+  """Reads `path` as an (H, W, 3) float32 RGB array in [0, 1], upright according to its EXIF orientation.
+
+  Grayscale is replicated to three channels, alpha is composited over white, CMYK/palette/LAB are converted,
+  16-bit grayscale keeps its precision. `what` names the file in error messages ("content image", ...).
+  """
+  path = pathlib.Path(path)
+  if not path.exists():
+    raise NSTError(f"{what} {str(path)!r} does not exist")
+  if path.is_dir():
+    raise NSTError(f"{what} {str(path)!r} is a directory, not an image file")
+  if path.stat().st_size == 0:
+    raise NSTError(f"{what} {str(path)!r} is an empty file")
+  try:
+    with warnings.catch_warnings():
+      # Pillow's metadata complaints ("Tag data larger than file", ...) would be stray stderr lines for the user;
+      # the bomb warning must stay an error so that a huge image is refused instead of decoded.
+      warnings.simplefilter("ignore")
+      warnings.simplefilter("error", Image.DecompressionBombWarning)
+      with Image.open(path) as im:
+        im.seek(0)  # first frame of animations
+        im = ImageOps.exif_transpose(im)
+        return _to_rgb_float(im)
+  except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+    raise NSTError(f"{what} {str(path)!r} is too large to decode safely ({e})") from None
+  except UnidentifiedImageError:
+    raise NSTError(f"{what} {str(path)!r} is not an image file Pillow can read") from None
+  except MemoryError:
+    raise  # a valid but huge image: not the file's fault, and the CLI reports it as such
+  except Exception as e:  # pylint: disable=broad-except
+    # Truncated or corrupt data surfaces as OSError, SyntaxError, ValueError, EOFError, but also as TypeError or
+    # struct.error from deep inside Pillow's plugins (e.g. a TIFF whose StripOffsets tag is a fraction).
+    raise NSTError(f"{what} {str(path)!r} could not be decoded: {type(e).__name__}: {e}") from None
+
+
+def _to_rgb_float(im: Image.Image) -> np.ndarray:
+  if im.width == 0 or im.height == 0:
+    raise ValueError("image has zero width or height")
+  if im.mode in ("I;16", "I;16B", "I;16L", "I;16N"):
+    return _gray_to_rgb(np.asarray(im, dtype=np.float32) / 65535.0)
+  if im.mode == "I":
+    # A 32-bit container that Pillow fills with 16-bit samples scaled to 0..65535 (16-bit PGM/PPM, older Pillows'
+    # 16-bit PNG). Guessing 8-bit from the maximum would turn a dark 16-bit image (all values <= 255) into a
+    # bright one, so the scale is always 16-bit; wider integer data is clipped.
+    arr = np.asarray(im, dtype=np.float64)
+    return _gray_to_rgb(np.clip(arr / 65535.0, 0, 1).astype(np.float32))
+  if im.mode == "F":
+    arr = np.asarray(im, dtype=np.float32)
+    top = 255.0 if arr.max(initial=0) > 1.0 else 1.0
+    return _gray_to_rgb(np.clip(arr / top, 0, 1))
+  if im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (im.mode == "P" and "transparency" in im.info):
+    rgba = np.asarray(im.convert("RGBA"), dtype=np.float32) / 255.0
+    alpha = rgba[..., 3:]
+    return rgba[..., :3] * alpha + (1.0 - alpha)  # over white
+  return np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
+
+
+def _gray_to_rgb(gray: np.ndarray) -> np.ndarray:
+  return np.repeat(gray[..., None], 3, axis=-1).astype(np.float32)
+
+
+def resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
+  """Antialiased (Lanczos) resize of an (H, W, C) float image, channel by channel in float precision."""
+  if image.shape[:2] == (height, width):
+    return image.astype(np.float32)
+  channels = [np.asarray(Image.fromarray(np.ascontiguousarray(image[..., c], dtype=np.float32), mode="F")
+                         .resize((width, height), Image.Resampling.LANCZOS))
+              for c in range(image.shape[-1])]
+  return np.clip(np.stack(channels, axis=-1), 0.0, 1.0)
+
+
+def long_side_shape(shape: tuple[int, ...], size: int) -> tuple[int, int]:
+  """(height, width) with the longer side equal to `size`, keeping the aspect ratio (each side >= 1)."""
+  h, w = shape[:2]
+  scale = size / max(h, w)
+  return max(1, round(h * scale)), max(1, round(w * scale))
+
+
+def resize_long_side(image: np.ndarray, size: int) -> np.ndarray:
+  return resize(image, *long_side_shape(image.shape, size))
+
+
+def check_output_path(path: str | os.PathLike, *, bits: int = 8) -> pathlib.Path:
+  """Validates an output path before any work is done: known extension, bit depth, writable folder."""
+  path = pathlib.Path(path)
+  ext = path.suffix.lower()
+  if ext not in _WRITERS:
+    raise NSTError(f"output {str(path)!r}: unknown image extension {ext or '(none)'!r}; use one of "
+                   f"{', '.join(sorted(_WRITERS))}")
+  if bits not in _WRITERS[ext][1]:
+    raise NSTError(f"output {str(path)!r}: {ext} cannot hold {bits}-bit images; use .png or .tif")
+  if path.is_dir():
+    raise NSTError(f"output {str(path)!r} is a directory")
+  # Missing folders are created at save time, so check the nearest one that exists: a file in the way
+  # (out.txt/result.png) or a read-only ancestor would otherwise only fail after the whole optimisation.
+  folder = path.absolute().parent
+  while not folder.exists() and folder != folder.parent:
+    folder = folder.parent
+  if not folder.is_dir():
+    raise NSTError(f"output {str(path)!r}: {str(folder)!r} is a file, not a folder")
+  if not os.access(folder, os.W_OK):
+    raise NSTError(f"output folder {str(folder)!r} is not writable")
+  return path
+
+
+def save_image(path: str | os.PathLike, image: np.ndarray, *, bits: int = 8) -> pathlib.Path:
+  """Writes an (H, W, 3) float image in [0, 1] atomically (temp file + rename), so a crash never leaves half a file."""
+  path = check_output_path(path, bits=bits)
+  fmt = _WRITERS[path.suffix.lower()][0]
+  image = np.clip(np.nan_to_num(np.asarray(image, dtype=np.float32)), 0.0, 1.0)
+  if bits == 16:
+    pil = _rgb16_image(np.round(image * 65535.0).astype(np.uint16), fmt)
+  else:
+    pil = Image.fromarray(np.round(image * 255.0).astype(np.uint8), mode="RGB")
+  options = {"quality": 95} if fmt in ("JPEG", "WEBP") else {}
+  try:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = _create_temp_beside(path)
+  except OSError as e:
+    raise NSTError(f"cannot write {str(path)!r}: {e.strerror or e}") from None
+  try:
+    with os.fdopen(fd, "wb") as f:
+      if isinstance(pil, bytes):
+        f.write(pil)
+      else:
+        pil.save(f, format=fmt, **options)
+    os.replace(tmp, path)
+  except BaseException as e:
+    pathlib.Path(tmp).unlink(missing_ok=True)
+    if isinstance(e, OSError):  # disk full, permissions changed meanwhile, ...: a user problem, not a bug
+      raise NSTError(f"cannot write {str(path)!r}: {e.strerror or e}") from None
+    raise
+  return path
+
+
+def _create_temp_beside(path: pathlib.Path) -> tuple[int, str]:
+  """A new, empty file next to `path` (same filesystem, so the final rename is atomic).
+
+  Not tempfile.mkstemp: it creates files with mode 0600 and the rename would carry that onto the result, leaving
+  an image that other users (a web server, a shared folder) cannot read. 0666 minus the umask is what a plain
+  open() would give.
+  """
+  for _ in range(100):
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+    try:
+      return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), str(tmp)
+    except FileExistsError:
+      continue
+  raise FileExistsError(f"no free temporary name next to {path}")
+
+
+def _rgb16_image(arr: np.ndarray, fmt: str) -> bytes:
+  """Pillow cannot write 48-bit RGB, so 16-bit PNG and TIFF are encoded here."""
+  return _encode_png16(arr) if fmt == "PNG" else _encode_tiff16(arr)
+
+
+def _encode_png16(arr: np.ndarray) -> bytes:
+  import struct
+  import zlib
+  h, w, _ = arr.shape
+  raw = np.empty((h, 1 + w * 6), dtype=np.uint8)
+  raw[:, 0] = 0  # filter type "None" per row
+  raw[:, 1:] = arr.astype(">u2").view(np.uint8).reshape(h, w * 6)
+
+  def chunk(tag: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+
+  header = struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0)  # 16-bit, truecolour
+  return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw.tobytes(), 6))
+          + chunk(b"IEND", b""))
+
+
+def _encode_tiff16(arr: np.ndarray) -> bytes:
+  """Minimal baseline TIFF, 16 bits per RGB sample, uncompressed, one strip, little-endian."""
+  import struct
+  h, w, _ = arr.shape
+  data = arr.astype("<u2").tobytes()
+  entries = [  # (tag, type, count, value); type 3 = SHORT, 4 = LONG
+      (256, 4, 1, w), (257, 4, 1, h), (258, 3, 3, None), (259, 3, 1, 1), (262, 3, 1, 2),
+      (273, 4, 1, None), (277, 3, 1, 3), (278, 4, 1, h), (279, 4, 1, len(data)), (284, 3, 1, 1),
+  ]
+  ifd_offset = 8
+  ifd_size = 2 + 12 * len(entries) + 4
+  bits_offset = ifd_offset + ifd_size
+  data_offset = bits_offset + 6
+  out = bytearray(b"II*\x00" + struct.pack("<I", ifd_offset))
+  out += struct.pack("<H", len(entries))
+  for tag, typ, count, value in entries:
+    if tag == 258:
+      value = bits_offset
+    elif tag == 273:
+      value = data_offset
+    if typ == 3 and count == 1:
+      out += struct.pack("<HHIHH", tag, typ, count, value, 0)
+    else:
+      out += struct.pack("<HHII", tag, typ, count, value)
+  out += struct.pack("<I", 0)
+  out += struct.pack("<HHH", 16, 16, 16)
+  out += data
+  return bytes(out)

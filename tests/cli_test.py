@@ -1,0 +1,202 @@
+"""The real command line (`python -m nst_jax stylize ...` in a subprocess) on bad and unusual inputs.
+
+Every user mistake must end in exactly one stderr line `error: ...` and exit status 2, never a traceback; unusual
+but valid images (grayscale, alpha, CMYK, 16-bit, EXIF-rotated) must go through end to end. The weights are a tiny
+random VGG16 written here, so nothing is downloaded. Successful runs use Adam, two steps and shallow layers: from
+`--init content` two Adam steps of 0.02 move no pixel by more than about 0.05, so the output must still look like
+the content, which checks that the content was decoded, composited and rotated correctly.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from nst_jax import image_io, vgg
+from nst_jax.weights import CAFFE_VGG, VGGWeights, save_weights
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+TIMEOUT_S = 180
+# Two Adam steps from the content move each pixel by at most ~2 x learning rate; plus 8-bit rounding.
+CONTENT_TOLERANCE = 0.08
+FAST = ["--optimizer", "adam", "--iterations", "2", "--size", "32", "--content_layers", "relu1_2",
+        "--style_layers", "relu1_1,relu2_1"]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory) -> dict:
+  """A weights folder with a small random VGG16 and two ordinary input images."""
+  root = tmp_path_factory.mktemp("cli")
+  rng = np.random.default_rng(0)
+  params = {name: {"kernel": (0.01 * rng.standard_normal(kernel)).astype(np.float32),
+                   "bias": (0.01 * rng.standard_normal(bias)).astype(np.float32)}
+            for name, (kernel, bias) in vgg.conv_shapes("vgg16").items()}
+  weights_dir = root / "weights"
+  save_weights(weights_dir / "fake.npz", VGGWeights(arch="vgg16", params=params, preprocessing=CAFFE_VGG,
+                                                    source="test", source_sha256="0" * 64, extras={}))
+  rgb = (rng.uniform(0, 1, (24, 32, 3)) * 255).astype(np.uint8)
+  Image.fromarray(rgb).save(root / "content.png")
+  Image.fromarray(rgb[::-1]).save(root / "style.png")
+  env = dict(os.environ, NST_JAX_WEIGHTS_DIR=str(weights_dir))
+  # Tiny images: the CPU is fastest to start, and probing for accelerators would only cost start-up time.
+  env.setdefault("JAX_PLATFORMS", "cpu")
+  return {"root": root, "weights": weights_dir / "fake.npz", "env": env}
+
+
+def run_cli(setup: dict, *args: str) -> subprocess.CompletedProcess:
+  return subprocess.run([sys.executable, "-m", "nst_jax", *args], cwd=REPO, env=setup["env"], capture_output=True,
+                        text=True, timeout=TIMEOUT_S, check=False)
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> str:
+  assert "Traceback" not in proc.stderr, proc.stderr
+  lines = [line for line in proc.stderr.splitlines() if line.strip()]
+  assert len(lines) == 1, proc.stderr
+  assert lines[0].startswith("error: "), proc.stderr
+  for needle in needles:
+    assert needle in lines[0], (needle, lines[0])
+  assert proc.returncode == 2, (proc.returncode, proc.stderr)
+  return lines[0]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# User mistakes
+
+
+# (id, extra arguments, strings the error line must contain); {root} is the fixture's folder.
+BAD_INPUTS = [
+    ("missing-content", ["--content", "{root}/nope.jpg"], ["content image", "{root}/nope.jpg", "does not exist"]),
+    ("non-image-content", ["--content", "{root}/notes.png"], ["content image", "{root}/notes.png", "not an image"]),
+    ("unknown-output-extension", ["--output", "{root}/out.xyz"], ["{root}/out.xyz", "unknown image extension"]),
+    ("size-zero", ["--size", "0"], ["--size", "got 0"]),
+    ("size-negative", ["--size", "-5"], ["--size", "got -5"]),
+    ("size-absurd", ["--size", "10000000"], ["smaller --size", "GiB"]),
+    ("unknown-style-layer", ["--style_layers", "relu9_9"], ["--style_layers", "relu9_9"]),
+    ("unknown-content-layer", ["--content_layers", "nope"], ["--content_layers", "'nope'"]),
+    ("zero-iterations", ["--iterations", "0"], ["--iterations", "got 0"]),
+    ("unknown-optimizer", ["--optimizer", "nonsense"], ["optimizer", "nonsense"]),
+    ("missing-init", ["--init", "{root}/missing.png"], ["--init image", "{root}/missing.png"]),
+    ("missing-weights-file", ["--weights", "{root}/missing.npz"], ["{root}/missing.npz", "no such weights file"]),
+    ("unknown-weights-name", ["--weights", "nosuchname"], ["nosuchname", "unknown weights"]),
+    ("non-integer-size", ["--size", "abc"], ["--size", "abc"]),
+    ("unknown-pooling", ["--pooling", "median"], ["--pooling", "median"]),
+    ("unknown-flag", ["--colour", "red"], ["colour"]),
+]
+
+
+@pytest.mark.parametrize("extra, needles", [pytest.param(e, n, id=i) for i, e, n in BAD_INPUTS])
+def test_bad_input_gives_one_error_line_and_status_2(setup, extra, needles):
+  root = setup["root"]
+  (root / "notes.png").write_text("shopping list: eggs, flour\n")
+  output = root / "out.png"
+  output.unlink(missing_ok=True)
+  good = ["--content", str(root / "content.png"), "--style", str(root / "style.png"), "--output", str(output),
+          "--weights", str(setup["weights"]), *FAST]
+  start = time.perf_counter()
+  # absl keeps the last value of a repeated flag, so the bad value overrides the good one.
+  proc = run_cli(setup, "stylize", *good, *(a.format(root=root) for a in extra))
+  elapsed = time.perf_counter() - start
+  assert_one_line_error(proc, *(n.format(root=root) for n in needles))
+  assert not output.exists()
+  if "10000000" in extra:
+    # Refused by the memory estimate from the shape alone: no 10^7-pixel array, no optimisation.
+    assert elapsed < 60, elapsed
+
+
+def test_stray_positional_argument(setup):
+  proc = run_cli(setup, "stylize", "stray.png", "--weights", str(setup["weights"]))
+  assert_one_line_error(proc, "stray.png", "expected one command")
+
+
+def test_no_command(setup):
+  assert_one_line_error(run_cli(setup), "expected one command", "(none)")
+
+
+def test_unknown_command(setup):
+  assert_one_line_error(run_cli(setup, "stylise"), "stylise")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Unusual but valid inputs, end to end
+
+
+def read_output(path: pathlib.Path, size: tuple[int, int]) -> np.ndarray:
+  """The written image as float RGB, after checking that it is a complete image of (height, width) `size`."""
+  with Image.open(path) as im:
+    im.load()  # decodes every byte: a truncated file fails here
+    assert (im.height, im.width) == size and im.mode == "RGB", (im.size, im.mode)
+    return np.asarray(im, dtype=np.float32) / 255.0
+
+
+def expected_content(path: pathlib.Path, size: int = 32) -> np.ndarray:
+  return image_io.resize_long_side(image_io.load_image(path), size)
+
+
+def test_grayscale_content_rgba_style_and_intermediate_save(setup, tmp_path):
+  gray = np.zeros((30, 40), np.uint8)  # 40 wide, 30 tall -> 32 x 24
+  gray[:, 20:] = 200
+  gray[10:20, 5:15] = 90
+  Image.fromarray(gray, mode="L").save(tmp_path / "gray.png")
+  rgba = np.random.default_rng(1).integers(0, 256, (20, 24, 4), dtype=np.uint8)
+  Image.fromarray(rgba, mode="RGBA").save(tmp_path / "rgba.png")
+  output = tmp_path / "result.png"
+  proc = run_cli(setup, "stylize", "--content", str(tmp_path / "gray.png"), "--style", str(tmp_path / "rgba.png"),
+                 "--output", str(output), "--weights", str(setup["weights"]), *FAST, "--save_every", "1")
+  assert proc.returncode == 0, proc.stderr
+  assert "Traceback" not in proc.stderr and f"wrote {output}" in proc.stdout
+  result = read_output(output, (24, 32))
+  expected = expected_content(tmp_path / "gray.png")
+  assert np.abs(result - expected).max() < CONTENT_TOLERANCE
+  assert np.abs(result[..., 0] - result[..., 2]).max() < 2 * CONTENT_TOLERANCE  # still (nearly) gray
+  # Iteration 1 of 2 is saved as an intermediate; the last one is the result itself, not a duplicate.
+  intermediate = read_output(tmp_path / "result_00001.png", (24, 32))
+  assert np.abs(intermediate - expected).max() < CONTENT_TOLERANCE
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["gray.png", "result.png", "result_00001.png", "rgba.png"]
+
+
+def test_exif_rotated_cmyk_jpeg_content_and_16bit_style(setup, tmp_path):
+  # Stored 40 wide x 20 tall, red (in CMYK) in the top-left quadrant, EXIF orientation 6 (rotate 90 degrees
+  # clockwise to display): upright it is 20 x 40 with the red quadrant at the top right.
+  stored = Image.new("CMYK", (40, 20), (0, 0, 0, 0))
+  stored.paste((0, 255, 255, 0), (0, 0, 20, 10))
+  exif = Image.Exif()
+  exif[0x0112] = 6
+  stored.save(tmp_path / "rotated_cmyk.jpg", quality=95, exif=exif)
+  with Image.open(tmp_path / "rotated_cmyk.jpg") as im:
+    assert im.mode == "CMYK" and im.getexif()[0x0112] == 6
+  ramp = np.tile(np.linspace(0, 65535, 24).astype(np.uint16), (16, 1))
+  Image.fromarray(ramp).save(tmp_path / "style16.png")
+  output = tmp_path / "result.png"
+  proc = run_cli(setup, "stylize", "--content", str(tmp_path / "rotated_cmyk.jpg"), "--style",
+                 str(tmp_path / "style16.png"), "--output", str(output), "--weights", str(setup["weights"]), *FAST)
+  assert proc.returncode == 0, proc.stderr
+  result = read_output(output, (32, 16))  # taller than wide: the rotation was applied
+  red, white = np.array([1.0, 0.0, 0.0]), np.array([1.0, 1.0, 1.0])
+  quadrants = {"top-right": (result[1:15, 9:15], red), "top-left": (result[1:15, 1:7], white),
+               "bottom-left": (result[17:31, 1:7], white), "bottom-right": (result[17:31, 9:15], white)}
+  for name, (block, colour) in quadrants.items():
+    assert np.abs(block.mean(axis=(0, 1)) - colour).max() < 0.1, (name, block.mean(axis=(0, 1)))
+
+
+def test_16bit_png_content_and_palette_style(setup, tmp_path):
+  ramp = np.tile(np.linspace(0, 65535, 40).astype(np.uint16), (20, 1))  # 40 x 20 -> 32 x 16
+  ramp[:, :8] = 700  # dark but not black: 8-bit misreading (700 > 255) would clip it to white
+  Image.fromarray(ramp).save(tmp_path / "content16.png")
+  palette = Image.fromarray(np.arange(64, dtype=np.uint8).reshape(8, 8) % 4, mode="P")
+  palette.putpalette([255, 0, 0, 0, 255, 0, 0, 0, 255, 255, 255, 0] + [0] * (252 * 3))
+  palette.save(tmp_path / "palette.png", transparency=2)
+  output = tmp_path / "result.png"
+  proc = run_cli(setup, "stylize", "--content", str(tmp_path / "content16.png"), "--style",
+                 str(tmp_path / "palette.png"), "--output", str(output), "--weights", str(setup["weights"]), *FAST)
+  assert proc.returncode == 0, proc.stderr
+  result = read_output(output, (16, 32))
+  assert np.abs(result - expected_content(tmp_path / "content16.png")).max() < CONTENT_TOLERANCE
+  assert result[4:12, 1:5].mean() < 700 / 65535 + CONTENT_TOLERANCE
+  assert result[4:12, -4:].mean() > 1 - CONTENT_TOLERANCE
