@@ -22,7 +22,7 @@ def main(argv):
   del argv
   content, style = demo.default_content(), demo.default_style()
   config = stylize.StylizeConfig(size=_SIZE.value, iterations=_ITERATIONS.value)
-  result = stylize.stylize(content=content, style=style, weights=resolve_weights(_WEIGHTS.value), config=config)
+  result = stylize.stylize(content=content, styles=style, weights=resolve_weights(_WEIGHTS.value), config=config)
   print("initial losses", result.initial_terms, "final losses", result.final_terms)
   sheet = figures.contact_sheet([[content, style, result.image]],
                                 [["content (matplotlib sample)", "style (generated)", "nst_jax"]],

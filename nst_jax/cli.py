@@ -1,9 +1,12 @@
-"""The `nst-jax` / `python -m nst_jax` command line: `stylize` (Gatys et al.).
+"""The `nst-jax` / `python -m nst_jax` command line.
 
   python -m nst_jax stylize --content A.jpg --style B.jpg --output C.png [--size 512 --iterations 500 ...]
+  python -m nst_jax stylize --content A.jpg --style B.jpg,C.jpg --style_blend 0.7,0.3 --preserve_colors luminance
+  python -m nst_jax stylize --content A.jpg --style B.jpg,C.jpg --style_masks mb.png,mc.png
+  python -m nst_jax synthesize --style B.jpg[,C.jpg] --size 256 --output texture.png
 
-Without --content/--style it runs on the built-in demo pair (matplotlib's Grace Hopper photo and a generated
-swirl painting). Every problem with the input ends in one line `error: ...` and exit status 2.
+Without --content/--style, `stylize` runs on the built-in demo pair (matplotlib's Grace Hopper photo and a
+generated swirl painting). Every problem with the input ends in one line `error: ...` and exit status 2.
 """
 
 from __future__ import annotations
@@ -15,42 +18,86 @@ import time
 
 from absl import app, flags
 
-from nst_jax import demo, image_io, stylize as gatys
+from nst_jax import color, demo, guidance, image_io, optim, structure, stylize as gatys
 from nst_jax.errors import NSTError
 from nst_jax.weights import resolve_weights
 
 _DEFAULTS = gatys.StylizeConfig()
 
 flags.DEFINE_string("content", None, "Content image (default: matplotlib's grace_hopper.jpg).")
-flags.DEFINE_string("style", None, "Style image (default: a generated swirl painting).")
+flags.DEFINE_list("style", None, "Style image(s), comma-separated (default: a generated swirl painting).")
 flags.DEFINE_string("output", "stylized.png", "Output image (.png, .jpg, .tif, ...), written atomically.")
 flags.DEFINE_integer("size", _DEFAULTS.size, "Long side of the output in pixels.")
 flags.DEFINE_integer("iterations", _DEFAULTS.iterations, "Optimizer steps.")
-flags.DEFINE_string("optimizer", _DEFAULTS.optimizer, "lbfgs, or an optax optimizer name (adam, sgd, adamw, ...).")
+flags.DEFINE_string("optimizer", _DEFAULTS.optimizer, "lbfgs, or any optax optimizer by name (adam, sgd, adamw, "
+                    "rmsprop, ...).")
 flags.DEFINE_float("learning_rate", None, "Step size for first-order optimizers (image in [0,1]); for lbfgs a "
                    "fixed step instead of the line search.")
+flags.DEFINE_string("optimizer_args", "", "Extra optimizer hyperparameters, e.g. momentum=0.9,nesterov=true "
+                    "(sgd), b1=0.8,weight_decay=1e-4 (adamw), memory_size=20 (lbfgs).")
+flags.DEFINE_enum("lr_schedule", _DEFAULTS.lr_schedule, list(optim.SCHEDULES), "Learning-rate schedule.")
+flags.DEFINE_bool("normalize_gradients", False, "Divide gradients by their mean magnitude (first-order only).")
 flags.DEFINE_float("content_weight", _DEFAULTS.content_weight, "Weight of the content loss.")
 flags.DEFINE_float("style_weight", _DEFAULTS.style_weight, "Weight of the style loss.")
 flags.DEFINE_float("tv_weight", _DEFAULTS.tv_weight, "Weight of the total-variation loss.")
 flags.DEFINE_list("content_layers", list(_DEFAULTS.content_layers), "Layers for the content loss.")
-flags.DEFINE_list("style_layers", list(_DEFAULTS.style_layers), "Layers for the style loss (equal weights).")
+flags.DEFINE_list("style_layers", list(_DEFAULTS.style_layers), "Layers for the style loss (equal weights), or a "
+                  f"stroke-size preset: {', '.join(gatys.STYLE_LAYER_PRESETS)}.")
+flags.DEFINE_string("style_layer_sets", "", "Per-style layers separated by ';' (scale mixing: e.g. "
+                    "'structure;fine' takes coarse structure from the first style, fine texture from the second).")
+flags.DEFINE_list("style_blend", [], "Blend weights of the style images (normalised).")
+flags.DEFINE_list("style_scale", ["1"], "Style image size relative to --size, one value or one per style.")
+flags.DEFINE_list("style_masks", [], "One mask per style in content space (white = that style).")
+flags.DEFINE_enum("style_loss", _DEFAULTS.style_loss, list(gatys.STYLE_LOSSES), "Gram matrices (Gatys) or MRF "
+                  "patches (Li & Wand 2016).")
+flags.DEFINE_enum("preserve_colors", _DEFAULTS.preserve_colors, list(color.COLOR_MODES),
+                  "Keep the content's colours: luminance-only transfer (YIQ) or style colour histogram matching.")
+flags.DEFINE_enum("color_method", _DEFAULTS.color_method, ["cholesky", "eigen"], "Histogram matching variant.")
+flags.DEFINE_float("laplacian_weight", 0.0, "Laplacian structure loss weight (Li et al. 2017).")
+flags.DEFINE_float("edge_weight", 0.0, "HED edge-structure loss weight.")
+flags.DEFINE_string("depth", None, "Depth map in content space (brighter = nearer): larger, stronger strokes in front.")
+flags.DEFINE_integer("depth_regions", _DEFAULTS.depth_regions, "Depth bins for --depth.")
 flags.DEFINE_string("init", _DEFAULTS.init, "Initial image: content, noise, style, or an image path.")
 flags.DEFINE_enum("pooling", _DEFAULTS.pooling, ["max", "avg"], "Pooling in VGG (Gatys et al. prefer avg).")
 flags.DEFINE_string("weights", "hed-vgg16", "Weights: a name known to `python -m nst_jax.weights list` or a .npz.")
+flags.DEFINE_string("hed_weights", "hed-vgg16", "HED weights for --edge_weight when --weights has none.")
 flags.DEFINE_integer("seed", _DEFAULTS.seed, "Random seed (noise init).")
 flags.DEFINE_integer("save_every", 0, "Write an intermediate image every N iterations (0: never).")
 flags.DEFINE_integer("log_every", _DEFAULTS.log_every, "Report the losses every N iterations.")
 FLAGS = flags.FLAGS
 
-COMMANDS = ("stylize",)
+COMMANDS = ("stylize", "synthesize")
 
 
-def _config_from_flags() -> gatys.StylizeConfig:
+def _floats(values: list[str], flag: str) -> tuple[float, ...]:
+  try:
+    return tuple(float(v) for v in values)
+  except ValueError:
+    raise NSTError(f"{flag} expects comma-separated numbers, got {','.join(values)!r}") from None
+
+
+def _layers(names: list[str]) -> tuple[str, ...]:
+  if len(names) == 1 and names[0] in gatys.STYLE_LAYER_PRESETS:
+    return gatys.STYLE_LAYER_PRESETS[names[0]]
+  return tuple(names)
+
+
+def _config_from_flags(*, synthesis: bool) -> gatys.StylizeConfig:
+  layer_sets = tuple(_layers([n.strip() for n in part.split(",") if n.strip()])
+                     for part in FLAGS.style_layer_sets.split(";")) if FLAGS.style_layer_sets else ()
+  init = FLAGS.init
+  if synthesis and not FLAGS["init"].present:
+    init = "noise"
   return gatys.StylizeConfig(
       size=FLAGS.size, iterations=FLAGS.iterations, optimizer=FLAGS.optimizer, learning_rate=FLAGS.learning_rate,
-      content_weight=FLAGS.content_weight, style_weight=FLAGS.style_weight, tv_weight=FLAGS.tv_weight,
-      content_layers=tuple(FLAGS.content_layers), style_layers=tuple(FLAGS.style_layers), init=FLAGS.init,
-      pooling=FLAGS.pooling, seed=FLAGS.seed, save_every=max(0, FLAGS.save_every),
+      optimizer_options=optim.parse_options(FLAGS.optimizer_args), lr_schedule=FLAGS.lr_schedule,
+      normalize_gradients=FLAGS.normalize_gradients, content_weight=FLAGS.content_weight,
+      style_weight=FLAGS.style_weight, tv_weight=FLAGS.tv_weight, content_layers=tuple(FLAGS.content_layers),
+      style_layers=_layers(FLAGS.style_layers), style_blend=_floats(FLAGS.style_blend, "--style_blend"),
+      style_scale=_floats(FLAGS.style_scale, "--style_scale"), style_layer_sets=layer_sets,
+      style_loss=FLAGS.style_loss, preserve_colors=FLAGS.preserve_colors, color_method=FLAGS.color_method,
+      laplacian_weight=FLAGS.laplacian_weight, edge_weight=FLAGS.edge_weight, depth_regions=FLAGS.depth_regions,
+      init=init, pooling=FLAGS.pooling, seed=FLAGS.seed, save_every=max(0, FLAGS.save_every),
       log_every=max(1, FLAGS.log_every))
 
 
@@ -58,24 +105,42 @@ def intermediate_path(output: pathlib.Path, iteration: int) -> pathlib.Path:
   return output.with_name(f"{output.stem}_{iteration:05d}{output.suffix}")
 
 
-def run_stylize() -> pathlib.Path:
+def run_command(command: str) -> pathlib.Path:
+  synthesis = command == "synthesize"
   output = image_io.check_output_path(FLAGS.output)
-  config = _config_from_flags()
+  config = _config_from_flags(synthesis=synthesis)
   if config.size < 16:
     raise NSTError(f"--size must be at least 16 pixels, got {config.size}")
-  content = (image_io.load_image(FLAGS.content, what="content image") if FLAGS.content
-             else demo.default_content())
-  style = image_io.load_image(FLAGS.style, what="style image") if FLAGS.style else demo.default_style()
+  if synthesis and FLAGS.content:
+    raise NSTError("synthesize takes no --content; use stylize")
+  if synthesis and not FLAGS.style:
+    raise NSTError("synthesize needs --style")
+  content = None
+  if not synthesis:
+    content = (image_io.load_image(FLAGS.content, what="content image") if FLAGS.content
+               else demo.default_content())
+  styles = ([image_io.load_image(p, what="style image") for p in FLAGS.style] if FLAGS.style
+            else [demo.default_style()])
+  shape = (image_io.long_side_shape(content.shape, config.size) if content is not None
+           else image_io.long_side_shape(styles[0].shape, config.size))
+  masks = [guidance.load_mask(p, height=shape[0], width=shape[1]) for p in FLAGS.style_masks] or None
+  depth = structure.load_depth(FLAGS.depth, height=shape[0], width=shape[1]) if FLAGS.depth else None
+  if depth is not None and synthesis:
+    raise NSTError("--depth needs a content image")
   if config.init not in ("content", "noise", "style"):
     image_io.load_image(config.init, what="--init image")  # fail before loading weights
   weights = resolve_weights(FLAGS.weights)
+  hed = None
+  if config.edge_weight > 0 and not weights.extras:
+    hed = resolve_weights(FLAGS.hed_weights)
   start = time.perf_counter()
 
   def save_intermediate(iteration, image):
     image_io.save_image(intermediate_path(output, iteration), image)
 
   try:
-    result = gatys.stylize(content=content, style=style, weights=weights, config=config,
+    result = gatys.stylize(content=content, styles=styles, weights=weights, config=config, style_masks=masks,
+                           depth=depth, hed_weights=hed, synthesis_shape=shape if synthesis else None,
                            on_intermediate=save_intermediate)
   except gatys.NonFiniteLossError as e:
     saved = image_io.save_image(intermediate_path(output, e.iteration), e.last_good_image)
@@ -97,7 +162,7 @@ def main(argv: list[str]) -> None:
     sys.stderr.write(f"error: expected one command from {', '.join(COMMANDS)}, got {extra}\n")
     sys.exit(2)
   try:
-    run_stylize()
+    run_command(command)
   except NSTError as e:
     message = " ".join(str(e).splitlines())  # one line, even when a library message spans several
     sys.stderr.write(f"error: {message}\n")

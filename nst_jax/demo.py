@@ -84,3 +84,23 @@ def swirl_painting(size: int = 384, seed: int = 0) -> np.ndarray:
 
 def default_style() -> np.ndarray:
   return swirl_painting()
+
+
+def mosaic_painting(size: int = 256, seed: int = 0, *, cell: float = 16.0) -> np.ndarray:
+  """(size, size, 3) float32: warm stained-glass cells (reds, oranges, ochres) with dark lead lines; a second
+  demo style that differs from `swirl_painting` in colour, shape and scale of its strokes."""
+  rng = np.random.default_rng(seed)
+  count = max(4, int((size / cell) ** 2))
+  centers = rng.uniform(0, size, (count, 2))
+  y, x = np.mgrid[0:size, 0:size].astype(np.float64)
+  d = (y[..., None] - centers[:, 0]) ** 2 + (x[..., None] - centers[:, 1]) ** 2
+  order = np.argsort(d, axis=-1)
+  nearest, second = order[..., 0], order[..., 1]
+  d1 = np.sqrt(np.take_along_axis(d, nearest[..., None], -1)[..., 0])
+  d2 = np.sqrt(np.take_along_axis(d, second[..., None], -1)[..., 0])
+  palette = np.array([[0.80, 0.15, 0.10], [0.95, 0.45, 0.10], [0.85, 0.65, 0.20], [0.55, 0.10, 0.15],
+                      [0.95, 0.80, 0.55]])
+  colours = palette[rng.integers(0, len(palette), count)] * rng.uniform(0.8, 1.1, (count, 1))
+  rgb = colours[nearest]
+  lead = np.clip((d2 - d1) / 2.0, 0, 1)[..., None]  # dark lines where two cells meet
+  return np.clip(rgb * (0.15 + 0.85 * lead), 0, 1).astype(np.float32)

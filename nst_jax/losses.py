@@ -26,7 +26,8 @@ def gram_matrix(features: jax.Array) -> jax.Array:
   return gram / (h * w)
 
 
-def _layer_weights(names, layer_weights: Mapping[str, float] | None) -> dict[str, float]:
+def layer_weights_or_equal(names, layer_weights: Mapping[str, float] | None) -> dict[str, float]:
+  """The given per-layer weights for `names`, or 1/len(names) each (Gatys et al.'s w_l)."""
   if layer_weights is None:
     return {name: 1.0 / len(names) for name in names}
   return {name: layer_weights[name] for name in names}
@@ -35,7 +36,7 @@ def _layer_weights(names, layer_weights: Mapping[str, float] | None) -> dict[str
 def content_loss(*, features: Features, targets: Features,
                  layer_weights: Mapping[str, float] | None = None) -> jax.Array:
   """Weighted mean squared error between features and content targets, over the layers in `targets`."""
-  weights = _layer_weights(list(targets), layer_weights)
+  weights = layer_weights_or_equal(list(targets), layer_weights)
   return sum(weights[name] * jnp.mean(jnp.square(features[name].astype(jnp.float32) - targets[name]))
              for name in targets)
 
@@ -49,7 +50,7 @@ def style_layer_loss(*, gram: jax.Array, target_gram: jax.Array) -> jax.Array:
 def style_loss(*, features: Features, target_grams: Features,
                layer_weights: Mapping[str, float] | None = None) -> jax.Array:
   """Weighted sum of E_l over the layers in `target_grams` (summed over a batch, if any)."""
-  weights = _layer_weights(list(target_grams), layer_weights)
+  weights = layer_weights_or_equal(list(target_grams), layer_weights)
   return sum(weights[name] * jnp.sum(style_layer_loss(gram=gram_matrix(features[name]),
                                                       target_gram=target_grams[name]))
              for name in target_grams)

@@ -22,24 +22,93 @@ LossFn = Callable[[jax.Array, Any], jax.Array]  # (image, loss inputs) -> scalar
 
 # Learning rates for an image in [0, 1] when none is given (L-BFGS uses its line search instead).
 DEFAULT_LEARNING_RATES = {"adam": 0.02, "adamw": 0.02, "sgd": 0.05, "rmsprop": 0.005, "lbfgs": None}
+SCHEDULES = ("constant", "cosine", "exponential", "linear", "warmup_cosine")
 
 
-def make_optimizer(name: str, *, learning_rate: float | None = None,
+def make_schedule(name: str, learning_rate: float, iterations: int) -> optax.Schedule | float:
+  """Learning-rate schedules over `iterations` steps: decays end at 1% of the peak (exponential: 10%)."""
+  steps = max(iterations, 1)
+  if name == "constant":
+    return learning_rate
+  if name == "cosine":
+    return optax.cosine_decay_schedule(learning_rate, steps, alpha=0.01)
+  if name == "exponential":
+    return optax.exponential_decay(learning_rate, transition_steps=steps, decay_rate=0.1)
+  if name == "linear":
+    return optax.linear_schedule(learning_rate, 0.01 * learning_rate, steps)
+  if name == "warmup_cosine":
+    return optax.warmup_cosine_decay_schedule(0.0, learning_rate, max(1, steps // 10), steps, 0.01 * learning_rate)
+  raise NSTError(f"unknown learning-rate schedule {name!r}; use one of {', '.join(SCHEDULES)}")
+
+
+def normalize_by_mean_abs(eps: float = 1e-12) -> optax.GradientTransformation:
+  """Divides the gradient by its mean absolute value (as neural-style's -normalize_gradients), so that the step
+  size no longer depends on the loss weights' scale."""
+
+  def update(updates, state, params=None):
+    del params
+    scale = jnp.mean(jnp.stack([jnp.mean(jnp.abs(u)) for u in jax.tree.leaves(updates)]))
+    return jax.tree.map(lambda u: u / (scale + eps), updates), state
+
+  return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
+def make_optimizer(name: str, *, learning_rate: float | None = None, schedule: str = "constant",
+                   iterations: int = 1, options: dict[str, Any] | None = None, normalize_gradients: bool = False,
                    lbfgs_memory: int = 10) -> optax.GradientTransformationExtraArgs:
-  """'lbfgs' (zoom line search; `learning_rate` then fixes the step instead) or any optax optimizer name."""
+  """'lbfgs' (zoom line search; `learning_rate` then fixes the step instead) or any optax optimizer by name.
+
+  `options` are passed to the optax constructor (e.g. {'momentum': 0.9, 'nesterov': True} for sgd,
+  {'b1': 0.8, 'weight_decay': 1e-4} for adamw); a bad name or value is a clear error.
+  """
+  options = dict(options or {})
   if name == "lbfgs":
-    return optax.lbfgs(learning_rate=learning_rate, memory_size=lbfgs_memory,
+    if normalize_gradients:
+      raise NSTError("--normalize_gradients is for first-order optimizers; L-BFGS is invariant to the scale")
+    if schedule != "constant":
+      raise NSTError("--lr_schedule needs a first-order optimizer; L-BFGS chooses its steps by line search")
+    memory = int(options.pop("memory_size", lbfgs_memory))
+    linesearch_steps = int(options.pop("max_linesearch_steps", 20))
+    if options:
+      raise NSTError(f"lbfgs does not take option(s) {', '.join(options)}; it takes memory_size, "
+                     f"max_linesearch_steps")
+    return optax.lbfgs(learning_rate=learning_rate, memory_size=memory,
                        linesearch=None if learning_rate is not None else
-                       optax.scale_by_zoom_linesearch(max_linesearch_steps=20))
+                       optax.scale_by_zoom_linesearch(max_linesearch_steps=linesearch_steps))
   factory = getattr(optax, name, None)
-  if not callable(factory) or name.startswith("_"):
+  if not callable(factory) or name.startswith("_") or not name.islower():
     raise NSTError(f"unknown optimizer {name!r}; use 'lbfgs' or an optax optimizer such as adam, sgd, adamw")
   if learning_rate is None:
     learning_rate = DEFAULT_LEARNING_RATES.get(name, 0.01)
   try:
-    return optax.with_extra_args_support(factory(learning_rate))
+    base = factory(make_schedule(schedule, learning_rate, iterations), **options)
   except TypeError as e:
-    raise NSTError(f"optimizer {name!r} cannot be built from a learning rate alone: {e}") from None
+    raise NSTError(f"optimizer {name!r} rejected its options {options}: {e}") from None
+  if not isinstance(base, optax.GradientTransformation):
+    raise NSTError(f"optax.{name} is not an optimizer")
+  if normalize_gradients:
+    base = optax.chain(normalize_by_mean_abs(), base)
+  return optax.with_extra_args_support(base)
+
+
+def parse_options(text: str) -> dict[str, Any]:
+  """'momentum=0.9,nesterov=true,b1=0.8' -> {'momentum': 0.9, 'nesterov': True, 'b1': 0.8}."""
+  options: dict[str, Any] = {}
+  for item in filter(None, (part.strip() for part in text.split(","))):
+    key, sep, value = item.partition("=")
+    if not sep or not key.strip():
+      raise NSTError(f"--optimizer_args: expected key=value, got {item!r}")
+    value = value.strip()
+    if value.lower() in ("true", "false"):
+      options[key.strip()] = value.lower() == "true"
+      continue
+    try:
+      number = float(value)
+    except ValueError:
+      raise NSTError(f"--optimizer_args: {key.strip()}={value!r} is not a number or true/false") from None
+    options[key.strip()] = int(number) if number.is_integer() and "." not in value and "e" not in value.lower() \
+        else number
+  return options
 
 
 def has_linesearch_state(opt_state) -> bool:

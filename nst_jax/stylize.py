@@ -1,9 +1,16 @@
-"""Gatys et al. (2016) optimisation-based style transfer.
+"""Gatys et al. (2016) optimisation-based style transfer with the controls of Gatys et al. (2017).
 
 The image is optimised directly, as RGB in [0, 1]; the weight source's preprocessing is applied inside the loss,
 so the same code serves Caffe-style (BGR, 0..255, mean) and torchvision-style (RGB, mean/std) weights. Everything
-the loss needs (VGG parameters, content features, style Gram matrices) is an argument of the jitted step, never a
-baked-in constant, so one compilation serves the whole run.
+the loss needs (VGG parameters, content features, style targets, masks) is an argument of the jitted step, never
+a baked-in constant, so one compilation serves the whole run.
+
+Style targets are organised in *regions* (Gatys et al. 2017, spatial control): region r has a mask in image
+space, a weight, a blend of the style images and a stroke-scale factor. Without masks there is one region
+covering the image whose targets are the blended Gram matrices of all styles; `--style_masks` gives one region
+per style; a depth map splits every region into depth bins whose style images are resized by a per-bin scale
+(larger strokes in front). Masks are carried through the network (3x3 average per conv, 2x2 average per pool) and
+every region's Gram matrix is computed from its masked features (guided Gram matrices).
 """
 
 from __future__ import annotations
@@ -18,28 +25,55 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nst_jax import image_io, losses, optim, vgg
+from nst_jax import color, guidance, image_io, losses, mrf, optim, structure, vgg
 from nst_jax.errors import NSTError
 from nst_jax.progress import ProgressBar
 from nst_jax.weights import VGGWeights
 
 CONTENT_LAYERS = ("relu4_2",)
 STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
+# Stroke-size presets (Gatys et al. 2016, fig. 4 / 2017 sec. 4): deeper layers match larger structures.
+STYLE_LAYER_PRESETS = {
+    "fine": ("relu1_1", "relu2_1"),
+    "medium": ("relu1_1", "relu2_1", "relu3_1"),
+    "coarse": STYLE_LAYERS,
+    "structure": ("relu3_1", "relu4_1", "relu5_1"),
+}
+MRF_LAYERS = ("relu3_1", "relu4_1")  # Li & Wand (2016)
+STYLE_LOSSES = ("gram", "mrf")
 
 
 @dataclasses.dataclass(frozen=True)
 class StylizeConfig:
-  """Settings of one Gatys run. Loss weights apply to the normalised losses of `nst_jax.losses`."""
+  """Settings of one run. Loss weights apply to the normalised losses of `nst_jax.losses`.
+
+  Per-style tuples (`style_blend`, `style_scale`, `style_layer_sets`) may have one entry, used for every style.
+  """
 
   size: int = 512
   iterations: int = 500
   optimizer: str = "lbfgs"
   learning_rate: float | None = None
+  optimizer_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  lr_schedule: str = "constant"
+  normalize_gradients: bool = False
   content_weight: float = 1.0
   style_weight: float = 10.0
   tv_weight: float = 10.0
   content_layers: tuple[str, ...] = CONTENT_LAYERS
   style_layers: tuple[str, ...] = STYLE_LAYERS
+  style_blend: tuple[float, ...] = ()            # empty: equal weights
+  style_scale: tuple[float, ...] = (1.0,)        # style image long side = size * scale
+  style_layer_sets: tuple[tuple[str, ...], ...] = ()  # per style; scale mixing (Gatys et al. 2017)
+  style_loss: str = "gram"                       # gram | mrf
+  preserve_colors: str = "none"                  # none | luminance | histogram
+  color_method: str = "cholesky"                 # histogram matching: cholesky | eigen
+  laplacian_weight: float = 0.0
+  laplacian_pool_sizes: tuple[int, ...] = (4, 16)
+  edge_weight: float = 0.0
+  depth_regions: int = 3
+  depth_near_scale: float = 2.0
+  depth_far_scale: float = 0.5
   init: str = "content"  # content | noise | style | path of an image
   pooling: str = "avg"
   seed: int = 0
@@ -51,16 +85,52 @@ class StylizeConfig:
 class StylizeResult:
   image: np.ndarray                  # (H, W, 3) float32 in [0, 1]
   loss_history: np.ndarray           # total loss evaluated at each iteration
-  initial_terms: dict[str, float]    # weighted content / style / tv losses of the initial image
+  initial_terms: dict[str, float]    # weighted loss terms of the initial image
   final_terms: dict[str, float]      # the same for the result
 
 
-def _validate(config: StylizeConfig, arch: str) -> None:
+@dataclasses.dataclass(frozen=True)
+class Region:
+  """One guided style region: image-space mask, weight, blend over the styles and a stroke-scale factor."""
+
+  mask: np.ndarray                    # (H, W) in [0, 1]
+  weight: float
+  style_weights: tuple[float, ...]    # one per style, summing to 1
+  scale: float
+
+
+def _per_style(values: Sequence, count: int, flag: str) -> list:
+  if len(values) == 1:
+    return list(values) * count
+  if len(values) != count:
+    raise NSTError(f"{flag} has {len(values)} entries for {count} style image(s); give one or one per style")
+  return list(values)
+
+
+def style_layer_sets(config: StylizeConfig, num_styles: int) -> list[tuple[str, ...]]:
+  if config.style_layer_sets:
+    return [tuple(s) for s in _per_style(config.style_layer_sets, num_styles, "--style_layer_sets")]
+  return [config.style_layers] * num_styles
+
+
+def blend_weights(config: StylizeConfig, num_styles: int) -> np.ndarray:
+  raw = np.asarray(_per_style(config.style_blend or (1.0,), num_styles, "--style_blend"), np.float64)
+  if np.any(raw < 0) or not np.all(np.isfinite(raw)) or raw.sum() <= 0:
+    raise NSTError(f"--style_blend must be non-negative numbers with a positive sum, got {list(raw)}")
+  return raw / raw.sum()
+
+
+def validate(config: StylizeConfig, arch: str, *, num_styles: int = 1, has_content: bool = True) -> None:
+  """Refuses bad settings before any expensive work, each with a one-line message naming the flag."""
   if config.iterations < 1:
     raise NSTError(f"--iterations must be at least 1, got {config.iterations}")
   if config.size < 16:
     raise NSTError(f"--size must be at least 16 pixels, got {config.size}")
-  for flag, names in (("--content_layers", config.content_layers), ("--style_layers", config.style_layers)):
+  layer_flags = [("--style_layers", config.style_layers)]
+  if has_content and config.content_weight > 0:
+    layer_flags.insert(0, ("--content_layers", config.content_layers))
+  layer_flags += [("--style_layer_sets", s) for s in config.style_layer_sets]
+  for flag, names in layer_flags:
     if not names:
       raise NSTError(f"{flag} is empty")
     try:
@@ -68,13 +138,39 @@ def _validate(config: StylizeConfig, arch: str) -> None:
     except ValueError as e:
       raise NSTError(f"{flag}: {e}") from None
   for flag, value in (("--content_weight", config.content_weight), ("--style_weight", config.style_weight),
-                      ("--tv_weight", config.tv_weight)):
+                      ("--tv_weight", config.tv_weight), ("--laplacian_weight", config.laplacian_weight),
+                      ("--edge_weight", config.edge_weight)):
     if not math.isfinite(value) or value < 0:
       raise NSTError(f"{flag} must be a finite number >= 0, got {value}")
+  for scale in config.style_scale:
+    if not (math.isfinite(scale) and 0.05 <= scale <= 8):
+      raise NSTError(f"--style_scale values must lie in [0.05, 8], got {scale}")
   if config.pooling not in ("max", "avg"):
     raise NSTError(f"--pooling must be 'max' or 'avg', got {config.pooling!r}")
-  # Building the optimizer is cheap; doing it here refuses a bad name before weights and features are computed.
-  optim.make_optimizer(config.optimizer, learning_rate=config.learning_rate)
+  if config.style_loss not in STYLE_LOSSES:
+    raise NSTError(f"--style_loss must be one of {', '.join(STYLE_LOSSES)}, got {config.style_loss!r}")
+  if config.preserve_colors not in color.COLOR_MODES:
+    raise NSTError(f"--preserve_colors must be one of {', '.join(color.COLOR_MODES)}, "
+                   f"got {config.preserve_colors!r}")
+  if config.color_method not in ("cholesky", "eigen"):
+    raise NSTError(f"--color_method must be 'cholesky' or 'eigen', got {config.color_method!r}")
+  if not has_content and config.preserve_colors != "none":
+    raise NSTError("--preserve_colors needs a content image")
+  if not has_content and (config.laplacian_weight or config.edge_weight):
+    raise NSTError("--laplacian_weight and --edge_weight preserve a content image's structure; there is none")
+  if config.depth_regions < 1:
+    raise NSTError(f"--depth_regions must be at least 1, got {config.depth_regions}")
+  blend_weights(config, num_styles)
+  _per_style(config.style_scale, num_styles, "--style_scale")
+  style_layer_sets(config, num_styles)
+  # Building the optimizer is cheap; doing it here refuses bad settings before weights and features are used.
+  make_optimizer(config)
+
+
+def make_optimizer(config: StylizeConfig):
+  return optim.make_optimizer(config.optimizer, learning_rate=config.learning_rate, schedule=config.lr_schedule,
+                              iterations=config.iterations, options=dict(config.optimizer_options),
+                              normalize_gradients=config.normalize_gradients)
 
 
 def check_memory(shape: tuple[int, int], arch: str, layers: Sequence[str]) -> None:
@@ -93,59 +189,213 @@ def _physical_memory_bytes() -> int:
     return 0
 
 
-def make_loss_terms(model_content_style: vgg.VGG, preprocessing, *, content_weight: float, style_weight: float,
-                    tv_weight: float) -> Callable[[jax.Array, Mapping[str, Any]], dict[str, jax.Array]]:
-  """Returns `terms(image, inputs)` -> weighted {'content', 'style', 'tv'}; inputs holds 'params',
-  'content' (layer -> features) and 'style' (layer -> Gram matrix)."""
+def build_regions(config: StylizeConfig, shape: tuple[int, int], num_styles: int, *,
+                  style_masks: Sequence[np.ndarray] | None = None,
+                  depth: np.ndarray | None = None) -> list[Region]:
+  """Spatial groups (one per style mask, or one blended group) times depth bins (or one bin)."""
+  h, w = shape
+  blend = blend_weights(config, num_styles)
+  if style_masks:
+    if len(style_masks) != num_styles:
+      raise NSTError(f"--style_masks has {len(style_masks)} mask(s) for {num_styles} style image(s)")
+    groups = [(guidance.resize_mask(m, h, w), tuple(float(j == i) for j in range(num_styles)))
+              for i, m in enumerate(style_masks)]
+  else:
+    groups = [(np.ones((h, w), np.float32), tuple(float(b) for b in blend))]
+  if depth is not None:
+    depth = guidance.resize_mask(depth, h, w)
+    n = config.depth_regions
+    bins = list(zip(structure.depth_regions(depth, num_regions=n),
+                    structure.depth_region_scales(n, near_scale=config.depth_near_scale,
+                                                  far_scale=config.depth_far_scale),
+                    structure.depth_region_weights(n)))
+  else:
+    bins = [(np.ones((h, w), np.float32), 1.0, 1.0)]
+  return [Region(mask=np.asarray(g_mask * d_mask, np.float32), weight=float(d_weight), style_weights=sw,
+                 scale=float(d_scale))
+          for g_mask, sw in groups for d_mask, d_scale, d_weight in bins]
+
+
+def prepare_styles(styles: Sequence[np.ndarray], *, content: np.ndarray | None,
+                   config: StylizeConfig) -> list[np.ndarray]:
+  """Colour control (Gatys et al. 2017, sec. 5) applied to the style images before their statistics are taken."""
+  if config.preserve_colors == "histogram":
+    # Not clipped: clipping would undo the matched statistics, and VGG takes any real-valued input.
+    return [color.match_color_histogram(s, content, method=config.color_method) for s in styles]
+  if config.preserve_colors == "luminance":
+    return [np.asarray(color.match_luminance(s, content), np.float32) for s in styles]
+  return list(styles)
+
+
+def make_loss_terms(model: vgg.VGG, preprocessing, config: StylizeConfig, *, style_layers: Sequence[str],
+                    has_content: bool,
+                    hed: VGGWeights | None = None) -> Callable[[jax.Array, Mapping[str, Any]], dict[str, jax.Array]]:
+  """Returns `terms(image, inputs)` -> the weighted loss terms. `inputs` holds 'params', 'content'
+  (layer -> features), 'style' (layer -> (R, C, C) targets or MRF patch banks), 'masks' (layer -> (R, h, w)),
+  'region_weights' (layer -> (R,)), and the structure targets when those losses are on."""
+  layer_weight = 1.0 / len(style_layers)
 
   def terms(image: jax.Array, inputs: Mapping[str, Any]) -> dict[str, jax.Array]:
-    feats = model_content_style.apply({"params": inputs["params"]}, preprocessing.apply(image)[None])
-    return {
-        "content": content_weight * losses.content_loss(features=feats, targets=inputs["content"]),
-        "style": style_weight * losses.style_loss(features=feats, target_grams=inputs["style"]),
-        "tv": tv_weight * losses.total_variation_loss(image=image),
-    }
+    feats = model.apply({"params": inputs["params"]}, preprocessing.apply(image)[None])
+    out = {}
+    if has_content and config.content_weight > 0:
+      out["content"] = config.content_weight * losses.content_loss(features=feats, targets=inputs["content"])
+    if config.style_loss == "mrf":
+      out["style"] = config.style_weight * mrf.mrf_style_loss(features=feats, banks=inputs["style"])
+    else:
+      # Region weights differ per layer (scale mixing), so the guided loss is summed layer by layer.
+      out["style"] = config.style_weight * sum(
+          guidance.guided_style_loss(features={name: feats[name]}, target_grams={name: inputs["style"][name]},
+                                     masks={name: inputs["masks"][name]},
+                                     region_weights=inputs["region_weights"][name],
+                                     layer_weights={name: layer_weight})
+          for name in style_layers)
+    out["tv"] = config.tv_weight * losses.total_variation_loss(image=image)
+    if config.laplacian_weight > 0:
+      out["laplacian"] = config.laplacian_weight * structure.laplacian_loss(
+          image=image, content_laplacians=inputs["laplacian"])  # the pool sizes that fit the image
+    if config.edge_weight > 0:
+      out["edge"] = config.edge_weight * structure.edge_loss(
+          image_rgb01=image, target_edges=inputs["edges"], hed_params=inputs["hed_params"],
+          hed_extras=inputs["hed_extras"], preprocessing=hed.preprocessing)
+    return out
 
   return terms
 
 
-def initial_image(init: str, *, content: np.ndarray, style: np.ndarray, seed: int) -> np.ndarray:
-  """The starting point: the content, white noise, the style resized to the content, or an image file."""
-  h, w = content.shape[:2]
+def initial_image(init: str, *, content: np.ndarray | None, style: np.ndarray, seed: int,
+                  shape: tuple[int, int] | None = None) -> np.ndarray:
+  """The starting point: the content, white noise, the style resized to the output, or an image file."""
+  h, w = shape if shape is not None else content.shape[:2]
+  if init == "noise" or (init == "content" and content is None):
+    return np.random.default_rng(seed).uniform(0.0, 1.0, size=(h, w, 3)).astype(np.float32)
   if init == "content":
     return content.copy()
-  if init == "noise":
-    return np.random.default_rng(seed).uniform(0.0, 1.0, size=content.shape).astype(np.float32)
   if init == "style":
     return image_io.resize(style, h, w)
   return image_io.resize(image_io.load_image(init, what="--init image"), h, w)
 
 
-def stylize(*, content: np.ndarray, style: np.ndarray, weights: VGGWeights, config: StylizeConfig,
+def _as_list(styles) -> list[np.ndarray]:
+  if isinstance(styles, np.ndarray) and styles.ndim == 3:
+    return [styles]
+  styles = list(styles)
+  if not styles:
+    raise NSTError("at least one style image is needed")
+  return styles
+
+
+def stylize(*, content: np.ndarray | None, styles: Sequence[np.ndarray] | np.ndarray, weights: VGGWeights,
+            config: StylizeConfig, style_masks: Sequence[np.ndarray] | None = None,
+            depth: np.ndarray | None = None, hed_weights: VGGWeights | None = None,
+            synthesis_shape: tuple[int, int] | None = None,
             on_intermediate: Callable[[int, np.ndarray], None] | None = None,
             progress: bool = True) -> StylizeResult:
-  """Runs Gatys et al.'s optimisation. `content` and `style` are (H, W, 3) float images in [0, 1] that are resized
-  here: the content to `config.size` on its long side, the style to the same long side."""
-  _validate(config, weights.arch)
-  all_layers = tuple(dict.fromkeys(config.content_layers + config.style_layers))
-  check_memory(image_io.long_side_shape(content.shape, config.size), weights.arch, all_layers)
-  content = image_io.resize_long_side(content, config.size)
-  style = image_io.resize_long_side(style, config.size)
+  """Style transfer (or, with `content=None`, texture synthesis) by optimisation.
+
+  `content` and `styles` are (H, W, 3) float images in [0, 1], resized here: the content to `config.size` on its
+  long side, each style to `config.size * style_scale` (times a depth bin's scale). Without content the output
+  has `synthesis_shape` (default: the first style's aspect ratio at `config.size`). `style_masks` (one (H, W)
+  mask per style, any size) and `depth` ((H, W), brighter = nearer) live in content space. `hed_weights` serve
+  the edge loss when `weights` lack HED side outputs.
+  """
+  styles = _as_list(styles)
+  has_content = content is not None
+  validate(config, weights.arch, num_styles=len(styles), has_content=has_content)
+  if config.style_loss == "mrf" and (style_masks or depth is not None):
+    raise NSTError("--style_loss mrf does not take --style_masks or --depth yet; use --style_loss gram")
+  use_content = has_content and config.content_weight > 0
+  style_sets = style_layer_sets(config, len(styles))
+  if config.style_loss == "mrf" and config.style_layers == STYLE_LAYERS and not config.style_layer_sets:
+    style_sets = [MRF_LAYERS] * len(styles)
+  style_layers = tuple(dict.fromkeys(name for s in style_sets for name in s))
+  all_layers = tuple(dict.fromkeys((config.content_layers if use_content else ()) + style_layers))
+  shape = (image_io.long_side_shape(content.shape, config.size) if has_content
+           else synthesis_shape or image_io.long_side_shape(styles[0].shape, config.size))
+  check_memory(shape, weights.arch, all_layers)
+  hed = None
+  if config.edge_weight > 0:
+    hed = hed_weights if hed_weights is not None else weights
+    structure.require_hed(hed)
+
+  if has_content:
+    content = image_io.resize(content, *shape)
+  styles = prepare_styles(styles, content=content, config=config)
+  net_content = color.luminance_image(content) if config.preserve_colors == "luminance" else content
+  regions = build_regions(config, shape, len(styles), style_masks=style_masks, depth=depth)
 
   model = vgg.VGG(weights.arch, all_layers, pooling=config.pooling)
   params = jax.tree.map(jnp.asarray, vgg.params_for(weights.arch, weights.params, all_layers))
   features = jax.jit(lambda p, img: model.apply({"params": p}, weights.preprocessing.apply(img)[None]))
-  content_feats = features(params, jnp.asarray(content))
-  style_feats = features(params, jnp.asarray(style))
-  inputs = {
-      "params": params,
-      "content": {name: content_feats[name] for name in config.content_layers},
-      "style": {name: losses.gram_matrix(style_feats[name]) for name in config.style_layers},
-  }
-  terms_fn = make_loss_terms(model, weights.preprocessing, content_weight=config.content_weight,
-                             style_weight=config.style_weight, tv_weight=config.tv_weight)
-  x0 = initial_image(config.init, content=content, style=style, seed=config.seed)
-  return optimize_image(terms_fn, inputs, x0, config=config, on_intermediate=on_intermediate, progress=progress)
+  inputs: dict[str, Any] = {"params": params}
+  if use_content:
+    content_feats = features(params, jnp.asarray(net_content))
+    inputs["content"] = {name: content_feats[name] for name in config.content_layers}
+
+  scales = _per_style(config.style_scale, len(styles), "--style_scale")
+  style_feature_cache: dict[tuple[int, float], dict[str, jax.Array]] = {}
+
+  def style_features(i: int, factor: float) -> dict[str, jax.Array]:
+    key = (i, round(scales[i] * factor, 6))
+    if key not in style_feature_cache:
+      long_side = max(16, round(config.size * key[1]))
+      check_memory(image_io.long_side_shape(styles[i].shape, long_side), weights.arch, all_layers)
+      style_feature_cache[key] = features(params, jnp.asarray(image_io.resize_long_side(styles[i], long_side)))
+    return style_feature_cache[key]
+
+  if config.style_loss == "mrf":
+    inputs["style"] = _mrf_banks(style_layers, style_sets, style_features)
+  else:
+    inputs["style"], inputs["region_weights"] = _region_targets(regions, style_layers, style_sets, style_features)
+    masks = np.stack([r.mask for r in regions])
+    inputs["masks"] = jax.jit(lambda m: guidance.masks_at_layers(weights.arch, m, style_layers,
+                                                                 pooling=config.pooling))(jnp.asarray(masks))
+  if config.laplacian_weight > 0:
+    inputs["laplacian"] = structure.content_laplacians(jnp.asarray(net_content), config.laplacian_pool_sizes)
+  if config.edge_weight > 0:
+    inputs["hed_params"] = jax.tree.map(jnp.asarray, hed.params)
+    inputs["hed_extras"] = {k: jnp.asarray(v) for k, v in hed.extras.items() if k.startswith("hed/")}
+    inputs["edges"] = structure.edge_target(content_rgb01=jnp.asarray(net_content), hed_params=inputs["hed_params"],
+                                            hed_extras=inputs["hed_extras"], preprocessing=hed.preprocessing)
+
+  terms_fn = make_loss_terms(model, weights.preprocessing, config, style_layers=style_layers,
+                             has_content=has_content, hed=hed)
+  x0 = initial_image(config.init, content=net_content, style=styles[0], seed=config.seed, shape=shape)
+  result = optimize_image(terms_fn, inputs, x0, config=config, on_intermediate=on_intermediate,
+                          progress=progress)
+  if config.preserve_colors == "luminance":
+    result.image = np.asarray(color.combine_luminance(stylized=result.image, content=content), np.float32)
+  return result
+
+
+def _mrf_banks(style_layers: Sequence[str], style_sets: Sequence[Sequence[str]], style_features) -> dict:
+  """Per layer, the patches of every style that uses the layer, pooled into one bank (blend weights do not
+  apply: the nearest-neighbour search picks from all of them)."""
+  banks = {}
+  for name in style_layers:
+    parts = [mrf.style_patch_bank(style_features(i, 1.0)[name])
+             for i, layers in enumerate(style_sets) if name in layers]
+    banks[name] = {key: jnp.concatenate([part[key] for part in parts]) for key in parts[0]}
+  return banks
+
+
+def _region_targets(regions: Sequence[Region], style_layers: Sequence[str],
+                    style_sets: Sequence[Sequence[str]], style_features) -> tuple[dict, dict]:
+  """Per layer: (R, C, C) blended Gram targets and (R,) region weights. A region whose styles all skip a layer
+  (scale mixing) gets weight 0 there."""
+  targets, weights = {}, {}
+  for name in style_layers:
+    grams, region_weights = [], []
+    for region in regions:
+      parts = [(sw, losses.gram_matrix(style_features(i, region.scale)[name])[0])
+               for i, sw in enumerate(region.style_weights) if sw > 0 and name in style_sets[i]]
+      total = sum(sw for sw, _ in parts)
+      grams.append(sum(sw * g for sw, g in parts) / total if parts else None)
+      region_weights.append(region.weight if parts else 0.0)
+    like = next(g for g in grams if g is not None)  # some region uses every layer in style_layers
+    targets[name] = jnp.stack([g if g is not None else jnp.zeros_like(like) for g in grams])
+    weights[name] = jnp.asarray(region_weights, jnp.float32)
+  return targets, weights
 
 
 def optimize_image(terms_fn, inputs, x0: np.ndarray, *, config: StylizeConfig,
@@ -156,7 +406,7 @@ def optimize_image(terms_fn, inputs, x0: np.ndarray, *, config: StylizeConfig,
   def total_loss(x, inputs):
     return sum(terms_fn(x, inputs).values())
 
-  optimizer = optim.make_optimizer(config.optimizer, learning_rate=config.learning_rate)
+  optimizer = make_optimizer(config)
   x = jnp.asarray(x0, jnp.float32)
   # optax may alias one buffer in several state leaves; copies keep buffer donation in the runner valid.
   opt_state = jax.tree.map(jnp.copy, optimizer.init(x))

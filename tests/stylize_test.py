@@ -39,7 +39,7 @@ def random_weights():
 def test_real_weights_stylize_64px_lowers_style_loss_tenfold(default_weights, demo_pair):
   content, style = demo_pair
   config = stylize.StylizeConfig(size=64, iterations=50, log_every=25)
-  result = stylize.stylize(content=content, style=style, weights=default_weights, config=config, progress=False)
+  result = stylize.stylize(content=content, styles=style, weights=default_weights, config=config, progress=False)
   assert result.image.shape[:2] == image_io.long_side_shape(content.shape, 64)
   assert np.all(np.isfinite(result.image)) and result.image.min() >= 0 and result.image.max() <= 1
   assert result.final_terms["style"] * 10 <= result.initial_terms["style"], (result.initial_terms,
@@ -54,7 +54,7 @@ def test_intermediate_images_arrive_on_schedule(random_weights, demo_pair):
   seen = []
   config = stylize.StylizeConfig(size=32, iterations=6, save_every=2, log_every=4, optimizer="adam",
                                  init="noise", style_weight=1e-3, content_weight=1e-3, tv_weight=1.0)
-  result = stylize.stylize(content=content, style=style, weights=random_weights, config=config,
+  result = stylize.stylize(content=content, styles=style, weights=random_weights, config=config,
                            on_intermediate=lambda i, img: seen.append((i, img.shape)), progress=False)
   assert [i for i, _ in seen] == [2, 4]  # the final image is the result, not an intermediate
   assert all(shape == result.image.shape for _, shape in seen)
@@ -65,7 +65,7 @@ def test_divergence_is_detected_and_last_finite_image_kept(random_weights, demo_
   content, style = demo_pair
   config = stylize.StylizeConfig(size=32, iterations=4, optimizer="sgd", learning_rate=1e30, log_every=1)
   with pytest.raises(stylize.NonFiniteLossError) as info:
-    stylize.stylize(content=content, style=style, weights=random_weights, config=config, progress=False)
+    stylize.stylize(content=content, styles=style, weights=random_weights, config=config, progress=False)
   assert np.all(np.isfinite(info.value.last_good_image))
   assert info.value.last_good_image.shape[:2] == image_io.long_side_shape(content.shape, 32)
 
@@ -92,4 +92,4 @@ def test_bad_layer_names_and_sizes_are_clear_errors(random_weights, demo_pair):
       (stylize.StylizeConfig(size=1_000_000), "GiB"),
   ]:
     with pytest.raises(NSTError, match=message):
-      stylize.stylize(content=content, style=style, weights=random_weights, config=config, progress=False)
+      stylize.stylize(content=content, styles=style, weights=random_weights, config=config, progress=False)

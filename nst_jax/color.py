@@ -1,0 +1,157 @@
+"""Colour control of Gatys et al. (2017), "Controlling Perceptual Factors in Neural Style Transfer", section 5.
+
+Two ways to keep the content image's colours while transferring a style:
+  luminance  Transfer on luminance only: the network sees gray images (Y replicated to R=G=B), the style's
+             luminance is first matched to the content's mean and std, and the result's Y is recombined with the
+             content's I and Q chroma channels (YIQ colour space, NTSC/FCC matrix).
+  histogram  Before transfer, the style image's colours are mapped linearly so that its per-channel mean and 3x3
+             colour covariance equal the content's: x' = A (x - mu_s) + mu_t, with A = L_t L_s^-1 (Cholesky,
+             L L^T = Sigma) or A = Sigma_t^1/2 Sigma_s^-1/2 (symmetric square roots, as in Image Analogies).
+
+Images are (H, W, 3) float RGB in [0, 1]. The YIQ functions and `luminance_image`/`combine_luminance` are jnp and
+jittable; the statistics-matching functions work in float64 NumPy (a handful of 3x3 matrices, run once per image)
+and return float32.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+COLOR_MODES = ("none", "luminance", "histogram")
+
+_RGB_TO_YIQ = np.array([[0.299, 0.587, 0.114],
+                        [0.595716, -0.274453, -0.321263],
+                        [0.211456, -0.522591, 0.311135]])
+_YIQ_TO_RGB = np.linalg.inv(_RGB_TO_YIQ)
+# The I and Q rows sum to zero and the Y row to one, so the inverse's Y column is (1, 1, 1) (up to rounding):
+# changing Y at fixed I, Q adds the same amount to R, G and B. `combine_luminance` relies on this.
+_Y_COLUMN = _YIQ_TO_RGB[:, 0]
+
+
+def _apply_matrix(matrix: np.ndarray, image: jax.Array) -> jax.Array:
+  # HIGHEST: on GPUs the default float32 matmul precision may be TF32 (~1e-3 relative), far too coarse for a
+  # colour conversion that must round-trip to 1e-6.
+  return jnp.einsum("...c,dc->...d", image, jnp.asarray(matrix, jnp.float32),
+                    precision=jax.lax.Precision.HIGHEST)
+
+
+def rgb_to_yiq(image: jax.Array) -> jax.Array:
+  """(..., 3) RGB -> (..., 3) YIQ (NTSC, FCC matrix). Jittable."""
+  return _apply_matrix(_RGB_TO_YIQ, jnp.asarray(image, jnp.float32))
+
+
+def yiq_to_rgb(yiq: jax.Array) -> jax.Array:
+  """(..., 3) YIQ -> (..., 3) RGB with the exact inverse of the FCC matrix; no clipping. Jittable."""
+  return _apply_matrix(_YIQ_TO_RGB, jnp.asarray(yiq, jnp.float32))
+
+
+def _luminance(image: jax.Array) -> jax.Array:
+  return _apply_matrix(_RGB_TO_YIQ[:1], jnp.asarray(image, jnp.float32))[..., 0]
+
+
+def luminance_image(image: jax.Array) -> jax.Array:
+  """(..., 3) RGB -> gray (..., 3) image with R = G = B = Y: what the network sees in luminance mode. Jittable."""
+  y = _luminance(image)
+  return jnp.stack([y, y, y], axis=-1)
+
+
+def match_luminance(style: np.ndarray, content: np.ndarray, *, eps: float = 1e-5,
+                    clip: bool = False) -> np.ndarray:
+  """Gatys et al. (2017)'s luminance matching: l_s' = sigma_c / sigma_s (l_s - mu_s) + mu_c, as a gray RGB image.
+
+  Without `clip` the result may leave [0, 1]; clipping would change the matched mean and std, so it is the
+  caller's choice. A flat style (sigma_s < eps) becomes flat at mu_c instead of dividing by zero.
+  """
+  l_s = np.asarray(_luminance(style), np.float64)
+  l_c = np.asarray(_luminance(content), np.float64)
+  sigma_s, sigma_c = l_s.std(), l_c.std()
+  scale = sigma_c / sigma_s if sigma_s >= eps else 0.0
+  matched = scale * (l_s - l_s.mean()) + l_c.mean()
+  if clip:
+    matched = np.clip(matched, 0.0, 1.0)
+  return np.repeat(matched[..., None], 3, axis=-1).astype(np.float32)
+
+
+def combine_luminance(*, stylized: jax.Array, content: jax.Array) -> jax.Array:
+  """RGB image with the luminance Y of `stylized` and the chroma I, Q of `content`, inside [0, 1]. Jittable.
+
+  Plain "convert, then clip to [0, 1]" shifts the hue wherever the new Y with the old chroma lies out of gamut
+  (a dark content pixel made bright, ...), which in stylised images is common. Instead, since changing Y at fixed
+  chroma moves R, G, B together, each pixel's Y is clamped to the interval that keeps all three channels in
+  [0, 1]; that interval contains the content's own Y (the content is in gamut), so it is never empty. Chroma is
+  then exact; only the luminance of out-of-gamut pixels moves, by the least amount. The final clip only removes
+  float rounding (and handles a content image that is itself outside [0, 1]).
+  """
+  y = _luminance(stylized)
+  content_yiq = rgb_to_yiq(content)
+  # The RGB the content's chroma contributes on top of Y * (1, 1, 1).
+  chroma_rgb = _apply_matrix(_YIQ_TO_RGB[:, 1:], content_yiq[..., 1:])
+  y_low = -jnp.min(chroma_rgb, axis=-1)
+  y_high = 1.0 - jnp.max(chroma_rgb, axis=-1)
+  y = jnp.clip(y, y_low, jnp.maximum(y_low, y_high))
+  rgb = y[..., None] * jnp.asarray(_Y_COLUMN, jnp.float32) + chroma_rgb
+  return jnp.clip(rgb, 0.0, 1.0)
+
+
+def _mean_cov(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  pixels = np.asarray(image, np.float64).reshape(-1, 3)
+  mean = pixels.mean(axis=0)
+  centered = pixels - mean
+  return mean, centered.T @ centered / len(pixels)
+
+
+def _sqrt_and_inverse_sqrt(cov: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  values, vectors = np.linalg.eigh(cov)
+  values = np.maximum(values, np.finfo(np.float64).tiny)  # eps*I makes them positive; guard against rounding
+  return (vectors * np.sqrt(values)) @ vectors.T, (vectors / np.sqrt(values)) @ vectors.T
+
+
+def histogram_transform(source: np.ndarray, target: np.ndarray, *,
+                        method: Literal["cholesky", "eigen"] = "cholesky",
+                        eps: float = 1e-5) -> tuple[np.ndarray, np.ndarray]:
+  """(A, b), float64, such that x' = A x + b gives `source`'s pixels the mean and covariance of `target`'s.
+
+  A = L_t L_s^-1 ("cholesky") or Sigma_t^1/2 Sigma_s^-1/2 ("eigen"). Eigenvalues of both covariances below eps
+  are raised to eps, so that a gray or flat image (singular covariance) still gives a finite A while ordinary
+  images, whose colour variances are all above eps, are matched exactly.
+  """
+  if method not in ("cholesky", "eigen"):
+    raise ValueError(f"method must be 'cholesky' or 'eigen', not {method!r}")
+  mu_s, cov_s = _mean_cov(source)
+  mu_t, cov_t = _mean_cov(target)
+  cov_s = _floor_eigenvalues(cov_s, eps)
+  cov_t = _floor_eigenvalues(cov_t, eps)
+  if method == "cholesky":
+    l_s, l_t = np.linalg.cholesky(cov_s), np.linalg.cholesky(cov_t)
+    a = l_t @ np.linalg.inv(l_s)
+  else:
+    a = _sqrt_and_inverse_sqrt(cov_t)[0] @ _sqrt_and_inverse_sqrt(cov_s)[1]
+  return a, mu_t - a @ mu_s
+
+
+def _floor_eigenvalues(cov: np.ndarray, eps: float) -> np.ndarray:
+  values, vectors = np.linalg.eigh(cov)
+  if values.min() >= eps:
+    return cov
+  return (vectors * np.maximum(values, eps)) @ vectors.T
+
+
+def match_color_histogram(source: np.ndarray, target: np.ndarray, *,
+                          method: Literal["cholesky", "eigen"] = "cholesky", eps: float = 1e-5,
+                          clip: bool = False) -> np.ndarray:
+  """`source` recoloured to the per-channel mean and 3x3 colour covariance of `target` (float32, same shape).
+
+  Used with source = style, target = content before transfer (Gatys et al. 2017's colour histogram matching).
+  The result may leave [0, 1]; clipping changes the matched statistics, so it is off unless `clip` is set and
+  otherwise left to the caller (e.g. before the image is fed to VGG or saved).
+  """
+  a, b = histogram_transform(source, target, method=method, eps=eps)
+  source = np.asarray(source, np.float64)
+  matched = source @ a.T + b
+  if clip:
+    matched = np.clip(matched, 0.0, 1.0)
+  return matched.astype(np.float32)

@@ -1,0 +1,136 @@
+"""Spatial control of style transfer with guided Gram matrices (Gatys et al. 2017, "Controlling Perceptual Factors
+in Neural Style Transfer", section 4).
+
+Each of R regions has a guidance channel m_r in [0, 1], given in image space and carried to every layer l. The
+guided Gram matrix of region r is the Gram matrix of the features weighted by the guide,
+
+  G_r = (F ⊙ m_r)^T (F ⊙ m_r) / sum(m_r^2),
+
+normalised by the guide's mass instead of H*W so that it is a Gram matrix of the region alone (a binary guide gives
+exactly the ordinary Gram matrix of the selected positions), and the style loss is
+
+  L = sum_l w_l sum_r α_r E(G_r^l, A_r^l),     E = `nst_jax.losses.style_layer_loss`,
+
+where A_r^l is the guided Gram matrix of the style image with its own guides. Guides are carried through the network
+the way Gatys et al.'s and Luan et al.'s guided style code do: a 3x3 box average for every 3x3 convolution (so a
+guide fades out over one receptive-field step at region borders), nothing for ReLU, and a 2x2 stride-2 average for
+every pooling layer (VALID, like `nst_jax.vgg.pool`, so guide shapes equal the feature shapes).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from PIL import Image
+
+from nst_jax import image_io, vgg
+from nst_jax.losses import layer_weights_or_equal, style_layer_loss
+
+# Below this guide mass a region counts as absent at a layer: its Gram matrix is 0 (instead of 0/0) and its loss
+# term is dropped. Any real region has mass >= one pixel's worth of a small guide value, far above this.
+_EMPTY_MASS = 1e-8
+
+
+def _box3(masks: jax.Array) -> jax.Array:
+  """3x3 box average of (R, H, W) masks over the in-image taps only, so a guide of ones stays exactly one at the
+  borders (zero padding alone would darken every border, as if the region ended there)."""
+  def window_sum(x: jax.Array) -> jax.Array:
+    return jax.lax.reduce_window(x, 0.0, jax.lax.add, (1, 3, 3), (1, 1, 1), ((0, 0), (1, 1), (1, 1)))
+  # The tap count depends on the shape only; computed with NumPy it is a trace-time constant.
+  _, h, w = masks.shape
+  ones = np.pad(np.ones((h, w)), 1)
+  count = sum(ones[dy:dy + h, dx:dx + w] for dy in range(3) for dx in range(3))
+  return window_sum(masks) / jnp.asarray(count, masks.dtype)
+
+
+def masks_at_layers(arch: str, masks: jax.Array, layers: Sequence[str], *,
+                    pooling: str = "avg") -> dict[str, jax.Array]:
+  """Carries image-space guides (R, H, W) through `arch`'s layer sequence; returns {layer: (R, h_l, w_l)}.
+
+  Convolutions become 3x3 box averages, ReLUs leave the guides alone, pools are 2x2 stride-2 `pooling` ('avg', the
+  usual choice, or 'max' to let a region claim every pooled cell it touches) with odd sizes floored as in
+  `nst_jax.vgg.pool`. Nothing past the deepest requested layer is computed.
+  """
+  if masks.ndim != 3:
+    raise ValueError(f"masks must be (regions, height, width), got shape {masks.shape}")
+  last = vgg.deepest_layer(arch, layers)
+  wanted = set(layers)
+  x = jnp.asarray(masks, jnp.float32)
+  out: dict[str, jax.Array] = {}
+  for name in vgg.layer_names(arch):
+    if name.startswith("conv"):
+      x = _box3(x)
+    elif name.startswith("pool"):
+      x = vgg.pool(x[..., None], pooling)[..., 0]  # regions as the batch axis, one channel
+    if name in wanted:
+      out[name] = x
+    if name == last:
+      break
+  return out
+
+
+def guided_gram(features: jax.Array, masks: jax.Array) -> jax.Array:
+  """Guided Gram matrices (R, C, C) of (1, h, w, C) or (h, w, C) features under (R, h, w) guides.
+
+  A guide of ones gives `nst_jax.losses.gram_matrix`; an empty guide gives zeros (not NaN).
+  """
+  if features.ndim == 4:
+    if features.shape[0] != 1:
+      raise ValueError(f"guided_gram takes one image, got a batch of {features.shape[0]}")
+    features = features[0]
+  h, w, c = features.shape
+  if masks.shape[1:] != (h, w):
+    raise ValueError(f"guides of shape {masks.shape[1:]} do not match features of shape {(h, w)}")
+  masks = masks.astype(jnp.float32)
+  weighted = features.reshape(1, h * w, c) * masks.reshape(-1, h * w, 1).astype(features.dtype)
+  gram = jnp.einsum("rmi,rmj->rij", weighted, weighted, preferred_element_type=jnp.float32)
+  # max(), not + eps: the ones guide must reproduce gram_matrix's division by H*W exactly.
+  mass = jnp.maximum(jnp.sum(jnp.square(masks), axis=(1, 2)), _EMPTY_MASS)
+  return gram / mass[:, None, None]
+
+
+def guided_style_loss(*, features: Mapping[str, jax.Array], target_grams: Mapping[str, jax.Array],
+                      masks: Mapping[str, jax.Array], region_weights: jax.Array | None = None,
+                      layer_weights: Mapping[str, float] | None = None) -> jax.Array:
+  """sum_l w_l sum_r α_r E(G_r^l, A_r^l) over the layers in `target_grams` (each (R, C, C)).
+
+  `masks` are the guides of the image being synthesised at each layer (`masks_at_layers`). A region whose guide is
+  empty at a layer contributes nothing there: with no pixels of that region there is no texture to match, and its
+  constant term E(0, A_r) would only offset the loss. `region_weights` α default to 1; `layer_weights` w_l to
+  1 / (number of layers), as in `nst_jax.losses.style_loss`.
+  """
+  weights = layer_weights_or_equal(list(target_grams), layer_weights)
+  total = jnp.zeros((), jnp.float32)
+  for name, target in target_grams.items():
+    guides = masks[name].astype(jnp.float32)
+    per_region = style_layer_loss(gram=guided_gram(features[name], guides), target_gram=target)
+    present = jnp.sum(jnp.square(guides), axis=(1, 2)) > _EMPTY_MASS
+    alpha = jnp.ones_like(per_region) if region_weights is None else jnp.asarray(region_weights, jnp.float32)
+    total = total + weights[name] * jnp.sum(jnp.where(present, alpha * per_region, 0.0))
+  return total
+
+
+def resize_mask(mask: np.ndarray, height: int, width: int) -> np.ndarray:
+  """Antialiased bilinear resize of an (H, W) guide to (height, width), in float precision.
+
+  Bilinear rather than the Lanczos of `nst_jax.image_io.resize`: Lanczos rings at hard region borders, which would
+  leak a few percent of a region into its neighbour and dent the inside; a triangle filter (widened by Pillow when
+  shrinking, hence antialiased) is monotone, so every value stays within the range of its neighbourhood.
+  """
+  mask = np.asarray(mask, np.float32)
+  if mask.shape == (height, width):
+    return mask
+  resized = Image.fromarray(np.ascontiguousarray(mask), mode="F").resize((width, height),
+                                                                          Image.Resampling.BILINEAR)
+  return np.clip(np.asarray(resized, np.float32), 0.0, 1.0)
+
+
+def load_mask(path: str | os.PathLike, *, height: int, width: int, what: str = "mask") -> np.ndarray:
+  """Reads a guide image as an (height, width) float32 array in [0, 1]: the mean of its RGB channels (white = in
+  the region), resized if it does not have the content image's size. Unreadable files raise `NSTError`."""
+  gray = image_io.load_image(path, what=what).mean(axis=-1)
+  return resize_mask(gray, height, width)

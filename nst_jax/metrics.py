@@ -1,0 +1,60 @@
+"""Image measurements used by tests and experiments: SSIM, Gram distances, dominant texture wavelength."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+_LUMA = np.array([0.299, 0.587, 0.114])
+
+
+def gray(image: np.ndarray) -> np.ndarray:
+  """(H, W, 3) RGB -> (H, W) luma (ITU-R BT.601), float64."""
+  return np.asarray(image, np.float64) @ _LUMA
+
+
+def ssim(a: np.ndarray, b: np.ndarray, *, data_range: float = 1.0, sigma: float = 1.5) -> float:
+  """Mean structural similarity of two gray images (Wang et al. 2004): Gaussian window sigma 1.5, K1 0.01,
+  K2 0.03, statistics with the unbiased (N-1) normalisation over the 11x11 window, as in the reference code."""
+  a = np.asarray(a, np.float64)
+  b = np.asarray(b, np.float64)
+  if a.shape != b.shape or a.ndim != 2:
+    raise ValueError(f"ssim needs two gray images of one shape, got {a.shape} and {b.shape}")
+  c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+  blur = lambda x: ndimage.gaussian_filter(x, sigma, truncate=3.5, mode="reflect")
+  n = 49.0  # effective sample size used for the unbiased correction (7x7 core of the 11x11 window)
+  correction = n / (n - 1.0)
+  mu_a, mu_b = blur(a), blur(b)
+  var_a = (blur(a * a) - mu_a**2) * correction
+  var_b = (blur(b * b) - mu_b**2) * correction
+  cov = (blur(a * b) - mu_a * mu_b) * correction
+  s = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
+  crop = 5  # ignore the window's half-width at the border, as the reference implementation does
+  return float(s[crop:-crop, crop:-crop].mean()) if min(a.shape) > 2 * crop else float(s.mean())
+
+
+def radial_power_spectrum(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """(wavelengths in pixels, radially averaged power) of the mean-removed, Hann-windowed gray image."""
+  g = gray(image) if np.ndim(image) == 3 else np.asarray(image, np.float64)
+  g = g - g.mean()
+  h, w = g.shape
+  g = g * np.outer(np.hanning(h), np.hanning(w))
+  power = np.abs(np.fft.fftshift(np.fft.fft2(g))) ** 2
+  fy = np.fft.fftshift(np.fft.fftfreq(h))
+  fx = np.fft.fftshift(np.fft.fftfreq(w))
+  radius = np.hypot(*np.meshgrid(fy, fx, indexing="ij"))
+  bins = np.linspace(0, 0.5, min(h, w) // 2 + 1)
+  which = np.digitize(radius.ravel(), bins)
+  sums = np.bincount(which, power.ravel(), minlength=len(bins) + 1)[1:len(bins)]
+  counts = np.bincount(which, minlength=len(bins) + 1)[1:len(bins)]
+  centers = 0.5 * (bins[:-1] + bins[1:])
+  keep = (counts > 0) & (centers > 0)
+  return 1.0 / centers[keep], sums[keep] / counts[keep]
+
+
+def dominant_wavelength(image: np.ndarray, *, min_wavelength: float = 2.5) -> float:
+  """Power-weighted mean wavelength (pixels) over the spectrum, ignoring near-Nyquist noise and the DC term.
+  A weighted mean is steadier than the arg-max peak for painted, non-periodic textures."""
+  wavelengths, power = radial_power_spectrum(image)
+  keep = (wavelengths >= min_wavelength) & (wavelengths <= min(np.shape(image)[:2]) / 2)
+  return float(np.sum(wavelengths[keep] * power[keep]) / np.sum(power[keep]))

@@ -1,0 +1,142 @@
+"""Colour control (Gatys et al. 2017, section 5) against NumPy transcriptions of the YIQ and moment formulas."""
+
+import jax
+import numpy as np
+import pytest
+
+from nst_jax import color, demo, image_io
+
+RGB_TO_YIQ = np.array([[0.299, 0.587, 0.114],
+                       [0.595716, -0.274453, -0.321263],
+                       [0.211456, -0.522591, 0.311135]])
+
+
+def yiq(image):
+  return np.asarray(image, np.float64) @ RGB_TO_YIQ.T
+
+
+def mean_cov(image):
+  pixels = np.asarray(image, np.float64).reshape(-1, 3)
+  return pixels.mean(axis=0), np.cov(pixels, rowvar=False, bias=True)
+
+
+@pytest.fixture(scope="module")
+def content():
+  return image_io.resize_long_side(demo.default_content(), 64)
+
+
+@pytest.fixture(scope="module")
+def style():
+  return demo.swirl_painting(64)
+
+
+def test_yiq_round_trip_and_pure_colours():
+  rng = np.random.default_rng(0)
+  rgb = rng.uniform(0, 1, (7, 5, 3)).astype(np.float32)
+  back = jax.jit(lambda x: color.yiq_to_rgb(color.rgb_to_yiq(x)))(rgb)
+  np.testing.assert_allclose(back, rgb, atol=1e-6)
+  np.testing.assert_allclose(color.rgb_to_yiq(rgb), yiq(rgb), atol=1e-6)
+  pure = np.eye(3, dtype=np.float32)  # red, green, blue
+  np.testing.assert_allclose(color.rgb_to_yiq(pure)[:, 0], [0.299, 0.587, 0.114], atol=1e-7)
+  # White has Y = 1 and no chroma.
+  np.testing.assert_allclose(color.rgb_to_yiq(np.ones(3, np.float32)), [1, 0, 0], atol=1e-6)
+
+
+def test_luminance_image_is_gray_y(content):
+  gray = np.asarray(jax.jit(color.luminance_image)(content))
+  for c in range(3):
+    np.testing.assert_allclose(gray[..., c], yiq(content)[..., 0], atol=1e-6)
+
+
+def test_match_luminance_moments(content, style):
+  matched = color.match_luminance(style, content)
+  assert matched.shape == style.shape and matched.dtype == np.float32
+  np.testing.assert_array_equal(matched[..., 0], matched[..., 1])
+  np.testing.assert_array_equal(matched[..., 0], matched[..., 2])
+  l_m, l_c = yiq(matched)[..., 0], yiq(content)[..., 0]
+  np.testing.assert_allclose(l_m.mean(), l_c.mean(), atol=1e-4)
+  np.testing.assert_allclose(l_m.std(), l_c.std(), atol=1e-4)
+  # Order of the style's luminances is kept (positive affine map).
+  l_s = yiq(style)[..., 0]
+  assert np.corrcoef(l_s.ravel(), l_m.ravel())[0, 1] > 0.9999
+
+
+@pytest.mark.parametrize("method", ["cholesky", "eigen"])
+def test_histogram_matching_moments(content, style, method):
+  matched = color.match_color_histogram(style, content, method=method)
+  assert matched.shape == style.shape and matched.dtype == np.float32
+  mu_m, cov_m = mean_cov(matched)
+  mu_c, cov_c = mean_cov(content)
+  np.testing.assert_allclose(mu_m, mu_c, atol=1e-3)
+  np.testing.assert_allclose(cov_m, cov_c, atol=1e-3)
+  # Both images' colour variances exceed eps, so no regularisation applies and the match is exact.
+  np.testing.assert_allclose(cov_m, cov_c, atol=1e-6)
+  # The other direction too (content recoloured like the painting).
+  mu_s, cov_s = mean_cov(style)
+  mu_r, cov_r = mean_cov(color.match_color_histogram(content, style, method=method))
+  np.testing.assert_allclose(mu_r, mu_s, atol=1e-3)
+  np.testing.assert_allclose(cov_r, cov_s, atol=1e-3)
+
+
+def test_histogram_methods_differ_but_both_hold(content, style):
+  a_chol, _ = color.histogram_transform(style, content, method="cholesky")
+  a_eig, _ = color.histogram_transform(style, content, method="eigen")
+  assert np.abs(a_chol - a_eig).max() > 1e-2
+  _, cov_s = mean_cov(style)
+  _, cov_c = mean_cov(content)
+  assert np.linalg.eigvalsh(cov_s).min() > 1e-5  # so no regularisation applies and the map must be exact
+  for a in (a_chol, a_eig):  # both map the source covariance exactly onto the target's
+    np.testing.assert_allclose(a @ cov_s @ a.T, cov_c, rtol=1e-9, atol=1e-12)
+  # Cholesky's A is lower triangular (product of lower triangular factors); the eigen variant's is not.
+  np.testing.assert_allclose(np.triu(a_chol, 1), 0, atol=1e-12)
+  # The eigen variant, Sigma_t^1/2 Sigma_s^-1/2, is a product of symmetric matrices: check against scipy.
+  from scipy import linalg
+  want = linalg.sqrtm(cov_c) @ linalg.inv(linalg.sqrtm(cov_s))
+  np.testing.assert_allclose(a_eig, np.real(want), rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("method", ["cholesky", "eigen"])
+def test_histogram_matching_identity(content, method):
+  np.testing.assert_allclose(color.match_color_histogram(content, content, method=method), content, atol=1e-5)
+
+
+def test_histogram_matching_clip_and_bad_method(content, style):
+  clipped = color.match_color_histogram(style, content, clip=True)
+  assert clipped.min() >= 0.0 and clipped.max() <= 1.0
+  with pytest.raises(ValueError, match="method"):
+    color.match_color_histogram(style, content, method="lab")
+
+
+def _check_combined(out, *, stylized, content):
+  out = np.asarray(out, np.float64)
+  assert out.shape == content.shape and out.min() >= 0.0 and out.max() <= 1.0
+  yiq_out, yiq_c = yiq(out), yiq(content)
+  mae_iq = np.abs(yiq_out[..., 1:] - yiq_c[..., 1:]).mean(axis=(0, 1))
+  assert np.all(mae_iq <= 1.5 / 255), mae_iq
+  np.testing.assert_allclose(yiq_out[..., 1:], yiq_c[..., 1:], atol=1e-5)  # chroma is in fact exact
+  # Where the stylised Y with the content's chroma is a valid colour, it is the output unchanged.
+  y_s = yiq(stylized)[..., 0]
+  wanted = np.concatenate([y_s[..., None], yiq_c[..., 1:]], axis=-1) @ np.linalg.inv(RGB_TO_YIQ).T
+  in_gamut = np.all((wanted >= 0) & (wanted <= 1), axis=-1)
+  np.testing.assert_allclose(yiq_out[..., 0][in_gamut], y_s[in_gamut], atol=1e-5)
+  # Elsewhere Y moved only as far as the gamut boundary: some channel sits at 0 or 1.
+  at_boundary = np.any((out <= 1e-5) | (out >= 1 - 1e-5), axis=-1)
+  assert np.all(at_boundary[~in_gamut])
+  return in_gamut
+
+
+def test_combine_luminance_with_painting(content, style):
+  stylized = np.asarray(color.luminance_image(image_io.resize(style, *content.shape[:2])))
+  out = jax.jit(color.combine_luminance)(stylized=stylized, content=content)
+  _check_combined(out, stylized=stylized, content=content)
+
+
+def test_combine_luminance_inverted_luminance(content):
+  """Inverting the luminance pushes many pixels out of gamut, where naive clipping would shift their hue."""
+  stylized = 1.0 - content
+  out = color.combine_luminance(stylized=stylized, content=content)
+  in_gamut = _check_combined(out, stylized=stylized, content=content)
+  assert (~in_gamut).mean() > 0.05  # the test exercises the out-of-gamut path
+  naive = np.clip(np.concatenate([yiq(stylized)[..., :1], yiq(content)[..., 1:]], axis=-1)
+                  @ np.linalg.inv(RGB_TO_YIQ).T, 0, 1)
+  assert np.abs(yiq(naive)[..., 1:] - yiq(content)[..., 1:]).max() > 0.02
