@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import os
 import pathlib
-import secrets
 import warnings
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from nst_jax import atomic
 from nst_jax.errors import NSTError
 
 # Extensions we can write, mapped to Pillow format names and the bit depths each supports.
@@ -144,39 +144,14 @@ def save_image(path: str | os.PathLike, image: np.ndarray, *, bits: int = 8) -> 
     pil = Image.fromarray(np.round(image * 255.0).astype(np.uint8), mode="RGB")
   options = {"quality": 95} if fmt in ("JPEG", "WEBP") else {}
   try:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = _create_temp_beside(path)
-  except OSError as e:
-    raise NSTError(f"cannot write {str(path)!r}: {e.strerror or e}") from None
-  try:
-    with os.fdopen(fd, "wb") as f:
+    with atomic.atomic_write(path) as f:
       if isinstance(pil, bytes):
         f.write(pil)
       else:
         pil.save(f, format=fmt, **options)
-    os.replace(tmp, path)
-  except BaseException as e:
-    pathlib.Path(tmp).unlink(missing_ok=True)
-    if isinstance(e, OSError):  # disk full, permissions changed meanwhile, ...: a user problem, not a bug
-      raise NSTError(f"cannot write {str(path)!r}: {e.strerror or e}") from None
-    raise
+  except OSError as e:  # disk full, permissions changed meanwhile, ...: a user problem, not a bug
+    raise NSTError(f"cannot write {str(path)!r}: {e.strerror or e}") from None
   return path
-
-
-def _create_temp_beside(path: pathlib.Path) -> tuple[int, str]:
-  """A new, empty file next to `path` (same filesystem, so the final rename is atomic).
-
-  Not tempfile.mkstemp: it creates files with mode 0600 and the rename would carry that onto the result, leaving
-  an image that other users (a web server, a shared folder) cannot read. 0666 minus the umask is what a plain
-  open() would give.
-  """
-  for _ in range(100):
-    tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
-    try:
-      return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), str(tmp)
-    except FileExistsError:
-      continue
-  raise FileExistsError(f"no free temporary name next to {path}")
 
 
 def _rgb16_image(arr: np.ndarray, fmt: str) -> bytes:

@@ -86,16 +86,29 @@ def nearest_patch_indices(features: jax.Array, bank: PatchBank, *, stride: int =
   return jnp.argmax(corr[0].reshape(-1, corr.shape[-1]), axis=-1).astype(jnp.int32)
 
 
-def mrf_loss(*, features: jax.Array, bank: PatchBank, patch_size: int | None = None, stride: int = 1) -> jax.Array:
+def mrf_loss(*, features: jax.Array, bank: PatchBank, patch_size: int | None = None, stride: int = 1,
+             patch_weights: jax.Array | None = None) -> jax.Array:
   """Li & Wand's E_s for one layer, as the mean squared difference of every patch to its nearest style patch.
 
   `patch_size` is implied by the bank (and checked if given); `stride` must be static under jit.
+  `patch_weights` ((h', w'), one per synthesised patch, e.g. a region mask at the patch centres) turn the mean
+  into a weighted mean, which restricts the loss to a region for spatial control.
   """
   k = _patch_size(bank, patch_size)
   x = _single(features).astype(jnp.float32)
   nearest = nearest_patch_indices(x, bank, stride=stride)
   targets = jnp.take(bank["patches"], nearest, axis=0)
-  return jnp.mean(jnp.square(extract_patches(x, k, stride) - targets))
+  per_patch = jnp.mean(jnp.square(extract_patches(x, k, stride) - targets), axis=(1, 2, 3))
+  if patch_weights is None:
+    return jnp.mean(per_patch)
+  w = patch_weights.reshape(-1).astype(jnp.float32)
+  return jnp.sum(w * per_patch) / jnp.maximum(jnp.sum(w), _NORM_EPS)
+
+
+def patch_centre_weights(mask: jax.Array, patch_size: int, stride: int = 1) -> jax.Array:
+  """(h, w) mask -> (h', w') values at the centres of the VALID patches, for `mrf_loss(patch_weights=...)`."""
+  r = patch_size // 2
+  return mask[r:mask.shape[0] - (patch_size - 1 - r):stride, r:mask.shape[1] - (patch_size - 1 - r):stride]
 
 
 def mrf_style_loss(*, features: Mapping[str, jax.Array], banks: Mapping[str, PatchBank],

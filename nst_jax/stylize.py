@@ -241,7 +241,13 @@ def make_loss_terms(model: vgg.VGG, preprocessing, config: StylizeConfig, *, sty
     if has_content and config.content_weight > 0:
       out["content"] = config.content_weight * losses.content_loss(features=feats, targets=inputs["content"])
     if config.style_loss == "mrf":
-      out["style"] = config.style_weight * mrf.mrf_style_loss(features=feats, banks=inputs["style"])
+      # Each region matches patches only against its own styles' patches, weighted by its mask (patch centres).
+      out["style"] = config.style_weight * sum(
+          layer_weight * sum(
+              weight * mrf.mrf_loss(features=feats[name], bank=bank, patch_weights=mrf.patch_centre_weights(
+                  inputs["masks"][name][r], bank["patches"].shape[1]))
+              for r, (bank, weight) in enumerate(zip(inputs["style"][name], inputs["region_weights"][name])))
+          for name in style_layers)
     else:
       # Region weights differ per layer (scale mixing), so the guided loss is summed layer by layer.
       out["style"] = config.style_weight * sum(
@@ -302,8 +308,6 @@ def stylize(*, content: np.ndarray | None, styles: Sequence[np.ndarray] | np.nda
   styles = _as_list(styles)
   has_content = content is not None
   validate(config, weights.arch, num_styles=len(styles), has_content=has_content)
-  if config.style_loss == "mrf" and (style_masks or depth is not None):
-    raise NSTError("--style_loss mrf does not take --style_masks or --depth yet; use --style_loss gram")
   use_content = has_content and config.content_weight > 0
   style_sets = style_layer_sets(config, len(styles))
   if config.style_loss == "mrf" and config.style_layers == STYLE_LAYERS and not config.style_layer_sets:
@@ -344,12 +348,12 @@ def stylize(*, content: np.ndarray | None, styles: Sequence[np.ndarray] | np.nda
     return style_feature_cache[key]
 
   if config.style_loss == "mrf":
-    inputs["style"] = _mrf_banks(style_layers, style_sets, style_features)
+    inputs["style"], inputs["region_weights"] = _region_banks(regions, style_layers, style_sets, style_features)
   else:
     inputs["style"], inputs["region_weights"] = _region_targets(regions, style_layers, style_sets, style_features)
-    masks = np.stack([r.mask for r in regions])
-    inputs["masks"] = jax.jit(lambda m: guidance.masks_at_layers(weights.arch, m, style_layers,
-                                                                 pooling=config.pooling))(jnp.asarray(masks))
+  masks = np.stack([r.mask for r in regions])
+  inputs["masks"] = jax.jit(lambda m: guidance.masks_at_layers(weights.arch, m, style_layers,
+                                                               pooling=config.pooling))(jnp.asarray(masks))
   if config.laplacian_weight > 0:
     inputs["laplacian"] = structure.content_laplacians(jnp.asarray(net_content), config.laplacian_pool_sizes)
   if config.edge_weight > 0:
@@ -368,15 +372,24 @@ def stylize(*, content: np.ndarray | None, styles: Sequence[np.ndarray] | np.nda
   return result
 
 
-def _mrf_banks(style_layers: Sequence[str], style_sets: Sequence[Sequence[str]], style_features) -> dict:
-  """Per layer, the patches of every style that uses the layer, pooled into one bank (blend weights do not
-  apply: the nearest-neighbour search picks from all of them)."""
-  banks = {}
+def _region_banks(regions: Sequence[Region], style_layers: Sequence[str], style_sets: Sequence[Sequence[str]],
+                  style_features) -> tuple[dict, dict]:
+  """Per layer, one MRF patch bank per region (the pooled patches of the region's styles at the region's scale;
+  blend weights do not apply, the nearest-neighbour search picks from all) and the region weights as floats."""
+  banks, weights = {}, {}
   for name in style_layers:
-    parts = [mrf.style_patch_bank(style_features(i, 1.0)[name])
-             for i, layers in enumerate(style_sets) if name in layers]
-    banks[name] = {key: jnp.concatenate([part[key] for part in parts]) for key in parts[0]}
-  return banks
+    banks[name], weights[name] = [], []
+    for region in regions:
+      parts = [mrf.style_patch_bank(style_features(i, region.scale)[name])
+               for i, sw in enumerate(region.style_weights) if sw > 0 and name in style_sets[i]]
+      banks[name].append({key: jnp.concatenate([part[key] for part in parts]) for key in parts[0]}
+                         if parts else None)
+      weights[name].append(region.weight if parts else 0.0)
+    # A region that skips this layer (scale mixing) keeps its place with a one-patch dummy bank and weight 0.
+    like = next(bank for bank in banks[name] if bank is not None)
+    banks[name] = [bank if bank is not None else jax.tree.map(lambda a: jnp.zeros_like(a[:1]), like)
+                   for bank in banks[name]]
+  return banks, weights
 
 
 def _region_targets(regions: Sequence[Region], style_layers: Sequence[str],

@@ -30,7 +30,6 @@ import os
 import pathlib
 import pickle
 import re
-import secrets
 import shutil
 import struct
 import subprocess
@@ -47,7 +46,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
-from nst_jax import vgg
+from nst_jax import atomic, vgg
 from nst_jax.errors import NSTError
 
 PathLike = str | os.PathLike
@@ -270,17 +269,10 @@ def _extra_names(extras: Mapping[str, Any]) -> list[str]:
 
 
 def _temp_beside(dest: pathlib.Path, suffix: str) -> tuple[int, str]:
-  """A new file next to `dest` for an atomic write-then-rename (same filesystem), with umask-respecting permissions.
-
-  tempfile.mkstemp would make it 0600, and the rename would carry that onto the final file.
-  """
-  for _ in range(100):
-    tmp = dest.parent / f".{dest.name}.{os.getpid()}.{secrets.token_hex(4)}{suffix}"
-    try:
-      return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), str(tmp)
-    except FileExistsError:
-      continue
-  raise WeightsError(f"{dest.parent}: cannot create a temporary file")
+  try:
+    return atomic.create_temp_beside(dest, suffix)
+  except FileExistsError:
+    raise WeightsError(f"{dest.parent}: cannot create a temporary file") from None
 
 
 def save_weights(path: PathLike, weights: VGGWeights) -> None:
@@ -293,16 +285,8 @@ def save_weights(path: PathLike, weights: VGGWeights) -> None:
   checked = _checked_arrays(arrays, expected_shapes(weights.arch, extras), where)
   meta = {"format_version": FORMAT_VERSION, "arch": weights.arch, "preprocessing": weights.preprocessing.to_dict(),
           "source": str(weights.source), "source_sha256": str(weights.source_sha256), "extras": extras}
-  path.parent.mkdir(parents=True, exist_ok=True)
-  # A temp file in the same directory, then a rename: readers never see a half-written file.
-  fd, tmp = _temp_beside(path, ".tmp")
-  try:
-    with os.fdopen(fd, "wb") as f:
-      np.savez(f, **{_META_KEY: np.array(json.dumps(meta))}, **checked)
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.unlink(tmp)
+  with atomic.atomic_write(path) as f:  # readers never see a half-written file
+    np.savez(f, **{_META_KEY: np.array(json.dumps(meta))}, **checked)
 
 
 def _convert_hint(path: pathlib.Path) -> str:

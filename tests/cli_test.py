@@ -88,6 +88,26 @@ BAD_INPUTS = [
     ("non-integer-size", ["--size", "abc"], ["--size", "abc"]),
     ("unknown-pooling", ["--pooling", "median"], ["--pooling", "median"]),
     ("unknown-flag", ["--colour", "red"], ["colour"]),
+    # The artistic controls' flags.
+    ("style-blend-not-number", ["--style_blend", "a"], ["--style_blend", "'a'"]),
+    ("style-blend-count", ["--style_blend", "1,2"], ["--style_blend", "2 entries", "1 style"]),
+    ("style-blend-negative", ["--style_blend", "-1"], ["--style_blend", "non-negative"]),
+    ("style-scale-zero", ["--style_scale", "0"], ["--style_scale", "got 0"]),
+    ("style-mask-missing", ["--style_masks", "{root}/nomask.png"], ["mask", "{root}/nomask.png", "does not exist"]),
+    ("style-mask-count", ["--style_masks", "{root}/content.png,{root}/content.png"], ["--style_masks", "2 mask"]),
+    ("style-layer-sets-unknown", ["--style_layer_sets", "relu1_1;relu9_9"], ["--style_layer_sets", "relu9_9"]),
+    ("style-layer-sets-count", ["--style_layer_sets", "relu1_1;relu2_1"], ["--style_layer_sets", "2 entries"]),
+    ("optimizer-args-syntax", ["--optimizer_args", "momentum"], ["--optimizer_args", "key=value"]),
+    ("optimizer-args-unknown", ["--optimizer", "sgd", "--optimizer_args", "bogus=1"], ["sgd", "bogus"]),
+    ("lbfgs-schedule", ["--optimizer", "lbfgs", "--lr_schedule", "cosine"], ["--lr_schedule", "L-BFGS"]),
+    ("lbfgs-normalize", ["--optimizer", "lbfgs", "--normalize_gradients"], ["--normalize_gradients"]),
+    ("unknown-schedule", ["--lr_schedule", "zigzag"], ["--lr_schedule", "zigzag"]),
+    ("unknown-color-mode", ["--preserve_colors", "sepia"], ["--preserve_colors", "sepia"]),
+    ("unknown-style-loss", ["--style_loss", "wasserstein"], ["--style_loss", "wasserstein"]),
+    ("depth-missing", ["--depth", "{root}/nodepth.png"], ["depth map", "{root}/nodepth.png", "does not exist"]),
+    ("depth-regions-zero", ["--depth", "{root}/content.png", "--depth_regions", "0"], ["--depth_regions"]),
+    ("edge-loss-without-hed", ["--edge_weight", "1"], ["hed-vgg16", "fetch"]),
+    ("negative-laplacian", ["--laplacian_weight", "-1"], ["--laplacian_weight", "-1"]),
 ]
 
 
@@ -113,6 +133,14 @@ def test_bad_input_gives_one_error_line_and_status_2(setup, extra, needles):
 def test_stray_positional_argument(setup):
   proc = run_cli(setup, "stylize", "stray.png", "--weights", str(setup["weights"]))
   assert_one_line_error(proc, "stray.png", "expected one command")
+
+
+def test_synthesize_refuses_content_and_needs_style(setup):
+  root = setup["root"]
+  common = ["--weights", str(setup["weights"]), "--output", str(root / "texture.png"), *FAST]
+  assert_one_line_error(run_cli(setup, "synthesize", "--content", str(root / "content.png"),
+                                "--style", str(root / "style.png"), *common), "synthesize takes no --content")
+  assert_one_line_error(run_cli(setup, "synthesize", *common), "synthesize needs --style")
 
 
 def test_no_command(setup):
@@ -200,3 +228,15 @@ def test_16bit_png_content_and_palette_style(setup, tmp_path):
   assert np.abs(result - expected_content(tmp_path / "content16.png")).max() < CONTENT_TOLERANCE
   assert result[4:12, 1:5].mean() < 700 / 65535 + CONTENT_TOLERANCE
   assert result[4:12, -4:].mean() > 1 - CONTENT_TOLERANCE
+
+
+def test_synthesize_writes_a_texture_of_the_style_aspect(setup, tmp_path):
+  output = tmp_path / "texture.png"
+  proc = run_cli(setup, "synthesize", "--style", str(setup["root"] / "style.png"), "--weights",
+                 str(setup["weights"]), "--output", str(output), *FAST)
+  assert proc.returncode == 0, proc.stderr
+  with Image.open(output) as im:
+    assert im.size == (32, 24)  # the 32x24 style's aspect at --size 32
+    pixels = np.asarray(im, np.float32) / 255
+  # Started from noise (the default init without content): two small steps leave a noise-like image.
+  assert pixels.std() > 0.15

@@ -114,3 +114,24 @@ def test_gradient_descent_lowers_loss():
   for _ in range(50):
     x, state = step(x, state)
   assert float(loss(x)) < start / 5
+
+
+def test_patch_weights_restrict_the_loss_to_a_region():
+  rng = np.random.default_rng(7)
+  style = rng.standard_normal((8, 8, 4)).astype(np.float32)
+  x = rng.standard_normal((8, 8, 4)).astype(np.float32)
+  bank = mrf.style_patch_bank(style)
+  mask = np.zeros((8, 8), np.float32)
+  mask[:, :4] = 1.0
+  weights = mrf.patch_centre_weights(jnp.asarray(mask), 3)
+  assert weights.shape == (6, 6)
+  full = float(mrf.mrf_loss(features=x, bank=bank))
+  np.testing.assert_allclose(float(mrf.mrf_loss(features=x, bank=bank, patch_weights=jnp.ones((6, 6)))), full,
+                             rtol=1e-6)
+  # Changing x outside the region (patch centres in columns >= 4, i.e. patches not touching columns < 3) leaves
+  # the region's loss unchanged only where no region patch sees the change: edit the last two columns.
+  edited = x.copy()
+  edited[:, 6:] += 5.0
+  region = lambda f: float(mrf.mrf_loss(features=f, bank=bank, patch_weights=weights))
+  np.testing.assert_allclose(region(edited), region(x), rtol=1e-6)
+  assert float(mrf.mrf_loss(features=edited, bank=bank)) > full

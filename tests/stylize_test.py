@@ -1,28 +1,14 @@
 """Gatys style transfer end to end: real default weights, tiny images, one compilation per module."""
 
-import os
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nst_jax import demo, image_io, stylize, vgg
+from nst_jax import demo, image_io, stylize
 from nst_jax.errors import NSTError
-from nst_jax.weights import CAFFE_VGG, VGGWeights, resolve_weights
+from nst_jax.weights import CAFFE_VGG, VGGWeights
 
 from vgg_test import random_params
-
-
-@pytest.fixture(scope="module")
-def default_weights():
-  """The real offline default; CI fetches it, so there a missing file is a failure, not a skip."""
-  try:
-    return resolve_weights("hed-vgg16")
-  except NSTError as e:
-    if os.environ.get("CI"):
-      raise
-    pytest.skip(f"default weights not fetched: {e}")
 
 
 @pytest.fixture(scope="module")
