@@ -52,9 +52,21 @@ def radial_power_spectrum(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   return 1.0 / centers[keep], sums[keep] / counts[keep]
 
 
-def dominant_wavelength(image: np.ndarray, *, min_wavelength: float = 2.5) -> float:
-  """Power-weighted mean wavelength (pixels) over the spectrum, ignoring near-Nyquist noise and the DC term.
-  A weighted mean is steadier than the arg-max peak for painted, non-periodic textures."""
-  wavelengths, power = radial_power_spectrum(image)
-  keep = (wavelengths >= min_wavelength) & (wavelengths <= min(np.shape(image)[:2]) / 2)
-  return float(np.sum(wavelengths[keep] * power[keep]) / np.sum(power[keep]))
+def dominant_wavelength(image: np.ndarray, *, min_wavelength: float = 2.5, axis: int | None = None) -> float:
+  """Power-weighted mean wavelength (pixels), ignoring near-Nyquist noise and the DC term; a weighted mean is
+  steadier than the arg-max peak for painted, non-periodic textures.
+
+  axis=None: radially averaged 2-D spectrum (wavelengths up to half the shorter side). axis=1 (or 0): the 1-D
+  spectrum along rows (columns), averaged over the other axis, which measures long, thin strips of an image.
+  """
+  if axis is None:
+    wavelengths, power = radial_power_spectrum(image)
+    keep = (wavelengths >= min_wavelength) & (wavelengths <= min(np.shape(image)[:2]) / 2)
+    return float(np.sum(wavelengths[keep] * power[keep]) / np.sum(power[keep]))
+  g = gray(image) if np.ndim(image) == 3 else np.asarray(image, np.float64)
+  g = np.moveaxis(g, axis, -1)
+  g = g - g.mean(axis=-1, keepdims=True)
+  power = (np.abs(np.fft.rfft(g * np.hanning(g.shape[-1]), axis=-1)) ** 2).mean(axis=0)
+  freqs = np.fft.rfftfreq(g.shape[-1])
+  keep = (freqs > 0) & (freqs <= 1.0 / min_wavelength)
+  return float(np.sum(power[keep] / freqs[keep]) / np.sum(power[keep]))

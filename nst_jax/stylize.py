@@ -291,6 +291,16 @@ def _as_list(styles) -> list[np.ndarray]:
   return styles
 
 
+@dataclasses.dataclass
+class Problem:
+  """Everything one optimisation needs: the loss terms, their jit-argument inputs and the starting image."""
+
+  terms_fn: Callable[[jax.Array, Mapping[str, Any]], dict[str, jax.Array]]
+  inputs: dict[str, Any]
+  x0: np.ndarray
+  content: np.ndarray | None  # resized, in colour (for luminance-only post-processing)
+
+
 def stylize(*, content: np.ndarray | None, styles: Sequence[np.ndarray] | np.ndarray, weights: VGGWeights,
             config: StylizeConfig, style_masks: Sequence[np.ndarray] | None = None,
             depth: np.ndarray | None = None, hed_weights: VGGWeights | None = None,
@@ -305,6 +315,21 @@ def stylize(*, content: np.ndarray | None, styles: Sequence[np.ndarray] | np.nda
   mask per style, any size) and `depth` ((H, W), brighter = nearer) live in content space. `hed_weights` serve
   the edge loss when `weights` lack HED side outputs.
   """
+  problem = build_problem(content=content, styles=styles, weights=weights, config=config,
+                          style_masks=style_masks, depth=depth, hed_weights=hed_weights,
+                          synthesis_shape=synthesis_shape)
+  result = optimize_image(problem.terms_fn, problem.inputs, problem.x0, config=config,
+                          on_intermediate=on_intermediate, progress=progress)
+  if config.preserve_colors == "luminance":
+    result.image = np.asarray(color.combine_luminance(stylized=result.image, content=problem.content), np.float32)
+  return result
+
+
+def build_problem(*, content: np.ndarray | None, styles: Sequence[np.ndarray] | np.ndarray, weights: VGGWeights,
+                  config: StylizeConfig, style_masks: Sequence[np.ndarray] | None = None,
+                  depth: np.ndarray | None = None, hed_weights: VGGWeights | None = None,
+                  synthesis_shape: tuple[int, int] | None = None) -> Problem:
+  """Validates the request, resizes the images and computes every target; see `stylize` for the arguments."""
   styles = _as_list(styles)
   has_content = content is not None
   validate(config, weights.arch, num_styles=len(styles), has_content=has_content)
@@ -347,10 +372,8 @@ def stylize(*, content: np.ndarray | None, styles: Sequence[np.ndarray] | np.nda
       style_feature_cache[key] = features(params, jnp.asarray(image_io.resize_long_side(styles[i], long_side)))
     return style_feature_cache[key]
 
-  if config.style_loss == "mrf":
-    inputs["style"], inputs["region_weights"] = _region_banks(regions, style_layers, style_sets, style_features)
-  else:
-    inputs["style"], inputs["region_weights"] = _region_targets(regions, style_layers, style_sets, style_features)
+  region_inputs = _region_banks if config.style_loss == "mrf" else _region_targets
+  inputs["style"], inputs["region_weights"] = region_inputs(regions, style_layers, style_sets, style_features)
   masks = np.stack([r.mask for r in regions])
   inputs["masks"] = jax.jit(lambda m: guidance.masks_at_layers(weights.arch, m, style_layers,
                                                                pooling=config.pooling))(jnp.asarray(masks))
@@ -365,11 +388,7 @@ def stylize(*, content: np.ndarray | None, styles: Sequence[np.ndarray] | np.nda
   terms_fn = make_loss_terms(model, weights.preprocessing, config, style_layers=style_layers,
                              has_content=has_content, hed=hed)
   x0 = initial_image(config.init, content=net_content, style=styles[0], seed=config.seed, shape=shape)
-  result = optimize_image(terms_fn, inputs, x0, config=config, on_intermediate=on_intermediate,
-                          progress=progress)
-  if config.preserve_colors == "luminance":
-    result.image = np.asarray(color.combine_luminance(stylized=result.image, content=content), np.float32)
-  return result
+  return Problem(terms_fn=terms_fn, inputs=inputs, x0=x0, content=content)
 
 
 def _region_banks(regions: Sequence[Region], style_layers: Sequence[str], style_sets: Sequence[Sequence[str]],

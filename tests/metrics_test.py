@@ -30,3 +30,9 @@ def test_ssim_identity_symmetry_and_monotone_in_noise():
 @pytest.mark.parametrize("period", [4.0, 8.0, 16.0])
 def test_dominant_wavelength_of_stripes(period):
   assert metrics.dominant_wavelength(stripes(period)) == pytest.approx(period, rel=0.15)
+
+
+@pytest.mark.parametrize("period", [5.0, 10.0, 20.0])
+def test_dominant_wavelength_along_rows_of_a_strip(period):
+  strip = stripes(period, size=128)[:24]  # 24 rows x 128 columns, stripes varying along the rows
+  assert metrics.dominant_wavelength(strip, axis=1) == pytest.approx(period, rel=0.2)
