@@ -28,7 +28,7 @@ import numpy as np
 from PIL import Image
 
 from nst_jax import image_io, vgg
-from nst_jax.losses import layer_weights_or_equal, style_layer_loss
+from nst_jax.losses import gram_product, layer_weights_or_equal, style_layer_loss
 
 # Below this guide mass a region counts as absent at a layer: its Gram matrix is 0 (instead of 0/0) and its loss
 # term is dropped. Any real region has mass >= one pixel's worth of a small guide value, far above this.
@@ -87,7 +87,7 @@ def guided_gram(features: jax.Array, masks: jax.Array) -> jax.Array:
     raise ValueError(f"guides of shape {masks.shape[1:]} do not match features of shape {(h, w)}")
   masks = masks.astype(jnp.float32)
   weighted = features.reshape(1, h * w, c) * masks.reshape(-1, h * w, 1).astype(features.dtype)
-  gram = jnp.einsum("rmi,rmj->rij", weighted, weighted, preferred_element_type=jnp.float32)
+  gram = gram_product(weighted)
   # max(), not + eps: the ones guide must reproduce gram_matrix's division by H*W exactly.
   mass = jnp.maximum(jnp.sum(jnp.square(masks), axis=(1, 2)), _EMPTY_MASS)
   return gram / mass[:, None, None]

@@ -216,6 +216,11 @@ def build_regions(config: StylizeConfig, shape: tuple[int, int], num_styles: int
           for g_mask, sw in groups for d_mask, d_scale, d_weight in bins]
 
 
+def needs_guidance(regions: Sequence[Region]) -> bool:
+  """False for the plain case, one region covering the whole image, whose guided Gram matrices are plain ones."""
+  return len(regions) != 1 or not bool(np.all(regions[0].mask == 1.0))
+
+
 def prepare_styles(styles: Sequence[np.ndarray], *, content: np.ndarray | None,
                    config: StylizeConfig) -> list[np.ndarray]:
   """Colour control (Gatys et al. 2017, sec. 5) applied to the style images before their statistics are taken."""
@@ -228,15 +233,22 @@ def prepare_styles(styles: Sequence[np.ndarray], *, content: np.ndarray | None,
 
 
 def make_loss_terms(model: vgg.VGG, preprocessing, config: StylizeConfig, *, style_layers: Sequence[str],
-                    has_content: bool,
-                    hed: VGGWeights | None = None) -> Callable[[jax.Array, Mapping[str, Any]], dict[str, jax.Array]]:
+                    has_content: bool, hed: VGGWeights | None = None,
+                    guided: bool = True) -> Callable[[jax.Array, Mapping[str, Any]], dict[str, jax.Array]]:
   """Returns `terms(image, inputs)` -> the weighted loss terms. `inputs` holds 'params', 'content'
   (layer -> features), 'style' (layer -> (R, C, C) targets or MRF patch banks), 'masks' (layer -> (R, h, w)),
-  'region_weights' (layer -> (R,)), and the structure targets when those losses are on."""
+  'region_weights' (layer -> (R,)), and the structure targets when those losses are on; optionally
+  `vgg.BACKWARD_KERNELS` (`vgg.backward_kernels(params)`, for cheaper image gradients).
+
+  `guided=False` promises one region whose mask is all ones (`needs_guidance`): the Gram matrices are then taken
+  of the features directly, which gives the same values without multiplying every feature map by ones."""
   layer_weight = 1.0 / len(style_layers)
 
   def terms(image: jax.Array, inputs: Mapping[str, Any]) -> dict[str, jax.Array]:
-    feats = model.apply({"params": inputs["params"]}, preprocessing.apply(image)[None])
+    variables = {"params": inputs["params"]}
+    if vgg.BACKWARD_KERNELS in inputs:
+      variables[vgg.BACKWARD_KERNELS] = inputs[vgg.BACKWARD_KERNELS]
+    feats = model.apply(variables, preprocessing.apply(image)[None])
     out = {}
     if has_content and config.content_weight > 0:
       out["content"] = config.content_weight * losses.content_loss(features=feats, targets=inputs["content"])
@@ -247,6 +259,11 @@ def make_loss_terms(model: vgg.VGG, preprocessing, config: StylizeConfig, *, sty
               weight * mrf.mrf_loss(features=feats[name], bank=bank, patch_weights=mrf.patch_centre_weights(
                   inputs["masks"][name][r], bank["patches"].shape[1]))
               for r, (bank, weight) in enumerate(zip(inputs["style"][name], inputs["region_weights"][name])))
+          for name in style_layers)
+    elif not guided:
+      out["style"] = config.style_weight * sum(
+          layer_weight * jnp.sum(inputs["region_weights"][name] * losses.style_layer_loss(
+              gram=losses.gram_matrix(feats[name]), target_gram=inputs["style"][name]))
           for name in style_layers)
     else:
       # Region weights differ per layer (scale mixing), so the guided loss is summed layer by layer.
@@ -385,8 +402,11 @@ def build_problem(*, content: np.ndarray | None, styles: Sequence[np.ndarray] | 
     inputs["edges"] = structure.edge_target(content_rgb01=jnp.asarray(net_content), hed_params=inputs["hed_params"],
                                             hed_extras=inputs["hed_extras"], preprocessing=hed.preprocessing)
 
+  # Computed once here rather than re-laid-out by XLA in every evaluation's backward pass (see nst_jax.vgg).
+  inputs[vgg.BACKWARD_KERNELS] = jax.jit(vgg.backward_kernels)(params)
+
   terms_fn = make_loss_terms(model, weights.preprocessing, config, style_layers=style_layers,
-                             has_content=has_content, hed=hed)
+                             has_content=has_content, hed=hed, guided=needs_guidance(regions))
   x0 = initial_image(config.init, content=net_content, style=styles[0], seed=config.seed, shape=shape)
   return Problem(terms_fn=terms_fn, inputs=inputs, x0=x0, content=content)
 

@@ -3,6 +3,12 @@
 The model maps a *preprocessed* NHWC batch to a dict of the requested activations. Preprocessing (channel order,
 input range, mean/std) belongs to the weight source and lives with the weights (`nst_jax.weights.Preprocessing`),
 not here. Nothing past the deepest requested layer is computed (or even needs parameters).
+
+Optimising an image differentiates through every convolution with respect to its input, which is a convolution
+with the kernel flipped and its in/out channels swapped. Left to autodiff, XLA:CPU re-lays-out every kernel that
+way on every evaluation (a strided transpose, ~10% of an eval at 128 px, experiments/PERF_NOTES.md); passing
+`backward_kernels(params)` as the `BACKWARD_KERNELS` variable collection makes the convolutions use those,
+computed once per run. Forward values and gradients are the same either way.
 """
 
 from __future__ import annotations
@@ -75,8 +81,70 @@ def pool(x: jax.Array, kind: str) -> jax.Array:
   raise ValueError(f"unknown pooling {kind!r}; expected 'max' or 'avg'")
 
 
+BACKWARD_KERNELS = "backward_kernels"  # optional variable collection: {conv name: {"kernel": backward kernel}}
+_DIMENSIONS = ("NHWC", "HWIO", "NHWC")
+
+
+def conv3x3(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """3x3, stride-1, zero-padded ('same') convolution of NHWC `x` with an HWIO kernel, as `flax.linen.Conv`."""
+  return jax.lax.conv_general_dilated(x, kernel, (1, 1), ((1, 1), (1, 1)), dimension_numbers=_DIMENSIONS)
+
+
+def backward_kernel(kernel: jax.Array) -> jax.Array:
+  """The kernel whose `conv3x3` is the input gradient of `conv3x3(., kernel)`: flipped in space, I and O swapped."""
+  return jnp.swapaxes(jnp.flip(kernel, (0, 1)), 2, 3)
+
+
+def backward_kernels(params: dict) -> dict:
+  """`backward_kernel` of every convolution in `params`, as the `BACKWARD_KERNELS` collection of `VGG.apply`."""
+  return {name: {"kernel": backward_kernel(p["kernel"])} for name, p in params.items()}
+
+
+@jax.custom_vjp
+def _conv3x3_given_backward(x: jax.Array, kernel: jax.Array, kernel_t: jax.Array) -> jax.Array:
+  return conv3x3(x, kernel)
+
+
+def _conv3x3_given_backward_fwd(x, kernel, kernel_t):
+  return conv3x3(x, kernel), (x, kernel, kernel_t)
+
+
+def _conv3x3_given_backward_bwd(residuals, g):
+  x, kernel, kernel_t = residuals
+  # The kernel gradient only when asked for: under jit XLA drops it when nothing uses it (optimising an image).
+  d_kernel = jax.vjp(lambda k: conv3x3(x, k), kernel)[1](g)[0]
+  # kernel_t is a function of kernel, not an independent input: its cotangent is folded into nothing.
+  return conv3x3(g, kernel_t), d_kernel, jnp.zeros_like(kernel_t)
+
+
+_conv3x3_given_backward.defvjp(_conv3x3_given_backward_fwd, _conv3x3_given_backward_bwd)
+
+
+class Conv3x3(nn.Module):
+  """`flax.linen.Conv(features, (3, 3), padding=1)` with the same parameters ('kernel' HWIO, 'bias'), which uses a
+  precomputed input-gradient kernel when the `BACKWARD_KERNELS` collection holds one for this layer."""
+
+  features: int
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    kernel = self.param("kernel", nn.initializers.lecun_normal(), (3, 3, x.shape[-1], self.features), jnp.float32)
+    bias = self.param("bias", nn.initializers.zeros_init(), (self.features,), jnp.float32)
+    x, kernel, bias = x.astype(self.dtype), kernel.astype(self.dtype), bias.astype(self.dtype)
+    if self.has_variable(BACKWARD_KERNELS, "kernel"):
+      kernel_t = self.get_variable(BACKWARD_KERNELS, "kernel").astype(self.dtype)
+      y = _conv3x3_given_backward(x, kernel, kernel_t)
+    else:
+      y = conv3x3(x, kernel)
+    return y + bias
+
+
 class VGG(nn.Module):
   """VGG feature extractor returning `{layer name: NHWC activation}` for `outputs`.
+
+  `apply({"params": p}, x)`, or `apply({"params": p, BACKWARD_KERNELS: backward_kernels(p)}, x)` for cheaper
+  gradients with respect to `x` when the same parameters serve many evaluations.
 
   Attributes:
     arch: 'vgg16' or 'vgg19'.
@@ -100,7 +168,7 @@ class VGG(nn.Module):
     for name in layer_names(self.arch):
       if name.startswith("conv"):
         features = shapes[name][1][0]
-        x = nn.Conv(features, (3, 3), padding=((1, 1), (1, 1)), dtype=self.dtype, name=name)(x)
+        x = Conv3x3(features, dtype=self.dtype, name=name)(x)
       elif name.startswith("relu"):
         x = nn.relu(x)
       else:

@@ -117,3 +117,24 @@ def test_memory_estimate_activations_scale_with_area():
   ratio = (estimate(256) - estimate(128)) / (estimate(128) - estimate(64))
   assert 3.9 < ratio < 4.1
   assert estimate(256, "relu1_1") < estimate(256, "relu3_1") < estimate(256)
+
+
+def test_precomputed_backward_kernels_give_the_same_gradients():
+  """The BACKWARD_KERNELS path (custom VJP with kernels flipped once per run) equals plain autodiff, for the image
+  gradient and for the parameter gradient."""
+  arch = "vgg16"
+  params = random_params(arch, seed=5)
+  model = vgg.VGG(arch, ("relu1_2", "relu3_1"))
+  used = vgg.params_for(arch, params, model.outputs)
+  image = jnp.asarray(np.random.default_rng(6).uniform(-1, 1, (1, 20, 24, 3)).astype(np.float32))
+
+  def loss(p, x, extra):
+    out = model.apply({"params": p, **extra}, x)
+    return sum(jnp.sum(jnp.sin(v)) for v in out.values())
+
+  plain = jax.grad(loss, argnums=(0, 1))(used, image, {})
+  fast = jax.jit(jax.grad(loss, argnums=(0, 1)))(used, image,
+                                                  {vgg.BACKWARD_KERNELS: vgg.backward_kernels(used)})
+  np.testing.assert_allclose(fast[1], plain[1], rtol=1e-5, atol=1e-6)
+  for name in used:
+    np.testing.assert_allclose(fast[0][name]["kernel"], plain[0][name]["kernel"], rtol=1e-4, atol=1e-5)

@@ -1,0 +1,77 @@
+"""The benchmark harness in a tiny configuration (so that it cannot rot), its FLOP model and its peak figures."""
+
+import importlib.util
+import json
+
+import jax
+import pytest
+
+from nst_jax import benchmark
+
+REFERENCE = "torch" if importlib.util.find_spec("torch") else "none"
+
+
+def test_flop_model_hand_count():
+  # VGG16 to relu2_1 on a 4x6 image: conv1_1 and conv1_2 at 4x6, pool, conv2_1 at 2x3.
+  got = benchmark.flop_breakdown("vgg16", (4, 6), content_layers=("relu1_2",), style_layers=("relu1_1", "relu2_1"))
+  convs = 2 * 4 * 6 * 9 * (3 * 64 + 64 * 64) + 2 * 2 * 3 * 9 * 64 * 128
+  grams = 2 * 4 * 6 * 64 ** 2 + 2 * 2 * 3 * 128 ** 2
+  assert got == {"conv_forward": convs, "conv_backward": convs, "gram_forward": grams, "gram_backward": grams}
+  # Taps inside the image only: (3h - 2)(3w - 2) per channel pair instead of 9 h w.
+  exact = benchmark.flop_breakdown("vgg16", (4, 6), content_layers=("relu1_2",), style_layers=("relu1_1", "relu2_1"),
+                                   count_padding=False)
+  assert exact["conv_forward"] == 2 * 10 * 16 * (3 * 64 + 64 * 64) + 2 * 4 * 7 * 64 * 128
+  assert benchmark.gatys_flops("vgg16", (4, 6), content_layers=("relu1_2",),
+                               style_layers=("relu1_1", "relu2_1")) == sum(got.values())
+
+
+def test_stated_peaks():
+  spr = {"vendor": "GenuineIntel", "family": 6, "model": 143, "mhz": 2600.0, "cores": 2,
+         "flags": ["avx512f", "avx512_bf16", "amx_bf16"]}
+  spr["microarchitecture"] = benchmark._microarchitecture(spr)
+  peak, why = benchmark.stated_peak_gflops(spr, "fp32")
+  assert spr["microarchitecture"] == "Sapphire Rapids" and peak == pytest.approx(332.8) and "2 cores" in why
+  assert benchmark.stated_peak_gflops(spr, "bf16")[0] == pytest.approx(2 * 1024 * 2.6)
+  zen4 = {"vendor": "AuthenticAMD", "family": 25, "model": 17, "mhz": 2600.0, "cores": 2,
+          "flags": ["avx512f", "avx512_bf16"]}
+  zen4["microarchitecture"] = benchmark._microarchitecture(zen4)
+  assert benchmark.stated_peak_gflops(zen4, "fp32")[0] == pytest.approx(166.4)
+  assert benchmark.stated_peak_gflops(zen4, "bf16")[0] == pytest.approx(332.8)
+
+
+def test_tiny_harness_run_and_report(tmp_path):
+  # One torch thread: the test checks the numbers, not the speed, and two OpenMP threads on a busy 2-core machine
+  # can take 20x longer.
+  settings = benchmark.Settings(warmup=1, repeats=2, steps=2, step_repeats=1, threads=1)
+  report = benchmark.run_benchmark([settings], [32], reference=REFERENCE, isolate=False, check_size=32,
+                                   gemm_size=128, log=lambda msg: None)
+  report["device_scaling"] = benchmark.device_scaling(
+      benchmark.build_problem(settings, (16, 21)), len(jax.devices()))
+  paths = benchmark.write_report(report, tmp_path / "bench")
+  data = json.loads(paths["json"].read_text())
+  assert data["machine"]["cpu"]["model_name"] and data["machine"]["jax"] == jax.__version__
+  assert data["peaks"]["fp32"]["derivation"] and data["peaks"]["fp32"]["jax_gemm_gflops"] > 0
+  (row,) = data["results"]
+  assert row["shape"] == [32, 43] and row["gflop"] > 0
+  jax_part = row["jax"]
+  assert jax_part["compile_s"] > 0 and jax_part["xla_flops"] > 0 and jax_part["gflops"] > 0
+  assert 0 < jax_part["eval"]["min_s"] <= jax_part["eval"]["median_s"] <= jax_part["eval"]["max_s"]
+  assert len(jax_part["eval"]["times_s"]) == 2 and jax_part["eval"]["peak_rss_bytes"] > 0
+  assert jax_part["step"]["median_s"] > 0 and jax_part["step"]["evals_last_step"] >= 1
+  # The FLOP model counting only taps inside the image is what XLA's cost analysis counts (plus < 1% of
+  # elementwise work); the headline model also counts the zero padding.
+  exact = sum(benchmark.flop_breakdown("vgg16", (32, 43), content_layers=settings.content_layers,
+                                       style_layers=settings.style_layers, count_padding=False).values())
+  assert abs(jax_part["xla_flops"] / exact - 1) <= 0.01, (jax_part["xla_flops"], exact)
+  scaling = data["device_scaling"]
+  assert scaling["max_loss_rel_diff"] <= 1e-5 and scaling["max_grad_rel_diff"] <= 1e-5
+  table = paths["markdown"].read_text()
+  assert "| size (H×W) |" in table and "| 32×43 |" in table and "Not measured (tiled)" in table
+  assert paths["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+  if REFERENCE == "torch":
+    # The reference does the same work: same loss and image gradient (fp32).
+    check = data["reference_check"]
+    assert check["loss_rel_diff"] <= 1e-4 and check["grad_rel_diff"] <= 1e-4, check
+    assert abs(row["torch"]["loss"] - jax_part["loss"]) <= 1e-4 * abs(jax_part["loss"])
+    assert row["speedup_eval"] > 0 and row["torch"]["step"]["evals_per_step"] >= 1
+    assert "torch/nst_jax eval" in table
