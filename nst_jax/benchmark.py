@@ -389,13 +389,8 @@ class Problem:
 def random_weights(arch: str, seed: int = 0) -> VGGWeights:
   """He-initialised weights with Caffe preprocessing: the timing of dense convolutions does not depend on the
   values (the harness avoids denormals: activations keep their scale)."""
-  rng = np.random.default_rng(seed)
-  params = {}
-  for name, (kshape, bshape) in vgg.conv_shapes(arch).items():
-    fan_in = kshape[0] * kshape[1] * kshape[2]
-    params[name] = {"kernel": (rng.standard_normal(kshape) * np.sqrt(2.0 / fan_in)).astype(np.float32),
-                    "bias": (0.1 * rng.standard_normal(bshape)).astype(np.float32)}
-  return VGGWeights(arch=arch, params=params, preprocessing=CAFFE_VGG, source="random (He init)",
+  return VGGWeights(arch=arch, params=vgg.random_params(arch, seed), preprocessing=CAFFE_VGG,
+                    source="random (He init)",
                     source_sha256="0" * 64)
 
 

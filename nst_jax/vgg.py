@@ -20,6 +20,7 @@ from typing import Literal
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 Arch = Literal["vgg16", "vgg19"]
 
@@ -178,6 +179,18 @@ class VGG(nn.Module):
       if name == last:
         break
     return feats
+
+
+def random_params(arch: str, seed: int = 0) -> dict:
+  """He-initialised float32 parameters (a test or timing stand-in for real weights): activations keep their
+  scale through all 16 layers, so nothing underflows to denormals or overflows."""
+  rng = np.random.default_rng(seed)
+  params = {}
+  for name, (kshape, bshape) in conv_shapes(arch).items():
+    fan_in = kshape[0] * kshape[1] * kshape[2]
+    params[name] = {"kernel": (rng.standard_normal(kshape) * np.sqrt(2.0 / fan_in)).astype(np.float32),
+                    "bias": (0.1 * rng.standard_normal(bshape)).astype(np.float32)}
+  return params
 
 
 def params_for(arch: str, params: dict, outputs: Sequence[str]) -> dict:

@@ -8,15 +8,7 @@ import pytest
 from nst_jax import vgg
 
 
-def random_params(arch: str, seed: int = 0) -> dict:
-  """He-initialised weights, so activations keep their scale through 16 layers."""
-  rng = np.random.default_rng(seed)
-  params = {}
-  for name, (kshape, bshape) in vgg.conv_shapes(arch).items():
-    fan_in = kshape[0] * kshape[1] * kshape[2]
-    params[name] = {"kernel": (rng.standard_normal(kshape) * np.sqrt(2.0 / fan_in)).astype(np.float32),
-                    "bias": (0.1 * rng.standard_normal(bshape)).astype(np.float32)}
-  return params
+random_params = vgg.random_params  # He-initialised, so activations keep their scale through 16 layers
 
 
 def numpy_vgg(arch: str, params: dict, image: np.ndarray, pooling: str) -> dict[str, np.ndarray]:
