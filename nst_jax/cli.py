@@ -59,6 +59,8 @@ flags.DEFINE_string("depth", None, "Depth map in content space (brighter = neare
 flags.DEFINE_integer("depth_regions", _DEFAULTS.depth_regions, "Depth bins for --depth.")
 flags.DEFINE_string("init", _DEFAULTS.init, "Initial image: content, noise, style, or an image path.")
 flags.DEFINE_enum("pooling", _DEFAULTS.pooling, ["max", "avg"], "Pooling in VGG (Gatys et al. prefer avg).")
+flags.DEFINE_bool("normalize_network", _DEFAULTS.normalize_network, "Rescale every VGG filter to mean activation 1 "
+                  "(Gatys et al.) so deep style layers count; the loss scale changes: raise --style_weight (1e4+).")
 flags.DEFINE_string("weights", "hed-vgg16", "Weights: a name known to `python -m nst_jax.weights list` or a .npz.")
 flags.DEFINE_string("hed_weights", "hed-vgg16", "HED weights for --edge_weight when --weights has none.")
 flags.DEFINE_integer("seed", _DEFAULTS.seed, "Random seed (noise init).")
@@ -97,8 +99,8 @@ def _config_from_flags(*, synthesis: bool) -> gatys.StylizeConfig:
       style_scale=_floats(FLAGS.style_scale, "--style_scale"), style_layer_sets=layer_sets,
       style_loss=FLAGS.style_loss, preserve_colors=FLAGS.preserve_colors, color_method=FLAGS.color_method,
       laplacian_weight=FLAGS.laplacian_weight, edge_weight=FLAGS.edge_weight, depth_regions=FLAGS.depth_regions,
-      init=init, pooling=FLAGS.pooling, seed=FLAGS.seed, save_every=max(0, FLAGS.save_every),
-      log_every=max(1, FLAGS.log_every))
+      init=init, pooling=FLAGS.pooling, normalize_network=FLAGS.normalize_network, seed=FLAGS.seed,
+      save_every=max(0, FLAGS.save_every), log_every=max(1, FLAGS.log_every))
 
 
 def intermediate_path(output: pathlib.Path, iteration: int) -> pathlib.Path:

@@ -76,6 +76,7 @@ class StylizeConfig:
   depth_far_scale: float = 0.5
   init: str = "content"  # content | noise | style | path of an image
   pooling: str = "avg"
+  normalize_network: bool = False  # Gatys et al.'s mean-activation-1 rescaling of every filter
   seed: int = 0
   save_every: int = 0  # 0: no intermediate images
   log_every: int = 10
@@ -187,6 +188,27 @@ def _physical_memory_bytes() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
   except (ValueError, OSError, AttributeError):
     return 0
+
+
+_NORMALIZED: dict[tuple[int, str], tuple[dict, dict]] = {}  # (id(params), pooling) -> (params, normalised)
+
+
+def normalized_params(weights: VGGWeights, pooling: str) -> dict:
+  """`vgg.normalize_activations` of the weights over a fixed, generated reference set (the demo photo and the two
+  generated paintings at 128 px), so that the loss scale does not depend on the images of a run. Memoised per
+  weights object, since it costs a few forward passes."""
+  key = (id(weights.params), pooling)
+  if key not in _NORMALIZED:
+    from nst_jax import demo  # matplotlib's sample photo; imported only when this is asked for
+    references = [demo.default_content(), demo.swirl_painting(128), demo.mosaic_painting(128)]
+    images = [weights.preprocessing.apply(jnp.asarray(image_io.resize_long_side(x, 128)))[None]
+              for x in references]
+    if len(_NORMALIZED) >= 4:
+      _NORMALIZED.pop(next(iter(_NORMALIZED)))
+    # The params object is kept in the value, so its id cannot be reused by another object while cached.
+    _NORMALIZED[key] = (weights.params, vgg.normalize_activations(weights.arch, weights.params, images,
+                                                                  pooling=pooling))
+  return _NORMALIZED[key][1]
 
 
 def build_regions(config: StylizeConfig, shape: tuple[int, int], num_styles: int, *,
@@ -371,7 +393,8 @@ def build_problem(*, content: np.ndarray | None, styles: Sequence[np.ndarray] | 
   regions = build_regions(config, shape, len(styles), style_masks=style_masks, depth=depth)
 
   model = vgg.VGG(weights.arch, all_layers, pooling=config.pooling)
-  params = jax.tree.map(jnp.asarray, vgg.params_for(weights.arch, weights.params, all_layers))
+  source_params = normalized_params(weights, config.pooling) if config.normalize_network else weights.params
+  params = jax.tree.map(jnp.asarray, vgg.params_for(weights.arch, source_params, all_layers))
   features = jax.jit(lambda p, img: model.apply({"params": p}, weights.preprocessing.apply(img)[None]))
   inputs: dict[str, Any] = {"params": params}
   if use_content:

@@ -220,3 +220,35 @@ def estimate_training_bytes(arch: str, shape: tuple[int, int], outputs: Sequence
       h, w = h // 2, w // 2
     activations += h * w * channels
   return bytes_per_value * (2 * activations + 3 * param_values)
+
+
+def normalize_activations(arch: str, params: dict, images: Sequence[jax.Array], *,
+                          pooling: str = "avg") -> dict:
+  """Gatys et al.'s normalised network: every filter rescaled so that its mean ReLU activation over `images`
+  (preprocessed (1, H, W, 3) arrays) and positions is 1.
+
+  Filter k of conv l is divided by its mean activation m_k (kernel and bias) and the next convolution's input
+  channel k is multiplied by m_k, so, ReLU and pooling being positively homogeneous, every later layer computes
+  exactly what it did before: only the scale of each channel changes. Without this, activation magnitudes fall
+  by ~100x from relu1_1 to relu5_1 in Caffe-trained VGGs, and deep style layers barely count in the loss.
+  Filters that (almost) never activate on `images` are scaled as if their mean were a tenth of the layer's median.
+  """
+  names = [n for n in layer_names(arch) if n.startswith("conv")]
+  relus = tuple(n.replace("conv", "relu") for n in names)
+  model = VGG(arch, relus, pooling=pooling)
+  out = {name: dict(p) for name, p in params.items()}
+  for i, name in enumerate(names):
+    # Re-run with the parameters normalised so far: each layer's statistics see its already-rescaled inputs.
+    feats = [model.clone(outputs=(relus[i],)).apply({"params": params_for(arch, out, (relus[i],))}, img)
+             for img in images]
+    means = np.mean([np.asarray(f[relus[i]]).mean(axis=(0, 1, 2)) for f in feats], axis=0)
+    # Filters that rarely fire on the reference images would be blown up by a near-zero mean and then dominate
+    # the loss on other images: their scale is floored at a tenth of the layer's median.
+    floor = 0.1 * np.median(means[means > 0]) if np.any(means > 0) else 1.0
+    scale = np.maximum(means, floor).astype(np.float32)
+    out[name] = {"kernel": np.asarray(out[name]["kernel"]) / scale, "bias": np.asarray(out[name]["bias"]) / scale}
+    if i + 1 < len(names):
+      following = names[i + 1]
+      out[following] = {"kernel": np.asarray(out[following]["kernel"]) * scale[None, None, :, None],
+                        "bias": np.asarray(out[following]["bias"])}
+  return out

@@ -130,3 +130,28 @@ def test_precomputed_backward_kernels_give_the_same_gradients():
   np.testing.assert_allclose(fast[1], plain[1], rtol=1e-5, atol=1e-6)
   for name in used:
     np.testing.assert_allclose(fast[0][name]["kernel"], plain[0][name]["kernel"], rtol=1e-4, atol=1e-5)
+
+
+def test_normalize_activations_rescales_channels_and_preserves_the_function():
+  """Gatys et al.'s normalised network: every ReLU channel has mean 1 over the reference images (unless floored),
+  and each layer's output equals the original's up to one positive factor per channel."""
+  arch = "vgg16"
+  params = random_params(arch, seed=8)
+  rng = np.random.default_rng(9)
+  images = [jnp.asarray(rng.uniform(-1, 1, (1, 32, 40, 3)).astype(np.float32)) for _ in range(2)]
+  normalized = vgg.normalize_activations(arch, params, images, pooling="avg")
+  layers = ("relu1_1", "relu2_2", "relu3_1", "relu4_2", "relu5_3")
+  model = vgg.VGG(arch, layers, pooling="avg")
+  before = [model.apply({"params": params}, x) for x in images]
+  after = [model.apply({"params": normalized}, x) for x in images]
+  for name in layers:
+    old = np.concatenate([np.asarray(b[name]).reshape(-1, b[name].shape[-1]) for b in before])
+    new = np.concatenate([np.asarray(a[name]).reshape(-1, a[name].shape[-1]) for a in after])
+    means = new.mean(axis=0)
+    old_means = old.mean(axis=0)
+    kept = old_means >= 0.1 * np.median(old_means[old_means > 0])  # channels not floored
+    np.testing.assert_allclose(means[kept], 1.0, rtol=1e-3)
+    active = old > 1e-3 * old.max()
+    ratio = np.where(active, new / np.where(active, old, 1.0), np.nan)
+    spread = np.nanmax(ratio, axis=0) - np.nanmin(ratio, axis=0)
+    assert np.nanmax(spread / np.nanmean(ratio, axis=0)) < 1e-3, name
