@@ -45,6 +45,8 @@ flags.DEFINE_list("style_layers", list(_DEFAULTS.style_layers), "Layers for the 
                   f"stroke-size preset: {', '.join(gatys.STYLE_LAYER_PRESETS)}.")
 flags.DEFINE_string("style_layer_sets", "", "Per-style layers separated by ';' (scale mixing: e.g. "
                     "'structure;fine' takes coarse structure from the first style, fine texture from the second).")
+flags.DEFINE_string("style_layer_weights", "", "Relative style-layer weights w_l, e.g. relu4_1=10,relu5_1=100 "
+                    "(unnamed layers 1; normalised to sum 1).")
 flags.DEFINE_list("style_blend", [], "Blend weights of the style images (normalised).")
 flags.DEFINE_list("style_scale", ["1"], "Style image size relative to --size, one value or one per style.")
 flags.DEFINE_list("style_masks", [], "One mask per style in content space (white = that style).")
@@ -97,6 +99,7 @@ def _config_from_flags(*, synthesis: bool) -> gatys.StylizeConfig:
       style_weight=FLAGS.style_weight, tv_weight=FLAGS.tv_weight, content_layers=tuple(FLAGS.content_layers),
       style_layers=_layers(FLAGS.style_layers), style_blend=_floats(FLAGS.style_blend, "--style_blend"),
       style_scale=_floats(FLAGS.style_scale, "--style_scale"), style_layer_sets=layer_sets,
+      style_layer_weights=optim.parse_options(FLAGS.style_layer_weights, flag="--style_layer_weights"),
       style_loss=FLAGS.style_loss, preserve_colors=FLAGS.preserve_colors, color_method=FLAGS.color_method,
       laplacian_weight=FLAGS.laplacian_weight, edge_weight=FLAGS.edge_weight, depth_regions=FLAGS.depth_regions,
       init=init, pooling=FLAGS.pooling, normalize_network=FLAGS.normalize_network, seed=FLAGS.seed,

@@ -91,13 +91,13 @@ def make_optimizer(name: str, *, learning_rate: float | None = None, schedule: s
   return optax.with_extra_args_support(base)
 
 
-def parse_options(text: str) -> dict[str, Any]:
-  """'momentum=0.9,nesterov=true,b1=0.8' -> {'momentum': 0.9, 'nesterov': True, 'b1': 0.8}."""
+def parse_options(text: str, *, flag: str = "--optimizer_args") -> dict[str, Any]:
+  """'momentum=0.9,nesterov=true,b1=0.8' -> {'momentum': 0.9, 'nesterov': True, 'b1': 0.8}; errors name `flag`."""
   options: dict[str, Any] = {}
   for item in filter(None, (part.strip() for part in text.split(","))):
     key, sep, value = item.partition("=")
     if not sep or not key.strip():
-      raise NSTError(f"--optimizer_args: expected key=value, got {item!r}")
+      raise NSTError(f"{flag}: expected key=value, got {item!r}")
     value = value.strip()
     if value.lower() in ("true", "false"):
       options[key.strip()] = value.lower() == "true"
@@ -105,7 +105,7 @@ def parse_options(text: str) -> dict[str, Any]:
     try:
       number = float(value)
     except ValueError:
-      raise NSTError(f"--optimizer_args: {key.strip()}={value!r} is not a number or true/false") from None
+      raise NSTError(f"{flag}: {key.strip()}={value!r} is not a number or true/false") from None
     options[key.strip()] = int(number) if number.is_integer() and "." not in value and "e" not in value.lower() \
         else number
   return options

@@ -65,6 +65,7 @@ class StylizeConfig:
   style_blend: tuple[float, ...] = ()            # empty: equal weights
   style_scale: tuple[float, ...] = (1.0,)        # style image long side = size * scale
   style_layer_sets: tuple[tuple[str, ...], ...] = ()  # per style; scale mixing (Gatys et al. 2017)
+  style_layer_weights: Mapping[str, float] = dataclasses.field(default_factory=dict)  # relative w_l, default 1
   style_loss: str = "gram"                       # gram | mrf
   preserve_colors: str = "none"                  # none | luminance | histogram
   color_method: str = "cholesky"                 # histogram matching: cholesky | eigen
@@ -143,6 +144,13 @@ def validate(config: StylizeConfig, arch: str, *, num_styles: int = 1, has_conte
                       ("--edge_weight", config.edge_weight)):
     if not math.isfinite(value) or value < 0:
       raise NSTError(f"{flag} must be a finite number >= 0, got {value}")
+  for name, value in config.style_layer_weights.items():
+    try:
+      vgg.check_layers(arch, [name])
+    except ValueError as e:
+      raise NSTError(f"--style_layer_weights: {e}") from None
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+      raise NSTError(f"--style_layer_weights: {name}={value} must be a finite number >= 0")
   for scale in config.style_scale:
     if not (math.isfinite(scale) and 0.05 <= scale <= 8):
       raise NSTError(f"--style_scale values must lie in [0.05, 8], got {scale}")
@@ -163,7 +171,7 @@ def validate(config: StylizeConfig, arch: str, *, num_styles: int = 1, has_conte
     raise NSTError(f"--depth_regions must be at least 1, got {config.depth_regions}")
   blend_weights(config, num_styles)
   _per_style(config.style_scale, num_styles, "--style_scale")
-  style_layer_sets(config, num_styles)
+  style_layer_weights(config, tuple(dict.fromkeys(n for s in style_layer_sets(config, num_styles) for n in s)))
   # Building the optimizer is cheap; doing it here refuses bad settings before weights and features are used.
   make_optimizer(config)
 
@@ -254,6 +262,16 @@ def prepare_styles(styles: Sequence[np.ndarray], *, content: np.ndarray | None,
   return list(styles)
 
 
+def style_layer_weights(config: StylizeConfig, style_layers: Sequence[str]) -> dict[str, float]:
+  """Gatys et al.'s w_l: the relative weights of `config.style_layer_weights` (1 for layers not named), normalised
+  to sum to 1 over the style layers in use, so the default is w_l = 1/L."""
+  raw = {name: float(config.style_layer_weights.get(name, 1.0)) for name in style_layers}
+  total = sum(raw.values())
+  if total <= 0:
+    raise NSTError("--style_layer_weights gives every style layer in use weight 0")
+  return {name: w / total for name, w in raw.items()}
+
+
 def make_loss_terms(model: vgg.VGG, preprocessing, config: StylizeConfig, *, style_layers: Sequence[str],
                     has_content: bool, hed: VGGWeights | None = None,
                     guided: bool = True) -> Callable[[jax.Array, Mapping[str, Any]], dict[str, jax.Array]]:
@@ -264,7 +282,7 @@ def make_loss_terms(model: vgg.VGG, preprocessing, config: StylizeConfig, *, sty
 
   `guided=False` promises one region whose mask is all ones (`needs_guidance`): the Gram matrices are then taken
   of the features directly, which gives the same values without multiplying every feature map by ones."""
-  layer_weight = 1.0 / len(style_layers)
+  layer_weight = style_layer_weights(config, style_layers)
 
   def terms(image: jax.Array, inputs: Mapping[str, Any]) -> dict[str, jax.Array]:
     variables = {"params": inputs["params"]}
@@ -277,14 +295,14 @@ def make_loss_terms(model: vgg.VGG, preprocessing, config: StylizeConfig, *, sty
     if config.style_loss == "mrf":
       # Each region matches patches only against its own styles' patches, weighted by its mask (patch centres).
       out["style"] = config.style_weight * sum(
-          layer_weight * sum(
+          layer_weight[name] * sum(
               weight * mrf.mrf_loss(features=feats[name], bank=bank, patch_weights=mrf.patch_centre_weights(
                   inputs["masks"][name][r], bank["patches"].shape[1]))
               for r, (bank, weight) in enumerate(zip(inputs["style"][name], inputs["region_weights"][name])))
           for name in style_layers)
     elif not guided:
       out["style"] = config.style_weight * sum(
-          layer_weight * jnp.sum(inputs["region_weights"][name] * losses.style_layer_loss(
+          layer_weight[name] * jnp.sum(inputs["region_weights"][name] * losses.style_layer_loss(
               gram=losses.gram_matrix(feats[name]), target_gram=inputs["style"][name]))
           for name in style_layers)
     else:
@@ -293,7 +311,7 @@ def make_loss_terms(model: vgg.VGG, preprocessing, config: StylizeConfig, *, sty
           guidance.guided_style_loss(features={name: feats[name]}, target_grams={name: inputs["style"][name]},
                                      masks={name: inputs["masks"][name]},
                                      region_weights=inputs["region_weights"][name],
-                                     layer_weights={name: layer_weight})
+                                     layer_weights={name: layer_weight[name]})
           for name in style_layers)
     out["tv"] = config.tv_weight * losses.total_variation_loss(image=image)
     if config.laplacian_weight > 0:

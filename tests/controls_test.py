@@ -175,3 +175,16 @@ def test_network_normalisation_makes_deep_style_layers_count(weights, content, s
 
   assert initial_style("structure", False) < 0.05 * initial_style("fine", False)
   assert initial_style("structure", True) > initial_style("fine", True)
+
+
+def test_style_layer_weights_select_and_normalise(weights, content, swirl):
+  """w_l: zero weights switch layers off exactly; weights are relative (normalised to sum 1)."""
+  def initial_style(**overrides):
+    config = stylize.StylizeConfig(size=48, iterations=1, **{**FAST, **overrides})
+    return stylize.stylize(content=content, styles=[swirl], weights=weights, config=config,
+                           progress=False).initial_terms["style"]
+
+  only_first = initial_style(style_layer_weights={"relu2_1": 0, "relu3_1": 0, "relu4_1": 0, "relu5_1": 0})
+  np.testing.assert_allclose(only_first, initial_style(style_layers=("relu1_1",)), rtol=1e-5)
+  np.testing.assert_allclose(initial_style(style_layer_weights={name: 3.0 for name in stylize.STYLE_LAYERS}),
+                             initial_style(), rtol=1e-5)
