@@ -21,11 +21,6 @@ def mean_cov(image):
 
 
 @pytest.fixture(scope="module")
-def content():
-  return image_io.resize_long_side(demo.default_content(), 64)
-
-
-@pytest.fixture(scope="module")
 def style():
   return demo.swirl_painting(64)
 

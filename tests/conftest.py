@@ -4,6 +4,7 @@ import os
 
 import pytest
 
+from nst_jax import demo, image_io
 from nst_jax.errors import NSTError
 from nst_jax.weights import resolve_weights
 
@@ -18,3 +19,9 @@ def default_weights():
     if os.environ.get("CI"):
       raise
     pytest.skip(f"default weights not fetched: {e}")
+
+
+@pytest.fixture(scope="session")
+def content():
+  """The demo content photo (matplotlib's sample) at 64 px on its long side."""
+  return image_io.resize_long_side(demo.default_content(), 64)

@@ -20,11 +20,6 @@ def weights(default_weights):
 
 
 @pytest.fixture(scope="module")
-def content():
-  return image_io.resize_long_side(demo.default_content(), 64)
-
-
-@pytest.fixture(scope="module")
 def swirl():
   return demo.swirl_painting(128)
 
