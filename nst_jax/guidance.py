@@ -11,7 +11,17 @@ exactly the ordinary Gram matrix of the selected positions), and the style loss 
 
   L = sum_l w_l sum_r α_r E(G_r^l, A_r^l),     E = `nst_jax.losses.style_layer_loss`,
 
-where A_r^l is the guided Gram matrix of the style image with its own guides. Guides are carried through the network
+where A_r^l is the guided Gram matrix of the style image with its own guides.
+
+Luan et al. (2017, Deep Photo Style Transfer) normalise differently, by the guide's mass times the channel count,
+
+  G_r = (F ⊙ m_r)^T (F ⊙ m_r) / (C · H·W · mean(m_r)) = ... / (C · sum(m_r)),
+
+(`normalization="channels_mass"`), and weight each region's loss by the mean of its content guide at that layer
+(`region_weights`, see `nst_jax.segmentation.region_means`). For binary guides the two Gram matrices differ by the
+factor 1/C only; fractional guides (region borders after the 3x3 averages) count once instead of squared.
+
+Guides are carried through the network
 the way Gatys et al.'s and Luan et al.'s guided style code do: a 3x3 box average for every 3x3 convolution (so a
 guide fades out over one receptive-field step at region borders), nothing for ReLU, and a 2x2 stride-2 average for
 every pooling layer (VALID, like `nst_jax.vgg.pool`, so guide shapes equal the feature shapes).
@@ -33,6 +43,7 @@ from nst_jax.losses import gram_product, layer_weights_or_equal, style_layer_los
 # Below this guide mass a region counts as absent at a layer: its Gram matrix is 0 (instead of 0/0) and its loss
 # term is dropped. Any real region has mass >= one pixel's worth of a small guide value, far above this.
 _EMPTY_MASS = 1e-8
+GRAM_NORMALIZATIONS = ("squared_mass", "channels_mass")  # Gatys et al. 2017 | Luan et al. 2017
 
 
 def _box3(masks: jax.Array) -> jax.Array:
@@ -73,11 +84,14 @@ def masks_at_layers(arch: str, masks: jax.Array, layers: Sequence[str], *,
   return out
 
 
-def guided_gram(features: jax.Array, masks: jax.Array) -> jax.Array:
-  """Guided Gram matrices (R, C, C) of (1, h, w, C) or (h, w, C) features under (R, h, w) guides.
+def guided_gram(features: jax.Array, masks: jax.Array, *, normalization: str = "squared_mass") -> jax.Array:
+  """Guided Gram matrices (R, C, C) of (1, h, w, C) or (h, w, C) features under (R, h, w) guides, divided by
+  sum(m^2) ('squared_mass', Gatys et al.) or C * sum(m) ('channels_mass', Luan et al.).
 
-  A guide of ones gives `nst_jax.losses.gram_matrix`; an empty guide gives zeros (not NaN).
+  With 'squared_mass' a guide of ones gives `nst_jax.losses.gram_matrix`; an empty guide gives zeros (not NaN).
   """
+  if normalization not in GRAM_NORMALIZATIONS:
+    raise ValueError(f"normalization must be one of {GRAM_NORMALIZATIONS}, got {normalization!r}")
   if features.ndim == 4:
     if features.shape[0] != 1:
       raise ValueError(f"guided_gram takes one image, got a batch of {features.shape[0]}")
@@ -89,14 +103,19 @@ def guided_gram(features: jax.Array, masks: jax.Array) -> jax.Array:
   weighted = features.reshape(1, h * w, c) * masks.reshape(-1, h * w, 1).astype(features.dtype)
   gram = gram_product(weighted)
   # max(), not + eps: the ones guide must reproduce gram_matrix's division by H*W exactly.
-  mass = jnp.maximum(jnp.sum(jnp.square(masks), axis=(1, 2)), _EMPTY_MASS)
+  if normalization == "squared_mass":
+    mass = jnp.maximum(jnp.sum(jnp.square(masks), axis=(1, 2)), _EMPTY_MASS)
+  else:
+    mass = c * jnp.maximum(jnp.sum(masks, axis=(1, 2)), _EMPTY_MASS)
   return gram / mass[:, None, None]
 
 
 def guided_style_loss(*, features: Mapping[str, jax.Array], target_grams: Mapping[str, jax.Array],
                       masks: Mapping[str, jax.Array], region_weights: jax.Array | None = None,
-                      layer_weights: Mapping[str, float] | None = None) -> jax.Array:
-  """sum_l w_l sum_r α_r E(G_r^l, A_r^l) over the layers in `target_grams` (each (R, C, C)).
+                      layer_weights: Mapping[str, float] | None = None,
+                      normalization: str = "squared_mass") -> jax.Array:
+  """sum_l w_l sum_r α_r E(G_r^l, A_r^l) over the layers in `target_grams` (each (R, C, C)); G by `guided_gram`
+  with `normalization` (the targets must have been made with the same one).
 
   `masks` are the guides of the image being synthesised at each layer (`masks_at_layers`). A region whose guide is
   empty at a layer contributes nothing there: with no pixels of that region there is no texture to match, and its
@@ -107,7 +126,8 @@ def guided_style_loss(*, features: Mapping[str, jax.Array], target_grams: Mappin
   total = jnp.zeros((), jnp.float32)
   for name, target in target_grams.items():
     guides = masks[name].astype(jnp.float32)
-    per_region = style_layer_loss(gram=guided_gram(features[name], guides), target_gram=target)
+    per_region = style_layer_loss(gram=guided_gram(features[name], guides, normalization=normalization),
+                                  target_gram=target)
     present = jnp.sum(jnp.square(guides), axis=(1, 2)) > _EMPTY_MASS
     alpha = jnp.ones_like(per_region) if region_weights is None else jnp.asarray(region_weights, jnp.float32)
     total = total + weights[name] * jnp.sum(jnp.where(present, alpha * per_region, 0.0))

@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nst_jax import color, guidance, image_io, losses, mrf, optim, structure, vgg
+from nst_jax import color, guidance, image_io, losses, matting, mrf, optim, segmentation, structure, vgg
 from nst_jax.errors import NSTError
 from nst_jax.progress import ProgressBar
 from nst_jax.weights import VGGWeights
@@ -72,6 +72,9 @@ class StylizeConfig:
   laplacian_weight: float = 0.0
   laplacian_pool_sizes: tuple[int, ...] = (4, 16)
   edge_weight: float = 0.0
+  matting_weight: float = 0.0                    # Luan et al.'s λ on sum_c p_cᵀ L p_c (summed, image in [0, 1])
+  matting_eps: float = matting.EPSILON
+  gram_normalization: str = "squared_mass"       # guided Gram matrices: squared_mass | channels_mass (Luan et al.)
   depth_regions: int = 3
   depth_near_scale: float = 2.0
   depth_far_scale: float = 0.5
@@ -141,7 +144,7 @@ def validate(config: StylizeConfig, arch: str, *, num_styles: int = 1, has_conte
       raise NSTError(f"{flag}: {e}") from None
   for flag, value in (("--content_weight", config.content_weight), ("--style_weight", config.style_weight),
                       ("--tv_weight", config.tv_weight), ("--laplacian_weight", config.laplacian_weight),
-                      ("--edge_weight", config.edge_weight)):
+                      ("--edge_weight", config.edge_weight), ("--matting_weight", config.matting_weight)):
     if not math.isfinite(value) or value < 0:
       raise NSTError(f"{flag} must be a finite number >= 0, got {value}")
   for name, value in config.style_layer_weights.items():
@@ -167,6 +170,13 @@ def validate(config: StylizeConfig, arch: str, *, num_styles: int = 1, has_conte
     raise NSTError("--preserve_colors needs a content image")
   if not has_content and (config.laplacian_weight or config.edge_weight):
     raise NSTError("--laplacian_weight and --edge_weight preserve a content image's structure; there is none")
+  if not has_content and config.matting_weight:
+    raise NSTError("--matting_weight keeps the content's local colour structure; there is no content")
+  if not (math.isfinite(config.matting_eps) and config.matting_eps > 0):
+    raise NSTError(f"--matting_eps must be a finite number > 0, got {config.matting_eps}")
+  if config.gram_normalization not in guidance.GRAM_NORMALIZATIONS:
+    raise NSTError(f"--gram_normalization must be one of {', '.join(guidance.GRAM_NORMALIZATIONS)}, "
+                   f"got {config.gram_normalization!r}")
   if config.depth_regions < 1:
     raise NSTError(f"--depth_regions must be at least 1, got {config.depth_regions}")
   blend_weights(config, num_styles)
@@ -311,12 +321,15 @@ def make_loss_terms(model: vgg.VGG, preprocessing, config: StylizeConfig, *, sty
           guidance.guided_style_loss(features={name: feats[name]}, target_grams={name: inputs["style"][name]},
                                      masks={name: inputs["masks"][name]},
                                      region_weights=inputs["region_weights"][name],
-                                     layer_weights={name: layer_weight[name]})
+                                     layer_weights={name: layer_weight[name]},
+                                     normalization=config.gram_normalization)
           for name in style_layers)
     out["tv"] = config.tv_weight * losses.total_variation_loss(image=image)
     if config.laplacian_weight > 0:
       out["laplacian"] = config.laplacian_weight * structure.laplacian_loss(
           image=image, content_laplacians=inputs["laplacian"])  # the pool sizes that fit the image
+    if config.matting_weight > 0:
+      out["matting"] = config.matting_weight * matting.matting_energy(image=image, laplacian=inputs["matting"])
     if config.edge_weight > 0:
       out["edge"] = config.edge_weight * structure.edge_loss(
           image_rgb01=image, target_edges=inputs["edges"], hed_params=inputs["hed_params"],
@@ -363,7 +376,8 @@ def stylize(*, content: np.ndarray | None, styles: Sequence[np.ndarray] | np.nda
             depth: np.ndarray | None = None, hed_weights: VGGWeights | None = None,
             synthesis_shape: tuple[int, int] | None = None,
             on_intermediate: Callable[[int, np.ndarray], None] | None = None,
-            progress: bool = True) -> StylizeResult:
+            progress: bool = True, content_seg: np.ndarray | None = None,
+            style_seg: np.ndarray | None = None) -> StylizeResult:
   """Style transfer (or, with `content=None`, texture synthesis) by optimisation.
 
   `content` and `styles` are (H, W, 3) float images in [0, 1], resized here: the content to `config.size` on its
@@ -374,7 +388,7 @@ def stylize(*, content: np.ndarray | None, styles: Sequence[np.ndarray] | np.nda
   """
   problem = build_problem(content=content, styles=styles, weights=weights, config=config,
                           style_masks=style_masks, depth=depth, hed_weights=hed_weights,
-                          synthesis_shape=synthesis_shape)
+                          synthesis_shape=synthesis_shape, content_seg=content_seg, style_seg=style_seg)
   result = optimize_image(problem.terms_fn, problem.inputs, problem.x0, config=config,
                           on_intermediate=on_intermediate, progress=progress)
   if config.preserve_colors == "luminance":
@@ -385,11 +399,22 @@ def stylize(*, content: np.ndarray | None, styles: Sequence[np.ndarray] | np.nda
 def build_problem(*, content: np.ndarray | None, styles: Sequence[np.ndarray] | np.ndarray, weights: VGGWeights,
                   config: StylizeConfig, style_masks: Sequence[np.ndarray] | None = None,
                   depth: np.ndarray | None = None, hed_weights: VGGWeights | None = None,
-                  synthesis_shape: tuple[int, int] | None = None) -> Problem:
-  """Validates the request, resizes the images and computes every target; see `stylize` for the arguments."""
+                  synthesis_shape: tuple[int, int] | None = None, content_seg: np.ndarray | None = None,
+                  style_seg: np.ndarray | None = None) -> Problem:
+  """Validates the request, resizes the images and computes every target; see `stylize` for the arguments.
+
+  `content_seg` and `style_seg` (both or neither, any size) are Luan et al.'s colour-coded segmentation maps of the
+  content and of the single style image: each matched colour is a region whose target is the guided Gram matrix
+  of the style image's pixels of that colour (`nst_jax.segmentation`), weighted by the region's content-mask mean.
+  """
   styles = _as_list(styles)
   has_content = content is not None
   validate(config, weights.arch, num_styles=len(styles), has_content=has_content)
+  segmented = content_seg is not None or style_seg is not None
+  if segmented and (len(styles) != 1 or style_masks or depth is not None or config.style_loss != "gram"
+                    or not has_content):
+    raise NSTError("segmentation maps (--content_seg/--style_seg) take a content image, one style image and the "
+                   "gram style loss, without --style_masks or --depth")
   use_content = has_content and config.content_weight > 0
   style_sets = style_layer_sets(config, len(styles))
   if config.style_loss == "mrf" and config.style_layers == STYLE_LAYERS and not config.style_layer_sets:
@@ -408,7 +433,13 @@ def build_problem(*, content: np.ndarray | None, styles: Sequence[np.ndarray] | 
     content = image_io.resize(content, *shape)
   styles = prepare_styles(styles, content=content, config=config)
   net_content = color.luminance_image(content) if config.preserve_colors == "luminance" else content
-  regions = build_regions(config, shape, len(styles), style_masks=style_masks, depth=depth)
+  scales = _per_style(config.style_scale, len(styles), "--style_scale")
+  if segmented:
+    style_shape = image_io.long_side_shape(styles[0].shape, max(16, round(config.size * scales[0])))
+    seg = segmentation.match(content_seg, style_seg, content_shape=shape, style_shape=style_shape)
+    regions = [Region(mask=m, weight=1.0, style_weights=(1.0,), scale=1.0) for m in seg.content]
+  else:
+    regions = build_regions(config, shape, len(styles), style_masks=style_masks, depth=depth)
 
   model = vgg.VGG(weights.arch, all_layers, pooling=config.pooling)
   source_params = normalized_params(weights, config.pooling) if config.normalize_network else weights.params
@@ -419,7 +450,6 @@ def build_problem(*, content: np.ndarray | None, styles: Sequence[np.ndarray] | 
     content_feats = features(params, jnp.asarray(net_content))
     inputs["content"] = {name: content_feats[name] for name in config.content_layers}
 
-  scales = _per_style(config.style_scale, len(styles), "--style_scale")
   style_feature_cache: dict[tuple[int, float], dict[str, jax.Array]] = {}
 
   def style_features(i: int, factor: float) -> dict[str, jax.Array]:
@@ -430,11 +460,21 @@ def build_problem(*, content: np.ndarray | None, styles: Sequence[np.ndarray] | 
       style_feature_cache[key] = features(params, jnp.asarray(image_io.resize_long_side(styles[i], long_side)))
     return style_feature_cache[key]
 
-  region_inputs = _region_banks if config.style_loss == "mrf" else _region_targets
-  inputs["style"], inputs["region_weights"] = region_inputs(regions, style_layers, style_sets, style_features)
   masks = np.stack([r.mask for r in regions])
   inputs["masks"] = jax.jit(lambda m: guidance.masks_at_layers(weights.arch, m, style_layers,
                                                                pooling=config.pooling))(jnp.asarray(masks))
+  if segmented:
+    inputs["style"] = segmentation.style_targets(weights.arch, style_features(0, 1.0), seg.style, style_layers,
+                                                 pooling=config.pooling, normalization=config.gram_normalization)
+    inputs["region_weights"] = segmentation.region_means(inputs["masks"])
+  else:
+    region_inputs = _region_banks if config.style_loss == "mrf" else _region_targets
+    inputs["style"], inputs["region_weights"] = region_inputs(regions, style_layers, style_sets, style_features)
+    if config.style_loss == "gram" and config.gram_normalization == "channels_mass":
+      # Whole-image targets are plain Gram matrices, i.e. 'squared_mass' guided ones of a ones guide: rescale.
+      inputs["style"] = {name: t / t.shape[-1] for name, t in inputs["style"].items()}
+  if config.matting_weight > 0:
+    inputs["matting"] = matting.precompute(content, eps=config.matting_eps)  # the colour content is the guide
   if config.laplacian_weight > 0:
     inputs["laplacian"] = structure.content_laplacians(jnp.asarray(net_content), config.laplacian_pool_sizes)
   if config.edge_weight > 0:
@@ -447,7 +487,8 @@ def build_problem(*, content: np.ndarray | None, styles: Sequence[np.ndarray] | 
   inputs[vgg.BACKWARD_KERNELS] = jax.jit(vgg.backward_kernels)(params)
 
   terms_fn = make_loss_terms(model, weights.preprocessing, config, style_layers=style_layers,
-                             has_content=has_content, hed=hed, guided=needs_guidance(regions))
+                             has_content=has_content, hed=hed,
+                             guided=needs_guidance(regions) or config.gram_normalization != "squared_mass")
   x0 = initial_image(config.init, content=net_content, style=styles[0], seed=config.seed, shape=shape)
   return Problem(terms_fn=terms_fn, inputs=inputs, x0=x0, content=content)
 
