@@ -80,6 +80,7 @@ class StylizeConfig:
   depth_far_scale: float = 0.5
   init: str = "content"  # content | noise | style | path of an image
   pooling: str = "avg"
+  mask_pooling: str | None = None  # how guides cross pooling layers; None: like `pooling`
   normalize_network: bool = False  # Gatys et al.'s mean-activation-1 rescaling of every filter
   seed: int = 0
   save_every: int = 0  # 0: no intermediate images
@@ -159,6 +160,8 @@ def validate(config: StylizeConfig, arch: str, *, num_styles: int = 1, has_conte
       raise NSTError(f"--style_scale values must lie in [0.05, 8], got {scale}")
   if config.pooling not in ("max", "avg"):
     raise NSTError(f"--pooling must be 'max' or 'avg', got {config.pooling!r}")
+  if config.mask_pooling not in (None, "max", "avg"):
+    raise NSTError(f"--mask_pooling must be 'max' or 'avg', got {config.mask_pooling!r}")
   if config.style_loss not in STYLE_LOSSES:
     raise NSTError(f"--style_loss must be one of {', '.join(STYLE_LOSSES)}, got {config.style_loss!r}")
   if config.preserve_colors not in color.COLOR_MODES:
@@ -461,11 +464,12 @@ def build_problem(*, content: np.ndarray | None, styles: Sequence[np.ndarray] | 
     return style_feature_cache[key]
 
   masks = np.stack([r.mask for r in regions])
+  mask_pooling = config.mask_pooling or config.pooling
   inputs["masks"] = jax.jit(lambda m: guidance.masks_at_layers(weights.arch, m, style_layers,
-                                                               pooling=config.pooling))(jnp.asarray(masks))
+                                                               pooling=mask_pooling))(jnp.asarray(masks))
   if segmented:
     inputs["style"] = segmentation.style_targets(weights.arch, style_features(0, 1.0), seg.style, style_layers,
-                                                 pooling=config.pooling, normalization=config.gram_normalization)
+                                                 pooling=mask_pooling, normalization=config.gram_normalization)
     inputs["region_weights"] = segmentation.region_means(inputs["masks"])
   else:
     region_inputs = _region_banks if config.style_loss == "mrf" else _region_targets

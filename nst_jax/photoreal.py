@@ -1,0 +1,246 @@
+"""Photorealistic style transfer (Luan et al. 2017, "Deep Photo Style Transfer").
+
+Two optimisations of the same objective family, both through `nst_jax.stylize.build_problem` and
+`nst_jax.stylize.optimize_image` (the matting term is one more loss term there, `StylizeConfig.matting_weight`):
+
+1. Segmented style transfer without the photorealism term, from a near-constant image (the reference starts at
+   1e-4 Gaussian noise around the Caffe mean pixel).
+2. The same plus λ · sum_c p_cᵀ L p_c (`nst_jax.matting`, L the content's matting Laplacian), from stage 1's result.
+
+Then the post-processing that produced the paper's final results (`smooth_local_affine`): a per-pixel affine
+colour map content -> output fitted in 3x3 windows, its coefficients joint-bilaterally filtered with the content
+as guide, applied to the content; optionally a guided filter of that with the content as guide (`guided_filter`).
+
+Loss weights. Defaults are the reference code's numbers (content relu4_2 weight 5, style relu1_1..relu5_1 weight
+100 each, TV 1e-3, λ = 1e4, ε = 1e-7), and `stylize_config` maps them onto nst_jax's normalised losses so that
+the objective is the reference's one as a function of the image (up to its 256 vs our 255 input scale):
+
+* content: the reference's 5 · MSE(F, P) per layer is our `content_loss` (a mean) with weight 5 · #layers
+  (our layer weights are 1/#layers).
+* style: the reference's Gram is (F⊙m)(F⊙m)ᵀ / (C·H·W·mean(m)) (`gram_normalization="channels_mass"`), its
+  per-layer loss 100 · mean(m_content) · MSE(G, A) over the C² entries, summed over layers. Ours is
+  E = sum((G − A)²) / (4C²) = MSE / 4 with region weight mean(m_content) and layer weights 1/#layers, so the
+  style weight is 100 · 4 · #layers.
+* TV: the reference adds the gradient of tv · ½ · sum over its (H−1)(W−1) grid of both squared neighbour
+  differences of the network input (image × 256 − mean), a sum; ours is the mean of the squared differences of
+  the [0, 1] image, so the weight is tv · ½ · s² · 3 · (H−1)(W−1) with s the network's input scale.
+* matting: the reference's gradient is λ · 2 L p for p in [0, 1], the gradient of λ · sum_c p_cᵀ L p_c: our term
+  with the same λ. It is a sum over pixels while the VGG terms are means, so (as in the reference) the balance
+  between photorealism and style shifts with the image size; 700 px is the reference's operating point.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from nst_jax import image_io, matting, stylize
+from nst_jax.errors import NSTError
+from nst_jax.weights import VGGWeights
+
+CAFFE_MEAN_RGB = (123.68 / 256, 116.779 / 256, 103.939 / 256)  # the reference's init, in [0, 1]
+
+
+@dataclasses.dataclass(frozen=True)
+class PhotorealConfig:
+  """Settings in the reference code's units (see the module docstring for how they map onto ours)."""
+
+  size: int = 700
+  stage1_iterations: int = 1000
+  stage2_iterations: int = 1000
+  optimizer: str = "lbfgs"
+  learning_rate: float | None = None
+  optimizer_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  content_weight: float = 5.0
+  style_weight: float = 100.0
+  tv_weight: float = 1e-3
+  matting_weight: float = 1e4
+  matting_eps: float = matting.EPSILON
+  content_layers: tuple[str, ...] = stylize.CONTENT_LAYERS
+  style_layers: tuple[str, ...] = stylize.STYLE_LAYERS
+  pooling: str = "max"          # the reference runs the unmodified (max-pooling) VGG19
+  init: str = "mean"            # mean (the reference's near-constant start) | content | noise | an image path
+  smooth: bool = True           # local-affine post-processing
+  affine_eps: float = 1e-3
+  smooth_radius: int = 15
+  smooth_sigma_s: float = 5.0
+  smooth_sigma_r: float = 0.01
+  refine: bool = False          # guided-filter refinement after smoothing
+  refine_radius: int = 8
+  refine_eps: float = 0.01
+  seed: int = 0
+  log_every: int = 10
+
+
+@dataclasses.dataclass
+class PhotorealResult:
+  image: np.ndarray                       # final (post-processed if `smooth`)
+  stage1: stylize.StylizeResult
+  stage2: stylize.StylizeResult | None    # None when stage2_iterations == 0
+  unsmoothed: np.ndarray                  # the last stage's optimised image
+
+
+def validate(config: PhotorealConfig) -> None:
+  if config.stage1_iterations < 1:
+    raise NSTError(f"--stage1_iterations must be at least 1, got {config.stage1_iterations}")
+  if config.stage2_iterations < 0:
+    raise NSTError(f"--stage2_iterations must be >= 0, got {config.stage2_iterations}")
+  for flag, value in (("--affine_eps", config.affine_eps), ("--smooth_sigma_s", config.smooth_sigma_s),
+                      ("--smooth_sigma_r", config.smooth_sigma_r), ("--refine_eps", config.refine_eps)):
+    if not (math.isfinite(value) and value > 0):
+      raise NSTError(f"{flag} must be a finite number > 0, got {value}")
+  for flag, value in (("--smooth_radius", config.smooth_radius), ("--refine_radius", config.refine_radius)):
+    if value < 1:
+      raise NSTError(f"{flag} must be at least 1, got {value}")
+
+
+def stylize_config(config: PhotorealConfig, *, stage: int, shape: tuple[int, int],
+                   input_scale: float) -> stylize.StylizeConfig:
+  """The `StylizeConfig` of stage 1 or 2 whose objective equals the reference's (module docstring)."""
+  h, w = shape
+  return stylize.StylizeConfig(
+      size=config.size, iterations=config.stage1_iterations if stage == 1 else config.stage2_iterations,
+      optimizer=config.optimizer, learning_rate=config.learning_rate, optimizer_options=config.optimizer_options,
+      content_weight=config.content_weight * len(config.content_layers),
+      style_weight=config.style_weight * 4.0 * len(config.style_layers),
+      tv_weight=config.tv_weight * 0.5 * input_scale**2 * 3 * (h - 1) * (w - 1),
+      matting_weight=config.matting_weight if stage == 2 else 0.0, matting_eps=config.matting_eps,
+      gram_normalization="channels_mass", content_layers=config.content_layers, style_layers=config.style_layers,
+      pooling=config.pooling, mask_pooling="avg", init="content" if config.init == "mean" else config.init,
+      seed=config.seed, log_every=config.log_every)
+
+
+def initial_image(shape: tuple[int, int], *, seed: int) -> np.ndarray:
+  """The reference's start: N(0, 1e-4) noise in network units around the mean pixel, i.e. nearly constant."""
+  noise = np.random.default_rng(seed).normal(0.0, 1e-4 / 256, (*shape, 3))
+  return (np.asarray(CAFFE_MEAN_RGB) + noise).astype(np.float32)
+
+
+def photoreal(*, content: np.ndarray, style: np.ndarray, weights: VGGWeights, config: PhotorealConfig,
+              content_seg: np.ndarray | None = None, style_seg: np.ndarray | None = None,
+              progress: bool = True,
+              on_stage: Callable[[int, np.ndarray], None] | None = None) -> PhotorealResult:
+  """Both stages and the post-processing; `content`/`style` (H, W, 3) in [0, 1], maps any size (both or neither).
+  `on_stage(stage, image)` sees each stage's result (to save intermediates)."""
+  validate(config)
+  shape = image_io.long_side_shape(content.shape, config.size)
+  problem = None
+  results = []
+  image = None
+  for stage in (1, 2):
+    cfg = stylize_config(config, stage=stage, shape=shape, input_scale=weights.preprocessing.input_scale)
+    if cfg.iterations == 0:
+      break
+    problem = stylize.build_problem(content=content, styles=[style], weights=weights, config=cfg,
+                                    content_seg=content_seg, style_seg=style_seg)
+    if stage == 1:
+      x0 = initial_image(shape, seed=config.seed) if config.init == "mean" else problem.x0
+    else:
+      x0 = image
+    result = stylize.optimize_image(problem.terms_fn, problem.inputs, x0, config=cfg, progress=progress)
+    results.append(result)
+    image = result.image
+    if on_stage:
+      on_stage(stage, image)
+  final = image
+  if config.smooth:
+    final = smooth_local_affine(output=image, content=problem.content, eps=config.affine_eps,
+                                radius=config.smooth_radius, sigma_s=config.smooth_sigma_s,
+                                sigma_r=config.smooth_sigma_r)
+  if config.refine:
+    final = guided_filter(guide=problem.content, source=final, radius=config.refine_radius, eps=config.refine_eps)
+  return PhotorealResult(image=np.clip(final, 0.0, 1.0).astype(np.float32), stage1=results[0],
+                         stage2=results[1] if len(results) > 1 else None, unsmoothed=image)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Post-processing
+
+
+def _box_mean(x: jax.Array, radius: int) -> jax.Array:
+  """Mean over the in-image part of the (2r+1)² window around each pixel of (H, W, ...)."""
+  size = 2 * radius + 1
+
+  def window_sum(v):
+    pads = ((radius, radius), (radius, radius)) + ((0, 0),) * (v.ndim - 2)
+    dims = (size, size) + (1,) * (v.ndim - 2)
+    return jax.lax.reduce_window(v, jnp.zeros((), v.dtype), jax.lax.add, dims, (1,) * v.ndim, pads)
+  count = window_sum(jnp.ones(x.shape[:2], x.dtype))
+  return window_sum(x) / count.reshape(count.shape + (1,) * (x.ndim - 2))
+
+
+def local_affine(*, output: jax.Array, content: jax.Array, eps: float = 1e-3,
+                 radius: int = 1) -> tuple[jax.Array, jax.Array]:
+  """Per-pixel affine colour maps output ≈ A_k content + b_k fitted by ridge regression over the window around
+  each pixel k (3x3 for radius 1): A_k = cov_k(O, I) (Σ_k + eps/|w| · 1)⁻¹, b_k = Ō_k − A_k μ_k, i.e. the
+  minimiser of sum_j |A I_j + b − O_j|² + eps |A|² over the window (in-image pixels only at the border).
+  Returns A (H, W, 3, 3) and b (H, W, 3)."""
+  output = jnp.asarray(output, jnp.float32)
+  content = jnp.asarray(content, jnp.float32)
+  n = float((2 * radius + 1) ** 2)
+  mu = _box_mean(content, radius)
+  mean_out = _box_mean(output, radius)
+  sigma = _box_mean(content[..., :, None] * content[..., None, :], radius) - mu[..., :, None] * mu[..., None, :]
+  cov = _box_mean(output[..., :, None] * content[..., None, :], radius) - mean_out[..., :, None] * mu[..., None, :]
+  # eps/n against a covariance (a mean over the window) is eps against the window's sum of squares.
+  a = jnp.linalg.solve(sigma + eps / n * jnp.eye(3), jnp.swapaxes(cov, -1, -2))  # (Σ + ε)⁻¹ covᵀ, Σ symmetric
+  a = jnp.swapaxes(a, -1, -2)
+  b = mean_out - jnp.einsum("hwij,hwj->hwi", a, mu)
+  return a, b
+
+
+@jax.jit
+def _joint_bilateral(values: jax.Array, guide: jax.Array, spatial: jax.Array, sigma_r: float) -> jax.Array:
+  """Normalised joint bilateral filter of (H, W, K) values with an (H, W, 3) guide and a (2r+1)² spatial kernel;
+  taps outside the image are skipped (weight 0)."""
+  size = spatial.shape[0]
+  r = size // 2
+  h, w = values.shape[:2]
+  pad = ((r, r), (r, r), (0, 0))
+  vals = jnp.pad(values, pad)
+  gd = jnp.pad(guide, pad)
+  inside = jnp.pad(jnp.ones((h, w), values.dtype), r)
+
+  def body(t, carry):
+    acc, norm = carry
+    dy, dx = t // size, t % size
+    v = jax.lax.dynamic_slice(vals, (dy, dx, 0), (h, w, values.shape[2]))
+    g = jax.lax.dynamic_slice(gd, (dy, dx, 0), (h, w, 3))
+    m = jax.lax.dynamic_slice(inside, (dy, dx), (h, w))
+    weight = spatial[dy, dx] * m * jnp.exp(-jnp.sum(jnp.square(g - guide), -1) / (2 * sigma_r**2))
+    return acc + weight[..., None] * v, norm + weight
+
+  acc, norm = jax.lax.fori_loop(0, size * size, body, (jnp.zeros_like(values), jnp.zeros((h, w), values.dtype)))
+  return acc / norm[..., None]  # the centre tap has weight 1, so norm >= 1
+
+
+def smooth_local_affine(*, output: np.ndarray, content: np.ndarray, eps: float = 1e-3, radius: int = 15,
+                        sigma_s: float = 5.0, sigma_r: float = 0.01) -> np.ndarray:
+  """Luan et al.'s final post-processing: 3x3-window affine maps content -> output (`local_affine`, ridge `eps`),
+  joint-bilaterally filtered (content as guide, window radius `radius`, Gaussian σ_s pixels in space and σ_r in
+  RGB), applied to the content. An output that is an affine colour transform of the content is reproduced."""
+  content = jnp.asarray(content, jnp.float32)
+  a, b = local_affine(output=jnp.asarray(output, jnp.float32), content=content, eps=eps)
+  h, w = content.shape[:2]
+  coefficients = jnp.concatenate([a.reshape(h, w, 9), b], axis=-1)
+  offsets = np.arange(-radius, radius + 1)
+  spatial = np.exp(-(offsets[:, None] ** 2 + offsets[None, :] ** 2) / (2 * sigma_s**2)).astype(np.float32)
+  smooth = _joint_bilateral(coefficients, content, jnp.asarray(spatial), float(sigma_r))
+  a, b = smooth[..., :9].reshape(h, w, 3, 3), smooth[..., 9:]
+  return np.asarray(jnp.einsum("hwij,hwj->hwi", a, content) + b, np.float32)
+
+
+def guided_filter(*, guide: np.ndarray, source: np.ndarray, radius: int = 8, eps: float = 0.01) -> np.ndarray:
+  """He et al.'s colour-guided filter of an (H, W, 3) source: per-window ridge affine maps guide -> source
+  (regulariser eps against the window covariance), averaged over the windows covering each pixel."""
+  guide = jnp.asarray(guide, jnp.float32)
+  n = float((2 * radius + 1) ** 2)
+  a, b = local_affine(output=jnp.asarray(source, jnp.float32), content=guide, eps=eps * n, radius=radius)
+  a, b = _box_mean(a, radius), _box_mean(b, radius)
+  return np.asarray(jnp.einsum("hwij,hwj->hwi", a, guide) + b, np.float32)
