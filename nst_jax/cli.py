@@ -4,6 +4,7 @@
   python -m nst_jax stylize --content A.jpg --style B.jpg,C.jpg --style_blend 0.7,0.3 --preserve_colors luminance
   python -m nst_jax stylize --content A.jpg --style B.jpg,C.jpg --style_masks mb.png,mc.png
   python -m nst_jax synthesize --style B.jpg[,C.jpg] --size 256 --output texture.png
+  python -m nst_jax photoreal --content in.png --style tar.png [--content_seg a.png --style_seg b.png] --output o.png
 
 Without --content/--style, `stylize` runs on the built-in demo pair (matplotlib's Grace Hopper photo and a
 generated swirl painting). Every problem with the input ends in one line `error: ...` and exit status 2.
@@ -18,7 +19,7 @@ import time
 
 from absl import app, flags
 
-from nst_jax import color, demo, guidance, image_io, optim, structure, stylize as gatys
+from nst_jax import color, demo, guidance, image_io, optim, photoreal, segmentation, structure, stylize as gatys
 from nst_jax.errors import NSTError
 from nst_jax.weights import resolve_weights
 
@@ -68,9 +69,32 @@ flags.DEFINE_string("hed_weights", "hed-vgg16", "HED weights for --edge_weight w
 flags.DEFINE_integer("seed", _DEFAULTS.seed, "Random seed (noise init).")
 flags.DEFINE_integer("save_every", 0, "Write an intermediate image every N iterations (0: never).")
 flags.DEFINE_integer("log_every", _DEFAULTS.log_every, "Report the losses every N iterations.")
+# --- photoreal flags (Luan et al. 2017; `photoreal` also reads --content, --style, --output, --size, --iterations,
+# --optimizer, --learning_rate, --optimizer_args, the loss weights and layers, --pooling, --init, --seed, --weights,
+# --log_every; where those are not given it uses the reference's values below, not stylize's defaults) ---
+_PHOTOREAL = photoreal.PhotorealConfig()
+flags.DEFINE_string("content_seg", None, "photoreal: colour-coded segmentation map of the content (9 colours).")
+flags.DEFINE_string("style_seg", None, "photoreal: colour-coded segmentation map of the style image.")
+flags.DEFINE_integer("stage1_iterations", None, "photoreal: iterations of stage 1 (segmented style transfer); "
+                     f"default --iterations if given, else {_PHOTOREAL.stage1_iterations}.")
+flags.DEFINE_integer("stage2_iterations", None, "photoreal: iterations of stage 2 (with the matting Laplacian); "
+                     f"default --iterations if given, else {_PHOTOREAL.stage2_iterations}; 0 skips it.")
+flags.DEFINE_float("matting_weight", _PHOTOREAL.matting_weight, "photoreal: λ of the photorealism (matting "
+                   "Laplacian) term in stage 2, on the image in [0, 1].")
+flags.DEFINE_float("matting_eps", _PHOTOREAL.matting_eps, "photoreal: ε of the matting Laplacian.")
+flags.DEFINE_bool("smooth", _PHOTOREAL.smooth, "photoreal: local-affine post-processing (joint bilateral).")
+flags.DEFINE_float("affine_eps", _PHOTOREAL.affine_eps, "photoreal: ridge regulariser of the 3x3 affine fits.")
+flags.DEFINE_integer("smooth_radius", _PHOTOREAL.smooth_radius, "photoreal: joint bilateral window radius.")
+flags.DEFINE_float("smooth_sigma_s", _PHOTOREAL.smooth_sigma_s, "photoreal: joint bilateral spatial sigma (px).")
+flags.DEFINE_float("smooth_sigma_r", _PHOTOREAL.smooth_sigma_r, "photoreal: joint bilateral range sigma (RGB).")
+flags.DEFINE_bool("refine", _PHOTOREAL.refine, "photoreal: guided-filter refinement after smoothing.")
+flags.DEFINE_integer("refine_radius", _PHOTOREAL.refine_radius, "photoreal: guided filter radius.")
+flags.DEFINE_float("refine_eps", _PHOTOREAL.refine_eps, "photoreal: guided filter epsilon.")
+flags.DEFINE_bool("save_stages", False, "photoreal: also write each stage's unsmoothed result as <output>_stageN.")
+# --- end of photoreal flags ---
 FLAGS = flags.FLAGS
 
-COMMANDS = ("stylize", "synthesize")
+COMMANDS = ("stylize", "synthesize", "photoreal")
 
 
 def _floats(values: list[str], flag: str) -> tuple[float, ...]:
@@ -110,7 +134,69 @@ def intermediate_path(output: pathlib.Path, iteration: int) -> pathlib.Path:
   return output.with_name(f"{output.stem}_{iteration:05d}{output.suffix}")
 
 
+def _given(name: str, reference):
+  """The flag's value if the user gave it, else the reference's default."""
+  return FLAGS[name].value if FLAGS[name].present else reference
+
+
+def run_photoreal() -> pathlib.Path:
+  output = image_io.check_output_path(FLAGS.output)
+  if not FLAGS.content or not FLAGS.style:
+    raise NSTError("photoreal needs --content and --style")
+  if len(FLAGS.style) != 1:
+    raise NSTError(f"photoreal takes one --style image, got {len(FLAGS.style)}")
+  if (FLAGS.content_seg is None) != (FLAGS.style_seg is None):
+    raise NSTError("give both --content_seg and --style_seg, or neither")
+  iterations = FLAGS.iterations if FLAGS["iterations"].present else None
+  ref = _PHOTOREAL
+  config = photoreal.PhotorealConfig(
+      size=_given("size", ref.size),
+      stage1_iterations=next(v for v in (FLAGS.stage1_iterations, iterations, ref.stage1_iterations) if v is not None),
+      stage2_iterations=next(v for v in (FLAGS.stage2_iterations, iterations, ref.stage2_iterations) if v is not None),
+      optimizer=FLAGS.optimizer, learning_rate=FLAGS.learning_rate,
+      optimizer_options=optim.parse_options(FLAGS.optimizer_args),
+      content_weight=_given("content_weight", ref.content_weight),
+      style_weight=_given("style_weight", ref.style_weight),
+      tv_weight=_given("tv_weight", ref.tv_weight), matting_weight=FLAGS.matting_weight, matting_eps=FLAGS.matting_eps,
+      content_layers=tuple(_given("content_layers", list(ref.content_layers))),
+      style_layers=_layers(_given("style_layers", list(ref.style_layers))), pooling=_given("pooling", ref.pooling),
+      init=_given("init", ref.init), smooth=FLAGS.smooth, affine_eps=FLAGS.affine_eps,
+      smooth_radius=FLAGS.smooth_radius, smooth_sigma_s=FLAGS.smooth_sigma_s, smooth_sigma_r=FLAGS.smooth_sigma_r,
+      refine=FLAGS.refine, refine_radius=FLAGS.refine_radius, refine_eps=FLAGS.refine_eps, seed=FLAGS.seed,
+      log_every=max(1, FLAGS.log_every))
+  if config.size < 16:
+    raise NSTError(f"--size must be at least 16 pixels, got {config.size}")
+  photoreal.validate(config)
+  content = image_io.load_image(FLAGS.content, what="content image")
+  style = image_io.load_image(FLAGS.style[0], what="style image")
+  content_seg = segmentation.load_map(FLAGS.content_seg, what="--content_seg map") if FLAGS.content_seg else None
+  style_seg = segmentation.load_map(FLAGS.style_seg, what="--style_seg map") if FLAGS.style_seg else None
+  if config.init not in ("mean", "content", "noise", "style"):
+    image_io.load_image(config.init, what="--init image")  # fail before loading weights
+  weights = resolve_weights(FLAGS.weights)
+  start = time.perf_counter()
+
+  def save_stage(stage, image):
+    if FLAGS.save_stages:
+      image_io.save_image(output.with_name(f"{output.stem}_stage{stage}{output.suffix}"), image)
+
+  try:
+    result = photoreal.photoreal(content=content, style=style, weights=weights, config=config,
+                                 content_seg=content_seg, style_seg=style_seg, on_stage=save_stage)
+  except gatys.NonFiniteLossError as e:
+    saved = image_io.save_image(intermediate_path(output, e.iteration), e.last_good_image)
+    raise NSTError(f"{e}; the last finite image is in {saved}") from None
+  image_io.save_image(output, result.image)
+  last = result.stage2 or result.stage1
+  terms = ", ".join(f"{k} {v:.4g}" for k, v in last.final_terms.items())
+  print(f"wrote {output} ({result.image.shape[1]}x{result.image.shape[0]}, {config.stage1_iterations}+"
+        f"{config.stage2_iterations if result.stage2 else 0} iterations, {time.perf_counter() - start:.1f} s; {terms})")
+  return output
+
+
 def run_command(command: str) -> pathlib.Path:
+  if command == "photoreal":
+    return run_photoreal()
   synthesis = command == "synthesize"
   output = image_io.check_output_path(FLAGS.output)
   config = _config_from_flags(synthesis=synthesis)

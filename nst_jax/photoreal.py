@@ -91,7 +91,11 @@ def validate(config: PhotorealConfig) -> None:
     raise NSTError(f"--stage1_iterations must be at least 1, got {config.stage1_iterations}")
   if config.stage2_iterations < 0:
     raise NSTError(f"--stage2_iterations must be >= 0, got {config.stage2_iterations}")
-  for flag, value in (("--affine_eps", config.affine_eps), ("--smooth_sigma_s", config.smooth_sigma_s),
+  for flag, value in (("--content_weight", config.content_weight), ("--style_weight", config.style_weight),
+                      ("--tv_weight", config.tv_weight), ("--matting_weight", config.matting_weight)):
+    if not (math.isfinite(value) and value >= 0):
+      raise NSTError(f"{flag} must be a finite number >= 0, got {value}")
+  for flag, value in (("--matting_eps", config.matting_eps), ("--affine_eps", config.affine_eps), ("--smooth_sigma_s", config.smooth_sigma_s),
                       ("--smooth_sigma_r", config.smooth_sigma_r), ("--refine_eps", config.refine_eps)):
     if not (math.isfinite(value) and value > 0):
       raise NSTError(f"{flag} must be a finite number > 0, got {value}")

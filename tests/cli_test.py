@@ -135,6 +135,58 @@ def test_bad_input_gives_one_error_line_and_status_2(setup, extra, needles):
     assert elapsed < 60, elapsed
 
 
+# photoreal (Luan et al.): (id, extra arguments, strings the error line must contain).
+PHOTOREAL_BAD_INPUTS = [
+    ("seg-missing", ["--content_seg", "{root}/noseg.png", "--style_seg", "{root}/seg.png"],
+     ["--content_seg map", "{root}/noseg.png", "does not exist"]),
+    ("seg-only-one", ["--content_seg", "{root}/seg.png"], ["--content_seg", "--style_seg", "both"]),
+    ("seg-no-known-colour", ["--content_seg", "{root}/content.png", "--style_seg", "{root}/seg.png"],
+     ["--content_seg", "none of the colours"]),
+    ("two-styles", ["--style", "{root}/style.png,{root}/style.png"], ["one --style", "got 2"]),
+    ("stage2-negative", ["--stage2_iterations", "-1"], ["--stage2_iterations", "-1"]),
+    ("matting-negative", ["--matting_weight", "-1"], ["--matting_weight", "-1"]),
+    ("matting-eps-zero", ["--matting_eps", "0"], ["--matting_eps", "0"]),
+    ("sigma-r-zero", ["--smooth_sigma_r", "0"], ["--smooth_sigma_r", "0"]),
+]
+
+
+def write_seg(path, h: int, w: int) -> None:
+  seg = np.zeros((h, w, 3), np.uint8)
+  seg[:, w // 2:] = 255  # black | white
+  Image.fromarray(seg).save(path)
+
+
+@pytest.mark.parametrize("extra, needles", [pytest.param(e, n, id=i) for i, e, n in PHOTOREAL_BAD_INPUTS])
+def test_photoreal_bad_input_gives_one_error_line(setup, extra, needles):
+  root = setup["root"]
+  write_seg(root / "seg.png", 24, 32)
+  output = root / "photo.png"
+  output.unlink(missing_ok=True)
+  good = ["--content", str(root / "content.png"), "--style", str(root / "style.png"), "--output", str(output),
+          "--weights", str(setup["weights"]), "--size", "32", "--optimizer", "adam", "--iterations", "1"]
+  proc = run_cli(setup, "photoreal", *good, *(a.format(root=root) for a in extra))
+  assert_one_line_error(proc, *(n.format(root=root) for n in needles))
+  assert not output.exists()
+
+
+def test_photoreal_runs_both_stages_with_off_by_one_maps(setup):
+  root = setup["root"]
+  write_seg(root / "cseg.png", 25, 33)  # one pixel larger than the content, like the paper's pair 7
+  write_seg(root / "sseg.png", 24, 32)
+  output = root / "photo_ok.png"
+  proc = run_cli(setup, "photoreal", "--content", str(root / "content.png"), "--style", str(root / "style.png"),
+                 "--content_seg", str(root / "cseg.png"), "--style_seg", str(root / "sseg.png"), "--output",
+                 str(output), "--weights", str(setup["weights"]), "--size", "32", "--optimizer", "adam",
+                 "--learning_rate", "0.01", "--stage1_iterations", "2", "--stage2_iterations", "1",
+                 "--smooth_radius", "2", "--save_stages", "--style_layers", "relu1_1,relu2_1",
+                 "--content_layers", "relu2_2")
+  assert proc.returncode == 0, proc.stderr
+  assert "2+1 iterations" in proc.stdout and "matting" in proc.stdout
+  image = image_io.load_image(output)
+  assert image.shape == (24, 32, 3) and np.all(np.isfinite(image))
+  assert (root / "photo_ok_stage1.png").exists() and (root / "photo_ok_stage2.png").exists()
+
+
 def test_stray_positional_argument(setup):
   proc = run_cli(setup, "stylize", "stray.png", "--weights", str(setup["weights"]))
   assert_one_line_error(proc, "stray.png", "expected one command")
