@@ -47,6 +47,9 @@ flags.DEFINE_string("style_layer_sets", "", "Per-style layers separated by ';' (
                     "'structure;fine' takes coarse structure from the first style, fine texture from the second).")
 flags.DEFINE_string("style_layer_weights", "", "Relative style-layer weights w_l, e.g. relu4_1=10,relu5_1=100 "
                     "(unnamed layers 1; normalised to sum 1).")
+flags.DEFINE_enum("style_layer_balance", _DEFAULTS.style_layer_balance, list(gatys.STYLE_LAYER_BALANCES),
+                  "target: divide each style layer's loss by its value for an all-zero Gram matrix, so every layer "
+                  "counts (stroke-size presets, scale mixing, --depth); raise --style_weight (~100).")
 flags.DEFINE_list("style_blend", [], "Blend weights of the style images (normalised).")
 flags.DEFINE_list("style_scale", ["1"], "Style image size relative to --size, one value or one per style.")
 flags.DEFINE_list("style_masks", [], "One mask per style in content space (white = that style).")
@@ -102,7 +105,8 @@ def _config_from_flags(*, synthesis: bool) -> gatys.StylizeConfig:
       style_layer_weights=optim.parse_options(FLAGS.style_layer_weights, flag="--style_layer_weights"),
       style_loss=FLAGS.style_loss, preserve_colors=FLAGS.preserve_colors, color_method=FLAGS.color_method,
       laplacian_weight=FLAGS.laplacian_weight, edge_weight=FLAGS.edge_weight, depth_regions=FLAGS.depth_regions,
-      init=init, pooling=FLAGS.pooling, normalize_network=FLAGS.normalize_network, seed=FLAGS.seed,
+      init=init, pooling=FLAGS.pooling, normalize_network=FLAGS.normalize_network,
+      style_layer_balance=FLAGS.style_layer_balance, seed=FLAGS.seed,
       save_every=max(0, FLAGS.save_every), log_every=max(1, FLAGS.log_every))
 
 

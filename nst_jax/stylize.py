@@ -41,6 +41,7 @@ STYLE_LAYER_PRESETS = {
 }
 MRF_LAYERS = ("relu3_1", "relu4_1")  # Li & Wand (2016)
 STYLE_LOSSES = ("gram", "mrf")
+STYLE_LAYER_BALANCES = ("none", "target")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,6 +79,7 @@ class StylizeConfig:
   init: str = "content"  # content | noise | style | path of an image
   pooling: str = "avg"
   normalize_network: bool = False  # Gatys et al.'s mean-activation-1 rescaling of every filter
+  style_layer_balance: str = "none"  # none | target: each layer's E_l relative to its target's (`balance_by_target`)
   seed: int = 0
   save_every: int = 0  # 0: no intermediate images
   log_every: int = 10
@@ -158,6 +160,9 @@ def validate(config: StylizeConfig, arch: str, *, num_styles: int = 1, has_conte
     raise NSTError(f"--pooling must be 'max' or 'avg', got {config.pooling!r}")
   if config.style_loss not in STYLE_LOSSES:
     raise NSTError(f"--style_loss must be one of {', '.join(STYLE_LOSSES)}, got {config.style_loss!r}")
+  if config.style_layer_balance not in STYLE_LAYER_BALANCES:
+    raise NSTError(f"--style_layer_balance must be one of {', '.join(STYLE_LAYER_BALANCES)}, "
+                   f"got {config.style_layer_balance!r}")
   if config.preserve_colors not in color.COLOR_MODES:
     raise NSTError(f"--preserve_colors must be one of {', '.join(color.COLOR_MODES)}, "
                    f"got {config.preserve_colors!r}")
@@ -432,6 +437,8 @@ def build_problem(*, content: np.ndarray | None, styles: Sequence[np.ndarray] | 
 
   region_inputs = _region_banks if config.style_loss == "mrf" else _region_targets
   inputs["style"], inputs["region_weights"] = region_inputs(regions, style_layers, style_sets, style_features)
+  if config.style_layer_balance == "target" and config.style_loss == "gram":
+    inputs["region_weights"] = balance_by_target(inputs["style"], inputs["region_weights"])
   masks = np.stack([r.mask for r in regions])
   inputs["masks"] = jax.jit(lambda m: guidance.masks_at_layers(weights.arch, m, style_layers,
                                                                pooling=config.pooling))(jnp.asarray(masks))
@@ -489,6 +496,19 @@ def _region_targets(regions: Sequence[Region], style_layers: Sequence[str],
     targets[name] = jnp.stack([g if g is not None else jnp.zeros_like(like) for g in grams])
     weights[name] = jnp.asarray(region_weights, jnp.float32)
   return targets, weights
+
+
+def balance_by_target(targets: Mapping[str, jax.Array], region_weights: Mapping[str, jax.Array]) -> dict:
+  """Divides every (layer, region) weight by E_l of an all-zero Gram matrix against that target, ||A||^2 / (4 N^2),
+  so that each layer's style loss is a relative error that starts near 1 whatever the layer's activation scale.
+
+  Raw VGG activations shrink by ~100x from relu1_1 to relu5_1, so E_l (fourth power of the activations) spans
+  ~6 orders of magnitude and the deep layers (large strokes, Gatys et al. 2016 fig. 4) would barely count."""
+  out = {}
+  for name, grams in targets.items():
+    zero_loss = losses.style_layer_loss(gram=jnp.zeros_like(grams), target_gram=grams)  # (R,)
+    out[name] = region_weights[name] / jnp.maximum(zero_loss, 1e-12)
+  return out
 
 
 def optimize_image(terms_fn, inputs, x0: np.ndarray, *, config: StylizeConfig,

@@ -104,6 +104,7 @@ BAD_INPUTS = [
     ("unknown-schedule", ["--lr_schedule", "zigzag"], ["--lr_schedule", "zigzag"]),
     ("unknown-color-mode", ["--preserve_colors", "sepia"], ["--preserve_colors", "sepia"]),
     ("unknown-style-loss", ["--style_loss", "wasserstein"], ["--style_loss", "wasserstein"]),
+    ("unknown-layer-balance", ["--style_layer_balance", "auto"], ["--style_layer_balance", "auto"]),
     ("depth-missing", ["--depth", "{root}/nodepth.png"], ["depth map", "{root}/nodepth.png", "does not exist"]),
     ("depth-regions-zero", ["--depth", "{root}/content.png", "--depth_regions", "0"], ["--depth_regions"]),
     ("edge-loss-without-hed", ["--edge_weight", "1"], ["hed-vgg16", "fetch"]),
