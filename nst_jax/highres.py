@@ -23,7 +23,7 @@ with `jax.shard_map` (partial Gram matrices are `psum`-ed), which also spans pro
 **Halo.** A feature at layer l depends on a square of the input (its receptive field; radius 38 px for relu4_2 and
 66 px for relu5_1 of VGG16/19-style stacks, see `receptive_radius`). Inside a tile window every convolution
 zero-pads at the window edge, so features closer than the radius to the window edge differ from the untiled
-network's. With `halo >= radius` every owned feature is exactly the untiled one, image borders included (the
+network's. With `halo >= radius + overlap` every owned feature is exactly the untiled one, image borders included (the
 validity masks), and the tiled loss and gradient equal the untiled ones to float rounding (tests). The *effective* receptive field is much smaller than the theoretical
 one (activations are dominated by the central few pixels), so a halo below the radius is a cheaper approximation;
 the default is the exact choice (the theoretical radius of the deepest layer used, rounded up to that layer's
@@ -86,11 +86,12 @@ def layer_stride(arch: str, layer: str) -> int:
   return 2 ** sum(1 for name in order[: order.index(layer) + 1] if name.startswith("pool"))
 
 
-def default_halo(arch: str, layers: Sequence[str]) -> int:
-  """The exact halo: the deepest layer's receptive radius, rounded up to a multiple of its stride."""
+def default_halo(arch: str, layers: Sequence[str], *, overlap: int = 0) -> int:
+  """The exact halo: a tile owns cells up to `overlap` pixels beyond its interior, and those need the deepest
+  layer's receptive radius of context, so radius + overlap, rounded up to a multiple of the deepest stride."""
   deepest = vgg.deepest_layer(arch, layers)
   stride = layer_stride(arch, deepest)
-  return stride * math.ceil(receptive_radius(arch, deepest) / stride)
+  return stride * math.ceil((receptive_radius(arch, deepest) + overlap) / stride)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,16 +109,24 @@ class TileGrid:
   devices: int
 
   @property
-  def window(self) -> int:
-    return self.tile + 2 * self.halo
+  def tile_y(self) -> int:  # a side shorter than the tile gets a shorter window (one tile along it)
+    return min(self.tile, self.stride * math.ceil(self.height / self.stride))
+
+  @property
+  def tile_x(self) -> int:
+    return min(self.tile, self.stride * math.ceil(self.width / self.stride))
+
+  @property
+  def window(self) -> tuple[int, int]:
+    return self.tile_y + 2 * self.halo, self.tile_x + 2 * self.halo
 
   @property
   def ny(self) -> int:
-    return math.ceil(self.height / self.tile)
+    return math.ceil(self.height / self.tile_y)
 
   @property
   def nx(self) -> int:
-    return math.ceil(self.width / self.tile)
+    return math.ceil(self.width / self.tile_x)
 
   @property
   def num_tiles(self) -> int:
@@ -130,12 +139,12 @@ class TileGrid:
 
   def origins(self) -> np.ndarray:
     """(padded_tiles, 2) window origins in the padded image (top-left = image pixel (-halo, -halo))."""
-    real = [(ty * self.tile, tx * self.tile) for ty in range(self.ny) for tx in range(self.nx)]
+    real = [(ty * self.tile_y, tx * self.tile_x) for ty in range(self.ny) for tx in range(self.nx)]
     return np.asarray(real + [(0, 0)] * (self.padded_tiles - len(real)), np.int32)
 
   def padding(self) -> tuple[tuple[int, int], tuple[int, int]]:
-    return ((self.halo, self.ny * self.tile - self.height + self.halo),
-            (self.halo, self.nx * self.tile - self.width + self.halo))
+    return ((self.halo, self.ny * self.tile_y - self.height + self.halo),
+            (self.halo, self.nx * self.tile_x - self.width + self.halo))
 
 
 def make_grid(shape: tuple[int, int], *, arch: str, layers: Sequence[str], tile: int, halo: int | None = None,
@@ -146,13 +155,15 @@ def make_grid(shape: tuple[int, int], *, arch: str, layers: Sequence[str], tile:
   if tile < 1:
     raise NSTError(f"--tile_size must be positive here, got {tile}")
   if halo is None:
-    halo = default_halo(arch, layers)
+    halo = default_halo(arch, layers, overlap=overlap)
   if halo < 0:
     raise NSTError(f"--tile_halo must be >= 0, got {halo}")
   if overlap < 0:
     raise NSTError(f"--tile_overlap must be >= 0, got {overlap}")
   tile = stride * math.ceil(min(tile, max(shape)) / stride)
   halo = stride * math.ceil(halo / stride)
+  if tile >= max(shape):
+    halo, overlap = 0, 0  # one tile: the window is the (zero-padded) image itself, nothing to blend
   if overlap > halo or 2 * overlap > tile:
     raise NSTError(f"--tile_overlap {overlap} must be at most the halo ({halo}) and half the tile ({tile // 2})")
   if batch < 1:
@@ -175,12 +186,13 @@ def _ownership_1d(centres: np.ndarray, k: int, n: int, tile: int, overlap: int, 
 def ownership(grid: TileGrid, stride: int) -> np.ndarray:
   """(padded_tiles, window/stride, window/stride) ownership weights at a layer of `stride`: a partition of unity
   over the image's cells (every cell that lies wholly in the image gets total weight 1), zero for dummy tiles."""
-  cells = grid.window // stride
-  local = (np.arange(cells) + 0.5) * stride - grid.halo  # cell centres relative to the tile's interior origin
-  out = np.zeros((grid.padded_tiles, cells, cells), np.float32)
+  cy, cx = grid.window[0] // stride, grid.window[1] // stride
+  local_y = (np.arange(cy) + 0.5) * stride - grid.halo  # cell centres relative to the tile's interior origin
+  local_x = (np.arange(cx) + 0.5) * stride - grid.halo
+  out = np.zeros((grid.padded_tiles, cy, cx), np.float32)
   for i, (ty, tx) in enumerate((ty, tx) for ty in range(grid.ny) for tx in range(grid.nx)):
-    wy = _ownership_1d(local + ty * grid.tile, ty, grid.ny, grid.tile, grid.overlap, grid.height, stride / 2)
-    wx = _ownership_1d(local + tx * grid.tile, tx, grid.nx, grid.tile, grid.overlap, grid.width, stride / 2)
+    wy = _ownership_1d(local_y + ty * grid.tile_y, ty, grid.ny, grid.tile_y, grid.overlap, grid.height, stride / 2)
+    wx = _ownership_1d(local_x + tx * grid.tile_x, tx, grid.nx, grid.tile_x, grid.overlap, grid.width, stride / 2)
     out[i] = np.outer(wy, wx)
   return out
 
@@ -189,8 +201,8 @@ def extract_tiles(image: jax.Array, grid: TileGrid) -> jax.Array:
   """(H, W, 3) -> (padded_tiles, window, window, 3) windows of the zero-padded image (differentiable)."""
   padded = jnp.pad(image, (*grid.padding(), (0, 0)))  # the zeros are masked out by `validity` anyway
   origins = jnp.asarray(grid.origins())
-  w = grid.window
-  return jax.vmap(lambda o: jax.lax.dynamic_slice(padded, (o[0], o[1], 0), (w, w, image.shape[-1])))(origins)
+  wy, wx = grid.window
+  return jax.vmap(lambda o: jax.lax.dynamic_slice(padded, (o[0], o[1], 0), (wy, wx, image.shape[-1])))(origins)
 
 
 def make_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
@@ -221,11 +233,10 @@ def validity(grid: TileGrid, stride: int) -> np.ndarray:
   """(padded_tiles, window/stride, window/stride) 1 where a cell of that stride lies wholly inside the image, else
   0. Multiplying every layer's output by it makes each window behave exactly like the whole image's network, which
   zero-pads at the image border and floors odd sizes when pooling."""
-  cells = grid.window // stride
-  local = np.arange(cells) * stride - grid.halo
-  out = np.zeros((grid.padded_tiles, cells, cells), np.float32)
+  out = np.zeros((grid.padded_tiles, grid.window[0] // stride, grid.window[1] // stride), np.float32)
   for i, (ty, tx) in enumerate((ty, tx) for ty in range(grid.ny) for tx in range(grid.nx)):
-    y, x = local + ty * grid.tile, local + tx * grid.tile
+    y = np.arange(out.shape[1]) * stride - grid.halo + ty * grid.tile_y
+    x = np.arange(out.shape[2]) * stride - grid.halo + tx * grid.tile_x
     out[i] = np.outer((y >= 0) & (y + stride <= grid.height), (x >= 0) & (x + stride <= grid.width))
   return out
 
@@ -391,15 +402,15 @@ def estimate_peak_bytes(grid: TileGrid, *, arch: str, layers: Sequence[str], con
   tile window and its gradient, the ownership maps and the per-tile content targets.
   """
   bpv = 2 if precision == "bf16" else 4
-  tile_work = grid.batch * vgg.estimate_training_bytes(arch, (grid.window, grid.window), layers, bytes_per_value=bpv)
+  tile_work = grid.batch * vgg.estimate_training_bytes(arch, grid.window, layers, bytes_per_value=bpv)
   pixels = grid.height * grid.width * 3
-  padded_pixels = (grid.ny * grid.tile + 2 * grid.halo) * (grid.nx * grid.tile + 2 * grid.halo) * 3
+  padded_pixels = (grid.ny * grid.tile_y + 2 * grid.halo) * (grid.nx * grid.tile_x + 2 * grid.halo) * 3
   image_buffers = 4 * (pixels * (2 * lbfgs_memory + 8) + padded_pixels)
-  tiles = grid.padded_tiles * grid.window ** 2 * 3 * 4 * 2
+  tiles = grid.padded_tiles * math.prod(grid.window) * 3 * 4 * 2
   per_layer = 0
   widths = dict((name, shape[1][0]) for name, shape in vgg.conv_shapes(arch).items())
   for name in set(layers) | set(content_layers):
-    cells = (grid.window // layer_stride(arch, name)) ** 2 * grid.padded_tiles
+    cells = math.prod(w // layer_stride(arch, name) for w in grid.window) * grid.padded_tiles
     per_layer += 4 * cells  # ownership
     if name in content_layers:
       conv = "conv" + name[len("relu"):] if name.startswith("relu") else _conv_before(arch, name)
@@ -415,20 +426,25 @@ def _conv_before(arch: str, name: str) -> str:
 def auto_tile_size(shape: tuple[int, int], *, budget_bytes: int, arch: str, layers: Sequence[str],
                    content_layers: Sequence[str] = (), halo: int | None = None, overlap: int = 0,
                    precision: str = "fp32", batch: int = 1, devices: int = 1) -> int:
-  """The largest tile (a multiple of the deepest layer's stride, at most the long side) whose predicted peak fits
-  `budget_bytes`; `NSTError` when even the smallest does not."""
+  """The largest tile (fewest tiles along the long side) whose predicted peak fits `budget_bytes`; `NSTError`
+  when even the smallest tile does not fit (the whole-image buffers alone may not)."""
   stride = layer_stride(arch, vgg.deepest_layer(arch, layers))
-  best = 0
-  for tile in range(stride, stride * math.ceil(max(shape) / stride) + 1, stride):
+  long_side = max(shape)
+
+  def peak(tile: int) -> int:
     grid = make_grid(shape, arch=arch, layers=layers, tile=tile, halo=halo, overlap=min(overlap, tile // 2),
                      batch=batch, devices=devices)
-    if estimate_peak_bytes(grid, arch=arch, layers=layers, content_layers=content_layers,
-                           precision=precision) <= budget_bytes:
-      best = tile
-  if not best:
-    raise NSTError(f"no tile size fits --max_memory_gb {budget_bytes / 2**30:.2f} for a {shape[1]}x{shape[0]} "
-                   f"image; raise it or lower --size")
-  return best
+    return estimate_peak_bytes(grid, arch=arch, layers=layers, content_layers=content_layers, precision=precision)
+
+  smallest = stride * max(1, math.ceil(2 * overlap / stride))
+  if peak(smallest) > budget_bytes:
+    raise NSTError(f"a {shape[1]}x{shape[0]} image does not fit the memory budget of {budget_bytes / 2**30:.1f} GiB "
+                   f"even in tiles; choose a smaller --size or raise --max_memory_gb")
+  for n in range(1, math.ceil(long_side / smallest) + 1):
+    tile = max(smallest, stride * math.ceil(math.ceil(long_side / n) / stride))
+    if peak(tile) <= budget_bytes:
+      return tile
+  return smallest
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -784,3 +800,48 @@ def stylize_highres(*, content: np.ndarray | None, styles: Sequence[np.ndarray] 
     image = np.asarray(color.combine_luminance(stylized=image, content=resized), np.float32)
   return gatys.StylizeResult(image=image, loss_history=np.concatenate(history) if history else np.zeros((0,)),
                              initial_terms=initial_terms or {}, final_terms=final), reports
+
+
+def seam_ratio(image: np.ndarray, tile: int, band: int = 2) -> float:
+  """Mean gradient magnitude of the gray image within `band` px of an interior tile border ÷ elsewhere (~1: no
+  seam; a visible seam raises it)."""
+  gray = np.asarray(image, np.float64).mean(axis=-1)
+  mag = np.hypot(*np.gradient(gray))
+  h, w = gray.shape
+  near = np.zeros((h, w), bool)
+  for k in range(tile, h, tile):
+    near[max(0, k - band): k + band, :] = True
+  for k in range(tile, w, tile):
+    near[:, max(0, k - band): k + band] = True
+  return float(mag[near].mean() / mag[~near].mean())
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Multi-host
+
+
+def init_distributed(*, coordinator: str | None = None, num_processes: int | None = None,
+                     process_id: int | None = None) -> bool:
+  """`jax.distributed.initialize` from the arguments or, where they are None, the environment variables
+  NST_JAX_COORDINATOR (host:port of process 0), NST_JAX_NUM_PROCESSES and NST_JAX_PROCESS_ID. Returns False (and
+  does nothing) without a coordinator. Must run before JAX computes anything. On CPU the collectives go over gloo."""
+  coordinator = coordinator or os.environ.get("NST_JAX_COORDINATOR") or None
+  if not coordinator:
+    return False
+  try:
+    if num_processes is None:
+      num_processes = int(os.environ.get("NST_JAX_NUM_PROCESSES", "0"))
+    if process_id is None:
+      process_id = int(os.environ.get("NST_JAX_PROCESS_ID", "-1"))
+  except ValueError as e:
+    raise NSTError(f"NST_JAX_NUM_PROCESSES / NST_JAX_PROCESS_ID must be integers: {e}") from None
+  if num_processes < 1:
+    raise NSTError(f"--num_processes must be at least 1 with --coordinator_address, got {num_processes}")
+  if not 0 <= process_id < num_processes:
+    raise NSTError(f"--process_id must lie in [0, {num_processes}), got {process_id}")
+  host, sep, port = coordinator.rpartition(":")
+  if not sep or not host or not port.isdigit():
+    raise NSTError(f"--coordinator_address must be host:port, got {coordinator!r}")
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes, process_id=process_id)
+  return True
