@@ -154,6 +154,7 @@ def make_grid(shape: tuple[int, int], *, arch: str, layers: Sequence[str], tile:
   stride = layer_stride(arch, vgg.deepest_layer(arch, layers))
   if tile < 1:
     raise NSTError(f"--tile_size must be positive here, got {tile}")
+  overlap = min(overlap, stride * math.ceil(min(tile, max(shape)) / stride) // 2)  # a ramp fits in half a tile
   if halo is None:
     halo = default_halo(arch, layers, overlap=overlap)
   if halo < 0:
@@ -164,8 +165,8 @@ def make_grid(shape: tuple[int, int], *, arch: str, layers: Sequence[str], tile:
   halo = stride * math.ceil(halo / stride)
   if tile >= max(shape):
     halo, overlap = 0, 0  # one tile: the window is the (zero-padded) image itself, nothing to blend
-  if overlap > halo or 2 * overlap > tile:
-    raise NSTError(f"--tile_overlap {overlap} must be at most the halo ({halo}) and half the tile ({tile // 2})")
+  if overlap > halo:
+    raise NSTError(f"--tile_overlap {overlap} must be at most the halo, --tile_halo ({halo})")
   if batch < 1:
     raise NSTError(f"--tile_batch must be at least 1, got {batch}")
   return TileGrid(height=shape[0], width=shape[1], tile=tile, halo=halo, overlap=overlap, stride=stride,
@@ -392,17 +393,38 @@ def device_memory_bytes(device: jax.Device | None = None) -> int:
   return gatys._physical_memory_bytes()  # pylint: disable=protected-access
 
 
-def estimate_peak_bytes(grid: TileGrid, *, arch: str, layers: Sequence[str], content_layers: Sequence[str] = (),
-                        precision: str = "fp32", lbfgs_memory: int = 10) -> int:
-  """Predicted peak bytes of one device running one scale's tiled optimisation (beyond the runtime's baseline).
+def activation_values(arch: str, shape: tuple[int, int], layers: Sequence[str]) -> tuple[int, int]:
+  """(sum, largest) of the activation sizes (values) of a VGG forward pass over an (H, W) input, up to the deepest
+  of `layers`, input included."""
+  h, w = shape
+  order = vgg.layer_names(arch)
+  widths = {name: shape[1][0] for name, shape in vgg.conv_shapes(arch).items()}
+  channels, sizes = 3, [h * w * 3]
+  for name in order[: order.index(vgg.deepest_layer(arch, layers)) + 1]:
+    if name.startswith("conv"):
+      channels = widths[name]
+    elif name.startswith("pool"):
+      h, w = h // 2, w // 2
+    sizes.append(h * w * channels)
+  return sum(sizes), max(sizes)
 
-  Tile work: `grid.batch` windows' forward activations kept for the backward pass and their gradients
-  (`vgg.estimate_training_bytes` at the compute precision). Whole-image buffers: the image, its gradient and the
-  optimizer's history (L-BFGS: 2 * memory images plus ~6 more for the line search), the padded image, every
+
+def estimate_peak_bytes(grid: TileGrid, *, arch: str, layers: Sequence[str], content_layers: Sequence[str] = (),
+                        precision: str = "fp32", lbfgs_memory: int = 10, platform: str | None = None) -> int:
+  """Predicted peak bytes of one device running one scale's tiled optimisation, above what the process holds
+  before it (runtime, weights, targets).
+
+  Tile work: the backward pass of one remat-ed batch holds every forward activation of its `grid.batch` windows
+  plus the gradient flowing back and the one being produced (2 x the largest activation). Values take 4 bytes in
+  fp32 and 2 in bf16 on accelerators; XLA:CPU computes bf16 convolutions by converting to f32, so there both
+  copies live (6 bytes, measured: bf16 saves no memory on CPU). Whole-image buffers: the image, its gradient and
+  the optimizer's history (L-BFGS: 2 * memory images plus ~8 more for the line search), the padded image, every
   tile window and its gradient, the ownership maps and the per-tile content targets.
   """
-  bpv = 2 if precision == "bf16" else 4
-  tile_work = grid.batch * vgg.estimate_training_bytes(arch, grid.window, layers, bytes_per_value=bpv)
+  platform = platform or jax.local_devices()[0].platform
+  bpv = 4 if precision == "fp32" else (6 if platform == "cpu" else 2)
+  total, largest = activation_values(arch, grid.window, layers)
+  tile_work = grid.batch * bpv * (total + 2 * largest)
   pixels = grid.height * grid.width * 3
   padded_pixels = (grid.ny * grid.tile_y + 2 * grid.halo) * (grid.nx * grid.tile_x + 2 * grid.halo) * 3
   image_buffers = 4 * (pixels * (2 * lbfgs_memory + 8) + padded_pixels)

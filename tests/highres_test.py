@@ -158,7 +158,8 @@ def test_tiled_run_matches_untiled_losses_without_seams(tiled_vs_untiled):
 
 def _run_worker(*args: str, env_extra: dict | None = None) -> subprocess.Popen:
   env = dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu", **(env_extra or {}))
-  return subprocess.Popen([sys.executable, str(pathlib.Path(__file__)), "worker", *args], cwd=REPO, env=env,
+  args = args if args[0] == "memory" else ("worker", *args)
+  return subprocess.Popen([sys.executable, str(pathlib.Path(__file__)), *args], cwd=REPO, env=env,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -252,6 +253,39 @@ def test_pyramid_schedule():
   assert highres.iterations_rule(200, [480, 960, 1920]) == [200, 50, 13]
 
 
+def memory_worker() -> None:
+  """One 256 px scale in 2 x 2 tiles (320 px windows, default layers, L-BFGS): RSS before the optimisation, the
+  peak RSS after it, and the memory model's prediction, as JSON."""
+  import resource
+  from nst_jax import highres, stylize as gatys
+  from nst_jax.weights import resolve_weights
+  content, style = _problem(256)
+  config = gatys.StylizeConfig(size=256, iterations=2, log_every=2)
+  mesh = highres.make_mesh()
+  problem = highres.build_scale_problem(content=content, styles=[style], weights=resolve_weights("hed-vgg16"),
+                                        config=config, shape=(256, 256), tile=128,
+                                        hr=highres.HighresConfig(tile_size=128), mesh=mesh)
+  with open("/proc/self/statm") as f:
+    before = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+  highres.optimize_scale(problem, problem.content, config=config, mesh=mesh, progress=False)
+  layers = tuple(dict.fromkeys(config.content_layers + config.style_layers))
+  print(json.dumps({"before": before, "peak": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+                    "predicted": highres.estimate_peak_bytes(problem.grid, arch="vgg16", layers=layers,
+                                                             content_layers=config.content_layers),
+                    "window": problem.grid.window}))
+
+
+def test_memory_model_predicts_the_peak_rss(default_weights):
+  """Predicted peak = what the process holds before the optimisation + the model; measured = peak RSS. The model
+  covers the buffers, not XLA's compiler, which adds a few hundred MB of RSS on CPU (README)."""
+  info = _finish(_run_worker("memory"))
+  assert info["window"] == [320, 320]
+  predicted = info["before"] + info["predicted"]
+  assert abs(predicted - info["peak"]) <= 0.25 * info["peak"], info
+
+
 if __name__ == "__main__":
   if len(sys.argv) > 1 and sys.argv[1] == "worker":
     worker(sys.argv[2:])
+  elif len(sys.argv) > 1 and sys.argv[1] == "memory":
+    memory_worker()
