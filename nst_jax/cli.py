@@ -19,7 +19,8 @@ import time
 
 from absl import app, flags
 
-from nst_jax import color, demo, guidance, image_io, optim, photoreal, segmentation, structure, stylize as gatys
+from nst_jax import (color, demo, guidance, highres, image_io, optim, photoreal, segmentation, structure,
+                     stylize as gatys, vgg)
 from nst_jax.errors import NSTError
 from nst_jax.weights import resolve_weights
 
@@ -48,6 +49,9 @@ flags.DEFINE_string("style_layer_sets", "", "Per-style layers separated by ';' (
                     "'structure;fine' takes coarse structure from the first style, fine texture from the second).")
 flags.DEFINE_string("style_layer_weights", "", "Relative style-layer weights w_l, e.g. relu4_1=10,relu5_1=100 "
                     "(unnamed layers 1; normalised to sum 1).")
+flags.DEFINE_enum("style_layer_balance", _DEFAULTS.style_layer_balance, list(gatys.STYLE_LAYER_BALANCES),
+                  "target: divide each style layer's loss by its value for an all-zero Gram matrix, so every layer "
+                  "counts (stroke-size presets, scale mixing, --depth); raise --style_weight (~100).")
 flags.DEFINE_list("style_blend", [], "Blend weights of the style images (normalised).")
 flags.DEFINE_list("style_scale", ["1"], "Style image size relative to --size, one value or one per style.")
 flags.DEFINE_list("style_masks", [], "One mask per style in content space (white = that style).")
@@ -92,6 +96,33 @@ flags.DEFINE_integer("refine_radius", _PHOTOREAL.refine_radius, "photoreal: guid
 flags.DEFINE_float("refine_eps", _PHOTOREAL.refine_eps, "photoreal: guided filter epsilon.")
 flags.DEFINE_bool("save_stages", False, "photoreal: also write each stage's unsmoothed result as <output>_stageN.")
 # --- end of photoreal flags ---
+# --- high-resolution flags (nst_jax.highres) ---
+_HR = highres.HighresConfig()
+flags.DEFINE_integer("start_size", _HR.start_size, "Coarse-to-fine pyramid: long side of the first scale (0: one "
+                     "scale at --size).")
+flags.DEFINE_float("scale_step", _HR.scale_step, "Pyramid: size ratio between scales (e.g. 2 or 1.414).")
+flags.DEFINE_list("scale_iterations", [], "Pyramid: iterations per scale, coarse to fine (default: --iterations "
+                  "at the first scale, fewer in proportion to the pixel count after).")
+flags.DEFINE_integer("tile_size", None, "Tiled loss: tile interior in pixels; 0 = automatic from --max_memory_gb "
+                     "(default: tiles only when the image does not fit the budget).")
+flags.DEFINE_integer("tile_halo", None, "Tiled loss: context around each tile (default: exact, the receptive "
+                     "radius of the deepest layer + --tile_overlap).")
+flags.DEFINE_integer("tile_overlap", _HR.tile_overlap, "Tiled loss: half-width of the blending ramp across tile "
+                     "borders, pixels.")
+flags.DEFINE_integer("tile_batch", _HR.tile_batch, "Tiled loss: tiles per device per step.")
+flags.DEFINE_float("max_memory_gb", _HR.max_memory_gb, "Memory budget per device (0: 80% of its memory).")
+flags.DEFINE_string("precision", _HR.precision, "VGG compute precision: fp32 or bf16 (image and losses stay fp32).")
+flags.DEFINE_string("checkpoint_dir", None, "Resume state folder: saved after every scale (and --checkpoint_every "
+                    "iterations); a rerun with the same inputs and flags continues from it.")
+flags.DEFINE_integer("checkpoint_every", _HR.checkpoint_every, "Also checkpoint every N iterations (0: per scale).")
+flags.DEFINE_integer("output_bits", 8, "Bits per channel of the output: 8, or 16 for .png/.tif.")
+flags.DEFINE_string("coordinator_address", None, "jax.distributed: host:port of process 0 (or env "
+                    "NST_JAX_COORDINATOR).")
+flags.DEFINE_integer("num_processes", None, "jax.distributed: number of processes (or env NST_JAX_NUM_PROCESSES).")
+flags.DEFINE_integer("process_id", None, "jax.distributed: this process (or env NST_JAX_PROCESS_ID).")
+_HR_FLAGS = ("start_size", "scale_step", "scale_iterations", "tile_size", "tile_halo", "tile_overlap", "tile_batch",
+             "max_memory_gb", "precision", "checkpoint_dir", "checkpoint_every", "coordinator_address")
+# --- end of high-resolution flags ---
 FLAGS = flags.FLAGS
 
 COMMANDS = ("stylize", "synthesize", "photoreal")
@@ -126,7 +157,8 @@ def _config_from_flags(*, synthesis: bool) -> gatys.StylizeConfig:
       style_layer_weights=optim.parse_options(FLAGS.style_layer_weights, flag="--style_layer_weights"),
       style_loss=FLAGS.style_loss, preserve_colors=FLAGS.preserve_colors, color_method=FLAGS.color_method,
       laplacian_weight=FLAGS.laplacian_weight, edge_weight=FLAGS.edge_weight, depth_regions=FLAGS.depth_regions,
-      init=init, pooling=FLAGS.pooling, normalize_network=FLAGS.normalize_network, seed=FLAGS.seed,
+      init=init, pooling=FLAGS.pooling, normalize_network=FLAGS.normalize_network,
+      style_layer_balance=FLAGS.style_layer_balance, seed=FLAGS.seed,
       save_every=max(0, FLAGS.save_every), log_every=max(1, FLAGS.log_every))
 
 
@@ -147,6 +179,10 @@ def run_photoreal() -> pathlib.Path:
     raise NSTError(f"photoreal takes one --style image, got {len(FLAGS.style)}")
   if (FLAGS.content_seg is None) != (FLAGS.style_seg is None):
     raise NSTError("give both --content_seg and --style_seg, or neither")
+  tiled = [f"--{name}" for name in _HR_FLAGS + ("output_bits",) if FLAGS[name].present]
+  if tiled:
+    raise NSTError(f"photoreal does not take the high-resolution flags yet ({', '.join(tiled)}); its matting term is "
+                   "local, so the tiled engine can evaluate it with a 2-pixel halo, but that is not wired up")
   iterations = FLAGS.iterations if FLAGS["iterations"].present else None
   ref = _PHOTOREAL
   config = photoreal.PhotorealConfig(
@@ -194,12 +230,35 @@ def run_photoreal() -> pathlib.Path:
   return output
 
 
+def _highres_from_flags() -> highres.HighresConfig:
+  if FLAGS.output_bits not in (8, 16):
+    raise NSTError(f"--output_bits must be 8 or 16, got {FLAGS.output_bits}")
+  try:
+    iterations = tuple(int(v) for v in FLAGS.scale_iterations)
+  except ValueError:
+    raise NSTError(f"--scale_iterations expects comma-separated integers, got {','.join(FLAGS.scale_iterations)!r}"
+                   ) from None
+  return highres.HighresConfig(
+      start_size=FLAGS.start_size, scale_step=FLAGS.scale_step, scale_iterations=iterations,
+      tile_size=FLAGS.tile_size or 0, tile_halo=FLAGS.tile_halo, tile_overlap=FLAGS.tile_overlap,
+      tile_batch=FLAGS.tile_batch, max_memory_gb=FLAGS.max_memory_gb, precision=FLAGS.precision,
+      checkpoint_dir=FLAGS.checkpoint_dir, checkpoint_every=FLAGS.checkpoint_every)
+
+
 def run_command(command: str) -> pathlib.Path:
   if command == "photoreal":
     return run_photoreal()
   synthesis = command == "synthesize"
-  output = image_io.check_output_path(FLAGS.output)
+  hr = _highres_from_flags()
+  output = image_io.check_output_path(FLAGS.output, bits=FLAGS.output_bits)
   config = _config_from_flags(synthesis=synthesis)
+  if FLAGS.coordinator_address or FLAGS.num_processes is not None or FLAGS.process_id is not None:
+    if not FLAGS.coordinator_address:
+      raise NSTError("--num_processes/--process_id need --coordinator_address")
+    highres.init_distributed(coordinator=FLAGS.coordinator_address, num_processes=FLAGS.num_processes,
+                             process_id=FLAGS.process_id)
+  else:
+    highres.init_distributed()  # from the environment, if set
   if config.size < 16:
     raise NSTError(f"--size must be at least 16 pixels, got {config.size}")
   if synthesis and FLAGS.content:
@@ -224,7 +283,26 @@ def run_command(command: str) -> pathlib.Path:
   hed = None
   if config.edge_weight > 0 and not weights.extras:
     hed = resolve_weights(FLAGS.hed_weights)
+  layers = (config.content_layers if content is not None else ()) + tuple(config.style_layers)
+  use_highres = any(FLAGS[name].present for name in _HR_FLAGS) or (
+      vgg.estimate_training_bytes(weights.arch, shape, layers) > highres.budget_bytes(hr))
   start = time.perf_counter()
+  if use_highres:
+    if masks or depth is not None:
+      raise NSTError("--style_masks and --depth are not supported by the high-resolution engine (tiling/pyramid)")
+    highres.validate_highres(hr, config)
+    try:
+      result, reports = highres.stylize_highres(content=content, styles=styles, weights=weights, config=config,
+                                                hr=hr, synthesis_shape=shape if synthesis else None)
+    except gatys.NonFiniteLossError as e:
+      saved = image_io.save_image(intermediate_path(output, e.iteration), e.last_good_image, bits=FLAGS.output_bits)
+      raise NSTError(f"{e}; the last finite image is in {saved}") from None
+    image_io.save_image(output, result.image, bits=FLAGS.output_bits)
+    scales = " -> ".join(f"{r.shape[1]}x{r.shape[0]} ({r.iterations} it, {r.tiles} tile(s) of {r.tile}+2*{r.halo})"
+                         for r in reports) or "resumed, nothing left to run"
+    print(f"wrote {output} ({result.image.shape[1]}x{result.image.shape[0]}; {scales}; "
+          f"{time.perf_counter() - start:.1f} s)")
+    return output
 
   def save_intermediate(iteration, image):
     image_io.save_image(intermediate_path(output, iteration), image)
@@ -236,7 +314,7 @@ def run_command(command: str) -> pathlib.Path:
   except gatys.NonFiniteLossError as e:
     saved = image_io.save_image(intermediate_path(output, e.iteration), e.last_good_image)
     raise NSTError(f"{e}; the last finite image is in {saved}") from None
-  image_io.save_image(output, result.image)
+  image_io.save_image(output, result.image, bits=FLAGS.output_bits)
   terms = ", ".join(f"{k} {v:.4g}" for k, v in result.final_terms.items())
   print(f"wrote {output} ({result.image.shape[1]}x{result.image.shape[0]}, {config.iterations} iterations, "
         f"{time.perf_counter() - start:.1f} s; {terms})")

@@ -41,6 +41,7 @@ STYLE_LAYER_PRESETS = {
 }
 MRF_LAYERS = ("relu3_1", "relu4_1")  # Li & Wand (2016)
 STYLE_LOSSES = ("gram", "mrf")
+STYLE_LAYER_BALANCES = ("none", "target")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,6 +83,7 @@ class StylizeConfig:
   pooling: str = "avg"
   mask_pooling: str | None = None  # how guides cross pooling layers; None: like `pooling`
   normalize_network: bool = False  # Gatys et al.'s mean-activation-1 rescaling of every filter
+  style_layer_balance: str = "none"  # none | target: each layer's E_l relative to its target's (`balance_by_target`)
   seed: int = 0
   save_every: int = 0  # 0: no intermediate images
   log_every: int = 10
@@ -164,6 +166,9 @@ def validate(config: StylizeConfig, arch: str, *, num_styles: int = 1, has_conte
     raise NSTError(f"--mask_pooling must be 'max' or 'avg', got {config.mask_pooling!r}")
   if config.style_loss not in STYLE_LOSSES:
     raise NSTError(f"--style_loss must be one of {', '.join(STYLE_LOSSES)}, got {config.style_loss!r}")
+  if config.style_layer_balance not in STYLE_LAYER_BALANCES:
+    raise NSTError(f"--style_layer_balance must be one of {', '.join(STYLE_LAYER_BALANCES)}, "
+                   f"got {config.style_layer_balance!r}")
   if config.preserve_colors not in color.COLOR_MODES:
     raise NSTError(f"--preserve_colors must be one of {', '.join(color.COLOR_MODES)}, "
                    f"got {config.preserve_colors!r}")
@@ -477,6 +482,8 @@ def build_problem(*, content: np.ndarray | None, styles: Sequence[np.ndarray] | 
     if config.style_loss == "gram" and config.gram_normalization == "channels_mass":
       # Whole-image targets are plain Gram matrices, i.e. 'squared_mass' guided ones of a ones guide: rescale.
       inputs["style"] = {name: t / t.shape[-1] for name, t in inputs["style"].items()}
+  if config.style_layer_balance == "target" and config.style_loss == "gram":
+    inputs["region_weights"] = balance_by_target(inputs["style"], inputs["region_weights"])
   if config.matting_weight > 0:
     inputs["matting"] = matting.precompute(content, eps=config.matting_eps)  # the colour content is the guide
   if config.laplacian_weight > 0:
@@ -534,6 +541,19 @@ def _region_targets(regions: Sequence[Region], style_layers: Sequence[str],
     targets[name] = jnp.stack([g if g is not None else jnp.zeros_like(like) for g in grams])
     weights[name] = jnp.asarray(region_weights, jnp.float32)
   return targets, weights
+
+
+def balance_by_target(targets: Mapping[str, jax.Array], region_weights: Mapping[str, jax.Array]) -> dict:
+  """Divides every (layer, region) weight by E_l of an all-zero Gram matrix against that target, ||A||^2 / (4 N^2),
+  so that each layer's style loss is a relative error that starts near 1 whatever the layer's activation scale.
+
+  Raw VGG activations shrink by ~100x from relu1_1 to relu5_1, so E_l (fourth power of the activations) spans
+  ~6 orders of magnitude and the deep layers (large strokes, Gatys et al. 2016 fig. 4) would barely count."""
+  out = {}
+  for name, grams in targets.items():
+    zero_loss = losses.style_layer_loss(gram=jnp.zeros_like(grams), target_gram=grams)  # (R,)
+    out[name] = region_weights[name] / jnp.maximum(zero_loss, 1e-12)
+  return out
 
 
 def optimize_image(terms_fn, inputs, x0: np.ndarray, *, config: StylizeConfig,

@@ -104,6 +104,7 @@ BAD_INPUTS = [
     ("unknown-schedule", ["--lr_schedule", "zigzag"], ["--lr_schedule", "zigzag"]),
     ("unknown-color-mode", ["--preserve_colors", "sepia"], ["--preserve_colors", "sepia"]),
     ("unknown-style-loss", ["--style_loss", "wasserstein"], ["--style_loss", "wasserstein"]),
+    ("unknown-layer-balance", ["--style_layer_balance", "auto"], ["--style_layer_balance", "auto"]),
     ("depth-missing", ["--depth", "{root}/nodepth.png"], ["depth map", "{root}/nodepth.png", "does not exist"]),
     ("depth-regions-zero", ["--depth", "{root}/content.png", "--depth_regions", "0"], ["--depth_regions"]),
     ("edge-loss-without-hed", ["--edge_weight", "1"], ["hed-vgg16", "fetch"]),
@@ -113,6 +114,27 @@ BAD_INPUTS = [
     ("layer-weights-syntax", ["--style_layer_weights", "relu1_1"], ["--style_layer_weights", "key=value"]),
     ("layer-weights-all-zero", ["--style_layer_weights", "relu1_1=0,relu2_1=0"], ["--style_layer_weights",
                                                                                   "weight 0"]),
+    # The high-resolution engine's flags (nst_jax.highres).
+    ("tile-size-negative", ["--tile_size", "-1"], ["--tile_size", "got -1"]),
+    ("tile-halo-negative", ["--tile_size", "16", "--tile_halo", "-2"], ["--tile_halo", "got -2"]),
+    ("tile-overlap-too-big", ["--tile_size", "16", "--tile_halo", "4", "--tile_overlap", "8"], ["--tile_overlap"]),
+    ("precision-unknown", ["--precision", "fp8"], ["--precision", "fp8"]),
+    ("scale-step-one", ["--start_size", "16", "--scale_step", "1"], ["--scale_step", "got 1.0"]),
+    ("start-size-above-size", ["--size", "32", "--start_size", "64"], ["--start_size", "larger than --size"]),
+    ("scale-iterations-count", ["--size", "32", "--start_size", "16", "--scale_iterations", "1,2,3"],
+     ["--scale_iterations", "3 entries", "2 scales"]),
+    ("scale-iterations-not-int", ["--start_size", "16", "--scale_iterations", "a"], ["--scale_iterations", "'a'"]),
+    ("max-memory-negative", ["--max_memory_gb", "-1"], ["--max_memory_gb", "got -1"]),
+    ("max-memory-too-small", ["--tile_size", "0", "--max_memory_gb", "0.0001"], ["smaller --size", "GiB"]),
+    ("output-bits", ["--output_bits", "12"], ["--output_bits", "got 12"]),
+    ("output-bits-jpeg", ["--output_bits", "16", "--output", "{root}/out16.jpg"], ["16-bit", ".png or .tif"]),
+    ("tiles-with-masks", ["--tile_size", "16", "--style_masks", "{root}/content.png"], ["--style_masks",
+                                                                                       "high-resolution"]),
+    ("process-id-without-coordinator", ["--process_id", "1"], ["--coordinator_address"]),
+    ("coordinator-bad", ["--coordinator_address", "nohost", "--num_processes", "2", "--process_id", "0"],
+     ["--coordinator_address", "host:port"]),
+    ("process-id-out-of-range", ["--coordinator_address", "localhost:1", "--num_processes", "2", "--process_id", "2"],
+     ["--process_id", "[0, 2)"]),
 ]
 
 
@@ -147,6 +169,7 @@ PHOTOREAL_BAD_INPUTS = [
     ("matting-negative", ["--matting_weight", "-1"], ["--matting_weight", "-1"]),
     ("matting-eps-zero", ["--matting_eps", "0"], ["--matting_eps", "0"]),
     ("sigma-r-zero", ["--smooth_sigma_r", "0"], ["--smooth_sigma_r", "0"]),
+    ("highres-flag", ["--tile_size", "64"], ["photoreal", "--tile_size"]),
 ]
 
 
@@ -268,6 +291,31 @@ def test_exif_rotated_cmyk_jpeg_content_and_16bit_style(setup, tmp_path):
                "bottom-left": (result[17:31, 1:7], white), "bottom-right": (result[17:31, 9:15], white)}
   for name, (block, colour) in quadrants.items():
     assert np.abs(block.mean(axis=(0, 1)) - colour).max() < 0.1, (name, block.mean(axis=(0, 1)))
+
+
+def test_highres_pyramid_tiles_16bit_tiff_exif_and_resume(setup, tmp_path):
+  """The tiled pyramid path end to end: EXIF-rotated content, 16-bit TIFF output, a checkpoint folder that a
+  rerun finds complete (nothing left to run, the same image)."""
+  stored = Image.new("RGB", (40, 20), (255, 255, 255))
+  stored.paste((255, 0, 0), (0, 0, 20, 10))
+  exif = Image.Exif()
+  exif[0x0112] = 6
+  stored.save(tmp_path / "rotated.jpg", quality=95, exif=exif)
+  output = tmp_path / "result.tif"
+  args = ["stylize", "--content", str(tmp_path / "rotated.jpg"), "--style", str(setup["root"] / "style.png"),
+          "--output", str(output), "--weights", str(setup["weights"]), *FAST, "--start_size", "16",
+          "--tile_size", "16", "--output_bits", "16", "--checkpoint_dir", str(tmp_path / "ckpt")]
+  proc = run_cli(setup, *args)
+  assert proc.returncode == 0, proc.stderr
+  assert "8x16 (2 it, 1 tile(s)" in proc.stdout and "16x32 (1 it, 2 tile(s)" in proc.stdout, proc.stdout  # tiled top
+  with Image.open(output) as im:
+    assert im.size == (16, 32) and tuple(im.tag_v2[258]) == (16, 16, 16)  # BitsPerSample: 16-bit RGB
+  first = image_io.load_image(output)
+  assert np.abs(first[1:15, 9:15].mean(axis=(0, 1)) - [1.0, 0.0, 0.0]).max() < 0.15  # red top-right: upright
+  assert np.abs(first[17:31, 1:7].mean(axis=(0, 1)) - 1.0).max() < 0.15
+  again = run_cli(setup, *args)
+  assert again.returncode == 0 and "nothing left to run" in again.stdout, again.stdout + again.stderr
+  np.testing.assert_array_equal(image_io.load_image(output), first)
 
 
 def test_16bit_png_content_and_palette_style(setup, tmp_path):

@@ -162,14 +162,16 @@ def test_depth_map_gives_larger_strokes_in_front(weights, mosaic):
 def test_network_normalisation_makes_deep_style_layers_count(weights, content, swirl):
   """Without Gatys et al.'s normalisation the Caffe-trained VGG's deep layers hold ~1% of the style loss (their
   activations are ~100x smaller), so presets and scale mixing barely act; normalised, they carry real weight."""
-  def initial_style(preset, normalize):
+  def initial_style(preset, normalize, balance="none"):
     config = stylize.StylizeConfig(size=64, iterations=1, style_layers=stylize.STYLE_LAYER_PRESETS[preset],
-                                   normalize_network=normalize, **FAST)
+                                   normalize_network=normalize, style_layer_balance=balance, **FAST)
     return stylize.stylize(content=content, styles=[swirl], weights=weights, config=config,
                            progress=False).initial_terms["style"]
 
   assert initial_style("structure", False) < 0.05 * initial_style("fine", False)
   assert initial_style("structure", True) > initial_style("fine", True)
+  # Balancing by the targets instead (relative error per layer) also lets the deep layers count.
+  assert initial_style("structure", False, "target") > 0.5 * initial_style("fine", False, "target")
 
 
 def test_style_layer_weights_select_and_normalise(weights, content, swirl):
