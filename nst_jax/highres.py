@@ -603,6 +603,8 @@ def build_scale_problem(*, content: np.ndarray | None, styles: Sequence[np.ndarr
     total = sum(b for b, _ in parts)
     inputs["style"][name] = (sum(b * g for b, g in parts) / total)[None]
     inputs["region_weights"][name] = jnp.ones((1,), jnp.float32)
+  if config.style_layer_balance == "target":
+    inputs["region_weights"] = gatys.balance_by_target(inputs["style"], inputs["region_weights"])
   inputs = jax.tree.map(lambda a: _put(np.asarray(a), replicated) if isinstance(a, jax.Array) and
                         not isinstance(a.sharding, NamedSharding) else a, inputs)
   inputs[vgg.BACKWARD_KERNELS] = jax.jit(vgg.backward_kernels, out_shardings=replicated)(params)

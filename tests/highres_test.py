@@ -101,7 +101,7 @@ def test_ownership_is_a_partition_of_unity_at_every_stride(shape, tile, overlap)
 # The tiled loss is the untiled loss
 
 
-@pytest.mark.parametrize("layers,tile,halo", [(SHALLOW, 32, None), ({}, 32, 32)])
+@pytest.mark.parametrize("layers,tile,halo", [({**SHALLOW, "style_layer_balance": "target"}, 32, None), ({}, 32, 32)])
 def test_tiled_loss_and_gradient_equal_the_untiled_ones(weights, layers, tile, halo):
   import jax
   import jax.numpy as jnp
