@@ -52,8 +52,8 @@ _CONTENT_LAYERS = flags.DEFINE_list("content_layers", list(stylize.CONTENT_LAYER
 _STYLE_LAYERS = flags.DEFINE_list("style_layers", list(stylize.STYLE_LAYERS), "Style layers.")
 _OPTIMIZER = flags.DEFINE_string("optimizer", "lbfgs", "Optimizer of the step timing (lbfgs or an optax name).")
 _DEVICES = flags.DEFINE_integer("devices", 1, "N > 1: also shard N images over N devices (simulated on CPU).")
-_TILE_SIZE = flags.DEFINE_integer("tile_size", 0, "Tiled-loop tile size (no tiled loop exists yet: reported as "
-                                  "not measured).")
+_TILE_SIZE = flags.DEFINE_integer("tile_size", 0, "N > 0: also time one eval of the tiled loss (nst_jax.highres) "
+                                  "with N-px tiles at every size.")
 _REFERENCE = flags.DEFINE_enum("reference", "torch", ["torch", "none"], "Time the PyTorch reference too.")
 _OUT = flags.DEFINE_string("out", "experiments/benchmark", "Output prefix: writes OUT.json, OUT.md, OUT.png.")
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Timed evals per size after the warm-up.")

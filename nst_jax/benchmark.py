@@ -41,8 +41,8 @@ Stated peak (`stated_peak_gflops`): cores x FLOP/cycle/core x clock, FLOP/cycle 
 visible, in a VM least of all, so a good kernel can pass 100%). The harness also measures a large matrix product,
 the practical ceiling of both frameworks on the machine.
 
-Not timed yet, and said so in the report: AdaIN-style feed-forward passes and the tiled high-resolution loop
-(neither exists in nst_jax yet).
+The tiled high-resolution loss (`nst_jax.highres`, `--tile_size N`) is timed per size as one eval of the whole
+image through N-px tiles, per megapixel and against the untiled eval of the same size (the halo's overhead).
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ _DTYPES = {"fp32": jnp.float32, "bf16": jnp.bfloat16}
 DEFAULT_WEIGHTS = {"vgg16": "hed-vgg16", "vgg19": "vgg19-torchvision"}
 SKIPPED = {
     "adain": "AdaIN-style single forward passes (512/1024/4K): nst_jax has no feed-forward model yet",
-    "tiled": "tiled high-resolution loop per megapixel: nst_jax has no tiled loop yet",
+    "tiled": "tiled high-resolution loss per megapixel: run with --tile_size N (N > 0)",
 }
 
 
@@ -344,6 +344,7 @@ class Settings:
   steps: int = 3                   # optimizer steps per timed call
   step_repeats: int = 3
   threads: int = 0                 # torch threads; 0: every usable core (JAX always uses all of them)
+  tile_size: int = 0               # > 0: also time the tiled loss of nst_jax.highres with tiles of this size
 
   def validate(self) -> None:
     if self.precision not in PRECISIONS:
@@ -780,10 +781,40 @@ def device_scaling(problem: Problem, num_devices: int) -> dict[str, Any]:
 def measure(kind: str, settings: Settings, shape: tuple[int, int]) -> dict[str, Any]:
   """'jax' or 'torch' timings of one size. Run in a fresh process (`isolate`) for clean peak-memory numbers and
   so that neither framework's idle worker threads compete with the other's."""
+  if kind == "tiled":
+    return time_tiled(settings, shape)
   problem = build_problem(settings, shape)
   out = time_jax(problem) if kind == "jax" else time_torch(problem)
   out["weights"] = problem.weights_note
   return out
+
+
+def time_tiled(settings: Settings, shape: tuple[int, int]) -> dict[str, Any]:
+  """One eval (loss + image gradient) of the tiled loss of `nst_jax.highres` over the whole image with tiles of
+  `settings.tile_size` px on every local device: compile time, eval time, time per megapixel, the tile grid."""
+  from nst_jax import highres  # noqa: PLC0415
+
+  weights, note = load_benchmark_weights(settings)
+  h, w = shape
+  content_img, style_img = (image_io.resize(img, h, w) for img in _demo_images())
+  config = dataclasses.replace(settings.config(), size=max(h, w))
+  hr = highres.HighresConfig(tile_size=settings.tile_size, precision=settings.precision)
+  mesh = highres.make_mesh()
+  problem = highres.build_scale_problem(content=content_img, styles=[style_img], weights=weights, config=config,
+                                        shape=shape, tile=settings.tile_size, hr=hr, mesh=mesh)
+  noise = np.random.default_rng(1).uniform(0.0, 1.0, content_img.shape)
+  x = jnp.asarray(np.clip(0.8 * content_img + 0.2 * noise, 0.0, 1.0).astype(np.float32))
+  fn = jax.jit(jax.value_and_grad(lambda x, inputs: sum(problem.terms_fn(x, inputs).values())))
+  t0 = time.perf_counter()
+  compiled = fn.lower(x, problem.inputs).compile()
+  compile_s = time.perf_counter() - t0
+  with PeakMemory(gpu=jax.default_backend() == "gpu") as memory:
+    timing = time_calls(lambda: compiled(x, problem.inputs), warmup=settings.warmup, repeats=settings.repeats)
+  grid = problem.grid
+  loss = float(compiled(x, problem.inputs)[0])
+  return {"weights": note, "loss": loss, "tile_size": settings.tile_size, "window": list(grid.window), "halo": grid.halo,
+          "tiles": grid.num_tiles, "devices": int(mesh.devices.size), "compile_s": compile_s, "eval": timing,
+          "ms_per_megapixel": 1e3 * timing["median_s"] / (h * w / 1e6), "memory": memory.result}
 
 
 def _measure_isolated(kind: str, settings: Settings, shape: tuple[int, int]) -> dict[str, Any]:
@@ -810,7 +841,8 @@ def run_benchmark(settings_list: Sequence[Settings], sizes: Sequence[int], *, as
                             "argv": sys.argv, "aspect": aspect, "reference": reference, "results": [],
                             "peaks": {}, "skipped": dict(SKIPPED)}
   if tile_size:
-    report["skipped"]["tiled"] += f" (--tile_size {tile_size} ignored)"
+    del report["skipped"]["tiled"]
+    report["tiled"] = []
   for precision in dict.fromkeys(s.precision for s in settings_list):
     stated, derivation = stated_peak_gflops(info["cpu"], precision)
     if peak_gflops > 0:
@@ -836,6 +868,11 @@ def run_benchmark(settings_list: Sequence[Settings], sizes: Sequence[int], *, as
         row["torch"] = run("torch", settings, shape)
       _derive(row, report["peaks"][settings.precision])
       report["results"].append(row)
+      if tile_size:
+        log(f"[benchmark] {settings.arch} {settings.precision} {shape[0]}x{shape[1]}: tiled, {tile_size} px ...")
+        tiled = run("tiled", dataclasses.replace(settings, tile_size=tile_size), shape)
+        tiled["untiled_eval_s"] = row["jax"]["eval"]["median_s"]
+        report["tiled"].append({"size": size, "shape": list(shape), "precision": settings.precision, **tiled})
   if reference == "torch":
     check_settings = dataclasses.replace(settings_list[0], precision="fp32")
     log(f"[benchmark] reference check at {check_size} px ...")
@@ -947,6 +984,12 @@ def markdown_table(report: Mapping[str, Any]) -> str:
                  f"eval {_ms(scaling['sharded_eval']['median_s'])} ms vs {scaling['devices']} one-device evals "
                  f"{_ms(scaling['sequential_one_device']['median_s'])} ms; losses differ by at most "
                  f"{scaling['max_loss_rel_diff']:.1e}, gradients by {scaling['max_grad_rel_diff']:.1e}.")
+  for t in report.get("tiled", []):
+    lines.append(f"Tiled loss ({t['precision']}, {t['shape'][0]}×{t['shape'][1]}): {t['tiles']} tiles of "
+                 f"{t['tile_size']} px (windows {t['window'][0]}×{t['window'][1]}, halo {t['halo']} px) on "
+                 f"{t['devices']} device(s): eval {_ms(t['eval']['median_s'])} ms = {t['ms_per_megapixel']:.0f} "
+                 f"ms/MP, {t['eval']['median_s'] / t['untiled_eval_s']:.2f}× the untiled eval; compile "
+                 f"{t['compile_s']:.1f} s.")
   for what, why in report["skipped"].items():
     lines.append(f"Not measured ({what}): {why}.")
   return "\n".join(lines) + "\n"
