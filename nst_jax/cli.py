@@ -283,6 +283,8 @@ def run_command(command: str) -> pathlib.Path:
   hed = None
   if config.edge_weight > 0 and not weights.extras:
     hed = resolve_weights(FLAGS.hed_weights)
+  # Refuse bad layer names etc. before the memory estimate below needs them.
+  gatys.validate(config, weights.arch, num_styles=len(styles), has_content=content is not None)
   layers = (config.content_layers if content is not None else ()) + tuple(config.style_layers)
   use_highres = any(FLAGS[name].present for name in _HR_FLAGS) or (
       vgg.estimate_training_bytes(weights.arch, shape, layers) > highres.budget_bytes(hr))
