@@ -1,16 +1,21 @@
 """Trains an AdaIN decoder (Huang & Belongie 2017) for the hed-vgg16 encoder and exports it.
 
-The shipped decoder `weights/adain-decoder-hed-vgg16.npz` was made on the 2-core CPU with (about 45 min wall):
+The shipped decoder `weights/adain-decoder-hed-vgg16.npz` was made on the 2-core shared CPU (no GPU), run from the
+repository root (`-m` so that this checkout's nst_jax is imported), in 20 minutes of wall time:
 
-  nice -n 10 python experiments/train_adain.py --crop 96 --batch 4 --steps 100000 --lr 5e-4 --max_minutes 45 \
-      --out_dir outputs/adain_train --export weights/adain-decoder-hed-vgg16.npz
+  nice -n 10 python -m experiments.train_adain --crop 96 --batch 4 --steps 100000 --lr 1e-4 --style_weight 2 \
+      --max_minutes 20 --out_dir outputs/adain_train_v3 --export weights/adain-decoder-hed-vgg16.npz
+
+Rerunning the same command resumes from out_dir/checkpoint.npz. Keep the paper's lr 1e-4: with 5e-4 most decoder
+ReLUs died in the first steps (79% of dec4_1's channels never fired after 1110 steps; reconstruction PSNR ~10 dB).
 
 Content images: ../shared/data/photoreal/input, ../shared/data/highres/*_input.jpg, ../shared/data/artistic/content,
 matplotlib's Grace Hopper photo and two generated mosaics; styles: ../shared/data/artistic/style,
 ../shared/data/photoreal/style and the generated swirl/mosaic paintings of `nst_jax.demo`. The files in --holdout are
 never read (they are the evaluation set of experiments/adain_figures.py). Expected result: the running loss falls
-from ~1e5 at step 10 by well over an order of magnitude; outputs/adain_train/ holds checkpoint.npz (resumable:
-rerun the same command), metrics.json and loss_curve.png. Without ../shared/data it trains on the demo images only.
+by over an order of magnitude (see README, "AdaIN", for the measured curve); out_dir holds checkpoint.npz
+(resumable: rerun the same command), metrics.json and loss_curve.png. Without ../shared/data it trains on the demo
+images only.
 """
 
 from __future__ import annotations

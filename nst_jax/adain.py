@@ -178,7 +178,10 @@ class Decoder(nn.Module):
     names = list(shapes)
     for name in names:
       kshape, bshape = shapes[name]
-      kernel = self.param(name + "/kernel", nn.initializers.lecun_normal(), kshape, jnp.float32)
+      # The last convolution starts 10x smaller than LeCun's scale: the first outputs stay near mid-gray instead of
+      # far outside the image range, whose huge initial losses otherwise kill most decoder ReLUs in the first steps.
+      init = nn.initializers.variance_scaling(0.01 if name == names[-1] else 1.0, "fan_in", "truncated_normal")
+      kernel = self.param(name + "/kernel", init, kshape, jnp.float32)
       bias = self.param(name + "/bias", nn.initializers.zeros_init(), bshape, jnp.float32)
       x = _reflect_conv(x, kernel, bias)
       if name != names[-1]:

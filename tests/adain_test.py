@@ -200,8 +200,9 @@ def model(encoder):
 
 
 SHIPPED = REPO / "weights" / "adain-decoder-hed-vgg16.npz"
-# Tiled vs untiled at 128x96 with 64-px tiles: mean |difference| of the shipped decoder's outputs (RGB in [0, 1]).
-TILING_TOLERANCE = 0.02
+# Tiled (128-px tiles overlapping by 48 px) vs untiled at 256x192 with the shipped decoder: the stated bound on the
+# mean |difference| of the RGB outputs in [0, 1].
+TILING_TOLERANCE = 0.04
 
 
 @pytest.fixture(scope="module")
@@ -213,21 +214,21 @@ def shipped_model(default_weights):
 
 def test_thumbnail_statistics_tiling_agrees_with_the_whole_image(shipped_model):
   """With the thumbnail as large as the image, thumbnail-normalised tiles differ from the untiled result only
-  through the receptive field at tile borders (hidden by the overlap ramps); tiles normalised with their own
-  statistics (plain tiling, what URST avoids) disagree with each other and with the whole image much more."""
+  through the receptive field at tile borders (softened by the overlap ramps); tiles normalised with their own
+  statistics (plain tiling, what URST avoids) disagree with the whole image much more."""
   from nst_jax import demo  # pylint: disable=import-outside-toplevel
-  image = adain.image_io.resize(demo.default_content(), 128, 96)
-  style = demo.swirl_painting(96)
+  image = adain.image_io.resize(demo.default_content(), 256, 192)
+  style = demo.swirl_painting(128)
   whole = adain.stylize(image, [style], model=shipped_model)
-  tiling = adain.Tiling(tile=64, overlap=16, thumbnail=128)
-  tiled = adain.stylize(image, [style], model=shipped_model, tiling=tiling)
+  tiled = adain.stylize(image, [style], model=shipped_model, tiling=adain.Tiling(tile=128, overlap=48,
+                                                                                 thumbnail=256))
   assert tiled.shape == whole.shape == image.shape
   diff = np.abs(tiled - whole).mean()
   assert diff < TILING_TOLERANCE, diff
-  starts = adain._tile_starts(128, 64, 16), adain._tile_starts(96, 64, 16)  # pylint: disable=protected-access
-  own = np.mean([np.abs(adain.stylize(image[y:y + 64, x:x + 64], [style], model=shipped_model)
-                        - whole[y:y + 64, x:x + 64]).mean() for y in starts[0] for x in starts[1]])
-  assert diff < 0.5 * own, (diff, own)
+  ys, xs = adain._tile_starts(256, 128, 48), adain._tile_starts(192, 128, 48)  # pylint: disable=protected-access
+  own = np.mean([np.abs(adain.stylize(image[y:y + 128, x:x + 128], [style], model=shipped_model)
+                        - whole[y:y + 128, x:x + 128]).mean() for y in ys for x in xs])
+  assert diff < 0.7 * own, (diff, own)
 
 
 def test_stylize_controls_and_errors(model, content):
