@@ -5,6 +5,7 @@
   python -m nst_jax stylize --content A.jpg --style B.jpg,C.jpg --style_masks mb.png,mc.png
   python -m nst_jax synthesize --style B.jpg[,C.jpg] --size 256 --output texture.png
   python -m nst_jax photoreal --content in.png --style tar.png [--content_seg a.png --style_seg b.png] --output o.png
+  python -m nst_jax adain --content A.jpg --style B.jpg[,C.jpg] --style_blend 0.7,0.3 --alpha 0.8 --output C.png
 
 Without --content/--style, `stylize` runs on the built-in demo pair (matplotlib's Grace Hopper photo and a
 generated swirl painting). Every problem with the input ends in one line `error: ...` and exit status 2.
@@ -17,9 +18,10 @@ import pathlib
 import sys
 import time
 
+import numpy as np
 from absl import app, flags
 
-from nst_jax import (color, demo, guidance, highres, image_io, optim, photoreal, segmentation, structure,
+from nst_jax import (adain, color, demo, guidance, highres, image_io, optim, photoreal, segmentation, structure,
                      stylize as gatys, vgg)
 from nst_jax.errors import NSTError
 from nst_jax.weights import resolve_weights
@@ -104,7 +106,8 @@ flags.DEFINE_float("scale_step", _HR.scale_step, "Pyramid: size ratio between sc
 flags.DEFINE_list("scale_iterations", [], "Pyramid: iterations per scale, coarse to fine (default: --iterations "
                   "at the first scale, fewer in proportion to the pixel count after).")
 flags.DEFINE_integer("tile_size", None, "Tiled loss: tile interior in pixels; 0 = automatic from --max_memory_gb "
-                     "(default: tiles only when the image does not fit the budget).")
+                     "(default: tiles only when the image does not fit the budget). adain: force tiles of this "
+                     "many px (multiple of 8).")
 flags.DEFINE_integer("tile_halo", None, "Tiled loss: context around each tile (default: exact, the receptive "
                      "radius of the deepest layer + --tile_overlap).")
 flags.DEFINE_integer("tile_overlap", _HR.tile_overlap, "Tiled loss: half-width of the blending ramp across tile "
@@ -123,9 +126,16 @@ flags.DEFINE_integer("process_id", None, "jax.distributed: this process (or env 
 _HR_FLAGS = ("start_size", "scale_step", "scale_iterations", "tile_size", "tile_halo", "tile_overlap", "tile_batch",
              "max_memory_gb", "precision", "checkpoint_dir", "checkpoint_every", "coordinator_address")
 # --- end of high-resolution flags ---
+# --- AdaIN flags (python -m nst_jax adain; also uses --content --style --style_blend --style_masks --size
+# --preserve_colors --weights --output, and --tile_size above) ---
+flags.DEFINE_float("alpha", 1.0, "adain: content-style trade-off in [0, 1] (0 = the decoder's reconstruction).")
+flags.DEFINE_string("decoder", adain.DEFAULT_DECODER, "adain: decoder .npz, or a name in the weights folder.")
+flags.DEFINE_float("max_megapixels", 2.0, "adain: larger images go through tiles normalised with the statistics "
+                   "of a thumbnail of the whole image (URST); also the tile size.")
+# --- end of AdaIN flags ---
 FLAGS = flags.FLAGS
 
-COMMANDS = ("stylize", "synthesize", "photoreal")
+COMMANDS = ("stylize", "synthesize", "photoreal", "adain")
 
 
 def _floats(values: list[str], flag: str) -> tuple[float, ...]:
@@ -164,6 +174,43 @@ def _config_from_flags(*, synthesis: bool) -> gatys.StylizeConfig:
 
 def intermediate_path(output: pathlib.Path, iteration: int) -> pathlib.Path:
   return output.with_name(f"{output.stem}_{iteration:05d}{output.suffix}")
+
+
+def run_adain() -> pathlib.Path:
+  """`adain`: one decoder pass (Huang & Belongie 2017) with alpha, style blending, masks and colour control."""
+  output = image_io.check_output_path(FLAGS.output)
+  if FLAGS["size"].present and FLAGS.size < 16:
+    raise NSTError(f"--size must be at least 16 pixels, got {FLAGS.size}")
+  if not 0.0 <= FLAGS.alpha <= 1.0:
+    raise NSTError(f"--alpha must be in [0, 1], got {FLAGS.alpha}")
+  if not FLAGS.max_megapixels > 0:
+    raise NSTError(f"--max_megapixels must be positive, got {FLAGS.max_megapixels}")
+  tiling = None
+  if FLAGS.tile_size:
+    tiling = adain.Tiling(tile=FLAGS.tile_size, overlap=max(8, FLAGS.tile_size // 8 // 8 * 8),
+                          thumbnail=FLAGS.tile_size)
+  content = image_io.load_image(FLAGS.content, what="content image") if FLAGS.content else demo.default_content()
+  if FLAGS["size"].present:
+    content = image_io.resize_long_side(content, FLAGS.size)
+  styles = ([image_io.load_image(p, what="style image") for p in FLAGS.style] if FLAGS.style
+            else [demo.default_style()])
+  blend = _floats(FLAGS.style_blend, "--style_blend") or None
+  masks = None
+  if FLAGS.style_masks:
+    if len(FLAGS.style_masks) != len(styles):
+      raise NSTError(f"--style_masks needs one mask per style ({len(styles)}), got {len(FLAGS.style_masks)}")
+    masks = np.stack([guidance.load_mask(p, height=content.shape[0], width=content.shape[1])
+                      for p in FLAGS.style_masks])
+  ckpt = adain.resolve_decoder(FLAGS.decoder)
+  model = adain.make_model(resolve_weights(FLAGS.weights), ckpt)
+  start = time.perf_counter()
+  result = adain.stylize(content, styles, model=model, alpha=FLAGS.alpha, style_weights=blend, masks=masks,
+                         preserve_colors=FLAGS.preserve_colors, max_pixels=int(FLAGS.max_megapixels * 2**20),
+                         tiling=tiling)
+  image_io.save_image(output, result)
+  print(f"wrote {output} ({result.shape[1]}x{result.shape[0]}, alpha {FLAGS.alpha}, "
+        f"{time.perf_counter() - start:.1f} s)")
+  return output
 
 
 def _given(name: str, reference):
@@ -246,6 +293,8 @@ def _highres_from_flags() -> highres.HighresConfig:
 
 
 def run_command(command: str) -> pathlib.Path:
+  if command == "adain":
+    return run_adain()
   if command == "photoreal":
     return run_photoreal()
   synthesis = command == "synthesize"

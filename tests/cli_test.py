@@ -345,3 +345,52 @@ def test_synthesize_writes_a_texture_of_the_style_aspect(setup, tmp_path):
     pixels = np.asarray(im, np.float32) / 255
   # Started from noise (the default init without content): two small steps leave a noise-like image.
   assert pixels.std() > 0.15
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# adain (Huang & Belongie 2017): bad inputs and one run, with a tiny decoder tied to the fake weights
+
+
+@pytest.fixture(scope="module")
+def adain_setup(setup) -> dict:
+  from nst_jax import adain  # pylint: disable=import-outside-toplevel
+  root = setup["root"]
+  for name, sha in (("decoder.npz", "0" * 64), ("foreign.npz", "f" * 64)):
+    adain.save_decoder(root / name, adain.DecoderCheckpoint(
+        params=adain.init_decoder("vgg16", 4), arch="vgg16", width=4, encoder_sha256=sha, encoder_source="test"))
+  Image.fromarray(np.full((24, 32), 255, np.uint8)).save(root / "mask.png")
+  return {**setup, "args": ["--content", str(root / "content.png"), "--style", str(root / "style.png"),
+                            "--weights", str(setup["weights"]), "--decoder", str(root / "decoder.npz")]}
+
+
+ADAIN_BAD_INPUTS = [
+    ("alpha-range", ["--alpha", "1.5"], ["--alpha", "1.5"]),
+    ("decoder-missing", ["--decoder", "{root}/none.npz"], ["--decoder", "none.npz", "no such decoder"]),
+    ("decoder-not-npz", ["--decoder", "{root}/content.png"], ["content.png", "not an nst_jax AdaIN decoder"]),
+    ("decoder-foreign-encoder", ["--decoder", "{root}/foreign.npz"], ["--decoder was trained with", "--weights"]),
+    ("blend-count", ["--style_blend", "1,2"], ["--style_blend", "one weight per style"]),
+    ("masks-count", ["--style_masks", "{root}/mask.png,{root}/mask.png"], ["--style_masks", "one mask per style"]),
+    ("masks-and-blend", ["--style_masks", "{root}/mask.png", "--style_blend", "1"], ["cannot be combined"]),
+    ("tile-size", ["--tile_size", "20"], ["--tile_size", "got 20"]),
+    ("max-megapixels", ["--max_megapixels", "0"], ["--max_megapixels", "positive"]),
+]
+
+
+@pytest.mark.parametrize("extra, needles", [pytest.param(e, n, id=i) for i, e, n in ADAIN_BAD_INPUTS])
+def test_adain_bad_input_gives_one_error_line(adain_setup, extra, needles):
+  root = adain_setup["root"]
+  output = root / "adain_out.png"
+  output.unlink(missing_ok=True)
+  proc = run_cli(adain_setup, "adain", *adain_setup["args"], "--output", str(output),
+                 *(a.format(root=root) for a in extra))
+  assert_one_line_error(proc, *(n.format(root=root) for n in needles))
+  assert not output.exists()
+
+
+def test_adain_keeps_the_content_size_and_tiles_on_request(adain_setup, tmp_path):
+  whole, tiled = tmp_path / "whole.png", tmp_path / "tiled.png"
+  for output, extra in ((whole, []), (tiled, ["--tile_size", "32"])):
+    proc = run_cli(adain_setup, "adain", *adain_setup["args"], "--alpha", "0.5", "--output", str(output), *extra)
+    assert proc.returncode == 0, proc.stderr
+  read_output(whole, (24, 32))  # no --size: the content's own 32x24
+  read_output(tiled, (24, 32))

@@ -1,0 +1,132 @@
+"""AdaIN (Huang & Belongie 2017): the paper's alpha sweep and style-interpolation figures, and an evaluation of the
+shipped decoder on held-out images it was not trained on.
+
+Run (from the repository root):
+  python -m experiments.adain_figures --quick   # 256 px, 2 held-out contents x 2 styles: ~1-2 min, 2-core CPU
+  python -m experiments.adain_figures           # 512 px, 5 held-out contents x 4 held-out styles
+
+Writes outputs/adain_figures/alpha_sweep.png (content, style, alpha = 0 .. 1), interpolation.png (two styles mixed
+with weights 1:0 .. 0:1) and results.json with, on the held-out images of experiments/train_adain.py (contents
+in5, in12, in21, in28, golden_gate; styles tar5, tar21, starry_night, shipwreck):
+  - reconstruction PSNR: decoder(encoder(content)) (alpha = 0, i.e. content = style) against the content;
+  - style-statistics loss (sum over relu1_1..relu4_1 of the squared differences of channel means and stds) of the
+    stylised output against the style, divided into that of the content image itself: the "reduction";
+  - the latency of one 512x512 stylisation (median of 3, after a warm-up; the CPU is shared, so it is inflated).
+Expected: reduction >= 5x for every pair (mean well above); PSNR around 20 dB for the short CPU-trained decoder.
+Without ../shared/data the demo images stand in (matplotlib's photo, generated paintings).
+"""
+
+from __future__ import annotations
+
+import pathlib
+import statistics
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import app, flags
+
+from nst_jax import adain, atomic, demo, figures, image_io
+from nst_jax.errors import NSTError
+from nst_jax.weights import resolve_weights
+
+DATA = pathlib.Path(__file__).resolve().parent.parent / ".." / "shared" / "data"
+HELD_OUT_CONTENTS = ("photoreal/input/in5.png", "photoreal/input/in12.png", "photoreal/input/in21.png",
+                     "photoreal/input/in28.png", "artistic/content/golden_gate.jpg")
+HELD_OUT_STYLES = ("artistic/style/starry_night.jpg", "artistic/style/shipwreck.jpg", "photoreal/style/tar5.png",
+                   "photoreal/style/tar21.png")
+ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
+def images(data: pathlib.Path, quick: bool) -> tuple[dict, dict]:
+  if (data / "photoreal").is_dir():
+    contents = {pathlib.Path(p).stem: image_io.load_image(data / p) for p in HELD_OUT_CONTENTS[:2 if quick else 5]}
+    styles = {pathlib.Path(p).stem: image_io.load_image(data / p) for p in HELD_OUT_STYLES[:2 if quick else 4]}
+  else:
+    print(f"[data] {data} absent: using the demo images")
+    contents = {"grace_hopper": demo.default_content()}
+    styles = {"swirl": demo.swirl_painting(384, seed=5), "mosaic": demo.mosaic_painting(384, seed=5)}
+  return contents, styles
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+  return float(10 * np.log10(1.0 / np.mean(np.square(a - b))))
+
+
+def style_distance(model: adain.Model, image: np.ndarray, style: np.ndarray) -> float:
+  feats = [adain._features(model, adain._pad_to_multiple(x), adain.STYLE_LAYERS)  # pylint: disable=protected-access
+           for x in (image, style)]
+  return float(adain.style_stats_loss(output_feats=feats[0], style_feats=feats[1]))
+
+
+def run(*, size: int, quick: bool, decoder: str, weights: str, data_dir: pathlib.Path, out_dir: pathlib.Path) -> dict:
+  model = adain.make_model(resolve_weights(weights), adain.resolve_decoder(decoder))
+  contents, styles = images(data_dir, quick)
+  contents = {k: image_io.resize_long_side(v, size) for k, v in contents.items()}
+  styles = {k: image_io.resize_long_side(v, size) for k, v in styles.items()}
+  record: dict = {"size": size, "decoder": decoder, "contents": list(contents), "styles": list(styles)}
+  # Reconstruction.
+  record["psnr"] = {name: psnr(adain.stylize(c, [c], model=model, alpha=0.0), c) for name, c in contents.items()}
+  # Style statistics before and after.
+  pairs = {}
+  for cname, c in contents.items():
+    for sname, s in styles.items():
+      out = adain.stylize(c, [s], model=model)
+      before, after = style_distance(model, c, s), style_distance(model, out, s)
+      pairs[f"{cname}/{sname}"] = {"content_vs_style": before, "stylized_vs_style": after,
+                                   "reduction": before / after}
+  record["style_loss"] = pairs
+  reductions = [p["reduction"] for p in pairs.values()]
+  record["summary"] = {"psnr_mean": float(np.mean(list(record["psnr"].values()))),
+                       "reduction_min": float(np.min(reductions)),
+                       "reduction_geomean": float(np.exp(np.mean(np.log(reductions))))}
+  # Figures.
+  cname, c = next(iter(contents.items()))
+  (s1name, s1), (s2name, s2) = list(styles.items())[:2]
+  row = [c, s1] + [adain.stylize(c, [s1], model=model, alpha=a) for a in ALPHAS]
+  sheet = figures.contact_sheet([row], [[cname, s1name] + [f"alpha {a}" for a in ALPHAS]],
+                                cell_height=min(size, 256))
+  image_io.save_image(out_dir / "alpha_sweep.png", sheet)
+  mix = [(1.0, 0.0), (0.75, 0.25), (0.5, 0.5), (0.25, 0.75), (0.0, 1.0)]
+  row = [s1] + [adain.stylize(c, [s1, s2], model=model, style_weights=w) for w in mix] + [s2]
+  sheet = figures.contact_sheet([row], [[s1name] + [f"{w[0]:g}:{w[1]:g}" for w in mix] + [s2name]],
+                                cell_height=min(size, 256))
+  image_io.save_image(out_dir / "interpolation.png", sheet)
+  # Latency at 512x512.
+  square = image_io.resize(c, 512, 512)
+  adain.stylize(square, [s1], model=model)
+  times = []
+  for _ in range(3):
+    start = time.perf_counter()
+    jax.block_until_ready(jnp.asarray(adain.stylize(square, [s1], model=model)))
+    times.append(time.perf_counter() - start)
+  record["latency_512_s"] = {"median": statistics.median(times), "all": times, "device": str(jax.devices()[0]),
+                             "note": "shared 2-core CPU: inflated by other processes"}
+  atomic.write_json(out_dir / "results.json", record)
+  print(f"PSNR {record['psnr']}\nstyle-loss reduction min {record['summary']['reduction_min']:.1f}x, "
+        f"geomean {record['summary']['reduction_geomean']:.1f}x\n512x512 latency {statistics.median(times):.2f} s\n"
+        f"wrote {out_dir}/alpha_sweep.png, interpolation.png, results.json")
+  return record
+
+
+if __name__ == "__main__":
+  flags.DEFINE_bool("quick", False, "256 px and 2x2 held-out pairs instead of 512 px and 5x4.")
+  flags.DEFINE_integer("size", None, "Long side (default 256 with --quick, else 512).")
+  flags.DEFINE_string("decoder", adain.DEFAULT_DECODER, "Decoder .npz or name.")
+  flags.DEFINE_string("weights", "hed-vgg16", "Encoder weights.")
+  flags.DEFINE_string("data_dir", str(DATA), "The shared test images (demo images when absent).")
+  flags.DEFINE_string("out_dir", "outputs/adain_figures", "Output folder.")
+
+  def main(argv):
+    del argv
+    f = flags.FLAGS
+    try:
+      run(size=f.size or (256 if f.quick else 512), quick=f.quick, decoder=f.decoder, weights=f.weights,
+          data_dir=pathlib.Path(f.data_dir), out_dir=pathlib.Path(f.out_dir))
+    except NSTError as e:
+      print(f"error: {e}", file=sys.stderr)
+      sys.exit(2)
+
+  app.run(main)

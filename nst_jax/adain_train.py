@@ -1,0 +1,329 @@
+"""Training the AdaIN decoder (Huang & Belongie 2017, section 6): data-parallel jitted steps, a threaded input
+pipeline, atomic checkpoints with exact resume, and a metrics record.
+
+- Optimiser: Adam with the paper's inverse-time decay, lr_t = lr / (1 + decay * t) (lr 1e-4, decay 5e-5).
+- Step: one `jax.jit` over a `Mesh` of all devices; the content and style batches are sharded along the batch axis
+  (`NamedSharding(mesh, P("data"))`), decoder/encoder parameters and optimiser state replicated. The loss is a
+  mean over the global batch, so the result does not depend on the number of devices (up to summation order).
+- Input: images are decoded once on host threads (capped at `max_side` px); every batch is made on a thread pool
+  from its own generator seeded by (seed, step) -- random scale, crop, flip -- and kept `prefetch` steps ahead, so
+  the device never waits on decoding and batch k is the same whether or not the run was resumed.
+- Checkpoint: one .npz (decoder, Adam state, step, config) written atomically; resuming from it gives bit-identical
+  next steps.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import json
+import os
+import pathlib
+import time
+import zipfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from PIL import Image
+
+from nst_jax import adain, atomic, image_io, vgg
+from nst_jax.errors import NSTError
+from nst_jax.weights import Preprocessing, VGGWeights
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+_CKPT_META = "__meta__"
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  crop: int = 256
+  batch: int = 8
+  steps: int = 160_000
+  lr: float = 1e-4
+  lr_decay: float = 5e-5
+  style_weight: float = 10.0
+  content_weight: float = 1.0
+  width: int = 64
+  seed: int = 0
+  min_scale: float = 1.0  # random crops are taken from the image resized so its short side is crop * [min, max]
+  max_scale: float = 2.0
+
+  def __post_init__(self) -> None:
+    if self.crop < 16 or self.crop % 8:
+      raise NSTError(f"--crop must be a multiple of 8 and at least 16, got {self.crop}")
+    if self.batch < 1 or self.steps < 0 or self.lr <= 0 or self.lr_decay < 0:
+      raise NSTError(f"--batch, --steps, --lr, --lr_decay must be positive, got {self.batch}, {self.steps}, "
+                     f"{self.lr}, {self.lr_decay}")
+    if not 0 < self.min_scale <= self.max_scale:
+      raise NSTError(f"scales must satisfy 0 < min <= max, got {self.min_scale}, {self.max_scale}")
+
+
+def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
+  """Adam with lr / (1 + decay * step), the schedule of the paper's code."""
+  return optax.adam(lambda step: config.lr / (1.0 + config.lr_decay * step))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Loss and step
+
+
+def loss_terms(dec_params, enc_params, content, style, *, arch: str, width: int, preprocessing: Preprocessing,
+               style_weight: float, content_weight: float, backward=None) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """(total, {'content', 'style'}) for RGB [0, 1] batches; gradients flow only into the decoder output."""
+  enc = dict(arch=arch, preprocessing=preprocessing, backward=backward)
+  c_feats = jax.lax.stop_gradient(adain.encode(enc_params, content, **enc)[adain.ENCODER_LAYER])
+  s_feats = jax.lax.stop_gradient(adain.encode(enc_params, style, layers=adain.STYLE_LAYERS, **enc))
+  target = adain.adain(c_feats, s_feats[adain.ENCODER_LAYER])
+  output = adain.decode(dec_params, target, arch=arch, width=width)
+  o_feats = adain.encode(enc_params, output, layers=adain.STYLE_LAYERS, **enc)
+  lc = adain.content_loss(output_feats=o_feats[adain.ENCODER_LAYER], target=target)
+  ls = adain.style_stats_loss(output_feats=o_feats, style_feats=s_feats)
+  return content_weight * lc + style_weight * ls, {"content": lc, "style": ls}
+
+
+@dataclasses.dataclass
+class Trainer:
+  """Holds the mesh, the shardings and the one compiled step."""
+
+  config: TrainConfig
+  weights: VGGWeights
+  mesh: Mesh
+  step_fn: Callable
+  enc_params: Any
+  backward: Any
+  optimizer: optax.GradientTransformation
+
+  @property
+  def data_sharding(self) -> NamedSharding:
+    return NamedSharding(self.mesh, P("data"))
+
+  @property
+  def replicated(self) -> NamedSharding:
+    return NamedSharding(self.mesh, P())
+
+  def init_state(self) -> dict:
+    params = adain.init_decoder(self.weights.arch, self.config.width, seed=self.config.seed)
+    return self.place({"params": params, "opt_state": self.optimizer.init(params), "step": 0})
+
+  def place(self, state: dict) -> dict:
+    return {"params": jax.device_put(state["params"], self.replicated),
+            "opt_state": jax.device_put(state["opt_state"], self.replicated), "step": int(state["step"])}
+
+  def shard_batch(self, content: np.ndarray, style: np.ndarray) -> tuple[jax.Array, jax.Array]:
+    return jax.device_put(content, self.data_sharding), jax.device_put(style, self.data_sharding)
+
+  def step(self, state: dict, content, style) -> tuple[dict, dict[str, float]]:
+    params, opt_state, terms = self.step_fn(state["params"], state["opt_state"], self.enc_params, self.backward,
+                                            content, style)
+    return {"params": params, "opt_state": opt_state, "step": state["step"] + 1}, terms
+
+
+def make_trainer(config: TrainConfig, weights: VGGWeights, devices: Sequence[jax.Device] | None = None) -> Trainer:
+  devices = list(devices if devices is not None else jax.devices())
+  if config.batch % len(devices):
+    raise NSTError(f"--batch {config.batch} must be a multiple of the number of devices ({len(devices)})")
+  mesh = Mesh(np.array(devices), ("data",))
+  optimizer = make_optimizer(config)
+  replicated, data = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
+  enc_params = jax.device_put(vgg.params_for(weights.arch, weights.params, adain.STYLE_LAYERS), replicated)
+  backward = jax.device_put(vgg.backward_kernels(enc_params), replicated)
+
+  def train_step(params, opt_state, enc, bwd, content, style):
+    def total(p):
+      return loss_terms(p, enc, content, style, arch=weights.arch, width=config.width,
+                        preprocessing=weights.preprocessing, style_weight=config.style_weight,
+                        content_weight=config.content_weight, backward=bwd)
+    (loss, terms), grads = jax.value_and_grad(total, has_aux=True)(params)
+    updates, opt_state = optimizer.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, {"loss": loss, **terms,
+                                                             "grad_norm": optax.global_norm(grads)}
+
+  step_fn = jax.jit(train_step, in_shardings=(replicated, replicated, replicated, replicated, data, data),
+                    out_shardings=(replicated, replicated, replicated), donate_argnums=(0, 1))
+  return Trainer(config, weights, mesh, step_fn, enc_params, backward, optimizer)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Input pipeline
+
+
+def list_images(folders: Sequence[str | os.PathLike], *, exclude: Sequence[str] = ()) -> list[pathlib.Path]:
+  """Image files directly in `folders` (or the files themselves), sorted, minus names in `exclude`."""
+  paths: list[pathlib.Path] = []
+  for folder in folders:
+    folder = pathlib.Path(folder)
+    if folder.is_file():
+      paths.append(folder)
+    elif folder.is_dir():
+      paths += sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    else:
+      raise NSTError(f"image folder {str(folder)!r} does not exist")
+  excluded = set(exclude)
+  return [p for p in paths if p.name not in excluded and p.stem not in excluded]
+
+
+def _cap(image: np.ndarray, max_side: int) -> np.ndarray:
+  return image_io.resize_long_side(image, max_side) if max(image.shape[:2]) > max_side else image
+
+
+def load_pool(sources: Sequence[pathlib.Path | np.ndarray], *, max_side: int, threads: int = 2,
+              log: Callable[[str], None] = print) -> list[np.ndarray]:
+  """Decodes (and caps at `max_side`) every source on `threads` host threads as uint8; arrays pass through capped.
+  A file that is not a readable image is skipped with a logged line (a folder of photos may hold a stray file)."""
+  def one(src):
+    try:
+      img = src if isinstance(src, np.ndarray) else image_io.load_image(src, what="training image")
+    except NSTError as e:
+      log(f"skipped: {e}")
+      return None
+    return (np.clip(_cap(np.asarray(img, np.float32), max_side), 0, 1) * 255).astype(np.uint8)
+  with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+    images = [img for img in pool.map(one, sources) if img is not None]
+  if not images:
+    raise NSTError("no readable training images")
+  return images
+
+
+def random_crop(image: np.ndarray, rng: np.random.Generator, *, crop: int, min_scale: float,
+                max_scale: float) -> np.ndarray:
+  """A crop x crop float32 patch: the image scaled so its short side is crop * U(min, max) (up to its own size),
+  a uniformly placed window, a horizontal flip with probability 1/2."""
+  h, w = image.shape[:2]
+  short = min(h, w)
+  target_short = crop * rng.uniform(min_scale, max_scale)
+  window = max(1, min(short, int(round(crop * short / target_short))))  # source pixels that become `crop`
+  y, x = rng.integers(0, h - window + 1), rng.integers(0, w - window + 1)
+  patch = Image.fromarray(image[y:y + window, x:x + window]).resize((crop, crop), Image.Resampling.BILINEAR)
+  out = np.asarray(patch, np.float32) / 255.0
+  return out[:, ::-1] if rng.random() < 0.5 else out
+
+
+def make_batch(contents: Sequence[np.ndarray], styles: Sequence[np.ndarray], step: int, *, config: TrainConfig,
+               seed: int) -> tuple[np.ndarray, np.ndarray]:
+  """The (content, style) batch of `step`: a pure function of (seed, step) and the image pools."""
+  rng = np.random.default_rng([seed, step])
+  kw = dict(crop=config.crop, min_scale=config.min_scale, max_scale=config.max_scale)
+  c = [random_crop(contents[rng.integers(len(contents))], rng, **kw) for _ in range(config.batch)]
+  s = [random_crop(styles[rng.integers(len(styles))], rng, **kw) for _ in range(config.batch)]
+  return np.stack(c), np.stack(s)
+
+
+def batches(contents, styles, *, start: int, stop: int, config: TrainConfig, prefetch: int = 4,
+            threads: int = 2) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+  """(step, content, style) for steps start..stop-1, built on `threads` threads, `prefetch` steps ahead."""
+  with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+    pending = {}
+    for step in range(start, stop):
+      for ahead in range(step, min(stop, step + prefetch + 1)):
+        if ahead not in pending:
+          pending[ahead] = pool.submit(make_batch, contents, styles, ahead, config=config, seed=config.seed)
+      c, s = pending.pop(step).result()
+      yield step, c, s
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Checkpoints
+
+
+def save_checkpoint(path: str | os.PathLike, state: dict, *, config: TrainConfig, weights: VGGWeights,
+                    history: Sequence[Mapping[str, float]] = ()) -> pathlib.Path:
+  """Decoder, Adam state and step in one .npz, written atomically."""
+  leaves = jax.tree_util.tree_leaves(jax.device_get((state["params"], state["opt_state"])))
+  meta = {"step": int(state["step"]), "config": dataclasses.asdict(config), "arch": weights.arch,
+          "encoder_sha256": weights.source_sha256, "num_leaves": len(leaves), "history": list(history)}
+  with atomic.atomic_write(path) as f:
+    np.savez(f, **{_CKPT_META: np.array(json.dumps(meta))}, **{f"leaf{i:04d}": np.asarray(v)
+                                                                 for i, v in enumerate(leaves)})
+  return pathlib.Path(path)
+
+
+def load_checkpoint(path: str | os.PathLike, trainer: Trainer) -> tuple[dict, list[dict]]:
+  """(state, history) from `save_checkpoint`, checked against the trainer's config and encoder."""
+  where = str(path)
+  try:
+    with np.load(path, allow_pickle=False) as npz:
+      meta = json.loads(str(npz[_CKPT_META]))
+      leaves = [npz[f"leaf{i:04d}"] for i in range(meta["num_leaves"])]
+  except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as e:
+    raise NSTError(f"--resume: {where} is not a training checkpoint ({type(e).__name__}: {e})") from None
+  if meta["arch"] != trainer.weights.arch or meta["encoder_sha256"] != trainer.weights.source_sha256:
+    raise NSTError(f"--resume: {where} was trained with another encoder ({meta['arch']}, "
+                   f"{meta['encoder_sha256'][:12]})")
+  for key in ("width", "crop", "batch", "lr", "lr_decay", "style_weight", "content_weight", "seed"):
+    if meta["config"][key] != getattr(trainer.config, key):
+      raise NSTError(f"--resume: {where} has {key}={meta['config'][key]!r}, the flags say "
+                     f"{getattr(trainer.config, key)!r}")
+  params = adain.init_decoder(trainer.weights.arch, trainer.config.width)
+  treedef = jax.tree_util.tree_structure((params, trainer.optimizer.init(params)))
+  if treedef.num_leaves != len(leaves):
+    raise NSTError(f"--resume: {where} holds {len(leaves)} arrays, expected {treedef.num_leaves}")
+  params, opt_state = jax.tree_util.tree_unflatten(treedef, leaves)
+  return trainer.place({"params": params, "opt_state": opt_state, "step": meta["step"]}), meta["history"]
+
+
+def write_metrics(out_dir: str | os.PathLike, history: Sequence[Mapping[str, float]], *, summary: Mapping) -> None:
+  """metrics.json (every logged step + summary) and loss_curve.png, atomically."""
+  out_dir = pathlib.Path(out_dir)
+  atomic.write_json(out_dir / "metrics.json", {"summary": dict(summary), "history": list(history)})
+  if not history:
+    return
+  import matplotlib  # pylint: disable=import-outside-toplevel
+  matplotlib.use("Agg")
+  from matplotlib import pyplot as plt  # pylint: disable=import-outside-toplevel
+  steps = [h["step"] for h in history]
+  fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+  for key, label in (("loss", "total"), ("content", "content"), ("style_weighted", "style x weight")):
+    ax.plot(steps, [h[key] for h in history], label=label)
+  ax.set_yscale("log")
+  ax.set_xlabel("step")
+  ax.set_ylabel("loss (running mean)")
+  ax.legend()
+  ax.grid(alpha=0.3)
+  fig.tight_layout()
+  with atomic.atomic_write(out_dir / "loss_curve.png") as f:
+    fig.savefig(f, format="png")
+  plt.close(fig)
+
+
+def train(trainer: Trainer, contents: Sequence[np.ndarray], styles: Sequence[np.ndarray], *, out_dir: str | os.PathLike,
+          resume: bool = True, checkpoint_every: int = 100, log_every: int = 10, max_seconds: float | None = None,
+          log: Callable[[str], None] = print) -> tuple[dict, list[dict]]:
+  """Runs (or resumes) training to `config.steps`, checkpointing to out_dir/checkpoint.npz; returns the final state
+  and the history of running-mean losses. Stops early (after a checkpoint) when `max_seconds` have passed."""
+  out_dir = pathlib.Path(out_dir)
+  ckpt_path = out_dir / "checkpoint.npz"
+  config = trainer.config
+  if resume and ckpt_path.exists():
+    state, history = load_checkpoint(ckpt_path, trainer)
+    log(f"resumed from {ckpt_path} at step {state['step']}")
+  else:
+    state, history = trainer.init_state(), []
+  start_time, start_step = time.perf_counter(), state["step"]
+  window: list[dict[str, float]] = []
+  for step, c, s in batches(contents, styles, start=state["step"], stop=config.steps, config=config):
+    state, terms = trainer.step(state, *trainer.shard_batch(c, s))
+    window.append(terms)
+    done = step + 1
+    if done % log_every == 0 or done == config.steps:
+      values = {k: float(np.mean([float(t[k]) for t in window])) for k in window[0]}
+      if not all(np.isfinite(v) for v in values.values()):
+        raise NSTError(f"training diverged at step {done} (loss {values}); lower --lr")
+      elapsed = time.perf_counter() - start_time
+      history.append({"step": done, **values, "style_weighted": config.style_weight * values["style"],
+                      "seconds": elapsed, "steps_per_s": (done - start_step) / elapsed})
+      log(f"step {done}: loss {values['loss']:.4g} (content {values['content']:.4g}, style {values['style']:.4g}), "
+          f"{(done - start_step) / elapsed:.2f} steps/s")
+      window = []
+    out_of_time = max_seconds is not None and time.perf_counter() - start_time > max_seconds
+    if done % checkpoint_every == 0 or done == config.steps or out_of_time:
+      save_checkpoint(ckpt_path, state, config=config, weights=trainer.weights, history=history)
+      write_metrics(out_dir, history, summary={"step": done, "config": dataclasses.asdict(config)})
+    if out_of_time:
+      log(f"stopping after {max_seconds:.0f} s at step {done}")
+      break
+  return state, history

@@ -1,0 +1,355 @@
+"""AdaIN (Huang & Belongie 2017): the operation and its controls against NumPy references, the decoder and its
+checkpoint, thumbnail-statistics tiling, and decoder training (loss falls, exact resume, 8 devices = 1 device).
+
+The encoder is a random VGG16 with Caffe preprocessing and the decoders are tiny (width 4-8), so everything runs
+at 32-64 px on a CPU in well under a minute.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from nst_jax import adain, adain_train, vgg
+from nst_jax.errors import NSTError
+from nst_jax.weights import CAFFE_VGG, VGGWeights
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def np_stats(x, mask=None, eps=adain.EPS):
+  x = np.asarray(x, np.float64)
+  if mask is None:
+    mask = np.ones(x.shape[1:3])
+  m = mask[None, :, :, None]
+  mean = (x * m).sum(axis=(1, 2), keepdims=True) / m.sum()
+  var = (np.square(x - mean) * m).sum(axis=(1, 2), keepdims=True) / m.sum()
+  return mean, np.sqrt(var + eps)
+
+
+@pytest.fixture(scope="module")
+def feats():
+  rng = np.random.default_rng(0)
+  content = rng.gamma(2.0, 3.0, (2, 8, 10, 16)).astype(np.float32)
+  styles = [(rng.normal(5.0, 4.0, (2, 6, 7, 16)) * rng.uniform(0.5, 2, 16)).astype(np.float32) for _ in range(2)]
+  return content, styles
+
+
+def test_adain_gives_exactly_the_style_mean_and_std(feats):
+  content, (style, _) = feats
+  out = np.asarray(adain.adain(jnp.asarray(content), jnp.asarray(style)), np.float64)
+  s_mean, s_std = np_stats(style)
+  c_mean, c_std = np_stats(content)
+  np.testing.assert_allclose(out, s_std * (content - c_mean) / c_std + s_mean, rtol=1e-5, atol=1e-4)
+  o_mean, o_std = np_stats(out, eps=0.0)
+  np.testing.assert_allclose(o_mean, s_mean, rtol=1e-5, atol=1e-4)
+  # sqrt(var + eps) in the content's std: the output std is s_std * sqrt(var_c / (var_c + eps)), here 1 - 1e-7.
+  np.testing.assert_allclose(o_std, s_std, rtol=1e-5)
+
+
+def test_alpha_zero_returns_content_and_alpha_interpolates(feats):
+  content, styles = feats
+  stats = [adain.feature_stats(jnp.asarray(s)) for s in styles]
+  c = jnp.asarray(content)
+  np.testing.assert_array_equal(adain.adain_target(c, style_stats=stats, alpha=0.0), content)
+  full = np.asarray(adain.adain_target(c, style_stats=stats[:1], alpha=1.0))
+  np.testing.assert_allclose(full, adain.adain(c, jnp.asarray(styles[0])), rtol=1e-6, atol=1e-5)
+  np.testing.assert_allclose(adain.adain_target(c, style_stats=stats[:1], alpha=0.3), 0.3 * full + 0.7 * content,
+                             rtol=1e-5, atol=1e-4)
+
+
+def test_style_interpolation_is_the_weighted_sum_of_single_style_targets(feats):
+  content, styles = feats
+  c = jnp.asarray(content)
+  stats = [adain.feature_stats(jnp.asarray(s)) for s in styles]
+  mixed = adain.adain_target(c, style_stats=stats, style_weights=jnp.asarray([3.0, 1.0]))
+  singles = [np.asarray(adain.adain(c, jnp.asarray(s))) for s in styles]
+  np.testing.assert_allclose(mixed, 0.75 * singles[0] + 0.25 * singles[1], rtol=1e-5, atol=1e-4)
+
+
+def test_masks_give_each_region_its_style_statistics(feats):
+  content, styles = feats
+  masks = np.zeros((2, 8, 10), np.float32)
+  masks[0, :, :4], masks[1, :, 4:] = 1.0, 1.0
+  stats = [adain.feature_stats(jnp.asarray(s)) for s in styles]
+  out = np.asarray(adain.adain_target(jnp.asarray(content), style_stats=stats, masks=jnp.asarray(masks)))
+  for k in range(2):
+    # Region k standardised with its own content statistics takes style k's mean and std.
+    o_mean, o_std = np_stats(out, masks[k], eps=0.0)
+    s_mean, s_std = np_stats(styles[k])
+    np.testing.assert_allclose(o_mean, s_mean, rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(o_std, s_std, rtol=1e-4)
+
+
+def test_style_loss_matches_numpy(feats):
+  content, (style, _) = feats
+  out = {layer: content * (i + 1) for i, layer in enumerate(adain.STYLE_LAYERS)}
+  sty = {layer: style + i for i, layer in enumerate(adain.STYLE_LAYERS)}
+  want = 0.0
+  for layer in adain.STYLE_LAYERS:
+    (om, os_), (sm, ss) = np_stats(out[layer]), np_stats(sty[layer])
+    want += np.mean((om - sm) ** 2) + np.mean((os_ - ss) ** 2)
+  got = adain.style_stats_loss(output_feats={k: jnp.asarray(v) for k, v in out.items()},
+                               style_feats={k: jnp.asarray(v) for k, v in sty.items()})
+  np.testing.assert_allclose(float(got), want, rtol=1e-5)
+  np.testing.assert_allclose(float(adain.content_loss(output_feats=jnp.asarray(content), target=jnp.asarray(content)
+                                                      + 2.0)), 4.0, rtol=1e-6)
+
+
+def test_decoder_mirrors_the_encoder():
+  shapes = adain.decoder_shapes("vgg16", 64)
+  assert list(shapes) == ["dec4_1", "dec3_3", "dec3_2", "dec3_1", "dec2_2", "dec2_1", "dec1_2", "dec1_1"]
+  enc = vgg.conv_shapes("vgg16")
+  for name, (kshape, _) in shapes.items():
+    e = enc["conv" + name[3:]][0]
+    assert kshape == (3, 3, e[3], e[2])  # in/out channels swapped
+  assert list(adain.decoder_shapes("vgg19", 64))[:5] == ["dec4_1", "dec3_4", "dec3_3", "dec3_2", "dec3_1"]
+  params = adain.init_decoder("vgg16", 8)
+  assert {k: v.shape for k, v in params.items()} == {f"{n}/{p}": s for n, (k, b) in adain.decoder_shapes(
+      "vgg16", 8).items() for p, s in (("kernel", k), ("bias", b))}
+  out = adain.decode(params, jnp.zeros((1, 3, 5, 512)), arch="vgg16", width=8)
+  assert out.shape == (1, 24, 40, 3)
+
+
+# ---------------------------------------------------------------------------------------------------- checkpoint
+
+
+@pytest.fixture(scope="module")
+def encoder():
+  return VGGWeights(arch="vgg16", params=vgg.random_params("vgg16", seed=1), preprocessing=CAFFE_VGG,
+                    source="random test encoder", source_sha256="ab" * 32)
+
+
+def _ckpt(encoder, width=8, seed=0):
+  return adain.DecoderCheckpoint(params=adain.init_decoder("vgg16", width, seed=seed), arch="vgg16", width=width,
+                                 encoder_sha256=encoder.source_sha256, encoder_source=encoder.source,
+                                 info={"note": "test"})
+
+
+def test_decoder_checkpoint_round_trip_fp16(encoder, tmp_path):
+  ckpt = _ckpt(encoder)
+  path = adain.save_decoder(tmp_path / "d.npz", ckpt)
+  loaded = adain.load_decoder(path)
+  assert (loaded.arch, loaded.width, loaded.encoder_sha256, loaded.info) == ("vgg16", 8, "ab" * 32, {"note": "test"})
+  for key, value in ckpt.params.items():
+    np.testing.assert_array_equal(loaded.params[key], np.asarray(value).astype(np.float16).astype(np.float32))
+  adain.check_encoder(loaded, encoder)
+  other = VGGWeights(arch="vgg16", params={}, preprocessing=CAFFE_VGG, source="other", source_sha256="cd" * 32)
+  with pytest.raises(NSTError, match="trained with the vgg16 encoder sha256 abab.*--weights") as e:
+    adain.check_encoder(loaded, other)
+  assert "\n" not in str(e.value)
+
+
+def _rewrite(src, dst, *, drop=None, change=None, meta=None):
+  with np.load(src) as npz:
+    arrays = {k: npz[k] for k in npz.files}
+  if drop:
+    del arrays[drop]
+  if change:
+    arrays[change[0]] = change[1]
+  if meta:
+    m = json.loads(str(arrays["__meta__"]))
+    m.update(meta)
+    arrays["__meta__"] = np.array(json.dumps(m))
+  np.savez(dst, **arrays)
+  return dst
+
+
+@pytest.mark.parametrize("kind, pattern", [
+    ("missing", "'dec1_1/bias' is missing"), ("shape", "'dec4_1/kernel' has shape"),
+    ("dtype", "'dec1_1/bias' is int32"), ("width", "'dec4_1/kernel' has shape"), ("format", "not an nst_jax AdaIN"),
+    ("nonfinite", "'dec1_1/bias' is not finite"), ("garbage", "not an nst_jax AdaIN decoder .npz"),
+    ("absent", "no such decoder file")])
+def test_decoder_loading_is_strict(encoder, tmp_path, kind, pattern):
+  good = adain.save_decoder(tmp_path / "good.npz", _ckpt(encoder))
+  bad = tmp_path / "bad.npz"
+  if kind == "missing":
+    _rewrite(good, bad, drop="dec1_1/bias")
+  elif kind == "shape":
+    _rewrite(good, bad, change=("dec4_1/kernel", np.zeros((3, 3, 512, 17), np.float16)))
+  elif kind == "dtype":
+    _rewrite(good, bad, change=("dec1_1/bias", np.zeros(3, np.int32)))
+  elif kind == "width":
+    _rewrite(good, bad, meta={"width": 16})
+  elif kind == "format":
+    _rewrite(good, bad, meta={"format": "something-else"})
+  elif kind == "nonfinite":
+    _rewrite(good, bad, change=("dec1_1/bias", np.array([0, np.nan, 0], np.float16)))
+  elif kind == "garbage":
+    bad.write_text("not a zip")
+  with pytest.raises(NSTError, match=pattern) as e:
+    adain.load_decoder(bad)
+  assert "\n" not in str(e.value)
+
+
+# -------------------------------------------------------------------------------------------------------- tiling
+
+
+@pytest.fixture(scope="module")
+def model(encoder):
+  return adain.make_model(encoder, _ckpt(encoder, width=8, seed=3))
+
+
+SHIPPED = REPO / "weights" / "adain-decoder-hed-vgg16.npz"
+# Tiled (128-px tiles overlapping by 48 px) vs untiled at 256x192 with the shipped decoder: the stated bound on the
+# mean |difference| of the RGB outputs in [0, 1].
+TILING_TOLERANCE = 0.04
+
+
+@pytest.fixture(scope="module")
+def shipped_model(default_weights):
+  if not SHIPPED.is_file():
+    pytest.skip("the shipped decoder is not in this checkout")
+  return adain.make_model(default_weights, adain.load_decoder(SHIPPED))
+
+
+def test_thumbnail_statistics_tiling_agrees_with_the_whole_image(shipped_model):
+  """With the thumbnail as large as the image, thumbnail-normalised tiles differ from the untiled result only
+  through the receptive field at tile borders (softened by the overlap ramps); tiles normalised with their own
+  statistics (plain tiling, what URST avoids) disagree with the whole image much more."""
+  from nst_jax import demo  # pylint: disable=import-outside-toplevel
+  image = adain.image_io.resize(demo.default_content(), 256, 192)
+  style = demo.swirl_painting(128)
+  whole = adain.stylize(image, [style], model=shipped_model)
+  tiled = adain.stylize(image, [style], model=shipped_model, tiling=adain.Tiling(tile=128, overlap=48,
+                                                                                 thumbnail=256))
+  assert tiled.shape == whole.shape == image.shape
+  diff = np.abs(tiled - whole).mean()
+  assert diff < TILING_TOLERANCE, diff
+  ys, xs = adain._tile_starts(256, 128, 48), adain._tile_starts(192, 128, 48)  # pylint: disable=protected-access
+  own = np.mean([np.abs(adain.stylize(image[y:y + 128, x:x + 128], [style], model=shipped_model)
+                        - whole[y:y + 128, x:x + 128]).mean() for y in ys for x in xs])
+  assert diff < 0.7 * own, (diff, own)
+
+
+def test_stylize_controls_and_errors(model, content):
+  style = content[::-1]
+  a0 = adain.stylize(content, [style, style[:, ::-1]], model=model, alpha=0.0, style_weights=[1, 0])
+  a0b = adain.stylize(content, [content], model=model, alpha=0.0)
+  np.testing.assert_allclose(a0, a0b, atol=1e-6)  # alpha = 0: the content's reconstruction, whatever the style
+  lum = adain.stylize(content, [style], model=model, preserve_colors="luminance")
+  yiq = np.asarray(adain.color.rgb_to_yiq(lum))[..., 1:]
+  inside = (lum > 0.02).all(-1) & (lum < 0.98).all(-1)
+  np.testing.assert_allclose(yiq[inside], np.asarray(adain.color.rgb_to_yiq(content))[..., 1:][inside], atol=2e-3)
+  with pytest.raises(NSTError, match="--alpha"):
+    adain.stylize(content, [style], model=model, alpha=1.5)
+  with pytest.raises(NSTError, match="--style_blend needs one weight per style"):
+    adain.stylize(content, [style], model=model, style_weights=[1, 2])
+  with pytest.raises(NSTError, match="cannot be combined"):
+    adain.stylize(content, [style], model=model, style_weights=[1], masks=np.ones((1,) + content.shape[:2]))
+
+
+# ------------------------------------------------------------------------------------------------------ training
+
+
+TINY = adain_train.TrainConfig(crop=32, batch=2, steps=0, lr=1e-3, width=4, seed=0)
+
+
+@pytest.fixture(scope="module")
+def trainer(encoder):
+  return adain_train.make_trainer(TINY, encoder)
+
+
+@pytest.fixture(scope="module")
+def pools(content):
+  img = (content * 255).astype(np.uint8)
+  return [img, img[::-1]], [img[:, ::-1], (255 - img)]
+
+
+def _run(trainer, state, pools, start, stop):
+  losses = []
+  for _, c, s in adain_train.batches(*pools, start=start, stop=stop, config=trainer.config):
+    state, terms = trainer.step(state, *trainer.shard_batch(c, s))
+    losses.append(float(terms["loss"]))
+  return state, losses
+
+
+def test_batches_are_a_function_of_seed_and_step(pools):
+  a = adain_train.make_batch(*pools, 5, config=TINY, seed=0)
+  b = list(adain_train.batches(*pools, start=4, stop=6, config=TINY))[1]
+  assert b[0] == 5
+  np.testing.assert_array_equal(a[0], b[1])
+  np.testing.assert_array_equal(a[1], b[2])
+  assert a[0].shape == (2, 32, 32, 3) and a[0].dtype == np.float32 and 0 <= a[0].min() and a[0].max() <= 1
+  assert not np.array_equal(a[0], adain_train.make_batch(*pools, 6, config=TINY, seed=0)[0])
+
+
+def test_training_lowers_the_loss(trainer, pools):
+  state = trainer.init_state()
+  c, s = adain_train.make_batch(*pools, 0, config=TINY, seed=0)
+  losses = []
+  for _ in range(8):  # one fixed batch: the loss must fall
+    state, terms = trainer.step(state, *trainer.shard_batch(c, s))
+    losses.append(float(terms["loss"]))
+  assert losses[-1] < 0.5 * losses[0], losses
+
+
+def test_checkpoint_resume_gives_identical_next_steps(trainer, pools, tmp_path):
+  state, _ = _run(trainer, trainer.init_state(), pools, 0, 2)
+  path = adain_train.save_checkpoint(tmp_path / "ckpt.npz", state, config=TINY, weights=trainer.weights)
+  straight, straight_losses = _run(trainer, state, pools, 2, 4)
+  resumed, history = adain_train.load_checkpoint(path, trainer)
+  assert resumed["step"] == 2 and history == []
+  resumed, resumed_losses = _run(trainer, resumed, pools, 2, 4)
+  assert resumed_losses == straight_losses
+  for a, b in zip(jax.tree_util.tree_leaves(straight), jax.tree_util.tree_leaves(resumed)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  other = adain_train.make_trainer(adain_train.TrainConfig(crop=32, batch=2, lr=1e-3, width=8), trainer.weights)
+  with pytest.raises(NSTError, match="--resume.*width=4"):
+    adain_train.load_checkpoint(path, other)
+
+
+_MULTI_DEVICE = textwrap.dedent("""
+  import json, sys
+  import jax, numpy as np
+  from nst_jax import adain_train, vgg
+  from nst_jax.weights import CAFFE_VGG, VGGWeights
+  assert len(jax.devices()) == 8, jax.devices()
+  w = VGGWeights("vgg16", vgg.random_params("vgg16", seed=1), CAFFE_VGG, "random", "ab" * 32)
+  config = adain_train.TrainConfig(crop=32, batch=8, lr=1e-4, width=4)
+  rng = np.random.default_rng(0)
+  batches = [(rng.random((8, 32, 32, 3), np.float32), rng.random((8, 32, 32, 3), np.float32)) for _ in range(2)]
+  out = {}
+  for n in (1, 8):
+    t = adain_train.make_trainer(config, w, devices=jax.devices()[:n])
+    state = t.init_state()
+    losses, norms = [], []
+    for c, s in batches:
+      state, terms = t.step(state, *t.shard_batch(c, s))
+      losses.append(float(terms["loss"]))
+      norms.append(float(terms["grad_norm"]))
+    shards = len(state["params"]["dec1_1/kernel"].sharding.device_set)
+    out[n] = {"losses": losses, "norms": norms, "devices": shards,
+              "params": np.concatenate([np.ravel(v) for v in jax.tree_util.tree_leaves(state["params"])]).tolist()}
+  json.dump(out, sys.stdout)
+""")
+
+
+def test_eight_simulated_devices_equal_one(tmp_path):
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
+  proc = subprocess.run([sys.executable, "-c", _MULTI_DEVICE], cwd=REPO, env=env, capture_output=True, text=True,
+                        timeout=300, check=False)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  out = json.loads(proc.stdout)
+  assert out["8"]["devices"] == 8 and out["1"]["devices"] == 1
+  one, eight = out["1"], out["8"]
+  # The same step-1 loss and gradient (different summation order only)...
+  np.testing.assert_allclose(eight["losses"][0], one["losses"][0], rtol=1e-5)
+  np.testing.assert_allclose(eight["norms"], one["norms"], rtol=1e-3)
+  # ... but Adam's first update is ~lr * sign(g), so gradient components near zero whose sign depends on the
+  # summation order move by up to 2 lr in opposite directions: parameters agree to 2 lr per step, and on average
+  # to a small fraction of how far they moved.
+  np.testing.assert_allclose(eight["losses"][1], one["losses"][1], rtol=1e-3)
+  init = np.concatenate([np.ravel(v) for v in jax.tree_util.tree_leaves(adain.init_decoder("vgg16", 4))])
+  p1, p8 = np.asarray(one["params"]), np.asarray(eight["params"])
+  assert np.abs(p8 - p1).max() <= 4 * 1e-4 * 1.01
+  assert np.abs(p8 - p1).mean() < 0.05 * np.abs(p1 - init).mean(), (np.abs(p8 - p1).mean(), np.abs(p1 - init).mean())
