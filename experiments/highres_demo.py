@@ -11,9 +11,9 @@ scale step 2), 40, 10 and 3 L-BFGS iterations, 640 px tiles at the top scale (3 
 96 px for relu5_1 + 16 px overlap). Writes to outputs/highres/: result.png (8-bit), result16.png (16-bit),
 crops.png (100% zoom crops centred on tile borders and their crossings), report.json (per-scale shapes, tiles,
 predicted peak bytes, final losses, seam ratio, wall time, peak RSS). Expected: peak RSS <= 8 GB, seam ratio ~1
-(<= 1.1), no visible seam in crops.png. Measured (with --scale_iterations 30,8,3, CPU shared with other jobs): 45 min 42 s wall, peak
-RSS 4.7 GiB, seam ratio 0.97, no seam visible; the top scale's 3 iterations leave its style loss unconverged
-(4.0e5 -> 1.3e5). Resumable: rerunning after a kill continues from outputs/highres/checkpoint.
+(<= 1.1), no visible seam in crops.png. Measured (with --scale_iterations 30,8,3, CPU shared with other jobs):
+45 min 42 s wall, peak RSS 4.7 GiB, seam ratio 0.97, no seam visible; the top scale's 3 iterations leave its style
+loss unconverged (4.0e5 -> 1.3e5). Resumable: rerunning after a kill continues from outputs/highres/checkpoint.
 """
 
 from __future__ import annotations

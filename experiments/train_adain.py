@@ -36,7 +36,8 @@ flags.DEFINE_list("content_dirs", [str(DATA / "photoreal/input"), str(DATA / "ar
 flags.DEFINE_list("style_dirs", [str(DATA / "artistic/style"), str(DATA / "photoreal/style")],
                   "Folders (or files) of style images.")
 flags.DEFINE_bool("highres", True, "Also use ../shared/data/highres/*_input.jpg as content.")
-flags.DEFINE_bool("demo_images", True, "Add matplotlib's sample photo and generated mosaics (content) and paintings (style).")
+flags.DEFINE_bool("demo_images", True, "Add matplotlib's sample photo and generated mosaics (content) and paintings "
+                  "(style).")
 flags.DEFINE_list("holdout", list(HOLDOUT), "File names (with or without suffix) never used for training.")
 flags.DEFINE_integer("crop", 96, "Random crop size (px).")
 flags.DEFINE_integer("batch", 4, "Global batch (a multiple of the device count).")

@@ -812,7 +812,8 @@ def time_tiled(settings: Settings, shape: tuple[int, int]) -> dict[str, Any]:
     timing = time_calls(lambda: compiled(x, problem.inputs), warmup=settings.warmup, repeats=settings.repeats)
   grid = problem.grid
   loss = float(compiled(x, problem.inputs)[0])
-  return {"weights": note, "loss": loss, "tile_size": settings.tile_size, "window": list(grid.window), "halo": grid.halo,
+  return {"weights": note, "loss": loss, "tile_size": settings.tile_size, "window": list(grid.window),
+          "halo": grid.halo,
           "tiles": grid.num_tiles, "devices": int(mesh.devices.size), "compile_s": compile_s, "eval": timing,
           "ms_per_megapixel": 1e3 * timing["median_s"] / (h * w / 1e6), "memory": memory.result}
 

@@ -24,9 +24,9 @@ with `jax.shard_map` (partial Gram matrices are `psum`-ed), which also spans pro
 66 px for relu5_1 of VGG16/19-style stacks, see `receptive_radius`). Inside a tile window every convolution
 zero-pads at the window edge, so features closer than the radius to the window edge differ from the untiled
 network's. With `halo >= radius + overlap` every owned feature is exactly the untiled one, image borders included (the
-validity masks), and the tiled loss and gradient equal the untiled ones to float rounding (tests). The *effective* receptive field is much smaller than the theoretical
-one (activations are dominated by the central few pixels), so a halo below the radius is a cheaper approximation;
-the default is the exact choice (the theoretical radius of the deepest layer used, rounded up to that layer's
+validity masks), and the tiled loss and gradient equal the untiled ones to float rounding (tests). The *effective*
+receptive field is much smaller than the theoretical one (activations are dominated by the central few pixels), so
+a halo below the radius is a cheaper approximation; the default is the exact choice (the theoretical radius of the deepest layer used, rounded up to that layer's
 stride), measured against smaller halos in tests/highres_test.py and README.md.
 
 **Pyramid.** `scale_sizes` lists long sides from `start_size` up to `size` by `scale_step`; every scale recomputes
@@ -257,7 +257,8 @@ def tile_features(variables: Mapping[str, Any], tiles: jax.Array, valid: Mapping
     if name.startswith("conv"):
       kernel = params[name]["kernel"].astype(dtype)
       if backward is not None:
-        x = vgg._conv3x3_given_backward(x, kernel, backward[name]["kernel"].astype(dtype))  # pylint: disable=protected-access
+        x = vgg._conv3x3_given_backward(  # pylint: disable=protected-access
+            x, kernel, backward[name]["kernel"].astype(dtype))
       else:
         x = vgg.conv3x3(x, kernel)
       x = (x + params[name]["bias"].astype(dtype)) * valid[stride][..., None].astype(dtype)

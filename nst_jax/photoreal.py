@@ -95,7 +95,8 @@ def validate(config: PhotorealConfig) -> None:
                       ("--tv_weight", config.tv_weight), ("--matting_weight", config.matting_weight)):
     if not (math.isfinite(value) and value >= 0):
       raise NSTError(f"{flag} must be a finite number >= 0, got {value}")
-  for flag, value in (("--matting_eps", config.matting_eps), ("--affine_eps", config.affine_eps), ("--smooth_sigma_s", config.smooth_sigma_s),
+  for flag, value in (("--matting_eps", config.matting_eps), ("--affine_eps", config.affine_eps),
+                      ("--smooth_sigma_s", config.smooth_sigma_s),
                       ("--smooth_sigma_r", config.smooth_sigma_r), ("--refine_eps", config.refine_eps)):
     if not (math.isfinite(value) and value > 0):
       raise NSTError(f"{flag} must be a finite number > 0, got {value}")

@@ -79,7 +79,8 @@ def test_receptive_radius_is_the_support_of_a_units_input_gradient():
     assert rows.max() - rows.min() + 1 in (2 * radius, 2 * radius + 1), (layer, rows.min(), rows.max(), radius)
 
 
-@pytest.mark.parametrize("shape,tile,overlap", [((70, 45), 16, 4), ((64, 64), 32, 0), ((33, 100), 32, 8), ((20, 90), 64, 8)])
+@pytest.mark.parametrize("shape,tile,overlap", [((70, 45), 16, 4), ((64, 64), 32, 0), ((33, 100), 32, 8),
+                                                ((20, 90), 64, 8)])
 def test_ownership_is_a_partition_of_unity_at_every_stride(shape, tile, overlap):
   from nst_jax import highres
   grid = highres.make_grid(shape, arch="vgg16", layers=("relu3_1",), tile=tile, overlap=overlap, devices=3)
