@@ -140,7 +140,7 @@ def make_trainer(config: TrainConfig, weights: VGGWeights, devices: Sequence[jax
     (loss, terms), grads = jax.value_and_grad(total, has_aux=True)(params)
     updates, opt_state = optimizer.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, {"loss": loss, **terms,
-                                                             "grad_norm": optax.global_norm(grads)}
+                                                             "grad_norm": optax.tree.norm(grads)}
 
   step_fn = jax.jit(train_step, in_shardings=(replicated, replicated, replicated, replicated, data, data),
                     out_shardings=(replicated, replicated, replicated), donate_argnums=(0, 1))
