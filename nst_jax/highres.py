@@ -51,10 +51,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from nst_jax import atomic, color, image_io, losses, optim, vgg
+from nst_jax import atomic, color, image_io, losses, vgg
 from nst_jax import stylize as gatys
 from nst_jax.errors import NSTError
-from nst_jax.progress import ProgressBar
 from nst_jax.weights import VGGWeights
 
 AXIS = "tiles"
@@ -686,53 +685,16 @@ def optimize_scale(problem: ScaleProblem, x0: np.ndarray, *, config: gatys.Styli
   optimizer state), one jitted chunk runner for the whole scale, NaN detection as in `stylize.optimize_image`;
   `save(iteration, image, opt_state)` every `checkpoint_every` iterations."""
   replicated = NamedSharding(mesh, P())
-
-  def total_loss(x, inputs):
-    return sum(problem.terms_fn(x, inputs).values())
-
   optimizer = gatys.make_optimizer(config)
   x = _put(np.asarray(x0, np.float32), replicated)
   opt_state = jax.tree.map(jnp.copy, optimizer.init(x))
   if opt_leaves is not None:
     treedef = jax.tree.structure(opt_state)
-    leaves = [opt_leaves[f"leaf{i:04d}"] for i in range(treedef.num_leaves)]
-    opt_state = jax.tree.unflatten(treedef, [_put(leaf, replicated) for leaf in leaves])
+    opt_state = jax.tree.unflatten(treedef, [opt_leaves[f"leaf{i:04d}"] for i in range(treedef.num_leaves)])
   opt_state = jax.tree.map(lambda a: _put(np.asarray(a), replicated), opt_state)
-  chunk = max(1, config.log_every)
-  if checkpoint_every:
-    chunk = math.gcd(chunk, checkpoint_every)
-  chunk = min(chunk, config.iterations)
-  run = optim.make_chunk_runner(total_loss, optimizer, chunk_size=chunk,
-                                reuse_linesearch_value=optim.has_linesearch_state(opt_state))
-  eval_terms = jax.jit(problem.terms_fn)
-  initial_terms = {k: float(v) for k, v in eval_terms(x, problem.inputs).items()}
-  bar = ProgressBar(config.iterations, label=label) if progress else None
-  history: list[np.ndarray] = []
-  last_good = np.asarray(x)
-  done = start
-  while done < config.iterations:
-    steps = min(chunk, config.iterations - done)
-    x, opt_state, chunk_losses = run(x, opt_state, problem.inputs, steps)
-    chunk_losses = np.asarray(chunk_losses[:steps])
-    if not np.all(np.isfinite(chunk_losses)):
-      bad = done + int(np.argmin(np.isfinite(chunk_losses))) + 1
-      if bar:
-        bar.close()
-      raise gatys.NonFiniteLossError(f"the loss became NaN/inf at iteration {bad}; lower --learning_rate or the "
-                                     f"loss weights", last_good_image=np.clip(last_good, 0, 1), iteration=done)
-    history.append(chunk_losses)
-    done += steps
-    last_good = np.asarray(x)
-    if bar:
-      bar.update(done, {k: float(v) for k, v in eval_terms(x, problem.inputs).items()})
-    if save and checkpoint_every and done % checkpoint_every == 0 and done < config.iterations:
-      save(done, last_good, opt_state)
-  if bar:
-    bar.close()
-  final_terms = {k: float(v) for k, v in eval_terms(x, problem.inputs).items()}
-  return gatys.StylizeResult(image=np.clip(last_good, 0.0, 1.0),
-                             loss_history=np.concatenate(history) if history else np.zeros((0,), np.float32),
-                             initial_terms=initial_terms, final_terms=final_terms)
+  return gatys.optimize_image(problem.terms_fn, problem.inputs, x, config=config, progress=progress, start=start,
+                              opt_state=opt_state, on_checkpoint=save, checkpoint_every=checkpoint_every,
+                              label=label)
 
 
 @dataclasses.dataclass

@@ -556,27 +556,34 @@ def balance_by_target(targets: Mapping[str, jax.Array], region_weights: Mapping[
   return out
 
 
-def optimize_image(terms_fn, inputs, x0: np.ndarray, *, config: StylizeConfig,
+def optimize_image(terms_fn, inputs, x0, *, config: StylizeConfig,
                    on_intermediate: Callable[[int, np.ndarray], None] | None = None,
-                   progress: bool = True) -> StylizeResult:
-  """Minimises sum(terms_fn(x, inputs).values()) over the image x, starting at x0, for config.iterations steps."""
+                   progress: bool = True, start: int = 0, opt_state: Any = None,
+                   on_checkpoint: Callable[[int, np.ndarray, Any], None] | None = None, checkpoint_every: int = 0,
+                   label: str | None = None) -> StylizeResult:
+  """Minimises sum(terms_fn(x, inputs).values()) over the image x, starting at x0, up to config.iterations steps.
+
+  Resuming (`nst_jax.highres`): `start` iterations are already done and `opt_state` is the optimizer state saved
+  then; x0 and opt_state may be device arrays with any sharding, which the jitted steps keep. `on_checkpoint(
+  iteration, image, opt_state)` runs every `checkpoint_every` iterations before the last."""
 
   def total_loss(x, inputs):
     return sum(terms_fn(x, inputs).values())
 
   optimizer = make_optimizer(config)
   x = jnp.asarray(x0, jnp.float32)
-  # optax may alias one buffer in several state leaves; copies keep buffer donation in the runner valid.
-  opt_state = jax.tree.map(jnp.copy, optimizer.init(x))
-  chunk = _chunk_size(config)
+  if opt_state is None:
+    # optax may alias one buffer in several state leaves; copies keep buffer donation in the runner valid.
+    opt_state = jax.tree.map(jnp.copy, optimizer.init(x))
+  chunk = _chunk_size(config, checkpoint_every)
   run = optim.make_chunk_runner(total_loss, optimizer, chunk_size=chunk,
                                 reuse_linesearch_value=optim.has_linesearch_state(opt_state))
   eval_terms = jax.jit(terms_fn)
   initial_terms = {k: float(v) for k, v in eval_terms(x, inputs).items()}
-  bar = ProgressBar(config.iterations, label=f"{config.optimizer} ") if progress else None
+  bar = ProgressBar(config.iterations, label=label or f"{config.optimizer} ") if progress else None
   history: list[np.ndarray] = []
   last_good = np.asarray(x)
-  done = 0
+  done = start
   while done < config.iterations:
     steps = min(chunk, config.iterations - done)
     x, opt_state, chunk_losses = run(x, opt_state, inputs, steps)
@@ -594,18 +601,23 @@ def optimize_image(terms_fn, inputs, x0: np.ndarray, *, config: StylizeConfig,
       bar.update(done, {k: float(v) for k, v in eval_terms(x, inputs).items()})
     if on_intermediate and config.save_every and done % config.save_every == 0 and done < config.iterations:
       on_intermediate(done, np.clip(last_good, 0.0, 1.0))
+    if on_checkpoint and checkpoint_every and done % checkpoint_every == 0 and done < config.iterations:
+      on_checkpoint(done, last_good, opt_state)
   if bar:
     bar.close()
   final_terms = {k: float(v) for k, v in eval_terms(x, inputs).items()}
-  return StylizeResult(image=np.clip(last_good, 0.0, 1.0), loss_history=np.concatenate(history),
+  return StylizeResult(image=np.clip(last_good, 0.0, 1.0),
+                       loss_history=np.concatenate(history) if history else np.zeros((0,), np.float32),
                        initial_terms=initial_terms, final_terms=final_terms)
 
 
-def _chunk_size(config: StylizeConfig) -> int:
-  """Steps per host round-trip: the logging interval, shortened so that intermediate saves land on time."""
+def _chunk_size(config: StylizeConfig, checkpoint_every: int = 0) -> int:
+  """Steps per host round-trip: the logging interval, shortened so that intermediate saves and checkpoints land on
+  time."""
   chunk = max(1, config.log_every)
-  if config.save_every:
-    chunk = math.gcd(chunk, config.save_every)
+  for every in (config.save_every, checkpoint_every):
+    if every:
+      chunk = math.gcd(chunk, every)
   return min(chunk, config.iterations)
 
 
