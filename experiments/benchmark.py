@@ -14,6 +14,8 @@ More:
   --devices 4                 also shard 4 images over 4 simulated CPU devices and check the losses
   --network vgg19 --style_layers relu1_1,relu2_1,relu3_1,relu4_1,relu5_1 --content_layers relu4_2
   --reference none            nst_jax only (no torch needed)
+  --adain_sizes 512,1024,3840x2160   also the latency of one AdaIN stylisation (host image in, image out) per size
+  --tile_size 256             also one eval of the tiled high-resolution loss per size (ms per megapixel)
 Definitions (FLOP model, peak, what eval and step mean): the docstring of nst_jax/benchmark.py.
 """
 
@@ -54,6 +56,8 @@ _OPTIMIZER = flags.DEFINE_string("optimizer", "lbfgs", "Optimizer of the step ti
 _DEVICES = flags.DEFINE_integer("devices", 1, "N > 1: also shard N images over N devices (simulated on CPU).")
 _TILE_SIZE = flags.DEFINE_integer("tile_size", 0, "N > 0: also time one eval of the tiled loss (nst_jax.highres) "
                                   "with N-px tiles at every size.")
+_ADAIN_SIZES = flags.DEFINE_list("adain_sizes", [], "Also time one AdaIN stylisation per size: N (N x N) or WxH "
+                                  "(e.g. 512,1024,3840x2160).")
 _REFERENCE = flags.DEFINE_enum("reference", "torch", ["torch", "none"], "Time the PyTorch reference too.")
 _OUT = flags.DEFINE_string("out", "experiments/benchmark", "Output prefix: writes OUT.json, OUT.md, OUT.png.")
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Timed evals per size after the warm-up.")
@@ -76,7 +80,9 @@ def main(argv):
                                    step_repeats=_STEP_REPEATS.value) for p in _PRECISION.value]
     sizes = [int(s) for s in _SIZES.value]
     report = benchmark.run_benchmark(settings, sizes, aspect=_ASPECT.value, reference=_REFERENCE.value,
-                                     devices=_DEVICES.value, tile_size=_TILE_SIZE.value, isolate=_ISOLATE.value,
+                                     devices=_DEVICES.value, tile_size=_TILE_SIZE.value,
+                                     adain_shapes=[benchmark.parse_image_size(s) for s in _ADAIN_SIZES.value],
+                                     isolate=_ISOLATE.value,
                                      peak_gflops=_PEAK.value)
   except (NSTError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)

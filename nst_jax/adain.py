@@ -328,6 +328,7 @@ def load_decoder(path: str | os.PathLike) -> DecoderCheckpoint:
 
 
 DEFAULT_DECODER = "adain-decoder-hed-vgg16"
+DEFAULT_MAX_PIXELS = 2048 * 1024  # larger contents go through tiles
 _REPO_WEIGHTS = pathlib.Path(__file__).resolve().parents[1] / "weights"
 
 
@@ -439,6 +440,13 @@ def tiling_for_budget(max_pixels: int) -> Tiling:
   return Tiling(tile=tile, overlap=max(8, tile // 8 // 8 * 8), thumbnail=tile)
 
 
+def tile_count(shape: tuple[int, int], tiling: Tiling) -> int:
+  """How many tiles `stylize` cuts an (H, W) content into with `tiling`."""
+  h, w = shape
+  th, tw = min(tiling.tile, h + (-h) % 8), min(tiling.tile, w + (-w) % 8)
+  return len(_tile_starts(max(h, th), th, tiling.overlap)) * len(_tile_starts(max(w, tw), tw, tiling.overlap))
+
+
 def _tile_starts(length: int, tile: int, overlap: int) -> list[int]:
   if length <= tile:
     return [0]
@@ -461,7 +469,7 @@ def _ramp(length: int, overlap: int, first: bool, last: bool) -> np.ndarray:
 
 def stylize(content: np.ndarray, styles: Sequence[np.ndarray], *, model: Model, alpha: float = 1.0,
             style_weights: Sequence[float] | None = None, masks: np.ndarray | None = None,
-            preserve_colors: str = "none", max_pixels: int = 2048 * 1024, tiling: Tiling | None = None) -> np.ndarray:
+            preserve_colors: str = "none", max_pixels: int = DEFAULT_MAX_PIXELS, tiling: Tiling | None = None) -> np.ndarray:
   """Stylised (H, W, 3) float image in [0, 1] of `content` with `styles` (any sizes), in one decoder pass.
 
   Images above `max_pixels` (or any image when `tiling` is given) go through tiles normalised with the statistics

@@ -41,6 +41,12 @@ Stated peak (`stated_peak_gflops`): cores x FLOP/cycle/core x clock, FLOP/cycle 
 visible, in a VM least of all, so a good kernel can pass 100%). The harness also measures a large matrix product,
 the practical ceiling of both frameworks on the machine.
 
+AdaIN (`--adain_sizes`, e.g. 512,1024,3840x2160): the latency of one `nst_jax.adain.stylize` call, content and
+style of that size, end to end (host image in, host image out: style and content encoding, AdaIN, decoding;
+images above its 2-megapixel default go through thumbnail-normalised tiles, as the CLI does), with the first call
+(compilation included) apart. Its FLOPs are the encoder's convolutions up to relu4_1 at the content's size, twice
+(the decoder mirrors them), plus the style's encoding.
+
 The tiled high-resolution loss (`nst_jax.highres`, `--tile_size N`) is timed per size as one eval of the whole
 image through N-px tiles, per megapixel and against the untiled eval of the same size (the halo's overhead).
 """
@@ -74,7 +80,7 @@ PRECISIONS = ("fp32", "bf16")
 _DTYPES = {"fp32": jnp.float32, "bf16": jnp.bfloat16}
 DEFAULT_WEIGHTS = {"vgg16": "hed-vgg16", "vgg19": "vgg19-torchvision"}
 SKIPPED = {
-    "adain": "AdaIN-style single forward passes (512/1024/4K): nst_jax has no feed-forward model yet",
+    "adain": "AdaIN single forward passes (e.g. 512/1024/4K): run with --adain_sizes 512,1024,3840x2160",
     "tiled": "tiled high-resolution loss per megapixel: run with --tile_size N (N > 0)",
 }
 
@@ -783,6 +789,8 @@ def measure(kind: str, settings: Settings, shape: tuple[int, int]) -> dict[str, 
   so that neither framework's idle worker threads compete with the other's."""
   if kind == "tiled":
     return time_tiled(settings, shape)
+  if kind == "adain":
+    return time_adain(settings, shape)
   problem = build_problem(settings, shape)
   out = time_jax(problem) if kind == "jax" else time_torch(problem)
   out["weights"] = problem.weights_note
@@ -818,6 +826,71 @@ def time_tiled(settings: Settings, shape: tuple[int, int]) -> dict[str, Any]:
           "ms_per_megapixel": 1e3 * timing["median_s"] / (h * w / 1e6), "memory": memory.result}
 
 
+def parse_image_size(text: str) -> tuple[int, int]:
+  """'N' -> (N, N); 'WxH' -> (H, W) (width first, as in 3840x2160)."""
+  parts = text.lower().split("x")
+  try:
+    sides = [int(p) for p in parts]
+  except ValueError:
+    sides = []
+  if len(sides) not in (1, 2) or min(sides) < 16:
+    raise NSTError(f"--adain_sizes: {text!r} is not N or WxH with sides of at least 16 px")
+  return (sides[0], sides[0]) if len(sides) == 1 else (sides[1], sides[0])
+
+
+def adain_flops(arch: str, shape: tuple[int, int], style_shape: tuple[int, int]) -> float:
+  """FLOPs of one AdaIN stylisation (see the module docstring), convolutions counted with their padding."""
+  from nst_jax import adain  # noqa: PLC0415
+
+  def encoder(hw: tuple[int, int]) -> float:
+    return sum(2.0 * 9 * h * w * cin * cout for _, h, w, cin, cout in conv_plan(arch, hw, (adain.ENCODER_LAYER,)))
+
+  return 2 * encoder(shape) + encoder(style_shape)
+
+
+def adain_model(settings: Settings) -> tuple[Any, str]:
+  """The AdaIN model to time: the benchmark's encoder weights with the project's decoder trained for them, or a
+  freshly initialised decoder (the timing does not depend on the values)."""
+  from nst_jax import adain  # noqa: PLC0415
+
+  weights, note = load_benchmark_weights(settings)
+  try:
+    ckpt = adain.resolve_decoder(adain.DEFAULT_DECODER)
+    adain.check_encoder(ckpt, weights)
+    return adain.make_model(weights, ckpt), f"{note} + decoder {adain.DEFAULT_DECODER}"
+  except NSTError:
+    ckpt = adain.DecoderCheckpoint(params=adain.init_decoder(weights.arch), arch=weights.arch, width=64,
+                                   encoder_sha256=weights.source_sha256, encoder_source=weights.source)
+    return adain.make_model(weights, ckpt), f"{note} + freshly initialised decoder"
+
+
+def time_adain(settings: Settings, shape: tuple[int, int], *, max_pixels: int | None = None) -> dict[str, Any]:
+  """Latency of one `adain.stylize` call on an (H, W) content with a style of the same size (host to host)."""
+  from nst_jax import adain  # noqa: PLC0415
+
+  model, note = adain_model(settings)
+  h, w = shape
+  content_img, style_img = (image_io.resize(img, h, w) for img in _demo_images())
+  max_pixels = max_pixels or adain.DEFAULT_MAX_PIXELS
+  tiling = adain.tiling_for_budget(max_pixels) if h * w > max_pixels else None
+
+  def call() -> np.ndarray:
+    return adain.stylize(content_img, [style_img], model=model, alpha=1.0, max_pixels=max_pixels)
+
+  t0 = time.perf_counter()
+  out = call()
+  first_s = time.perf_counter() - t0
+  with PeakMemory(gpu=jax.default_backend() == "gpu") as memory:
+    timing = time_calls(call, warmup=0, repeats=settings.repeats)
+  path = "whole image"
+  if tiling is not None:
+    path = f"{adain.tile_count(shape, tiling)} tiles of {tiling.tile} px, {tiling.thumbnail} px thumbnail"
+  gflop = adain_flops(model.arch, (h + (-h) % 8, w + (-w) % 8), (h + (-h) % 8, w + (-w) % 8)) / 1e9
+  return {"weights": note, "shape": [h, w], "megapixels": h * w / 1e6, "path": path, "first_call_s": first_s,
+          "latency": timing, "gflop": gflop, "gflops": gflop / timing["median_s"], "memory": memory.result,
+          "output_finite": bool(np.all(np.isfinite(out))), "output_shape": list(out.shape)}
+
+
 def _measure_isolated(kind: str, settings: Settings, shape: tuple[int, int]) -> dict[str, Any]:
   ctx = multiprocessing.get_context("spawn")
   with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
@@ -825,12 +898,14 @@ def _measure_isolated(kind: str, settings: Settings, shape: tuple[int, int]) -> 
 
 
 def run_benchmark(settings_list: Sequence[Settings], sizes: Sequence[int], *, aspect: float = 4 / 3,
-                  reference: str = "torch", devices: int = 1, tile_size: int = 0, isolate: bool = True,
+                  reference: str = "torch", devices: int = 1, tile_size: int = 0,
+                  adain_shapes: Sequence[tuple[int, int]] = (), isolate: bool = True,
                   peak_gflops: float = 0.0, check_size: int = 64, gemm_size: int = 2048,
                   log: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr, flush=True)
                   ) -> dict[str, Any]:
   """Every (precision setting, size) with nst_jax and, if `reference == 'torch'`, the PyTorch reference; then
-  the reference check at `check_size`, device scaling if `devices > 1`. Returns the report (JSON-ready)."""
+  the reference check at `check_size`, device scaling if `devices > 1`, AdaIN latency at each of `adain_shapes`
+  ((H, W)). Returns the report (JSON-ready)."""
   if reference not in ("torch", "none"):
     raise NSTError(f"--reference must be 'torch' or 'none', got {reference!r}")
   if reference == "torch" and importlib.util.find_spec("torch") is None:
@@ -886,6 +961,12 @@ def run_benchmark(settings_list: Sequence[Settings], sizes: Sequence[int], *, as
                                               devices)
   else:
     report["skipped"]["device_scaling"] = "run with --devices N (N > 1) to time and check N-device sharding"
+  if adain_shapes:
+    del report["skipped"]["adain"]
+    report["adain"] = []
+    for shape in adain_shapes:
+      log(f"[benchmark] AdaIN {shape[0]}x{shape[1]} ...")
+      report["adain"].append(run("adain", settings_list[0], tuple(shape)))
   return report
 
 
@@ -929,16 +1010,9 @@ def _memory_cell(part: Mapping[str, Any] | None) -> str:
   return _mib(part["peak_rss_bytes"]) + ("" if added is None else f" (+{_mib(added)})")
 
 
-def markdown_table(report: Mapping[str, Any]) -> str:
-  """The results as Markdown: machine, peaks, one row per (precision, size), then checks and skipped parts."""
-  weights = sorted({r[kind]["weights"] for r in report["results"] for kind in ("jax", "torch") if kind in r})
-  lines = [f"Machine: {report['machine_description']}; jax {report['machine']['jax']}, "
-           f"torch {report['machine'].get('torch') or 'not installed'}.",
-           f"Command: `{' '.join(['python', *report['argv']])}`; weights: {'; '.join(weights)}.", ""]
-  for precision, peak in report["peaks"].items():
-    lines.append(f"- {precision} peak: {peak['derivation']}; a {peak['gemm_size']}³ JAX matrix product runs at "
-                 f"{peak['jax_gemm_gflops']:.0f} GFLOP/s.")
-  lines.append("")
+def _gatys_table(report: Mapping[str, Any]) -> list[str]:
+  """One row per (precision, size) of the Gatys eval and step timings, and what they mean."""
+  lines: list[str] = []
   has_torch = any("torch" in r for r in report["results"])
   head = ["size (H×W)", "MP", "prec.", "GFLOP/eval", "nst_jax eval ms (min–max)", "GFLOP/s", "% peak",
           "compile s"]
@@ -975,6 +1049,22 @@ def markdown_table(report: Mapping[str, Any]) -> str:
             "iteration (evals: function evaluations in it — nst_jax: the last iteration's line search, torch: the "
             "mean); torch/nst_jax > 1 means nst_jax is faster. Times are medians over repeats after warm-up; "
             "GFLOP/s use the analytic FLOP model of `nst_jax.benchmark` and the median time."]
+  return lines
+
+
+def markdown_table(report: Mapping[str, Any]) -> str:
+  """The results as Markdown: machine, peaks, one row per (precision, size), then checks and skipped parts."""
+  weights = sorted({r[kind]["weights"] for r in report["results"] for kind in ("jax", "torch") if kind in r}
+                   | {a["weights"] for a in report.get("adain", [])})
+  lines = [f"Machine: {report['machine_description']}; jax {report['machine']['jax']}, "
+           f"torch {report['machine'].get('torch') or 'not installed'}.",
+           f"Command: `{' '.join(['python', *report['argv']])}`; weights: {'; '.join(weights)}.", ""]
+  for precision, peak in report["peaks"].items():
+    lines.append(f"- {precision} peak: {peak['derivation']}; a {peak['gemm_size']}³ JAX matrix product runs at "
+                 f"{peak['jax_gemm_gflops']:.0f} GFLOP/s.")
+  lines.append("")
+  if report["results"]:
+    lines += _gatys_table(report)
   check = report.get("reference_check")
   if check:
     lines.append(f"Reference check ({check['size']} px, fp32): loss differs by {check['loss_rel_diff']:.1e}, "
@@ -991,6 +1081,16 @@ def markdown_table(report: Mapping[str, Any]) -> str:
                  f"{t['devices']} device(s): eval {_ms(t['eval']['median_s'])} ms = {t['ms_per_megapixel']:.0f} "
                  f"ms/MP, {t['eval']['median_s'] / t['untiled_eval_s']:.2f}× the untiled eval; compile "
                  f"{t['compile_s']:.1f} s.")
+  if report.get("adain"):
+    lines += ["", "| AdaIN (H×W) | MP | path | latency ms (min–max) | first call s | GFLOP | GFLOP/s | peak MiB |",
+              "|---|---|---|---|---|---|---|---|"]
+    for a in report["adain"]:
+      t = a["latency"]
+      lines.append(f"| {a['shape'][0]}×{a['shape'][1]} | {a['megapixels']:.2f} | {a['path']} | {_ms(t['median_s'])} "
+                   f"({_ms(t['min_s'])}–{_ms(t['max_s'])}) | {a['first_call_s']:.1f} | {a['gflop']:.0f} | "
+                   f"{a['gflops']:.0f} | {_memory_cell(a['memory'])} |")
+    lines += ["", "AdaIN: one `nst_jax.adain.stylize` call, host image in and out, α = 1, style of the same size; "
+              "first call includes compilation.", ""]
   for what, why in report["skipped"].items():
     lines.append(f"Not measured ({what}): {why}.")
   return "\n".join(lines) + "\n"
@@ -1018,11 +1118,18 @@ def plot(report: Mapping[str, Any], path: str | os.PathLike) -> None:
                   label=f"{label} step {precision}")
       ax_m.plot(mp, [(_memory(r[kind]["eval"]) or 0) / 2**20 for r in rows], style, marker="o", color=color,
                 label=f"{label} {precision}")
-  ax_t.set(xlabel="megapixels", ylabel="ms per eval / step", title="time")
+  if report.get("adain"):
+    mp = [a["megapixels"] for a in report["adain"]]
+    ax_t.plot(mp, [a["latency"]["median_s"] * 1e3 for a in report["adain"]], "-", marker="s", color="C2",
+              label="nst_jax AdaIN stylisation")
+    ax_m.plot(mp, [(_memory(a["memory"]) or 0) / 2**20 for a in report["adain"]], "-", marker="s", color="C2",
+              label="nst_jax AdaIN")
+  ax_t.set(xlabel="megapixels", ylabel="ms per eval / step / stylisation", title="time")
   ax_m.set(xlabel="megapixels", ylabel="MiB", title="peak memory (RSS on CPU, device on GPU)")
   for ax in (ax_t, ax_m):
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    if ax.get_legend_handles_labels()[0]:
+      ax.legend(fontsize=8)
   fig.suptitle(report["machine_description"], fontsize=9)
   fig.tight_layout()
   fig.savefig(path, dpi=110)

@@ -78,6 +78,24 @@ def test_tiny_harness_run_and_report(tmp_path):
     assert "torch/nst_jax eval" in table
 
 
+def test_adain_latency_times_the_cli_path():
+  """The AdaIN timing runs `adain.stylize` as the CLI does: whole below the pixel budget, thumbnail-normalised
+  tiles above it; its FLOPs are twice the encoder's plus the style's encoding."""
+  settings = benchmark.Settings(warmup=0, repeats=2)
+  whole = benchmark.time_adain(settings, (32, 48))
+  tiled = benchmark.time_adain(settings, (96, 80), max_pixels=64 * 64)
+  assert whole["path"] == "whole image" and whole["output_shape"] == [32, 48, 3] and whole["output_finite"]
+  assert tiled["path"].startswith("4 tiles of 64 px") and tiled["output_shape"] == [96, 80, 3]
+  for part in (whole, tiled):
+    assert 0 < part["latency"]["min_s"] <= part["latency"]["median_s"] and part["memory"]["peak_rss_bytes"] > 0
+  encoder = sum(2.0 * 9 * h * w * cin * cout for _, h, w, cin, cout in benchmark.conv_plan("vgg16", (32, 48),
+                                                                                            ("relu4_1",)))
+  np.testing.assert_allclose(whole["gflop"] * 1e9, 3 * encoder)
+  assert benchmark.parse_image_size("3840x2160") == (2160, 3840) and benchmark.parse_image_size("512") == (512, 512)
+  with pytest.raises(benchmark.NSTError, match="--adain_sizes"):
+    benchmark.parse_image_size("4k")
+
+
 def test_tiled_timing_does_the_untiled_work():
   """The tiled eval that the harness times computes the same loss as the untiled one (same image, same targets)."""
   settings = benchmark.Settings(warmup=0, repeats=1, content_layers=("relu2_2",),
