@@ -81,7 +81,8 @@ def measure(images: dict[str, np.ndarray], *, content: np.ndarray, style: np.nda
           for name, image in images.items()}
 
 
-def run(settings: common.Settings, *, pairs: list[int], stage2_iterations: int, init: str = "mean") -> dict:
+def run(settings: common.Settings, *, pairs: list[int], stage2_iterations: int, init: str = "mean",
+        matting_weight: float = photoreal.PhotorealConfig.matting_weight) -> dict:
   started = time.perf_counter()
   root = find_photoreal(settings.data_dir)
   if root is None:
@@ -89,7 +90,8 @@ def run(settings: common.Settings, *, pairs: list[int], stage2_iterations: int, 
     return {"skipped": "no data"}
   weights = resolve_weights(settings.weights)
   config = photoreal.PhotorealConfig(size=settings.size, stage1_iterations=settings.iterations,
-                                     stage2_iterations=stage2_iterations, log_every=50, init=init)
+                                     stage2_iterations=stage2_iterations, log_every=50, init=init,
+                                     matting_weight=matting_weight)
   rows, labels, records, skipped = [], [], {}, {}
   for n in pairs:
     files = pair_files(root, n)
@@ -127,7 +129,7 @@ def run(settings: common.Settings, *, pairs: list[int], stage2_iterations: int, 
   sheet = figures.contact_sheet(rows, labels, cell_height=min(200, settings.size))
   record = common.write_outputs(settings, sheet, {
       "figure": "Luan et al. 2017 examples", "data": str(root), "pairs": records, "skipped": skipped,
-      "medians": medians, "stage2_iterations": stage2_iterations, "init": init,
+      "medians": medians, "stage2_iterations": stage2_iterations, "init": init, "matting_weight": matting_weight,
       "acceptance": {
           "median_style_ours_le_paper": medians["ours"]["style"] <= medians["paper"]["style"],
           "median_ssim_ours_ge_paper_minus_0.02": medians["ours"]["ssim"] >= medians["paper"]["ssim"] - 0.02}},
@@ -163,7 +165,7 @@ def main(argv):
   stage2 = f.stage2_iterations if f.stage2_iterations is not None else (
       settings.iterations if f.iterations else defaults["stage2_iterations"])
   try:
-    run(settings, pairs=pairs, stage2_iterations=stage2, init=f.init)
+    run(settings, pairs=pairs, stage2_iterations=stage2, init=f.init, matting_weight=f.matting_weight)
   except NSTError as e:
     print(f"error: {e}")
     raise SystemExit(2)
@@ -174,4 +176,6 @@ if __name__ == "__main__":
   flags.DEFINE_string("pairs", None, "Comma-separated pair numbers (default: by --quick).")
   flags.DEFINE_integer("stage2_iterations", None, "Stage-2 iterations (default: --iterations, or by --quick).")
   flags.DEFINE_string("init", "mean", "Stage-1 start: mean (the reference's near-constant image), content, noise.")
+  flags.DEFINE_float("matting_weight", photoreal.PhotorealConfig.matting_weight,
+                     "Stage-2 λ of the matting term (reference: 1e4).")
   app.run(main)

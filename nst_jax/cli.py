@@ -44,6 +44,8 @@ flags.DEFINE_bool("normalize_gradients", False, "Divide gradients by their mean 
 flags.DEFINE_float("content_weight", _DEFAULTS.content_weight, "Weight of the content loss.")
 flags.DEFINE_float("style_weight", _DEFAULTS.style_weight, "Weight of the style loss.")
 flags.DEFINE_float("tv_weight", _DEFAULTS.tv_weight, "Weight of the total-variation loss.")
+flags.DEFINE_float("range_weight", _DEFAULTS.range_weight, "Weight of a penalty on pixel values outside [0, 1] "
+                   "(the saved image is clipped; photoreal's default is 1e6).")
 flags.DEFINE_list("content_layers", list(_DEFAULTS.content_layers), "Layers for the content loss.")
 flags.DEFINE_list("style_layers", list(_DEFAULTS.style_layers), "Layers for the style loss (equal weights), or a "
                   f"stroke-size preset: {', '.join(gatys.STYLE_LAYER_PRESETS)}.")
@@ -161,7 +163,8 @@ def _config_from_flags(*, synthesis: bool) -> gatys.StylizeConfig:
       size=FLAGS.size, iterations=FLAGS.iterations, optimizer=FLAGS.optimizer, learning_rate=FLAGS.learning_rate,
       optimizer_options=optim.parse_options(FLAGS.optimizer_args), lr_schedule=FLAGS.lr_schedule,
       normalize_gradients=FLAGS.normalize_gradients, content_weight=FLAGS.content_weight,
-      style_weight=FLAGS.style_weight, tv_weight=FLAGS.tv_weight, content_layers=tuple(FLAGS.content_layers),
+      style_weight=FLAGS.style_weight, tv_weight=FLAGS.tv_weight, range_weight=FLAGS.range_weight,
+      content_layers=tuple(FLAGS.content_layers),
       style_layers=_layers(FLAGS.style_layers), style_blend=_floats(FLAGS.style_blend, "--style_blend"),
       style_scale=_floats(FLAGS.style_scale, "--style_scale"), style_layer_sets=layer_sets,
       style_layer_weights=optim.parse_options(FLAGS.style_layer_weights, flag="--style_layer_weights"),
@@ -240,7 +243,8 @@ def run_photoreal() -> pathlib.Path:
       optimizer_options=optim.parse_options(FLAGS.optimizer_args),
       content_weight=_given("content_weight", ref.content_weight),
       style_weight=_given("style_weight", ref.style_weight),
-      tv_weight=_given("tv_weight", ref.tv_weight), matting_weight=FLAGS.matting_weight, matting_eps=FLAGS.matting_eps,
+      tv_weight=_given("tv_weight", ref.tv_weight), range_weight=_given("range_weight", ref.range_weight),
+      matting_weight=FLAGS.matting_weight, matting_eps=FLAGS.matting_eps,
       content_layers=tuple(_given("content_layers", list(ref.content_layers))),
       style_layers=_layers(_given("style_layers", list(ref.style_layers))), pooling=_given("pooling", ref.pooling),
       init=_given("init", ref.init), smooth=FLAGS.smooth, affine_eps=FLAGS.affine_eps,

@@ -225,6 +225,7 @@ class TiledSpec:
   content_weight: float
   style_weight: float
   tv_weight: float
+  range_weight: float
   pooling: str
   dtype: Any
 
@@ -341,6 +342,8 @@ def make_tiled_terms(spec: TiledSpec, grid: TileGrid, preprocessing, mesh: Mesh
             gram=grams[name] / inputs["mass"][name], target_gram=inputs["style"][name]))
         for name in spec.style_layers)
     out["tv"] = spec.tv_weight * losses.total_variation_loss(image=image)
+    if spec.range_weight > 0:  # elementwise over the whole image: no VGG, nothing to tile
+      out["range"] = spec.range_weight * losses.range_penalty(image=image)
     return out
 
   return terms
@@ -614,7 +617,8 @@ def build_scale_problem(*, content: np.ndarray | None, styles: Sequence[np.ndarr
   layer_weights = gatys.style_layer_weights(config, style_layers)
   spec = TiledSpec(arch=weights.arch, style_layers=style_layers, content_layers=content_layers,
                    layer_weights=tuple(layer_weights.items()), content_weight=config.content_weight,
-                   style_weight=config.style_weight, tv_weight=config.tv_weight, pooling=config.pooling, dtype=dtype)
+                   style_weight=config.style_weight, tv_weight=config.tv_weight, range_weight=config.range_weight,
+                   pooling=config.pooling, dtype=dtype)
   terms_fn = make_tiled_terms(spec, grid, weights.preprocessing, mesh)
   return ScaleProblem(terms_fn=terms_fn, inputs=inputs, grid=grid, content=content if content is None else
                       np.asarray(net_content if net_content is not None else content))

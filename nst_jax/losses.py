@@ -72,6 +72,13 @@ def style_loss(*, features: Features, target_grams: Features,
              for name in target_grams)
 
 
+def range_penalty(*, image: jax.Array, low: float = 0.0, high: float = 1.0) -> jax.Array:
+  """Mean over all values of the squared distance to [low, high]: zero inside the range. The optimised image is
+  saved clipped to it, and an optimizer left free puts values outside it where that lowers the style loss
+  (measured: 3.6x the style loss once clipped on a night-photo target, Luan et al.'s pair 7)."""
+  return jnp.mean(jnp.square(jnp.maximum(low - image, 0.0)) + jnp.square(jnp.maximum(image - high, 0.0)))
+
+
 def total_variation_loss(*, image: jax.Array) -> jax.Array:
   """Mean squared difference of vertically and horizontally neighbouring pixels of an (..., H, W, C) image."""
   dy = image[..., 1:, :, :] - image[..., :-1, :, :]

@@ -61,6 +61,7 @@ class StylizeConfig:
   content_weight: float = 1.0
   style_weight: float = 10.0
   tv_weight: float = 10.0
+  range_weight: float = 0.0                      # penalty on values outside [0, 1] (`losses.range_penalty`)
   content_layers: tuple[str, ...] = CONTENT_LAYERS
   style_layers: tuple[str, ...] = STYLE_LAYERS
   style_blend: tuple[float, ...] = ()            # empty: equal weights
@@ -146,7 +147,8 @@ def validate(config: StylizeConfig, arch: str, *, num_styles: int = 1, has_conte
     except ValueError as e:
       raise NSTError(f"{flag}: {e}") from None
   for flag, value in (("--content_weight", config.content_weight), ("--style_weight", config.style_weight),
-                      ("--tv_weight", config.tv_weight), ("--laplacian_weight", config.laplacian_weight),
+                      ("--tv_weight", config.tv_weight), ("--range_weight", config.range_weight),
+                      ("--laplacian_weight", config.laplacian_weight),
                       ("--edge_weight", config.edge_weight), ("--matting_weight", config.matting_weight)):
     if not math.isfinite(value) or value < 0:
       raise NSTError(f"{flag} must be a finite number >= 0, got {value}")
@@ -333,6 +335,8 @@ def make_loss_terms(model: vgg.VGG, preprocessing, config: StylizeConfig, *, sty
                                      normalization=config.gram_normalization)
           for name in style_layers)
     out["tv"] = config.tv_weight * losses.total_variation_loss(image=image)
+    if config.range_weight > 0:
+      out["range"] = config.range_weight * losses.range_penalty(image=image)
     if config.laplacian_weight > 0:
       out["laplacian"] = config.laplacian_weight * structure.laplacian_loss(
           image=image, content_laplacians=inputs["laplacian"])  # the pool sizes that fit the image

@@ -109,6 +109,7 @@ BAD_INPUTS = [
     ("depth-regions-zero", ["--depth", "{root}/content.png", "--depth_regions", "0"], ["--depth_regions"]),
     ("edge-loss-without-hed", ["--edge_weight", "1"], ["hed-vgg16", "fetch"]),
     ("negative-laplacian", ["--laplacian_weight", "-1"], ["--laplacian_weight", "-1"]),
+    ("negative-range-weight", ["--range_weight", "-1"], ["--range_weight", "-1"]),
     ("layer-weights-unknown-layer", ["--style_layer_weights", "relu9_9=1"], ["--style_layer_weights", "relu9_9"]),
     ("layer-weights-negative", ["--style_layer_weights", "relu1_1=-1"], ["--style_layer_weights", ">= 0"]),
     ("layer-weights-syntax", ["--style_layer_weights", "relu1_1"], ["--style_layer_weights", "key=value"]),

@@ -53,6 +53,17 @@ def test_content_loss_weighted_mse(feats, other):
   np.testing.assert_allclose(only_a, np.mean((feats["a"].astype(np.float64) - other["a"]) ** 2), rtol=1e-5)
 
 
+def test_range_penalty_is_the_mean_squared_distance_to_the_unit_interval(feats):
+  img = feats["b"]
+  want = np.mean(np.where(img < 0, img, np.where(img > 1, img - 1, 0.0)) ** 2)
+  np.testing.assert_allclose(losses.range_penalty(image=img), want, rtol=1e-6)
+  inside = np.clip(img, 0, 1)
+  assert float(losses.range_penalty(image=inside)) == 0.0
+  assert not np.any(jax.grad(lambda x: losses.range_penalty(image=x))(jnp.asarray(inside)))
+  grad = np.asarray(jax.grad(lambda x: losses.range_penalty(image=x))(jnp.asarray(img)))
+  assert np.all(grad[img < 0] < 0) and np.all(grad[img > 1] > 0)  # descent moves values back into [0, 1]
+
+
 def test_total_variation(feats):
   img = feats["b"]
   want = np.mean(np.diff(img, axis=1) ** 2) + np.mean(np.diff(img, axis=2) ** 2)

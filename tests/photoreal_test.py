@@ -22,7 +22,8 @@ def two_colour_map(h: int, w: int, split: float, names=("blue", "green")) -> np.
 def test_objective_equals_the_reference_formulas():
   """Every term of the stage-2 objective against the Torch reference's formulas, evaluated independently: content
   5·MSE(F, P); style sum_l 100 sum_r mean(m_r) MSE(G_r, A_r) with G = (F⊙m)(F⊙m)ᵀ/(C·H·W·mean(m)); TV
-  1e-3·½·sum((sΔx)² + (sΔy)²) over the (H−1)(W−1) grid; λ sum_c p_cᵀ L p_c."""
+  1e-3·½·sum((sΔx)² + (sΔy)²) over the (H−1)(W−1) grid; λ sum_c p_cᵀ L p_c; and our one addition, the range
+  penalty 1e6·mean(distance to [0, 1]²)."""
   rng = np.random.default_rng(0)
   weights = VGGWeights(arch="vgg16", params=vgg.random_params("vgg16"), preprocessing=CAFFE_VGG, source="test",
                        source_sha256="0" * 64, extras={})
@@ -33,7 +34,7 @@ def test_objective_equals_the_reference_formulas():
   cfg = photoreal.stylize_config(config, stage=2, shape=(24, 32), input_scale=255.0)
   problem = stylize.build_problem(content=content, styles=[style], weights=weights, config=cfg,
                                   content_seg=content_seg, style_seg=style_seg)
-  x = rng.uniform(0, 1, (24, 32, 3)).astype(np.float32)
+  x = rng.uniform(-0.1, 1.1, (24, 32, 3)).astype(np.float32)  # partly outside [0, 1], for the range penalty
   terms = {k: float(v) for k, v in jax.jit(problem.terms_fn)(jnp.asarray(x), problem.inputs).items()}
 
   model = vgg.VGG("vgg16", ("relu1_1", "relu2_1", "relu3_1", "relu4_2"), pooling="max")
@@ -62,6 +63,8 @@ def test_objective_equals_the_reference_formulas():
   s = 255.0 * x.astype(np.float64)
   dx, dy = s[:-1, :-1] - s[:-1, 1:], s[:-1, :-1] - s[1:, :-1]
   np.testing.assert_allclose(terms["tv"], 1e-3 * 0.5 * np.sum(dx**2 + dy**2), rtol=0.1)  # edges: ~1/W
+  outside = np.maximum(-x.astype(np.float64), 0) + np.maximum(x.astype(np.float64) - 1, 0)
+  np.testing.assert_allclose(terms["range"], 1e6 * np.mean(outside**2), rtol=1e-4)
   lap = matting.precompute(problem.content)
   np.testing.assert_allclose(terms["matting"], 1e4 * float(matting.matting_energy(image=jnp.asarray(x),
                                                                                     laplacian=lap)), rtol=1e-5)
