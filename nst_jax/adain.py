@@ -469,7 +469,8 @@ def _ramp(length: int, overlap: int, first: bool, last: bool) -> np.ndarray:
 
 def stylize(content: np.ndarray, styles: Sequence[np.ndarray], *, model: Model, alpha: float = 1.0,
             style_weights: Sequence[float] | None = None, masks: np.ndarray | None = None,
-            preserve_colors: str = "none", max_pixels: int = DEFAULT_MAX_PIXELS, tiling: Tiling | None = None) -> np.ndarray:
+            preserve_colors: str = "none", max_pixels: int = DEFAULT_MAX_PIXELS,
+            tiling: Tiling | None = None) -> np.ndarray:
   """Stylised (H, W, 3) float image in [0, 1] of `content` with `styles` (any sizes), in one decoder pass.
 
   Images above `max_pixels` (or any image when `tiling` is given) go through tiles normalised with the statistics
