@@ -19,11 +19,12 @@ results.json and results.md with, for ours and for the paper's result measured b
 
 A pair whose files do not decode (the shared copy of style/tar23.png is a 23-byte text stub) is skipped and listed.
 
-Expected (--quick, seen on the shared 2-core CPU under load, 24 min): medians over pairs 1, 7, 14, 20 of style
-4624 (ours) vs 692 (paper), SSIM 0.283 vs 0.448, matting energy 4.9e-05 vs 5.6e-04 per pixel; the sheet shows
+Expected (--quick, seen on the shared 2-core CPU under load, 19 min): medians over pairs 1, 7, 14, 20 of style
+3929 (ours) vs 692 (paper), SSIM 0.299 vs 0.448, matting energy 4.8e-05 vs 5.6e-04 per pixel; the sheet shows
 each region in its target's palette, locally affine but hazy and low in contrast, with the night pairs (7, 20)
 lighter than their targets. With a quarter of the paper's iterations at a third of its resolution the paper's
-results are not matched (README "Photorealistic transfer" has the table and the 700-px timing).
+results are not matched (README "Photorealistic transfer" has the table, the measured causes and the 700-px
+timing). --init and --matting_weight change the stage-1 start and the stage-2 λ for such studies.
 """
 
 from __future__ import annotations
