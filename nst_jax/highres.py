@@ -363,8 +363,9 @@ def make_tiled_terms(spec: TiledSpec, grid: TileGrid, preprocessing, mesh: Mesh
         for name in spec.style_layers)
     out["tv"] = spec.tv_weight * losses.total_variation_loss(image=image)
     if spec.matting_weight > 0:
-      # Not tiled: the matting energy is elementwise and 3x3-box work on the whole image (no VGG), a few dozen
-      # floats per pixel, small beside the tiles' activations; its 2-pixel support would allow tiles if needed.
+      # Not tiled: the matting energy is elementwise and 3x3-box work on the whole image (no VGG); its memory, ~92
+      # floats per pixel (`estimate_peak_bytes`), is of the order of L-BFGS's whole-image history. Its 2-pixel
+      # support (`nst_jax.matting`) would allow tiles with a 2-pixel halo if that ever mattered.
       out["matting"] = spec.matting_weight * matting.matting_energy(image=image, laplacian=inputs["matting"])
     return out
 
@@ -372,21 +373,36 @@ def make_tiled_terms(spec: TiledSpec, grid: TileGrid, preprocessing, mesh: Mesh
 
 
 def tiled_features(*, arch: str, layers: Sequence[str], pooling: str, dtype: Any, grid: TileGrid, preprocessing,
-                   mesh: Mesh) -> Callable:
+                   mesh: Mesh, guides: Mapping[str, np.ndarray] | None = None,
+                   normalization: str = "squared_mass") -> Callable:
   """Jitted `(params, image) -> ({layer: per-tile features}, {layer: global Gram matrix})` (forward only): content
-  targets and whole-image style statistics computed tile by tile."""
+  targets and whole-image style statistics computed tile by tile.
+
+  `guides` {layer: (R, h, w)}: the whole image's guides at each layer (`guidance.masks_at_layers`); the Gram
+  matrices are then the (R, C, C) guided ones of `guidance.guided_gram` with `normalization`."""
   features = functools.partial(tile_features, arch=arch, outputs=tuple(layers), pooling=pooling, dtype=dtype,
                                preprocessing=preprocessing)
-  weights = {name: _put(ownership(grid, layer_stride(arch, name)), NamedSharding(mesh, P(AXIS))) for name in layers}
+  owned = {name: ownership(grid, layer_stride(arch, name)) for name in layers}
+  if guides is None:
+    weights = {name: owned[name][:, None] for name in layers}
+    mass = {name: np.full((1,), np.sum(owned[name]), np.float32) for name in layers}
+  else:
+    weights = {name: owned[name][:, None] * np.square(tile_windows(guides[name], grid, layer_stride(arch, name)))
+               for name in layers}
+    mass = {name: np.asarray(guidance.gram_mass(guides[name], channels=1, normalization=normalization))
+            for name in layers}
+  weights = {name: _put(w, NamedSharding(mesh, P(AXIS))) for name, w in weights.items()}
   valid = {s: _put(validity(grid, s), NamedSharding(mesh, P(AXIS))) for s in strides_upto(arch, layers)}
-  mass = {name: float(np.sum(ownership(grid, layer_stride(arch, name)))) for name in layers}
   tile_spec = NamedSharding(mesh, P(AXIS))
+
+  def divisor(name: str, channels: int) -> np.ndarray:  # `guidance.gram_mass`: C * sum(m) for 'channels_mass'
+    return mass[name] * (channels if guides is not None and normalization == "channels_mass" else 1)
 
   def local(params, tiles, weights, valid):
     def one_batch(args):
       tiles_b, weights_b, valid_b = args
       feats = features({"params": params}, tiles_b, valid_b)
-      grams = {name: _weighted_gram(feats[name], weights_b[name]) for name in layers}
+      grams = {name: _region_grams(feats[name], weights_b[name]) for name in layers}
       return {name: feats[name].astype(jnp.float32) for name in layers}, grams
     feats, grams = jax.lax.map(one_batch, (_local_batches(tiles, grid.batch),
                                            jax.tree.map(lambda a: _local_batches(a, grid.batch), weights),
@@ -400,7 +416,8 @@ def tiled_features(*, arch: str, layers: Sequence[str], pooling: str, dtype: Any
   def run(params, image, weights, valid):
     tiles = jax.lax.with_sharding_constraint(extract_tiles(image, grid), tile_spec)
     feats, grams = sharded(params, tiles, weights, valid)
-    return feats, {name: grams[name] / mass[name] for name in layers}
+    grams = {name: g / divisor(name, g.shape[-1])[:, None, None] for name, g in grams.items()}
+    return feats, (grams if guides is not None else {name: g[0] for name, g in grams.items()})
 
   return lambda params, image: run(params, image, weights, valid)
 
@@ -595,7 +612,7 @@ def build_scale_problem(*, content: np.ndarray | None, styles: Sequence[np.ndarr
   `content_seg`/`style_seg` (both or neither, any size): Luan et al.'s colour-coded maps, matched into regions as in
   `stylize.build_problem` (`nst_jax.segmentation`). The content guides are carried through the network once on the
   whole image (`guidance.masks_at_layers`) and cut into per-tile windows; the style image's guided Gram targets
-  are computed untiled (style images are modest), with the whole-image normalisation of `guidance.guided_gram`.
+  are computed the same way, tiled, with the whole-image normalisation of `guidance.guided_gram`.
   """
   styles = gatys.prepare_styles(list(styles), content=content, config=config)
   segmented = content_seg is not None or style_seg is not None
@@ -634,17 +651,19 @@ def build_scale_problem(*, content: np.ndarray | None, styles: Sequence[np.ndarr
   channels_mass = config.gram_normalization == "channels_mass"
   if segmented:
     style = image_io.resize_long_side(styles[0], max(16, round(config.size * scales[0])))
-    gatys.check_memory(style.shape[:2], weights.arch, style_layers)
     seg = segmentation.match(content_seg, style_seg, content_shape=shape, style_shape=style.shape[:2])
     mask_pooling = config.mask_pooling or config.pooling
-    model = vgg.VGG(weights.arch, style_layers, pooling=config.pooling)
-    style_feats = jax.jit(lambda p, x: model.apply({"params": p}, weights.preprocessing.apply(x)[None]))(
-        params, _put(np.asarray(style, np.float32), replicated))
-    inputs["style"] = segmentation.style_targets(weights.arch, style_feats, seg.style, style_layers,
-                                                 pooling=mask_pooling, normalization=config.gram_normalization)
+    carry = jax.jit(lambda m: guidance.masks_at_layers(weights.arch, m, style_layers, pooling=mask_pooling))
+    # The style's guided Gram targets, tiled like the output (the style is resized to about the output's size).
+    style_grid = make_grid(style.shape[:2], arch=weights.arch, layers=style_layers, tile=grid.tile, halo=grid.halo,
+                           overlap=grid.overlap, batch=grid.batch, devices=devices)
+    fn = tiled_features(arch=weights.arch, layers=style_layers, pooling=config.pooling, dtype=dtype, grid=style_grid,
+                        preprocessing=weights.preprocessing, mesh=mesh,
+                        guides={k: np.asarray(v) for k, v in carry(jnp.asarray(seg.style)).items()},
+                        normalization=config.gram_normalization)
+    inputs["style"] = fn(params, _put(np.asarray(style, np.float32), replicated))[1]
     # The content guides of the whole image at every style layer, computed once; tiles get windows of them.
-    guides = jax.jit(lambda m: guidance.masks_at_layers(weights.arch, m, style_layers, pooling=mask_pooling))(
-        jnp.asarray(seg.content))
+    guides = carry(jnp.asarray(seg.content))
     inputs["region_weights"] = segmentation.region_means(guides)
     inputs["style_norm"] = {name: guidance.gram_mass(guides[name], channels=inputs["style"][name].shape[-1],
                                                      normalization=config.gram_normalization)
