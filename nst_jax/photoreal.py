@@ -8,10 +8,10 @@ Two optimisations of the same objective family, both through `nst_jax.stylize.bu
 2. The same plus λ · sum_c p_cᵀ L p_c (`nst_jax.matting`, L the content's matting Laplacian), from stage 1's result.
 
 With a `highres.HighresConfig` each stage runs through the tiled engine of `nst_jax.highres` instead, at the final
-size (one scale, no pyramid: stage 2 starts from stage 1's result at that size, and a pyramid would only apply to
-stage 1's start): the segmentation-guided Gram matrices are accumulated tile by tile with the whole image's guide
-masses, and the matting term is evaluated on the whole image (it is cheap and needs no VGG), so the tiled objective
-and its gradient equal the untiled ones (tests/highres_test.py).
+size (one scale: no coarse-to-fine pyramid, no checkpoints; stage 2 starts from stage 1's result as untiled): the
+segmentation-guided Gram matrices are accumulated tile by tile with the whole image's guide masses, and the
+matting term is evaluated on the whole image (it is cheap and needs no VGG), so the tiled objective and its
+gradient equal the untiled ones (tests/highres_test.py) and a run gives the same image (tests/photoreal_test.py).
 
 Then the post-processing that produced the paper's final results (`smooth_local_affine`): a per-pixel affine
 colour map content -> output fitted in 3x3 windows, its coefficients joint-bilaterally filtered with the content
