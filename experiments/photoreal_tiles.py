@@ -12,7 +12,7 @@ the tile borders (`highres.seam_ratio`) of both stage-2 images.
 Expected (seen on the shared 2-core CPU under load 4-6): 256x160, 4 tiles of 128 + 2 * 96 px; the first
 evaluation agrees to <= 1.2e-7 relative, the final terms within 0.2%; L-BFGS magnifies float rounding over 20
 iterations, so the images differ by a mean of 2e-3 after stage 1 and 5e-4 (max 0.015) after post-processing; seam
-ratio 1.67 tiled vs 1.68 untiled (no seam); 592 s tiled vs 78 s untiled (the exact halo makes the four windows
+ratio 1.67 tiled vs 1.68 untiled (no seam); 592-618 s tiled vs 78 s untiled (the exact halo makes the four windows
 6.25x the image's pixels).
 """
 
