@@ -79,7 +79,8 @@ flags.DEFINE_integer("save_every", 0, "Write an intermediate image every N itera
 flags.DEFINE_integer("log_every", _DEFAULTS.log_every, "Report the losses every N iterations.")
 # --- photoreal flags (Luan et al. 2017; `photoreal` also reads --content, --style, --output, --size, --iterations,
 # --optimizer, --learning_rate, --optimizer_args, the loss weights and layers, --pooling, --init, --seed, --weights,
-# --log_every; where those are not given it uses the reference's values below, not stylize's defaults) ---
+# --log_every, --output_bits and the tile flags --tile_size --tile_halo --tile_overlap --tile_batch --max_memory_gb
+# --precision; where those are not given it uses the reference's values below, not stylize's defaults) ---
 _PHOTOREAL = photoreal.PhotorealConfig()
 flags.DEFINE_string("content_seg", None, "photoreal: colour-coded segmentation map of the content (9 colours).")
 flags.DEFINE_string("style_seg", None, "photoreal: colour-coded segmentation map of the style image.")
@@ -127,6 +128,8 @@ flags.DEFINE_integer("num_processes", None, "jax.distributed: number of processe
 flags.DEFINE_integer("process_id", None, "jax.distributed: this process (or env NST_JAX_PROCESS_ID).")
 _HR_FLAGS = ("start_size", "scale_step", "scale_iterations", "tile_size", "tile_halo", "tile_overlap", "tile_batch",
              "max_memory_gb", "precision", "checkpoint_dir", "checkpoint_every", "coordinator_address")
+# photoreal runs both stages at --size in tiles: no pyramid, no checkpoints, no jax.distributed.
+_PHOTOREAL_TILE_FLAGS = ("tile_size", "tile_halo", "tile_overlap", "tile_batch", "max_memory_gb", "precision")
 # --- end of high-resolution flags ---
 # --- AdaIN flags (python -m nst_jax adain; also uses --content --style --style_blend --style_masks --size
 # --preserve_colors --weights --output, and --tile_size above) ---
@@ -222,17 +225,19 @@ def _given(name: str, reference):
 
 
 def run_photoreal() -> pathlib.Path:
-  output = image_io.check_output_path(FLAGS.output)
+  refused = [f"--{name}" for name in _HR_FLAGS + ("num_processes", "process_id")
+             if FLAGS[name].present and name not in _PHOTOREAL_TILE_FLAGS]
+  if refused:
+    raise NSTError(f"photoreal does not take {', '.join(refused)}: it runs both stages at --size (tiled with "
+                   f"--tile_size etc.), without a pyramid, checkpoints or jax.distributed")
+  hr = _highres_from_flags()
+  output = image_io.check_output_path(FLAGS.output, bits=FLAGS.output_bits)
   if not FLAGS.content or not FLAGS.style:
     raise NSTError("photoreal needs --content and --style")
   if len(FLAGS.style) != 1:
     raise NSTError(f"photoreal takes one --style image, got {len(FLAGS.style)}")
   if (FLAGS.content_seg is None) != (FLAGS.style_seg is None):
     raise NSTError("give both --content_seg and --style_seg, or neither")
-  tiled = [f"--{name}" for name in _HR_FLAGS + ("output_bits",) if FLAGS[name].present]
-  if tiled:
-    raise NSTError(f"photoreal does not take the high-resolution flags yet ({', '.join(tiled)}); its matting term is "
-                   "local, so the tiled engine can evaluate it with a 2-pixel halo, but that is not wired up")
   iterations = FLAGS.iterations if FLAGS["iterations"].present else None
   ref = _PHOTOREAL
   config = photoreal.PhotorealConfig(
@@ -253,7 +258,7 @@ def run_photoreal() -> pathlib.Path:
       log_every=max(1, FLAGS.log_every))
   if config.size < 16:
     raise NSTError(f"--size must be at least 16 pixels, got {config.size}")
-  photoreal.validate(config)
+  photoreal.validate(config, hr)
   content = image_io.load_image(FLAGS.content, what="content image")
   style = image_io.load_image(FLAGS.style[0], what="style image")
   content_seg = segmentation.load_map(FLAGS.content_seg, what="--content_seg map") if FLAGS.content_seg else None
@@ -261,23 +266,32 @@ def run_photoreal() -> pathlib.Path:
   if config.init not in ("mean", "content", "noise", "style"):
     image_io.load_image(config.init, what="--init image")  # fail before loading weights
   weights = resolve_weights(FLAGS.weights)
+  # The tiled engine on request (any tile flag), or when one untiled VGG pass would not fit the memory budget.
+  shape = image_io.long_side_shape(content.shape, config.size)
+  use_tiles = any(FLAGS[name].present for name in _PHOTOREAL_TILE_FLAGS) or vgg.estimate_training_bytes(
+      weights.arch, shape, config.content_layers + config.style_layers) > highres.budget_bytes(hr)
   start = time.perf_counter()
 
   def save_stage(stage, image):
     if FLAGS.save_stages:
-      image_io.save_image(output.with_name(f"{output.stem}_stage{stage}{output.suffix}"), image)
+      image_io.save_image(output.with_name(f"{output.stem}_stage{stage}{output.suffix}"), image,
+                          bits=FLAGS.output_bits)
 
   try:
     result = photoreal.photoreal(content=content, style=style, weights=weights, config=config,
-                                 content_seg=content_seg, style_seg=style_seg, on_stage=save_stage)
+                                 content_seg=content_seg, style_seg=style_seg, on_stage=save_stage,
+                                 hr=hr if use_tiles else None)
   except gatys.NonFiniteLossError as e:
     saved = image_io.save_image(intermediate_path(output, e.iteration), e.last_good_image)
     raise NSTError(f"{e}; the last finite image is in {saved}") from None
-  image_io.save_image(output, result.image)
+  image_io.save_image(output, result.image, bits=FLAGS.output_bits)
   last = result.stage2 or result.stage1
   terms = ", ".join(f"{k} {v:.4g}" for k, v in last.final_terms.items())
+  grid = result.grid
+  tiles = f", {grid.num_tiles} tile(s) of {grid.tile}+2*{grid.halo}" if grid else ""
   print(f"wrote {output} ({result.image.shape[1]}x{result.image.shape[0]}, {config.stage1_iterations}+"
-        f"{config.stage2_iterations if result.stage2 else 0} iterations, {time.perf_counter() - start:.1f} s; {terms})")
+        f"{config.stage2_iterations if result.stage2 else 0} iterations{tiles}, {time.perf_counter() - start:.1f} s; "
+        f"{terms})")
   return output
 
 

@@ -102,12 +102,23 @@ def guided_gram(features: jax.Array, masks: jax.Array, *, normalization: str = "
   masks = masks.astype(jnp.float32)
   weighted = features.reshape(1, h * w, c) * masks.reshape(-1, h * w, 1).astype(features.dtype)
   gram = gram_product(weighted)
+  return gram / gram_mass(masks, channels=c, normalization=normalization)[:, None, None]
+
+
+def gram_mass(masks: jax.Array, *, channels: int, normalization: str = "squared_mass") -> jax.Array:
+  """(R,) divisors of the guided Gram matrices of (R, h, w) guides: sum(m^2) or C * sum(m), at least a tiny
+  positive number (an empty guide gives a zero Gram matrix, not NaN). Shared with the tiled engine
+  (`nst_jax.highres`), which accumulates the numerator tile by tile and divides by the whole image's mass."""
+  masks = jnp.asarray(masks, jnp.float32)
   # max(), not + eps: the ones guide must reproduce gram_matrix's division by H*W exactly.
   if normalization == "squared_mass":
-    mass = jnp.maximum(jnp.sum(jnp.square(masks), axis=(1, 2)), _EMPTY_MASS)
-  else:
-    mass = c * jnp.maximum(jnp.sum(masks, axis=(1, 2)), _EMPTY_MASS)
-  return gram / mass[:, None, None]
+    return jnp.maximum(jnp.sum(jnp.square(masks), axis=(1, 2)), _EMPTY_MASS)
+  return channels * jnp.maximum(jnp.sum(masks, axis=(1, 2)), _EMPTY_MASS)
+
+
+def present(masks: jax.Array) -> jax.Array:
+  """(R,) whether each of (R, h, w) guides has any mass: absent regions contribute nothing to the style loss."""
+  return jnp.sum(jnp.square(jnp.asarray(masks, jnp.float32)), axis=(1, 2)) > _EMPTY_MASS
 
 
 def guided_style_loss(*, features: Mapping[str, jax.Array], target_grams: Mapping[str, jax.Array],
@@ -128,9 +139,8 @@ def guided_style_loss(*, features: Mapping[str, jax.Array], target_grams: Mappin
     guides = masks[name].astype(jnp.float32)
     per_region = style_layer_loss(gram=guided_gram(features[name], guides, normalization=normalization),
                                   target_gram=target)
-    present = jnp.sum(jnp.square(guides), axis=(1, 2)) > _EMPTY_MASS
     alpha = jnp.ones_like(per_region) if region_weights is None else jnp.asarray(region_weights, jnp.float32)
-    total = total + weights[name] * jnp.sum(jnp.where(present, alpha * per_region, 0.0))
+    total = total + weights[name] * jnp.sum(jnp.where(present(guides), alpha * per_region, 0.0))
   return total
 
 

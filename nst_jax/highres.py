@@ -14,7 +14,13 @@ tile contributes only its owned cells to
   * the content loss, sum_tiles sum_cells w * |F - P|^2 / (sum w * C), against per-tile content targets computed
     once per scale with the same tiling.
 
-Total variation is taken on the whole image. The loss is therefore one ordinary differentiable function of the
+With Luan et al.'s segmentation maps (`content_seg`, `style_seg`) there is one Gram matrix per region r: the
+content guide m_r is carried through the network once on the whole image (`guidance.masks_at_layers`), each tile
+accumulates sum w m_r^2 F F^T with m_r cut to its window, and the sum is divided by the whole image's guide mass
+(`guidance.gram_mass`, per `gram_normalization`), which is exactly `guidance.guided_gram` of the untiled features.
+
+Total variation (and Luan et al.'s matting term, elementwise and 3x3-box work without VGG) is taken on the whole
+image. The loss is therefore one ordinary differentiable function of the
 whole image: `jax.grad` gives one global gradient (no per-tile updates to blend, no seams by construction) and
 any optimizer, L-BFGS included, sees one image. Per tile, VGG runs under `jax.checkpoint` inside `lax.map`, so
 only one batch of tiles' activations is live in the backward pass; the tile axis is sharded over a device `Mesh`
@@ -51,7 +57,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from nst_jax import atomic, color, image_io, losses, vgg
+from nst_jax import atomic, color, guidance, image_io, losses, matting, segmentation, vgg
 from nst_jax import stylize as gatys
 from nst_jax.errors import NSTError
 from nst_jax.weights import VGGWeights
@@ -228,6 +234,7 @@ class TiledSpec:
   range_weight: float
   pooling: str
   dtype: Any
+  matting_weight: float = 0.0       # > 0: inputs hold the content's `matting.precompute` fields
 
 
 def validity(grid: TileGrid, stride: int) -> np.ndarray:
@@ -296,11 +303,21 @@ def _weighted_gram(features: jax.Array, weights: jax.Array) -> jax.Array:
   return losses.gram_product(scaled.reshape(-1, c))
 
 
+def _region_grams(features: jax.Array, weights: jax.Array) -> jax.Array:
+  """(R, C, C): `_weighted_gram` of (B, h, w, C) features under each region's (B, R, h, w) weights. Regions go one
+  at a time (`lax.map`, rematerialised), so only one region's weighted copy of the features is live."""
+  if weights.shape[1] == 1:
+    return _weighted_gram(features, weights[:, 0])[None]
+  return jax.lax.map(jax.checkpoint(lambda w: _weighted_gram(features, w)), jnp.moveaxis(weights, 1, 0))
+
+
 def make_tiled_terms(spec: TiledSpec, grid: TileGrid, preprocessing, mesh: Mesh
                      ) -> Callable[[jax.Array, Mapping[str, Any]], dict[str, jax.Array]]:
-  """`terms(image, inputs) -> {content, style, tv}` (weighted), one differentiable function of the whole (H, W, 3)
-  image. `inputs` (see `build_tiled_problem`): params, style targets {layer: (R, C, C)} with region weights
-  {layer: (R,)}, ownership {layer: (tiles, h, w)}, masses {layer: scalar} and, with content, per-tile targets."""
+  """`terms(image, inputs) -> {content, style, tv[, matting]}` (weighted), one differentiable function of the whole
+  (H, W, 3) image. `inputs` (see `build_scale_problem`): params; style targets {layer: (R, C, C)} with region weights
+  {layer: (R,)}, per-tile region weights 'style_weights' {layer: (tiles, R, h, w)} (ownership x guide^2) and the
+  whole image's Gram divisors 'style_norm' {layer: (R,)}; with content, ownership {layer: (tiles, h, w)}, masses
+  {layer: scalar} and per-tile targets; with matting, the content's `matting.precompute` fields."""
   layers = tuple(dict.fromkeys(spec.content_layers + spec.style_layers))
   features = functools.partial(tile_features, arch=spec.arch, outputs=layers, pooling=spec.pooling, dtype=spec.dtype,
                                preprocessing=preprocessing)
@@ -310,9 +327,10 @@ def make_tiled_terms(spec: TiledSpec, grid: TileGrid, preprocessing, mesh: Mesh
   def local_stats(variables, tiles, weights, targets, valid):
     def one_batch(args):
       tiles_b, weights_b, targets_b, valid_b = args
+      style_w, content_w = weights_b
       feats = features(variables, tiles_b, valid_b)
-      grams = {name: _weighted_gram(feats[name], weights_b[name]) for name in spec.style_layers}
-      content = {name: jnp.sum(weights_b[name][..., None] * jnp.square(feats[name].astype(jnp.float32)
+      grams = {name: _region_grams(feats[name], style_w[name]) for name in spec.style_layers}
+      content = {name: jnp.sum(content_w[name][..., None] * jnp.square(feats[name].astype(jnp.float32)
                                                                         - targets_b[name]))
                  for name in spec.content_layers}
       return grams, content
@@ -329,7 +347,8 @@ def make_tiled_terms(spec: TiledSpec, grid: TileGrid, preprocessing, mesh: Mesh
 
   def terms(image: jax.Array, inputs: Mapping[str, Any]) -> dict[str, jax.Array]:
     tiles = extract_tiles(image, grid)
-    weights = {name: inputs["ownership"][name] for name in layers}
+    weights = ({name: inputs["style_weights"][name] for name in spec.style_layers},
+               {name: inputs["ownership"][name] for name in spec.content_layers})
     targets = {name: inputs["content"][name] for name in spec.content_layers}
     grams, content_sums = sharded_stats(_variables(inputs), tiles, weights, targets, inputs["valid"])
     out = {}
@@ -337,34 +356,56 @@ def make_tiled_terms(spec: TiledSpec, grid: TileGrid, preprocessing, mesh: Mesh
       out["content"] = spec.content_weight * sum(
           content_sums[name] / (inputs["mass"][name] * inputs["content"][name].shape[-1])
           for name in spec.content_layers) / len(spec.content_layers)
+    # Region r's Gram matrix: sum over tiles of ownership x guide_r^2 weighted F F^T, divided by the whole image's
+    # guide mass (`guidance.gram_mass`): the untiled guided Gram matrix. Absent regions have region weight 0.
     out["style"] = spec.style_weight * sum(
         layer_weight[name] * jnp.sum(inputs["region_weights"][name] * losses.style_layer_loss(
-            gram=grams[name] / inputs["mass"][name], target_gram=inputs["style"][name]))
+            gram=grams[name] / inputs["style_norm"][name][:, None, None], target_gram=inputs["style"][name]))
         for name in spec.style_layers)
     out["tv"] = spec.tv_weight * losses.total_variation_loss(image=image)
     if spec.range_weight > 0:  # elementwise over the whole image: no VGG, nothing to tile
       out["range"] = spec.range_weight * losses.range_penalty(image=image)
+    if spec.matting_weight > 0:
+      # Not tiled: the matting energy is elementwise and 3x3-box work on the whole image (no VGG); its memory, ~92
+      # floats per pixel (`estimate_peak_bytes`), is of the order of L-BFGS's whole-image history. Its 2-pixel
+      # support (`nst_jax.matting`) would allow tiles with a 2-pixel halo if that ever mattered.
+      out["matting"] = spec.matting_weight * matting.matting_energy(image=image, laplacian=inputs["matting"])
     return out
 
   return terms
 
 
 def tiled_features(*, arch: str, layers: Sequence[str], pooling: str, dtype: Any, grid: TileGrid, preprocessing,
-                   mesh: Mesh) -> Callable:
+                   mesh: Mesh, guides: Mapping[str, np.ndarray] | None = None,
+                   normalization: str = "squared_mass") -> Callable:
   """Jitted `(params, image) -> ({layer: per-tile features}, {layer: global Gram matrix})` (forward only): content
-  targets and whole-image style statistics computed tile by tile."""
+  targets and whole-image style statistics computed tile by tile.
+
+  `guides` {layer: (R, h, w)}: the whole image's guides at each layer (`guidance.masks_at_layers`); the Gram
+  matrices are then the (R, C, C) guided ones of `guidance.guided_gram` with `normalization`."""
   features = functools.partial(tile_features, arch=arch, outputs=tuple(layers), pooling=pooling, dtype=dtype,
                                preprocessing=preprocessing)
-  weights = {name: _put(ownership(grid, layer_stride(arch, name)), NamedSharding(mesh, P(AXIS))) for name in layers}
+  owned = {name: ownership(grid, layer_stride(arch, name)) for name in layers}
+  if guides is None:
+    weights = {name: owned[name][:, None] for name in layers}
+    mass = {name: np.full((1,), np.sum(owned[name]), np.float32) for name in layers}
+  else:
+    weights = {name: owned[name][:, None] * np.square(tile_windows(guides[name], grid, layer_stride(arch, name)))
+               for name in layers}
+    mass = {name: np.asarray(guidance.gram_mass(guides[name], channels=1, normalization=normalization))
+            for name in layers}
+  weights = {name: _put(w, NamedSharding(mesh, P(AXIS))) for name, w in weights.items()}
   valid = {s: _put(validity(grid, s), NamedSharding(mesh, P(AXIS))) for s in strides_upto(arch, layers)}
-  mass = {name: float(np.sum(ownership(grid, layer_stride(arch, name)))) for name in layers}
   tile_spec = NamedSharding(mesh, P(AXIS))
+
+  def divisor(name: str, channels: int) -> np.ndarray:  # `guidance.gram_mass`: C * sum(m) for 'channels_mass'
+    return mass[name] * (channels if guides is not None and normalization == "channels_mass" else 1)
 
   def local(params, tiles, weights, valid):
     def one_batch(args):
       tiles_b, weights_b, valid_b = args
       feats = features({"params": params}, tiles_b, valid_b)
-      grams = {name: _weighted_gram(feats[name], weights_b[name]) for name in layers}
+      grams = {name: _region_grams(feats[name], weights_b[name]) for name in layers}
       return {name: feats[name].astype(jnp.float32) for name in layers}, grams
     feats, grams = jax.lax.map(one_batch, (_local_batches(tiles, grid.batch),
                                            jax.tree.map(lambda a: _local_batches(a, grid.batch), weights),
@@ -378,7 +419,8 @@ def tiled_features(*, arch: str, layers: Sequence[str], pooling: str, dtype: Any
   def run(params, image, weights, valid):
     tiles = jax.lax.with_sharding_constraint(extract_tiles(image, grid), tile_spec)
     feats, grams = sharded(params, tiles, weights, valid)
-    return feats, {name: grams[name] / mass[name] for name in layers}
+    grams = {name: g / divisor(name, g.shape[-1])[:, None, None] for name, g in grams.items()}
+    return feats, (grams if guides is not None else {name: g[0] for name, g in grams.items()})
 
   return lambda params, image: run(params, image, weights, valid)
 
@@ -413,7 +455,8 @@ def activation_values(arch: str, shape: tuple[int, int], layers: Sequence[str]) 
 
 
 def estimate_peak_bytes(grid: TileGrid, *, arch: str, layers: Sequence[str], content_layers: Sequence[str] = (),
-                        precision: str = "fp32", lbfgs_memory: int = 10, platform: str | None = None) -> int:
+                        precision: str = "fp32", lbfgs_memory: int = 10, platform: str | None = None,
+                        style_layers: Sequence[str] | None = None, regions: int = 1, matting: bool = False) -> int:
   """Predicted peak bytes of one device running one scale's tiled optimisation, above what the process holds
   before it (runtime, weights, targets).
 
@@ -425,7 +468,11 @@ def estimate_peak_bytes(grid: TileGrid, *, arch: str, layers: Sequence[str], con
   convolutions by converting to f32, so there both copies live (6 bytes, measured: bf16 saves no memory on CPU).
   Whole-image buffers: the image, its gradient and
   the optimizer's history (L-BFGS: 2 * memory images plus ~8 more for the line search), the padded image, every
-  tile window and its gradient, the ownership maps and the per-tile content targets.
+  tile window and its gradient, the ownership maps (per region at the style layers, `style_layers`, default the
+  layers that are not content layers) and the per-tile content targets. With `matting`, the untiled matting term:
+  its precomputed fields (29 floats per pixel) and the intermediates of `matting.apply_laplacian` kept for the
+  backward pass (9 shifted copies of the image, 9 residuals, the 3x3 z: 63 floats per pixel, counted from the
+  code, not measured).
   """
   platform = platform or jax.local_devices()[0].platform
   bpv = 4 if precision == "fp32" else (6 if platform == "cpu" else 2)
@@ -437,13 +484,15 @@ def estimate_peak_bytes(grid: TileGrid, *, arch: str, layers: Sequence[str], con
   tiles = grid.padded_tiles * math.prod(grid.window) * 3 * 4 * 2
   per_layer = 0
   widths = dict((name, shape[1][0]) for name, shape in vgg.conv_shapes(arch).items())
+  style_layers = [n for n in layers if n not in content_layers] if style_layers is None else style_layers
   for name in set(layers) | set(content_layers):
     cells = math.prod(w // layer_stride(arch, name) for w in grid.window) * grid.padded_tiles
-    per_layer += 4 * cells  # ownership
+    per_layer += 4 * cells * ((name in content_layers) + regions * (name in style_layers))  # ownership x guides
     if name in content_layers:
       conv = "conv" + name[len("relu"):] if name.startswith("relu") else _conv_before(arch, name)
       per_layer += 4 * cells * widths[conv]
-  return int(tile_work + image_buffers + tiles + per_layer)
+  matting_bytes = 4 * (29 + 63) * grid.height * grid.width if matting else 0
+  return int(tile_work + image_buffers + tiles + per_layer + matting_bytes)
 
 
 def _conv_before(arch: str, name: str) -> str:
@@ -453,16 +502,19 @@ def _conv_before(arch: str, name: str) -> str:
 
 def auto_tile_size(shape: tuple[int, int], *, budget_bytes: int, arch: str, layers: Sequence[str],
                    content_layers: Sequence[str] = (), halo: int | None = None, overlap: int = 0,
-                   precision: str = "fp32", batch: int = 1, devices: int = 1) -> int:
+                   precision: str = "fp32", batch: int = 1, devices: int = 1, regions: int = 1,
+                   matting: bool = False) -> int:
   """The largest tile (fewest tiles along the long side) whose predicted peak fits `budget_bytes`; `NSTError`
-  when even the smallest tile does not fit (the whole-image buffers alone may not)."""
+  when even the smallest tile does not fit (the whole-image buffers alone may not). `regions`, `matting`: see
+  `estimate_peak_bytes`."""
   stride = layer_stride(arch, vgg.deepest_layer(arch, layers))
   long_side = max(shape)
 
   def peak(tile: int) -> int:
     grid = make_grid(shape, arch=arch, layers=layers, tile=tile, halo=halo, overlap=min(overlap, tile // 2),
                      batch=batch, devices=devices)
-    return estimate_peak_bytes(grid, arch=arch, layers=layers, content_layers=content_layers, precision=precision)
+    return estimate_peak_bytes(grid, arch=arch, layers=layers, content_layers=content_layers, precision=precision,
+                               regions=regions, matting=matting)
 
   smallest = stride * max(1, math.ceil(2 * overlap / stride))
   if peak(smallest) > budget_bytes:
@@ -556,9 +608,19 @@ class ScaleProblem:
 
 def build_scale_problem(*, content: np.ndarray | None, styles: Sequence[np.ndarray], weights: VGGWeights,
                         config: gatys.StylizeConfig, shape: tuple[int, int], tile: int, hr: HighresConfig,
-                        mesh: Mesh) -> ScaleProblem:
-  """Targets and the tiled loss for one scale of long side `config.size` and output `shape`."""
+                        mesh: Mesh, content_seg: np.ndarray | None = None,
+                        style_seg: np.ndarray | None = None) -> ScaleProblem:
+  """Targets and the tiled loss for one scale of long side `config.size` and output `shape`.
+
+  `content_seg`/`style_seg` (both or neither, any size): Luan et al.'s colour-coded maps, matched into regions as in
+  `stylize.build_problem` (`nst_jax.segmentation`). The content guides are carried through the network once on the
+  whole image (`guidance.masks_at_layers`) and cut into per-tile windows; the style image's guided Gram targets
+  are computed the same way, tiled, with the whole-image normalisation of `guidance.guided_gram`.
+  """
   styles = gatys.prepare_styles(list(styles), content=content, config=config)
+  segmented = content_seg is not None or style_seg is not None
+  if segmented and (len(styles) != 1 or content is None):
+    raise NSTError("segmentation maps (--content_seg/--style_seg) take a content image and one style image")
   use_content = content is not None and config.content_weight > 0
   style_sets = gatys.style_layer_sets(config, len(styles))
   style_layers = tuple(dict.fromkeys(name for s in style_sets for name in s))
@@ -573,10 +635,10 @@ def build_scale_problem(*, content: np.ndarray | None, styles: Sequence[np.ndarr
   params = jax.tree.map(lambda a: _put(a, replicated), vgg.params_for(weights.arch, source, layers))
   inputs: dict[str, Any] = {"params": params}
   tile_sharding = NamedSharding(mesh, P(AXIS))
-  inputs["ownership"] = {name: _put(ownership(grid, layer_stride(weights.arch, name)), tile_sharding)
-                         for name in layers}
+  owned = {name: ownership(grid, layer_stride(weights.arch, name)) for name in layers}
+  inputs["ownership"] = {name: _put(owned[name], tile_sharding) for name in content_layers}
   inputs["valid"] = {s: _put(validity(grid, s), tile_sharding) for s in strides_upto(weights.arch, layers)}
-  inputs["mass"] = {name: float(np.sum(ownership(grid, layer_stride(weights.arch, name)))) for name in layers}
+  inputs["mass"] = {name: float(np.sum(owned[name])) for name in layers}
   net_content = None
   if content is not None:
     content = image_io.resize(content, *shape)
@@ -589,28 +651,62 @@ def build_scale_problem(*, content: np.ndarray | None, styles: Sequence[np.ndarr
     inputs["content"] = feats
 
   scales = gatys._per_style(config.style_scale, len(styles), "--style_scale")  # pylint: disable=protected-access
-  cache: dict[int, dict[str, jax.Array]] = {}
+  channels_mass = config.gram_normalization == "channels_mass"
+  if segmented:
+    style = image_io.resize_long_side(styles[0], max(16, round(config.size * scales[0])))
+    seg = segmentation.match(content_seg, style_seg, content_shape=shape, style_shape=style.shape[:2])
+    mask_pooling = config.mask_pooling or config.pooling
+    carry = jax.jit(lambda m: guidance.masks_at_layers(weights.arch, m, style_layers, pooling=mask_pooling))
+    # The style's guided Gram targets, tiled like the output (the style is resized to about the output's size).
+    style_grid = make_grid(style.shape[:2], arch=weights.arch, layers=style_layers, tile=grid.tile, halo=grid.halo,
+                           overlap=grid.overlap, batch=grid.batch, devices=devices)
+    fn = tiled_features(arch=weights.arch, layers=style_layers, pooling=config.pooling, dtype=dtype, grid=style_grid,
+                        preprocessing=weights.preprocessing, mesh=mesh,
+                        guides={k: np.asarray(v) for k, v in carry(jnp.asarray(seg.style)).items()},
+                        normalization=config.gram_normalization)
+    inputs["style"] = fn(params, _put(np.asarray(style, np.float32), replicated))[1]
+    # The content guides of the whole image at every style layer, computed once; tiles get windows of them.
+    guides = carry(jnp.asarray(seg.content))
+    inputs["region_weights"] = segmentation.region_means(guides)
+    inputs["style_norm"] = {name: guidance.gram_mass(guides[name], channels=inputs["style"][name].shape[-1],
+                                                     normalization=config.gram_normalization)
+                            for name in style_layers}
+    present = {name: guidance.present(guides[name]) for name in style_layers}
+    style_weights = {name: owned[name][:, None] * np.square(tile_windows(
+        np.asarray(guides[name]), grid, layer_stride(weights.arch, name))) for name in style_layers}
+  else:
+    cache: dict[int, dict[str, jax.Array]] = {}
 
-  def style_grams(i: int) -> dict[str, jax.Array]:
-    # The whole style image, resized for this scale, tiled like the output (one more compilation per style shape).
-    if i not in cache:
-      style = image_io.resize_long_side(styles[i], max(16, round(config.size * scales[i])))
-      style_grid = make_grid(style.shape[:2], arch=weights.arch, layers=style_layers, tile=grid.tile,
-                             halo=grid.halo, overlap=grid.overlap, batch=grid.batch, devices=devices)
-      fn = tiled_features(arch=weights.arch, layers=style_layers, pooling=config.pooling, dtype=dtype,
-                          grid=style_grid, preprocessing=weights.preprocessing, mesh=mesh)
-      cache[i] = fn(params, _put(np.asarray(style, np.float32), replicated))[1]
-    return cache[i]
+    def style_grams(i: int) -> dict[str, jax.Array]:
+      # The whole style image, resized for this scale, tiled like the output (one more compilation per style shape).
+      if i not in cache:
+        style = image_io.resize_long_side(styles[i], max(16, round(config.size * scales[i])))
+        style_grid = make_grid(style.shape[:2], arch=weights.arch, layers=style_layers, tile=grid.tile,
+                               halo=grid.halo, overlap=grid.overlap, batch=grid.batch, devices=devices)
+        fn = tiled_features(arch=weights.arch, layers=style_layers, pooling=config.pooling, dtype=dtype,
+                            grid=style_grid, preprocessing=weights.preprocessing, mesh=mesh)
+        cache[i] = fn(params, _put(np.asarray(style, np.float32), replicated))[1]
+      return cache[i]
 
-  blend = gatys.blend_weights(config, len(styles))
-  inputs["style"], inputs["region_weights"] = {}, {}
-  for name in style_layers:
-    parts = [(b, style_grams(i)[name]) for i, b in enumerate(blend) if b > 0 and name in style_sets[i]]
-    total = sum(b for b, _ in parts)
-    inputs["style"][name] = (sum(b * g for b, g in parts) / total)[None]
-    inputs["region_weights"][name] = jnp.ones((1,), jnp.float32)
+    blend = gatys.blend_weights(config, len(styles))
+    inputs["style"], inputs["region_weights"], inputs["style_norm"], present = {}, {}, {}, {}
+    for name in style_layers:
+      parts = [(b, style_grams(i)[name]) for i, b in enumerate(blend) if b > 0 and name in style_sets[i]]
+      total = sum(b for b, _ in parts)
+      target = (sum(b * g for b, g in parts) / total)[None]
+      # One region of ones: 'channels_mass' divides the plain Gram matrix by C (as `stylize.build_problem` does).
+      channels = target.shape[-1] if channels_mass else 1
+      inputs["style"][name] = target / channels
+      inputs["region_weights"][name] = jnp.ones((1,), jnp.float32)
+      inputs["style_norm"][name] = jnp.full((1,), channels * inputs["mass"][name], jnp.float32)
+      present[name] = jnp.ones((1,), bool)
+    style_weights = {name: owned[name][:, None] for name in style_layers}
   if config.style_layer_balance == "target":
     inputs["region_weights"] = gatys.balance_by_target(inputs["style"], inputs["region_weights"])
+  inputs["region_weights"] = {name: jnp.where(present[name], w, 0.0) for name, w in inputs["region_weights"].items()}
+  inputs["style_weights"] = {name: _put(w.astype(np.float32), tile_sharding) for name, w in style_weights.items()}
+  if config.matting_weight > 0:
+    inputs["matting"] = matting.precompute(content, eps=config.matting_eps)  # the colour content is the guide
   inputs = jax.tree.map(lambda a: _put(np.asarray(a), replicated) if isinstance(a, jax.Array) and
                         not isinstance(a.sharding, NamedSharding) else a, inputs)
   inputs[vgg.BACKWARD_KERNELS] = jax.jit(vgg.backward_kernels, out_shardings=replicated)(params)
@@ -618,10 +714,35 @@ def build_scale_problem(*, content: np.ndarray | None, styles: Sequence[np.ndarr
   spec = TiledSpec(arch=weights.arch, style_layers=style_layers, content_layers=content_layers,
                    layer_weights=tuple(layer_weights.items()), content_weight=config.content_weight,
                    style_weight=config.style_weight, tv_weight=config.tv_weight, range_weight=config.range_weight,
-                   pooling=config.pooling, dtype=dtype)
+                   pooling=config.pooling, dtype=dtype,
+                   matting_weight=config.matting_weight if content is not None else 0.0)
   terms_fn = make_tiled_terms(spec, grid, weights.preprocessing, mesh)
   return ScaleProblem(terms_fn=terms_fn, inputs=inputs, grid=grid, content=content if content is None else
                       np.asarray(net_content if net_content is not None else content))
+
+
+def region_count(content_seg: np.ndarray | None, style_seg: np.ndarray | None) -> int:
+  """How many style regions `segmentation.match` makes of the maps (1 without maps), for the memory model."""
+  if content_seg is None and style_seg is None:
+    return 1
+  return len(segmentation.match(content_seg, style_seg, content_shape=(16, 16), style_shape=(16, 16)).names)
+
+
+def tile_windows(maps: np.ndarray, grid: TileGrid, stride: int) -> np.ndarray:
+  """(R, h, w) whole-image maps at a layer of `stride` (one value per cell of the whole image's feature map) ->
+  (padded_tiles, R, window/stride, window/stride) per-tile windows with the geometry of `ownership`/`validity`,
+  zero outside the image and for dummy tiles."""
+  maps = np.asarray(maps, np.float32)
+  r, h, w = maps.shape
+  cy, cx = grid.window[0] // stride, grid.window[1] // stride
+  halo = grid.halo // stride
+  padded = np.zeros((r, max((grid.ny - 1) * grid.tile_y // stride + cy, halo + h),
+                     max((grid.nx - 1) * grid.tile_x // stride + cx, halo + w)), np.float32)
+  padded[:, halo:halo + h, halo:halo + w] = maps
+  out = np.zeros((grid.padded_tiles, r, cy, cx), np.float32)
+  for i, (oy, ox) in enumerate(grid.origins()[: grid.num_tiles]):
+    out[i] = padded[:, oy // stride: oy // stride + cy, ox // stride: ox // stride + cx]
+  return out
 
 
 def _put(array: np.ndarray, sharding: NamedSharding) -> jax.Array:
@@ -723,11 +844,13 @@ def budget_bytes(hr: HighresConfig) -> int:
 def stylize_highres(*, content: np.ndarray | None, styles: Sequence[np.ndarray] | np.ndarray, weights: VGGWeights,
                     config: gatys.StylizeConfig, hr: HighresConfig, mesh: Mesh | None = None,
                     synthesis_shape: tuple[int, int] | None = None, progress: bool = True,
-                    on_scale_done: Callable[[int, np.ndarray], None] | None = None
+                    on_scale_done: Callable[[int, np.ndarray], None] | None = None,
+                    content_seg: np.ndarray | None = None, style_seg: np.ndarray | None = None
                     ) -> tuple[gatys.StylizeResult, list[ScaleReport]]:
   """The pyramid of tiled optimisations; resumes from `hr.checkpoint_dir` when it holds this request's state.
 
-  `on_scale_done(scale index, image)` runs after each scale's checkpoint is written (a test hook).
+  `on_scale_done(scale index, image)` runs after each scale's checkpoint is written (a test hook). `content_seg`,
+  `style_seg`: segmentation maps as in `build_scale_problem`.
   """
   styles = gatys._as_list(styles)  # pylint: disable=protected-access
   gatys.validate(config, weights.arch, num_styles=len(styles), has_content=content is not None)
@@ -739,7 +862,8 @@ def stylize_highres(*, content: np.ndarray | None, styles: Sequence[np.ndarray] 
   settings = {"config": dataclasses.asdict(config), "sizes": sizes, "iterations": iterations,
               "hr": {k: v for k, v in dataclasses.asdict(hr).items() if k not in ("checkpoint_dir",)},
               "devices": int(mesh.devices.size), "weights": weights.source_sha256}
-  inputs_for_hash = ([content] if content is not None else []) + styles
+  inputs_for_hash = ([content] if content is not None else []) + styles + [
+      a for a in (content_seg, style_seg) if a is not None]
   ckpt = Checkpointer(hr.checkpoint_dir, fingerprint(*inputs_for_hash, settings=settings),
                       writer=jax.process_index() == 0)
   resume = ckpt.load()
@@ -748,6 +872,8 @@ def stylize_highres(*, content: np.ndarray | None, styles: Sequence[np.ndarray] 
   use_content = content is not None and config.content_weight > 0
   content_layers = tuple(config.content_layers) if use_content else ()
   layers = tuple(dict.fromkeys(content_layers + style_layers))
+  regions = region_count(content_seg, style_seg)
+  matting_on = content is not None and config.matting_weight > 0
   budget = budget_bytes(hr)
   reports: list[ScaleReport] = []
   history: list[np.ndarray] = []
@@ -764,9 +890,9 @@ def stylize_highres(*, content: np.ndarray | None, styles: Sequence[np.ndarray] 
     tile = hr.tile_size or auto_tile_size(shape, budget_bytes=budget, arch=weights.arch, layers=layers,
                                           content_layers=content_layers, halo=hr.tile_halo, overlap=hr.tile_overlap,
                                           precision=hr.precision, batch=hr.tile_batch,
-                                          devices=int(mesh.devices.size))
+                                          devices=int(mesh.devices.size), regions=regions, matting=matting_on)
     problem = build_scale_problem(content=content, styles=styles, weights=weights, config=scale_config, shape=shape,
-                                  tile=tile, hr=hr, mesh=mesh)
+                                  tile=tile, hr=hr, mesh=mesh, content_seg=content_seg, style_seg=style_seg)
     start, opt_leaves = 0, None
     if resume is not None and resume[0] == k:
       start, x0, opt_leaves = resume[1], resume[2], resume[3]
@@ -787,7 +913,8 @@ def stylize_highres(*, content: np.ndarray | None, styles: Sequence[np.ndarray] 
     reports.append(ScaleReport(size=size, shape=shape, iterations=iters, tile=grid.tile, halo=grid.halo,
                                tiles=grid.num_tiles, predicted_bytes=estimate_peak_bytes(
                                    grid, arch=weights.arch, layers=layers, content_layers=content_layers,
-                                   precision=hr.precision), final_terms=result.final_terms))
+                                   precision=hr.precision, regions=regions, matting=matting_on),
+                               final_terms=result.final_terms))
   final = reports[-1].final_terms if reports else {}
   if config.preserve_colors == "luminance" and content is not None:
     resized = image_io.resize(content, *image.shape[:2])

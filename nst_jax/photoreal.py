@@ -7,6 +7,12 @@ Two optimisations of the same objective family, both through `nst_jax.stylize.bu
    1e-4 Gaussian noise around the Caffe mean pixel).
 2. The same plus λ · sum_c p_cᵀ L p_c (`nst_jax.matting`, L the content's matting Laplacian), from stage 1's result.
 
+With a `highres.HighresConfig` each stage runs through the tiled engine of `nst_jax.highres` instead, at the final
+size (one scale: no coarse-to-fine pyramid, no checkpoints; stage 2 starts from stage 1's result as untiled): the
+segmentation-guided Gram matrices are accumulated tile by tile with the whole image's guide masses, and the
+matting term is evaluated on the whole image (it is cheap and needs no VGG), so the tiled objective and its
+gradient equal the untiled ones (tests/highres_test.py) and a run gives the same image (tests/photoreal_test.py).
+
 Then the post-processing that produced the paper's final results (`smooth_local_affine`): a per-pixel affine
 colour map content -> output fitted in 3x3 windows, its coefficients joint-bilaterally filtered with the content
 as guide, applied to the content; optionally a guided filter of that with the content as guide (`guided_filter`).
@@ -46,8 +52,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh
 
-from nst_jax import image_io, matting, stylize
+from nst_jax import highres, image_io, matting, stylize
 from nst_jax.errors import NSTError
 from nst_jax.weights import VGGWeights
 
@@ -92,9 +99,10 @@ class PhotorealResult:
   stage1: stylize.StylizeResult
   stage2: stylize.StylizeResult | None    # None when stage2_iterations == 0
   unsmoothed: np.ndarray                  # the last stage's optimised image
+  grid: highres.TileGrid | None = None    # the tiles, when run through the high-resolution engine
 
 
-def validate(config: PhotorealConfig) -> None:
+def validate(config: PhotorealConfig, hr: highres.HighresConfig | None = None) -> None:
   if config.stage1_iterations < 1:
     raise NSTError(f"--stage1_iterations must be at least 1, got {config.stage1_iterations}")
   if config.stage2_iterations < 0:
@@ -112,6 +120,13 @@ def validate(config: PhotorealConfig) -> None:
   for flag, value in (("--smooth_radius", config.smooth_radius), ("--refine_radius", config.refine_radius)):
     if value < 1:
       raise NSTError(f"{flag} must be at least 1, got {value}")
+  if hr is not None:
+    for flag, value in (("--start_size", hr.start_size), ("--scale_iterations", hr.scale_iterations),
+                        ("--checkpoint_dir", hr.checkpoint_dir), ("--checkpoint_every", hr.checkpoint_every)):
+      if value:
+        raise NSTError(f"photoreal runs both stages at --size (tiled, without a pyramid or checkpoints); {flag} "
+                       f"does not apply")
+    highres.validate_highres(hr, stylize_config(config, stage=2, shape=(config.size, config.size), input_scale=1.0))
 
 
 def stylize_config(config: PhotorealConfig, *, stage: int, shape: tuple[int, int],
@@ -139,39 +154,68 @@ def initial_image(shape: tuple[int, int], *, seed: int) -> np.ndarray:
 
 def photoreal(*, content: np.ndarray, style: np.ndarray, weights: VGGWeights, config: PhotorealConfig,
               content_seg: np.ndarray | None = None, style_seg: np.ndarray | None = None,
-              progress: bool = True,
-              on_stage: Callable[[int, np.ndarray], None] | None = None) -> PhotorealResult:
+              progress: bool = True, on_stage: Callable[[int, np.ndarray], None] | None = None,
+              hr: highres.HighresConfig | None = None, mesh: Mesh | None = None) -> PhotorealResult:
   """Both stages and the post-processing; `content`/`style` (H, W, 3) in [0, 1], maps any size (both or neither).
-  `on_stage(stage, image)` sees each stage's result (to save intermediates)."""
-  validate(config)
+  `on_stage(stage, image)` sees each stage's result (to save intermediates). With `hr`, each stage is optimised
+  through the tiled engine (`highres.build_scale_problem` + `highres.optimize_scale`, over `mesh`, default every
+  device) at `config.size`, in tiles of `hr.tile_size` px (0: the largest that fits `hr.max_memory_gb`)."""
+  validate(config, hr)
   shape = image_io.long_side_shape(content.shape, config.size)
-  problem = None
+  grid = tile = None
+  if hr is not None:
+    mesh = mesh or highres.make_mesh()
+    tile = hr.tile_size or _auto_tile(config, shape, hr, mesh, weights=weights,
+                                      regions=highres.region_count(content_seg, style_seg))
+  guide = None
   results = []
   image = None
   for stage in (1, 2):
     cfg = stylize_config(config, stage=stage, shape=shape, input_scale=weights.preprocessing.input_scale)
     if cfg.iterations == 0:
       break
-    problem = stylize.build_problem(content=content, styles=[style], weights=weights, config=cfg,
-                                    content_seg=content_seg, style_seg=style_seg)
+    if hr is None:
+      problem = stylize.build_problem(content=content, styles=[style], weights=weights, config=cfg,
+                                      content_seg=content_seg, style_seg=style_seg)
+      guide, start = problem.content, problem.x0
+    else:
+      tiled = highres.build_scale_problem(content=content, styles=[style], weights=weights, config=cfg, shape=shape,
+                                          tile=tile, hr=hr, mesh=mesh, content_seg=content_seg, style_seg=style_seg)
+      guide, grid = tiled.content, tiled.grid
+      start = stylize.initial_image(cfg.init, content=guide, style=style, seed=cfg.seed, shape=shape)
     if stage == 1:
-      x0 = initial_image(shape, seed=config.seed) if config.init == "mean" else problem.x0
+      x0 = initial_image(shape, seed=config.seed) if config.init == "mean" else start
     else:
       x0 = image
-    result = stylize.optimize_image(problem.terms_fn, problem.inputs, x0, config=cfg, progress=progress)
+    if hr is None:
+      result = stylize.optimize_image(problem.terms_fn, problem.inputs, x0, config=cfg, progress=progress)
+    else:
+      result = highres.optimize_scale(tiled, x0, config=cfg, mesh=mesh, progress=progress,
+                                      label=f"stage {stage} {grid.num_tiles} tile(s) ")
     results.append(result)
     image = result.image
     if on_stage:
       on_stage(stage, image)
   final = image
   if config.smooth:
-    final = smooth_local_affine(output=image, content=problem.content, eps=config.affine_eps,
+    final = smooth_local_affine(output=image, content=guide, eps=config.affine_eps,
                                 radius=config.smooth_radius, sigma_s=config.smooth_sigma_s,
                                 sigma_r=config.smooth_sigma_r)
   if config.refine:
-    final = guided_filter(guide=problem.content, source=final, radius=config.refine_radius, eps=config.refine_eps)
+    final = guided_filter(guide=guide, source=final, radius=config.refine_radius, eps=config.refine_eps)
   return PhotorealResult(image=np.clip(final, 0.0, 1.0).astype(np.float32), stage1=results[0],
-                         stage2=results[1] if len(results) > 1 else None, unsmoothed=image)
+                         stage2=results[1] if len(results) > 1 else None, unsmoothed=image, grid=grid)
+
+
+def _auto_tile(config: PhotorealConfig, shape: tuple[int, int], hr: highres.HighresConfig, mesh: Mesh, *,
+               weights: VGGWeights, regions: int) -> int:
+  """The tile size of both stages: the largest whose predicted peak (stage 2's, with the matting term) fits."""
+  layers = tuple(dict.fromkeys(config.content_layers + config.style_layers))
+  return highres.auto_tile_size(shape, budget_bytes=highres.budget_bytes(hr), arch=weights.arch, layers=layers,
+                                content_layers=config.content_layers if config.content_weight > 0 else (),
+                                halo=hr.tile_halo, overlap=hr.tile_overlap, precision=hr.precision,
+                                batch=hr.tile_batch, devices=int(mesh.devices.size), regions=regions,
+                                matting=config.matting_weight > 0 and config.stage2_iterations > 0)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -170,7 +170,10 @@ PHOTOREAL_BAD_INPUTS = [
     ("matting-negative", ["--matting_weight", "-1"], ["--matting_weight", "-1"]),
     ("matting-eps-zero", ["--matting_eps", "0"], ["--matting_eps", "0"]),
     ("sigma-r-zero", ["--smooth_sigma_r", "0"], ["--smooth_sigma_r", "0"]),
-    ("highres-flag", ["--tile_size", "64"], ["photoreal", "--tile_size"]),
+    ("pyramid-flag", ["--tile_size", "16", "--start_size", "16"], ["photoreal", "--start_size"]),
+    ("checkpoint-flag", ["--checkpoint_dir", "{root}/ckpt"], ["photoreal", "--checkpoint_dir"]),
+    ("tile-batch-zero", ["--tile_batch", "0"], ["--tile_batch", "0"]),
+    ("precision-bad", ["--tile_size", "16", "--precision", "fp8"], ["--precision", "fp8"]),
 ]
 
 
@@ -209,6 +212,26 @@ def test_photoreal_runs_both_stages_with_off_by_one_maps(setup):
   image = image_io.load_image(output)
   assert image.shape == (24, 32, 3) and np.all(np.isfinite(image))
   assert (root / "photo_ok_stage1.png").exists() and (root / "photo_ok_stage2.png").exists()
+
+
+def test_photoreal_runs_in_tiles(setup):
+  """--tile_size sends both stages through the tiled engine (24x32 content in 2 x 2 tiles of 16 px), with a 16-bit
+  TIFF output."""
+  root = setup["root"]
+  write_seg(root / "cseg.png", 24, 32)
+  output = root / "photo_tiled.tif"
+  proc = run_cli(setup, "photoreal", "--content", str(root / "content.png"), "--style", str(root / "style.png"),
+                 "--content_seg", str(root / "cseg.png"), "--style_seg", str(root / "cseg.png"), "--output",
+                 str(output), "--weights", str(setup["weights"]), "--size", "32", "--optimizer", "adam",
+                 "--learning_rate", "0.01", "--stage1_iterations", "2", "--stage2_iterations", "1",
+                 "--smooth_radius", "2", "--style_layers", "relu1_1,relu2_1", "--content_layers", "relu2_2",
+                 "--tile_size", "16", "--tile_overlap", "4", "--output_bits", "16")
+  assert proc.returncode == 0, proc.stderr
+  assert "2+1 iterations, 4 tile(s) of 16+2*" in proc.stdout and "matting" in proc.stdout, proc.stdout
+  with Image.open(output) as im:
+    assert im.size == (32, 24) and tuple(im.tag_v2[258]) == (16, 16, 16)  # BitsPerSample: 16-bit RGB
+  image = image_io.load_image(output)
+  assert image.shape == (24, 32, 3) and np.all(np.isfinite(image))
 
 
 def test_stray_positional_argument(setup):
