@@ -32,8 +32,9 @@ zero-pads at the window edge, so features closer than the radius to the window e
 network's. With `halo >= radius + overlap` every owned feature is exactly the untiled one, image borders included (the
 validity masks), and the tiled loss and gradient equal the untiled ones to float rounding (tests). The *effective*
 receptive field is much smaller than the theoretical one (activations are dominated by the central few pixels), so
-a halo below the radius is a cheaper approximation; the default is the exact choice (the theoretical radius of the deepest layer used, rounded up to that layer's
-stride), measured against smaller halos in tests/highres_test.py and README.md.
+a halo below the radius is a cheaper approximation; the default is the exact choice (the theoretical radius of the
+deepest layer used, rounded up to that layer's stride), measured against smaller halos in tests/highres_test.py and
+README.md.
 
 **Pyramid.** `scale_sizes` lists long sides from `start_size` up to `size` by `scale_step`; every scale recomputes
 the style targets (the style image resized to that scale's size times `--style_scale`) and the content targets, and
