@@ -196,17 +196,23 @@ def test_photoreal_bad_input_gives_one_error_line(setup, extra, needles):
   assert not output.exists()
 
 
+def run_photoreal(setup, output, style_seg: str, *extra: str):
+  """A tiny, fast photoreal run (32 px, Adam, 2 + 1 iterations, shallow layers) with root/cseg.png as the content
+  map and root/<style_seg> as the style map."""
+  root = setup["root"]
+  return run_cli(setup, "photoreal", "--content", str(root / "content.png"), "--style", str(root / "style.png"),
+                 "--content_seg", str(root / "cseg.png"), "--style_seg", str(root / style_seg), "--output",
+                 str(output), "--weights", str(setup["weights"]), "--size", "32", "--optimizer", "adam",
+                 "--learning_rate", "0.01", "--stage1_iterations", "2", "--stage2_iterations", "1",
+                 "--smooth_radius", "2", "--style_layers", "relu1_1,relu2_1", "--content_layers", "relu2_2", *extra)
+
+
 def test_photoreal_runs_both_stages_with_off_by_one_maps(setup):
   root = setup["root"]
   write_seg(root / "cseg.png", 25, 33)  # one pixel larger than the content, like the paper's pair 7
   write_seg(root / "sseg.png", 24, 32)
   output = root / "photo_ok.png"
-  proc = run_cli(setup, "photoreal", "--content", str(root / "content.png"), "--style", str(root / "style.png"),
-                 "--content_seg", str(root / "cseg.png"), "--style_seg", str(root / "sseg.png"), "--output",
-                 str(output), "--weights", str(setup["weights"]), "--size", "32", "--optimizer", "adam",
-                 "--learning_rate", "0.01", "--stage1_iterations", "2", "--stage2_iterations", "1",
-                 "--smooth_radius", "2", "--save_stages", "--style_layers", "relu1_1,relu2_1",
-                 "--content_layers", "relu2_2")
+  proc = run_photoreal(setup, output, "sseg.png", "--save_stages")
   assert proc.returncode == 0, proc.stderr
   assert "2+1 iterations" in proc.stdout and "matting" in proc.stdout
   image = image_io.load_image(output)
@@ -220,12 +226,7 @@ def test_photoreal_runs_in_tiles(setup):
   root = setup["root"]
   write_seg(root / "cseg.png", 24, 32)
   output = root / "photo_tiled.tif"
-  proc = run_cli(setup, "photoreal", "--content", str(root / "content.png"), "--style", str(root / "style.png"),
-                 "--content_seg", str(root / "cseg.png"), "--style_seg", str(root / "cseg.png"), "--output",
-                 str(output), "--weights", str(setup["weights"]), "--size", "32", "--optimizer", "adam",
-                 "--learning_rate", "0.01", "--stage1_iterations", "2", "--stage2_iterations", "1",
-                 "--smooth_radius", "2", "--style_layers", "relu1_1,relu2_1", "--content_layers", "relu2_2",
-                 "--tile_size", "16", "--tile_overlap", "4", "--output_bits", "16")
+  proc = run_photoreal(setup, output, "cseg.png", "--tile_size", "16", "--tile_overlap", "4", "--output_bits", "16")
   assert proc.returncode == 0, proc.stderr
   assert "2+1 iterations, 4 tile(s) of 16+2*" in proc.stdout and "matting" in proc.stdout, proc.stdout
   with Image.open(output) as im:
