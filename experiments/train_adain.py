@@ -22,11 +22,13 @@ images only.
 from __future__ import annotations
 
 import pathlib
+import sys
 import time
 
 from absl import app, flags
 
 from nst_jax import adain, adain_train, demo
+from nst_jax.errors import NSTError
 from nst_jax.weights import resolve_weights
 
 DATA = pathlib.Path(__file__).resolve().parent.parent / ".." / "shared" / "data"
@@ -41,6 +43,9 @@ flags.DEFINE_bool("demo_images", True, "Add matplotlib's sample photo and genera
                   "(style).")
 flags.DEFINE_list("holdout", list(HOLDOUT), "File names (with or without suffix) never used for training.")
 flags.DEFINE_integer("crop", 96, "Random crop size (px).")
+flags.DEFINE_float("min_scale", 1.0, "Crops come from the image resized so its short side is crop * U(min_scale, "
+                   "max_scale), capped at the decoded size (--max_side).")
+flags.DEFINE_float("max_scale", 2.0, "See --min_scale; large values crop at the images' own (--max_side) scale.")
 flags.DEFINE_integer("batch", 4, "Global batch (a multiple of the device count).")
 flags.DEFINE_integer("steps", 100_000, "Total steps (training stops earlier at --max_minutes).")
 flags.DEFINE_float("lr", 1e-4, "Adam learning rate (paper: 1e-4).")
@@ -55,6 +60,8 @@ flags.DEFINE_string("weights", "hed-vgg16", "Encoder weights.")
 flags.DEFINE_string("out_dir", "outputs/adain_train", "Checkpoint, metrics.json and loss_curve.png go here.")
 flags.DEFINE_bool("resume", True, "Continue from out_dir/checkpoint.npz when present.")
 flags.DEFINE_string("export", None, "Also write the trained decoder (fp16) here.")
+flags.DEFINE_string("init_decoder", None, "Fine-tune: start from this trained decoder (.npz or name) with fresh "
+                    "Adam moments and lr schedule, unless out_dir already holds a checkpoint to resume.")
 FLAGS = flags.FLAGS
 
 
@@ -71,12 +78,15 @@ def sources() -> tuple[list, list]:
   return contents, styles
 
 
-def main(argv):
-  del argv
+def run() -> None:
   weights = resolve_weights(FLAGS.weights)
   config = adain_train.TrainConfig(crop=FLAGS.crop, batch=FLAGS.batch, steps=FLAGS.steps, lr=FLAGS.lr,
                                    lr_decay=FLAGS.lr_decay, style_weight=FLAGS.style_weight, width=FLAGS.width,
-                                   seed=FLAGS.seed)
+                                   seed=FLAGS.seed, min_scale=FLAGS.min_scale, max_scale=FLAGS.max_scale)
+  init = None
+  if FLAGS.init_decoder:
+    init = adain.resolve_decoder(FLAGS.init_decoder)
+    adain.check_encoder(init, weights)
   content_src, style_src = sources()
   contents = adain_train.load_pool(content_src, max_side=FLAGS.max_side)
   styles = adain_train.load_pool(style_src, max_side=FLAGS.max_side)
@@ -85,16 +95,29 @@ def main(argv):
   start = time.perf_counter()
   max_seconds = FLAGS.max_minutes * 60 if FLAGS.max_minutes else None
   state, history = adain_train.train(trainer, contents, styles, out_dir=FLAGS.out_dir, resume=FLAGS.resume,
-                                     checkpoint_every=FLAGS.checkpoint_every, max_seconds=max_seconds)
+                                     checkpoint_every=FLAGS.checkpoint_every, max_seconds=max_seconds,
+                                     init_params=init.params if init else None)
   if FLAGS.export:
     info = {"steps": state["step"], "crop": config.crop, "batch": config.batch, "lr": config.lr,
-            "lr_decay": config.lr_decay, "style_weight": config.style_weight, "final_loss": history[-1] if history
+            "lr_decay": config.lr_decay, "style_weight": config.style_weight, "min_scale": config.min_scale,
+            "max_scale": config.max_scale, "init_decoder": FLAGS.init_decoder,
+            "init_decoder_info": init.info if init else None, "final_loss": history[-1] if history
             else None, "content_images": len(contents), "style_images": len(styles),
             "holdout": list(FLAGS.holdout), "wall_s_this_run": time.perf_counter() - start}
     adain.save_decoder(FLAGS.export, adain.DecoderCheckpoint(
         params=state["params"], arch=weights.arch, width=config.width, encoder_sha256=weights.source_sha256,
         encoder_source=weights.source, info=info))
     print(f"wrote {FLAGS.export}")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  try:
+    run()
+  except NSTError as e:  # bad input: one line, no traceback
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
 
 
 if __name__ == "__main__":

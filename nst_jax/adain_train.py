@@ -105,8 +105,15 @@ class Trainer:
   def replicated(self) -> NamedSharding:
     return NamedSharding(self.mesh, P())
 
-  def init_state(self) -> dict:
-    params = adain.init_decoder(self.weights.arch, self.config.width, seed=self.config.seed)
+  def init_state(self, params: Mapping[str, Any] | None = None) -> dict:
+    """Step 0 with fresh Adam moments: a random decoder, or `params` (fine-tuning a trained decoder)."""
+    fresh = adain.init_decoder(self.weights.arch, self.config.width, seed=self.config.seed)
+    if params is None:
+      params = fresh
+    elif {k: np.shape(v) for k, v in params.items()} != {k: np.shape(v) for k, v in fresh.items()}:
+      raise NSTError(f"--init_decoder: its arrays do not fit a width-{self.config.width} {self.weights.arch} decoder")
+    else:
+      params = {k: np.asarray(v, np.float32) for k, v in params.items()}
     return self.place({"params": params, "opt_state": self.optimizer.init(params), "step": 0})
 
   def place(self, state: dict) -> dict:
@@ -253,7 +260,8 @@ def load_checkpoint(path: str | os.PathLike, trainer: Trainer) -> tuple[dict, li
   if meta["arch"] != trainer.weights.arch or meta["encoder_sha256"] != trainer.weights.source_sha256:
     raise NSTError(f"--resume: {where} was trained with another encoder ({meta['arch']}, "
                    f"{meta['encoder_sha256'][:12]})")
-  for key in ("width", "crop", "batch", "lr", "lr_decay", "style_weight", "content_weight", "seed"):
+  for key in ("width", "crop", "batch", "lr", "lr_decay", "style_weight", "content_weight", "seed", "min_scale",
+              "max_scale"):
     if meta["config"][key] != getattr(trainer.config, key):
       raise NSTError(f"--resume: {where} has {key}={meta['config'][key]!r}, the flags say "
                      f"{getattr(trainer.config, key)!r}")
@@ -291,9 +299,11 @@ def write_metrics(out_dir: str | os.PathLike, history: Sequence[Mapping[str, flo
 
 def train(trainer: Trainer, contents: Sequence[np.ndarray], styles: Sequence[np.ndarray], *, out_dir: str | os.PathLike,
           resume: bool = True, checkpoint_every: int = 100, log_every: int = 10, max_seconds: float | None = None,
+          init_params: Mapping[str, Any] | None = None,
           log: Callable[[str], None] = print) -> tuple[dict, list[dict]]:
   """Runs (or resumes) training to `config.steps`, checkpointing to out_dir/checkpoint.npz; returns the final state
-  and the history of running-mean losses. Stops early (after a checkpoint) when `max_seconds` have passed."""
+  and the history of running-mean losses. Stops early (after a checkpoint) when `max_seconds` have passed.
+  Without a checkpoint to resume, starts from `init_params` (a trained decoder to fine-tune) or from random."""
   out_dir = pathlib.Path(out_dir)
   ckpt_path = out_dir / "checkpoint.npz"
   config = trainer.config
@@ -301,7 +311,7 @@ def train(trainer: Trainer, contents: Sequence[np.ndarray], styles: Sequence[np.
     state, history = load_checkpoint(ckpt_path, trainer)
     log(f"resumed from {ckpt_path} at step {state['step']}")
   else:
-    state, history = trainer.init_state(), []
+    state, history = trainer.init_state(init_params), []
   start_time, start_step = time.perf_counter(), state["step"]
   window: list[dict[str, float]] = []
   for step, c, s in batches(contents, styles, start=state["step"], stop=config.steps, config=config):

@@ -7,6 +7,7 @@ at 32-64 px on a CPU in well under a minute.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pathlib
@@ -306,6 +307,33 @@ def test_checkpoint_resume_gives_identical_next_steps(trainer, pools, tmp_path):
   other = adain_train.make_trainer(adain_train.TrainConfig(crop=32, batch=2, lr=1e-3, width=8), trainer.weights)
   with pytest.raises(NSTError, match="--resume.*width=4"):
     adain_train.load_checkpoint(path, other)
+
+  moved = adain_train.make_trainer(dataclasses.replace(TINY, max_scale=4.0), trainer.weights)
+  with pytest.raises(NSTError, match="--resume.*max_scale=2.0"):  # crops at another scale: not the same run
+    adain_train.load_checkpoint(path, moved)
+
+
+def test_fine_tuning_starts_from_the_given_decoder_with_fresh_adam(trainer, pools, tmp_path):
+  trained, _ = _run(trainer, trainer.init_state(), pools, 0, 3)
+  params = jax.device_get(trained["params"])
+  tuned = trainer.init_state(params)
+  assert tuned["step"] == 0
+  for a, b in zip(jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(tuned["params"])):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  assert all(not np.any(np.asarray(m)) for m in jax.tree_util.tree_leaves(tuned["opt_state"][0].mu))
+  # The first step's loss is that of the given decoder, not of a random one.
+  c, s = adain_train.make_batch(*pools, 3, config=TINY, seed=0)
+  _, from_trained = trainer.step(trained, *trainer.shard_batch(c, s))
+  _, from_tuned = trainer.step(tuned, *trainer.shard_batch(c, s))
+  _, from_random = trainer.step(trainer.init_state(), *trainer.shard_batch(c, s))
+  assert float(from_tuned["loss"]) == float(from_trained["loss"]) != float(from_random["loss"])
+  # train() uses init_params only when there is no checkpoint to resume.
+  state, _ = adain_train.train(trainer, *pools, out_dir=tmp_path, init_params=params, log=lambda _: None)
+  assert state["step"] == 0
+  np.testing.assert_array_equal(np.asarray(state["params"]["dec1_1/kernel"]), params["dec1_1/kernel"])
+  wider = {k: np.zeros(np.shape(v)[:-1] + (np.shape(v)[-1] + 1,), np.float32) for k, v in params.items()}
+  with pytest.raises(NSTError, match="--init_decoder.*width-4"):
+    trainer.init_state(wider)
 
 
 _MULTI_DEVICE = textwrap.dedent("""
