@@ -1,11 +1,21 @@
 """Trains an AdaIN decoder (Huang & Belongie 2017) for the hed-vgg16 encoder and exports it.
 
 The shipped decoder `weights/adain-decoder-hed-vgg16.npz` was made on the 2-core shared CPU (no GPU), run from the
-repository root (`-m` so that this checkout's nst_jax is imported), in 130 minutes of wall time (3760 steps): this
-command with --max_minutes 20, then again with --max_minutes 110 (the second run resumed at step 650):
+repository root (`-m` so that this checkout's nst_jax is imported), in two phases:
+
+1. From scratch, 3760 steps in 130 minutes (this command with --max_minutes 20, then again with --max_minutes 110;
+   the second run resumed at step 650); crops from the image scaled to a short side of 1-2x the crop:
 
   nice -n 10 python -m experiments.train_adain --crop 96 --batch 4 --steps 100000 --lr 1e-4 --style_weight 2 \
       --max_minutes 110 --out_dir outputs/adain_train_v3 --export weights/adain-decoder-hed-vgg16.npz
+
+2. Fine-tuned 2000 steps (35 min) on crops at the images' own <=512-px scale (short side 2-6x the crop, capped at
+   the decoded size), where the first phase's decoder lost most style at 512-px inference; the phase-1 decoder is
+   `git show 32c8329:weights/adain-decoder-hed-vgg16.npz > phase1.npz`:
+
+  nice -n 10 python -m experiments.train_adain --crop 96 --batch 4 --steps 2000 --lr 1e-4 --style_weight 2 \
+      --min_scale 2 --max_scale 6 --init_decoder phase1.npz --out_dir outputs/adain_train_ft \
+      --export weights/adain-decoder-hed-vgg16.npz
 
 Rerunning the same command resumes from out_dir/checkpoint.npz. Keep the paper's lr 1e-4: with 5e-4 most decoder
 ReLUs died in the first steps (79% of dec4_1's channels never fired after 1110 steps; reconstruction PSNR ~10 dB).
