@@ -3,10 +3,13 @@
 import importlib
 import json
 import pathlib
+import subprocess
 import sys
 
 import numpy as np
 import pytest
+
+from nst_jax import adain, demo, image_io
 
 EXPERIMENTS = pathlib.Path(__file__).resolve().parent.parent / "experiments"
 SCRIPTS = ("gatys2016_fig3", "gatys2016_fig4", "gatys2017_color", "gatys2017_scale", "gatys2017_spatial",
@@ -50,7 +53,6 @@ def test_color_figure_end_to_end(modules, default_weights, tmp_path):
 
 
 def _train_adain(tmp_path, *flags):
-  import subprocess  # pylint: disable=import-outside-toplevel
   return subprocess.run([sys.executable, "-m", "experiments.train_adain", "--content_dirs", str(tmp_path / "c"),
                          "--style_dirs", str(tmp_path / "s"), "--nohighres", "--nodemo_images", "--crop", "32",
                          "--batch", "2", "--width", "4", "--lr", "0.01", *flags], cwd=EXPERIMENTS.parent,
@@ -59,7 +61,6 @@ def _train_adain(tmp_path, *flags):
 
 def test_train_adain_trains_exports_and_fine_tunes(default_weights, content, tmp_path):
   del default_weights  # the script loads hed-vgg16 by name
-  from nst_jax import adain, demo, image_io  # pylint: disable=import-outside-toplevel
   image_io.save_image(tmp_path / "c" / "a.png", content)
   image_io.save_image(tmp_path / "s" / "b.png", demo.swirl_painting(64, seed=1))
   first = _train_adain(tmp_path, "--steps", "2", "--out_dir", str(tmp_path / "run1"), "--export",
