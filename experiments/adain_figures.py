@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import pathlib
 import statistics
-import sys
 import time
 
 import jax
@@ -30,7 +29,7 @@ import numpy as np
 from absl import app, flags
 
 from nst_jax import adain, atomic, demo, figures, image_io
-from nst_jax.errors import NSTError
+from nst_jax.errors import exit_on_error
 from nst_jax.weights import resolve_weights
 
 DATA = pathlib.Path(__file__).resolve().parent.parent / ".." / "shared" / "data"
@@ -123,11 +122,8 @@ if __name__ == "__main__":
   def main(argv):
     del argv
     f = flags.FLAGS
-    try:
+    with exit_on_error():
       run(size=f.size or (256 if f.quick else 512), quick=f.quick, decoder=f.decoder, weights=f.weights,
           data_dir=pathlib.Path(f.data_dir), out_dir=pathlib.Path(f.out_dir))
-    except NSTError as e:
-      print(f"error: {e}", file=sys.stderr)
-      sys.exit(2)
 
   app.run(main)

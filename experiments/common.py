@@ -13,7 +13,6 @@ import json
 import math
 import os
 import pathlib
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -24,7 +23,7 @@ import numpy as np
 from absl import app, flags
 
 from nst_jax import demo, guidance, image_io, losses, stylize, vgg
-from nst_jax.errors import NSTError
+from nst_jax.errors import NSTError, exit_on_error
 from nst_jax.weights import VGGWeights
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -286,10 +285,7 @@ def app_run(run: Callable[[Settings], dict], script: str, *, quick: Mapping[str,
   def main(argv):
     if len(argv) > 1:
       raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    try:
+    with exit_on_error():
       run(settings_from_flags(quick=quick, full=full))
-    except NSTError as e:
-      print(f"error: {e}", file=sys.stderr)
-      sys.exit(2)
 
   app.run(main)

@@ -39,7 +39,7 @@ import numpy as np
 from absl import app, flags
 
 from nst_jax import atomic, figures, image_io, matting, metrics, photoreal, stylize
-from nst_jax.errors import NSTError
+from nst_jax.errors import NSTError, exit_on_error
 from nst_jax.weights import VGGWeights, resolve_weights
 
 import common
@@ -165,11 +165,8 @@ def main(argv):
   pairs = [int(p) for p in (f.pairs or defaults["pairs"]).split(",") if p.strip()]
   stage2 = f.stage2_iterations if f.stage2_iterations is not None else (
       settings.iterations if f.iterations else defaults["stage2_iterations"])
-  try:
+  with exit_on_error():
     run(settings, pairs=pairs, stage2_iterations=stage2, init=f.init, matting_weight=f.matting_weight)
-  except NSTError as e:
-    print(f"error: {e}")
-    raise SystemExit(2)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from absl import app, flags
 
 from nst_jax import (adain, color, demo, guidance, highres, image_io, optim, photoreal, segmentation, structure,
                      stylize as gatys, vgg)
-from nst_jax.errors import NSTError
+from nst_jax.errors import NSTError, exit_on_error, one_line
 from nst_jax.weights import resolve_weights
 
 _DEFAULTS = gatys.StylizeConfig()
@@ -400,11 +400,8 @@ def main(argv: list[str]) -> None:
     sys.stderr.write(f"error: expected one command from {', '.join(COMMANDS)}, got {extra}\n")
     sys.exit(2)
   try:
-    run_command(command)
-  except NSTError as e:
-    message = " ".join(str(e).splitlines())  # one line, even when a library message spans several
-    sys.stderr.write(f"error: {message}\n")
-    sys.exit(2)
+    with exit_on_error():
+      run_command(command)
   except MemoryError:
     sys.stderr.write("error: out of memory; choose a smaller --size\n")
     sys.exit(2)
@@ -419,7 +416,7 @@ def parse_flags(argv: list[str]) -> list[str]:
   try:
     return FLAGS(argv)
   except flags.Error as e:
-    sys.stderr.write(f"error: {' '.join(str(e).splitlines())}\n")
+    sys.stderr.write(f"error: {one_line(str(e))}\n")
     sys.exit(2)
 
 

@@ -1,4 +1,10 @@
-"""The one exception type that command-line entry points turn into a one-line message."""
+"""The one exception type that command-line entry points turn into a one-line message, and the guard they use."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Iterator
 
 
 class NSTError(Exception):
@@ -7,3 +13,19 @@ class NSTError(Exception):
   Command-line entry points print `error: <message>` and exit with status 2 instead of a traceback. Library
   callers can catch it like any other exception.
   """
+
+
+def one_line(message: str) -> str:
+  """`message` with its line breaks turned into spaces (a library message may span several lines)."""
+  return " ".join(str(message).splitlines())
+
+
+@contextlib.contextmanager
+def exit_on_error() -> Iterator[None]:
+  """For `main` functions: an NSTError inside becomes `error: <message>` on one stderr line and exit status 2;
+  any other exception is a bug and keeps its traceback."""
+  try:
+    yield
+  except NSTError as e:
+    sys.stderr.write(f"error: {one_line(str(e))}\n")
+    sys.exit(2)

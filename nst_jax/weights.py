@@ -47,7 +47,7 @@ import numpy as np
 from absl import app, flags
 
 from nst_jax import atomic, vgg
-from nst_jax.errors import NSTError
+from nst_jax.errors import NSTError, exit_on_error
 
 PathLike = str | os.PathLike
 
@@ -1191,10 +1191,6 @@ def fetch(name: str = "hed-vgg16", *, force: bool = False) -> pathlib.Path:
 # Command line
 
 
-def _one_line(message: str) -> str:
-  return " ".join(message.split("\n"))
-
-
 def _describe(weights: VGGWeights) -> list[str]:
   arrays = [a for layer in weights.params.values() for a in layer.values()] + list(weights.extras.values())
   p = weights.preprocessing
@@ -1247,11 +1243,8 @@ def _define_flags() -> None:
 
 
 def _main(argv: list[str]) -> None:
-  try:
+  with exit_on_error():
     _run_command(argv[1:], force=flags.FLAGS.force, name=flags.FLAGS.name, output=flags.FLAGS.output)
-  except NSTError as e:
-    print(f"error: {_one_line(str(e))}", file=sys.stderr)
-    sys.exit(2)
 
 
 if __name__ == "__main__":
