@@ -77,6 +77,8 @@ flags.DEFINE_string("hed_weights", "hed-vgg16", "HED weights for --edge_weight w
 flags.DEFINE_integer("seed", _DEFAULTS.seed, "Random seed (noise init).")
 flags.DEFINE_integer("save_every", 0, "Write an intermediate image every N iterations (0: never).")
 flags.DEFINE_integer("log_every", _DEFAULTS.log_every, "Report the losses every N iterations.")
+flags.DEFINE_float("stall_rtol", _DEFAULTS.stall_rtol, "L-BFGS stops early once 10 iterations lower the loss by "
+                   "less than this fraction (float32 precision reached); 0 or less: run every iteration.")
 # --- photoreal flags (Luan et al. 2017; `photoreal` also reads --content, --style, --output, --size, --iterations,
 # --optimizer, --learning_rate, --optimizer_args, the loss weights and layers, --pooling, --init, --seed, --weights,
 # --log_every, --output_bits and the tile flags --tile_size --tile_halo --tile_overlap --tile_batch --max_memory_gb
@@ -150,6 +152,10 @@ def _floats(values: list[str], flag: str) -> tuple[float, ...]:
     raise NSTError(f"{flag} expects comma-separated numbers, got {','.join(values)!r}") from None
 
 
+def _stall_rtol() -> float | None:
+  return FLAGS.stall_rtol if FLAGS.stall_rtol and FLAGS.stall_rtol > 0 else None
+
+
 def _layers(names: list[str]) -> tuple[str, ...]:
   if len(names) == 1 and names[0] in gatys.STYLE_LAYER_PRESETS:
     return gatys.STYLE_LAYER_PRESETS[names[0]]
@@ -175,7 +181,7 @@ def _config_from_flags(*, synthesis: bool) -> gatys.StylizeConfig:
       laplacian_weight=FLAGS.laplacian_weight, edge_weight=FLAGS.edge_weight, depth_regions=FLAGS.depth_regions,
       init=init, pooling=FLAGS.pooling, normalize_network=FLAGS.normalize_network,
       style_layer_balance=FLAGS.style_layer_balance, seed=FLAGS.seed,
-      save_every=max(0, FLAGS.save_every), log_every=max(1, FLAGS.log_every))
+      save_every=max(0, FLAGS.save_every), log_every=max(1, FLAGS.log_every), stall_rtol=_stall_rtol())
 
 
 def intermediate_path(output: pathlib.Path, iteration: int) -> pathlib.Path:
@@ -255,7 +261,7 @@ def run_photoreal() -> pathlib.Path:
       init=_given("init", ref.init), smooth=FLAGS.smooth, affine_eps=FLAGS.affine_eps,
       smooth_radius=FLAGS.smooth_radius, smooth_sigma_s=FLAGS.smooth_sigma_s, smooth_sigma_r=FLAGS.smooth_sigma_r,
       refine=FLAGS.refine, refine_radius=FLAGS.refine_radius, refine_eps=FLAGS.refine_eps, seed=FLAGS.seed,
-      log_every=max(1, FLAGS.log_every))
+      log_every=max(1, FLAGS.log_every), stall_rtol=_stall_rtol())
   if config.size < 16:
     raise NSTError(f"--size must be at least 16 pixels, got {config.size}")
   photoreal.validate(config, hr)

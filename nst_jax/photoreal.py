@@ -91,6 +91,7 @@ class PhotorealConfig:
   refine_eps: float = 0.01
   seed: int = 0
   log_every: int = 10
+  stall_rtol: float | None = stylize.StylizeConfig.stall_rtol  # L-BFGS early stop (`stylize.stalled`)
 
 
 @dataclasses.dataclass
@@ -143,7 +144,7 @@ def stylize_config(config: PhotorealConfig, *, stage: int, shape: tuple[int, int
       matting_weight=config.matting_weight if stage == 2 else 0.0, matting_eps=config.matting_eps,
       gram_normalization="channels_mass", content_layers=config.content_layers, style_layers=config.style_layers,
       pooling=config.pooling, mask_pooling="avg", init="content" if config.init == "mean" else config.init,
-      seed=config.seed, log_every=config.log_every)
+      seed=config.seed, log_every=config.log_every, stall_rtol=config.stall_rtol)
 
 
 def initial_image(shape: tuple[int, int], *, seed: int) -> np.ndarray:

@@ -88,6 +88,7 @@ class StylizeConfig:
   seed: int = 0
   save_every: int = 0  # 0: no intermediate images
   log_every: int = 10
+  stall_rtol: float | None = 1e-6  # L-BFGS stops once STALL_WINDOW iterations lower the loss by less (relative)
 
 
 @dataclasses.dataclass
@@ -560,6 +561,21 @@ def balance_by_target(targets: Mapping[str, jax.Array], region_weights: Mapping[
   return out
 
 
+STALL_WINDOW = 10
+
+
+def stalled(losses: np.ndarray, *, rtol: float | None, window: int = STALL_WINDOW) -> bool:
+  """Whether the last `window` iterations of `losses` lowered the loss by at most `rtol` of its value.
+
+  A line-search L-BFGS never raises the loss, so once that happens it is at float32 precision (a line search that
+  finds no lower value returns a zero step and the next iteration repeats it): the rest would be spent for nothing,
+  as torch's L-BFGS tolerance_change stops it. An Adam loss can rise and fall, so the test is only for L-BFGS."""
+  if rtol is None or len(losses) <= window:
+    return False
+  before, now = float(losses[-window - 1]), float(losses[-1])
+  return before - now <= rtol * abs(before)
+
+
 def optimize_image(terms_fn, inputs, x0, *, config: StylizeConfig,
                    on_intermediate: Callable[[int, np.ndarray], None] | None = None,
                    progress: bool = True, start: int = 0, opt_state: Any = None,
@@ -569,7 +585,8 @@ def optimize_image(terms_fn, inputs, x0, *, config: StylizeConfig,
 
   Resuming (`nst_jax.highres`): `start` iterations are already done and `opt_state` is the optimizer state saved
   then; x0 and opt_state may be device arrays with any sharding, which the jitted steps keep. `on_checkpoint(
-  iteration, image, opt_state)` runs every `checkpoint_every` iterations before the last."""
+  iteration, image, opt_state)` runs every `checkpoint_every` iterations before the last. L-BFGS with a line search
+  stops early when the loss has stalled (`stalled`, `config.stall_rtol`): loss_history is then shorter."""
 
   def total_loss(x, inputs):
     return sum(terms_fn(x, inputs).values())
@@ -580,8 +597,8 @@ def optimize_image(terms_fn, inputs, x0, *, config: StylizeConfig,
     # optax may alias one buffer in several state leaves; copies keep buffer donation in the runner valid.
     opt_state = jax.tree.map(jnp.copy, optimizer.init(x))
   chunk = _chunk_size(config, checkpoint_every)
-  run = optim.make_chunk_runner(total_loss, optimizer, chunk_size=chunk,
-                                reuse_linesearch_value=optim.has_linesearch_state(opt_state))
+  line_search = optim.has_linesearch_state(opt_state)
+  run = optim.make_chunk_runner(total_loss, optimizer, chunk_size=chunk, reuse_linesearch_value=line_search)
   eval_terms = jax.jit(terms_fn)
   initial_terms = {k: float(v) for k, v in eval_terms(x, inputs).items()}
   bar = ProgressBar(config.iterations, label=label or f"{config.optimizer} ") if progress else None
@@ -607,6 +624,15 @@ def optimize_image(terms_fn, inputs, x0, *, config: StylizeConfig,
       on_intermediate(done, np.clip(last_good, 0.0, 1.0))
     if on_checkpoint and checkpoint_every and done % checkpoint_every == 0 and done < config.iterations:
       on_checkpoint(done, last_good, opt_state)
+    if line_search and done < config.iterations and stalled(np.concatenate(history[-STALL_WINDOW - 1:]),
+                                                            rtol=config.stall_rtol):
+      if bar:
+        bar.close()
+        bar = None
+      if progress:
+        print(f"{label or ''}stopped at iteration {done}: the loss fell by under {config.stall_rtol:g} (relative) "
+              f"in {STALL_WINDOW} iterations", flush=True)
+      break
   if bar:
     bar.close()
   final_terms = {k: float(v) for k, v in eval_terms(x, inputs).items()}

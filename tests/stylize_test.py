@@ -1,6 +1,8 @@
 """Gatys style transfer end to end: real default weights, tiny images, one compilation per module."""
 
+import dataclasses
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -54,6 +56,39 @@ def test_divergence_is_detected_and_last_finite_image_kept(random_weights, demo_
     stylize.stylize(content=content, styles=style, weights=random_weights, config=config, progress=False)
   assert np.all(np.isfinite(info.value.last_good_image))
   assert info.value.last_good_image.shape[:2] == image_io.long_side_shape(content.shape, 32)
+
+
+def test_stalled_is_a_relative_decrease_over_the_window():
+  falling = 100.0 * 0.99 ** np.arange(30)
+  assert not stylize.stalled(falling, rtol=1e-6)
+  flat = np.concatenate([falling, np.full(11, falling[-1])])
+  assert stylize.stalled(flat, rtol=1e-6) and not stylize.stalled(flat, rtol=None)
+  assert not stylize.stalled(flat[:11], rtol=1e-6)  # too short to judge
+  creeping = np.concatenate([falling, falling[-1] * (1 - 1e-7 * np.arange(1, 12))])  # 1e-6 in 10 steps
+  assert stylize.stalled(creeping, rtol=2e-6) and not stylize.stalled(creeping, rtol=5e-7)
+
+
+def _quadratic_terms(x, inputs):
+  return {"quadratic": jnp.sum(inputs["scale"] * jnp.square(x - inputs["target"]))}
+
+
+def test_lbfgs_stops_once_the_loss_stalls_and_adam_does_not():
+  rng = np.random.default_rng(0)
+  inputs = {"scale": jnp.asarray(rng.uniform(1, 100, (8, 8, 3)), jnp.float32),
+            "target": jnp.asarray(rng.uniform(size=(8, 8, 3)), jnp.float32)}
+  x0 = jnp.zeros((8, 8, 3), jnp.float32)
+  config = stylize.StylizeConfig(iterations=300, log_every=5)
+  result = stylize.optimize_image(_quadratic_terms, inputs, x0, config=config, progress=False)
+  n = len(result.loss_history)
+  assert 10 < n < 300 and n % 5 == 0, n  # stopped at a chunk end, well before 300
+  assert result.final_terms["quadratic"] < 1e-6 * result.initial_terms["quadratic"]
+  tail = result.loss_history[-stylize.STALL_WINDOW - 1:]
+  assert tail[0] - tail[-1] <= 1e-6 * tail[0]
+  full = stylize.optimize_image(_quadratic_terms, inputs, x0, config=dataclasses.replace(config, stall_rtol=None),
+                                progress=False)
+  assert len(full.loss_history) == 300
+  adam = dataclasses.replace(config, optimizer="adam", learning_rate=1e-3, iterations=40)
+  assert len(stylize.optimize_image(_quadratic_terms, inputs, x0, config=adam, progress=False).loss_history) == 40
 
 
 @pytest.mark.parametrize("init", ["content", "noise", "style"])
