@@ -32,13 +32,12 @@ images only.
 from __future__ import annotations
 
 import pathlib
-import sys
 import time
 
 from absl import app, flags
 
 from nst_jax import adain, adain_train, demo
-from nst_jax.errors import NSTError
+from nst_jax.errors import exit_on_error
 from nst_jax.weights import resolve_weights
 
 DATA = pathlib.Path(__file__).resolve().parent.parent / ".." / "shared" / "data"
@@ -56,6 +55,8 @@ flags.DEFINE_integer("crop", 96, "Random crop size (px).")
 flags.DEFINE_float("min_scale", 1.0, "Crops come from the image resized so its short side is crop * U(min_scale, "
                    "max_scale), capped at the decoded size (--max_side).")
 flags.DEFINE_float("max_scale", 2.0, "See --min_scale; large values crop at the images' own (--max_side) scale.")
+flags.DEFINE_float("style_hue", 0.0, "Rotate each style crop's hue by U(-1, 1) * style_hue * 180 degrees "
+                   "(0: off); more palettes for a decoder trained on few paintings.")
 flags.DEFINE_integer("batch", 4, "Global batch (a multiple of the device count).")
 flags.DEFINE_integer("steps", 100_000, "Total steps (training stops earlier at --max_minutes).")
 flags.DEFINE_float("lr", 1e-4, "Adam learning rate (paper: 1e-4).")
@@ -92,7 +93,8 @@ def run() -> None:
   weights = resolve_weights(FLAGS.weights)
   config = adain_train.TrainConfig(crop=FLAGS.crop, batch=FLAGS.batch, steps=FLAGS.steps, lr=FLAGS.lr,
                                    lr_decay=FLAGS.lr_decay, style_weight=FLAGS.style_weight, width=FLAGS.width,
-                                   seed=FLAGS.seed, min_scale=FLAGS.min_scale, max_scale=FLAGS.max_scale)
+                                   seed=FLAGS.seed, min_scale=FLAGS.min_scale, max_scale=FLAGS.max_scale,
+                                   style_hue=FLAGS.style_hue)
   init = None
   if FLAGS.init_decoder:
     init = adain.resolve_decoder(FLAGS.init_decoder)
@@ -110,7 +112,7 @@ def run() -> None:
   if FLAGS.export:
     info = {"steps": state["step"], "crop": config.crop, "batch": config.batch, "lr": config.lr,
             "lr_decay": config.lr_decay, "style_weight": config.style_weight, "min_scale": config.min_scale,
-            "max_scale": config.max_scale, "init_decoder": FLAGS.init_decoder,
+            "max_scale": config.max_scale, "style_hue": config.style_hue, "init_decoder": FLAGS.init_decoder,
             "init_decoder_info": init.info if init else None, "final_loss": history[-1] if history
             else None, "content_images": len(contents), "style_images": len(styles),
             "holdout": list(FLAGS.holdout), "wall_s_this_run": time.perf_counter() - start}
@@ -123,11 +125,8 @@ def run() -> None:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  try:
+  with exit_on_error():  # bad input: one line, no traceback
     run()
-  except NSTError as e:  # bad input: one line, no traceback
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -51,6 +51,7 @@ class TrainConfig:
   seed: int = 0
   min_scale: float = 1.0  # random crops are taken from the image resized so its short side is crop * [min, max]
   max_scale: float = 2.0
+  style_hue: float = 0.0  # style crops' hues are rotated by U(-1, 1) * style_hue * 180 degrees (0: off)
 
   def __post_init__(self) -> None:
     if self.crop < 16 or self.crop % 8:
@@ -60,6 +61,8 @@ class TrainConfig:
                      f"{self.lr}, {self.lr_decay}")
     if not 0 < self.min_scale <= self.max_scale:
       raise NSTError(f"scales must satisfy 0 < min <= max, got {self.min_scale}, {self.max_scale}")
+    if not 0 <= self.style_hue <= 1:
+      raise NSTError(f"--style_hue must be in [0, 1], got {self.style_hue}")
 
 
 def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
@@ -209,6 +212,19 @@ def random_crop(image: np.ndarray, rng: np.random.Generator, *, crop: int, min_s
   return out[:, ::-1] if rng.random() < 0.5 else out
 
 
+def rotate_hue(image: np.ndarray, degrees: float) -> np.ndarray:
+  """`image` (RGB [0, 1]) with its colours rotated by `degrees` about the grey axis, clipped to [0, 1].
+
+  A rotation about (1, 1, 1) keeps every pixel's grey level (r + g + b) / 3 and its distance from grey (chroma),
+  so a style crop keeps its brush strokes and contrast but gets another palette: more styles' colour statistics
+  for a decoder trained on few paintings."""
+  theta = np.deg2rad(degrees)
+  axis = np.full(3, 1 / np.sqrt(3))
+  cross = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+  rotation = np.cos(theta) * np.eye(3) + np.sin(theta) * cross + (1 - np.cos(theta)) * np.outer(axis, axis)
+  return np.clip(image @ rotation.T.astype(np.float32), 0.0, 1.0)
+
+
 def make_batch(contents: Sequence[np.ndarray], styles: Sequence[np.ndarray], step: int, *, config: TrainConfig,
                seed: int) -> tuple[np.ndarray, np.ndarray]:
   """The (content, style) batch of `step`: a pure function of (seed, step) and the image pools."""
@@ -216,6 +232,8 @@ def make_batch(contents: Sequence[np.ndarray], styles: Sequence[np.ndarray], ste
   kw = dict(crop=config.crop, min_scale=config.min_scale, max_scale=config.max_scale)
   c = [random_crop(contents[rng.integers(len(contents))], rng, **kw) for _ in range(config.batch)]
   s = [random_crop(styles[rng.integers(len(styles))], rng, **kw) for _ in range(config.batch)]
+  if config.style_hue:  # drawn only when on, so runs without it keep their batches
+    s = [rotate_hue(x, 180 * config.style_hue * rng.uniform(-1, 1)) for x in s]
   return np.stack(c), np.stack(s)
 
 
@@ -260,11 +278,12 @@ def load_checkpoint(path: str | os.PathLike, trainer: Trainer) -> tuple[dict, li
   if meta["arch"] != trainer.weights.arch or meta["encoder_sha256"] != trainer.weights.source_sha256:
     raise NSTError(f"--resume: {where} was trained with another encoder ({meta['arch']}, "
                    f"{meta['encoder_sha256'][:12]})")
+  defaults = dataclasses.asdict(TrainConfig())  # keys added later are absent from older checkpoints
   for key in ("width", "crop", "batch", "lr", "lr_decay", "style_weight", "content_weight", "seed", "min_scale",
-              "max_scale"):
-    if meta["config"][key] != getattr(trainer.config, key):
-      raise NSTError(f"--resume: {where} has {key}={meta['config'][key]!r}, the flags say "
-                     f"{getattr(trainer.config, key)!r}")
+              "max_scale", "style_hue"):
+    saved = meta["config"].get(key, defaults[key])
+    if saved != getattr(trainer.config, key):
+      raise NSTError(f"--resume: {where} has {key}={saved!r}, the flags say {getattr(trainer.config, key)!r}")
   params = adain.init_decoder(trainer.weights.arch, trainer.config.width)
   treedef = jax.tree_util.tree_structure((params, trainer.optimizer.init(params)))
   if treedef.num_leaves != len(leaves):

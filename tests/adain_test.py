@@ -284,6 +284,29 @@ def test_batches_are_a_function_of_seed_and_step(pools):
   assert not np.array_equal(a[0], adain_train.make_batch(*pools, 6, config=TINY, seed=0)[0])
 
 
+def test_hue_rotation_keeps_grey_level_and_chroma_and_permutes_at_120_degrees():
+  x = np.random.default_rng(0).uniform(0.3, 0.7, (8, 8, 3)).astype(np.float32)  # no clipping for any angle
+  np.testing.assert_allclose(adain_train.rotate_hue(x, 0), x, atol=1e-6)
+  np.testing.assert_allclose(adain_train.rotate_hue(x, 360), x, atol=1e-6)
+  np.testing.assert_allclose(adain_train.rotate_hue(x, 120), x[..., [2, 0, 1]], atol=1e-6)  # r -> g -> b -> r
+  y = adain_train.rotate_hue(x, 73)
+  np.testing.assert_allclose(y.mean(-1), x.mean(-1), atol=1e-6)
+  chroma = lambda im: np.linalg.norm(im - im.mean(-1, keepdims=True), axis=-1)  # noqa: E731
+  np.testing.assert_allclose(chroma(y), chroma(x), atol=1e-6)
+  assert np.abs(y - x).max() > 0.05
+
+
+def test_style_hue_recolours_only_the_style_crops(pools):
+  plain = adain_train.make_batch(*pools, 3, config=TINY, seed=0)
+  hued = adain_train.make_batch(*pools, 3, config=dataclasses.replace(TINY, style_hue=1.0), seed=0)
+  np.testing.assert_array_equal(hued[0], plain[0])
+  assert hued[1].shape == plain[1].shape and 0 <= hued[1].min() and hued[1].max() <= 1
+  assert np.abs(hued[1] - plain[1]).max() > 0.05
+  np.testing.assert_allclose(hued[1].mean(-1), plain[1].mean(-1), atol=0.1)  # grey level kept but for clipping
+  with pytest.raises(NSTError, match="style_hue"):
+    dataclasses.replace(TINY, style_hue=2.0)
+
+
 def test_training_lowers_the_loss(trainer, pools):
   state = trainer.init_state()
   c, s = adain_train.make_batch(*pools, 0, config=TINY, seed=0)
@@ -311,6 +334,9 @@ def test_checkpoint_resume_gives_identical_next_steps(trainer, pools, tmp_path):
   moved = adain_train.make_trainer(dataclasses.replace(TINY, max_scale=4.0), trainer.weights)
   with pytest.raises(NSTError, match="--resume.*max_scale=2.0"):  # crops at another scale: not the same run
     adain_train.load_checkpoint(path, moved)
+  hued = adain_train.make_trainer(dataclasses.replace(TINY, style_hue=0.5), trainer.weights)
+  with pytest.raises(NSTError, match="--resume.*style_hue=0.0"):
+    adain_train.load_checkpoint(path, hued)
 
 
 def test_fine_tuning_starts_from_the_given_decoder_with_fresh_adam(trainer, pools, tmp_path):
