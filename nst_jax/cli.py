@@ -295,9 +295,9 @@ def run_photoreal() -> pathlib.Path:
   terms = ", ".join(f"{k} {v:.4g}" for k, v in last.final_terms.items())
   grid = result.grid
   tiles = f", {grid.num_tiles} tile(s) of {grid.tile}+2*{grid.halo}" if grid else ""
-  print(f"wrote {output} ({result.image.shape[1]}x{result.image.shape[0]}, {config.stage1_iterations}+"
-        f"{config.stage2_iterations if result.stage2 else 0} iterations{tiles}, {time.perf_counter() - start:.1f} s; "
-        f"{terms})")
+  ran = "+".join(str(len(stage.loss_history)) for stage in (result.stage1, result.stage2) if stage)  # stall stops
+  print(f"wrote {output} ({result.image.shape[1]}x{result.image.shape[0]}, {ran} iterations{tiles}, "
+        f"{time.perf_counter() - start:.1f} s; {terms})")
   return output
 
 
@@ -391,7 +391,7 @@ def run_command(command: str) -> pathlib.Path:
     raise NSTError(f"{e}; the last finite image is in {saved}") from None
   image_io.save_image(output, result.image, bits=FLAGS.output_bits)
   terms = ", ".join(f"{k} {v:.4g}" for k, v in result.final_terms.items())
-  print(f"wrote {output} ({result.image.shape[1]}x{result.image.shape[0]}, {config.iterations} iterations, "
+  print(f"wrote {output} ({result.image.shape[1]}x{result.image.shape[0]}, {len(result.loss_history)} iterations, "
         f"{time.perf_counter() - start:.1f} s; {terms})")
   return output
 

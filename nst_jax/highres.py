@@ -830,7 +830,7 @@ def optimize_scale(problem: ScaleProblem, x0: np.ndarray, *, config: gatys.Styli
 class ScaleReport:
   size: int
   shape: tuple[int, int]
-  iterations: int
+  iterations: int  # run at this scale, resumed ones included (fewer than planned when L-BFGS stalled)
   tile: int
   halo: int
   tiles: int
@@ -911,7 +911,7 @@ def stylize_highres(*, content: np.ndarray | None, styles: Sequence[np.ndarray] 
     initial_terms = initial_terms or result.initial_terms
     history.append(result.loss_history)
     grid = problem.grid
-    reports.append(ScaleReport(size=size, shape=shape, iterations=iters, tile=grid.tile, halo=grid.halo,
+    reports.append(ScaleReport(size=size, shape=shape, iterations=start + len(result.loss_history), tile=grid.tile, halo=grid.halo,
                                tiles=grid.num_tiles, predicted_bytes=estimate_peak_bytes(
                                    grid, arch=weights.arch, layers=layers, content_layers=content_layers,
                                    precision=hr.precision, regions=regions, matting=matting_on),
