@@ -567,9 +567,10 @@ STALL_WINDOW = 10
 def stalled(losses: np.ndarray, *, rtol: float | None, window: int = STALL_WINDOW) -> bool:
   """Whether the last `window` iterations of `losses` lowered the loss by at most `rtol` of its value.
 
-  A line-search L-BFGS never raises the loss, so once that happens it is at float32 precision (a line search that
-  finds no lower value returns a zero step and the next iteration repeats it): the rest would be spent for nothing,
-  as torch's L-BFGS tolerance_change stops it. An Adam loss can rise and fall, so the test is only for L-BFGS."""
+  A line-search L-BFGS never raises the loss; once it stops lowering it, the iterate has reached float32 precision
+  (a line search that finds no lower value returns a zero step, and the next iteration repeats it), so the rest would
+  change nothing -- torch's L-BFGS stops there by tolerance_change. An Adam loss can rise and fall, so the test is
+  only for L-BFGS."""
   if rtol is None or len(losses) <= window:
     return False
   before, now = float(losses[-window - 1]), float(losses[-1])
