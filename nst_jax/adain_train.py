@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import functools
 import json
 import os
 import pathlib
@@ -25,6 +26,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
@@ -82,10 +84,64 @@ def loss_terms(dec_params, enc_params, content, style, *, arch: str, width: int,
   s_feats = jax.lax.stop_gradient(adain.encode(enc_params, style, layers=adain.STYLE_LAYERS, **enc))
   target = adain.adain(c_feats, s_feats[adain.ENCODER_LAYER])
   output = adain.decode(dec_params, target, arch=arch, width=width)
-  o_feats = adain.encode(enc_params, output, layers=adain.STYLE_LAYERS, **enc)
-  lc = adain.content_loss(output_feats=o_feats[adain.ENCODER_LAYER], target=target)
-  ls = adain.style_stats_loss(output_feats=o_feats, style_feats=s_feats)
-  return content_weight * lc + style_weight * ls, {"content": lc, "style": ls}
+  terms = output_terms(enc_params, output, target=target, style_feats=s_feats, **enc)
+  return content_weight * terms["content"] + style_weight * terms["style"], terms
+
+
+def output_terms(enc_params, output, *, target: jax.Array, style_feats: Mapping[str, jax.Array], arch: str,
+                 preprocessing: Preprocessing, backward=None) -> dict[str, jax.Array]:
+  """{'content', 'style'}: the two terms of the training objective for RGB outputs (N, H, W, 3)."""
+  o_feats = adain.encode(enc_params, output, layers=adain.STYLE_LAYERS, arch=arch, preprocessing=preprocessing,
+                         backward=backward)
+  return {"content": adain.content_loss(output_feats=o_feats[adain.ENCODER_LAYER], target=target),
+          "style": adain.style_stats_loss(output_feats=o_feats, style_feats=style_feats)}
+
+
+@functools.partial(jax.jit, static_argnames=("arch", "preprocessing", "steps"))
+def _objective_and_optimum(enc_params, content, style, output, style_weight, content_weight, learning_rate, *,
+                           arch, preprocessing, steps):
+  enc = dict(arch=arch, preprocessing=preprocessing)
+  s_feats = adain.encode(enc_params, style, layers=adain.STYLE_LAYERS, **enc)
+  target = adain.adain(adain.encode(enc_params, content, **enc)[adain.ENCODER_LAYER], s_feats[adain.ENCODER_LAYER])
+
+  def terms(image):
+    t = output_terms(enc_params, image, target=target, style_feats=s_feats, **enc)
+    return {**t, "objective": content_weight * t["content"] + style_weight * t["style"]}
+
+  adam = optax.adam(learning_rate)
+
+  def step(_, carry):
+    image, state = carry
+    updates, state = adam.update(jax.grad(lambda x: terms(x)["objective"])(image), state)
+    return jnp.clip(optax.apply_updates(image, updates), 0.0, 1.0), state  # projected onto valid images
+
+  optimum, _ = jax.lax.fori_loop(0, steps, step, (content, adam.init(content)))
+  return terms(output), optimum, terms(optimum)
+
+
+def objective_optimum(model: adain.Model, content: np.ndarray, style: np.ndarray, output: np.ndarray, *,
+                      style_weight: float, content_weight: float = 1.0, steps: int = 300,
+                      learning_rate: float = 0.01) -> tuple[dict[str, float], np.ndarray, dict[str, float]]:
+  """The training objective's terms for a stylised `output` of (`content`, `style`), and the image that minimises
+  that objective directly: Adam on the pixels for `steps` steps from the content, projected onto [0, 1].
+
+  Returns (output's terms, optimised image, its terms), each terms {'content', 'style', 'objective'}. The
+  optimised image is what the objective asks of a decoder for this one pair, found by per-image optimisation (the
+  paper's section 7.1 compares AdaIN with optimisation the same way, on its training losses); the gap between the
+  two shows how much of that the decoder has learned. Images are (H, W, 3) in [0, 1]; `output` has the content's
+  shape.
+  """
+  if output.shape != content.shape:
+    raise NSTError(f"output shape {output.shape} differs from the content's {content.shape}")
+  batch = [jnp.asarray(x, jnp.float32)[None] for x in (content, style, output)]
+  out_terms, optimum, opt_terms = _objective_and_optimum(
+      model.enc_params, *batch, jnp.float32(style_weight), jnp.float32(content_weight), jnp.float32(learning_rate),
+      arch=model.arch, preprocessing=model.preprocessing, steps=steps)
+  return _floats(out_terms), np.asarray(optimum[0]), _floats(opt_terms)
+
+
+def _floats(terms: Mapping[str, jax.Array]) -> dict[str, float]:
+  return {k: float(v) for k, v in terms.items()}
 
 
 @dataclasses.dataclass

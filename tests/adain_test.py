@@ -317,6 +317,30 @@ def test_training_lowers_the_loss(trainer, pools):
   assert losses[-1] < 0.5 * losses[0], losses
 
 
+def test_objective_optimum_beats_the_decoder_and_the_content(model, content):
+  """Per-image optimisation of the training objective: the terms it reports for an output equal the losses computed
+  from that output's features, and the optimised image lowers the objective far below an untrained decoder's
+  output and the style loss far below the content's own."""
+  style = content[::-1, ::-1] ** 2  # darker, flipped: different channel statistics
+  output = adain.stylize(content, [style], model=model)
+  out_terms, optimum, opt_terms = adain_train.objective_optimum(model, content, style, output, style_weight=10.0,
+                                                                steps=80, learning_rate=0.02)
+  feats = {name: adain._features(model, x, adain.STYLE_LAYERS)  # pylint: disable=protected-access
+           for name, x in (("content", content), ("style", style), ("output", output))}
+  target = adain.adain(feats["content"][adain.ENCODER_LAYER], feats["style"][adain.ENCODER_LAYER])
+  np.testing.assert_allclose(out_terms["style"], adain.style_stats_loss(output_feats=feats["output"],
+                                                                      style_feats=feats["style"]), rtol=1e-4)
+  np.testing.assert_allclose(out_terms["content"], adain.content_loss(
+      output_feats=feats["output"][adain.ENCODER_LAYER], target=target), rtol=1e-4)
+  assert optimum.shape == content.shape and optimum.min() >= 0.0 and optimum.max() <= 1.0
+  np.testing.assert_allclose(out_terms["objective"], out_terms["content"] + 10.0 * out_terms["style"], rtol=1e-5)
+  assert opt_terms["objective"] < 0.05 * out_terms["objective"], (opt_terms, out_terms)
+  content_style = float(adain.style_stats_loss(output_feats=feats["content"], style_feats=feats["style"]))
+  assert opt_terms["style"] < 0.2 * content_style, (opt_terms, content_style)
+  with pytest.raises(NSTError, match="differs from the content"):
+    adain_train.objective_optimum(model, content, style, output[:32], style_weight=1.0)
+
+
 def test_checkpoint_resume_gives_identical_next_steps(trainer, pools, tmp_path):
   state, _ = _run(trainer, trainer.init_state(), pools, 0, 2)
   path = adain_train.save_checkpoint(tmp_path / "ckpt.npz", state, config=TINY, weights=trainer.weights)
