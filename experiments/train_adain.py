@@ -64,7 +64,11 @@ flags.DEFINE_float("lr", 1e-4, "Adam learning rate (paper: 1e-4).")
 flags.DEFINE_float("lr_decay", 5e-5, "Inverse-time decay per step: lr / (1 + decay * step) (paper: 5e-5).")
 flags.DEFINE_float("style_weight", 10.0, "Style loss weight (content weight 1).")
 flags.DEFINE_integer("width", 64, "Decoder width (64 = the paper's decoder).")
-flags.DEFINE_integer("max_side", 512, "Training images are decoded once, capped at this long side.")
+flags.DEFINE_integer("max_side", 512, "Training images are decoded capped at this long side.")
+flags.DEFINE_float("cache_gb", 8.0, "Decoded images are kept up to this size (GiB, contents and styles together); "
+                   "beyond it they are decoded again when drawn, so folders of any size fit in memory.")
+flags.DEFINE_integer("input_threads", 2, "Host threads that decode and crop the batches (more on a GPU machine, "
+                     "where a step takes milliseconds).")
 flags.DEFINE_integer("seed", 0, "Seed of initialisation and batches.")
 flags.DEFINE_float("max_minutes", None, "Stop (after a checkpoint) after this much wall time.")
 flags.DEFINE_integer("checkpoint_every", 100, "Checkpoint every N steps.")
@@ -101,15 +105,16 @@ def run() -> None:
     init = adain.resolve_decoder(FLAGS.init_decoder)
     adain.check_encoder(init, weights)
   content_src, style_src = sources()
-  contents = adain_train.load_pool(content_src, max_side=FLAGS.max_side)
-  styles = adain_train.load_pool(style_src, max_side=FLAGS.max_side)
+  cache = int(FLAGS.cache_gb * 2**30 / 2)  # half each for contents and styles
+  contents = adain_train.ImagePool(content_src, max_side=FLAGS.max_side, cache_bytes=cache)
+  styles = adain_train.ImagePool(style_src, max_side=FLAGS.max_side, cache_bytes=cache)
   print(f"{len(contents)} content and {len(styles)} style images; holdout {','.join(FLAGS.holdout)}")
   trainer = adain_train.make_trainer(config, weights)
   start = time.perf_counter()
   max_seconds = FLAGS.max_minutes * 60 if FLAGS.max_minutes else None
   state, history = adain_train.train(trainer, contents, styles, out_dir=FLAGS.out_dir, resume=FLAGS.resume,
                                      checkpoint_every=FLAGS.checkpoint_every, max_seconds=max_seconds,
-                                     init_params=init.params if init else None)
+                                     init_params=init.params if init else None, input_threads=FLAGS.input_threads)
   if FLAGS.export:
     info = {"steps": state["step"], "crop": config.crop, "batch": config.batch, "lr": config.lr,
             "lr_decay": config.lr_decay, "style_weight": config.style_weight, "min_scale": config.min_scale,

@@ -5,9 +5,10 @@ pipeline, atomic checkpoints with exact resume, and a metrics record.
 - Step: one `jax.jit` over a `Mesh` of all devices; the content and style batches are sharded along the batch axis
   (`NamedSharding(mesh, P("data"))`), decoder/encoder parameters and optimiser state replicated. The loss is a
   mean over the global batch, so the result does not depend on the number of devices (up to summation order).
-- Input: images are decoded once on host threads (capped at `max_side` px); every batch is made on a thread pool
-  from its own generator seeded by (seed, step) -- random scale, crop, flip -- and kept `prefetch` steps ahead, so
-  the device never waits on decoding and batch k is the same whether or not the run was resumed.
+- Input: an `ImagePool` decodes images on first use (capped at `max_side` px) and keeps them up to a memory budget,
+  so folders of the paper's size fit; every batch is made on a thread pool from its own generator seeded by
+  (seed, step) -- random scale, crop, flip -- and kept `prefetch` steps ahead, so the device does not wait on
+  decoding and batch k is the same whether or not the run was resumed.
 - Checkpoint: one .npz (decoder, Adam state, step, config) written atomically; resuming from it gives bit-identical
   next steps.
 """
@@ -20,6 +21,7 @@ import functools
 import json
 import os
 import pathlib
+import threading
 import time
 import zipfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -236,22 +238,74 @@ def _cap(image: np.ndarray, max_side: int) -> np.ndarray:
   return image_io.resize_long_side(image, max_side) if max(image.shape[:2]) > max_side else image
 
 
-def load_pool(sources: Sequence[pathlib.Path | np.ndarray], *, max_side: int, threads: int = 2,
-              log: Callable[[str], None] = print) -> list[np.ndarray]:
-  """Decodes (and caps at `max_side`) every source on `threads` host threads as uint8; arrays pass through capped.
-  A file that is not a readable image is skipped with a logged line (a folder of photos may hold a stray file)."""
-  def one(src):
-    try:
-      img = src if isinstance(src, np.ndarray) else image_io.load_image(src, what="training image")
-    except NSTError as e:
-      log(f"skipped: {e}")
-      return None
-    return (np.clip(_cap(np.asarray(img, np.float32), max_side), 0, 1) * 255).astype(np.uint8)
-  with concurrent.futures.ThreadPoolExecutor(threads) as pool:
-    images = [img for img in pool.map(one, sources) if img is not None]
-  if not images:
-    raise NSTError("no readable training images")
-  return images
+def _to_uint8(image: np.ndarray, max_side: int) -> np.ndarray:
+  return (np.clip(_cap(np.asarray(image, np.float32), max_side), 0, 1) * 255).astype(np.uint8)
+
+
+def _has_image_header(path: pathlib.Path) -> bool:
+  try:
+    with Image.open(path) as im:
+      return im.size[0] > 0 and im.size[1] > 0
+  except Exception:  # pylint: disable=broad-except
+    return False  # Pillow raises many kinds of errors for foreign files; load_image names the problem later
+
+
+class ImagePool(Sequence):
+  """Training images as uint8 (H, W, 3), capped at `max_side`, decoded on first use on the batch threads.
+
+  Decoded images are kept while their total stays under `cache_bytes`: a small set is decoded once, and a folder
+  of the paper's size (~80k photos, ~80k paintings: ~50 GB each decoded at 512 px) trains in bounded memory, the
+  images beyond the budget being decoded again when drawn. Arrays pass through (capped). Files without a readable
+  image header are left out at construction, and a file that fails to decode later is logged once and replaced by
+  the next image, deterministically, so one corrupt file in tens of thousands does not end a long run.
+  """
+
+  def __init__(self, sources: Sequence[pathlib.Path | np.ndarray], *, max_side: int, cache_bytes: int = 8 << 30,
+               threads: int = 8, log: Callable[[str], None] = print) -> None:
+    self.max_side, self.cache_bytes, self._log = max_side, cache_bytes, log
+    with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+      readable = list(pool.map(lambda src: isinstance(src, np.ndarray) or _has_image_header(src), sources))
+    self._sources = []
+    for src, ok in zip(sources, readable):
+      if not ok:
+        log(f"skipped: training image {str(src)!r} is not an image file Pillow can read")
+      else:
+        self._sources.append(_to_uint8(src, max_side) if isinstance(src, np.ndarray) else pathlib.Path(src))
+    if not self._sources:
+      raise NSTError("no readable training images")
+    self._cache: dict[int, np.ndarray] = {}
+    self.cached_bytes = 0
+    self._broken: set[int] = set()
+    self._lock = threading.Lock()
+
+  def __len__(self) -> int:
+    return len(self._sources)
+
+  def __getitem__(self, index: int) -> np.ndarray:  # type: ignore[override]
+    index = range(len(self))[index]  # an int in range (IndexError otherwise)
+    for offset in range(len(self)):
+      i = (index + offset) % len(self)
+      src = self._sources[i]
+      if isinstance(src, np.ndarray):
+        return src
+      if i in self._cache:
+        return self._cache[i]
+      if i in self._broken:
+        continue
+      try:
+        img = _to_uint8(image_io.load_image(src, what="training image"), self.max_side)
+      except NSTError as e:
+        with self._lock:
+          if i not in self._broken:
+            self._broken.add(i)
+            self._log(f"skipped: {e}")
+        continue
+      with self._lock:
+        if i not in self._cache and self.cached_bytes + img.nbytes <= self.cache_bytes:
+          self._cache[i] = img
+          self.cached_bytes += img.nbytes
+      return img
+    raise NSTError("no training image could be decoded")
 
 
 def random_crop(image: np.ndarray, rng: np.random.Generator, *, crop: int, min_scale: float,
@@ -374,11 +428,12 @@ def write_metrics(out_dir: str | os.PathLike, history: Sequence[Mapping[str, flo
 
 def train(trainer: Trainer, contents: Sequence[np.ndarray], styles: Sequence[np.ndarray], *, out_dir: str | os.PathLike,
           resume: bool = True, checkpoint_every: int = 100, log_every: int = 10, max_seconds: float | None = None,
-          init_params: Mapping[str, Any] | None = None,
+          init_params: Mapping[str, Any] | None = None, input_threads: int = 2,
           log: Callable[[str], None] = print) -> tuple[dict, list[dict]]:
   """Runs (or resumes) training to `config.steps`, checkpointing to out_dir/checkpoint.npz; returns the final state
-  and the history of running-mean losses. Stops early (after a checkpoint) when `max_seconds` have passed.
-  Without a checkpoint to resume, starts from `init_params` (a trained decoder to fine-tune) or from random."""
+  and the history of running-mean losses. Stops early (after a checkpoint) when `max_seconds` have passed. Without
+  a checkpoint to resume, starts from `init_params` (a trained decoder to fine-tune) or from random. Batches are
+  built on `input_threads` host threads."""
   out_dir = pathlib.Path(out_dir)
   ckpt_path = out_dir / "checkpoint.npz"
   config = trainer.config
@@ -389,7 +444,8 @@ def train(trainer: Trainer, contents: Sequence[np.ndarray], styles: Sequence[np.
     state, history = trainer.init_state(init_params), []
   start_time, start_step = time.perf_counter(), state["step"]
   window: list[dict[str, float]] = []
-  for step, c, s in batches(contents, styles, start=state["step"], stop=config.steps, config=config):
+  for step, c, s in batches(contents, styles, start=state["step"], stop=config.steps, config=config,
+                            threads=input_threads, prefetch=max(4, 2 * input_threads)):
     state, terms = trainer.step(state, *trainer.shard_batch(c, s))
     window.append(terms)
     done = step + 1

@@ -274,6 +274,42 @@ def _run(trainer, state, pools, start, stop):
   return state, losses
 
 
+def test_image_pool_decodes_on_demand_within_its_budget_and_skips_bad_files(content, tmp_path):
+  from PIL import Image  # pylint: disable=import-outside-toplevel
+  img = (content * 255).astype(np.uint8)
+  paths = [tmp_path / name for name in ("a.png", "b.jpg", "c.png", "d.jpg", "e.png")]
+  Image.fromarray(img).save(paths[0])
+  paths[1].write_text("not an image")  # no image header: left out at construction
+  Image.fromarray(np.kron(img, np.ones((2, 2, 1), np.uint8))).save(paths[2])  # 128 px: capped at 48
+  Image.fromarray(img[::-1]).save(tmp_path / "full.jpg", quality=95)
+  full = (tmp_path / "full.jpg").read_bytes()
+  paths[3].write_bytes(full[:len(full) // 2])  # a header, then truncated data
+  Image.fromarray(255 - img).save(paths[4])
+  logged = []
+  eager = [adain_train._to_uint8(adain.image_io.load_image(p), 48)  # pylint: disable=protected-access
+           for p in (paths[0], paths[2], paths[4])]
+  one_image = max(x.nbytes for x in eager)
+  pool = adain_train.ImagePool(paths + [content], max_side=48, cache_bytes=one_image, log=logged.append)
+  assert len(pool) == 5 and len(logged) == 1 and "b.jpg" in logged[0]
+  assert pool.cached_bytes == 0  # nothing decoded yet
+  for _ in range(2):  # the second pass decodes again what the budget did not keep
+    np.testing.assert_array_equal(pool[0], eager[0])
+    np.testing.assert_array_equal(pool[1], eager[1])
+    np.testing.assert_array_equal(pool[2], eager[2])  # d.jpg is truncated: replaced by the next image, e.png
+    np.testing.assert_array_equal(pool[3], eager[2])
+    np.testing.assert_array_equal(pool[4], adain_train._to_uint8(content, 48))  # pylint: disable=protected-access
+  assert max(pool[1].shape[:2]) == 48
+  assert 0 < pool.cached_bytes <= one_image
+  assert len(logged) == 2 and "d.jpg" in logged[1]  # the broken file is reported once
+  listed = [pool[i] for i in range(len(pool))]
+  for step in (0, 7):
+    for a, b in zip(adain_train.make_batch(pool, pool, step, config=TINY, seed=0),
+                    adain_train.make_batch(listed, listed, step, config=TINY, seed=0)):
+      np.testing.assert_array_equal(a, b)
+  with pytest.raises(NSTError, match="no readable training images"):
+    adain_train.ImagePool([paths[1]], max_side=48, log=logged.append)
+
+
 def test_batches_are_a_function_of_seed_and_step(pools):
   a = adain_train.make_batch(*pools, 5, config=TINY, seed=0)
   b = list(adain_train.batches(*pools, start=4, stop=6, config=TINY))[1]
