@@ -81,10 +81,17 @@ flags.DEFINE_string("init_decoder", None, "Fine-tune: start from this trained de
 FLAGS = flags.FLAGS
 
 
+def folders(flag: str) -> list[str]:
+  """The folders of a list flag: the defaults (../shared/data) may be absent, folders given on the command line
+  must exist (list_images says which does not)."""
+  if FLAGS[flag].present:
+    return FLAGS[flag].value
+  return [d for d in FLAGS[flag].value if pathlib.Path(d).exists()]
+
+
 def sources() -> tuple[list, list]:
-  contents = adain_train.list_images([d for d in FLAGS.content_dirs if pathlib.Path(d).exists()],
-                                     exclude=FLAGS.holdout)
-  styles = adain_train.list_images([d for d in FLAGS.style_dirs if pathlib.Path(d).exists()], exclude=FLAGS.holdout)
+  contents = adain_train.list_images(folders("content_dirs"), exclude=FLAGS.holdout)
+  styles = adain_train.list_images(folders("style_dirs"), exclude=FLAGS.holdout)
   if FLAGS.highres and (DATA / "highres").is_dir():
     contents += [p for p in sorted((DATA / "highres").glob("*_input.jpg")) if p.stem not in FLAGS.holdout]
   if FLAGS.demo_images:
