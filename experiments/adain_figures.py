@@ -14,7 +14,8 @@ in5, in12, in21, in28, golden_gate; styles tar5, tar21, starry_night, shipwreck)
   - the latency of one 512x512 stylisation (median of 3, after a warm-up; the CPU is shared, so it is inflated);
   - with --optimum_steps N, per pair: the decoder's training objective (content + style_weight * style terms) for
     its output, against the image found by optimising that objective directly (N Adam steps on the pixels from the
-    content), and that image's reduction: how far the decoder is from what its own objective asks.
+    content), and that image's reduction: how far the decoder is from what its own objective asks; optimum.png shows
+    content, style, decoder output and optimised image for each pair.
 Expected with the shipped decoder (measured, 2-core CPU): PSNR mean 14.4 dB, reduction geometric mean 2.4x
 (min 1.45x, max 4.9x), 512x512 in ~3 s; the AdaIN issue's bar, >= 5x for every pair, is not reached (README, "AdaIN").
   python -m experiments.adain_figures --quick --optimum_steps 300   # + direct optimisation: 19 min (busy 2-core CPU)
@@ -78,7 +79,7 @@ def optimum_record(model: adain.Model, content: np.ndarray, style: np.ndarray, o
   out_terms, optimum, opt_terms = adain_train.objective_optimum(model, content, style, output,
                                                                 style_weight=style_weight, steps=steps)
   return {"steps": steps, "style_weight": style_weight, "decoder_terms": out_terms, "terms": opt_terms,
-          "reduction": before / style_distance(model, optimum, style)}
+          "reduction": before / style_distance(model, optimum, style), "image": optimum}
 
 
 def run(*, size: int, quick: bool, decoder: str, weights: str, data_dir: pathlib.Path, out_dir: pathlib.Path,
@@ -92,16 +93,24 @@ def run(*, size: int, quick: bool, decoder: str, weights: str, data_dir: pathlib
   # Reconstruction.
   record["psnr"] = {name: psnr(adain.stylize(c, [c], model=model, alpha=0.0), c) for name, c in contents.items()}
   # Style statistics before and after.
-  pairs = {}
+  pairs, outputs = {}, {}
   for cname, c in contents.items():
     for sname, s in styles.items():
-      out = adain.stylize(c, [s], model=model)
+      out = outputs[f"{cname}/{sname}"] = adain.stylize(c, [s], model=model)
       before, after = style_distance(model, c, s), style_distance(model, out, s)
       pairs[f"{cname}/{sname}"] = {"content_vs_style": before, "stylized_vs_style": after,
                                    "reduction": before / after}
       if optimum_steps:
         pairs[f"{cname}/{sname}"]["optimum"] = optimum_record(model, c, s, out, before=before, steps=optimum_steps,
                                                               style_weight=ckpt.info.get("style_weight", 10.0))
+  if optimum_steps:  # content, style, decoder output, optimised image: one row per pair
+    rows, labels = [], []
+    for name, p in pairs.items():
+      cname, sname = name.split("/")
+      opt = p["optimum"]
+      rows.append([contents[cname], styles[sname], outputs[name], opt.pop("image")])
+      labels.append([cname, sname, f"decoder {p['reduction']:.1f}x", f"optimised {opt['reduction']:.0f}x"])
+    image_io.save_image(out_dir / "optimum.png", figures.contact_sheet(rows, labels, cell_height=min(size, 192)))
   record["style_loss"] = pairs
   reductions = [p["reduction"] for p in pairs.values()]
   record["summary"] = {"psnr_mean": float(np.mean(list(record["psnr"].values()))),
