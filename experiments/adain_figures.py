@@ -37,7 +37,7 @@ import numpy as np
 from absl import app, flags
 
 from nst_jax import adain, adain_train, atomic, demo, figures, image_io
-from nst_jax.errors import exit_on_error
+from nst_jax.errors import NSTError, exit_on_error
 from nst_jax.weights import resolve_weights
 
 DATA = pathlib.Path(__file__).resolve().parent.parent / ".." / "shared" / "data"
@@ -84,6 +84,8 @@ def optimum_record(model: adain.Model, content: np.ndarray, style: np.ndarray, o
 
 def run(*, size: int, quick: bool, decoder: str, weights: str, data_dir: pathlib.Path, out_dir: pathlib.Path,
         optimum_steps: int = 0) -> dict:
+  if optimum_steps < 0:
+    raise NSTError(f"--optimum_steps must be >= 0, got {optimum_steps}")
   ckpt = adain.resolve_decoder(decoder)
   model = adain.make_model(resolve_weights(weights), ckpt)
   contents, styles = images(data_dir, quick)
@@ -150,7 +152,8 @@ def run(*, size: int, quick: bool, decoder: str, weights: str, data_dir: pathlib
   print(f"PSNR {record['psnr']}\nstyle-loss reduction min {record['summary']['reduction_min']:.1f}x, "
         f"geomean {record['summary']['reduction_geomean']:.1f}x\n{optimum}"
         f"512x512 latency {statistics.median(times):.2f} s\n"
-        f"wrote {out_dir}/alpha_sweep.png, interpolation.png, results.json")
+        f"wrote {out_dir}/alpha_sweep.png, interpolation.png, {'optimum.png, ' if optimum_steps else ''}"
+        "results.json")
   return record
 
 

@@ -37,7 +37,7 @@ import time
 from absl import app, flags
 
 from nst_jax import adain, adain_train, demo
-from nst_jax.errors import exit_on_error
+from nst_jax.errors import NSTError, exit_on_error
 from nst_jax.weights import resolve_weights
 
 DATA = pathlib.Path(__file__).resolve().parent.parent / ".." / "shared" / "data"
@@ -102,6 +102,8 @@ def sources() -> tuple[list, list]:
 
 
 def run() -> None:
+  if FLAGS.cache_gb < 0 or FLAGS.input_threads < 1:
+    raise NSTError(f"--cache_gb must be >= 0 and --input_threads >= 1, got {FLAGS.cache_gb}, {FLAGS.input_threads}")
   weights = resolve_weights(FLAGS.weights)
   config = adain_train.TrainConfig(crop=FLAGS.crop, batch=FLAGS.batch, steps=FLAGS.steps, lr=FLAGS.lr,
                                    lr_decay=FLAGS.lr_decay, style_weight=FLAGS.style_weight, width=FLAGS.width,
@@ -112,9 +114,10 @@ def run() -> None:
     init = adain.resolve_decoder(FLAGS.init_decoder)
     adain.check_encoder(init, weights)
   content_src, style_src = sources()
-  cache = int(FLAGS.cache_gb * 2**30 / 2)  # half each for contents and styles
-  contents = adain_train.ImagePool(content_src, max_side=FLAGS.max_side, cache_bytes=cache)
-  styles = adain_train.ImagePool(style_src, max_side=FLAGS.max_side, cache_bytes=cache)
+  pool = dict(max_side=FLAGS.max_side, cache_bytes=int(FLAGS.cache_gb * 2**30 / 2),  # half each
+              threads=FLAGS.input_threads)
+  contents = adain_train.ImagePool(content_src, **pool)
+  styles = adain_train.ImagePool(style_src, **pool)
   print(f"{len(contents)} content and {len(styles)} style images; holdout {','.join(FLAGS.holdout)}")
   trainer = adain_train.make_trainer(config, weights)
   start = time.perf_counter()

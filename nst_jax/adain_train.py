@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from nst_jax import adain, atomic, image_io, vgg
 from nst_jax.errors import NSTError
@@ -105,9 +105,10 @@ def _objective_and_optimum(enc_params, content, style, output, style_weight, con
   enc = dict(arch=arch, preprocessing=preprocessing)
   s_feats = adain.encode(enc_params, style, layers=adain.STYLE_LAYERS, **enc)
   target = adain.adain(adain.encode(enc_params, content, **enc)[adain.ENCODER_LAYER], s_feats[adain.ENCODER_LAYER])
+  backward = vgg.backward_kernels(enc_params)  # once, not per step (same gradients, cheaper input gradients)
 
   def terms(image):
-    t = output_terms(enc_params, image, target=target, style_feats=s_feats, **enc)
+    t = output_terms(enc_params, image, target=target, style_feats=s_feats, backward=backward, **enc)
     return {**t, "objective": content_weight * t["content"] + style_weight * t["style"]}
 
   adam = optax.adam(learning_rate)
@@ -129,12 +130,15 @@ def objective_optimum(model: adain.Model, content: np.ndarray, style: np.ndarray
 
   Returns (output's terms, optimised image, its terms), each terms {'content', 'style', 'objective'}. The
   optimised image is what the objective asks of a decoder for this one pair, found by per-image optimisation (the
-  paper's section 7.1 compares AdaIN with optimisation the same way, on its training losses); the gap between the
-  two shows how much of that the decoder has learned. Images are (H, W, 3) in [0, 1]; `output` has the content's
+  paper's section 7.1 measures its training losses on AdaIN's outputs and on those of Gatys et al.'s optimisation;
+  here the optimisation is of that objective itself); the gap between the two shows how much of it the decoder has
+  learned. Images are (H, W, 3) in [0, 1]; `output` has the content's
   shape.
   """
   if output.shape != content.shape:
     raise NSTError(f"output shape {output.shape} differs from the content's {content.shape}")
+  if steps < 0:
+    raise NSTError(f"optimisation steps must be >= 0, got {steps}")
   batch = [jnp.asarray(x, jnp.float32)[None] for x in (content, style, output)]
   out_terms, optimum, opt_terms = _objective_and_optimum(
       model.enc_params, *batch, jnp.float32(style_weight), jnp.float32(content_weight), jnp.float32(learning_rate),
@@ -242,12 +246,15 @@ def _to_uint8(image: np.ndarray, max_side: int) -> np.ndarray:
   return (np.clip(_cap(np.asarray(image, np.float32), max_side), 0, 1) * 255).astype(np.uint8)
 
 
-def _has_image_header(path: pathlib.Path) -> bool:
+def _header_problem(path: pathlib.Path) -> str | None:
+  """None when `path` opens as an image with a non-empty size; otherwise what is wrong, in a few words."""
   try:
     with Image.open(path) as im:
-      return im.size[0] > 0 and im.size[1] > 0
-  except Exception:  # pylint: disable=broad-except
-    return False  # Pillow raises many kinds of errors for foreign files; load_image names the problem later
+      return None if im.width > 0 and im.height > 0 else "has an empty image size"
+  except UnidentifiedImageError:
+    return "is not an image file Pillow can read"
+  except Exception as e:  # pylint: disable=broad-except
+    return f"could not be opened: {type(e).__name__}: {e}"  # missing, unreadable, too large, ...
 
 
 class ImagePool(Sequence):
@@ -256,19 +263,22 @@ class ImagePool(Sequence):
   Decoded images are kept while their total stays under `cache_bytes`: a small set is decoded once, and a folder
   of the paper's size (~80k photos, ~80k paintings: ~50 GB each decoded at 512 px) trains in bounded memory, the
   images beyond the budget being decoded again when drawn. Arrays pass through (capped). Files without a readable
-  image header are left out at construction, and a file that fails to decode later is logged once and replaced by
-  the next image, deterministically, so one corrupt file in tens of thousands does not end a long run.
+  image header are left out at construction (logged), and a file that fails to decode twice in a row later is
+  logged once and replaced by the next image for the rest of the run, so one corrupt file in tens of thousands does
+  not end a long run; batches stay a function of (seed, step) as long as files fail always or never.
   """
 
   def __init__(self, sources: Sequence[pathlib.Path | np.ndarray], *, max_side: int, cache_bytes: int = 8 << 30,
                threads: int = 8, log: Callable[[str], None] = print) -> None:
+    if cache_bytes < 0 or threads < 1:
+      raise NSTError(f"the image cache must be >= 0 bytes and threads >= 1, got {cache_bytes}, {threads}")
     self.max_side, self.cache_bytes, self._log = max_side, cache_bytes, log
     with concurrent.futures.ThreadPoolExecutor(threads) as pool:
-      readable = list(pool.map(lambda src: isinstance(src, np.ndarray) or _has_image_header(src), sources))
+      problems = list(pool.map(lambda src: None if isinstance(src, np.ndarray) else _header_problem(src), sources))
     self._sources = []
-    for src, ok in zip(sources, readable):
-      if not ok:
-        log(f"skipped: training image {str(src)!r} is not an image file Pillow can read")
+    for src, problem in zip(sources, problems):
+      if problem:
+        log(f"skipped: training image {str(src)!r} {problem}")
       else:
         self._sources.append(_to_uint8(src, max_side) if isinstance(src, np.ndarray) else pathlib.Path(src))
     if not self._sources:
@@ -293,19 +303,26 @@ class ImagePool(Sequence):
       if i in self._broken:
         continue
       try:
-        img = _to_uint8(image_io.load_image(src, what="training image"), self.max_side)
+        img = self._decode(src)
       except NSTError as e:
         with self._lock:
           if i not in self._broken:
             self._broken.add(i)
             self._log(f"skipped: {e}")
         continue
+      img.setflags(write=False)  # shared between threads and batches
       with self._lock:
         if i not in self._cache and self.cached_bytes + img.nbytes <= self.cache_bytes:
           self._cache[i] = img
           self.cached_bytes += img.nbytes
       return img
     raise NSTError("no training image could be decoded")
+
+  def _decode(self, path: pathlib.Path) -> np.ndarray:
+    try:
+      return _to_uint8(image_io.load_image(path, what="training image"), self.max_side)
+    except NSTError:  # once more: a network file system may fail once; a corrupt file fails every time
+      return _to_uint8(image_io.load_image(path, what="training image"), self.max_side)
 
 
 def random_crop(image: np.ndarray, rng: np.random.Generator, *, crop: int, min_scale: float,
@@ -434,6 +451,8 @@ def train(trainer: Trainer, contents: Sequence[np.ndarray], styles: Sequence[np.
   and the history of running-mean losses. Stops early (after a checkpoint) when `max_seconds` have passed. Without
   a checkpoint to resume, starts from `init_params` (a trained decoder to fine-tune) or from random. Batches are
   built on `input_threads` host threads."""
+  if input_threads < 1:
+    raise NSTError(f"--input_threads must be >= 1, got {input_threads}")
   out_dir = pathlib.Path(out_dir)
   ckpt_path = out_dir / "checkpoint.npz"
   config = trainer.config

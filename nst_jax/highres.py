@@ -911,8 +911,8 @@ def stylize_highres(*, content: np.ndarray | None, styles: Sequence[np.ndarray] 
     initial_terms = initial_terms or result.initial_terms
     history.append(result.loss_history)
     grid = problem.grid
-    reports.append(ScaleReport(size=size, shape=shape, iterations=start + len(result.loss_history), tile=grid.tile, halo=grid.halo,
-                               tiles=grid.num_tiles, predicted_bytes=estimate_peak_bytes(
+    reports.append(ScaleReport(size=size, shape=shape, iterations=start + len(result.loss_history), tile=grid.tile,
+                               halo=grid.halo, tiles=grid.num_tiles, predicted_bytes=estimate_peak_bytes(
                                    grid, arch=weights.arch, layers=layers, content_layers=content_layers,
                                    precision=hr.precision, regions=regions, matting=matting_on),
                                final_terms=result.final_terms))

@@ -6,8 +6,10 @@ rotation, animated) is either handled here or turned into a one-line `NSTError`.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pathlib
+import threading
 import warnings
 
 import numpy as np
@@ -41,13 +43,19 @@ def load_image(path: str | os.PathLike, *, what: str = "image") -> np.ndarray:
     raise NSTError(f"{what} {str(path)!r} is a directory, not an image file")
   if path.stat().st_size == 0:
     raise NSTError(f"{what} {str(path)!r} is an empty file")
+  # Pillow's metadata complaints ("Tag data larger than file", ...) would be stray stderr lines for the user. The
+  # warning filters are process-wide and catch_warnings is not thread-safe, so they are only touched on the main
+  # thread (the CLI); decoding threads (AdaIN training) leave them alone. Either way a huge image is refused by the
+  # explicit size check, not by the bomb warning's filter.
+  on_main = threading.current_thread() is threading.main_thread()
   try:
-    with warnings.catch_warnings():
-      # Pillow's metadata complaints ("Tag data larger than file", ...) would be stray stderr lines for the user;
-      # the bomb warning must stay an error so that a huge image is refused instead of decoded.
-      warnings.simplefilter("ignore")
-      warnings.simplefilter("error", Image.DecompressionBombWarning)
+    with warnings.catch_warnings() if on_main else contextlib.nullcontext():
+      if on_main:
+        warnings.simplefilter("ignore")
       with Image.open(path) as im:
+        if Image.MAX_IMAGE_PIXELS and im.width * im.height > Image.MAX_IMAGE_PIXELS:
+          raise Image.DecompressionBombError(f"{im.width}x{im.height} pixels exceeds the limit of "
+                                             f"{Image.MAX_IMAGE_PIXELS}")
         im.seek(0)  # first frame of animations
         im = ImageOps.exif_transpose(im)
         return _to_rgb_float(im)

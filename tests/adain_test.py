@@ -274,7 +274,7 @@ def _run(trainer, state, pools, start, stop):
   return state, losses
 
 
-def test_image_pool_decodes_on_demand_within_its_budget_and_skips_bad_files(content, tmp_path):
+def test_image_pool_decodes_on_demand_within_its_budget_and_skips_bad_files(content, tmp_path, monkeypatch):
   from PIL import Image  # pylint: disable=import-outside-toplevel
   img = (content * 255).astype(np.uint8)
   paths = [tmp_path / name for name in ("a.png", "b.jpg", "c.png", "d.jpg", "e.png")]
@@ -289,8 +289,15 @@ def test_image_pool_decodes_on_demand_within_its_budget_and_skips_bad_files(cont
   eager = [adain_train._to_uint8(adain.image_io.load_image(p), 48)  # pylint: disable=protected-access
            for p in (paths[0], paths[2], paths[4])]
   one_image = max(x.nbytes for x in eager)
+  decoded, load_image = {}, adain.image_io.load_image
+
+  def counting_load_image(path, **kw):
+    decoded[path.name] = decoded.get(path.name, 0) + 1
+    return load_image(path, **kw)
+
+  monkeypatch.setattr(adain.image_io, "load_image", counting_load_image)
   pool = adain_train.ImagePool(paths + [content], max_side=48, cache_bytes=one_image, log=logged.append)
-  assert len(pool) == 5 and len(logged) == 1 and "b.jpg" in logged[0]
+  assert len(pool) == 5 and len(logged) == 1 and "b.jpg" in logged[0] and "not an image file" in logged[0]
   assert pool.cached_bytes == 0  # nothing decoded yet
   for _ in range(2):  # the second pass decodes again what the budget did not keep
     np.testing.assert_array_equal(pool[0], eager[0])
@@ -298,14 +305,19 @@ def test_image_pool_decodes_on_demand_within_its_budget_and_skips_bad_files(cont
     np.testing.assert_array_equal(pool[2], eager[2])  # d.jpg is truncated: replaced by the next image, e.png
     np.testing.assert_array_equal(pool[3], eager[2])
     np.testing.assert_array_equal(pool[4], adain_train._to_uint8(content, 48))  # pylint: disable=protected-access
+  # a.png stays cached (the budget holds one image), c.png and e.png are decoded on every use, d.jpg is tried twice
+  # (a second chance for a flaky file system) and then never again, e.png standing in for it.
+  assert decoded == {"a.png": 1, "c.png": 2, "d.jpg": 2, "e.png": 4}, decoded
   assert max(pool[1].shape[:2]) == 48
   assert 0 < pool.cached_bytes <= one_image
   assert len(logged) == 2 and "d.jpg" in logged[1]  # the broken file is reported once
   listed = [pool[i] for i in range(len(pool))]
-  for step in (0, 7):
-    for a, b in zip(adain_train.make_batch(pool, pool, step, config=TINY, seed=0),
-                    adain_train.make_batch(listed, listed, step, config=TINY, seed=0)):
-      np.testing.assert_array_equal(a, b)
+  threaded = adain_train.batches(pool, pool, start=0, stop=6, config=TINY, threads=4)
+  serial = adain_train.batches(listed, listed, start=0, stop=6, config=TINY, threads=1)
+  for (step_a, *a), (step_b, *b) in zip(threaded, serial, strict=True):
+    assert step_a == step_b
+    np.testing.assert_array_equal(a, b)
+  assert pool.cached_bytes <= one_image
   with pytest.raises(NSTError, match="no readable training images"):
     adain_train.ImagePool([paths[1]], max_side=48, log=logged.append)
 

@@ -467,3 +467,24 @@ def test_saved_file_has_ordinary_permissions(tmp_path, bits):
   finally:
     os.umask(umask)
   assert path.stat().st_mode & 0o777 == 0o644
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+def test_huge_images_are_refused_on_any_thread_without_touching_warning_filters(tmp_path, monkeypatch):
+  """Between MAX_IMAGE_PIXELS and twice that, Pillow only warns; the explicit size check refuses the image on the
+  main thread and on decoding threads alike, and a decoding thread leaves the process-wide warning filters as
+  they were (catch_warnings is not thread-safe)."""
+  import concurrent.futures  # pylint: disable=import-outside-toplevel
+  import warnings  # pylint: disable=import-outside-toplevel
+  path = tmp_path / "big.png"
+  Image.fromarray(np.zeros((48, 64, 3), np.uint8)).save(path)
+  monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 2000)  # 3072 pixels: over the limit, under twice it
+  with pytest.raises(NSTError, match="too large to decode safely"):
+    image_io.load_image(path)
+  filters = list(warnings.filters)
+  with concurrent.futures.ThreadPoolExecutor(2) as pool:
+    with pytest.raises(NSTError, match="too large to decode safely"):
+      pool.submit(image_io.load_image, path).result()
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10_000)
+    assert pool.submit(image_io.load_image, path).result().shape == (48, 64, 3)
+  assert warnings.filters == filters
