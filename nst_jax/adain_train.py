@@ -132,8 +132,7 @@ def objective_optimum(model: adain.Model, content: np.ndarray, style: np.ndarray
   optimised image is what the objective asks of a decoder for this one pair, found by per-image optimisation (the
   paper's section 7.1 measures its training losses on AdaIN's outputs and on those of Gatys et al.'s optimisation;
   here the optimisation is of that objective itself); the gap between the two shows how much of it the decoder has
-  learned. Images are (H, W, 3) in [0, 1]; `output` has the content's
-  shape.
+  learned. Images are (H, W, 3) in [0, 1]; `output` has the content's shape.
   """
   if output.shape != content.shape:
     raise NSTError(f"output shape {output.shape} differs from the content's {content.shape}")
