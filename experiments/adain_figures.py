@@ -36,9 +36,11 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
-from nst_jax import adain, adain_train, atomic, demo, figures, image_io
+from nst_jax import demo, figures
+from nst_jax.io import atomic, image_io
+from nst_jax.methods import adain, adain_train
 from nst_jax.errors import NSTError, exit_on_error
-from nst_jax.weights import resolve_weights
+from nst_jax.weights.format import resolve_weights
 
 DATA = pathlib.Path(__file__).resolve().parent.parent / ".." / "shared" / "data"
 HELD_OUT_CONTENTS = ("photoreal/input/in5.png", "photoreal/input/in12.png", "photoreal/input/in21.png",

@@ -41,7 +41,8 @@ _force_host_devices(sys.argv)
 
 from absl import app, flags  # noqa: E402 (after the XLA_FLAGS set-up above)
 
-from nst_jax import benchmark, stylize  # noqa: E402
+from benchmarking import harness as benchmark  # noqa: E402
+from nst_jax.methods import gatys
 from nst_jax.errors import NSTError  # noqa: E402
 
 _SIZES = flags.DEFINE_list("sizes", ["256", "512"], "Image heights; width = height x --aspect.")
@@ -50,8 +51,8 @@ _NETWORK = flags.DEFINE_enum("network", "vgg16", ["vgg16", "vgg19"], "VGG archit
 _WEIGHTS = flags.DEFINE_string("weights", "auto", "Weights name or path; auto: the network's default set if "
                                "fetched, else random weights (timing does not depend on the values).")
 _PRECISION = flags.DEFINE_list("precision", ["fp32"], "fp32 and/or bf16 (VGG in bfloat16, losses in float32).")
-_CONTENT_LAYERS = flags.DEFINE_list("content_layers", list(stylize.CONTENT_LAYERS), "Content layers.")
-_STYLE_LAYERS = flags.DEFINE_list("style_layers", list(stylize.STYLE_LAYERS), "Style layers.")
+_CONTENT_LAYERS = flags.DEFINE_list("content_layers", list(gatys.CONTENT_LAYERS), "Content layers.")
+_STYLE_LAYERS = flags.DEFINE_list("style_layers", list(gatys.STYLE_LAYERS), "Style layers.")
 _OPTIMIZER = flags.DEFINE_string("optimizer", "lbfgs", "Optimizer of the step timing (lbfgs or an optax name).")
 _DEVICES = flags.DEFINE_integer("devices", 1, "N > 1: also shard N images over N devices (simulated on CPU).")
 _TILE_SIZE = flags.DEFINE_integer("tile_size", 0, "N > 0: also time one eval of the tiled loss (nst_jax.highres) "

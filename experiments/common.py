@@ -22,9 +22,13 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
-from nst_jax import demo, guidance, image_io, losses, stylize, vgg
+from nst_jax import demo, losses
+from nst_jax.io import image_io
+from nst_jax.losses import guidance
+from nst_jax.methods import gatys
+from nst_jax.models import vgg
 from nst_jax.errors import NSTError, exit_on_error
-from nst_jax.weights import VGGWeights
+from nst_jax.weights.format import VGGWeights
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 DEFAULT_DATA_DIR = "../shared/data"
@@ -121,11 +125,11 @@ def _find_artistic(data_dir: str) -> pathlib.Path | None:
 # -------------------------------------------------------------------------------------------------- running
 
 
-def run_stylize(name: str, *, weights: VGGWeights, config: stylize.StylizeConfig, progress: bool = False,
-                **kwargs) -> tuple[stylize.StylizeResult, dict[str, Any]]:
-  """`stylize.stylize(...)` timed; returns the result and a JSON-ready record (terms, time), and prints one line."""
+def run_stylize(name: str, *, weights: VGGWeights, config: gatys.StylizeConfig, progress: bool = False,
+                **kwargs) -> tuple[gatys.StylizeResult, dict[str, Any]]:
+  """`gatys.stylize(...)` timed; returns the result and a JSON-ready record (terms, time), and prints one line."""
   start = time.perf_counter()
-  result = stylize.stylize(weights=weights, config=config, progress=progress, **kwargs)
+  result = gatys.stylize(weights=weights, config=config, progress=progress, **kwargs)
   seconds = time.perf_counter() - start
   record = {"initial_terms": result.initial_terms, "final_terms": result.final_terms,
             "style_reduction": style_reduction(result), "seconds": round(seconds, 2)}
@@ -134,7 +138,7 @@ def run_stylize(name: str, *, weights: VGGWeights, config: stylize.StylizeConfig
   return result, record
 
 
-def style_reduction(result: stylize.StylizeResult) -> float | None:
+def style_reduction(result: gatys.StylizeResult) -> float | None:
   """Initial / final style term (how many times the style loss fell), None when there is no style term."""
   start, end = result.initial_terms.get("style"), result.final_terms.get("style")
   if start is None or end is None or end <= 0:

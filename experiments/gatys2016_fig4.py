@@ -38,14 +38,15 @@ import time
 
 import numpy as np
 
-from nst_jax import figures, stylize
-from nst_jax.weights import resolve_weights
+from nst_jax import figures
+from nst_jax.methods import gatys
+from nst_jax.weights.format import resolve_weights
 
 import common
 
 QUICK = dict(size=80, iterations=40)
 FULL = dict(size=512, iterations=500)
-LAYERS = stylize.STYLE_LAYERS  # relu1_1 .. relu5_1
+LAYERS = gatys.STYLE_LAYERS  # relu1_1 .. relu5_1
 RATIOS = (1e-5, 1e-4, 1e-3, 1e-2)
 QUICK_DEPTHS, QUICK_RATIOS = (1, 3, 5), (1e-5, 1e-3, 1e-2)
 STYLE = "starry_night"
@@ -68,7 +69,7 @@ def run(settings: common.Settings) -> dict:
     layers = LAYERS[:depth]
     row, row_labels = [], []
     for ratio in ratios:
-      config = stylize.StylizeConfig(size=settings.size, iterations=settings.iterations, style_layers=layers,
+      config = gatys.StylizeConfig(size=settings.size, iterations=settings.iterations, style_layers=layers,
                                      style_weight=style_weight_for_ratio(ratio),
                                      tv_weight=style_weight_for_ratio(ratio), init=init, log_every=50)
       result, record = common.run_stylize(f"up to {layers[-1]}, ratio {ratio:g}", content=content, styles=style,

@@ -24,8 +24,11 @@ import time
 
 import numpy as np
 
-from nst_jax import color, figures, image_io, stylize
-from nst_jax.weights import resolve_weights
+from nst_jax import figures
+from nst_jax.io import image_io
+from nst_jax.losses import color
+from nst_jax.methods import gatys
+from nst_jax.weights.format import resolve_weights
 
 import common
 
@@ -56,7 +59,7 @@ def run(settings: common.Settings, variants: tuple[str, ...] = tuple(VARIANTS)) 
   top, top_labels = [content, style], [f"content: {images.label('tubingen')}", f"style: {images.label(STYLE)}"]
   bottom, bottom_labels, outputs = [None, None], ["", ""], {}
   for name in variants:
-    config = stylize.StylizeConfig(size=settings.size, iterations=settings.iterations, log_every=50, **VARIANTS[name])
+    config = gatys.StylizeConfig(size=settings.size, iterations=settings.iterations, log_every=50, **VARIANTS[name])
     result, record = common.run_stylize(name, content=content, styles=style, weights=weights, config=config,
                                         progress=not settings.quick)
     errors = yiq_errors(result.image, content)
@@ -64,7 +67,7 @@ def run(settings: common.Settings, variants: tuple[str, ...] = tuple(VARIANTS)) 
     top.append(result.image)
     top_labels.append(f"{name}  IQ err {errors['iq_mae']:.2g}")
     small = image_io.resize_long_side(content, settings.size)
-    (seen,) = stylize.prepare_styles([image_io.resize_long_side(style, settings.size)], content=small,
+    (seen,) = gatys.prepare_styles([image_io.resize_long_side(style, settings.size)], content=small,
                                      config=config)
     bottom.append(np.clip(seen, 0, 1))
     bottom_labels.append("style as the network sees it")

@@ -26,8 +26,11 @@ import time
 import numpy as np
 from absl import app, flags
 
-from nst_jax import figures, highres, image_io, stylize as gatys
-from nst_jax.weights import resolve_weights
+from nst_jax import figures
+from nst_jax.highres import pyramid as highres
+from nst_jax.io import image_io
+from nst_jax.methods import gatys
+from nst_jax.weights.format import resolve_weights
 
 flags.DEFINE_string("content", "../shared/data/artistic/content/tubingen.jpg", "Content image.")
 flags.DEFINE_string("style", "../shared/data/artistic/style/starry_night.jpg", "Style image.")

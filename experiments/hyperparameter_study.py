@@ -42,8 +42,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # pylint: disable=wrong-import-position
 import numpy as np  # pylint: disable=wrong-import-position
 
-from nst_jax import figures, stylize  # pylint: disable=wrong-import-position
-from nst_jax.weights import resolve_weights  # pylint: disable=wrong-import-position
+from nst_jax import figures  # pylint: disable=wrong-import-position
+from nst_jax.methods import gatys
+from nst_jax.weights.format import resolve_weights  # pylint: disable=wrong-import-position
 
 import common  # pylint: disable=wrong-import-position
 
@@ -121,7 +122,7 @@ def run(settings: common.Settings) -> dict:
   runs, cells = [], {}
   for opt, lr in settings_list:
     for sw in grid["style_weights"]:
-      config = stylize.StylizeConfig(size=settings.size, iterations=settings.iterations, optimizer=opt,
+      config = gatys.StylizeConfig(size=settings.size, iterations=settings.iterations, optimizer=opt,
                                      learning_rate=lr, style_weight=sw, log_every=max(10, settings.iterations // 4),
                                      **OPTIMIZER_SETTINGS.get(opt, {}))
       name = setting_name(opt, lr)
@@ -129,7 +130,7 @@ def run(settings: common.Settings) -> dict:
         result, record = common.run_stylize(f"{name}, style weight {sw:g}", content=content, styles=style,
                                             weights=weights, config=config, progress=False)
         image, history, final_total = result.image, result.loss_history, sum(result.final_terms.values())
-      except stylize.NonFiniteLossError as e:
+      except gatys.NonFiniteLossError as e:
         print(f"  {name}, style weight {sw:g}: diverged ({e})")
         image, history, final_total, record = e.last_good_image, np.full(settings.iterations, np.nan), math.inf, {
             "diverged_at": e.iteration}

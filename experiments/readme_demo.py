@@ -9,8 +9,10 @@ generated style, face and uniform still recognisable; the final style loss is >=
 
 from absl import app, flags
 
-from nst_jax import demo, figures, image_io, stylize
-from nst_jax.weights import resolve_weights
+from nst_jax import demo, figures
+from nst_jax.io import image_io
+from nst_jax.methods import gatys
+from nst_jax.weights.format import resolve_weights
 
 _OUT = flags.DEFINE_string("out", "experiments/readme_demo.jpg", "Where to write the picture.")
 _SIZE = flags.DEFINE_integer("size", 256, "Long side of the stylized image.")
@@ -21,8 +23,8 @@ _WEIGHTS = flags.DEFINE_string("weights", "hed-vgg16", "Weights name or path.")
 def main(argv):
   del argv
   content, style = demo.default_content(), demo.default_style()
-  config = stylize.StylizeConfig(size=_SIZE.value, iterations=_ITERATIONS.value)
-  result = stylize.stylize(content=content, styles=style, weights=resolve_weights(_WEIGHTS.value), config=config)
+  config = gatys.StylizeConfig(size=_SIZE.value, iterations=_ITERATIONS.value)
+  result = gatys.stylize(content=content, styles=style, weights=resolve_weights(_WEIGHTS.value), config=config)
   print("initial losses", result.initial_terms, "final losses", result.final_terms)
   sheet = figures.contact_sheet([[content, style, result.image]],
                                 [["content (matplotlib sample)", "style (generated)", "nst_jax"]],

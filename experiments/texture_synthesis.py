@@ -26,8 +26,10 @@ import time
 
 import numpy as np
 
-from nst_jax import figures, image_io, stylize
-from nst_jax.weights import resolve_weights
+from nst_jax import figures
+from nst_jax.io import image_io
+from nst_jax.methods import gatys
+from nst_jax.weights.format import resolve_weights
 
 import common
 
@@ -40,7 +42,7 @@ def run(settings: common.Settings) -> dict:
   started = time.perf_counter()
   images, weights = common.Images(settings.data_dir), resolve_weights(settings.weights)
   shape = (settings.size, settings.size)
-  config = stylize.StylizeConfig(size=settings.size, iterations=settings.iterations, init="noise", log_every=50)
+  config = gatys.StylizeConfig(size=settings.size, iterations=settings.iterations, init="noise", log_every=50)
 
   def synthesize(name, styles, **kwargs):
     return common.run_stylize(name, content=None, styles=styles, weights=weights, config=config,

@@ -12,7 +12,7 @@ import pathlib
 import numpy as np
 from scipy import ndimage
 
-from nst_jax import image_io
+from nst_jax.io import image_io
 from nst_jax.errors import NSTError
 
 

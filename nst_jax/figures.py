@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from nst_jax import image_io
+from nst_jax.io import image_io
 
 
 def contact_sheet(rows: Sequence[Sequence[np.ndarray | None]], labels: Sequence[Sequence[str]] | None = None, *,

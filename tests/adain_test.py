@@ -20,9 +20,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nst_jax import adain, adain_train, vgg
+from nst_jax.methods import adain, adain_train
+from nst_jax.models import vgg
 from nst_jax.errors import NSTError
-from nst_jax.weights import CAFFE_VGG, VGGWeights
+from nst_jax.weights.format import CAFFE_VGG, VGGWeights
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -437,8 +438,9 @@ def test_fine_tuning_starts_from_the_given_decoder_with_fresh_adam(trainer, pool
 _MULTI_DEVICE = textwrap.dedent("""
   import json, sys
   import jax, numpy as np
-  from nst_jax import adain_train, vgg
-  from nst_jax.weights import CAFFE_VGG, VGGWeights
+  from nst_jax.methods import adain_train
+  from nst_jax.models import vgg
+  from nst_jax.weights.format import CAFFE_VGG, VGGWeights
   assert len(jax.devices()) == 8, jax.devices()
   w = VGGWeights("vgg16", vgg.random_params("vgg16", seed=1), CAFFE_VGG, "random", "ab" * 32)
   config = adain_train.TrainConfig(crop=32, batch=8, lr=1e-4, width=4)

@@ -7,7 +7,7 @@ import jax
 import numpy as np
 import pytest
 
-from nst_jax import benchmark
+from benchmarking import harness as benchmark
 
 REFERENCE = "torch" if importlib.util.find_spec("torch") else "none"
 

@@ -19,8 +19,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from nst_jax import image_io, vgg
-from nst_jax.weights import CAFFE_VGG, VGGWeights, save_weights
+from nst_jax.io import image_io
+from nst_jax.models import vgg
+from nst_jax.weights.format import CAFFE_VGG, VGGWeights, save_weights
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TIMEOUT_S = 180
@@ -378,7 +379,7 @@ def test_synthesize_writes_a_texture_of_the_style_aspect(setup, tmp_path):
 
 @pytest.fixture(scope="module")
 def adain_setup(setup) -> dict:
-  from nst_jax import adain  # pylint: disable=import-outside-toplevel
+  from nst_jax.methods import adain  # pylint: disable=import-outside-toplevel
   root = setup["root"]
   for name, sha in (("decoder.npz", "0" * 64), ("foreign.npz", "f" * 64)):
     adain.save_decoder(root / name, adain.DecoderCheckpoint(

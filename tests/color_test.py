@@ -4,7 +4,9 @@ import jax
 import numpy as np
 import pytest
 
-from nst_jax import color, demo, image_io
+from nst_jax import demo
+from nst_jax.io import image_io
+from nst_jax.losses import color
 
 RGB_TO_YIQ = np.array([[0.299, 0.587, 0.114],
                        [0.595716, -0.274453, -0.321263],

@@ -4,9 +4,10 @@ import os
 
 import pytest
 
-from nst_jax import demo, image_io
+from nst_jax import demo
+from nst_jax.io import image_io
 from nst_jax.errors import NSTError
-from nst_jax.weights import resolve_weights
+from nst_jax.weights.format import resolve_weights
 
 
 @pytest.fixture(scope="session")

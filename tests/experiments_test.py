@@ -9,7 +9,9 @@ import sys
 import numpy as np
 import pytest
 
-from nst_jax import adain, demo, image_io
+from nst_jax import demo
+from nst_jax.io import image_io
+from nst_jax.methods import adain
 
 EXPERIMENTS = pathlib.Path(__file__).resolve().parent.parent / "experiments"
 SCRIPTS = ("gatys2016_fig3", "gatys2016_fig4", "gatys2017_color", "gatys2017_scale", "gatys2017_spatial",

@@ -6,9 +6,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nst_jax import demo, image_io, stylize
+from nst_jax import demo
+from nst_jax.io import image_io
+from nst_jax.methods import gatys
 from nst_jax.errors import NSTError
-from nst_jax.weights import CAFFE_VGG, VGGWeights
+from nst_jax.weights.format import CAFFE_VGG, VGGWeights
 
 from vgg_test import random_params
 
@@ -26,8 +28,8 @@ def random_weights():
 
 def test_real_weights_stylize_64px_lowers_style_loss_tenfold(default_weights, demo_pair):
   content, style = demo_pair
-  config = stylize.StylizeConfig(size=64, iterations=50, log_every=25)
-  result = stylize.stylize(content=content, styles=style, weights=default_weights, config=config, progress=False)
+  config = gatys.StylizeConfig(size=64, iterations=50, log_every=25)
+  result = gatys.stylize(content=content, styles=style, weights=default_weights, config=config, progress=False)
   assert result.image.shape[:2] == image_io.long_side_shape(content.shape, 64)
   assert np.all(np.isfinite(result.image)) and result.image.min() >= 0 and result.image.max() <= 1
   assert result.final_terms["style"] * 10 <= result.initial_terms["style"], (result.initial_terms,
@@ -40,9 +42,9 @@ def test_real_weights_stylize_64px_lowers_style_loss_tenfold(default_weights, de
 def test_intermediate_images_arrive_on_schedule(random_weights, demo_pair):
   content, style = demo_pair
   seen = []
-  config = stylize.StylizeConfig(size=32, iterations=6, save_every=2, log_every=4, optimizer="adam",
+  config = gatys.StylizeConfig(size=32, iterations=6, save_every=2, log_every=4, optimizer="adam",
                                  init="noise", style_weight=1e-3, content_weight=1e-3, tv_weight=1.0)
-  result = stylize.stylize(content=content, styles=style, weights=random_weights, config=config,
+  result = gatys.stylize(content=content, styles=style, weights=random_weights, config=config,
                            on_intermediate=lambda i, img: seen.append((i, img.shape)), progress=False)
   assert [i for i, _ in seen] == [2, 4]  # the final image is the result, not an intermediate
   assert all(shape == result.image.shape for _, shape in seen)
@@ -51,21 +53,21 @@ def test_intermediate_images_arrive_on_schedule(random_weights, demo_pair):
 
 def test_divergence_is_detected_and_last_finite_image_kept(random_weights, demo_pair):
   content, style = demo_pair
-  config = stylize.StylizeConfig(size=32, iterations=4, optimizer="sgd", learning_rate=1e30, log_every=1)
-  with pytest.raises(stylize.NonFiniteLossError) as info:
-    stylize.stylize(content=content, styles=style, weights=random_weights, config=config, progress=False)
+  config = gatys.StylizeConfig(size=32, iterations=4, optimizer="sgd", learning_rate=1e30, log_every=1)
+  with pytest.raises(gatys.NonFiniteLossError) as info:
+    gatys.stylize(content=content, styles=style, weights=random_weights, config=config, progress=False)
   assert np.all(np.isfinite(info.value.last_good_image))
   assert info.value.last_good_image.shape[:2] == image_io.long_side_shape(content.shape, 32)
 
 
 def test_stalled_is_a_relative_decrease_over_the_window():
   falling = 100.0 * 0.99 ** np.arange(30)
-  assert not stylize.stalled(falling, rtol=1e-6)
+  assert not gatys.stalled(falling, rtol=1e-6)
   flat = np.concatenate([falling, np.full(11, falling[-1])])
-  assert stylize.stalled(flat, rtol=1e-6) and not stylize.stalled(flat, rtol=None)
-  assert not stylize.stalled(flat[:11], rtol=1e-6)  # too short to judge
+  assert gatys.stalled(flat, rtol=1e-6) and not gatys.stalled(flat, rtol=None)
+  assert not gatys.stalled(flat[:11], rtol=1e-6)  # too short to judge
   creeping = np.concatenate([falling, falling[-1] * (1 - 1e-7 * np.arange(1, 12))])  # 1e-6 in 10 steps
-  assert stylize.stalled(creeping, rtol=2e-6) and not stylize.stalled(creeping, rtol=5e-7)
+  assert gatys.stalled(creeping, rtol=2e-6) and not gatys.stalled(creeping, rtol=5e-7)
 
 
 def _quadratic_terms(x, inputs):
@@ -77,43 +79,43 @@ def test_lbfgs_stops_once_the_loss_stalls_and_adam_does_not():
   inputs = {"scale": jnp.asarray(rng.uniform(1, 100, (8, 8, 3)), jnp.float32),
             "target": jnp.asarray(rng.uniform(size=(8, 8, 3)), jnp.float32)}
   x0 = jnp.zeros((8, 8, 3), jnp.float32)
-  config = stylize.StylizeConfig(iterations=300, log_every=5)
-  result = stylize.optimize_image(_quadratic_terms, inputs, x0, config=config, progress=False)
+  config = gatys.StylizeConfig(iterations=300, log_every=5)
+  result = gatys.optimize_image(_quadratic_terms, inputs, x0, config=config, progress=False)
   n = len(result.loss_history)
   assert 10 < n < 300 and n % 5 == 0, n  # stopped at a chunk end, well before 300
   assert result.final_terms["quadratic"] < 1e-6 * result.initial_terms["quadratic"]
-  tail = result.loss_history[-stylize.STALL_WINDOW - 1:]
+  tail = result.loss_history[-gatys.STALL_WINDOW - 1:]
   assert tail[0] - tail[-1] <= 1e-6 * tail[0]
-  full = stylize.optimize_image(_quadratic_terms, inputs, x0, config=dataclasses.replace(config, stall_rtol=None),
+  full = gatys.optimize_image(_quadratic_terms, inputs, x0, config=dataclasses.replace(config, stall_rtol=None),
                                 progress=False)
   assert len(full.loss_history) == 300
   adam = dataclasses.replace(config, optimizer="adam", learning_rate=1e-3, iterations=40)
-  assert len(stylize.optimize_image(_quadratic_terms, inputs, x0, config=adam, progress=False).loss_history) == 40
+  assert len(gatys.optimize_image(_quadratic_terms, inputs, x0, config=adam, progress=False).loss_history) == 40
 
 
 @pytest.mark.parametrize("init", ["content", "noise", "style"])
 def test_initial_images(init, demo_pair):
   content = image_io.resize_long_side(demo_pair[0], 40)
-  x0 = stylize.initial_image(init, content=content, style=demo_pair[1], seed=3)
+  x0 = gatys.initial_image(init, content=content, style=demo_pair[1], seed=3)
   assert x0.shape == content.shape and x0.dtype == np.float32
   if init == "content":
     np.testing.assert_array_equal(x0, content)
   if init == "noise":
-    np.testing.assert_array_equal(x0, stylize.initial_image(init, content=content, style=demo_pair[1], seed=3))
+    np.testing.assert_array_equal(x0, gatys.initial_image(init, content=content, style=demo_pair[1], seed=3))
     assert 0.45 < x0.mean() < 0.55
 
 
 def test_bad_layer_names_and_sizes_are_clear_errors(random_weights, demo_pair):
   content, style = demo_pair
   for config, message in [
-      (stylize.StylizeConfig(style_layers=("relu9_9",)), "--style_layers: vgg16 has no layer 'relu9_9'"),
-      (stylize.StylizeConfig(content_layers=("conv5_4",)), "--content_layers: vgg16 has no layer 'conv5_4'"),
-      (stylize.StylizeConfig(iterations=0), "--iterations"),
-      (stylize.StylizeConfig(size=8), "--size"),
-      (stylize.StylizeConfig(size=1_000_000), "GiB"),
+      (gatys.StylizeConfig(style_layers=("relu9_9",)), "--style_layers: vgg16 has no layer 'relu9_9'"),
+      (gatys.StylizeConfig(content_layers=("conv5_4",)), "--content_layers: vgg16 has no layer 'conv5_4'"),
+      (gatys.StylizeConfig(iterations=0), "--iterations"),
+      (gatys.StylizeConfig(size=8), "--size"),
+      (gatys.StylizeConfig(size=1_000_000), "GiB"),
   ]:
     with pytest.raises(NSTError, match=message):
-      stylize.stylize(content=content, styles=style, weights=random_weights, config=config, progress=False)
+      gatys.stylize(content=content, styles=style, weights=random_weights, config=config, progress=False)
 
 
 def test_balance_by_target_makes_each_layer_loss_a_relative_error():
@@ -122,8 +124,8 @@ def test_balance_by_target_makes_each_layer_loss_a_relative_error():
   targets = {"relu1_1": 300.0 * rng.standard_normal((2, 4, 4)), "relu5_1": 1e-3 * rng.standard_normal((2, 8, 8))}
   grams = {name: a + 0.1 * np.abs(a).mean() * rng.standard_normal(a.shape) for name, a in targets.items()}
   region_weights = {"relu1_1": np.array([1.0, 0.5]), "relu5_1": np.array([0.25, 0.0])}
-  balanced = stylize.balance_by_target(targets, region_weights)
+  balanced = gatys.balance_by_target(targets, region_weights)
   for name, a in targets.items():
-    got = np.asarray(balanced[name]) * np.asarray(stylize.losses.style_layer_loss(gram=grams[name], target_gram=a))
+    got = np.asarray(balanced[name]) * np.asarray(gatys.losses.style_layer_loss(gram=grams[name], target_gram=a))
     want = region_weights[name] * np.sum((grams[name] - a) ** 2, axis=(1, 2)) / np.sum(a ** 2, axis=(1, 2))
     np.testing.assert_allclose(got, want, rtol=1e-5)

@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from nst_jax import guidance, losses, vgg
+from nst_jax import losses
+from nst_jax.losses import guidance
+from nst_jax.models import vgg
 from nst_jax.errors import NSTError
 
 LAYERS = ("conv1_1", "relu1_2", "pool1", "relu2_1", "pool2", "conv3_1", "relu3_3", "pool3", "relu4_1")

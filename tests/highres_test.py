@@ -23,7 +23,8 @@ SHALLOW = dict(content_layers=("relu2_2",), style_layers=("relu1_1", "relu2_1", 
 
 
 def _problem(size: int = 64):
-  from nst_jax import demo, image_io
+  from nst_jax import demo
+  from nst_jax.io import image_io
   content = image_io.resize(demo.default_content(), size, size)
   style = image_io.resize(demo.swirl_painting(size), size, size)
   return content, style
@@ -33,12 +34,12 @@ def worker(argv: list[str]) -> None:
   """`worker OUT.npy DEVICES [coordinator nproc pid]`: a short tiled L-BFGS run on DEVICES devices of its mesh
   (0: all), written to OUT.npy (by process 0)."""
   out, devices = argv[0], int(argv[1])
-  from nst_jax import highres
+  from nst_jax.highres import pyramid as highres
   if len(argv) > 2:
     highres.init_distributed(coordinator=argv[2], num_processes=int(argv[3]), process_id=int(argv[4]))
   import jax
-  from nst_jax import stylize as gatys
-  from nst_jax.weights import resolve_weights
+  from nst_jax.methods import gatys
+  from nst_jax.weights.format import resolve_weights
   weights = resolve_weights("hed-vgg16")
   content, style = _problem(64)
   # Adam: the property is the sharding, and Adam compiles faster than L-BFGS's line search.
@@ -65,7 +66,8 @@ def weights(default_weights):
 def test_receptive_radius_is_the_support_of_a_units_input_gradient():
   import jax
   import jax.numpy as jnp
-  from nst_jax import highres, vgg
+  from nst_jax.highres import pyramid as highres
+  from nst_jax.models import vgg
   params = vgg.random_params("vgg16")
   for layer in ("relu2_2", "relu3_1", "relu4_2"):
     model = vgg.VGG("vgg16", (layer,), pooling="avg")
@@ -82,7 +84,7 @@ def test_receptive_radius_is_the_support_of_a_units_input_gradient():
 @pytest.mark.parametrize("shape,tile,overlap", [((70, 45), 16, 4), ((64, 64), 32, 0), ((33, 100), 32, 8),
                                                 ((20, 90), 64, 8)])
 def test_ownership_is_a_partition_of_unity_at_every_stride(shape, tile, overlap):
-  from nst_jax import highres
+  from nst_jax.highres import pyramid as highres
   grid = highres.make_grid(shape, arch="vgg16", layers=("relu3_1",), tile=tile, overlap=overlap, devices=3)
   assert grid.padded_tiles % 3 == 0 and grid.padded_tiles >= grid.num_tiles
   for stride in (1, 2, 4):
@@ -107,7 +109,8 @@ def test_ownership_is_a_partition_of_unity_at_every_stride(shape, tile, overlap)
 def test_tiled_loss_and_gradient_equal_the_untiled_ones(weights, layers, tile, halo):
   import jax
   import jax.numpy as jnp
-  from nst_jax import highres, stylize as gatys
+  from nst_jax.highres import pyramid as highres
+  from nst_jax.methods import gatys
   content, style = _problem(64)
   config = gatys.StylizeConfig(size=64, iterations=1, **layers)
   untiled = gatys.build_problem(content=content, styles=style, weights=weights, config=config)
@@ -134,7 +137,8 @@ def test_tiled_loss_and_gradient_equal_the_untiled_ones(weights, layers, tile, h
 
 @pytest.fixture(scope="module")
 def tiled_vs_untiled(weights):
-  from nst_jax import highres, stylize as gatys
+  from nst_jax.highres import pyramid as highres
+  from nst_jax.methods import gatys
   content, style = _problem(128)
   config = gatys.StylizeConfig(size=128, iterations=20, log_every=20, **SHALLOW)
   untiled = gatys.stylize(content=content, styles=style, weights=weights, config=config, progress=False)
@@ -145,7 +149,7 @@ def tiled_vs_untiled(weights):
 
 
 def test_tiled_run_matches_untiled_losses_without_seams(tiled_vs_untiled):
-  from nst_jax import highres
+  from nst_jax.highres import pyramid as highres
   untiled, tiled = tiled_vs_untiled
   for key in ("content", "style"):
     assert tiled.final_terms[key] == pytest.approx(untiled.final_terms[key], rel=0.05), key
@@ -161,7 +165,7 @@ def test_tiled_run_matches_untiled_losses_without_seams(tiled_vs_untiled):
 
 def _rows_map(size: int, bounds: tuple[float, ...], names: tuple[str, ...]) -> np.ndarray:
   """A (size, size, 3) segmentation map of horizontal bands: `names[k]` between rows bounds[k-1] and bounds[k]."""
-  from nst_jax import segmentation
+  from nst_jax.losses import segmentation
   seg = np.empty((size, size, 3), np.float32)
   edges = [0] + [int(b * size) for b in bounds] + [size]
   for k, name in enumerate(names):
@@ -185,7 +189,8 @@ def test_tiled_photoreal_terms_and_gradients_equal_the_untiled_ones(weights, cas
   gradients <= 2.8e-7 of their largest entry)."""
   import jax
   import jax.numpy as jnp
-  from nst_jax import highres, photoreal, stylize as gatys
+  from nst_jax.highres import pyramid as highres
+  from nst_jax.methods import gatys, photoreal
   content, style = _problem(64)
   content_map, style_map, regions = SEG_CASES[case]
   content_seg = _rows_map(64, *content_map) if content_map else None
@@ -222,7 +227,7 @@ def test_tiled_photoreal_terms_and_gradients_equal_the_untiled_ones(weights, cas
 def test_region_windows_tile_the_whole_image_guides():
   """Per-tile guide windows times ownership, summed over the tiles, give back the whole image's guides (the
   region Gram matrices then sum exactly what the untiled guided Gram sums)."""
-  from nst_jax import highres
+  from nst_jax.highres import pyramid as highres
   grid = highres.make_grid((70, 45), arch="vgg16", layers=("relu3_1",), tile=16, overlap=4, devices=3)
   rng = np.random.default_rng(0)
   for stride in (1, 2, 4):
@@ -295,7 +300,8 @@ def test_interrupted_run_resumes_to_the_same_result(weights, tmp_path, monkeypat
   """Killed mid-way through the second scale (after the first scale's checkpoint, so both kinds of state are
   used: the finished first scale is skipped, the second continues with its saved L-BFGS state)."""
   kill_at = (1, 2)
-  from nst_jax import highres, stylize as gatys
+  from nst_jax.highres import pyramid as highres
+  from nst_jax.methods import gatys
   content, style = _problem(64)
   config = gatys.StylizeConfig(size=64, iterations=6, log_every=2, **SHALLOW)
   hr = highres.HighresConfig(start_size=32, scale_step=2, scale_iterations=(6, 4), tile_size=32, tile_overlap=4,
@@ -332,7 +338,7 @@ def dataclasses_replace(obj, **changes):
 
 
 def test_pyramid_schedule():
-  from nst_jax import highres
+  from nst_jax.highres import pyramid as highres
   assert highres.scale_sizes(1920, 480, 2) == [480, 960, 1920]
   assert highres.scale_sizes(1000, 300, 2) == [300, 600, 1000]
   assert highres.scale_sizes(512, 0, 2) == [512]
@@ -352,8 +358,9 @@ def memory_worker(tile: int) -> None:
   jax.config.update("jax_compilation_cache_dir", os.environ["NST_JAX_TEST_CACHE"])
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
   jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-  from nst_jax import highres, stylize as gatys
-  from nst_jax.weights import resolve_weights
+  from nst_jax.highres import pyramid as highres
+  from nst_jax.methods import gatys
+  from nst_jax.weights.format import resolve_weights
   content, style = _problem(MEMORY_SIZE)
   config = gatys.StylizeConfig(size=MEMORY_SIZE, iterations=2, log_every=2, content_layers=("relu2_2",),
                                style_layers=("relu1_1", "relu2_1", "relu3_1"))

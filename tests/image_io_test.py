@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from nst_jax import image_io
+from nst_jax.io import image_io
 from nst_jax.errors import NSTError
 
 

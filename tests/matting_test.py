@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import sparse
 
-from nst_jax import matting
+from nst_jax.losses import matting
 
 
 def levin_laplacian(guide: np.ndarray, eps: float = matting.EPSILON) -> sparse.csr_matrix:

@@ -6,7 +6,7 @@ import numpy as np
 import optax
 import pytest
 
-from nst_jax import mrf
+from nst_jax.losses import mrf
 
 
 def relu_features(seed: int, shape=(1, 8, 8, 8)) -> np.ndarray:

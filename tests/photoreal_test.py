@@ -5,9 +5,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nst_jax import guidance, image_io, matting, photoreal, segmentation, stylize, vgg
+from nst_jax.io import image_io
+from nst_jax.losses import guidance, matting, segmentation
+from nst_jax.methods import gatys, photoreal
+from nst_jax.models import vgg
 from nst_jax.errors import NSTError
-from nst_jax.weights import CAFFE_VGG, VGGWeights
+from nst_jax.weights.format import CAFFE_VGG, VGGWeights
 
 C = segmentation.COLORS
 
@@ -32,7 +35,7 @@ def test_objective_equals_the_reference_formulas():
   config = photoreal.PhotorealConfig(size=32, style_layers=("relu1_1", "relu2_1", "relu3_1"), stage1_iterations=1,
                                      stage2_iterations=1)
   cfg = photoreal.stylize_config(config, stage=2, shape=(24, 32), input_scale=255.0)
-  problem = stylize.build_problem(content=content, styles=[style], weights=weights, config=cfg,
+  problem = gatys.build_problem(content=content, styles=[style], weights=weights, config=cfg,
                                   content_seg=content_seg, style_seg=style_seg)
   x = rng.uniform(-0.1, 1.1, (24, 32, 3)).astype(np.float32)  # partly outside [0, 1], for the range penalty
   terms = {k: float(v) for k, v in jax.jit(problem.terms_fn)(jnp.asarray(x), problem.inputs).items()}
@@ -128,7 +131,7 @@ def test_tiled_two_stage_run_equals_the_untiled_one(default_weights, content):
   run: 3 + 2 L-BFGS iterations from the same start give the same images. Measured: mean |difference| 2e-6 after
   each stage and after post-processing; the largest, 9.7e-4 after stage 1, in a few pixels (L-BFGS's first steps
   from the near-constant start magnify float rounding), hence max <= 3e-3 and mean <= 2e-5 here."""
-  from nst_jax import highres
+  from nst_jax.highres import pyramid as highres
   content = image_io.resize_long_side(content, 48)
   style = np.clip(content[::-1, ::-1] * [1.2, 0.8, 0.6], 0, 1).astype(np.float32)
   h, w = content.shape[:2]
@@ -152,7 +155,7 @@ def test_tiled_two_stage_run_equals_the_untiled_one(default_weights, content):
 
 
 def test_tiled_run_refuses_the_pyramid_and_checkpoints():
-  from nst_jax import highres
+  from nst_jax.highres import pyramid as highres
   for kwargs, flag in [({"start_size": 16}, "--start_size"), ({"checkpoint_dir": "x"}, "--checkpoint_dir"),
                        ({"tile_batch": 0}, "--tile_batch")]:
     with pytest.raises(NSTError, match=flag):

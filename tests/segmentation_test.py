@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nst_jax import guidance, segmentation
+from nst_jax.losses import guidance, segmentation
 from nst_jax.errors import NSTError
 
 C = segmentation.COLORS

@@ -9,9 +9,10 @@ import pytest
 import scipy.ndimage
 from PIL import Image
 
-from nst_jax import structure, vgg
+from nst_jax.losses import structure
+from nst_jax.models import vgg
 from nst_jax.errors import NSTError
-from nst_jax.weights import CAFFE_VGG, HED_CAFFE, VGGWeights
+from nst_jax.weights.format import CAFFE_VGG, HED_CAFFE, VGGWeights
 
 from vgg_test import numpy_vgg, random_params
 

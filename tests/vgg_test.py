@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nst_jax import vgg
+from nst_jax.models import vgg
 
 
 random_params = vgg.random_params  # He-initialised, so activations keep their scale through 16 layers

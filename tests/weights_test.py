@@ -24,9 +24,9 @@ import numpy as np
 import pytest
 import scipy.io
 
-from nst_jax import vgg
-from nst_jax import weights
-from nst_jax.weights import (CAFFE_VGG, HED_CAFFE, KNOWN_SOURCES, TORCHVISION, Preprocessing, VGGWeights,
+from nst_jax.models import vgg
+from nst_jax.weights import format as weights
+from nst_jax.weights.format import (CAFFE_VGG, HED_CAFFE, KNOWN_SOURCES, TORCHVISION, Preprocessing, VGGWeights,
                              WeightsError, convert_file, convert_hed_h5, convert_keras_h5, convert_matconvnet,
                              convert_torchvision, fetch, load_weights, read_pth, resolve_weights, save_weights,
                              sha256_of, weights_dir)

@@ -6,7 +6,7 @@ What is timed, per image size and precision:
   deepest loss layer, content/style/TV losses, backward). This is the comparable unit: every optimizer needs one
   per iteration, L-BFGS sometimes several (its line search), and two L-BFGS implementations need different numbers
   of them. nst_jax's eval is `jax.value_and_grad` of the loss that `nst_jax.stylize` optimises
-  (`stylize.make_loss_terms`); the reference is the same loss written the way a PyTorch user would (eager autograd,
+  (`gatys.make_loss_terms`); the reference is the same loss written the way a PyTorch user would (eager autograd,
   channels_last, oneDNN, `torch.autocast` for bf16) and checked to give the same value and gradient
   (`check_reference`).
 * **step**: one optimizer iteration. nst_jax: `optim.make_chunk_runner` (the jitted `fori_loop` that
@@ -72,9 +72,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nst_jax import demo, image_io, optim, stylize, vgg
+from nst_jax import demo, optim
+from nst_jax.io import image_io
+from nst_jax.methods import gatys
+from nst_jax.models import vgg
 from nst_jax.errors import NSTError
-from nst_jax.weights import CAFFE_VGG, VGGWeights, resolve_weights
+from nst_jax.weights.format import CAFFE_VGG, VGGWeights, resolve_weights
 
 PRECISIONS = ("fp32", "bf16")
 _DTYPES = {"fp32": jnp.float32, "bf16": jnp.bfloat16}
@@ -141,8 +144,8 @@ def flop_breakdown(arch: str, shape: tuple[int, int], *, content_layers: Sequenc
   return {"conv_forward": convs, "conv_backward": convs, "gram_forward": grams, "gram_backward": grams}
 
 
-def gatys_flops(arch: str, shape: tuple[int, int], *, content_layers: Sequence[str] = stylize.CONTENT_LAYERS,
-                style_layers: Sequence[str] = stylize.STYLE_LAYERS) -> float:
+def gatys_flops(arch: str, shape: tuple[int, int], *, content_layers: Sequence[str] = gatys.CONTENT_LAYERS,
+                style_layers: Sequence[str] = gatys.STYLE_LAYERS) -> float:
   """Total FLOPs of one Gatys eval of an (H, W) image (`flop_breakdown` summed)."""
   return sum(flop_breakdown(arch, shape, content_layers=content_layers, style_layers=style_layers).values())
 
@@ -340,8 +343,8 @@ class Settings:
 
   arch: str = "vgg16"
   weights: str = "auto"            # a weights name/path; 'auto': the default set of `arch`, random if absent
-  content_layers: tuple[str, ...] = stylize.CONTENT_LAYERS
-  style_layers: tuple[str, ...] = stylize.STYLE_LAYERS
+  content_layers: tuple[str, ...] = gatys.CONTENT_LAYERS
+  style_layers: tuple[str, ...] = gatys.STYLE_LAYERS
   precision: str = "fp32"
   optimizer: str = "lbfgs"
   pooling: str = "avg"
@@ -365,10 +368,10 @@ class Settings:
     if min(self.repeats, self.steps, self.step_repeats) < 1 or self.warmup < 0:
       raise NSTError("--repeats, --steps and --step_repeats must be >= 1, --warmup >= 0")
     self.config()
-    stylize.make_optimizer(self.config())
+    gatys.make_optimizer(self.config())
 
-  def config(self) -> stylize.StylizeConfig:
-    return stylize.StylizeConfig(content_layers=self.content_layers, style_layers=self.style_layers,
+  def config(self) -> gatys.StylizeConfig:
+    return gatys.StylizeConfig(content_layers=self.content_layers, style_layers=self.style_layers,
                                  optimizer=self.optimizer, pooling=self.pooling, iterations=1000)
 
   @property
@@ -427,7 +430,7 @@ def benchmark_shape(size: int, aspect: float) -> tuple[int, int]:
 
 def build_problem(settings: Settings, shape: tuple[int, int], *,
                   weights: tuple[VGGWeights, str] | None = None) -> Problem:
-  """`stylize.build_problem` for the demo content and style at `shape` (one full-image region, content relu4_2
+  """`gatys.build_problem` for the demo content and style at `shape` (one full-image region, content relu4_2
   and style relu1_1..relu5_1 unless `settings` say otherwise), started from a noisy content image so that every
   term has a non-zero gradient. bf16 swaps in a bfloat16 VGG; the targets stay those of the float32 network."""
   settings.validate()
@@ -435,14 +438,14 @@ def build_problem(settings: Settings, shape: tuple[int, int], *,
   h, w = shape
   content_img, style_img = (image_io.resize(img, h, w) for img in _demo_images())
   config = dataclasses.replace(settings.config(), size=max(h, w))
-  problem = stylize.build_problem(content=content_img, styles=style_img, weights=weights, config=config)
+  problem = gatys.build_problem(content=content_img, styles=style_img, weights=weights, config=config)
   if problem.x0.shape[:2] != (h, w):
     raise NSTError(f"internal: stylize made a {problem.x0.shape[:2]} problem for {shape}")
   model = vgg.VGG(settings.arch, settings.layers, pooling=settings.pooling, dtype=_DTYPES[settings.precision])
   terms_fn = problem.terms_fn
   if settings.precision != "fp32":
-    guided = stylize.needs_guidance(stylize.build_regions(config, shape, 1))
-    terms_fn = stylize.make_loss_terms(model, weights.preprocessing, config, style_layers=settings.style_layers,
+    guided = gatys.needs_guidance(gatys.build_regions(config, shape, 1))
+    terms_fn = gatys.make_loss_terms(model, weights.preprocessing, config, style_layers=settings.style_layers,
                                        has_content=True, guided=guided)
   noise = np.random.default_rng(1).uniform(0.0, 1.0, content_img.shape)
   x0 = np.clip(0.8 * content_img + 0.2 * noise, 0.0, 1.0).astype(np.float32)
@@ -498,7 +501,7 @@ def _cost_flops(compiled) -> float | None:
 def _time_jax_steps(problem: Problem, *, gpu: bool) -> dict[str, Any]:
   """`steps` optimizer iterations per call of the chunk runner `stylize` uses; per-iteration times."""
   s = problem.settings
-  optimizer = stylize.make_optimizer(s.config())
+  optimizer = gatys.make_optimizer(s.config())
   x = jnp.asarray(problem.x0)
   state = jax.tree.map(jnp.copy, optimizer.init(x))
   reuse = optim.has_linesearch_state(state)
@@ -600,7 +603,7 @@ class TorchGatys:
     return out
 
   def loss(self, image):
-    """The weighted sum of `stylize.make_loss_terms`' content, style and TV terms for a (1, H, W, 3) image."""
+    """The weighted sum of `gatys.make_loss_terms`' content, style and TV terms for a (1, H, W, 3) image."""
     torch, c = self.torch, self.config
     x = image.permute(0, 3, 1, 2)  # NCHW view, channels_last strides
     net_in = x * self.scale
@@ -800,7 +803,7 @@ def measure(kind: str, settings: Settings, shape: tuple[int, int]) -> dict[str, 
 def time_tiled(settings: Settings, shape: tuple[int, int]) -> dict[str, Any]:
   """One eval (loss + image gradient) of the tiled loss of `nst_jax.highres` over the whole image with tiles of
   `settings.tile_size` px on every local device: compile time, eval time, time per megapixel, the tile grid."""
-  from nst_jax import highres  # noqa: PLC0415
+  from nst_jax.highres import pyramid as highres  # noqa: PLC0415
 
   weights, note = load_benchmark_weights(settings)
   h, w = shape
@@ -840,7 +843,7 @@ def parse_image_size(text: str) -> tuple[int, int]:
 
 def adain_flops(arch: str, shape: tuple[int, int], style_shape: tuple[int, int]) -> float:
   """FLOPs of one AdaIN stylisation (see the module docstring), convolutions counted with their padding."""
-  from nst_jax import adain  # noqa: PLC0415
+  from nst_jax.methods import adain  # noqa: PLC0415
 
   def encoder(hw: tuple[int, int]) -> float:
     return sum(2.0 * 9 * h * w * cin * cout for _, h, w, cin, cout in conv_plan(arch, hw, (adain.ENCODER_LAYER,)))
@@ -851,7 +854,7 @@ def adain_flops(arch: str, shape: tuple[int, int], style_shape: tuple[int, int])
 def adain_model(settings: Settings) -> tuple[Any, str]:
   """The AdaIN model to time: the benchmark's encoder weights with the project's decoder trained for them, or a
   freshly initialised decoder (the timing does not depend on the values)."""
-  from nst_jax import adain  # noqa: PLC0415
+  from nst_jax.methods import adain  # noqa: PLC0415
 
   weights, note = load_benchmark_weights(settings)
   try:
@@ -866,7 +869,7 @@ def adain_model(settings: Settings) -> tuple[Any, str]:
 
 def time_adain(settings: Settings, shape: tuple[int, int], *, max_pixels: int | None = None) -> dict[str, Any]:
   """Latency of one `adain.stylize` call on an (H, W) content with a style of the same size (host to host)."""
-  from nst_jax import adain  # noqa: PLC0415
+  from nst_jax.methods import adain  # noqa: PLC0415
 
   model, note = adain_model(settings)
   h, w = shape

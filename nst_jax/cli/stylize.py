@@ -21,10 +21,14 @@ import time
 import numpy as np
 from absl import app, flags
 
-from nst_jax import (adain, color, demo, guidance, highres, image_io, optim, photoreal, segmentation, structure,
-                     stylize as gatys, vgg)
+from nst_jax import demo, optim
+from nst_jax.highres import pyramid as highres
+from nst_jax.io import image_io
+from nst_jax.losses import color, guidance, segmentation, structure
+from nst_jax.methods import adain, gatys, photoreal
+from nst_jax.models import vgg
 from nst_jax.errors import NSTError, exit_on_error, one_line
-from nst_jax.weights import resolve_weights
+from nst_jax.weights.format import resolve_weights
 
 _DEFAULTS = gatys.StylizeConfig()
 

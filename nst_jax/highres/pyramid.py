@@ -58,10 +58,13 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from nst_jax import atomic, color, guidance, image_io, losses, matting, segmentation, vgg
-from nst_jax import stylize as gatys
+from nst_jax import losses
+from nst_jax.io import atomic, image_io
+from nst_jax.losses import color, guidance, matting, segmentation
+from nst_jax.models import vgg
+from nst_jax.methods import gatys
 from nst_jax.errors import NSTError
-from nst_jax.weights import VGGWeights
+from nst_jax.weights.format import VGGWeights
 
 AXIS = "tiles"
 PRECISIONS = {"fp32": jnp.float32, "bf16": jnp.bfloat16}

@@ -15,7 +15,7 @@ import warnings
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from nst_jax import atomic
+from nst_jax.io import atomic
 from nst_jax.errors import NSTError
 
 # Extensions we can write, mapped to Pillow format names and the bit depths each supports.

@@ -37,7 +37,8 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
-from nst_jax import image_io, vgg
+from nst_jax.io import image_io
+from nst_jax.models import vgg
 from nst_jax.losses import gram_product, layer_weights_or_equal, style_layer_loss
 
 # Below this guide mass a region counts as absent at a layer: its Gram matrix is 0 (instead of 0/0) and its loss

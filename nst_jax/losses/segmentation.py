@@ -33,7 +33,8 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import ndimage
 
-from nst_jax import guidance, image_io
+from nst_jax.io import image_io
+from nst_jax.losses import guidance
 from nst_jax.errors import NSTError
 
 COLORS: dict[str, tuple[float, float, float]] = {

@@ -45,9 +45,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nst_jax import image_io, vgg
+from nst_jax.io import image_io
+from nst_jax.models import vgg
 from nst_jax.errors import NSTError
-from nst_jax.weights import Preprocessing, VGGWeights
+from nst_jax.weights.format import Preprocessing, VGGWeights
 
 # ----------------------------------------------------------------------------------------------------------------
 # Laplacian loss (Li et al. 2017)

@@ -42,9 +42,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nst_jax import atomic, color, image_io, vgg
+from nst_jax.io import atomic, image_io
+from nst_jax.losses import color
+from nst_jax.models import vgg
 from nst_jax.errors import NSTError
-from nst_jax.weights import Preprocessing, VGGWeights, weights_dir
+from nst_jax.weights.format import Preprocessing, VGGWeights, weights_dir
 
 ENCODER_LAYER = "relu4_1"
 STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1")

@@ -34,9 +34,11 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from PIL import Image, UnidentifiedImageError
 
-from nst_jax import adain, atomic, image_io, vgg
+from nst_jax.io import atomic, image_io
+from nst_jax.methods import adain
+from nst_jax.models import vgg
 from nst_jax.errors import NSTError
-from nst_jax.weights import Preprocessing, VGGWeights
+from nst_jax.weights.format import Preprocessing, VGGWeights
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 _CKPT_META = "__meta__"

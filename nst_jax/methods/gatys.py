@@ -25,10 +25,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nst_jax import color, guidance, image_io, losses, matting, mrf, optim, segmentation, structure, vgg
+from nst_jax import losses, optim
+from nst_jax.io import image_io
+from nst_jax.losses import color, guidance, matting, mrf, segmentation, structure
+from nst_jax.models import vgg
 from nst_jax.errors import NSTError
 from nst_jax.progress import ProgressBar
-from nst_jax.weights import VGGWeights
+from nst_jax.weights.format import VGGWeights
 
 CONTENT_LAYERS = ("relu4_2",)
 STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")

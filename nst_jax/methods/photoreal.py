@@ -54,9 +54,12 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from nst_jax import highres, image_io, matting, stylize
+from nst_jax.highres import pyramid as highres
+from nst_jax.io import image_io
+from nst_jax.losses import matting
+from nst_jax.methods import gatys
 from nst_jax.errors import NSTError
-from nst_jax.weights import VGGWeights
+from nst_jax.weights.format import VGGWeights
 
 CAFFE_MEAN_RGB = (123.68 / 256, 116.779 / 256, 103.939 / 256)  # the reference's init, in [0, 1]
 
@@ -77,8 +80,8 @@ class PhotorealConfig:
   range_weight: float = 1e6     # not in the reference: keeps the optimised image inside [0, 1] (module docstring)
   matting_weight: float = 1e4
   matting_eps: float = matting.EPSILON
-  content_layers: tuple[str, ...] = stylize.CONTENT_LAYERS
-  style_layers: tuple[str, ...] = stylize.STYLE_LAYERS
+  content_layers: tuple[str, ...] = gatys.CONTENT_LAYERS
+  style_layers: tuple[str, ...] = gatys.STYLE_LAYERS
   pooling: str = "max"          # the reference runs the unmodified (max-pooling) VGG19
   init: str = "mean"            # mean (the reference's near-constant start) | content | noise | an image path
   smooth: bool = True           # local-affine post-processing
@@ -91,14 +94,14 @@ class PhotorealConfig:
   refine_eps: float = 0.01
   seed: int = 0
   log_every: int = 10
-  stall_rtol: float | None = stylize.StylizeConfig.stall_rtol  # L-BFGS early stop (`stylize.stalled`)
+  stall_rtol: float | None = gatys.StylizeConfig.stall_rtol  # L-BFGS early stop (`gatys.stalled`)
 
 
 @dataclasses.dataclass
 class PhotorealResult:
   image: np.ndarray                       # final (post-processed if `smooth`)
-  stage1: stylize.StylizeResult
-  stage2: stylize.StylizeResult | None    # None when stage2_iterations == 0
+  stage1: gatys.StylizeResult
+  stage2: gatys.StylizeResult | None    # None when stage2_iterations == 0
   unsmoothed: np.ndarray                  # the last stage's optimised image
   grid: highres.TileGrid | None = None    # the tiles, when run through the high-resolution engine
 
@@ -131,10 +134,10 @@ def validate(config: PhotorealConfig, hr: highres.HighresConfig | None = None) -
 
 
 def stylize_config(config: PhotorealConfig, *, stage: int, shape: tuple[int, int],
-                   input_scale: float) -> stylize.StylizeConfig:
+                   input_scale: float) -> gatys.StylizeConfig:
   """The `StylizeConfig` of stage 1 or 2 whose objective equals the reference's (module docstring)."""
   h, w = shape
-  return stylize.StylizeConfig(
+  return gatys.StylizeConfig(
       size=config.size, iterations=config.stage1_iterations if stage == 1 else config.stage2_iterations,
       optimizer=config.optimizer, learning_rate=config.learning_rate, optimizer_options=config.optimizer_options,
       content_weight=config.content_weight * len(config.content_layers),
@@ -176,20 +179,20 @@ def photoreal(*, content: np.ndarray, style: np.ndarray, weights: VGGWeights, co
     if cfg.iterations == 0:
       break
     if hr is None:
-      problem = stylize.build_problem(content=content, styles=[style], weights=weights, config=cfg,
+      problem = gatys.build_problem(content=content, styles=[style], weights=weights, config=cfg,
                                       content_seg=content_seg, style_seg=style_seg)
       guide, start = problem.content, problem.x0
     else:
       tiled = highres.build_scale_problem(content=content, styles=[style], weights=weights, config=cfg, shape=shape,
                                           tile=tile, hr=hr, mesh=mesh, content_seg=content_seg, style_seg=style_seg)
       guide, grid = tiled.content, tiled.grid
-      start = stylize.initial_image(cfg.init, content=guide, style=style, seed=cfg.seed, shape=shape)
+      start = gatys.initial_image(cfg.init, content=guide, style=style, seed=cfg.seed, shape=shape)
     if stage == 1:
       x0 = initial_image(shape, seed=config.seed) if config.init == "mean" else start
     else:
       x0 = image
     if hr is None:
-      result = stylize.optimize_image(problem.terms_fn, problem.inputs, x0, config=cfg, progress=progress)
+      result = gatys.optimize_image(problem.terms_fn, problem.inputs, x0, config=cfg, progress=progress)
     else:
       result = highres.optimize_scale(tiled, x0, config=cfg, mesh=mesh, progress=progress,
                                       label=f"stage {stage} {grid.num_tiles} tile(s) ")

@@ -46,7 +46,8 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
-from nst_jax import atomic, vgg
+from nst_jax.io import atomic
+from nst_jax.models import vgg
 from nst_jax.errors import NSTError, exit_on_error
 
 PathLike = str | os.PathLike
