@@ -40,7 +40,7 @@ from nst_jax import demo, figures
 from nst_jax.io import atomic, image_io
 from nst_jax.methods import adain, adain_train
 from nst_jax.errors import NSTError, exit_on_error
-from nst_jax.weights.format import resolve_weights
+from nst_jax.weights.store import resolve_weights
 
 DATA = pathlib.Path(__file__).resolve().parent.parent / ".." / "shared" / "data"
 HELD_OUT_CONTENTS = ("photoreal/input/in5.png", "photoreal/input/in12.png", "photoreal/input/in21.png",

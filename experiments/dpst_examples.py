@@ -43,7 +43,8 @@ from nst_jax.io import atomic, image_io
 from nst_jax.losses import matting
 from nst_jax.methods import gatys, photoreal
 from nst_jax.errors import NSTError, exit_on_error
-from nst_jax.weights.format import VGGWeights, resolve_weights
+from nst_jax.weights.format import VGGWeights
+from nst_jax.weights.store import resolve_weights
 
 import common
 

@@ -20,7 +20,7 @@ import time
 
 from nst_jax import figures
 from nst_jax.methods import gatys
-from nst_jax.weights.format import resolve_weights
+from nst_jax.weights.store import resolve_weights
 
 import common
 

@@ -28,7 +28,7 @@ from nst_jax import figures
 from nst_jax.io import image_io
 from nst_jax.losses import color
 from nst_jax.methods import gatys
-from nst_jax.weights.format import resolve_weights
+from nst_jax.weights.store import resolve_weights
 
 import common
 

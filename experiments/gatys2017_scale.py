@@ -37,7 +37,7 @@ import numpy as np
 
 from nst_jax import figures, metrics
 from nst_jax.methods import gatys
-from nst_jax.weights.format import resolve_weights
+from nst_jax.weights.store import resolve_weights
 
 import common
 

@@ -30,7 +30,7 @@ from nst_jax import figures
 from nst_jax.highres import pyramid as highres
 from nst_jax.io import image_io
 from nst_jax.methods import gatys
-from nst_jax.weights.format import resolve_weights
+from nst_jax.weights.store import resolve_weights
 
 flags.DEFINE_string("content", "../shared/data/artistic/content/tubingen.jpg", "Content image.")
 flags.DEFINE_string("style", "../shared/data/artistic/style/starry_night.jpg", "Style image.")

@@ -44,7 +44,7 @@ import numpy as np  # pylint: disable=wrong-import-position
 
 from nst_jax import figures  # pylint: disable=wrong-import-position
 from nst_jax.methods import gatys
-from nst_jax.weights.format import resolve_weights  # pylint: disable=wrong-import-position
+from nst_jax.weights.store import resolve_weights  # pylint: disable=wrong-import-position
 
 import common  # pylint: disable=wrong-import-position
 

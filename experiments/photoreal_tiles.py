@@ -29,7 +29,7 @@ from nst_jax.highres import pyramid as highres
 from nst_jax.io import atomic, image_io
 from nst_jax.losses import segmentation
 from nst_jax.methods import photoreal
-from nst_jax.weights.format import resolve_weights
+from nst_jax.weights.store import resolve_weights
 
 flags.DEFINE_string("data_dir", "../shared/data", "Folder holding photoreal/{input,style,segmentation}.")
 flags.DEFINE_integer("pair", 1, "Pair number of the paper's examples.")

@@ -39,7 +39,7 @@ from absl import app, flags
 from nst_jax import demo
 from nst_jax.methods import adain, adain_train
 from nst_jax.errors import NSTError, exit_on_error
-from nst_jax.weights.format import resolve_weights
+from nst_jax.weights.store import resolve_weights
 
 DATA = pathlib.Path(__file__).resolve().parent.parent / ".." / "shared" / "data"
 HOLDOUT = ("in5", "in12", "in21", "in28", "golden_gate", "tar5", "tar21", "starry_night", "shipwreck")

@@ -15,6 +15,10 @@ class NSTError(Exception):
   """
 
 
+class WeightsError(NSTError):
+  """A weights file is missing, malformed or cannot be obtained; the message names the file and the key."""
+
+
 def one_line(message: str) -> str:
   """`message` with its line breaks turned into spaces (a library message may span several lines)."""
   return " ".join(str(message).splitlines())

@@ -23,7 +23,8 @@ import pytest
 from nst_jax.methods import adain, adain_train
 from nst_jax.models import vgg
 from nst_jax.errors import NSTError
-from nst_jax.weights.format import CAFFE_VGG, VGGWeights
+from nst_jax.models.preprocessing import CAFFE_VGG
+from nst_jax.weights.format import VGGWeights
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -440,7 +441,8 @@ _MULTI_DEVICE = textwrap.dedent("""
   import jax, numpy as np
   from nst_jax.methods import adain_train
   from nst_jax.models import vgg
-  from nst_jax.weights.format import CAFFE_VGG, VGGWeights
+  from nst_jax.models.preprocessing import CAFFE_VGG
+  from nst_jax.weights.format import VGGWeights
   assert len(jax.devices()) == 8, jax.devices()
   w = VGGWeights("vgg16", vgg.random_params("vgg16", seed=1), CAFFE_VGG, "random", "ab" * 32)
   config = adain_train.TrainConfig(crop=32, batch=8, lr=1e-4, width=4)

@@ -21,7 +21,8 @@ from PIL import Image
 
 from nst_jax.io import image_io
 from nst_jax.models import vgg
-from nst_jax.weights.format import CAFFE_VGG, VGGWeights, save_weights
+from nst_jax.models.preprocessing import CAFFE_VGG
+from nst_jax.weights.format import VGGWeights, save_weights
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TIMEOUT_S = 180

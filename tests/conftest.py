@@ -7,7 +7,7 @@ import pytest
 from nst_jax import demo
 from nst_jax.io import image_io
 from nst_jax.errors import NSTError
-from nst_jax.weights.format import resolve_weights
+from nst_jax.weights.store import resolve_weights
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,8 @@ from nst_jax import demo
 from nst_jax.io import image_io
 from nst_jax.methods import gatys
 from nst_jax.errors import NSTError
-from nst_jax.weights.format import CAFFE_VGG, VGGWeights
+from nst_jax.models.preprocessing import CAFFE_VGG
+from nst_jax.weights.format import VGGWeights
 
 from vgg_test import random_params
 

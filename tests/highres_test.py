@@ -39,7 +39,7 @@ def worker(argv: list[str]) -> None:
     highres.init_distributed(coordinator=argv[2], num_processes=int(argv[3]), process_id=int(argv[4]))
   import jax
   from nst_jax.methods import gatys
-  from nst_jax.weights.format import resolve_weights
+  from nst_jax.weights.store import resolve_weights
   weights = resolve_weights("hed-vgg16")
   content, style = _problem(64)
   # Adam: the property is the sharding, and Adam compiles faster than L-BFGS's line search.
@@ -360,7 +360,7 @@ def memory_worker(tile: int) -> None:
   jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
   from nst_jax.highres import pyramid as highres
   from nst_jax.methods import gatys
-  from nst_jax.weights.format import resolve_weights
+  from nst_jax.weights.store import resolve_weights
   content, style = _problem(MEMORY_SIZE)
   config = gatys.StylizeConfig(size=MEMORY_SIZE, iterations=2, log_every=2, content_layers=("relu2_2",),
                                style_layers=("relu1_1", "relu2_1", "relu3_1"))

@@ -10,7 +10,8 @@ from nst_jax.losses import guidance, matting, segmentation
 from nst_jax.methods import gatys, photoreal
 from nst_jax.models import vgg
 from nst_jax.errors import NSTError
-from nst_jax.weights.format import CAFFE_VGG, VGGWeights
+from nst_jax.models.preprocessing import CAFFE_VGG
+from nst_jax.weights.format import VGGWeights
 
 C = segmentation.COLORS
 

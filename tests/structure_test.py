@@ -12,7 +12,8 @@ from PIL import Image
 from nst_jax.losses import structure
 from nst_jax.models import vgg
 from nst_jax.errors import NSTError
-from nst_jax.weights.format import CAFFE_VGG, HED_CAFFE, VGGWeights
+from nst_jax.models.preprocessing import CAFFE_VGG, HED_CAFFE
+from nst_jax.weights.format import VGGWeights
 
 from vgg_test import numpy_vgg, random_params
 

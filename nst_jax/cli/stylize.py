@@ -28,7 +28,7 @@ from nst_jax.losses import color, guidance, segmentation, structure
 from nst_jax.methods import adain, gatys, photoreal
 from nst_jax.models import vgg
 from nst_jax.errors import NSTError, exit_on_error, one_line
-from nst_jax.weights.format import resolve_weights
+from nst_jax.weights.store import resolve_weights
 
 _DEFAULTS = gatys.StylizeConfig()
 

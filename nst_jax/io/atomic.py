@@ -1,5 +1,8 @@
 """Atomic file writes: write to a temporary file beside the target, then rename, so that readers (and a crash or
-Ctrl-C half-way) never leave a half-written image, weights file, checkpoint or JSON record behind."""
+Ctrl-C half-way) never leave a half-written image, weights file, checkpoint, figure or JSON record behind.
+
+Every file nst_jax writes goes through `atomic_write` (directly or through the helpers below).
+"""
 
 from __future__ import annotations
 
@@ -8,18 +11,17 @@ import json
 import os
 import pathlib
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import IO, Any
 
 
-def create_temp_beside(path: str | os.PathLike, suffix: str = ".tmp") -> tuple[int, str]:
+def _create_temp_beside(path: pathlib.Path, suffix: str = ".tmp") -> tuple[int, str]:
   """A new, empty file next to `path` (same filesystem, so the final rename is atomic), opened for writing.
 
   Not tempfile.mkstemp: it creates files with mode 0600 and the rename would carry that onto the result, leaving
   a file that other users (a web server, a shared folder) cannot read. 0666 minus the umask is what a plain
   open() would give.
   """
-  path = pathlib.Path(path)
   for _ in range(100):
     tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}{suffix}"
     try:
@@ -30,22 +32,44 @@ def create_temp_beside(path: str | os.PathLike, suffix: str = ".tmp") -> tuple[i
 
 
 @contextlib.contextmanager
-def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
-  """`with atomic_write(p) as f: f.write(...)` replaces `p` only if the block completes."""
+def atomic_write(path: str | os.PathLike, mode: str = "wb", *,
+                 verify: Callable[[pathlib.Path], None] | None = None) -> Iterator[IO]:
+  """`with atomic_write(p) as f: f.write(...)` replaces `p` only if the block completes.
+
+  `verify(temporary path)` runs after the file is closed and before it replaces `p`; an exception there keeps the
+  old `p` (a download whose checksum does not match is never published).
+  """
   path = pathlib.Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp = create_temp_beside(path)
+  fd, tmp = _create_temp_beside(path)
   try:
     with os.fdopen(fd, mode) as f:
       yield f
+    if verify is not None:
+      verify(pathlib.Path(tmp))
     os.replace(tmp, path)
   finally:
     if os.path.exists(tmp):
       os.unlink(tmp)
 
 
-def write_json(path: str | os.PathLike, obj: Any) -> pathlib.Path:
+def write_text(path: str | os.PathLike, text: str) -> pathlib.Path:
   with atomic_write(path, "w") as f:
-    json.dump(obj, f, indent=2, sort_keys=True, default=float)
+    f.write(text)
+  return pathlib.Path(path)
+
+
+def write_json(path: str | os.PathLike, obj: Any, *, sort_keys: bool = True, strict: bool = False) -> pathlib.Path:
+  """Indented JSON. `strict`: NaN and infinities are an error (standard JSON) instead of being written as NaN."""
+  with atomic_write(path, "w") as f:
+    json.dump(obj, f, indent=2, sort_keys=sort_keys, default=float, allow_nan=not strict)
     f.write("\n")
   return pathlib.Path(path)
+
+
+def write_figure(fig: Any, path: str | os.PathLike, **savefig_options: Any) -> pathlib.Path:
+  """`fig.savefig` of a matplotlib figure, in the format of the file's extension."""
+  path = pathlib.Path(path)
+  with atomic_write(path) as f:
+    fig.savefig(f, format=path.suffix.lstrip(".").lower() or "png", **savefig_options)
+  return path

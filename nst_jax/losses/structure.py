@@ -48,7 +48,8 @@ import numpy as np
 from nst_jax.io import image_io
 from nst_jax.models import vgg
 from nst_jax.errors import NSTError
-from nst_jax.weights.format import Preprocessing, VGGWeights
+from nst_jax.models.preprocessing import Preprocessing
+from nst_jax.weights.format import VGGWeights
 
 # ----------------------------------------------------------------------------------------------------------------
 # Laplacian loss (Li et al. 2017)

@@ -46,7 +46,9 @@ from nst_jax.io import atomic, image_io
 from nst_jax.losses import color
 from nst_jax.models import vgg
 from nst_jax.errors import NSTError
-from nst_jax.weights.format import Preprocessing, VGGWeights, weights_dir
+from nst_jax.models.preprocessing import Preprocessing
+from nst_jax.weights.format import VGGWeights
+from nst_jax.weights.store import weights_dir
 
 ENCODER_LAYER = "relu4_1"
 STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1")
@@ -331,7 +333,7 @@ def load_decoder(path: str | os.PathLike) -> DecoderCheckpoint:
 
 DEFAULT_DECODER = "adain-decoder-hed-vgg16"
 DEFAULT_MAX_PIXELS = 2048 * 1024  # larger contents go through tiles
-_REPO_WEIGHTS = pathlib.Path(__file__).resolve().parents[1] / "weights"
+_REPO_WEIGHTS = pathlib.Path(__file__).resolve().parents[2] / "weights"
 
 
 def resolve_decoder(name_or_path: str) -> DecoderCheckpoint:

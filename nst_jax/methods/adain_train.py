@@ -38,7 +38,8 @@ from nst_jax.io import atomic, image_io
 from nst_jax.methods import adain
 from nst_jax.models import vgg
 from nst_jax.errors import NSTError
-from nst_jax.weights.format import Preprocessing, VGGWeights
+from nst_jax.models.preprocessing import Preprocessing
+from nst_jax.weights.format import VGGWeights
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 _CKPT_META = "__meta__"
