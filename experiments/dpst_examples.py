@@ -42,6 +42,7 @@ from nst_jax import figures, metrics
 from nst_jax.io import atomic, image_io
 from nst_jax.losses import matting
 from nst_jax.methods import gatys, photoreal
+from nst_jax.methods.stylize_config import StylizeConfig
 from nst_jax.errors import NSTError, exit_on_error
 from nst_jax.weights.format import VGGWeights
 from nst_jax.weights.store import resolve_weights
@@ -73,9 +74,9 @@ def measure(images: dict[str, np.ndarray], *, content: np.ndarray, style: np.nda
   from one problem and one compilation."""
   shape = content.shape[:2]
   cfg = photoreal.stylize_config(config, stage=1, shape=shape, input_scale=weights.preprocessing.input_scale)
-  cfg = gatys.StylizeConfig(**{**cfg.__dict__, "content_weight": 0.0, "tv_weight": 0.0, "iterations": 1})
+  cfg = StylizeConfig(**{**cfg.__dict__, "content_weight": 0.0, "tv_weight": 0.0, "iterations": 1})
   problem = gatys.build_problem(content=content, styles=[style], weights=weights, config=cfg,
-                                  content_seg=content_seg, style_seg=style_seg)
+                                content_seg=content_seg, style_seg=style_seg)
   # With our weight mapping (100 · 4 · #layers on E = MSE / 4, layer weights 1/#layers) this is the reference's loss.
   style_loss = jax.jit(lambda x, inputs: problem.terms_fn(x, inputs)["style"])
   lap = matting.precompute(content)

@@ -19,7 +19,7 @@ relu1_1..relu5_1 style layers, relu4_2 content layer, average pooling).
 import time
 
 from nst_jax import figures
-from nst_jax.methods import gatys
+from nst_jax.methods.stylize_config import StylizeConfig
 from nst_jax.weights.store import resolve_weights
 
 import common
@@ -32,7 +32,7 @@ def run(settings: common.Settings) -> dict:
   started = time.perf_counter()
   images, weights = common.Images(settings.data_dir), resolve_weights(settings.weights)
   content = images.content("tubingen")
-  config = gatys.StylizeConfig(size=settings.size, iterations=settings.iterations, log_every=50)
+  config = StylizeConfig(size=settings.size, iterations=settings.iterations, log_every=50)
   top, labels_top = [content], [f"content: {images.label('tubingen')}"]
   bottom, labels_bottom, per_style = [None], [""], {}
   for name in common.STYLES:

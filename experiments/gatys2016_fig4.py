@@ -39,14 +39,14 @@ import time
 import numpy as np
 
 from nst_jax import figures
-from nst_jax.methods import gatys
+from nst_jax.methods.stylize_config import STYLE_LAYERS, StylizeConfig
 from nst_jax.weights.store import resolve_weights
 
 import common
 
 QUICK = dict(size=80, iterations=40)
 FULL = dict(size=512, iterations=500)
-LAYERS = gatys.STYLE_LAYERS  # relu1_1 .. relu5_1
+LAYERS = STYLE_LAYERS  # relu1_1 .. relu5_1
 RATIOS = (1e-5, 1e-4, 1e-3, 1e-2)
 QUICK_DEPTHS, QUICK_RATIOS = (1, 3, 5), (1e-5, 1e-3, 1e-2)
 STYLE = "starry_night"
@@ -69,9 +69,9 @@ def run(settings: common.Settings) -> dict:
     layers = LAYERS[:depth]
     row, row_labels = [], []
     for ratio in ratios:
-      config = gatys.StylizeConfig(size=settings.size, iterations=settings.iterations, style_layers=layers,
-                                     style_weight=style_weight_for_ratio(ratio),
-                                     tv_weight=style_weight_for_ratio(ratio), init=init, log_every=50)
+      config = StylizeConfig(size=settings.size, iterations=settings.iterations, style_layers=layers,
+                             style_weight=style_weight_for_ratio(ratio),
+                             tv_weight=style_weight_for_ratio(ratio), init=init, log_every=50)
       result, record = common.run_stylize(f"up to {layers[-1]}, ratio {ratio:g}", content=content, styles=style,
                                           weights=weights, config=config, progress=not settings.quick)
       cells.append({"layers": layers, "ratio": ratio, "style_weight": config.style_weight, **record})

@@ -28,6 +28,7 @@ from nst_jax import figures
 from nst_jax.io import image_io
 from nst_jax.losses import color
 from nst_jax.methods import gatys
+from nst_jax.methods.stylize_config import StylizeConfig
 from nst_jax.weights.store import resolve_weights
 
 import common
@@ -59,7 +60,7 @@ def run(settings: common.Settings, variants: tuple[str, ...] = tuple(VARIANTS)) 
   top, top_labels = [content, style], [f"content: {images.label('tubingen')}", f"style: {images.label(STYLE)}"]
   bottom, bottom_labels, outputs = [None, None], ["", ""], {}
   for name in variants:
-    config = gatys.StylizeConfig(size=settings.size, iterations=settings.iterations, log_every=50, **VARIANTS[name])
+    config = StylizeConfig(size=settings.size, iterations=settings.iterations, log_every=50, **VARIANTS[name])
     result, record = common.run_stylize(name, content=content, styles=style, weights=weights, config=config,
                                         progress=not settings.quick)
     errors = yiq_errors(result.image, content)
@@ -68,7 +69,7 @@ def run(settings: common.Settings, variants: tuple[str, ...] = tuple(VARIANTS)) 
     top_labels.append(f"{name}  IQ err {errors['iq_mae']:.2g}")
     small = image_io.resize_long_side(content, settings.size)
     (seen,) = gatys.prepare_styles([image_io.resize_long_side(style, settings.size)], content=small,
-                                     config=config)
+                                   config=config)
     bottom.append(np.clip(seen, 0, 1))
     bottom_labels.append("style as the network sees it")
   sheet = figures.contact_sheet([top, bottom], [top_labels, bottom_labels], cell_height=settings.cell_height)

@@ -36,7 +36,7 @@ import time
 import numpy as np
 
 from nst_jax import figures, metrics
-from nst_jax.methods import gatys
+from nst_jax.methods.stylize_config import STYLE_LAYER_PRESETS, StylizeConfig
 from nst_jax.weights.store import resolve_weights
 
 import common
@@ -58,7 +58,7 @@ def run(settings: common.Settings) -> dict:
   base = dict(size=settings.size, iterations=settings.iterations, log_every=50, **BALANCED)
 
   def one(name, styles, **overrides):
-    config = gatys.StylizeConfig(**base, **overrides)
+    config = StylizeConfig(**base, **overrides)
     result, record = common.run_stylize(name, content=content, styles=styles, weights=weights, config=config,
                                         progress=not settings.quick)
     record["dominant_wavelength"] = metrics.dominant_wavelength(result.image)
@@ -78,7 +78,7 @@ def run(settings: common.Settings) -> dict:
 
   row, row_labels, presets = [content], [f"(b) content: {images.label('tubingen')}"], {}
   for preset in PRESETS:
-    layers = gatys.STYLE_LAYER_PRESETS[preset]
+    layers = STYLE_LAYER_PRESETS[preset]
     image, presets[preset] = one(f"preset {preset}", style, style_layers=layers)
     presets[preset]["layers"] = layers
     row.append(image)
@@ -94,8 +94,8 @@ def run(settings: common.Settings) -> dict:
   for structure_from, texture_from in (MIX, MIX[::-1]):
     key = f"structure {images.label(structure_from)} + fine {images.label(texture_from)}"
     image, mixes[key] = one(key, [images.style(structure_from), images.style(texture_from)],
-                            style_layer_sets=(gatys.STYLE_LAYER_PRESETS["structure"],
-                                              gatys.STYLE_LAYER_PRESETS["fine"]))
+                            style_layer_sets=(STYLE_LAYER_PRESETS["structure"],
+                                              STYLE_LAYER_PRESETS["fine"]))
     row.append(image)
     row_labels.append(f"structure {'A' if structure_from == a else 'B'} + fine {'A' if texture_from == a else 'B'}")
   rows.append(row)

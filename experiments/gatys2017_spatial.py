@@ -35,7 +35,7 @@ import numpy as np
 
 from nst_jax import figures, metrics
 from nst_jax.io import image_io
-from nst_jax.methods import gatys
+from nst_jax.methods.stylize_config import StylizeConfig
 from nst_jax.weights.store import resolve_weights
 
 import common
@@ -69,7 +69,7 @@ def run(settings: common.Settings) -> dict:
 
   regions, regions_record = common.run_stylize(
       "two regions", content=content, styles=[sky_style, ground_style], style_masks=[sky, ground],
-      weights=weights, config=gatys.StylizeConfig(**base), progress=progress)
+      weights=weights, config=StylizeConfig(**base), progress=progress)
   names = [images.label(SKY_STYLE), images.label(GROUND_STYLE)]
   distances = {}
   for region, mask in (("sky", sky), ("ground", ground)):
@@ -82,14 +82,14 @@ def run(settings: common.Settings) -> dict:
 
   depth = np.repeat(np.linspace(0.0, 1.0, shape[0], dtype=np.float32)[:, None], shape[1], axis=1)  # near = bottom
   plain, plain_record = common.run_stylize("no depth", content=content, styles=sky_style, weights=weights,
-                                           config=gatys.StylizeConfig(**depth_base), progress=progress)
+                                           config=StylizeConfig(**depth_base), progress=progress)
   deep, depth_record = common.run_stylize("with depth", content=content, styles=sky_style, depth=depth,
-                                          weights=weights, config=gatys.StylizeConfig(**depth_base),
+                                          weights=weights, config=StylizeConfig(**depth_base),
                                           progress=progress)
   texture, texture_record = common.run_stylize(
       "texture with depth", content=None, styles=sky_style, depth=depth, weights=weights, progress=progress,
       synthesis_shape=image_io.long_side_shape(shape, settings.size),
-      config=gatys.StylizeConfig(**depth_base, init="noise"))
+      config=StylizeConfig(**depth_base, init="noise"))
   for result, record in ((plain, plain_record), (deep, depth_record), (texture, texture_record)):
     record["wavelengths"] = thirds_wavelengths(result.image)
 
@@ -106,7 +106,7 @@ def run(settings: common.Settings) -> dict:
             ["depth (white = near)", f"no depth: {wl(plain_record)}", f"depth: {wl(depth_record)}",
              f"texture, depth: {wl(texture_record)}"]]
   sheet = figures.contact_sheet(rows, labels, cell_height=settings.cell_height)
-  config = gatys.StylizeConfig()
+  config = StylizeConfig()
   return common.write_outputs(settings, sheet, {
       "figure": "Gatys et al. 2017 spatial control", "images": images.source,
       "masks": f"soft horizontal split at {SPLIT_AT:.0%} of the height (sky above)",

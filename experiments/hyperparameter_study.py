@@ -43,7 +43,8 @@ import matplotlib.pyplot as plt  # pylint: disable=wrong-import-position
 import numpy as np  # pylint: disable=wrong-import-position
 
 from nst_jax import figures  # pylint: disable=wrong-import-position
-from nst_jax.methods import gatys
+from nst_jax.methods.optimize import NonFiniteLossError
+from nst_jax.methods.stylize_config import StylizeConfig
 from nst_jax.weights.store import resolve_weights  # pylint: disable=wrong-import-position
 
 import common  # pylint: disable=wrong-import-position
@@ -122,15 +123,15 @@ def run(settings: common.Settings) -> dict:
   runs, cells = [], {}
   for opt, lr in settings_list:
     for sw in grid["style_weights"]:
-      config = gatys.StylizeConfig(size=settings.size, iterations=settings.iterations, optimizer=opt,
-                                     learning_rate=lr, style_weight=sw, log_every=max(10, settings.iterations // 4),
-                                     **OPTIMIZER_SETTINGS.get(opt, {}))
+      config = StylizeConfig(size=settings.size, iterations=settings.iterations, optimizer=opt,
+                             learning_rate=lr, style_weight=sw, log_every=max(10, settings.iterations // 4),
+                             **OPTIMIZER_SETTINGS.get(opt, {}))
       name = setting_name(opt, lr)
       try:
         result, record = common.run_stylize(f"{name}, style weight {sw:g}", content=content, styles=style,
                                             weights=weights, config=config, progress=False)
         image, history, final_total = result.image, result.loss_history, sum(result.final_terms.values())
-      except gatys.NonFiniteLossError as e:
+      except NonFiniteLossError as e:
         print(f"  {name}, style weight {sw:g}: diverged ({e})")
         image, history, final_total, record = e.last_good_image, np.full(settings.iterations, np.nan), math.inf, {
             "diverged_at": e.iteration}

@@ -4,10 +4,10 @@ Run (from the repository root; needs ../shared/data/photoreal/, exits with a mes
   nice -n 10 python experiments/photoreal_tiles.py   # pair 1 at 256 px, 4 tiles of 128 px, 20 + 10 L-BFGS
 
 Runs `nst_jax.photoreal.photoreal` twice with the reference's settings (segmentation maps, relu1_1..relu5_1,
-matting term in stage 2, local-affine post-processing): untiled, and with `highres.HighresConfig(tile_size=...)`
+matting term in stage 2, local-affine post-processing): untiled, and with `highres_config.HighresConfig(tile_size=...)`
 (exact default halo). Prints and writes outputs/photoreal_tiles/results.json: wall times, both runs' first and final
 loss terms, the differences between the images after stage 1, stage 2 and post-processing, and the seam ratio at
-the tile borders (`highres.seam_ratio`) of both stage-2 images.
+the tile borders (`tiling.seam_ratio`) of both stage-2 images.
 
 Expected (seen on the shared 2-core CPU under load 4-6): 256x160, 4 tiles of 128 + 2 * 96 px; the first
 evaluation agrees to <= 1.2e-7 relative, the final terms within 0.2%; L-BFGS magnifies float rounding over 20
@@ -25,7 +25,7 @@ import time
 import numpy as np
 from absl import app, flags
 
-from nst_jax.highres import pyramid as highres
+from nst_jax.highres import highres_config, tiling
 from nst_jax.io import atomic, image_io
 from nst_jax.losses import segmentation
 from nst_jax.methods import photoreal
@@ -44,7 +44,7 @@ FLAGS = flags.FLAGS
 def compare(*, content, style, content_seg, style_seg, config: photoreal.PhotorealConfig, tile: int) -> dict:
   weights = resolve_weights("hed-vgg16")
   runs, seconds = {}, {}
-  for name, hr in (("untiled", None), ("tiled", highres.HighresConfig(tile_size=tile))):
+  for name, hr in (("untiled", None), ("tiled", highres_config.HighresConfig(tile_size=tile))):
     start = time.perf_counter()
     runs[name] = photoreal.photoreal(content=content, style=style, weights=weights, config=config,
                                      content_seg=content_seg, style_seg=style_seg, hr=hr)
@@ -59,8 +59,8 @@ def compare(*, content, style, content_seg, style_seg, config: photoreal.Photore
   grid = t.grid
   return {"shape": list(u.image.shape[:2]), "tiles": grid.num_tiles, "tile": grid.tile, "halo": grid.halo,
           "seconds": seconds, "stages": stages, "differences": diffs,
-          "seam_ratio": {"tiled": highres.seam_ratio(t.unsmoothed, grid.tile),
-                         "untiled": highres.seam_ratio(u.unsmoothed, grid.tile)}}
+          "seam_ratio": {"tiled": tiling.seam_ratio(t.unsmoothed, grid.tile),
+                         "untiled": tiling.seam_ratio(u.unsmoothed, grid.tile)}}
 
 
 def main(argv):

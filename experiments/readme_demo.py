@@ -12,6 +12,7 @@ from absl import app, flags
 from nst_jax import demo, figures
 from nst_jax.io import image_io
 from nst_jax.methods import gatys
+from nst_jax.methods.stylize_config import StylizeConfig
 from nst_jax.weights.store import resolve_weights
 
 _OUT = flags.DEFINE_string("out", "experiments/readme_demo.jpg", "Where to write the picture.")
@@ -23,7 +24,7 @@ _WEIGHTS = flags.DEFINE_string("weights", "hed-vgg16", "Weights name or path.")
 def main(argv):
   del argv
   content, style = demo.default_content(), demo.default_style()
-  config = gatys.StylizeConfig(size=_SIZE.value, iterations=_ITERATIONS.value)
+  config = StylizeConfig(size=_SIZE.value, iterations=_ITERATIONS.value)
   result = gatys.stylize(content=content, styles=style, weights=resolve_weights(_WEIGHTS.value), config=config)
   print("initial losses", result.initial_terms, "final losses", result.final_terms)
   sheet = figures.contact_sheet([[content, style, result.image]],

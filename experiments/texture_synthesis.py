@@ -28,7 +28,7 @@ import numpy as np
 
 from nst_jax import figures
 from nst_jax.io import image_io
-from nst_jax.methods import gatys
+from nst_jax.methods.stylize_config import StylizeConfig
 from nst_jax.weights.store import resolve_weights
 
 import common
@@ -42,7 +42,7 @@ def run(settings: common.Settings) -> dict:
   started = time.perf_counter()
   images, weights = common.Images(settings.data_dir), resolve_weights(settings.weights)
   shape = (settings.size, settings.size)
-  config = gatys.StylizeConfig(size=settings.size, iterations=settings.iterations, init="noise", log_every=50)
+  config = StylizeConfig(size=settings.size, iterations=settings.iterations, init="noise", log_every=50)
 
   def synthesize(name, styles, **kwargs):
     return common.run_stylize(name, content=None, styles=styles, weights=weights, config=config,

@@ -13,6 +13,7 @@ from nst_jax import demo, losses, metrics
 from nst_jax.io import image_io
 from nst_jax.losses import color, guidance
 from nst_jax.methods import gatys
+from nst_jax.methods.stylize_config import STYLE_LAYER_PRESETS, STYLE_LAYERS, StylizeConfig
 from nst_jax.models import vgg
 
 FAST = dict(log_every=100)
@@ -34,7 +35,7 @@ def mosaic():
 
 
 def run(weights, content, styles, **overrides):
-  config = gatys.StylizeConfig(**{"size": 64, "iterations": 40, **FAST, **overrides})
+  config = StylizeConfig(**{"size": 64, "iterations": 40, **FAST, **overrides})
   return gatys.stylize(content=content, styles=styles, weights=weights, config=config, progress=False)
 
 
@@ -49,8 +50,8 @@ def test_luminance_mode_keeps_content_chroma(weights, content, swirl):
 def test_histogram_mode_matches_style_colours_to_content(content, swirl):
   for method in ("cholesky", "eigen"):
     (matched,) = gatys.prepare_styles([swirl], content=content,
-                                        config=gatys.StylizeConfig(preserve_colors="histogram",
-                                                                     color_method=method))
+                                      config=StylizeConfig(preserve_colors="histogram",
+                                                           color_method=method))
     pixels, target = matched.reshape(-1, 3), content.reshape(-1, 3)
     np.testing.assert_allclose(pixels.mean(0), target.mean(0), atol=1e-3)
     np.testing.assert_allclose(np.cov(pixels.T), np.cov(target.T), atol=1e-3)
@@ -78,7 +79,7 @@ def test_complementary_masks_put_each_style_in_its_region(weights, content, swir
   left[:, : w // 2] = 1.0
   right = 1.0 - left
   result = gatys.stylize(content=content, styles=[swirl, mosaic], weights=weights, style_masks=[left, right],
-                           config=gatys.StylizeConfig(size=64, iterations=60, **FAST), progress=False)
+                         config=StylizeConfig(size=64, iterations=60, **FAST), progress=False)
   to_swirl, to_mosaic = region_gram_distances(weights, result.image, left, [swirl, mosaic])
   assert to_swirl < to_mosaic
   to_swirl, to_mosaic = region_gram_distances(weights, result.image, right, [swirl, mosaic])
@@ -100,8 +101,8 @@ def test_style_scale_grows_texture_wavelength(weights, mosaic):
   wavelengths = {}
   for scale in (0.5, 2.0):
     result = gatys.stylize(content=None, styles=[mosaic], weights=weights, progress=False,
-                             config=gatys.StylizeConfig(size=64, iterations=60, style_scale=(scale,),
-                                                          init="noise", **FAST))
+                           config=StylizeConfig(size=64, iterations=60, style_scale=(scale,),
+                                                init="noise", **FAST))
     wavelengths[scale] = metrics.dominant_wavelength(result.image)
   assert wavelengths[2.0] > 1.3 * wavelengths[0.5], wavelengths
 
@@ -140,8 +141,8 @@ def test_mrf_composes_with_masks(weights, content, swirl, mosaic):
   top = np.zeros((h, w), np.float32)
   top[: h // 2] = 1.0
   result = gatys.stylize(content=content, styles=[swirl, mosaic], weights=weights, style_masks=[top, 1 - top],
-                           config=gatys.StylizeConfig(size=48, iterations=15, style_loss="mrf", **FAST),
-                           progress=False)
+                         config=StylizeConfig(size=48, iterations=15, style_loss="mrf", **FAST),
+                         progress=False)
   assert result.final_terms["style"] < 0.5 * result.initial_terms["style"]
   # The swirl's blues go to the top region, the mosaic's reds to the bottom.
   small_top = guidance.resize_mask(top, *result.image.shape[:2]) > 0.5
@@ -155,10 +156,10 @@ def test_depth_map_gives_larger_strokes_in_front(weights, mosaic):
   rng = np.random.default_rng(0)
   flat = np.clip(0.5 + 0.02 * rng.standard_normal((64, 128, 3)), 0, 1).astype(np.float32)
   depth = np.repeat(np.linspace(0.0, 1.0, 64)[:, None], 128, axis=1)  # bottom = near
-  config = gatys.StylizeConfig(size=128, iterations=80, depth_regions=2, content_weight=0.0, init="noise",
-                                 style_layers=gatys.STYLE_LAYER_PRESETS["medium"], **FAST)
+  config = StylizeConfig(size=128, iterations=80, depth_regions=2, content_weight=0.0, init="noise",
+                         style_layers=STYLE_LAYER_PRESETS["medium"], **FAST)
   result = gatys.stylize(content=flat, styles=[mosaic], weights=weights, depth=depth, progress=False,
-                           config=config)
+                         config=config)
   far, near = result.image[:24], result.image[-24:]
   assert metrics.dominant_wavelength(near, axis=1) > 1.4 * metrics.dominant_wavelength(far, axis=1)
 
@@ -167,10 +168,10 @@ def test_network_normalisation_makes_deep_style_layers_count(weights, content, s
   """Without Gatys et al.'s normalisation the Caffe-trained VGG's deep layers hold ~1% of the style loss (their
   activations are ~100x smaller), so presets and scale mixing barely act; normalised, they carry real weight."""
   def initial_style(preset, normalize, balance="none"):
-    config = gatys.StylizeConfig(size=64, iterations=1, style_layers=gatys.STYLE_LAYER_PRESETS[preset],
-                                   normalize_network=normalize, style_layer_balance=balance, **FAST)
+    config = StylizeConfig(size=64, iterations=1, style_layers=STYLE_LAYER_PRESETS[preset],
+                           normalize_network=normalize, style_layer_balance=balance, **FAST)
     return gatys.stylize(content=content, styles=[swirl], weights=weights, config=config,
-                           progress=False).initial_terms["style"]
+                         progress=False).initial_terms["style"]
 
   assert initial_style("structure", False) < 0.05 * initial_style("fine", False)
   assert initial_style("structure", True) > initial_style("fine", True)
@@ -181,11 +182,11 @@ def test_network_normalisation_makes_deep_style_layers_count(weights, content, s
 def test_style_layer_weights_select_and_normalise(weights, content, swirl):
   """w_l: zero weights switch layers off exactly; weights are relative (normalised to sum 1)."""
   def initial_style(**overrides):
-    config = gatys.StylizeConfig(size=48, iterations=1, **{**FAST, **overrides})
+    config = StylizeConfig(size=48, iterations=1, **{**FAST, **overrides})
     return gatys.stylize(content=content, styles=[swirl], weights=weights, config=config,
-                           progress=False).initial_terms["style"]
+                         progress=False).initial_terms["style"]
 
   only_first = initial_style(style_layer_weights={"relu2_1": 0, "relu3_1": 0, "relu4_1": 0, "relu5_1": 0})
   np.testing.assert_allclose(only_first, initial_style(style_layers=("relu1_1",)), rtol=1e-5)
-  np.testing.assert_allclose(initial_style(style_layer_weights={name: 3.0 for name in gatys.STYLE_LAYERS}),
+  np.testing.assert_allclose(initial_style(style_layer_weights={name: 3.0 for name in STYLE_LAYERS}),
                              initial_style(), rtol=1e-5)

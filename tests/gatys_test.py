@@ -9,6 +9,8 @@ import pytest
 from nst_jax import demo
 from nst_jax.io import image_io
 from nst_jax.methods import gatys
+from nst_jax.methods.optimize import NonFiniteLossError, optimize_image, STALL_WINDOW, stalled
+from nst_jax.methods.stylize_config import StylizeConfig
 from nst_jax.errors import NSTError
 from nst_jax.models.preprocessing import CAFFE_VGG
 from nst_jax.weights.format import VGGWeights
@@ -29,7 +31,7 @@ def random_weights():
 
 def test_real_weights_stylize_64px_lowers_style_loss_tenfold(default_weights, demo_pair):
   content, style = demo_pair
-  config = gatys.StylizeConfig(size=64, iterations=50, log_every=25)
+  config = StylizeConfig(size=64, iterations=50, log_every=25)
   result = gatys.stylize(content=content, styles=style, weights=default_weights, config=config, progress=False)
   assert result.image.shape[:2] == image_io.long_side_shape(content.shape, 64)
   assert np.all(np.isfinite(result.image)) and result.image.min() >= 0 and result.image.max() <= 1
@@ -43,10 +45,10 @@ def test_real_weights_stylize_64px_lowers_style_loss_tenfold(default_weights, de
 def test_intermediate_images_arrive_on_schedule(random_weights, demo_pair):
   content, style = demo_pair
   seen = []
-  config = gatys.StylizeConfig(size=32, iterations=6, save_every=2, log_every=4, optimizer="adam",
-                                 init="noise", style_weight=1e-3, content_weight=1e-3, tv_weight=1.0)
+  config = StylizeConfig(size=32, iterations=6, save_every=2, log_every=4, optimizer="adam",
+                         init="noise", style_weight=1e-3, content_weight=1e-3, tv_weight=1.0)
   result = gatys.stylize(content=content, styles=style, weights=random_weights, config=config,
-                           on_intermediate=lambda i, img: seen.append((i, img.shape)), progress=False)
+                         on_intermediate=lambda i, img: seen.append((i, img.shape)), progress=False)
   assert [i for i, _ in seen] == [2, 4]  # the final image is the result, not an intermediate
   assert all(shape == result.image.shape for _, shape in seen)
   assert result.loss_history[-1] < result.loss_history[0]
@@ -54,8 +56,8 @@ def test_intermediate_images_arrive_on_schedule(random_weights, demo_pair):
 
 def test_divergence_is_detected_and_last_finite_image_kept(random_weights, demo_pair):
   content, style = demo_pair
-  config = gatys.StylizeConfig(size=32, iterations=4, optimizer="sgd", learning_rate=1e30, log_every=1)
-  with pytest.raises(gatys.NonFiniteLossError) as info:
+  config = StylizeConfig(size=32, iterations=4, optimizer="sgd", learning_rate=1e30, log_every=1)
+  with pytest.raises(NonFiniteLossError) as info:
     gatys.stylize(content=content, styles=style, weights=random_weights, config=config, progress=False)
   assert np.all(np.isfinite(info.value.last_good_image))
   assert info.value.last_good_image.shape[:2] == image_io.long_side_shape(content.shape, 32)
@@ -63,12 +65,12 @@ def test_divergence_is_detected_and_last_finite_image_kept(random_weights, demo_
 
 def test_stalled_is_a_relative_decrease_over_the_window():
   falling = 100.0 * 0.99 ** np.arange(30)
-  assert not gatys.stalled(falling, rtol=1e-6)
+  assert not stalled(falling, rtol=1e-6)
   flat = np.concatenate([falling, np.full(11, falling[-1])])
-  assert gatys.stalled(flat, rtol=1e-6) and not gatys.stalled(flat, rtol=None)
-  assert not gatys.stalled(flat[:11], rtol=1e-6)  # too short to judge
+  assert stalled(flat, rtol=1e-6) and not stalled(flat, rtol=None)
+  assert not stalled(flat[:11], rtol=1e-6)  # too short to judge
   creeping = np.concatenate([falling, falling[-1] * (1 - 1e-7 * np.arange(1, 12))])  # 1e-6 in 10 steps
-  assert gatys.stalled(creeping, rtol=2e-6) and not gatys.stalled(creeping, rtol=5e-7)
+  assert stalled(creeping, rtol=2e-6) and not stalled(creeping, rtol=5e-7)
 
 
 def _quadratic_terms(x, inputs):
@@ -80,18 +82,18 @@ def test_lbfgs_stops_once_the_loss_stalls_and_adam_does_not():
   inputs = {"scale": jnp.asarray(rng.uniform(1, 100, (8, 8, 3)), jnp.float32),
             "target": jnp.asarray(rng.uniform(size=(8, 8, 3)), jnp.float32)}
   x0 = jnp.zeros((8, 8, 3), jnp.float32)
-  config = gatys.StylizeConfig(iterations=300, log_every=5)
-  result = gatys.optimize_image(_quadratic_terms, inputs, x0, config=config, progress=False)
+  config = StylizeConfig(iterations=300, log_every=5)
+  result = optimize_image(_quadratic_terms, inputs, x0, config=config, progress=False)
   n = len(result.loss_history)
   assert 10 < n < 300 and n % 5 == 0, n  # stopped at a chunk end, well before 300
   assert result.final_terms["quadratic"] < 1e-6 * result.initial_terms["quadratic"]
-  tail = result.loss_history[-gatys.STALL_WINDOW - 1:]
+  tail = result.loss_history[-STALL_WINDOW - 1:]
   assert tail[0] - tail[-1] <= 1e-6 * tail[0]
-  full = gatys.optimize_image(_quadratic_terms, inputs, x0, config=dataclasses.replace(config, stall_rtol=None),
-                                progress=False)
+  full = optimize_image(_quadratic_terms, inputs, x0, config=dataclasses.replace(config, stall_rtol=None),
+                        progress=False)
   assert len(full.loss_history) == 300
   adam = dataclasses.replace(config, optimizer="adam", learning_rate=1e-3, iterations=40)
-  assert len(gatys.optimize_image(_quadratic_terms, inputs, x0, config=adam, progress=False).loss_history) == 40
+  assert len(optimize_image(_quadratic_terms, inputs, x0, config=adam, progress=False).loss_history) == 40
 
 
 @pytest.mark.parametrize("init", ["content", "noise", "style"])
@@ -108,15 +110,18 @@ def test_initial_images(init, demo_pair):
 
 def test_bad_layer_names_and_sizes_are_clear_errors(random_weights, demo_pair):
   content, style = demo_pair
-  for config, message in [
-      (gatys.StylizeConfig(style_layers=("relu9_9",)), "--style_layers: vgg16 has no layer 'relu9_9'"),
-      (gatys.StylizeConfig(content_layers=("conv5_4",)), "--content_layers: vgg16 has no layer 'conv5_4'"),
-      (gatys.StylizeConfig(iterations=0), "--iterations"),
-      (gatys.StylizeConfig(size=8), "--size"),
-      (gatys.StylizeConfig(size=1_000_000), "GiB"),
+  # Settings that are wrong on their own are refused when the config is made (`StylizeConfig.__post_init__`); the
+  # rest (layer names of the architecture, memory for the size) when stylize looks at the weights.
+  for settings, message in [
+      (dict(style_layers=("relu9_9",)), "--style_layers: vgg16 has no layer 'relu9_9'"),
+      (dict(content_layers=("conv5_4",)), "--content_layers: vgg16 has no layer 'conv5_4'"),
+      (dict(iterations=0), "--iterations"),
+      (dict(size=8), "--size"),
+      (dict(size=1_000_000), "GiB"),
   ]:
     with pytest.raises(NSTError, match=message):
-      gatys.stylize(content=content, styles=style, weights=random_weights, config=config, progress=False)
+      gatys.stylize(content=content, styles=style, weights=random_weights, config=StylizeConfig(**settings),
+                    progress=False)
 
 
 def test_balance_by_target_makes_each_layer_loss_a_relative_error():

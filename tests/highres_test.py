@@ -34,19 +34,19 @@ def worker(argv: list[str]) -> None:
   """`worker OUT.npy DEVICES [coordinator nproc pid]`: a short tiled L-BFGS run on DEVICES devices of its mesh
   (0: all), written to OUT.npy (by process 0)."""
   out, devices = argv[0], int(argv[1])
-  from nst_jax.highres import pyramid as highres
+  from nst_jax.highres import distributed, highres_config, pyramid
   if len(argv) > 2:
-    highres.init_distributed(coordinator=argv[2], num_processes=int(argv[3]), process_id=int(argv[4]))
+    distributed.init_distributed(coordinator=argv[2], num_processes=int(argv[3]), process_id=int(argv[4]))
   import jax
-  from nst_jax.methods import gatys
+  from nst_jax.methods.stylize_config import StylizeConfig
   from nst_jax.weights.store import resolve_weights
   weights = resolve_weights("hed-vgg16")
   content, style = _problem(64)
   # Adam: the property is the sharding, and Adam compiles faster than L-BFGS's line search.
-  config = gatys.StylizeConfig(size=64, iterations=4, log_every=2, optimizer="adam", **SHALLOW)
-  hr = highres.HighresConfig(tile_size=16, tile_overlap=4)
-  mesh = highres.make_mesh(jax.devices()[:devices] if devices else None)
-  result, reports = highres.stylize_highres(content=content, styles=[style], weights=weights, config=config, hr=hr,
+  config = StylizeConfig(size=64, iterations=4, log_every=2, optimizer="adam", **SHALLOW)
+  hr = highres_config.HighresConfig(tile_size=16, tile_overlap=4)
+  mesh = distributed.make_mesh(jax.devices()[:devices] if devices else None)
+  result, reports = pyramid.stylize_highres(content=content, styles=[style], weights=weights, config=config, hr=hr,
                                             mesh=mesh, progress=False)
   if jax.process_index() == 0:
     np.save(out, result.image)
@@ -66,29 +66,29 @@ def weights(default_weights):
 def test_receptive_radius_is_the_support_of_a_units_input_gradient():
   import jax
   import jax.numpy as jnp
-  from nst_jax.highres import pyramid as highres
+  from nst_jax.highres import tiling
   from nst_jax.models import vgg
   params = vgg.random_params("vgg16")
   for layer in ("relu2_2", "relu3_1", "relu4_2"):
     model = vgg.VGG("vgg16", (layer,), pooling="avg")
-    stride = highres.layer_stride("vgg16", layer)
+    stride = tiling.layer_stride("vgg16", layer)
     size = 192
     x = jnp.asarray(np.random.default_rng(0).uniform(-1, 1, (1, size, size, 3)), jnp.float32)
     cell = size // stride // 2
     grad = jax.grad(lambda x: jnp.sum(model.apply({"params": params}, x)[layer][0, cell, cell]))(x)
     rows = np.nonzero(np.abs(np.asarray(grad[0])).sum(axis=(1, 2)) > 0)[0]
-    radius = highres.receptive_radius("vgg16", layer)
+    radius = tiling.receptive_radius("vgg16", layer)
     assert rows.max() - rows.min() + 1 in (2 * radius, 2 * radius + 1), (layer, rows.min(), rows.max(), radius)
 
 
 @pytest.mark.parametrize("shape,tile,overlap", [((70, 45), 16, 4), ((64, 64), 32, 0), ((33, 100), 32, 8),
                                                 ((20, 90), 64, 8)])
 def test_ownership_is_a_partition_of_unity_at_every_stride(shape, tile, overlap):
-  from nst_jax.highres import pyramid as highres
-  grid = highres.make_grid(shape, arch="vgg16", layers=("relu3_1",), tile=tile, overlap=overlap, devices=3)
+  from nst_jax.highres import tiling
+  grid = tiling.make_grid(shape, arch="vgg16", layers=("relu3_1",), tile=tile, overlap=overlap, devices=3)
   assert grid.padded_tiles % 3 == 0 and grid.padded_tiles >= grid.num_tiles
   for stride in (1, 2, 4):
-    owned = highres.ownership(grid, stride)
+    owned = tiling.ownership(grid, stride)
     cy, cx = grid.window[0] // stride, grid.window[1] // stride
     total = np.zeros(((grid.ny * grid.tile_y + 2 * grid.halo) // stride,
                       (grid.nx * grid.tile_x + 2 * grid.halo) // stride))
@@ -109,16 +109,17 @@ def test_ownership_is_a_partition_of_unity_at_every_stride(shape, tile, overlap)
 def test_tiled_loss_and_gradient_equal_the_untiled_ones(weights, layers, tile, halo):
   import jax
   import jax.numpy as jnp
-  from nst_jax.highres import pyramid as highres
+  from nst_jax.highres import distributed, highres_config, scale_problem
   from nst_jax.methods import gatys
+  from nst_jax.methods.stylize_config import StylizeConfig
   content, style = _problem(64)
-  config = gatys.StylizeConfig(size=64, iterations=1, **layers)
+  config = StylizeConfig(size=64, iterations=1, **layers)
   untiled = gatys.build_problem(content=content, styles=style, weights=weights, config=config)
   # Noise takes some values outside [0, 1], where the range penalty (when on) is not zero.
   x = jnp.asarray(untiled.x0 + np.random.default_rng(1).normal(0, 0.05, untiled.x0.shape), jnp.float32)
-  hr = highres.HighresConfig(tile_size=tile, tile_halo=halo, tile_overlap=8)
-  tiled = highres.build_scale_problem(content=content, styles=[style], weights=weights, config=config,
-                                      shape=(64, 64), tile=tile, hr=hr, mesh=highres.make_mesh())
+  hr = highres_config.HighresConfig(tile_size=tile, tile_halo=halo, tile_overlap=8)
+  tiled = scale_problem.build_scale_problem(content=content, styles=[style], weights=weights, config=config,
+                                            shape=(64, 64), tile=tile, hr=hr, mesh=distributed.make_mesh())
   assert tiled.grid.num_tiles == 4
   if halo is None:
     assert tiled.grid.halo == 20  # relu3_1: radius 12 px + overlap 8, a multiple of the stride 4
@@ -137,24 +138,25 @@ def test_tiled_loss_and_gradient_equal_the_untiled_ones(weights, layers, tile, h
 
 @pytest.fixture(scope="module")
 def tiled_vs_untiled(weights):
-  from nst_jax.highres import pyramid as highres
+  from nst_jax.highres import highres_config, pyramid
   from nst_jax.methods import gatys
+  from nst_jax.methods.stylize_config import StylizeConfig
   content, style = _problem(128)
-  config = gatys.StylizeConfig(size=128, iterations=20, log_every=20, **SHALLOW)
+  config = StylizeConfig(size=128, iterations=20, log_every=20, **SHALLOW)
   untiled = gatys.stylize(content=content, styles=style, weights=weights, config=config, progress=False)
-  hr = highres.HighresConfig(tile_size=64, tile_overlap=0)  # the exact default halo: 12 px (relu3_1's radius)
-  tiled = highres.stylize_highres(content=content, styles=[style], weights=weights, config=config, hr=hr,
+  hr = highres_config.HighresConfig(tile_size=64, tile_overlap=0)  # the exact default halo: 12 px (relu3_1's radius)
+  tiled = pyramid.stylize_highres(content=content, styles=[style], weights=weights, config=config, hr=hr,
                                   progress=False)[0]
   return untiled, tiled
 
 
 def test_tiled_run_matches_untiled_losses_without_seams(tiled_vs_untiled):
-  from nst_jax.highres import pyramid as highres
+  from nst_jax.highres import tiling
   untiled, tiled = tiled_vs_untiled
   for key in ("content", "style"):
     assert tiled.final_terms[key] == pytest.approx(untiled.final_terms[key], rel=0.05), key
   assert tiled.final_terms["style"] < 0.2 * tiled.initial_terms["style"]  # it did stylise
-  assert highres.seam_ratio(tiled.image, 64) <= 1.1
+  assert tiling.seam_ratio(tiled.image, 64) <= 1.1
   # The same optimisation up to float rounding (L-BFGS amplifies it a little over 20 steps).
   np.testing.assert_allclose(tiled.image, untiled.image, atol=0.02)
 
@@ -189,7 +191,7 @@ def test_tiled_photoreal_terms_and_gradients_equal_the_untiled_ones(weights, cas
   gradients <= 2.8e-7 of their largest entry)."""
   import jax
   import jax.numpy as jnp
-  from nst_jax.highres import pyramid as highres
+  from nst_jax.highres import distributed, highres_config, scale_problem
   from nst_jax.methods import gatys, photoreal
   content, style = _problem(64)
   content_map, style_map, regions = SEG_CASES[case]
@@ -201,9 +203,9 @@ def test_tiled_photoreal_terms_and_gradients_equal_the_untiled_ones(weights, cas
   assert config.gram_normalization == "channels_mass" and config.matting_weight > 0
   untiled = gatys.build_problem(content=content, styles=[style], weights=weights, config=config,
                                 content_seg=content_seg, style_seg=style_seg)
-  tiled = highres.build_scale_problem(content=content, styles=[style], weights=weights, config=config,
-                                      shape=(64, 64), tile=32, hr=highres.HighresConfig(tile_size=32),
-                                      mesh=highres.make_mesh(), content_seg=content_seg, style_seg=style_seg)
+  tiled = scale_problem.build_scale_problem(content=content, styles=[style], weights=weights, config=config,
+                                            shape=(64, 64), tile=32, hr=highres_config.HighresConfig(tile_size=32),
+                                            mesh=distributed.make_mesh(), content_seg=content_seg, style_seg=style_seg)
   assert tiled.grid.num_tiles == 4 and tiled.grid.halo == 28  # relu3_1: radius 12 + overlap 16
   assert all(t.shape[0] == regions for t in tiled.inputs["style"].values())
   # Not clipped: some values lie outside [0, 1], where photoreal's range penalty is active.
@@ -227,12 +229,12 @@ def test_tiled_photoreal_terms_and_gradients_equal_the_untiled_ones(weights, cas
 def test_region_windows_tile_the_whole_image_guides():
   """Per-tile guide windows times ownership, summed over the tiles, give back the whole image's guides (the
   region Gram matrices then sum exactly what the untiled guided Gram sums)."""
-  from nst_jax.highres import pyramid as highres
-  grid = highres.make_grid((70, 45), arch="vgg16", layers=("relu3_1",), tile=16, overlap=4, devices=3)
+  from nst_jax.highres import tiling
+  grid = tiling.make_grid((70, 45), arch="vgg16", layers=("relu3_1",), tile=16, overlap=4, devices=3)
   rng = np.random.default_rng(0)
   for stride in (1, 2, 4):
     maps = rng.uniform(0, 1, (2, 70 // stride, 45 // stride)).astype(np.float32)
-    windows = highres.tile_windows(maps, grid, stride) * highres.ownership(grid, stride)[:, None]
+    windows = tiling.tile_windows(maps, grid, stride) * tiling.ownership(grid, stride)[:, None]
     total = np.zeros((2, (grid.ny * grid.tile_y + 2 * grid.halo) // stride,
                       (grid.nx * grid.tile_x + 2 * grid.halo) // stride))
     cy, cx = windows.shape[-2:]
@@ -300,35 +302,49 @@ def test_interrupted_run_resumes_to_the_same_result(weights, tmp_path, monkeypat
   """Killed mid-way through the second scale (after the first scale's checkpoint, so both kinds of state are
   used: the finished first scale is skipped, the second continues with its saved L-BFGS state)."""
   kill_at = (1, 2)
-  from nst_jax.highres import pyramid as highres
-  from nst_jax.methods import gatys
+  from nst_jax.errors import NSTError
+  from nst_jax.highres import highres_config, pyramid
+  from nst_jax.methods.stylize_config import StylizeConfig
   content, style = _problem(64)
-  config = gatys.StylizeConfig(size=64, iterations=6, log_every=2, **SHALLOW)
-  hr = highres.HighresConfig(start_size=32, scale_step=2, scale_iterations=(6, 4), tile_size=32, tile_overlap=4,
-                             checkpoint_dir=str(tmp_path / "ckpt"), checkpoint_every=2)
-  full, reports = highres.stylize_highres(content=content, styles=[style], weights=weights, config=config,
+  config = StylizeConfig(size=64, iterations=6, log_every=2, **SHALLOW)
+  hr = highres_config.HighresConfig(start_size=32, scale_step=2, scale_iterations=(6, 4), tile_size=32, tile_overlap=4,
+                                    checkpoint_dir=str(tmp_path / "ckpt"), checkpoint_every=2)
+  full, reports = pyramid.stylize_highres(content=content, styles=[style], weights=weights, config=config,
                                           hr=dataclasses_replace(hr, checkpoint_dir=None), progress=False)
   assert [r.shape for r in reports] == [(32, 32), (64, 64)] and [r.iterations for r in reports] == [6, 4]
-  save = highres.Checkpointer.save
+  save = pyramid.Checkpointer.save
 
   def save_then_die(self, scale, iteration, image, opt_state):
     save(self, scale, iteration, image, opt_state)
     if (scale, iteration) == kill_at:
       raise Killed()
 
-  monkeypatch.setattr(highres.Checkpointer, "save", save_then_die)
+  monkeypatch.setattr(pyramid.Checkpointer, "save", save_then_die)
   with pytest.raises(Killed):
-    highres.stylize_highres(content=content, styles=[style], weights=weights, config=config, hr=hr, progress=False)
-  monkeypatch.setattr(highres.Checkpointer, "save", save)
-  state = json.loads((tmp_path / "ckpt" / "state.json").read_text())
-  assert (state["scale"], state["iteration"]) == kill_at
-  assert state["opt_state"] is not None
-  resumed, reports = highres.stylize_highres(content=content, styles=[style], weights=weights, config=config, hr=hr,
-                                             progress=False)
-  assert [r.size for r in reports] == [64]  # only the unfinished scale ran
-  np.testing.assert_allclose(resumed.image, full.image, atol=1e-6)
-  with pytest.raises(highres.NSTError, match="--checkpoint_dir"):
-    highres.stylize_highres(content=content, styles=[style], weights=weights,
+    pyramid.stylize_highres(content=content, styles=[style], weights=weights, config=config, hr=hr, progress=False)
+  monkeypatch.setattr(pyramid.Checkpointer, "save", save)
+  with np.load(tmp_path / "ckpt" / "resume.npz") as npz:
+    state = json.loads(str(npz["__meta__"]))
+    arrays = {k: npz[k] for k in npz.files if k != "__meta__"}
+  assert state["format"] == "nst_jax-highres-resume" and (state["scale"], state["iteration"]) == kill_at
+  opt_keys = [k for k in arrays if k.startswith("opt_state/")]  # mid-scale: the L-BFGS state is saved
+  assert opt_keys and os.listdir(tmp_path / "ckpt") == ["resume.npz"]
+  # The same state in the folder layout of earlier versions (state.json, image and leaf0000... files) resumes too.
+  previous = tmp_path / "previous"
+  previous.mkdir()
+  np.save(previous / "image_01_000002.npy", arrays["image"])
+  np.savez(previous / "opt_01_000002.npz", **{f"leaf{i:04d}": arrays[k] for i, k in enumerate(opt_keys)})
+  (previous / "state.json").write_text(json.dumps({"fingerprint": state["fingerprint"], "scale": 1, "iteration": 2,
+                                                   "image": "image_01_000002.npy",
+                                                   "opt_state": "opt_01_000002.npz"}))
+  for folder in (tmp_path / "ckpt", previous):
+    resumed, reports = pyramid.stylize_highres(content=content, styles=[style], weights=weights, config=config,
+                                               hr=dataclasses_replace(hr, checkpoint_dir=str(folder)), progress=False)
+    assert [r.size for r in reports] == [64]  # only the unfinished scale ran
+    np.testing.assert_allclose(resumed.image, full.image, atol=1e-6)
+  assert sorted(os.listdir(previous)) == ["resume.npz"]  # saving again replaced the old layout
+  with pytest.raises(NSTError, match="--checkpoint_dir"):
+    pyramid.stylize_highres(content=content, styles=[style], weights=weights,
                             config=dataclasses_replace(config, style_weight=3.0), hr=hr, progress=False)
 
 
@@ -338,11 +354,11 @@ def dataclasses_replace(obj, **changes):
 
 
 def test_pyramid_schedule():
-  from nst_jax.highres import pyramid as highres
-  assert highres.scale_sizes(1920, 480, 2) == [480, 960, 1920]
-  assert highres.scale_sizes(1000, 300, 2) == [300, 600, 1000]
-  assert highres.scale_sizes(512, 0, 2) == [512]
-  assert highres.iterations_rule(200, [480, 960, 1920]) == [200, 50, 13]
+  from nst_jax.highres import highres_config
+  assert highres_config.scale_sizes(1920, 480, 2) == [480, 960, 1920]
+  assert highres_config.scale_sizes(1000, 300, 2) == [300, 600, 1000]
+  assert highres_config.scale_sizes(512, 0, 2) == [512]
+  assert highres_config.iterations_rule(200, [480, 960, 1920]) == [200, 50, 13]
 
 
 MEMORY_SIZE = 384
@@ -358,29 +374,29 @@ def memory_worker(tile: int) -> None:
   jax.config.update("jax_compilation_cache_dir", os.environ["NST_JAX_TEST_CACHE"])
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
   jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-  from nst_jax.highres import pyramid as highres
-  from nst_jax.methods import gatys
+  from nst_jax.highres import distributed, highres_config, memory, pyramid, scale_problem
+  from nst_jax.methods.stylize_config import StylizeConfig
   from nst_jax.weights.store import resolve_weights
   content, style = _problem(MEMORY_SIZE)
-  config = gatys.StylizeConfig(size=MEMORY_SIZE, iterations=2, log_every=2, content_layers=("relu2_2",),
-                               style_layers=("relu1_1", "relu2_1", "relu3_1"))
-  mesh = highres.make_mesh()
-  problem = highres.build_scale_problem(content=content, styles=[style], weights=resolve_weights("hed-vgg16"),
-                                        config=config, shape=(MEMORY_SIZE, MEMORY_SIZE), tile=tile,
-                                        hr=highres.HighresConfig(tile_size=tile), mesh=mesh)
-  highres.optimize_scale(problem, problem.content, config=config, mesh=mesh, progress=False)
+  config = StylizeConfig(size=MEMORY_SIZE, iterations=2, log_every=2, content_layers=("relu2_2",),
+                         style_layers=("relu1_1", "relu2_1", "relu3_1"))
+  mesh = distributed.make_mesh()
+  problem = scale_problem.build_scale_problem(content=content, styles=[style], weights=resolve_weights("hed-vgg16"),
+                                              config=config, shape=(MEMORY_SIZE, MEMORY_SIZE), tile=tile,
+                                              hr=highres_config.HighresConfig(tile_size=tile), mesh=mesh)
+  pyramid.optimize_scale(problem, problem.content, config=config, mesh=mesh, progress=False)
   ctypes.CDLL("libc.so.6").malloc_trim(0)
   with open("/proc/self/statm") as f:
     before = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
   with open("/proc/self/clear_refs", "w") as f:
     f.write("5")  # resets VmHWM to the current RSS
-  highres.optimize_scale(problem, problem.content, config=config, mesh=mesh, progress=False)
+  pyramid.optimize_scale(problem, problem.content, config=config, mesh=mesh, progress=False)
   with open("/proc/self/status") as f:
     peak = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
   layers = tuple(dict.fromkeys(config.content_layers + config.style_layers))
   print(json.dumps({"before": before, "peak": peak, "window": problem.grid.window,
-                    "predicted": highres.estimate_peak_bytes(problem.grid, arch="vgg16", layers=layers,
-                                                             content_layers=config.content_layers)}))
+                    "predicted": memory.estimate_peak_bytes(problem.grid, arch="vgg16", layers=layers,
+                                                            content_layers=config.content_layers)}))
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads and resets /proc/self peak RSS")

@@ -37,7 +37,7 @@ def test_objective_equals_the_reference_formulas():
                                      stage2_iterations=1)
   cfg = photoreal.stylize_config(config, stage=2, shape=(24, 32), input_scale=255.0)
   problem = gatys.build_problem(content=content, styles=[style], weights=weights, config=cfg,
-                                  content_seg=content_seg, style_seg=style_seg)
+                                content_seg=content_seg, style_seg=style_seg)
   x = rng.uniform(-0.1, 1.1, (24, 32, 3)).astype(np.float32)  # partly outside [0, 1], for the range penalty
   terms = {k: float(v) for k, v in jax.jit(problem.terms_fn)(jnp.asarray(x), problem.inputs).items()}
 
@@ -123,8 +123,8 @@ def test_bad_settings_are_refused():
   for kwargs, flag in [({"stage1_iterations": 0}, "--stage1_iterations"), ({"smooth_sigma_r": 0.0},
                                                                            "--smooth_sigma_r"),
                        ({"refine_radius": 0}, "--refine_radius")]:
-    with pytest.raises(NSTError, match=flag):
-      photoreal.validate(photoreal.PhotorealConfig(**kwargs))
+    with pytest.raises(NSTError, match=flag):  # refused when the config is made
+      photoreal.PhotorealConfig(**kwargs)
 
 
 def test_tiled_two_stage_run_equals_the_untiled_one(default_weights, content):
@@ -132,7 +132,7 @@ def test_tiled_two_stage_run_equals_the_untiled_one(default_weights, content):
   run: 3 + 2 L-BFGS iterations from the same start give the same images. Measured: mean |difference| 2e-6 after
   each stage and after post-processing; the largest, 9.7e-4 after stage 1, in a few pixels (L-BFGS's first steps
   from the near-constant start magnify float rounding), hence max <= 3e-3 and mean <= 2e-5 here."""
-  from nst_jax.highres import pyramid as highres
+  from nst_jax.highres import highres_config
   content = image_io.resize_long_side(content, 48)
   style = np.clip(content[::-1, ::-1] * [1.2, 0.8, 0.6], 0, 1).astype(np.float32)
   h, w = content.shape[:2]
@@ -141,7 +141,7 @@ def test_tiled_two_stage_run_equals_the_untiled_one(default_weights, content):
                                      content_layers=("relu2_2",), style_layers=("relu1_1", "relu2_1", "relu3_1"))
   run = lambda hr: photoreal.photoreal(content=content, style=style, weights=default_weights, config=config,
                                        content_seg=content_seg, style_seg=style_seg, progress=False, hr=hr)
-  untiled, tiled = run(None), run(highres.HighresConfig(tile_size=32))
+  untiled, tiled = run(None), run(highres_config.HighresConfig(tile_size=32))
   assert untiled.grid is None and tiled.grid.num_tiles == 4
   # Stage 1 starts from the same image; stage 2 from stage 1's results, which differ by float rounding (~1e-6),
   # and the matting energy (Δ⁻¹ up to 1e8 in flat windows) magnifies that to ~1e-5 relative.
@@ -156,8 +156,8 @@ def test_tiled_two_stage_run_equals_the_untiled_one(default_weights, content):
 
 
 def test_tiled_run_refuses_the_pyramid_and_checkpoints():
-  from nst_jax.highres import pyramid as highres
+  from nst_jax.highres import highres_config
   for kwargs, flag in [({"start_size": 16}, "--start_size"), ({"checkpoint_dir": "x"}, "--checkpoint_dir"),
                        ({"tile_batch": 0}, "--tile_batch")]:
-    with pytest.raises(NSTError, match=flag):
-      photoreal.validate(photoreal.PhotorealConfig(), highres.HighresConfig(**kwargs))
+    with pytest.raises(NSTError, match=flag):  # by the HighresConfig itself, or by what photoreal needs of it
+      photoreal.check_tiled_request(photoreal.PhotorealConfig(), highres_config.HighresConfig(**kwargs))

@@ -16,8 +16,7 @@ every region's Gram matrix is computed from its masked features (guided Gram mat
 from __future__ import annotations
 
 import dataclasses
-import math
-import os
+import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -25,81 +24,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nst_jax import losses, optim
+from nst_jax import losses
+from nst_jax.errors import NSTError
+from nst_jax.highres.memory import check_memory
 from nst_jax.io import image_io
 from nst_jax.losses import color, guidance, matting, mrf, segmentation, structure
+from nst_jax.methods.optimize import StylizeResult, optimize_image
+from nst_jax.methods.stylize_config import (MRF_LAYERS, STYLE_LAYERS, StylizeConfig, blend_weights, check_request,
+                                            per_style, style_layer_sets, style_layer_weights)
 from nst_jax.models import vgg
-from nst_jax.errors import NSTError
-from nst_jax.progress import ProgressBar
 from nst_jax.weights.format import VGGWeights
-
-CONTENT_LAYERS = ("relu4_2",)
-STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
-# Stroke-size presets (Gatys et al. 2016, fig. 4 / 2017 sec. 4): deeper layers match larger structures.
-STYLE_LAYER_PRESETS = {
-    "fine": ("relu1_1", "relu2_1"),
-    "medium": ("relu1_1", "relu2_1", "relu3_1"),
-    "coarse": STYLE_LAYERS,
-    "structure": ("relu3_1", "relu4_1", "relu5_1"),
-}
-MRF_LAYERS = ("relu3_1", "relu4_1")  # Li & Wand (2016)
-STYLE_LOSSES = ("gram", "mrf")
-STYLE_LAYER_BALANCES = ("none", "target")
-
-
-@dataclasses.dataclass(frozen=True)
-class StylizeConfig:
-  """Settings of one run. Loss weights apply to the normalised losses of `nst_jax.losses`.
-
-  Per-style tuples (`style_blend`, `style_scale`, `style_layer_sets`) may have one entry, used for every style.
-  """
-
-  size: int = 512
-  iterations: int = 500
-  optimizer: str = "lbfgs"
-  learning_rate: float | None = None
-  optimizer_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-  lr_schedule: str = "constant"
-  normalize_gradients: bool = False
-  content_weight: float = 1.0
-  style_weight: float = 10.0
-  tv_weight: float = 10.0
-  range_weight: float = 0.0                      # penalty on values outside [0, 1] (`losses.range_penalty`)
-  content_layers: tuple[str, ...] = CONTENT_LAYERS
-  style_layers: tuple[str, ...] = STYLE_LAYERS
-  style_blend: tuple[float, ...] = ()            # empty: equal weights
-  style_scale: tuple[float, ...] = (1.0,)        # style image long side = size * scale
-  style_layer_sets: tuple[tuple[str, ...], ...] = ()  # per style; scale mixing (Gatys et al. 2017)
-  style_layer_weights: Mapping[str, float] = dataclasses.field(default_factory=dict)  # relative w_l, default 1
-  style_loss: str = "gram"                       # gram | mrf
-  preserve_colors: str = "none"                  # none | luminance | histogram
-  color_method: str = "cholesky"                 # histogram matching: cholesky | eigen
-  laplacian_weight: float = 0.0
-  laplacian_pool_sizes: tuple[int, ...] = (4, 16)
-  edge_weight: float = 0.0
-  matting_weight: float = 0.0                    # Luan et al.'s λ on sum_c p_cᵀ L p_c (summed, image in [0, 1])
-  matting_eps: float = matting.EPSILON
-  gram_normalization: str = "squared_mass"       # guided Gram matrices: squared_mass | channels_mass (Luan et al.)
-  depth_regions: int = 3
-  depth_near_scale: float = 2.0
-  depth_far_scale: float = 0.5
-  init: str = "content"  # content | noise | style | path of an image
-  pooling: str = "avg"
-  mask_pooling: str | None = None  # how guides cross pooling layers; None: like `pooling`
-  normalize_network: bool = False  # Gatys et al.'s mean-activation-1 rescaling of every filter
-  style_layer_balance: str = "none"  # none | target: each layer's E_l relative to its target's (`balance_by_target`)
-  seed: int = 0
-  save_every: int = 0  # 0: no intermediate images
-  log_every: int = 10
-  stall_rtol: float | None = 1e-6  # L-BFGS stops once STALL_WINDOW iterations lower the loss by less (relative)
-
-
-@dataclasses.dataclass
-class StylizeResult:
-  image: np.ndarray                  # (H, W, 3) float32 in [0, 1]
-  loss_history: np.ndarray           # total loss evaluated at each iteration
-  initial_terms: dict[str, float]    # weighted loss terms of the initial image
-  final_terms: dict[str, float]      # the same for the result
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,124 +46,27 @@ class Region:
   scale: float
 
 
-def _per_style(values: Sequence, count: int, flag: str) -> list:
-  if len(values) == 1:
-    return list(values) * count
-  if len(values) != count:
-    raise NSTError(f"{flag} has {len(values)} entries for {count} style image(s); give one or one per style")
-  return list(values)
+# Normalised parameters by (digest of the parameters' bytes, pooling): computing them costs a few forward passes,
+# and the pyramid of `nst_jax.highres` asks for them once per scale. Keyed by content, so equal weights share an
+# entry and no entry can be confused with other weights.
+_NORMALIZED: dict[tuple[str, str], dict] = {}
 
 
-def style_layer_sets(config: StylizeConfig, num_styles: int) -> list[tuple[str, ...]]:
-  if config.style_layer_sets:
-    return [tuple(s) for s in _per_style(config.style_layer_sets, num_styles, "--style_layer_sets")]
-  return [config.style_layers] * num_styles
-
-
-def blend_weights(config: StylizeConfig, num_styles: int) -> np.ndarray:
-  raw = np.asarray(_per_style(config.style_blend or (1.0,), num_styles, "--style_blend"), np.float64)
-  if np.any(raw < 0) or not np.all(np.isfinite(raw)) or raw.sum() <= 0:
-    raise NSTError(f"--style_blend must be non-negative numbers with a positive sum, got {list(raw)}")
-  return raw / raw.sum()
-
-
-def validate(config: StylizeConfig, arch: str, *, num_styles: int = 1, has_content: bool = True) -> None:
-  """Refuses bad settings before any expensive work, each with a one-line message naming the flag."""
-  if config.iterations < 1:
-    raise NSTError(f"--iterations must be at least 1, got {config.iterations}")
-  if config.size < 16:
-    raise NSTError(f"--size must be at least 16 pixels, got {config.size}")
-  layer_flags = [("--style_layers", config.style_layers)]
-  if has_content and config.content_weight > 0:
-    layer_flags.insert(0, ("--content_layers", config.content_layers))
-  layer_flags += [("--style_layer_sets", s) for s in config.style_layer_sets]
-  for flag, names in layer_flags:
-    if not names:
-      raise NSTError(f"{flag} is empty")
-    try:
-      vgg.check_layers(arch, names)
-    except ValueError as e:
-      raise NSTError(f"{flag}: {e}") from None
-  for flag, value in (("--content_weight", config.content_weight), ("--style_weight", config.style_weight),
-                      ("--tv_weight", config.tv_weight), ("--range_weight", config.range_weight),
-                      ("--laplacian_weight", config.laplacian_weight),
-                      ("--edge_weight", config.edge_weight), ("--matting_weight", config.matting_weight)):
-    if not math.isfinite(value) or value < 0:
-      raise NSTError(f"{flag} must be a finite number >= 0, got {value}")
-  for name, value in config.style_layer_weights.items():
-    try:
-      vgg.check_layers(arch, [name])
-    except ValueError as e:
-      raise NSTError(f"--style_layer_weights: {e}") from None
-    if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
-      raise NSTError(f"--style_layer_weights: {name}={value} must be a finite number >= 0")
-  for scale in config.style_scale:
-    if not (math.isfinite(scale) and 0.05 <= scale <= 8):
-      raise NSTError(f"--style_scale values must lie in [0.05, 8], got {scale}")
-  if config.pooling not in ("max", "avg"):
-    raise NSTError(f"--pooling must be 'max' or 'avg', got {config.pooling!r}")
-  if config.mask_pooling not in (None, "max", "avg"):
-    raise NSTError(f"--mask_pooling must be 'max' or 'avg', got {config.mask_pooling!r}")
-  if config.style_loss not in STYLE_LOSSES:
-    raise NSTError(f"--style_loss must be one of {', '.join(STYLE_LOSSES)}, got {config.style_loss!r}")
-  if config.style_layer_balance not in STYLE_LAYER_BALANCES:
-    raise NSTError(f"--style_layer_balance must be one of {', '.join(STYLE_LAYER_BALANCES)}, "
-                   f"got {config.style_layer_balance!r}")
-  if config.preserve_colors not in color.COLOR_MODES:
-    raise NSTError(f"--preserve_colors must be one of {', '.join(color.COLOR_MODES)}, "
-                   f"got {config.preserve_colors!r}")
-  if config.color_method not in ("cholesky", "eigen"):
-    raise NSTError(f"--color_method must be 'cholesky' or 'eigen', got {config.color_method!r}")
-  if not has_content and config.preserve_colors != "none":
-    raise NSTError("--preserve_colors needs a content image")
-  if not has_content and (config.laplacian_weight or config.edge_weight):
-    raise NSTError("--laplacian_weight and --edge_weight preserve a content image's structure; there is none")
-  if not has_content and config.matting_weight:
-    raise NSTError("--matting_weight keeps the content's local colour structure; there is no content")
-  if not (math.isfinite(config.matting_eps) and config.matting_eps > 0):
-    raise NSTError(f"--matting_eps must be a finite number > 0, got {config.matting_eps}")
-  if config.gram_normalization not in guidance.GRAM_NORMALIZATIONS:
-    raise NSTError(f"--gram_normalization must be one of {', '.join(guidance.GRAM_NORMALIZATIONS)}, "
-                   f"got {config.gram_normalization!r}")
-  if config.depth_regions < 1:
-    raise NSTError(f"--depth_regions must be at least 1, got {config.depth_regions}")
-  blend_weights(config, num_styles)
-  _per_style(config.style_scale, num_styles, "--style_scale")
-  style_layer_weights(config, tuple(dict.fromkeys(n for s in style_layer_sets(config, num_styles) for n in s)))
-  # Building the optimizer is cheap; doing it here refuses bad settings before weights and features are used.
-  make_optimizer(config)
-
-
-def make_optimizer(config: StylizeConfig):
-  return optim.make_optimizer(config.optimizer, learning_rate=config.learning_rate, schedule=config.lr_schedule,
-                              iterations=config.iterations, options=dict(config.optimizer_options),
-                              normalize_gradients=config.normalize_gradients)
-
-
-def check_memory(shape: tuple[int, int], arch: str, layers: Sequence[str]) -> None:
-  """Refuses a request whose VGG forward + backward pass cannot fit in this machine's memory."""
-  need = vgg.estimate_training_bytes(arch, shape, layers)
-  have = _physical_memory_bytes()
-  if have and need > 0.8 * have:
-    raise NSTError(f"a {shape[1]}x{shape[0]} image needs about {need / 2**30:.1f} GiB for one VGG pass and "
-                   f"this machine has {have / 2**30:.1f} GiB; choose a smaller --size")
-
-
-def _physical_memory_bytes() -> int:
-  try:
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-  except (ValueError, OSError, AttributeError):
-    return 0
-
-
-_NORMALIZED: dict[tuple[int, str], tuple[dict, dict]] = {}  # (id(params), pooling) -> (params, normalised)
+def params_digest(params: Mapping) -> str:
+  """A digest of every parameter's name, shape, dtype and bytes."""
+  digest = hashlib.blake2b(digest_size=16)
+  for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+    leaf = np.ascontiguousarray(leaf)
+    digest.update(f"{jax.tree_util.keystr(path)}{leaf.shape}{leaf.dtype}".encode())
+    digest.update(leaf.tobytes())
+  return digest.hexdigest()
 
 
 def normalized_params(weights: VGGWeights, pooling: str) -> dict:
   """`vgg.normalize_activations` of the weights over a fixed, generated reference set (the demo photo and the two
-  generated paintings at 128 px), so that the loss scale does not depend on the images of a run. Memoised per
-  weights object, since it costs a few forward passes."""
-  key = (id(weights.params), pooling)
+  generated paintings at 128 px), so that the loss scale does not depend on the images of a run. Remembered for
+  the last few weight sets (by content), since it costs a few forward passes."""
+  key = (params_digest(weights.params), pooling)
   if key not in _NORMALIZED:
     from nst_jax import demo  # matplotlib's sample photo; imported only when this is asked for
     references = [demo.default_content(), demo.swirl_painting(128), demo.mosaic_painting(128)]
@@ -237,10 +74,8 @@ def normalized_params(weights: VGGWeights, pooling: str) -> dict:
               for x in references]
     if len(_NORMALIZED) >= 4:
       _NORMALIZED.pop(next(iter(_NORMALIZED)))
-    # The params object is kept in the value, so its id cannot be reused by another object while cached.
-    _NORMALIZED[key] = (weights.params, vgg.normalize_activations(weights.arch, weights.params, images,
-                                                                  pooling=pooling))
-  return _NORMALIZED[key][1]
+    _NORMALIZED[key] = vgg.normalize_activations(weights.arch, weights.params, images, pooling=pooling)
+  return _NORMALIZED[key]
 
 
 def build_regions(config: StylizeConfig, shape: tuple[int, int], num_styles: int, *,
@@ -284,16 +119,6 @@ def prepare_styles(styles: Sequence[np.ndarray], *, content: np.ndarray | None,
   if config.preserve_colors == "luminance":
     return [np.asarray(color.match_luminance(s, content), np.float32) for s in styles]
   return list(styles)
-
-
-def style_layer_weights(config: StylizeConfig, style_layers: Sequence[str]) -> dict[str, float]:
-  """Gatys et al.'s w_l: the relative weights of `config.style_layer_weights` (1 for layers not named), normalised
-  to sum to 1 over the style layers in use, so the default is w_l = 1/L."""
-  raw = {name: float(config.style_layer_weights.get(name, 1.0)) for name in style_layers}
-  total = sum(raw.values())
-  if total <= 0:
-    raise NSTError("--style_layer_weights gives every style layer in use weight 0")
-  return {name: w / total for name, w in raw.items()}
 
 
 def make_loss_terms(model: vgg.VGG, preprocessing, config: StylizeConfig, *, style_layers: Sequence[str],
@@ -368,7 +193,7 @@ def initial_image(init: str, *, content: np.ndarray | None, style: np.ndarray, s
   return image_io.resize(image_io.load_image(init, what="--init image"), h, w)
 
 
-def _as_list(styles) -> list[np.ndarray]:
+def as_style_list(styles) -> list[np.ndarray]:
   if isinstance(styles, np.ndarray) and styles.ndim == 3:
     return [styles]
   styles = list(styles)
@@ -423,9 +248,9 @@ def build_problem(*, content: np.ndarray | None, styles: Sequence[np.ndarray] | 
   content and of the single style image: each matched colour is a region whose target is the guided Gram matrix
   of the style image's pixels of that colour (`nst_jax.segmentation`), weighted by the region's content-mask mean.
   """
-  styles = _as_list(styles)
+  styles = as_style_list(styles)
   has_content = content is not None
-  validate(config, weights.arch, num_styles=len(styles), has_content=has_content)
+  check_request(config, weights.arch, num_styles=len(styles), has_content=has_content)
   segmented = content_seg is not None or style_seg is not None
   if segmented and (len(styles) != 1 or style_masks or depth is not None or config.style_loss != "gram"
                     or not has_content):
@@ -449,7 +274,7 @@ def build_problem(*, content: np.ndarray | None, styles: Sequence[np.ndarray] | 
     content = image_io.resize(content, *shape)
   styles = prepare_styles(styles, content=content, config=config)
   net_content = color.luminance_image(content) if config.preserve_colors == "luminance" else content
-  scales = _per_style(config.style_scale, len(styles), "--style_scale")
+  scales = per_style(config.style_scale, len(styles), "--style_scale")
   if segmented:
     style_shape = image_io.long_side_shape(styles[0].shape, max(16, round(config.size * scales[0])))
     seg = segmentation.match(content_seg, style_seg, content_shape=shape, style_shape=style_shape)
@@ -562,103 +387,3 @@ def balance_by_target(targets: Mapping[str, jax.Array], region_weights: Mapping[
     zero_loss = losses.style_layer_loss(gram=jnp.zeros_like(grams), target_gram=grams)  # (R,)
     out[name] = region_weights[name] / jnp.maximum(zero_loss, 1e-12)
   return out
-
-
-STALL_WINDOW = 10
-
-
-def stalled(losses: np.ndarray, *, rtol: float | None, window: int = STALL_WINDOW) -> bool:
-  """Whether the last `window` iterations of `losses` lowered the loss by at most `rtol` of its value.
-
-  A line-search L-BFGS never raises the loss; once it stops lowering it, the iterate has reached float32 precision
-  (a line search that finds no lower value returns a zero step, and the next iteration repeats it), so the rest would
-  change nothing -- torch's L-BFGS stops there by tolerance_change. An Adam loss can rise and fall, so the test is
-  only for L-BFGS."""
-  if rtol is None or len(losses) <= window:
-    return False
-  before, now = float(losses[-window - 1]), float(losses[-1])
-  return before - now <= rtol * abs(before)
-
-
-def optimize_image(terms_fn, inputs, x0, *, config: StylizeConfig,
-                   on_intermediate: Callable[[int, np.ndarray], None] | None = None,
-                   progress: bool = True, start: int = 0, opt_state: Any = None,
-                   on_checkpoint: Callable[[int, np.ndarray, Any], None] | None = None, checkpoint_every: int = 0,
-                   label: str | None = None) -> StylizeResult:
-  """Minimises sum(terms_fn(x, inputs).values()) over the image x, starting at x0, up to config.iterations steps.
-
-  Resuming (`nst_jax.highres`): `start` iterations are already done and `opt_state` is the optimizer state saved
-  then; x0 and opt_state may be device arrays with any sharding, which the jitted steps keep. `on_checkpoint(
-  iteration, image, opt_state)` runs every `checkpoint_every` iterations before the last. L-BFGS with a line search
-  stops early when the loss has stalled (`stalled`, `config.stall_rtol`): loss_history is then shorter."""
-
-  def total_loss(x, inputs):
-    return sum(terms_fn(x, inputs).values())
-
-  optimizer = make_optimizer(config)
-  x = jnp.asarray(x0, jnp.float32)
-  if opt_state is None:
-    # optax may alias one buffer in several state leaves; copies keep buffer donation in the runner valid.
-    opt_state = jax.tree.map(jnp.copy, optimizer.init(x))
-  chunk = _chunk_size(config, checkpoint_every)
-  line_search = optim.has_linesearch_state(opt_state)
-  run = optim.make_chunk_runner(total_loss, optimizer, chunk_size=chunk, reuse_linesearch_value=line_search)
-  eval_terms = jax.jit(terms_fn)
-  initial_terms = {k: float(v) for k, v in eval_terms(x, inputs).items()}
-  bar = ProgressBar(config.iterations, label=label or f"{config.optimizer} ") if progress else None
-  history: list[np.ndarray] = []
-  last_good = np.asarray(x)
-  done = start
-  while done < config.iterations:
-    steps = min(chunk, config.iterations - done)
-    x, opt_state, chunk_losses = run(x, opt_state, inputs, steps)
-    chunk_losses = np.asarray(chunk_losses[:steps])
-    if not np.all(np.isfinite(chunk_losses)):
-      bad = done + int(np.argmin(np.isfinite(chunk_losses))) + 1
-      if bar:
-        bar.close()
-      raise NonFiniteLossError(f"the loss became NaN/inf at iteration {bad}; lower --learning_rate or the loss "
-                               f"weights", last_good_image=np.clip(last_good, 0, 1), iteration=done)
-    history.append(chunk_losses)
-    done += steps
-    last_good = np.asarray(x)
-    if bar:
-      bar.update(done, {k: float(v) for k, v in eval_terms(x, inputs).items()})
-    if on_intermediate and config.save_every and done % config.save_every == 0 and done < config.iterations:
-      on_intermediate(done, np.clip(last_good, 0.0, 1.0))
-    if on_checkpoint and checkpoint_every and done % checkpoint_every == 0 and done < config.iterations:
-      on_checkpoint(done, last_good, opt_state)
-    if line_search and done < config.iterations and stalled(np.concatenate(history[-STALL_WINDOW - 1:]),
-                                                            rtol=config.stall_rtol):
-      if bar:
-        bar.close()
-        bar = None
-      if progress:
-        print(f"{label or ''}stopped at iteration {done}: the loss fell by under {config.stall_rtol:g} (relative) "
-              f"in {STALL_WINDOW} iterations", flush=True)
-      break
-  if bar:
-    bar.close()
-  final_terms = {k: float(v) for k, v in eval_terms(x, inputs).items()}
-  return StylizeResult(image=np.clip(last_good, 0.0, 1.0),
-                       loss_history=np.concatenate(history) if history else np.zeros((0,), np.float32),
-                       initial_terms=initial_terms, final_terms=final_terms)
-
-
-def _chunk_size(config: StylizeConfig, checkpoint_every: int = 0) -> int:
-  """Steps per host round-trip: the logging interval, shortened so that intermediate saves and checkpoints land on
-  time."""
-  chunk = max(1, config.log_every)
-  for every in (config.save_every, checkpoint_every):
-    if every:
-      chunk = math.gcd(chunk, every)
-  return min(chunk, config.iterations)
-
-
-class NonFiniteLossError(NSTError):
-  """The optimisation diverged; carries the last finite image so that no work is lost."""
-
-  def __init__(self, message: str, *, last_good_image: np.ndarray, iteration: int):
-    super().__init__(message)
-    self.last_good_image = last_good_image
-    self.iteration = iteration

@@ -7,7 +7,7 @@ Two optimisations of the same objective family, both through `nst_jax.stylize.bu
    1e-4 Gaussian noise around the Caffe mean pixel).
 2. The same plus λ · sum_c p_cᵀ L p_c (`nst_jax.matting`, L the content's matting Laplacian), from stage 1's result.
 
-With a `highres.HighresConfig` each stage runs through the tiled engine of `nst_jax.highres` instead, at the final
+With a `highres_config.HighresConfig` each stage runs through the tiled engine of `nst_jax.highres` instead, at the final
 size (one scale: no coarse-to-fine pyramid, no checkpoints; stage 2 starts from stage 1's result as untiled): the
 segmentation-guided Gram matrices are accumulated tile by tile with the whole image's guide masses, and the
 matting term is evaluated on the whole image (it is cheap and needs no VGG), so the tiled objective and its
@@ -54,11 +54,13 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from nst_jax.highres import pyramid as highres
+from nst_jax.highres import distributed, highres_config, memory, pyramid, scale_problem, tiling
 from nst_jax.io import image_io
 from nst_jax.losses import matting
-from nst_jax.methods import gatys
 from nst_jax.errors import NSTError
+from nst_jax.methods import gatys
+from nst_jax.methods.optimize import StylizeResult, optimize_image
+from nst_jax.methods.stylize_config import CONTENT_LAYERS, STYLE_LAYERS, StylizeConfig
 from nst_jax.weights.format import VGGWeights
 
 CAFFE_MEAN_RGB = (123.68 / 256, 116.779 / 256, 103.939 / 256)  # the reference's init, in [0, 1]
@@ -80,8 +82,8 @@ class PhotorealConfig:
   range_weight: float = 1e6     # not in the reference: keeps the optimised image inside [0, 1] (module docstring)
   matting_weight: float = 1e4
   matting_eps: float = matting.EPSILON
-  content_layers: tuple[str, ...] = gatys.CONTENT_LAYERS
-  style_layers: tuple[str, ...] = gatys.STYLE_LAYERS
+  content_layers: tuple[str, ...] = CONTENT_LAYERS
+  style_layers: tuple[str, ...] = STYLE_LAYERS
   pooling: str = "max"          # the reference runs the unmodified (max-pooling) VGG19
   init: str = "mean"            # mean (the reference's near-constant start) | content | noise | an image path
   smooth: bool = True           # local-affine post-processing
@@ -94,50 +96,56 @@ class PhotorealConfig:
   refine_eps: float = 0.01
   seed: int = 0
   log_every: int = 10
-  stall_rtol: float | None = gatys.StylizeConfig.stall_rtol  # L-BFGS early stop (`gatys.stalled`)
+  stall_rtol: float | None = StylizeConfig.stall_rtol  # L-BFGS early stop (`stalled`)
+
+  def __post_init__(self) -> None:
+    if self.size < 16:
+      raise NSTError(f"--size must be at least 16 pixels, got {self.size}")
+    if self.stage1_iterations < 1:
+      raise NSTError(f"--stage1_iterations must be at least 1, got {self.stage1_iterations}")
+    if self.stage2_iterations < 0:
+      raise NSTError(f"--stage2_iterations must be >= 0, got {self.stage2_iterations}")
+    for flag, value in (("--content_weight", self.content_weight), ("--style_weight", self.style_weight),
+                        ("--tv_weight", self.tv_weight), ("--range_weight", self.range_weight),
+                        ("--matting_weight", self.matting_weight)):
+      if not (math.isfinite(value) and value >= 0):
+        raise NSTError(f"{flag} must be a finite number >= 0, got {value}")
+    for flag, value in (("--matting_eps", self.matting_eps), ("--affine_eps", self.affine_eps),
+                        ("--smooth_sigma_s", self.smooth_sigma_s),
+                        ("--smooth_sigma_r", self.smooth_sigma_r), ("--refine_eps", self.refine_eps)):
+      if not (math.isfinite(value) and value > 0):
+        raise NSTError(f"{flag} must be a finite number > 0, got {value}")
+    for flag, value in (("--smooth_radius", self.smooth_radius), ("--refine_radius", self.refine_radius)):
+      if value < 1:
+        raise NSTError(f"{flag} must be at least 1, got {value}")
+    stylize_config(self, stage=1, shape=(self.size, self.size), input_scale=1.0)  # layers, pooling, optimizer
 
 
 @dataclasses.dataclass
 class PhotorealResult:
   image: np.ndarray                       # final (post-processed if `smooth`)
-  stage1: gatys.StylizeResult
-  stage2: gatys.StylizeResult | None    # None when stage2_iterations == 0
+  stage1: StylizeResult
+  stage2: StylizeResult | None            # None when stage2_iterations == 0
   unsmoothed: np.ndarray                  # the last stage's optimised image
-  grid: highres.TileGrid | None = None    # the tiles, when run through the high-resolution engine
+  grid: tiling.TileGrid | None = None     # the tiles, when run through the high-resolution engine
 
 
-def validate(config: PhotorealConfig, hr: highres.HighresConfig | None = None) -> None:
-  if config.stage1_iterations < 1:
-    raise NSTError(f"--stage1_iterations must be at least 1, got {config.stage1_iterations}")
-  if config.stage2_iterations < 0:
-    raise NSTError(f"--stage2_iterations must be >= 0, got {config.stage2_iterations}")
-  for flag, value in (("--content_weight", config.content_weight), ("--style_weight", config.style_weight),
-                      ("--tv_weight", config.tv_weight), ("--range_weight", config.range_weight),
-                      ("--matting_weight", config.matting_weight)):
-    if not (math.isfinite(value) and value >= 0):
-      raise NSTError(f"{flag} must be a finite number >= 0, got {value}")
-  for flag, value in (("--matting_eps", config.matting_eps), ("--affine_eps", config.affine_eps),
-                      ("--smooth_sigma_s", config.smooth_sigma_s),
-                      ("--smooth_sigma_r", config.smooth_sigma_r), ("--refine_eps", config.refine_eps)):
-    if not (math.isfinite(value) and value > 0):
-      raise NSTError(f"{flag} must be a finite number > 0, got {value}")
-  for flag, value in (("--smooth_radius", config.smooth_radius), ("--refine_radius", config.refine_radius)):
-    if value < 1:
-      raise NSTError(f"{flag} must be at least 1, got {value}")
-  if hr is not None:
-    for flag, value in (("--start_size", hr.start_size), ("--scale_iterations", hr.scale_iterations),
-                        ("--checkpoint_dir", hr.checkpoint_dir), ("--checkpoint_every", hr.checkpoint_every)):
-      if value:
-        raise NSTError(f"photoreal runs both stages at --size (tiled, without a pyramid or checkpoints); {flag} "
-                       f"does not apply")
-    highres.validate_highres(hr, stylize_config(config, stage=2, shape=(config.size, config.size), input_scale=1.0))
+def check_tiled_request(config: PhotorealConfig, hr: highres_config.HighresConfig) -> None:
+  """What the tiled engine needs of a photoreal run: one scale, no checkpoints, and settings it supports."""
+  for flag, value in (("--start_size", hr.start_size), ("--scale_iterations", hr.scale_iterations),
+                      ("--checkpoint_dir", hr.checkpoint_dir), ("--checkpoint_every", hr.checkpoint_every)):
+    if value:
+      raise NSTError(f"photoreal runs both stages at --size (tiled, without a pyramid or checkpoints); {flag} "
+                     f"does not apply")
+  highres_config.check_highres_request(
+      hr, stylize_config(config, stage=2, shape=(config.size, config.size), input_scale=1.0))
 
 
 def stylize_config(config: PhotorealConfig, *, stage: int, shape: tuple[int, int],
-                   input_scale: float) -> gatys.StylizeConfig:
+                   input_scale: float) -> StylizeConfig:
   """The `StylizeConfig` of stage 1 or 2 whose objective equals the reference's (module docstring)."""
   h, w = shape
-  return gatys.StylizeConfig(
+  return StylizeConfig(
       size=config.size, iterations=config.stage1_iterations if stage == 1 else config.stage2_iterations,
       optimizer=config.optimizer, learning_rate=config.learning_rate, optimizer_options=config.optimizer_options,
       content_weight=config.content_weight * len(config.content_layers),
@@ -159,32 +167,33 @@ def initial_image(shape: tuple[int, int], *, seed: int) -> np.ndarray:
 def photoreal(*, content: np.ndarray, style: np.ndarray, weights: VGGWeights, config: PhotorealConfig,
               content_seg: np.ndarray | None = None, style_seg: np.ndarray | None = None,
               progress: bool = True, on_stage: Callable[[int, np.ndarray], None] | None = None,
-              hr: highres.HighresConfig | None = None, mesh: Mesh | None = None) -> PhotorealResult:
+              hr: highres_config.HighresConfig | None = None, mesh: Mesh | None = None) -> PhotorealResult:
   """Both stages and the post-processing; `content`/`style` (H, W, 3) in [0, 1], maps any size (both or neither).
   `on_stage(stage, image)` sees each stage's result (to save intermediates). With `hr`, each stage is optimised
-  through the tiled engine (`highres.build_scale_problem` + `highres.optimize_scale`, over `mesh`, default every
+  through the tiled engine (`scale_problem.build_scale_problem` + `pyramid.optimize_scale`, over `mesh`, default every
   device) at `config.size`, in tiles of `hr.tile_size` px (0: the largest that fits `hr.max_memory_gb`)."""
-  validate(config, hr)
+  if hr is not None:
+    check_tiled_request(config, hr)
   shape = image_io.long_side_shape(content.shape, config.size)
   grid = tile = None
   if hr is not None:
-    mesh = mesh or highres.make_mesh()
+    mesh = mesh or distributed.make_mesh()
     tile = hr.tile_size or _auto_tile(config, shape, hr, mesh, weights=weights,
-                                      regions=highres.region_count(content_seg, style_seg))
+                                      regions=scale_problem.region_count(content_seg, style_seg))
   guide = None
   results = []
   image = None
   for stage in (1, 2):
-    cfg = stylize_config(config, stage=stage, shape=shape, input_scale=weights.preprocessing.input_scale)
-    if cfg.iterations == 0:
+    if stage == 2 and config.stage2_iterations == 0:
       break
+    cfg = stylize_config(config, stage=stage, shape=shape, input_scale=weights.preprocessing.input_scale)
     if hr is None:
       problem = gatys.build_problem(content=content, styles=[style], weights=weights, config=cfg,
-                                      content_seg=content_seg, style_seg=style_seg)
+                                    content_seg=content_seg, style_seg=style_seg)
       guide, start = problem.content, problem.x0
     else:
-      tiled = highres.build_scale_problem(content=content, styles=[style], weights=weights, config=cfg, shape=shape,
-                                          tile=tile, hr=hr, mesh=mesh, content_seg=content_seg, style_seg=style_seg)
+      tiled = scale_problem.build_scale_problem(content=content, styles=[style], weights=weights, config=cfg, shape=shape,
+                                                tile=tile, hr=hr, mesh=mesh, content_seg=content_seg, style_seg=style_seg)
       guide, grid = tiled.content, tiled.grid
       start = gatys.initial_image(cfg.init, content=guide, style=style, seed=cfg.seed, shape=shape)
     if stage == 1:
@@ -192,9 +201,9 @@ def photoreal(*, content: np.ndarray, style: np.ndarray, weights: VGGWeights, co
     else:
       x0 = image
     if hr is None:
-      result = gatys.optimize_image(problem.terms_fn, problem.inputs, x0, config=cfg, progress=progress)
+      result = optimize_image(problem.terms_fn, problem.inputs, x0, config=cfg, progress=progress)
     else:
-      result = highres.optimize_scale(tiled, x0, config=cfg, mesh=mesh, progress=progress,
+      result = pyramid.optimize_scale(tiled, x0, config=cfg, mesh=mesh, progress=progress,
                                       label=f"stage {stage} {grid.num_tiles} tile(s) ")
     results.append(result)
     image = result.image
@@ -211,15 +220,15 @@ def photoreal(*, content: np.ndarray, style: np.ndarray, weights: VGGWeights, co
                          stage2=results[1] if len(results) > 1 else None, unsmoothed=image, grid=grid)
 
 
-def _auto_tile(config: PhotorealConfig, shape: tuple[int, int], hr: highres.HighresConfig, mesh: Mesh, *,
+def _auto_tile(config: PhotorealConfig, shape: tuple[int, int], hr: highres_config.HighresConfig, mesh: Mesh, *,
                weights: VGGWeights, regions: int) -> int:
   """The tile size of both stages: the largest whose predicted peak (stage 2's, with the matting term) fits."""
   layers = tuple(dict.fromkeys(config.content_layers + config.style_layers))
-  return highres.auto_tile_size(shape, budget_bytes=highres.budget_bytes(hr), arch=weights.arch, layers=layers,
-                                content_layers=config.content_layers if config.content_weight > 0 else (),
-                                halo=hr.tile_halo, overlap=hr.tile_overlap, precision=hr.precision,
-                                batch=hr.tile_batch, devices=int(mesh.devices.size), regions=regions,
-                                matting=config.matting_weight > 0 and config.stage2_iterations > 0)
+  return memory.auto_tile_size(shape, budget_bytes=memory.budget_bytes(hr.max_memory_gb), arch=weights.arch, layers=layers,
+                               content_layers=config.content_layers if config.content_weight > 0 else (),
+                               halo=hr.tile_halo, overlap=hr.tile_overlap, precision=hr.precision,
+                               batch=hr.tile_batch, devices=int(mesh.devices.size), regions=regions,
+                               matting=config.matting_weight > 0 and config.stage2_iterations > 0)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ computed once per run. Forward values and gradients are the same either way.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Literal
 
 import flax.linen as nn
@@ -160,20 +160,29 @@ class VGG(nn.Module):
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x: jax.Array) -> dict[str, jax.Array]:
+  def __call__(self, x: jax.Array, valid: Mapping[int, jax.Array] | None = None) -> dict[str, jax.Array]:
+    """`valid` ({stride: (N, H/stride, W/stride)} of 0/1, strides 1, 2, 4, ... up to the deepest output's): every
+    convolution's and pooling's output is multiplied by the map of its stride. The tiles of `nst_jax.highres` use it
+    so that a window computes what the whole image's network computes: zero outside the image."""
     last = deepest_layer(self.arch, self.outputs)
     shapes = conv_shapes(self.arch)
     wanted = set(self.outputs)
     feats: dict[str, jax.Array] = {}
     x = x.astype(self.dtype)
+    stride = 1
+
+    def masked(y: jax.Array) -> jax.Array:
+      return y if valid is None else y * valid[stride][..., None].astype(self.dtype)
+
     for name in layer_names(self.arch):
       if name.startswith("conv"):
         features = shapes[name][1][0]
-        x = Conv3x3(features, dtype=self.dtype, name=name)(x)
+        x = masked(Conv3x3(features, dtype=self.dtype, name=name)(x))
       elif name.startswith("relu"):
         x = nn.relu(x)
       else:
-        x = pool(x, self.pooling)
+        stride *= 2
+        x = masked(pool(x, self.pooling))
       if name in wanted:
         feats[name] = x
       if name == last:

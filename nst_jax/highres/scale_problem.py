@@ -1,0 +1,157 @@
+"""One scale of the high-resolution engine: its tile grid, targets (tiled content features, whole-image style
+Gram matrices, per-tile weights) and the tiled loss, ready for the optimizer."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from nst_jax.errors import NSTError
+from nst_jax.highres.distributed import AXIS, put
+from nst_jax.highres.highres_config import PRECISIONS, HighresConfig
+from nst_jax.highres.tiled_loss import TiledSpec, make_tiled_terms, tiled_features
+from nst_jax.highres.tiling import TileGrid, layer_stride, make_grid, ownership, strides_upto, tile_windows, validity
+from nst_jax.io import image_io
+from nst_jax.losses import color, guidance, matting, segmentation
+from nst_jax.methods import gatys
+from nst_jax.methods.stylize_config import (StylizeConfig, blend_weights, per_style, style_layer_sets,
+                                            style_layer_weights)
+from nst_jax.models import vgg
+from nst_jax.weights.format import VGGWeights
+
+
+@dataclasses.dataclass
+class ScaleProblem:
+  terms_fn: Callable
+  inputs: dict[str, Any]
+  grid: TileGrid
+  content: np.ndarray | None
+
+
+def build_scale_problem(*, content: np.ndarray | None, styles: Sequence[np.ndarray], weights: VGGWeights,
+                        config: StylizeConfig, shape: tuple[int, int], tile: int, hr: HighresConfig,
+                        mesh: Mesh, content_seg: np.ndarray | None = None,
+                        style_seg: np.ndarray | None = None) -> ScaleProblem:
+  """Targets and the tiled loss for one scale of long side `config.size` and output `shape`.
+
+  `content_seg`/`style_seg` (both or neither, any size): Luan et al.'s colour-coded maps, matched into regions as in
+  `stylize.build_problem` (`nst_jax.segmentation`). The content guides are carried through the network once on the
+  whole image (`guidance.masks_at_layers`) and cut into per-tile windows; the style image's guided Gram targets
+  are computed the same way, tiled, with the whole-image normalisation of `guidance.guided_gram`.
+  """
+  styles = gatys.prepare_styles(list(styles), content=content, config=config)
+  segmented = content_seg is not None or style_seg is not None
+  if segmented and (len(styles) != 1 or content is None):
+    raise NSTError("segmentation maps (--content_seg/--style_seg) take a content image and one style image")
+  use_content = content is not None and config.content_weight > 0
+  style_sets = style_layer_sets(config, len(styles))
+  style_layers = tuple(dict.fromkeys(name for s in style_sets for name in s))
+  content_layers = tuple(config.content_layers) if use_content else ()
+  layers = tuple(dict.fromkeys(content_layers + style_layers))
+  dtype = PRECISIONS[hr.precision]
+  devices = mesh.devices.size
+  grid = make_grid(shape, arch=weights.arch, layers=layers, tile=tile, halo=hr.tile_halo,
+                   overlap=hr.tile_overlap, batch=hr.tile_batch, devices=devices)
+  source = gatys.normalized_params(weights, config.pooling) if config.normalize_network else weights.params
+  replicated = NamedSharding(mesh, P())
+  params = jax.tree.map(lambda a: put(a, replicated), vgg.params_for(weights.arch, source, layers))
+  inputs: dict[str, Any] = {"params": params}
+  tile_sharding = NamedSharding(mesh, P(AXIS))
+  owned = {name: ownership(grid, layer_stride(weights.arch, name)) for name in layers}
+  inputs["ownership"] = {name: put(owned[name], tile_sharding) for name in content_layers}
+  inputs["valid"] = {s: put(validity(grid, s), tile_sharding) for s in strides_upto(weights.arch, layers)}
+  inputs["mass"] = {name: float(np.sum(owned[name])) for name in layers}
+  net_content = None
+  if content is not None:
+    content = image_io.resize(content, *shape)
+    net_content = color.luminance_image(content) if config.preserve_colors == "luminance" else content
+  inputs["content"] = {}
+  if use_content:
+    feats_fn = tiled_features(arch=weights.arch, layers=content_layers, pooling=config.pooling, dtype=dtype,
+                              grid=grid, preprocessing=weights.preprocessing, mesh=mesh)
+    feats, _ = feats_fn(params, put(np.asarray(net_content, np.float32), replicated))
+    inputs["content"] = feats
+
+  scales = per_style(config.style_scale, len(styles), "--style_scale")
+  channels_mass = config.gram_normalization == "channels_mass"
+  if segmented:
+    style = image_io.resize_long_side(styles[0], max(16, round(config.size * scales[0])))
+    seg = segmentation.match(content_seg, style_seg, content_shape=shape, style_shape=style.shape[:2])
+    mask_pooling = config.mask_pooling or config.pooling
+    carry = jax.jit(lambda m: guidance.masks_at_layers(weights.arch, m, style_layers, pooling=mask_pooling))
+    # The style's guided Gram targets, tiled like the output (the style is resized to about the output's size).
+    style_grid = make_grid(style.shape[:2], arch=weights.arch, layers=style_layers, tile=grid.tile, halo=grid.halo,
+                           overlap=grid.overlap, batch=grid.batch, devices=devices)
+    fn = tiled_features(arch=weights.arch, layers=style_layers, pooling=config.pooling, dtype=dtype, grid=style_grid,
+                        preprocessing=weights.preprocessing, mesh=mesh,
+                        guides={k: np.asarray(v) for k, v in carry(jnp.asarray(seg.style)).items()},
+                        normalization=config.gram_normalization)
+    inputs["style"] = fn(params, put(np.asarray(style, np.float32), replicated))[1]
+    # The content guides of the whole image at every style layer, computed once; tiles get windows of them.
+    guides = carry(jnp.asarray(seg.content))
+    inputs["region_weights"] = segmentation.region_means(guides)
+    inputs["style_norm"] = {name: guidance.gram_mass(guides[name], channels=inputs["style"][name].shape[-1],
+                                                     normalization=config.gram_normalization)
+                            for name in style_layers}
+    present = {name: guidance.present(guides[name]) for name in style_layers}
+    style_weights = {name: owned[name][:, None] * np.square(tile_windows(
+        np.asarray(guides[name]), grid, layer_stride(weights.arch, name))) for name in style_layers}
+  else:
+    cache: dict[int, dict[str, jax.Array]] = {}
+
+    def style_grams(i: int) -> dict[str, jax.Array]:
+      # The whole style image, resized for this scale, tiled like the output (one more compilation per style shape).
+      if i not in cache:
+        style = image_io.resize_long_side(styles[i], max(16, round(config.size * scales[i])))
+        style_grid = make_grid(style.shape[:2], arch=weights.arch, layers=style_layers, tile=grid.tile,
+                               halo=grid.halo, overlap=grid.overlap, batch=grid.batch, devices=devices)
+        fn = tiled_features(arch=weights.arch, layers=style_layers, pooling=config.pooling, dtype=dtype,
+                            grid=style_grid, preprocessing=weights.preprocessing, mesh=mesh)
+        cache[i] = fn(params, put(np.asarray(style, np.float32), replicated))[1]
+      return cache[i]
+
+    blend = blend_weights(config, len(styles))
+    inputs["style"], inputs["region_weights"], inputs["style_norm"], present = {}, {}, {}, {}
+    for name in style_layers:
+      parts = [(b, style_grams(i)[name]) for i, b in enumerate(blend) if b > 0 and name in style_sets[i]]
+      total = sum(b for b, _ in parts)
+      target = (sum(b * g for b, g in parts) / total)[None]
+      # One region of ones: 'channels_mass' divides the plain Gram matrix by C (as `stylize.build_problem` does).
+      channels = target.shape[-1] if channels_mass else 1
+      inputs["style"][name] = target / channels
+      inputs["region_weights"][name] = jnp.ones((1,), jnp.float32)
+      inputs["style_norm"][name] = jnp.full((1,), channels * inputs["mass"][name], jnp.float32)
+      present[name] = jnp.ones((1,), bool)
+    style_weights = {name: owned[name][:, None] for name in style_layers}
+  if config.style_layer_balance == "target":
+    inputs["region_weights"] = gatys.balance_by_target(inputs["style"], inputs["region_weights"])
+  inputs["region_weights"] = {name: jnp.where(present[name], w, 0.0) for name, w in inputs["region_weights"].items()}
+  inputs["style_weights"] = {name: put(w.astype(np.float32), tile_sharding) for name, w in style_weights.items()}
+  if config.matting_weight > 0:
+    inputs["matting"] = matting.precompute(content, eps=config.matting_eps)  # the colour content is the guide
+  inputs = jax.tree.map(lambda a: put(np.asarray(a), replicated) if isinstance(a, jax.Array) and
+                        not isinstance(a.sharding, NamedSharding) else a, inputs)
+  inputs[vgg.BACKWARD_KERNELS] = jax.jit(vgg.backward_kernels, out_shardings=replicated)(params)
+  layer_weights = style_layer_weights(config, style_layers)
+  spec = TiledSpec(arch=weights.arch, style_layers=style_layers, content_layers=content_layers,
+                   layer_weights=tuple(layer_weights.items()), content_weight=config.content_weight,
+                   style_weight=config.style_weight, tv_weight=config.tv_weight, range_weight=config.range_weight,
+                   pooling=config.pooling, dtype=dtype,
+                   matting_weight=config.matting_weight if content is not None else 0.0)
+  terms_fn = make_tiled_terms(spec, grid, weights.preprocessing, mesh)
+  return ScaleProblem(terms_fn=terms_fn, inputs=inputs, grid=grid, content=content if content is None else
+                      np.asarray(net_content if net_content is not None else content))
+
+
+def region_count(content_seg: np.ndarray | None, style_seg: np.ndarray | None) -> int:
+  """How many style regions `segmentation.match` makes of the maps (1 without maps), for the memory model."""
+  if content_seg is None and style_seg is None:
+    return 1
+  return len(segmentation.match(content_seg, style_seg, content_shape=(16, 16), style_shape=(16, 16)).names)
+

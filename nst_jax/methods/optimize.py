@@ -1,0 +1,149 @@
+"""Optimising an image: the chunked loop shared by Gatys, high-resolution and photorealistic transfer.
+
+One jitted runner (`optim.make_chunk_runner`) does `log_every` optimizer steps per call; between calls the host
+checks for NaN, reports progress (an in-place tqdm bar with the loss terms and an ETA), saves intermediates and
+checkpoints, and stops L-BFGS once the loss has stalled.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm.auto import tqdm
+
+from nst_jax import optim
+from nst_jax.errors import NSTError
+from nst_jax.methods.stylize_config import StylizeConfig, make_optimizer
+
+STALL_WINDOW = 10
+
+
+@dataclasses.dataclass
+class StylizeResult:
+  image: np.ndarray                  # (H, W, 3) float32 in [0, 1]
+  loss_history: np.ndarray           # total loss evaluated at each iteration
+  initial_terms: dict[str, float]    # weighted loss terms of the initial image
+  final_terms: dict[str, float]      # the same for the result
+
+
+class NonFiniteLossError(NSTError):
+  """The optimisation diverged; carries the last finite image so that no work is lost."""
+
+  def __init__(self, message: str, *, last_good_image: np.ndarray, iteration: int):
+    super().__init__(message)
+    self.last_good_image = last_good_image
+    self.iteration = iteration
+
+
+def stalled(losses: np.ndarray, *, rtol: float | None, window: int = STALL_WINDOW) -> bool:
+  """Whether the last `window` iterations of `losses` lowered the loss by at most `rtol` of its value.
+
+  A line-search L-BFGS never raises the loss; once it stops lowering it, the iterate has reached float32 precision
+  (a line search that finds no lower value returns a zero step, and the next iteration repeats it), so the rest would
+  change nothing -- torch's L-BFGS stops there by tolerance_change. An Adam loss can rise and fall, so the test is
+  only for L-BFGS."""
+  if rtol is None or len(losses) <= window:
+    return False
+  before, now = float(losses[-window - 1]), float(losses[-1])
+  return before - now <= rtol * abs(before)
+
+
+def chunk_size(config: StylizeConfig, checkpoint_every: int = 0) -> int:
+  """Steps per host round-trip: the logging interval, shortened so that intermediate saves and checkpoints land on
+  time."""
+  chunk = max(1, config.log_every)
+  for every in (config.save_every, checkpoint_every):
+    if every:
+      chunk = math.gcd(chunk, every)
+  return min(chunk, config.iterations)
+
+
+def _progress_bar(config: StylizeConfig, *, done: int, label: str) -> tqdm:
+  # Created after the first chunk, whose time is mostly compilation, so that the rate and ETA count only steps.
+  return tqdm(total=config.iterations, initial=done, desc=label.strip(), unit="it", file=sys.stderr,
+              dynamic_ncols=True, leave=True, smoothing=0.1)
+
+
+def optimize_image(terms_fn, inputs, x0, *, config: StylizeConfig,
+                   on_intermediate: Callable[[int, np.ndarray], None] | None = None,
+                   progress: bool = True, start: int = 0, opt_state: Any = None,
+                   on_checkpoint: Callable[[int, np.ndarray, Any], None] | None = None, checkpoint_every: int = 0,
+                   label: str | None = None) -> StylizeResult:
+  """Minimises sum(terms_fn(x, inputs).values()) over the image x, starting at x0, up to config.iterations steps.
+
+  Resuming (`nst_jax.highres`): `start` iterations are already done and `opt_state` is the optimizer state saved
+  then; x0 and opt_state may be device arrays with any sharding, which the jitted steps keep. `on_checkpoint(
+  iteration, image, opt_state)` runs every `checkpoint_every` iterations before the last. L-BFGS with a line search
+  stops early when the loss has stalled (`stalled`, `config.stall_rtol`): loss_history is then shorter.
+  `progress`: a "compiling" line, then an in-place progress bar on stderr."""
+
+  def total_loss(x, inputs):
+    return sum(terms_fn(x, inputs).values())
+
+  label = label or f"{config.optimizer} "
+  optimizer = make_optimizer(config)
+  x = jnp.asarray(x0, jnp.float32)
+  if opt_state is None:
+    # optax may alias one buffer in several state leaves; copies keep buffer donation in the runner valid.
+    opt_state = jax.tree.map(jnp.copy, optimizer.init(x))
+  chunk = chunk_size(config, checkpoint_every)
+  line_search = optim.has_linesearch_state(opt_state)
+  run = optim.make_chunk_runner(total_loss, optimizer, chunk_size=chunk, reuse_linesearch_value=line_search)
+  eval_terms = jax.jit(terms_fn)
+  compile_start = time.perf_counter()
+  if progress and start < config.iterations:
+    print(f"{label}compiling the loss and its gradient (once per run; tens of seconds on a CPU) ...",
+          file=sys.stderr, flush=True)
+  initial_terms = {k: float(v) for k, v in eval_terms(x, inputs).items()}
+  bar = None
+  history: list[np.ndarray] = []
+  last_good = np.asarray(x)
+  done = start
+  try:
+    while done < config.iterations:
+      steps = min(chunk, config.iterations - done)
+      x, opt_state, chunk_losses = run(x, opt_state, inputs, steps)
+      chunk_losses = np.asarray(chunk_losses[:steps])
+      if not np.all(np.isfinite(chunk_losses)):
+        bad = done + int(np.argmin(np.isfinite(chunk_losses))) + 1
+        raise NonFiniteLossError(f"the loss became NaN/inf at iteration {bad}; lower --learning_rate or the loss "
+                                 f"weights", last_good_image=np.clip(last_good, 0, 1), iteration=done)
+      history.append(chunk_losses)
+      done += steps
+      last_good = np.asarray(x)
+      if progress:
+        if bar is None:
+          print(f"{label}compiled and ran {steps} iteration(s) in {time.perf_counter() - compile_start:.1f} s",
+                file=sys.stderr, flush=True)
+          bar = _progress_bar(config, done=done, label=label)
+        else:
+          bar.update(steps)
+        bar.set_postfix({k: f"{float(v):.4g}" for k, v in eval_terms(x, inputs).items()}, refresh=True)
+      if on_intermediate and config.save_every and done % config.save_every == 0 and done < config.iterations:
+        on_intermediate(done, np.clip(last_good, 0.0, 1.0))
+      if on_checkpoint and checkpoint_every and done % checkpoint_every == 0 and done < config.iterations:
+        on_checkpoint(done, last_good, opt_state)
+      if line_search and done < config.iterations and stalled(np.concatenate(history[-STALL_WINDOW - 1:]),
+                                                              rtol=config.stall_rtol):
+        if bar is not None:
+          bar.close()
+          bar = None
+        if progress:
+          print(f"{label}stopped at iteration {done}: the loss fell by under {config.stall_rtol:g} (relative) "
+                f"in {STALL_WINDOW} iterations", file=sys.stderr, flush=True)
+        break
+  finally:
+    if bar is not None:
+      bar.close()
+  final_terms = {k: float(v) for k, v in eval_terms(x, inputs).items()}
+  return StylizeResult(image=np.clip(last_good, 0.0, 1.0),
+                       loss_history=np.concatenate(history) if history else np.zeros((0,), np.float32),
+                       initial_terms=initial_terms, final_terms=final_terms)

@@ -1,0 +1,188 @@
+"""The settings of one optimisation-based stylisation (`StylizeConfig`), validated once when they are made.
+
+Field-level checks (ranges, names, the optimizer) run in `StylizeConfig.__post_init__`, so a config that exists is
+valid; what also depends on the network or the images (layer names of an architecture, one entry per style, a
+content image for colour and structure controls) is checked once by `check_request`, before any expensive work.
+Every message names the command-line flag.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from nst_jax import optim
+from nst_jax.errors import NSTError
+from nst_jax.losses import color, guidance, matting
+from nst_jax.models import vgg
+
+CONTENT_LAYERS = ("relu4_2",)
+STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
+# Stroke-size presets (Gatys et al. 2016, fig. 4 / 2017 sec. 4): deeper layers match larger structures.
+STYLE_LAYER_PRESETS = {
+    "fine": ("relu1_1", "relu2_1"),
+    "medium": ("relu1_1", "relu2_1", "relu3_1"),
+    "coarse": STYLE_LAYERS,
+    "structure": ("relu3_1", "relu4_1", "relu5_1"),
+}
+MRF_LAYERS = ("relu3_1", "relu4_1")  # Li & Wand (2016)
+STYLE_LOSSES = ("gram", "mrf")
+STYLE_LAYER_BALANCES = ("none", "target")
+
+@dataclasses.dataclass(frozen=True)
+class StylizeConfig:
+  """Settings of one run. Loss weights apply to the normalised losses of `nst_jax.losses`.
+
+  Per-style tuples (`style_blend`, `style_scale`, `style_layer_sets`) may have one entry, used for every style.
+  """
+
+  size: int = 512
+  iterations: int = 500
+  optimizer: str = "lbfgs"
+  learning_rate: float | None = None
+  optimizer_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  lr_schedule: str = "constant"
+  normalize_gradients: bool = False
+  content_weight: float = 1.0
+  style_weight: float = 10.0
+  tv_weight: float = 10.0
+  range_weight: float = 0.0                      # penalty on values outside [0, 1] (`losses.range_penalty`)
+  content_layers: tuple[str, ...] = CONTENT_LAYERS
+  style_layers: tuple[str, ...] = STYLE_LAYERS
+  style_blend: tuple[float, ...] = ()            # empty: equal weights
+  style_scale: tuple[float, ...] = (1.0,)        # style image long side = size * scale
+  style_layer_sets: tuple[tuple[str, ...], ...] = ()  # per style; scale mixing (Gatys et al. 2017)
+  style_layer_weights: Mapping[str, float] = dataclasses.field(default_factory=dict)  # relative w_l, default 1
+  style_loss: str = "gram"                       # gram | mrf
+  preserve_colors: str = "none"                  # none | luminance | histogram
+  color_method: str = "cholesky"                 # histogram matching: cholesky | eigen
+  laplacian_weight: float = 0.0
+  laplacian_pool_sizes: tuple[int, ...] = (4, 16)
+  edge_weight: float = 0.0
+  matting_weight: float = 0.0                    # Luan et al.'s λ on sum_c p_cᵀ L p_c (summed, image in [0, 1])
+  matting_eps: float = matting.EPSILON
+  gram_normalization: str = "squared_mass"       # guided Gram matrices: squared_mass | channels_mass (Luan et al.)
+  depth_regions: int = 3
+  depth_near_scale: float = 2.0
+  depth_far_scale: float = 0.5
+  init: str = "content"  # content | noise | style | path of an image
+  pooling: str = "avg"
+  mask_pooling: str | None = None  # how guides cross pooling layers; None: like `pooling`
+  normalize_network: bool = False  # Gatys et al.'s mean-activation-1 rescaling of every filter
+  style_layer_balance: str = "none"  # none | target: each layer's E_l relative to its target's (`balance_by_target`)
+  seed: int = 0
+  save_every: int = 0  # 0: no intermediate images
+  log_every: int = 10
+  stall_rtol: float | None = 1e-6  # L-BFGS stops once STALL_WINDOW iterations lower the loss by less (relative)
+
+
+  def __post_init__(self) -> None:
+    for name in ("content_layers", "style_layers", "style_blend", "style_scale", "laplacian_pool_sizes"):
+      object.__setattr__(self, name, tuple(getattr(self, name)))
+    object.__setattr__(self, "style_layer_sets", tuple(tuple(s) for s in self.style_layer_sets))
+    if self.iterations < 1:
+      raise NSTError(f"--iterations must be at least 1, got {self.iterations}")
+    if self.size < 16:
+      raise NSTError(f"--size must be at least 16 pixels, got {self.size}")
+    if not self.style_layers:
+      raise NSTError("--style_layers is empty")
+    for flag, value in (("--content_weight", self.content_weight), ("--style_weight", self.style_weight),
+                        ("--tv_weight", self.tv_weight), ("--range_weight", self.range_weight),
+                        ("--laplacian_weight", self.laplacian_weight),
+                        ("--edge_weight", self.edge_weight), ("--matting_weight", self.matting_weight)):
+      if not math.isfinite(value) or value < 0:
+        raise NSTError(f"{flag} must be a finite number >= 0, got {value}")
+    for name, value in self.style_layer_weights.items():
+      if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+        raise NSTError(f"--style_layer_weights: {name}={value} must be a finite number >= 0")
+    for scale in self.style_scale:
+      if not (math.isfinite(scale) and 0.05 <= scale <= 8):
+        raise NSTError(f"--style_scale values must lie in [0.05, 8], got {scale}")
+    choices = (("--pooling", self.pooling, ("max", "avg")), ("--style_loss", self.style_loss, STYLE_LOSSES),
+               ("--style_layer_balance", self.style_layer_balance, STYLE_LAYER_BALANCES),
+               ("--preserve_colors", self.preserve_colors, color.COLOR_MODES),
+               ("--color_method", self.color_method, ("cholesky", "eigen")),
+               ("--gram_normalization", self.gram_normalization, guidance.GRAM_NORMALIZATIONS))
+    for flag, value, allowed in choices:
+      if value not in allowed:
+        raise NSTError(f"{flag} must be one of {', '.join(allowed)}, got {value!r}")
+    if self.mask_pooling not in (None, "max", "avg"):
+      raise NSTError(f"--mask_pooling must be 'max' or 'avg', got {self.mask_pooling!r}")
+    if not (math.isfinite(self.matting_eps) and self.matting_eps > 0):
+      raise NSTError(f"--matting_eps must be a finite number > 0, got {self.matting_eps}")
+    if self.depth_regions < 1:
+      raise NSTError(f"--depth_regions must be at least 1, got {self.depth_regions}")
+    # Building the optimizer is cheap; doing it here refuses bad settings before weights and features are used.
+    make_optimizer(self)
+
+
+def make_optimizer(config: StylizeConfig):
+  return optim.make_optimizer(config.optimizer, learning_rate=config.learning_rate, schedule=config.lr_schedule,
+                              iterations=config.iterations, options=dict(config.optimizer_options),
+                              normalize_gradients=config.normalize_gradients)
+
+
+def per_style(values: Sequence, count: int, flag: str) -> list:
+  """`values` for each of `count` styles: one entry serves them all, otherwise there must be one per style."""
+  if len(values) == 1:
+    return list(values) * count
+  if len(values) != count:
+    raise NSTError(f"{flag} has {len(values)} entries for {count} style image(s); give one or one per style")
+  return list(values)
+
+
+def style_layer_sets(config: StylizeConfig, num_styles: int) -> list[tuple[str, ...]]:
+  if config.style_layer_sets:
+    return [tuple(s) for s in per_style(config.style_layer_sets, num_styles, "--style_layer_sets")]
+  return [config.style_layers] * num_styles
+
+
+def blend_weights(config: StylizeConfig, num_styles: int) -> np.ndarray:
+  raw = np.asarray(per_style(config.style_blend or (1.0,), num_styles, "--style_blend"), np.float64)
+  if np.any(raw < 0) or not np.all(np.isfinite(raw)) or raw.sum() <= 0:
+    raise NSTError(f"--style_blend must be non-negative numbers with a positive sum, got {list(raw)}")
+  return raw / raw.sum()
+
+
+def style_layer_weights(config: StylizeConfig, style_layers: Sequence[str]) -> dict[str, float]:
+  """Gatys et al.'s w_l: the relative weights of `config.style_layer_weights` (1 for layers not named), normalised
+  to sum to 1 over the style layers in use, so the default is w_l = 1/L."""
+  raw = {name: float(config.style_layer_weights.get(name, 1.0)) for name in style_layers}
+  total = sum(raw.values())
+  if total <= 0:
+    raise NSTError("--style_layer_weights gives every style layer in use weight 0")
+  return {name: w / total for name, w in raw.items()}
+
+
+
+def check_request(config: StylizeConfig, arch: str, *, num_styles: int = 1, has_content: bool = True) -> None:
+  """What `__post_init__` cannot check alone: layer names of `arch`, per-style entries for `num_styles` styles,
+  and the controls that need a content image. Refuses before any expensive work, naming the flag."""
+  layer_flags = [("--style_layers", config.style_layers)]
+  if has_content and config.content_weight > 0:
+    layer_flags.insert(0, ("--content_layers", config.content_layers))
+  layer_flags += [("--style_layer_sets", s) for s in config.style_layer_sets]
+  for flag, names in layer_flags:
+    if not names:
+      raise NSTError(f"{flag} is empty")
+    try:
+      vgg.check_layers(arch, names)
+    except ValueError as e:
+      raise NSTError(f"{flag}: {e}") from None
+  try:
+    vgg.check_layers(arch, list(config.style_layer_weights))
+  except ValueError as e:
+    raise NSTError(f"--style_layer_weights: {e}") from None
+  if not has_content and config.preserve_colors != "none":
+    raise NSTError("--preserve_colors needs a content image")
+  if not has_content and (config.laplacian_weight or config.edge_weight):
+    raise NSTError("--laplacian_weight and --edge_weight preserve a content image's structure; there is none")
+  if not has_content and config.matting_weight:
+    raise NSTError("--matting_weight keeps the content's local colour structure; there is no content")
+  blend_weights(config, num_styles)
+  per_style(config.style_scale, num_styles, "--style_scale")
+  style_layer_weights(config, tuple(dict.fromkeys(n for s in style_layer_sets(config, num_styles) for n in s)))
