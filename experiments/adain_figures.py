@@ -39,6 +39,7 @@ from absl import app, flags
 from nst_jax import demo, figures
 from nst_jax.io import atomic, image_io
 from nst_jax.methods import adain, adain_train
+from nst_jax.models import adain_decoder
 from nst_jax.errors import NSTError, exit_on_error
 from nst_jax.weights.store import resolve_weights
 
@@ -66,7 +67,7 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def style_distance(model: adain.Model, image: np.ndarray, style: np.ndarray) -> float:
-  feats = [adain._features(model, adain._pad_to_multiple(x), adain.STYLE_LAYERS)  # pylint: disable=protected-access
+  feats = [adain.features(model, adain.pad_to_multiple(x), adain.STYLE_LAYERS)  # pylint: disable=protected-access
            for x in (image, style)]
   return float(adain.style_stats_loss(output_feats=feats[0], style_feats=feats[1]))
 
@@ -88,7 +89,7 @@ def run(*, size: int, quick: bool, decoder: str, weights: str, data_dir: pathlib
         optimum_steps: int = 0) -> dict:
   if optimum_steps < 0:
     raise NSTError(f"--optimum_steps must be >= 0, got {optimum_steps}")
-  ckpt = adain.resolve_decoder(decoder)
+  ckpt = adain_decoder.resolve_decoder(decoder)
   model = adain.make_model(resolve_weights(weights), ckpt)
   contents, styles = images(data_dir, quick)
   contents = {k: image_io.resize_long_side(v, size) for k, v in contents.items()}
@@ -162,7 +163,7 @@ def run(*, size: int, quick: bool, decoder: str, weights: str, data_dir: pathlib
 if __name__ == "__main__":
   flags.DEFINE_bool("quick", False, "256 px and 2x2 held-out pairs instead of 512 px and 5x4.")
   flags.DEFINE_integer("size", None, "Long side (default 256 with --quick, else 512).")
-  flags.DEFINE_string("decoder", adain.DEFAULT_DECODER, "Decoder .npz or name.")
+  flags.DEFINE_string("decoder", adain_decoder.DEFAULT_DECODER, "Decoder .npz or name.")
   flags.DEFINE_string("weights", "hed-vgg16", "Encoder weights.")
   flags.DEFINE_string("data_dir", str(DATA), "The shared test images (demo images when absent).")
   flags.DEFINE_string("out_dir", "outputs/adain_figures", "Output folder.")

@@ -37,7 +37,8 @@ import time
 from absl import app, flags
 
 from nst_jax import demo
-from nst_jax.methods import adain, adain_train
+from nst_jax.methods import adain_train
+from nst_jax.models import adain_decoder
 from nst_jax.errors import NSTError, exit_on_error
 from nst_jax.weights.store import resolve_weights
 
@@ -112,8 +113,8 @@ def run() -> None:
                                    style_hue=FLAGS.style_hue)
   init = None
   if FLAGS.init_decoder:
-    init = adain.resolve_decoder(FLAGS.init_decoder)
-    adain.check_encoder(init, weights)
+    init = adain_decoder.resolve_decoder(FLAGS.init_decoder)
+    adain_decoder.check_encoder(init, weights)
   content_src, style_src = sources()
   pool = dict(max_side=FLAGS.max_side, cache_bytes=int(FLAGS.cache_gb * 2**30 / 2),  # half each
               threads=FLAGS.input_threads)
@@ -133,7 +134,7 @@ def run() -> None:
             "init_decoder_info": init.info if init else None, "final_loss": history[-1] if history
             else None, "content_images": len(contents), "style_images": len(styles),
             "holdout": list(FLAGS.holdout), "wall_s_this_run": time.perf_counter() - start}
-    adain.save_decoder(FLAGS.export, adain.DecoderCheckpoint(
+    adain_decoder.save_decoder(FLAGS.export, adain_decoder.DecoderCheckpoint(
         params=state["params"], arch=weights.arch, width=config.width, encoder_sha256=weights.source_sha256,
         encoder_source=weights.source, info=info))
     print(f"wrote {FLAGS.export}")

@@ -21,6 +21,8 @@ import numpy as np
 import pytest
 
 from nst_jax.methods import adain, adain_train
+
+from nst_jax.models import adain_decoder
 from nst_jax.models import vgg
 from nst_jax.errors import NSTError
 from nst_jax.models.preprocessing import CAFFE_VGG
@@ -109,17 +111,17 @@ def test_style_loss_matches_numpy(feats):
 
 
 def test_decoder_mirrors_the_encoder():
-  shapes = adain.decoder_shapes("vgg16", 64)
+  shapes = adain_decoder.decoder_shapes("vgg16", 64)
   assert list(shapes) == ["dec4_1", "dec3_3", "dec3_2", "dec3_1", "dec2_2", "dec2_1", "dec1_2", "dec1_1"]
   enc = vgg.conv_shapes("vgg16")
   for name, (kshape, _) in shapes.items():
     e = enc["conv" + name[3:]][0]
     assert kshape == (3, 3, e[3], e[2])  # in/out channels swapped
-  assert list(adain.decoder_shapes("vgg19", 64))[:5] == ["dec4_1", "dec3_4", "dec3_3", "dec3_2", "dec3_1"]
-  params = adain.init_decoder("vgg16", 8)
-  assert {k: v.shape for k, v in params.items()} == {f"{n}/{p}": s for n, (k, b) in adain.decoder_shapes(
+  assert list(adain_decoder.decoder_shapes("vgg19", 64))[:5] == ["dec4_1", "dec3_4", "dec3_3", "dec3_2", "dec3_1"]
+  params = adain_decoder.init_decoder("vgg16", 8)
+  assert {k: v.shape for k, v in params.items()} == {f"{n}/{p}": s for n, (k, b) in adain_decoder.decoder_shapes(
       "vgg16", 8).items() for p, s in (("kernel", k), ("bias", b))}
-  out = adain.decode(params, jnp.zeros((1, 3, 5, 512)), arch="vgg16", width=8)
+  out = adain_decoder.decode(params, jnp.zeros((1, 3, 5, 512)), arch="vgg16", width=8)
   assert out.shape == (1, 24, 40, 3)
 
 
@@ -133,22 +135,22 @@ def encoder():
 
 
 def _ckpt(encoder, width=8, seed=0):
-  return adain.DecoderCheckpoint(params=adain.init_decoder("vgg16", width, seed=seed), arch="vgg16", width=width,
+  return adain_decoder.DecoderCheckpoint(params=adain_decoder.init_decoder("vgg16", width, seed=seed), arch="vgg16", width=width,
                                  encoder_sha256=encoder.source_sha256, encoder_source=encoder.source,
                                  info={"note": "test"})
 
 
 def test_decoder_checkpoint_round_trip_fp16(encoder, tmp_path):
   ckpt = _ckpt(encoder)
-  path = adain.save_decoder(tmp_path / "d.npz", ckpt)
-  loaded = adain.load_decoder(path)
+  path = adain_decoder.save_decoder(tmp_path / "d.npz", ckpt)
+  loaded = adain_decoder.load_decoder(path)
   assert (loaded.arch, loaded.width, loaded.encoder_sha256, loaded.info) == ("vgg16", 8, "ab" * 32, {"note": "test"})
   for key, value in ckpt.params.items():
     np.testing.assert_array_equal(loaded.params[key], np.asarray(value).astype(np.float16).astype(np.float32))
-  adain.check_encoder(loaded, encoder)
+  adain_decoder.check_encoder(loaded, encoder)
   other = VGGWeights(arch="vgg16", params={}, preprocessing=CAFFE_VGG, source="other", source_sha256="cd" * 32)
   with pytest.raises(NSTError, match="trained with the vgg16 encoder sha256 abab.*--weights") as e:
-    adain.check_encoder(loaded, other)
+    adain_decoder.check_encoder(loaded, other)
   assert "\n" not in str(e.value)
 
 
@@ -173,7 +175,7 @@ def _rewrite(src, dst, *, drop=None, change=None, meta=None):
     ("nonfinite", "'dec1_1/bias' is not finite"), ("garbage", "not an nst_jax AdaIN decoder .npz"),
     ("absent", "no such decoder file")])
 def test_decoder_loading_is_strict(encoder, tmp_path, kind, pattern):
-  good = adain.save_decoder(tmp_path / "good.npz", _ckpt(encoder))
+  good = adain_decoder.save_decoder(tmp_path / "good.npz", _ckpt(encoder))
   bad = tmp_path / "bad.npz"
   if kind == "missing":
     _rewrite(good, bad, drop="dec1_1/bias")
@@ -190,7 +192,7 @@ def test_decoder_loading_is_strict(encoder, tmp_path, kind, pattern):
   elif kind == "garbage":
     bad.write_text("not a zip")
   with pytest.raises(NSTError, match=pattern) as e:
-    adain.load_decoder(bad)
+    adain_decoder.load_decoder(bad)
   assert "\n" not in str(e.value)
 
 
@@ -212,7 +214,7 @@ TILING_TOLERANCE = 0.04
 def shipped_model(default_weights):
   if not SHIPPED.is_file():
     pytest.skip("the shipped decoder is not in this checkout")
-  return adain.make_model(default_weights, adain.load_decoder(SHIPPED))
+  return adain.make_model(default_weights, adain_decoder.load_decoder(SHIPPED))
 
 
 def test_thumbnail_statistics_tiling_agrees_with_the_whole_image(shipped_model):
@@ -228,7 +230,7 @@ def test_thumbnail_statistics_tiling_agrees_with_the_whole_image(shipped_model):
   assert tiled.shape == whole.shape == image.shape
   diff = np.abs(tiled - whole).mean()
   assert diff < TILING_TOLERANCE, diff
-  ys, xs = adain._tile_starts(256, 128, 48), adain._tile_starts(192, 128, 48)  # pylint: disable=protected-access
+  ys, xs = adain.tile_starts(256, 128, 48), adain.tile_starts(192, 128, 48)
   own = np.mean([np.abs(adain.stylize(image[y:y + 128, x:x + 128], [style], model=shipped_model)
                         - whole[y:y + 128, x:x + 128]).mean() for y in ys for x in xs])
   assert diff < 0.7 * own, (diff, own)
@@ -288,7 +290,7 @@ def test_image_pool_decodes_on_demand_within_its_budget_and_skips_bad_files(cont
   paths[3].write_bytes(full[:len(full) // 2])  # a header, then truncated data
   Image.fromarray(255 - img).save(paths[4])
   logged = []
-  eager = [adain_train._to_uint8(adain.image_io.load_image(p), 48)  # pylint: disable=protected-access
+  eager = [adain_train.to_uint8(adain.image_io.load_image(p), 48)
            for p in (paths[0], paths[2], paths[4])]
   one_image = max(x.nbytes for x in eager)
   decoded, load_image = {}, adain.image_io.load_image
@@ -306,7 +308,7 @@ def test_image_pool_decodes_on_demand_within_its_budget_and_skips_bad_files(cont
     np.testing.assert_array_equal(pool[1], eager[1])
     np.testing.assert_array_equal(pool[2], eager[2])  # d.jpg is truncated: replaced by the next image, e.png
     np.testing.assert_array_equal(pool[3], eager[2])
-    np.testing.assert_array_equal(pool[4], adain_train._to_uint8(content, 48))  # pylint: disable=protected-access
+    np.testing.assert_array_equal(pool[4], adain_train.to_uint8(content, 48))
   # a.png stays cached (the budget holds one image), c.png and e.png are decoded on every use, d.jpg is tried twice
   # (a second chance for a flaky file system) and then never again, e.png standing in for it.
   assert decoded == {"a.png": 1, "c.png": 2, "d.jpg": 2, "e.png": 4}, decoded
@@ -375,13 +377,13 @@ def test_objective_optimum_beats_the_decoder_and_the_content(model, content):
   output = adain.stylize(content, [style], model=model)
   out_terms, optimum, opt_terms = adain_train.objective_optimum(model, content, style, output, style_weight=10.0,
                                                                 steps=80, learning_rate=0.02)
-  feats = {name: adain._features(model, x, adain.STYLE_LAYERS)  # pylint: disable=protected-access
+  feats = {name: adain.features(model, x, adain.STYLE_LAYERS)
            for name, x in (("content", content), ("style", style), ("output", output))}
-  target = adain.adain(feats["content"][adain.ENCODER_LAYER], feats["style"][adain.ENCODER_LAYER])
+  target = adain.adain(feats["content"][adain_decoder.ENCODER_LAYER], feats["style"][adain_decoder.ENCODER_LAYER])
   np.testing.assert_allclose(out_terms["style"], adain.style_stats_loss(output_feats=feats["output"],
                                                                       style_feats=feats["style"]), rtol=1e-4)
   np.testing.assert_allclose(out_terms["content"], adain.content_loss(
-      output_feats=feats["output"][adain.ENCODER_LAYER], target=target), rtol=1e-4)
+      output_feats=feats["output"][adain_decoder.ENCODER_LAYER], target=target), rtol=1e-4)
   assert optimum.shape == content.shape and optimum.min() >= 0.0 and optimum.max() <= 1.0
   np.testing.assert_allclose(out_terms["objective"], out_terms["content"] + 10.0 * out_terms["style"], rtol=1e-5)
   assert opt_terms["objective"] < 0.05 * out_terms["objective"], (opt_terms, out_terms)
@@ -413,6 +415,26 @@ def test_checkpoint_resume_gives_identical_next_steps(trainer, pools, tmp_path):
     adain_train.load_checkpoint(path, hued)
 
 
+def test_checkpoint_of_the_previous_format_still_resumes(trainer, pools, tmp_path):
+  """A checkpoint written before `nst_jax.io.checkpoint` (meta without "format", arrays leaf0000... in the flattening
+  order of (params, opt_state)) resumes to the same next steps as the current format."""
+  state, _ = _run(trainer, trainer.init_state(), pools, 0, 2)
+  leaves = jax.tree_util.tree_leaves(jax.device_get((state["params"], state["opt_state"])))
+  meta = {"step": 2, "config": dataclasses.asdict(TINY), "arch": trainer.weights.arch,
+          "encoder_sha256": trainer.weights.source_sha256, "num_leaves": len(leaves), "history": []}
+  np.savez(tmp_path / "old.npz", __meta__=np.array(json.dumps(meta)),
+           **{f"leaf{i:04d}": np.asarray(v) for i, v in enumerate(leaves)})
+  current = adain_train.save_checkpoint(tmp_path / "new.npz", state, config=TINY, weights=trainer.weights)
+  with np.load(current) as npz:
+    assert json.loads(str(npz["__meta__"]))["format"] == "nst_jax-adain-training"
+    assert any(k.startswith("params/dec4_1/") for k in npz.files) and any(k.startswith("opt_state/") for k in npz.files)
+  runs = [_run(trainer, adain_train.load_checkpoint(path, trainer)[0], pools, 2, 3)
+          for path in (tmp_path / "old.npz", current)]
+  assert runs[0][1] == runs[1][1]
+  for a, b in zip(jax.tree_util.tree_leaves(runs[0][0]), jax.tree_util.tree_leaves(runs[1][0])):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
 def test_fine_tuning_starts_from_the_given_decoder_with_fresh_adam(trainer, pools, tmp_path):
   trained, _ = _run(trainer, trainer.init_state(), pools, 0, 3)
   params = jax.device_get(trained["params"])
@@ -440,6 +462,7 @@ _MULTI_DEVICE = textwrap.dedent("""
   import json, sys
   import jax, numpy as np
   from nst_jax.methods import adain_train
+  from nst_jax.models import adain_decoder
   from nst_jax.models import vgg
   from nst_jax.models.preprocessing import CAFFE_VGG
   from nst_jax.weights.format import VGGWeights
@@ -479,7 +502,7 @@ def test_eight_simulated_devices_equal_one(tmp_path):
   # summation order move by up to 2 lr in opposite directions: parameters agree to 2 lr per step, and on average
   # to a small fraction of how far they moved.
   np.testing.assert_allclose(eight["losses"][1], one["losses"][1], rtol=1e-3)
-  init = np.concatenate([np.ravel(v) for v in jax.tree_util.tree_leaves(adain.init_decoder("vgg16", 4))])
+  init = np.concatenate([np.ravel(v) for v in jax.tree_util.tree_leaves(adain_decoder.init_decoder("vgg16", 4))])
   p1, p8 = np.asarray(one["params"]), np.asarray(eight["params"])
   assert np.abs(p8 - p1).max() <= 4 * 1e-4 * 1.01
   assert np.abs(p8 - p1).mean() < 0.05 * np.abs(p1 - init).mean(), (np.abs(p8 - p1).mean(), np.abs(p1 - init).mean())

@@ -11,7 +11,7 @@ import pytest
 
 from nst_jax import demo
 from nst_jax.io import image_io
-from nst_jax.methods import adain
+from nst_jax.models import adain_decoder
 
 EXPERIMENTS = pathlib.Path(__file__).resolve().parent.parent / "experiments"
 SCRIPTS = ("gatys2016_fig3", "gatys2016_fig4", "gatys2017_color", "gatys2017_scale", "gatys2017_spatial",
@@ -74,7 +74,7 @@ def test_train_adain_trains_exports_and_fine_tunes(default_weights, content, tmp
                         str(tmp_path / "d1.npz"), "--out_dir", str(tmp_path / "run2"), "--export",
                         str(tmp_path / "d2.npz"))
   assert second.returncode == 0, second.stderr[-2000:]
-  d1, d2 = adain.load_decoder(tmp_path / "d1.npz"), adain.load_decoder(tmp_path / "d2.npz")
+  d1, d2 = adain_decoder.load_decoder(tmp_path / "d1.npz"), adain_decoder.load_decoder(tmp_path / "d2.npz")
   assert d2.info["init_decoder"] == str(tmp_path / "d1.npz") and d2.info["steps"] == 1
   assert d2.info["init_decoder_info"]["steps"] == 2 and d2.info["max_scale"] == 3.0
   # One Adam step from d1 moves every parameter by at most lr (plus fp16 rounding); a fresh decoder would not.

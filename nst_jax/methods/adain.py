@@ -20,42 +20,31 @@ ramps, and every tile is normalised with the content statistics of a thumbnail o
 own (Chen et al. 2022, "Towards Ultra-Resolution Neural Style Transfer via Thumbnail Instance Normalization"), so
 tiles cannot disagree about the colour and contrast of the result.
 
-The decoder is tied to the encoder it was trained with: its checkpoint (`save_decoder` / `load_decoder`, one
-strict .npz format) names the encoder architecture and the sha256 and source of the encoder weights, and
-`check_encoder` refuses any other pairing.
+The decoder and its checkpoint are in `nst_jax.models.adain_decoder`; training is in `adain_train`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import math
-import os
-import pathlib
-import zipfile
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nst_jax.io import atomic, image_io
+from nst_jax.errors import NSTError
+from nst_jax.io import image_io
 from nst_jax.losses import color
 from nst_jax.models import vgg
-from nst_jax.errors import NSTError
+from nst_jax.models.adain_decoder import ENCODER_LAYER, DecoderCheckpoint, check_encoder, decode
 from nst_jax.models.preprocessing import Preprocessing
 from nst_jax.weights.format import VGGWeights
-from nst_jax.weights.store import weights_dir
 
-ENCODER_LAYER = "relu4_1"
 STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1")
 EPS = 1e-5
-DECODER_FORMAT = "nst_jax-adain-decoder"
-DECODER_FORMAT_VERSION = 1
-_META_KEY = "__meta__"
 COLOR_MODES = color.COLOR_MODES
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -128,78 +117,6 @@ def adain_target(content_feats: jax.Array, *, style_stats: Sequence[Stats], styl
   return alpha * target + (1.0 - alpha) * content_feats
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# Encoder and decoder
-
-
-def encoder_layers(arch: str) -> tuple[str, ...]:
-  """The encoder's convolutions up to relu4_1, in forward order."""
-  return tuple(vgg.params_for(arch, dict.fromkeys(vgg.conv_shapes(arch)), (ENCODER_LAYER,)))
-
-
-def decoder_shapes(arch: str, width: int = 64) -> dict[str, tuple[tuple[int, int, int, int], tuple[int]]]:
-  """{decoder conv: (HWIO kernel shape, bias shape)}, in forward order.
-
-  The decoder mirrors the encoder's convolutions up to relu4_1 (conv4_1 first, conv1_1 last); the mirror of
-  conv_b_i maps the channels of its output back to those of its input. Inner channel counts scale with
-  `width` / 64 (64 = the paper's decoder); the input (relu4_1's 512 channels) and the RGB output are fixed.
-  """
-  shapes = vgg.conv_shapes(arch)
-  out = {}
-  for name in reversed(encoder_layers(arch)):
-    (kh, kw, cin, cout), _ = shapes[name]
-    cin = 3 if cin == 3 else max(1, cin * width // 64)
-    cout = cout if name == "conv4_1" else max(1, cout * width // 64)
-    out["dec" + name[4:]] = ((kh, kw, cout, cin), (cin,))
-  return out
-
-
-def _reflect_conv(x: jax.Array, kernel: jax.Array, bias: jax.Array) -> jax.Array:
-  x = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="reflect")
-  y = jax.lax.conv_general_dilated(x, kernel.astype(x.dtype), (1, 1), "VALID",
-                                   dimension_numbers=("NHWC", "HWIO", "NHWC"))
-  return y + bias.astype(x.dtype)
-
-
-def upsample_nearest(x: jax.Array) -> jax.Array:
-  """2x nearest-neighbour upsampling of an NHWC batch."""
-  return jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
-
-
-class Decoder(nn.Module):
-  """relu4_1 features (N, H, W, 512) -> RGB image (N, 8H, 8W, 3) in [0, 1] (not clipped while training).
-
-  Reflection padding, ReLU after every convolution but the last, 2x nearest upsampling after the mirror of each
-  block's first convolution (conv4_1, conv3_1, conv2_1), as in the paper's decoder.
-  """
-
-  arch: str = "vgg16"
-  width: int = 64
-
-  @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    shapes = decoder_shapes(self.arch, self.width)
-    names = list(shapes)
-    for name in names:
-      kshape, bshape = shapes[name]
-      # The last convolution starts 10x smaller than LeCun's scale: the first outputs stay near mid-gray instead of
-      # far outside the image range, whose huge initial losses otherwise kill most decoder ReLUs in the first steps.
-      init = nn.initializers.variance_scaling(0.01 if name == names[-1] else 1.0, "fan_in", "truncated_normal")
-      kernel = self.param(name + "/kernel", init, kshape, jnp.float32)
-      bias = self.param(name + "/bias", nn.initializers.zeros_init(), bshape, jnp.float32)
-      x = _reflect_conv(x, kernel, bias)
-      if name != names[-1]:
-        x = nn.relu(x)
-        if name in ("dec4_1", "dec3_1", "dec2_1"):
-          x = upsample_nearest(x)
-    return x + 0.5  # a freshly initialised decoder starts around mid-gray, inside the image range
-
-
-def init_decoder(arch: str, width: int = 64, *, seed: int = 0) -> dict:
-  """Fresh decoder parameters: flat {'decX_Y/kernel': ..., 'decX_Y/bias': ...}."""
-  x = jnp.zeros((1, 1, 1, 512), jnp.float32)
-  return jax.device_get(jax.jit(Decoder(arch, width).init)(jax.random.PRNGKey(seed), x)["params"])
-
 
 def encode(enc_params: Mapping, images: jax.Array, *, arch: str, preprocessing: Preprocessing,
            layers: tuple[str, ...] = (ENCODER_LAYER,), backward: Mapping | None = None) -> dict[str, jax.Array]:
@@ -209,9 +126,6 @@ def encode(enc_params: Mapping, images: jax.Array, *, arch: str, preprocessing: 
     variables[vgg.BACKWARD_KERNELS] = backward
   return vgg.VGG(arch, layers, pooling="max").apply(variables, preprocessing.apply(images))
 
-
-def decode(dec_params: Mapping, feats: jax.Array, *, arch: str, width: int) -> jax.Array:
-  return Decoder(arch, width).apply({"params": dec_params}, feats)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -234,127 +148,8 @@ def style_stats_loss(*, output_feats: Mapping[str, jax.Array], style_feats: Mapp
   return total
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# The decoder checkpoint: one strict .npz format
 
-
-@dataclasses.dataclass
-class DecoderCheckpoint:
-  """A trained decoder and the identity of the encoder it belongs to.
-
-  Attributes:
-    params: flat {'decX_Y/kernel': float32 array, ...}.
-    arch: encoder architecture.
-    width: decoder width (64 = the paper's).
-    encoder_sha256: `VGGWeights.source_sha256` of the encoder weights it was trained with.
-    encoder_source: their `VGGWeights.source`.
-    info: free-form JSON-able record (training data, steps, command, ...).
-  """
-
-  params: dict
-  arch: str
-  width: int
-  encoder_sha256: str
-  encoder_source: str
-  info: dict = dataclasses.field(default_factory=dict)
-
-
-def _checked_decoder_arrays(arrays: Mapping[str, Any], arch: str, width: int, where: str) -> dict[str, np.ndarray]:
-  expected = {}
-  for name, (kshape, bshape) in decoder_shapes(arch, width).items():
-    expected[f"{name}/kernel"], expected[f"{name}/bias"] = kshape, bshape
-  missing = sorted(set(expected) - set(arrays))
-  unexpected = sorted(set(arrays) - set(expected))
-  if missing:
-    raise NSTError(f"{where}: decoder array {missing[0]!r} is missing")
-  if unexpected:
-    raise NSTError(f"{where}: unexpected decoder array {unexpected[0]!r}")
-  out = {}
-  for key, shape in expected.items():
-    arr = np.asarray(arrays[key])
-    if arr.dtype not in (np.float16, np.float32):
-      raise NSTError(f"{where}: decoder array {key!r} is {arr.dtype}, expected float16 or float32")
-    if tuple(arr.shape) != tuple(shape):
-      raise NSTError(f"{where}: decoder array {key!r} has shape {tuple(arr.shape)}, expected {tuple(shape)}")
-    if not np.all(np.isfinite(arr)):
-      raise NSTError(f"{where}: decoder array {key!r} is not finite")
-    out[key] = arr
-  return out
-
-
-def save_decoder(path: str | os.PathLike, ckpt: DecoderCheckpoint, *, dtype: str = "float16") -> pathlib.Path:
-  """Writes the decoder .npz atomically (arrays as float16 or float32), after the checks `load_decoder` makes."""
-  path = pathlib.Path(path)
-  arrays = _checked_decoder_arrays({k: np.asarray(v, np.float32) for k, v in ckpt.params.items()}, ckpt.arch,
-                                   ckpt.width, str(path))
-  if dtype == "float16" and any(np.max(np.abs(a)) > np.finfo(np.float16).max for a in arrays.values()):
-    raise NSTError(f"{path}: decoder parameters overflow float16; save as float32")
-  meta = {"format": DECODER_FORMAT, "format_version": DECODER_FORMAT_VERSION, "arch": ckpt.arch,
-          "width": int(ckpt.width), "encoder_layer": ENCODER_LAYER, "encoder_sha256": ckpt.encoder_sha256,
-          "encoder_source": ckpt.encoder_source, "info": ckpt.info}
-  with atomic.atomic_write(path) as f:
-    np.savez_compressed(f, **{_META_KEY: np.array(json.dumps(meta))},
-                        **{k: a.astype(dtype) for k, a in arrays.items()})
-  return path
-
-
-def load_decoder(path: str | os.PathLike) -> DecoderCheckpoint:
-  """Reads a decoder .npz strictly: its metadata, then exactly the arrays of its width, float16/32, finite."""
-  path = pathlib.Path(path)
-  where = str(path)
-  if not path.is_file():
-    raise NSTError(f"--decoder {where!r}: no such decoder file")
-  try:
-    with np.load(path, allow_pickle=False) as npz:
-      if _META_KEY not in npz.files:
-        raise NSTError(f"{where}: no {_META_KEY!r} entry, so not an nst_jax AdaIN decoder")
-      meta = json.loads(str(npz[_META_KEY]))
-      arrays = {k: npz[k] for k in npz.files if k != _META_KEY}
-  except NSTError:
-    raise
-  except (OSError, ValueError, EOFError, zipfile.BadZipFile, AttributeError) as e:
-    raise NSTError(f"{where}: not an nst_jax AdaIN decoder .npz ({type(e).__name__}: {e})") from None
-  if not isinstance(meta, dict) or meta.get("format") != DECODER_FORMAT:
-    raise NSTError(f"{where}: not an nst_jax AdaIN decoder (metadata format is not {DECODER_FORMAT!r})")
-  if meta.get("format_version") != DECODER_FORMAT_VERSION:
-    raise NSTError(f"{where}: decoder format_version {meta.get('format_version')!r} is not supported")
-  for field in ("arch", "width", "encoder_layer", "encoder_sha256", "encoder_source", "info"):
-    if field not in meta:
-      raise NSTError(f"{where}: decoder metadata has no field {field!r}")
-  if meta["arch"] not in vgg.ARCHS or meta["encoder_layer"] != ENCODER_LAYER:
-    raise NSTError(f"{where}: decoder for an unsupported encoder {meta['arch']!r}/{meta['encoder_layer']!r}")
-  if not isinstance(meta["width"], int) or meta["width"] < 1:
-    raise NSTError(f"{where}: decoder width must be a positive integer, got {meta['width']!r}")
-  checked = _checked_decoder_arrays(arrays, meta["arch"], meta["width"], where)
-  return DecoderCheckpoint(params={k: a.astype(np.float32) for k, a in checked.items()}, arch=meta["arch"],
-                           width=meta["width"], encoder_sha256=str(meta["encoder_sha256"]),
-                           encoder_source=str(meta["encoder_source"]), info=dict(meta["info"]))
-
-
-DEFAULT_DECODER = "adain-decoder-hed-vgg16"
 DEFAULT_MAX_PIXELS = 2048 * 1024  # larger contents go through tiles
-_REPO_WEIGHTS = pathlib.Path(__file__).resolve().parents[2] / "weights"
-
-
-def resolve_decoder(name_or_path: str) -> DecoderCheckpoint:
-  """A decoder .npz path, or NAME looked up as NAME.npz in `weights_dir()` and then in the source checkout's
-  weights/ folder (where the project's trained decoder ships)."""
-  path = pathlib.Path(name_or_path).expanduser()
-  if path.is_file():
-    return load_decoder(path)
-  if "/" not in name_or_path and os.sep not in name_or_path and not path.suffix:
-    for folder in (weights_dir(), _REPO_WEIGHTS):
-      if (folder / f"{name_or_path}.npz").is_file():
-        return load_decoder(folder / f"{name_or_path}.npz")
-  raise NSTError(f"--decoder {name_or_path!r}: no such decoder file or name")
-
-
-def check_encoder(ckpt: DecoderCheckpoint, weights: VGGWeights) -> None:
-  """NSTError unless `weights` are the encoder `ckpt` was trained with (same architecture and weights sha256)."""
-  if ckpt.arch != weights.arch or ckpt.encoder_sha256 != weights.source_sha256:
-    raise NSTError(f"--decoder was trained with the {ckpt.arch} encoder sha256 {ckpt.encoder_sha256[:12]} "
-                   f"({ckpt.encoder_source}), but --weights is {weights.arch} sha256 {weights.source_sha256[:12]} "
-                   f"({weights.source}); use the matching --weights or decoder")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -390,7 +185,7 @@ def _decode_jit(dec_params, content_feats, style_stats, style_weights, masks, co
   return decode(dec_params, target, arch=arch, width=width)
 
 
-def _pad_to_multiple(image: np.ndarray, multiple: int = 8) -> np.ndarray:
+def pad_to_multiple(image: np.ndarray, multiple: int = 8) -> np.ndarray:
   h, w = image.shape[:2]
   ph, pw = (-h) % multiple, (-w) % multiple
   if ph == 0 and pw == 0:
@@ -399,7 +194,7 @@ def _pad_to_multiple(image: np.ndarray, multiple: int = 8) -> np.ndarray:
   return np.pad(image, ((0, ph), (0, pw), (0, 0)), mode=mode)
 
 
-def _features(model: Model, image: np.ndarray, layers: tuple[str, ...] = (ENCODER_LAYER,)) -> dict[str, jax.Array]:
+def features(model: Model, image: np.ndarray, layers: tuple[str, ...] = (ENCODER_LAYER,)) -> dict[str, jax.Array]:
   return _encode_jit(model.enc_params, jnp.asarray(image, jnp.float32)[None], arch=model.arch,
                      preprocessing=model.preprocessing, layers=layers)
 
@@ -448,10 +243,10 @@ def tile_count(shape: tuple[int, int], tiling: Tiling) -> int:
   """How many tiles `stylize` cuts an (H, W) content into with `tiling`."""
   h, w = shape
   th, tw = min(tiling.tile, h + (-h) % 8), min(tiling.tile, w + (-w) % 8)
-  return len(_tile_starts(max(h, th), th, tiling.overlap)) * len(_tile_starts(max(w, tw), tw, tiling.overlap))
+  return len(tile_starts(max(h, th), th, tiling.overlap)) * len(tile_starts(max(w, tw), tw, tiling.overlap))
 
 
-def _tile_starts(length: int, tile: int, overlap: int) -> list[int]:
+def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
   if length <= tile:
     return [0]
   step = tile - overlap
@@ -503,7 +298,7 @@ def stylize(content: np.ndarray, styles: Sequence[np.ndarray], *, model: Model, 
   elif preserve_colors == "luminance":
     styles = [color.match_luminance(s, original, clip=True) for s in styles]
     content = np.asarray(color.luminance_image(original))
-  style_stats = [feature_stats(_features(model, _pad_to_multiple(s))[ENCODER_LAYER]) for s in styles]
+  style_stats = [feature_stats(features(model, pad_to_multiple(s))[ENCODER_LAYER]) for s in styles]
   weights = jnp.asarray(style_weights if style_weights is not None else [1.0] * len(styles), jnp.float32)
   h, w = content.shape[:2]
   if tiling is None and h * w <= max_pixels:
@@ -521,11 +316,11 @@ def stylize(content: np.ndarray, styles: Sequence[np.ndarray], *, model: Model, 
 
 def _stylize_whole(content, *, model, style_stats, weights, masks, alpha) -> np.ndarray:
   h, w = content.shape[:2]
-  padded = _pad_to_multiple(content)
-  feats = _features(model, padded)[ENCODER_LAYER]
+  padded = pad_to_multiple(content)
+  feats = features(model, padded)[ENCODER_LAYER]
   small = None
   if masks is not None:
-    padded_masks = np.stack([_pad_to_multiple(m[..., None])[..., 0] for m in masks])
+    padded_masks = np.stack([pad_to_multiple(m[..., None])[..., 0] for m in masks])
     small = jnp.asarray(masks_at(padded_masks, feats.shape[1:3]))
   out = _decode_jit(model.dec_params, feats, style_stats, weights, small, None, jnp.float32(alpha),
                     arch=model.arch, width=model.width)
@@ -535,11 +330,11 @@ def _stylize_whole(content, *, model, style_stats, weights, masks, alpha) -> np.
 def _stylize_tiled(content, *, model, style_stats, weights, masks, alpha, tiling: Tiling) -> np.ndarray:
   h, w = content.shape[:2]
   thumb_shape = image_io.long_side_shape(content.shape, min(tiling.thumbnail, max(h, w)))
-  thumb = _pad_to_multiple(image_io.resize(content, *thumb_shape))
+  thumb = pad_to_multiple(image_io.resize(content, *thumb_shape))
   thumb_masks = None
   if masks is not None:
-    thumb_masks = np.stack([_pad_to_multiple(image_io.resize(m[..., None], *thumb_shape))[..., 0] for m in masks])
-  content_stats = _region_stats(_features(model, thumb)[ENCODER_LAYER], thumb_masks)
+    thumb_masks = np.stack([pad_to_multiple(image_io.resize(m[..., None], *thumb_shape))[..., 0] for m in masks])
+  content_stats = _region_stats(features(model, thumb)[ENCODER_LAYER], thumb_masks)
   # Every tile has the same shape (the image is reflect-padded up to a whole tile when smaller), so one
   # compilation of the encoder and of the decoder serves all tiles.
   th, tw = min(tiling.tile, h + (-h) % 8), min(tiling.tile, w + (-w) % 8)
@@ -550,11 +345,11 @@ def _stylize_tiled(content, *, model, style_stats, weights, masks, alpha, tiling
   ph, pw = padded.shape[:2]
   acc = np.zeros((ph, pw, 3), np.float32)
   norm = np.zeros((ph, pw, 1), np.float32)
-  ys, xs = _tile_starts(ph, th, tiling.overlap), _tile_starts(pw, tw, tiling.overlap)
+  ys, xs = tile_starts(ph, th, tiling.overlap), tile_starts(pw, tw, tiling.overlap)
   for i, y in enumerate(ys):
     for j, x in enumerate(xs):
       tile = padded[y:y + th, x:x + tw]
-      feats = _features(model, tile)[ENCODER_LAYER]
+      feats = features(model, tile)[ENCODER_LAYER]
       small = None
       if masks is not None:
         tile_masks = np.stack([np.pad(m, ((0, ph - h), (0, pw - w)), mode="edge")[y:y + th, x:x + tw]

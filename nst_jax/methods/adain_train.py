@@ -9,8 +9,9 @@ pipeline, atomic checkpoints with exact resume, and a metrics record.
   so folders of the paper's size fit; every batch is made on a thread pool from its own generator seeded by
   (seed, step) -- random scale, crop, flip -- and kept `prefetch` steps ahead, so the device does not wait on
   decoding and batch k is the same whether or not the run was resumed.
-- Checkpoint: one .npz (decoder, Adam state, step, config) written atomically; resuming from it gives bit-identical
-  next steps.
+- Checkpoint: one state file of `nst_jax.io.checkpoint` (format "nst_jax-adain-training": decoder, Adam state, step,
+  config) written atomically; resuming from it gives bit-identical next steps. Checkpoints from before that format
+  (arrays "leaf0000"...) still resume.
 """
 
 from __future__ import annotations
@@ -18,12 +19,10 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import functools
-import json
 import os
 import pathlib
 import threading
 import time
-import zipfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -34,15 +33,16 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from PIL import Image, UnidentifiedImageError
 
-from nst_jax.io import atomic, image_io
-from nst_jax.methods import adain
-from nst_jax.models import vgg
 from nst_jax.errors import NSTError
+from nst_jax.io import atomic, checkpoint, image_io
+from nst_jax.methods import adain
+from nst_jax.models import adain_decoder, vgg
 from nst_jax.models.preprocessing import Preprocessing
 from nst_jax.weights.format import VGGWeights
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
-_CKPT_META = "__meta__"
+CHECKPOINT_FORMAT = "nst_jax-adain-training"
+CHECKPOINT_FORMAT_VERSION = 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,10 +85,10 @@ def loss_terms(dec_params, enc_params, content, style, *, arch: str, width: int,
                style_weight: float, content_weight: float, backward=None) -> tuple[jax.Array, dict[str, jax.Array]]:
   """(total, {'content', 'style'}) for RGB [0, 1] batches; gradients flow only into the decoder output."""
   enc = dict(arch=arch, preprocessing=preprocessing, backward=backward)
-  c_feats = jax.lax.stop_gradient(adain.encode(enc_params, content, **enc)[adain.ENCODER_LAYER])
+  c_feats = jax.lax.stop_gradient(adain.encode(enc_params, content, **enc)[adain_decoder.ENCODER_LAYER])
   s_feats = jax.lax.stop_gradient(adain.encode(enc_params, style, layers=adain.STYLE_LAYERS, **enc))
-  target = adain.adain(c_feats, s_feats[adain.ENCODER_LAYER])
-  output = adain.decode(dec_params, target, arch=arch, width=width)
+  target = adain.adain(c_feats, s_feats[adain_decoder.ENCODER_LAYER])
+  output = adain_decoder.decode(dec_params, target, arch=arch, width=width)
   terms = output_terms(enc_params, output, target=target, style_feats=s_feats, **enc)
   return content_weight * terms["content"] + style_weight * terms["style"], terms
 
@@ -98,7 +98,7 @@ def output_terms(enc_params, output, *, target: jax.Array, style_feats: Mapping[
   """{'content', 'style'}: the two terms of the training objective for RGB outputs (N, H, W, 3)."""
   o_feats = adain.encode(enc_params, output, layers=adain.STYLE_LAYERS, arch=arch, preprocessing=preprocessing,
                          backward=backward)
-  return {"content": adain.content_loss(output_feats=o_feats[adain.ENCODER_LAYER], target=target),
+  return {"content": adain.content_loss(output_feats=o_feats[adain_decoder.ENCODER_LAYER], target=target),
           "style": adain.style_stats_loss(output_feats=o_feats, style_feats=style_feats)}
 
 
@@ -107,7 +107,7 @@ def _objective_and_optimum(enc_params, content, style, output, style_weight, con
                            arch, preprocessing, steps):
   enc = dict(arch=arch, preprocessing=preprocessing)
   s_feats = adain.encode(enc_params, style, layers=adain.STYLE_LAYERS, **enc)
-  target = adain.adain(adain.encode(enc_params, content, **enc)[adain.ENCODER_LAYER], s_feats[adain.ENCODER_LAYER])
+  target = adain.adain(adain.encode(enc_params, content, **enc)[adain_decoder.ENCODER_LAYER], s_feats[adain_decoder.ENCODER_LAYER])
   backward = vgg.backward_kernels(enc_params)  # once, not per step (same gradients, cheaper input gradients)
 
   def terms(image):
@@ -174,7 +174,7 @@ class Trainer:
 
   def init_state(self, params: Mapping[str, Any] | None = None) -> dict:
     """Step 0 with fresh Adam moments: a random decoder, or `params` (fine-tuning a trained decoder)."""
-    fresh = adain.init_decoder(self.weights.arch, self.config.width, seed=self.config.seed)
+    fresh = adain_decoder.init_decoder(self.weights.arch, self.config.width, seed=self.config.seed)
     if params is None:
       params = fresh
     elif {k: np.shape(v) for k, v in params.items()} != {k: np.shape(v) for k, v in fresh.items()}:
@@ -244,7 +244,8 @@ def _cap(image: np.ndarray, max_side: int) -> np.ndarray:
   return image_io.resize_long_side(image, max_side) if max(image.shape[:2]) > max_side else image
 
 
-def _to_uint8(image: np.ndarray, max_side: int) -> np.ndarray:
+def to_uint8(image: np.ndarray, max_side: int) -> np.ndarray:
+  """A float [0, 1] image capped at `max_side` px as uint8: how `ImagePool` keeps decoded images."""
   return (np.clip(_cap(np.asarray(image, np.float32), max_side), 0, 1) * 255).astype(np.uint8)
 
 
@@ -282,7 +283,7 @@ class ImagePool(Sequence):
       if problem:
         log(f"skipped: training image {str(src)!r} {problem}")
       else:
-        self._sources.append(_to_uint8(src, max_side) if isinstance(src, np.ndarray) else pathlib.Path(src))
+        self._sources.append(to_uint8(src, max_side) if isinstance(src, np.ndarray) else pathlib.Path(src))
     if not self._sources:
       raise NSTError("no readable training images")
     self._cache: dict[int, np.ndarray] = {}
@@ -322,9 +323,9 @@ class ImagePool(Sequence):
 
   def _decode(self, path: pathlib.Path) -> np.ndarray:
     try:
-      return _to_uint8(image_io.load_image(path, what="training image"), self.max_side)
+      return to_uint8(image_io.load_image(path, what="training image"), self.max_side)
     except NSTError:  # once more: a network file system may fail once; a corrupt file fails every time
-      return _to_uint8(image_io.load_image(path, what="training image"), self.max_side)
+      return to_uint8(image_io.load_image(path, what="training image"), self.max_side)
 
 
 def random_crop(image: np.ndarray, rng: np.random.Generator, *, crop: int, min_scale: float,
@@ -385,25 +386,27 @@ def batches(contents, styles, *, start: int, stop: int, config: TrainConfig, pre
 
 def save_checkpoint(path: str | os.PathLike, state: dict, *, config: TrainConfig, weights: VGGWeights,
                     history: Sequence[Mapping[str, float]] = ()) -> pathlib.Path:
-  """Decoder, Adam state and step in one .npz, written atomically."""
-  leaves = jax.tree_util.tree_leaves(jax.device_get((state["params"], state["opt_state"])))
+  """Decoder, Adam state and step in one state file (`nst_jax.io.checkpoint`), written atomically."""
   meta = {"step": int(state["step"]), "config": dataclasses.asdict(config), "arch": weights.arch,
-          "encoder_sha256": weights.source_sha256, "num_leaves": len(leaves), "history": list(history)}
-  with atomic.atomic_write(path) as f:
-    np.savez(f, **{_CKPT_META: np.array(json.dumps(meta))}, **{f"leaf{i:04d}": np.asarray(v)
-                                                                 for i, v in enumerate(leaves)})
-  return pathlib.Path(path)
+          "encoder_sha256": weights.source_sha256, "history": list(history)}
+  arrays = {**checkpoint.flatten_tree(state["params"], "params"),
+            **checkpoint.flatten_tree(state["opt_state"], "opt_state")}
+  return checkpoint.write(path, kind=CHECKPOINT_FORMAT, version=CHECKPOINT_FORMAT_VERSION, arrays=arrays, meta=meta)
 
 
 def load_checkpoint(path: str | os.PathLike, trainer: Trainer) -> tuple[dict, list[dict]]:
-  """(state, history) from `save_checkpoint`, checked against the trainer's config and encoder."""
+  """(state, history) from `save_checkpoint` (or the .npz of earlier versions, "leaf0000"... in flattening order),
+  checked against the trainer's config and encoder."""
   where = str(path)
-  try:
-    with np.load(path, allow_pickle=False) as npz:
-      meta = json.loads(str(npz[_CKPT_META]))
-      leaves = [npz[f"leaf{i:04d}"] for i in range(meta["num_leaves"])]
-  except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as e:
-    raise NSTError(f"--resume: {where} is not a training checkpoint ({type(e).__name__}: {e})") from None
+  if not pathlib.Path(path).is_file():
+    raise NSTError(f"--resume: {where} is not a training checkpoint (no such file)")
+  meta, arrays = checkpoint.read(path, what="AdaIN training checkpoint", hint="--resume takes the checkpoint.npz of a "
+                                 "train_adain --out_dir")
+  checkpoint.check_format(meta, path=path, kind=CHECKPOINT_FORMAT, versions=(CHECKPOINT_FORMAT_VERSION,),
+                          what="AdaIN training checkpoint", legacy="num_leaves" in meta)
+  for field in ("step", "config", "arch", "encoder_sha256", "history"):
+    if field not in meta:
+      raise NSTError(f"--resume: {where} is not a training checkpoint (its metadata has no {field!r})")
   if meta["arch"] != trainer.weights.arch or meta["encoder_sha256"] != trainer.weights.source_sha256:
     raise NSTError(f"--resume: {where} was trained with another encoder ({meta['arch']}, "
                    f"{meta['encoder_sha256'][:12]})")
@@ -413,12 +416,15 @@ def load_checkpoint(path: str | os.PathLike, trainer: Trainer) -> tuple[dict, li
     saved = meta["config"].get(key, defaults[key])
     if saved != getattr(trainer.config, key):
       raise NSTError(f"--resume: {where} has {key}={saved!r}, the flags say {getattr(trainer.config, key)!r}")
-  params = adain.init_decoder(trainer.weights.arch, trainer.config.width)
-  treedef = jax.tree_util.tree_structure((params, trainer.optimizer.init(params)))
-  if treedef.num_leaves != len(leaves):
-    raise NSTError(f"--resume: {where} holds {len(leaves)} arrays, expected {treedef.num_leaves}")
-  params, opt_state = jax.tree_util.tree_unflatten(treedef, leaves)
-  return trainer.place({"params": params, "opt_state": opt_state, "step": meta["step"]}), meta["history"]
+  params = adain_decoder.init_decoder(trainer.weights.arch, trainer.config.width)
+  template = {"params": params, "opt_state": trainer.optimizer.init(params)}
+  if "leaf0000" in arrays:  # the format before nst_jax.io.checkpoint: the (params, opt_state) leaves in order
+    state = dict(zip(("params", "opt_state"), checkpoint.restore_tree(
+        (template["params"], template["opt_state"]), arrays, "state", where=f"--resume: {where}")))
+  else:
+    state = {name: checkpoint.restore_tree(tree, arrays, name, where=f"--resume: {where}")
+             for name, tree in template.items()}
+  return trainer.place({**state, "step": meta["step"]}), meta["history"]
 
 
 def write_metrics(out_dir: str | os.PathLike, history: Sequence[Mapping[str, float]], *, summary: Mapping) -> None:

@@ -255,7 +255,8 @@ def convert_matconvnet(path: PathLike) -> VGGWeights:
       raise WeightsError(f"{where}: layers{{{position + 1}}} ({name}) has no weights")
     kernel, bias = np.asarray(kernel), np.asarray(bias)
     if kernel.ndim != 4:
-      raise WeightsError(f"{where}: {name} kernel has shape {format_shape(kernel.shape)}, expected 4-d H x W x in x out")
+      raise WeightsError(f"{where}: {name} kernel has shape {format_shape(kernel.shape)}, expected 4-d "
+                         f"H x W x in x out")
     if f"{name}/kernel" in flat:
       raise WeightsError(f"{where}: layer {name!r} appears twice")
     flat[f"{name}/kernel"] = kernel

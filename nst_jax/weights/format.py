@@ -1,9 +1,10 @@
 """The one strict on-disk format of VGG weights.
 
-Every weight set lives in one `.npz`: arrays keyed `conv1_1/kernel` (HWIO float32), `conv1_1/bias`, ... for all
-convolutions of the architecture, optional extras (HED side outputs `hed/dsn{1..5}/*`, `hed/fuse/*`), and a JSON
-string under `__meta__` recording the architecture, the input preprocessing the weights were trained with, where
-they came from and the sha256 of the original file. Loading is strict: a missing, unexpected, misshapen or
+Every weight set lives in one `.npz` state file (`nst_jax.io.checkpoint`, format "nst_jax-vgg-weights"): arrays
+keyed `conv1_1/kernel` (HWIO float32, or float16 in a half-size copy), `conv1_1/bias`, ... for all convolutions of
+the architecture, optional extras (HED side outputs `hed/dsn{1..5}/*`, `hed/fuse/*`), and a JSON string under
+`__meta__` recording the architecture, the input preprocessing the weights were trained with, where they came from
+and the sha256 of the original file. Files converted before the "format" field existed load as version 1. Loading is strict: a missing, unexpected, misshapen or
 non-float array is an error that names the key, so a bad file fails at load time and not as odd images later.
 
 Converters from the published checkpoints are in `converters`, the known sources in `sources`, fetching in `fetch`
@@ -14,10 +15,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import os
 import pathlib
-import zipfile
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -25,14 +24,16 @@ import jax.numpy as jnp
 import numpy as np
 
 from nst_jax.errors import WeightsError
-from nst_jax.io import atomic
+from nst_jax.io import checkpoint
 from nst_jax.models import vgg
 from nst_jax.models.preprocessing import Preprocessing
 
 PathLike = str | os.PathLike
 
+WEIGHTS_FORMAT = "nst_jax-vgg-weights"
 FORMAT_VERSION = 1
-META_KEY = "__meta__"
+META_KEY = checkpoint.META_KEY
+DTYPES = ("float32", "float16")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -96,7 +97,7 @@ def format_shape(shape: Iterable[int]) -> str:
 
 
 def checked_arrays(arrays: Mapping[str, Any], expected: Mapping[str, tuple[int, ...]], where: str,
-                    origin: Mapping[str, str] | None = None) -> dict[str, np.ndarray]:
+                   origin: Mapping[str, str] | None = None) -> dict[str, np.ndarray]:
   """Exactly the expected keys, shapes, floating dtypes and finite values, as float32 in `expected` order.
 
   `origin` maps a key to where it came from in a source file, so converter errors name both.
@@ -158,33 +159,32 @@ def extra_names(extras: Mapping[str, Any]) -> list[str]:
   return sorted({key.split("/", 1)[0] for key in extras})
 
 
-def save_weights(path: PathLike, weights: VGGWeights) -> None:
-  """Writes `weights` to `path` (.npz) atomically, after the same checks `load_weights` makes."""
+def save_weights(path: PathLike, weights: VGGWeights, *, dtype: str = "float32") -> None:
+  """Writes `weights` to `path` (.npz, a state file of `nst_jax.io.checkpoint`) atomically, after the same checks
+  `load_weights` makes. `dtype` "float16" halves the file (a copy for a machine that receives files by size);
+  loading gives float32 either way."""
   path = pathlib.Path(path)
   where = str(path)
   extras = extra_names(weights.extras)
   # np.asarray also takes jax arrays, e.g. parameters straight out of a Flax model.
   arrays = {k: np.asarray(v) for k, v in {**_flatten_params(weights.params, where), **weights.extras}.items()}
   checked = checked_arrays(arrays, expected_shapes(weights.arch, extras), where)
-  meta = {"format_version": FORMAT_VERSION, "arch": weights.arch, "preprocessing": weights.preprocessing.to_dict(),
-          "source": str(weights.source), "source_sha256": str(weights.source_sha256), "extras": extras}
-  with atomic.atomic_write(path) as f:  # readers never see a half-written file
-    np.savez(f, **{META_KEY: np.array(json.dumps(meta))}, **checked)
+  if dtype not in DTYPES:
+    raise WeightsError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+  meta = {"arch": weights.arch, "preprocessing": weights.preprocessing.to_dict(), "source": str(weights.source),
+          "source_sha256": str(weights.source_sha256), "extras": extras}
+  checkpoint.write(path, kind=WEIGHTS_FORMAT, version=FORMAT_VERSION, meta=meta,
+                   arrays={k: v.astype(dtype) for k, v in checked.items()})
 
 
 def _convert_hint(path: pathlib.Path) -> str:
   return f"to use an original checkpoint run `python -m nst_jax.weights convert {path}`"
 
 
-def _parse_meta(raw: np.ndarray, where: str) -> dict[str, Any]:
-  if raw.shape != () or raw.dtype.kind != "U":
-    raise WeightsError(f"{where}: {META_KEY!r} must be a JSON string, got an array of {raw.dtype} {raw.shape}")
-  try:
-    meta = json.loads(str(raw))
-  except json.JSONDecodeError as e:
-    raise WeightsError(f"{where}: {META_KEY!r} is not valid JSON ({e})") from None
-  if not isinstance(meta, dict):
-    raise WeightsError(f"{where}: {META_KEY!r} must be a JSON object")
+def _parse_meta(meta: dict[str, Any], where: str) -> dict[str, Any]:
+  # Files written before the "format" field (all weights converted by earlier versions) are version 1.
+  checkpoint.check_format(meta, path=where, kind=WEIGHTS_FORMAT, versions=(FORMAT_VERSION,), what="weights",
+                          error=WeightsError, legacy=True)
   for field in ("format_version", "arch", "preprocessing", "source", "source_sha256", "extras"):
     if field not in meta:
       raise WeightsError(f"{where}: {META_KEY!r} has no field {field!r}")
@@ -209,33 +209,12 @@ def load_weights(path: PathLike) -> VGGWeights:
   where = str(path)
   if not path.is_file():
     raise WeightsError(f"{where}: no such weights file")
-  try:
-    npz = np.load(path, allow_pickle=False)
-  except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-    raise WeightsError(f"{where}: not an nst_jax weights .npz ({e}); {_convert_hint(path)}") from None
-  if not isinstance(npz, np.lib.npyio.NpzFile):
-    raise WeightsError(f"{where}: not an nst_jax weights .npz (a single array); {_convert_hint(path)}")
-  with npz:
-    if META_KEY not in npz.files:
-      raise WeightsError(f"{where}: no {META_KEY!r} entry, so not an nst_jax weights file; {_convert_hint(path)}")
-    try:
-      meta = _parse_meta(npz[META_KEY], where)
-    except ValueError as e:  # an object array, which allow_pickle=False refuses
-      raise WeightsError(f"{where}: cannot read {META_KEY!r} ({e})") from None
-    expected = expected_shapes(meta["arch"], meta["extras"])
-    arrays = {}
-    for key in npz.files:
-      if key == META_KEY:
-        continue
-      try:
-        arrays[key] = npz[key]
-      except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:  # e.g. an object array, or a damaged member
-        raise WeightsError(f"{where}: cannot read array {key!r} ({e})") from None
-  checked = checked_arrays(arrays, expected, where)
+  meta, arrays = checkpoint.read(path, what="weights", hint=_convert_hint(path), error=WeightsError)
+  meta = _parse_meta(meta, where)
+  checked = checked_arrays(arrays, expected_shapes(meta["arch"], meta["extras"]), where)
   params, extras = split_conv_and_extras(checked)
   return VGGWeights(arch=meta["arch"], params=params, preprocessing=meta["preprocessing"],
                     source=str(meta["source"]), source_sha256=str(meta["source_sha256"]), extras=extras)
-
 
 
 def sha256_of(path: PathLike) -> str:
