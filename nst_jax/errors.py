@@ -33,3 +33,8 @@ def exit_on_error() -> Iterator[None]:
   except NSTError as e:
     sys.stderr.write(f"error: {one_line(str(e))}\n")
     sys.exit(2)
+
+
+class NSTWarning(UserWarning):
+  """Something about the input that works but may not be what the user meant (e.g. a mask stretched to another
+  aspect ratio). Command lines print it as one line `warning: <message>`."""

@@ -1,16 +1,22 @@
-"""The real command line (`python -m nst_jax stylize ...` in a subprocess) on bad and unusual inputs.
+"""The command line (`python -m nst_jax COMMAND ...`) on bad and unusual inputs, and its help.
 
 Every user mistake must end in exactly one stderr line `error: ...` and exit status 2, never a traceback; unusual
-but valid images (grayscale, alpha, CMYK, 16-bit, EXIF-rotated) must go through end to end. The weights are a tiny
-random VGG16 written here, so nothing is downloaded. Successful runs use Adam, two steps and shallow layers: from
-`--init content` two Adam steps of 0.02 move no pixel by more than about 0.05, so the output must still look like
-the content, which checks that the content was decoded, composited and rotated correctly.
+but valid images (grayscale, alpha, CMYK, 16-bit, EXIF-rotated) must go through end to end. The commands run
+in-process (`nst_jax.cli.main.main`, stdout and stderr captured), which is what the console script calls; a few
+smoke tests at the end start real processes. The weights are a tiny random VGG16 written here, so nothing is
+downloaded. Successful runs use Adam, two steps and shallow layers: from `--init content` two Adam steps of 0.02
+move no pixel by more than about 0.05, so the output must still look like the content, which checks that the
+content was decoded, composited and rotated correctly.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import io
 import os
 import pathlib
+import re
 import subprocess
 import sys
 import time
@@ -19,6 +25,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from nst_jax.cli import main as cli_main
 from nst_jax.io import image_io
 from nst_jax.models import vgg
 from nst_jax.models.preprocessing import CAFFE_VGG
@@ -30,6 +37,7 @@ TIMEOUT_S = 180
 CONTENT_TOLERANCE = 0.08
 FAST = ["--optimizer", "adam", "--iterations", "2", "--size", "32", "--content_layers", "relu1_2",
         "--style_layers", "relu1_1,relu2_1"]
+ABSL_LOG_PREFIX = re.compile(r"^[IWEF]\d{4} \d\d:\d\d:\d\d")  # absl's "I1201 13:52:35.262293 1401... file.py:12]"
 
 
 @pytest.fixture(scope="module")
@@ -46,18 +54,48 @@ def setup(tmp_path_factory) -> dict:
   rgb = (rng.uniform(0, 1, (24, 32, 3)) * 255).astype(np.uint8)
   Image.fromarray(rgb).save(root / "content.png")
   Image.fromarray(rgb[::-1]).save(root / "style.png")
-  env = dict(os.environ, NST_JAX_WEIGHTS_DIR=str(weights_dir))
-  # Tiny images: the CPU is fastest to start, and probing for accelerators would only cost start-up time.
-  env.setdefault("JAX_PLATFORMS", "cpu")
+  env = {"NST_JAX_WEIGHTS_DIR": str(weights_dir)}
   return {"root": root, "weights": weights_dir / "fake.npz", "env": env}
 
 
-def run_cli(setup: dict, *args: str) -> subprocess.CompletedProcess:
-  return subprocess.run([sys.executable, "-m", "nst_jax", *args], cwd=REPO, env=setup["env"], capture_output=True,
-                        text=True, timeout=TIMEOUT_S, check=False)
+@dataclasses.dataclass
+class Result:
+  returncode: int
+  stdout: str
+  stderr: str
 
 
-def assert_one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> str:
+@contextlib.contextmanager
+def environment(values: dict[str, str]):
+  saved = {k: os.environ.get(k) for k in values}
+  os.environ.update(values)
+  try:
+    yield
+  finally:
+    for k, v in saved.items():
+      if v is None:
+        os.environ.pop(k, None)
+      else:
+        os.environ[k] = v
+
+
+def run_cli(setup: dict, *args: str) -> Result:
+  """`python -m nst_jax ARGS` in this process: the exit status and what it wrote."""
+  out, err = io.StringIO(), io.StringIO()
+  with environment(setup["env"]), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+    code = cli_main.main(list(args))
+  return Result(code, out.getvalue(), err.getvalue())
+
+
+def run_process(setup: dict, *args: str, module: str = "nst_jax") -> subprocess.CompletedProcess:
+  """The same in a new Python process, as a user starts it."""
+  # Tiny images: the CPU is fastest to start, and probing for accelerators would only cost start-up time.
+  env = dict(os.environ, **setup["env"], JAX_PLATFORMS="cpu")
+  return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, env=env, capture_output=True, text=True,
+                        timeout=TIMEOUT_S, check=False)
+
+
+def assert_one_line_error(proc, *needles: str) -> str:
   assert "Traceback" not in proc.stderr, proc.stderr
   lines = [line for line in proc.stderr.splitlines() if line.strip()]
   assert len(lines) == 1, proc.stderr
@@ -380,11 +418,11 @@ def test_synthesize_writes_a_texture_of_the_style_aspect(setup, tmp_path):
 
 @pytest.fixture(scope="module")
 def adain_setup(setup) -> dict:
-  from nst_jax.methods import adain  # pylint: disable=import-outside-toplevel
+  from nst_jax.models import adain_decoder  # pylint: disable=import-outside-toplevel
   root = setup["root"]
   for name, sha in (("decoder.npz", "0" * 64), ("foreign.npz", "f" * 64)):
-    adain.save_decoder(root / name, adain.DecoderCheckpoint(
-        params=adain.init_decoder("vgg16", 4), arch="vgg16", width=4, encoder_sha256=sha, encoder_source="test"))
+    adain_decoder.save_decoder(root / name, adain_decoder.DecoderCheckpoint(
+        params=adain_decoder.init_decoder("vgg16", 4), arch="vgg16", width=4, encoder_sha256=sha, encoder_source="test"))
   Image.fromarray(np.full((24, 32), 255, np.uint8)).save(root / "mask.png")
   return {**setup, "args": ["--content", str(root / "content.png"), "--style", str(root / "style.png"),
                             "--weights", str(setup["weights"]), "--decoder", str(root / "decoder.npz")]}
@@ -421,3 +459,128 @@ def test_adain_keeps_the_content_size_and_tiles_on_request(adain_setup, tmp_path
     assert proc.returncode == 0, proc.stderr
   read_output(whole, (24, 32))  # no --size: the content's own 32x24
   read_output(tiled, (24, 32))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# What a new user meets: help, foreign flags, progress, plain lines, tiny contents, stretched masks
+
+
+def test_help_lists_the_commands_and_exits_0(setup):
+  for flag in ("--help", "-h"):
+    result = run_cli(setup, flag)
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "usage: python -m nst_jax COMMAND [flags]"
+    for name in ("stylize", "synthesize", "photoreal", "adain"):
+      assert any(line.split()[:1] == [name] for line in lines), (name, result.stdout)
+
+
+@pytest.mark.parametrize("command, own, foreign", [
+    ("stylize", ["--content", "--style_masks", "--style_loss", "--start_size", "--checkpoint_dir"],
+     ["--alpha", "--content_seg", "--decoder"]),
+    ("synthesize", ["--style", "--style_loss", "--tile_size"], ["--content", "--alpha"]),
+    ("photoreal", ["--content_seg", "--matting_weight", "--stage2_iterations", "--tile_size"],
+     ["--alpha", "--style_masks", "--start_size"]),
+    ("adain", ["--alpha", "--decoder", "--max_megapixels", "--style_masks"], ["--style_loss", "--iterations"]),
+])
+def test_each_command_help_shows_its_own_flags_only(setup, command, own, foreign):
+  for flag in ("--help", "--helpfull"):
+    result = run_cli(setup, command, flag)
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    text = result.stdout
+    assert text.startswith(f"usage: python -m nst_jax {command} "), text[:200]
+    flags_shown = re.findall(r"^  (--\w+)", text, flags=re.M)
+    for name in own:
+      assert name in flags_shown, (name, flags_shown)
+    for name in foreign + ["--logtostderr", "--flagfile", "--only_check_args"]:  # no other command's, no absl's
+      assert name not in flags_shown, (name, flags_shown)
+    assert "[default: " in text  # every flag with a default says it
+
+
+@pytest.mark.parametrize("args, flag, owner", [
+    (["stylize", "--alpha", "0.3"], "--alpha", "adain"),
+    (["adain", "--style_loss", "mrf"], "--style_loss", "stylize"),
+    (["photoreal", "--style_masks", "m.png"], "--style_masks", "stylize"),
+    (["stylize", "--nosmooth"], "--nosmooth", "photoreal"),
+])
+def test_a_flag_of_another_command_is_refused(setup, args, flag, owner):
+  output = setup["root"] / "foreign.png"
+  line = assert_one_line_error(run_cli(setup, *args, "--output", str(output)), f"{args[0]} takes no {flag}",
+                               f"a flag of {owner}")
+  assert f"python -m nst_jax {args[0]} --help" in line
+  assert not output.exists()
+
+
+def test_progress_bar_in_place_with_eta_and_plain_lines(setup, tmp_path):
+  output = tmp_path / "progress.png"
+  args = ["stylize", "--content", str(setup["root"] / "content.png"), "--style", str(setup["root"] / "style.png"),
+          "--output", str(output), "--weights", str(setup["weights"]), *FAST, "--iterations", "6", "--log_every", "2"]
+  result = run_cli(setup, *args)
+  assert result.returncode == 0, result.stderr
+  assert result.stdout.startswith(f"wrote {output} (32x24, 6 iterations"), result.stdout
+  lines = result.stderr.split("\n")
+  assert lines[0].startswith("adam compiling the loss and its gradient"), lines[0]
+  assert lines[1].startswith("adam compiled and ran 2 iteration(s) in "), lines[1]
+  # tqdm redraws one line ('\r'), with the count, the loss terms and elapsed<remaining (the ETA).
+  bar = lines[2]
+  assert bar.count("\r") >= 3 and "6/6" in bar and "4/6" in bar, repr(bar)
+  assert re.search(r"\[\d\d:\d\d<\d\d:\d\d", bar) and "style=" in bar and "it/s" in bar, repr(bar)
+  for line in (result.stdout + result.stderr).replace("\r", "\n").splitlines():
+    assert not ABSL_LOG_PREFIX.match(line), line
+
+
+@pytest.mark.parametrize("size", [(1, 1), (8, 300)])
+def test_tiny_content_is_refused(setup, tmp_path, size):
+  Image.new("RGB", size[::-1], (200, 30, 30)).save(tmp_path / "tiny.png")
+  output = tmp_path / "out.png"
+  for command in ("stylize", "photoreal", "adain"):
+    args = [command, "--content", str(tmp_path / "tiny.png"), "--style", str(setup["root"] / "style.png"),
+            "--weights", str(setup["weights"]), "--output", str(output)]
+    assert_one_line_error(run_cli(setup, *args), "content image", "tiny.png", f"{size[1]}x{size[0]} px",
+                          "at least 16 px")
+    assert not output.exists()
+
+
+def test_mask_of_another_aspect_ratio_is_stretched_with_a_warning(setup, tmp_path):
+  Image.new("L", (40, 40), 255).save(tmp_path / "square.png")    # the content is 32x24: another aspect ratio
+  Image.new("L", (64, 48), 255).save(tmp_path / "twice.png")     # twice the content's size: same aspect, no warning
+  for mask, warned in (("square.png", True), ("twice.png", False)):
+    output = tmp_path / f"masked_{mask}"
+    result = run_cli(setup, "stylize", "--content", str(setup["root"] / "content.png"), "--style",
+                     str(setup["root"] / "style.png"), "--style_masks", str(tmp_path / mask), "--output", str(output),
+                     "--weights", str(setup["weights"]), *FAST)
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning: ")]
+    if warned:
+      assert len(warnings) == 1 and mask in warnings[0] and "40x40" in warnings[0] and "32x24" in warnings[0] \
+          and "stretched" in warnings[0], result.stderr
+    else:
+      assert warnings == [], result.stderr
+    assert output.exists()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Smoke tests in real processes: the entry point, one error, one run
+
+
+def test_process_help_and_error(setup):
+  help_ = run_process(setup, "--help")
+  assert help_.returncode == 0 and "commands:" in help_.stdout and "adain" in help_.stdout, help_.stderr
+  # The list of commands imports no JAX: it answers at once.
+  probe = subprocess.run([sys.executable, "-c", "import sys; from nst_jax.cli import main; main.main(['--help']); "
+                          "print('jax' in sys.modules)"], cwd=REPO, capture_output=True, text=True, timeout=60)
+  assert probe.stdout.strip().endswith("False"), probe.stdout + probe.stderr
+  assert_one_line_error(run_process(setup, "stylize", "--size", "0", "--weights", str(setup["weights"])),
+                        "--size", "got 0")
+  assert_one_line_error(run_process(setup), "expected one command", "(none)")
+
+
+def test_process_run_writes_the_image(setup, tmp_path):
+  output = tmp_path / "process.png"
+  proc = run_process(setup, "stylize", "--content", str(setup["root"] / "content.png"), "--style",
+                     str(setup["root"] / "style.png"), "--output", str(output), "--weights", str(setup["weights"]),
+                     *FAST)
+  assert proc.returncode == 0, proc.stderr
+  assert f"wrote {output}" in proc.stdout and "Traceback" not in proc.stderr
+  assert np.abs(read_output(output, (24, 32)) - expected_content(setup["root"] / "content.png")).max() \
+      < CONTENT_TOLERANCE

@@ -1,7 +1,11 @@
 """Reading, resizing and atomically writing images as float32 RGB arrays in [0, 1].
 
 Every way an input file can be odd (not an image, truncated, palette, grayscale, alpha, CMYK, 16-bit, EXIF
-rotation, animated) is either handled here or turned into a one-line `NSTError`.
+rotation, animated, too small to carry structure) is either handled here or turned into a one-line `NSTError`;
+a guide or map stretched to another aspect ratio gets a one-line `NSTWarning`.
+
+Pillow is imported where it is used: an array that already has the size asked for never needs it, which lets
+experiments/gpu_suite.py run on a machine with JAX but without Pillow.
 """
 
 from __future__ import annotations
@@ -13,10 +17,12 @@ import threading
 import warnings
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
 
 from nst_jax.io import atomic
-from nst_jax.errors import NSTError
+from nst_jax.errors import NSTError, NSTWarning
+
+MIN_SIDE = 16  # smaller contents carry no structure for VGG (four poolings) and are refused
+ASPECT_TOLERANCE = 0.02  # relative difference of aspect ratios that counts as "the same" (off-by-one maps)
 
 # Extensions we can write, mapped to Pillow format names and the bit depths each supports.
 _WRITERS = {
@@ -47,6 +53,7 @@ def load_image(path: str | os.PathLike, *, what: str = "image") -> np.ndarray:
   # warning filters are process-wide and catch_warnings is not thread-safe, so they are only touched on the main
   # thread (the CLI); decoding threads (AdaIN training) leave them alone. Either way a huge image is refused by the
   # explicit size check, not by the bomb warning's filter.
+  from PIL import Image, ImageOps, UnidentifiedImageError  # pylint: disable=import-outside-toplevel
   on_main = threading.current_thread() is threading.main_thread()
   try:
     with warnings.catch_warnings() if on_main else contextlib.nullcontext():
@@ -71,7 +78,7 @@ def load_image(path: str | os.PathLike, *, what: str = "image") -> np.ndarray:
     raise NSTError(f"{what} {str(path)!r} could not be decoded: {type(e).__name__}: {e}") from None
 
 
-def _to_rgb_float(im: Image.Image) -> np.ndarray:
+def _to_rgb_float(im) -> np.ndarray:
   if im.width == 0 or im.height == 0:
     raise ValueError("image has zero width or height")
   if im.mode in ("I;16", "I;16B", "I;16L", "I;16N"):
@@ -101,6 +108,7 @@ def resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
   """Antialiased (Lanczos) resize of an (H, W, C) float image, channel by channel in float precision."""
   if image.shape[:2] == (height, width):
     return image.astype(np.float32)
+  from PIL import Image  # pylint: disable=import-outside-toplevel
   channels = [np.asarray(Image.fromarray(np.ascontiguousarray(image[..., c], dtype=np.float32), mode="F")
                          .resize((width, height), Image.Resampling.LANCZOS))
               for c in range(image.shape[-1])]
@@ -116,6 +124,25 @@ def long_side_shape(shape: tuple[int, ...], size: int) -> tuple[int, int]:
 
 def resize_long_side(image: np.ndarray, size: int) -> np.ndarray:
   return resize(image, *long_side_shape(image.shape, size))
+
+
+def check_min_size(image: np.ndarray, *, what: str, minimum: int = MIN_SIDE) -> np.ndarray:
+  """`image`, unless a side is shorter than `minimum` pixels: resized up to the output size it would be a blur of a
+  few pixels, so it is refused."""
+  h, w = image.shape[:2]
+  if min(h, w) < minimum:
+    raise NSTError(f"{what} is {w}x{h} px: too small to stylize; it needs at least {minimum} px on each side")
+  return image
+
+
+def warn_if_stretched(shape: tuple[int, ...], target: tuple[int, ...], *, what: str,
+                      target_name: str = "the content") -> None:
+  """An `NSTWarning` when an (H, W) guide resized to `target` changes its aspect ratio by more than
+  `ASPECT_TOLERANCE`: it works, but regions land elsewhere than drawn."""
+  (h, w), (th, tw) = shape[:2], target[:2]
+  if abs((w / h) / (tw / th) - 1) > ASPECT_TOLERANCE:
+    warnings.warn(NSTWarning(f"{what} is {w}x{h} px, another aspect ratio than {target_name}'s {tw}x{th}: it is "
+                             f"stretched to fit"), stacklevel=2)
 
 
 def check_output_path(path: str | os.PathLike, *, bits: int = 8) -> pathlib.Path:
@@ -146,6 +173,7 @@ def save_image(path: str | os.PathLike, image: np.ndarray, *, bits: int = 8) -> 
   path = check_output_path(path, bits=bits)
   fmt = _WRITERS[path.suffix.lower()][0]
   image = np.clip(np.nan_to_num(np.asarray(image, dtype=np.float32)), 0.0, 1.0)
+  from PIL import Image  # pylint: disable=import-outside-toplevel
   if bits == 16:
     pil = _rgb16_image(np.round(image * 65535.0).astype(np.uint16), fmt)
   else:

@@ -35,7 +35,6 @@ from collections.abc import Mapping, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-from PIL import Image
 
 from nst_jax.io import image_io
 from nst_jax.models import vgg
@@ -155,6 +154,7 @@ def resize_mask(mask: np.ndarray, height: int, width: int) -> np.ndarray:
   mask = np.asarray(mask, np.float32)
   if mask.shape == (height, width):
     return mask
+  from PIL import Image  # pylint: disable=import-outside-toplevel (only a resize needs Pillow; see image_io)
   resized = Image.fromarray(np.ascontiguousarray(mask), mode="F").resize((width, height),
                                                                           Image.Resampling.BILINEAR)
   return np.clip(np.asarray(resized, np.float32), 0.0, 1.0)
@@ -162,6 +162,8 @@ def resize_mask(mask: np.ndarray, height: int, width: int) -> np.ndarray:
 
 def load_mask(path: str | os.PathLike, *, height: int, width: int, what: str = "mask") -> np.ndarray:
   """Reads a guide image as an (height, width) float32 array in [0, 1]: the mean of its RGB channels (white = in
-  the region), resized if it does not have the content image's size. Unreadable files raise `NSTError`."""
+  the region), resized if it does not have the content image's size (with an `NSTWarning` when that changes its
+  aspect ratio). Unreadable files raise `NSTError`."""
   gray = image_io.load_image(path, what=what).mean(axis=-1)
+  image_io.warn_if_stretched(gray.shape, (height, width), what=f"{what} {str(path)!r}")
   return resize_mask(gray, height, width)

@@ -286,6 +286,7 @@ def load_depth(path: str | os.PathLike, *, height: int, width: int, invert: bool
   if int(height) != height or int(width) != width or height < 1 or width < 1:
     raise ValueError(f"height and width must be positive integers, got {height!r} x {width!r}")
   rgb = image_io.load_image(path, what="depth map")
+  image_io.warn_if_stretched(rgb.shape, (int(height), int(width)), what=f"depth map {str(path)!r}")
   gray = np.mean(rgb, axis=-1, keepdims=True, dtype=np.float64).astype(np.float32)
   gray = image_io.resize(gray, int(height), int(width))[..., 0].astype(np.float64)
   if invert:

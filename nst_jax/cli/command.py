@@ -1,0 +1,128 @@
+"""What every nst_jax command line shares.
+
+Each command has its own `absl.flags.FlagValues`, made when the command runs (never at import), so a command
+knows only its own flags: `--help` lists them, grouped, without absl's, and a flag of another command is refused.
+Problems with the input end in one line `error: ...` on stderr and exit status 2, warnings about the input are
+one line `warning: ...`, and nothing carries a logging prefix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import shutil
+import sys
+import textwrap
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from absl import flags
+
+from nst_jax.errors import NSTError, NSTWarning, one_line
+
+HELP_FLAGS = ("-h", "--help", "-help", "--helpfull", "--helpshort")
+Sections = list[tuple[str, list[str]]]  # (title, flag names) in the order `--help` shows them
+
+
+@dataclasses.dataclass(frozen=True)
+class Command:
+  """A command line: `define_flags(flag_values)` defines its flags on a fresh FlagValues and returns the help
+  sections; `run(flag_values, positional)` does the work once they are parsed."""
+
+  name: str          # as typed, e.g. "stylize" or "weights"
+  prog: str          # e.g. "python -m nst_jax stylize"
+  usage: str         # what follows `prog` in the usage line
+  define_flags: Callable[[flags.FlagValues], Sections]
+  run: Callable[[flags.FlagValues, list[str]], Any]
+  positional: bool = False  # whether positional arguments are passed to `run` (else they are an error)
+  description: str = ""
+
+
+def flag_names(command: Command) -> set[str]:
+  fv = flags.FlagValues()
+  command.define_flags(fv)
+  return set(fv)
+
+
+def format_help(command: Command, fv: flags.FlagValues, sections: Sections) -> str:
+  width = min(120, max(60, shutil.get_terminal_size((100, 24)).columns))
+  lines = [f"usage: {command.prog} {command.usage}", ""]
+  if command.description:
+    lines += [textwrap.fill(command.description, width), ""]
+  for title, names in sections:
+    lines.append(f"{title}:")
+    for name in names:
+      flag = fv[name]
+      left = f"  --{name}"
+      default = flag.default_as_str if flag.default is not None else ""
+      text = flag.help + (f" [default: {default.strip(chr(39))}]" if default not in ("", "''") else "")
+      body = textwrap.wrap(text, width - 30) or [""]
+      if len(left) > 27:
+        lines.append(left)
+        lines += [" " * 30 + part for part in body]
+      else:
+        lines.append(left.ljust(30) + body[0])
+        lines += [" " * 30 + part for part in body[1:]]
+    lines.append("")
+  return "\n".join(lines)
+
+
+def _unknown_flag_message(command: Command, name: str, others: Sequence[Command]) -> str:
+  bare = name[2:] if name.startswith("no") else None  # --noFLAG negates a boolean flag
+  owners = [c.name for c in others if c.name != command.name and
+            (name in flag_names(c) or (bare is not None and bare in flag_names(c)))]
+  where = f" (a flag of {', '.join(owners)})" if owners else ""
+  return f"{command.name} takes no --{name}{where}; `{command.prog} --help` lists its flags"
+
+
+def parse(command: Command, args: Sequence[str], others: Sequence[Command] = ()
+          ) -> tuple[flags.FlagValues, Sections, list[str]]:
+  """The parsed flags, the help sections and the positional arguments; NSTError for anything wrong."""
+  fv = flags.FlagValues()
+  sections = command.define_flags(fv)
+  try:
+    positional = fv([command.prog, *args])[1:]
+  except flags.UnrecognizedFlagError as e:
+    raise NSTError(_unknown_flag_message(command, e.flagname, others)) from None
+  except flags.Error as e:  # a bad value: absl's own message names the flag
+    raise NSTError(one_line(str(e))) from None
+  if positional and not command.positional:
+    raise NSTError(f"unexpected argument {' '.join(positional)}: expected one command and its flags; "
+                   f"`{command.prog} --help` lists them")
+  return fv, sections, positional
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+  if issubclass(category, NSTWarning):
+    sys.stderr.write(f"warning: {one_line(str(message))}\n")
+  else:
+    sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+
+def main(command: Command, args: Sequence[str], *, others: Sequence[Command] = ()) -> int:
+  """Runs `command` on `args` (without the program name) and returns the exit status: 0, 2 for a problem with the
+  input (one `error:` line), 130 when interrupted. Any other exception is a bug and keeps its traceback."""
+  # JAX logs backend probing at INFO and WARNING ("An NVIDIA GPU may be present ..."): not for the user.
+  logging.getLogger("jax").setLevel(logging.ERROR)
+  if any(arg in HELP_FLAGS for arg in args):
+    fv = flags.FlagValues()
+    sections = command.define_flags(fv)
+    sys.stdout.write(format_help(command, fv, sections) + "\n")
+    return 0
+  with warnings.catch_warnings():
+    warnings.simplefilter("always", NSTWarning)
+    warnings.showwarning = _show_warning
+    try:
+      fv, _, positional = parse(command, args, others)
+      command.run(fv, positional)
+    except NSTError as e:
+      sys.stderr.write(f"error: {one_line(str(e))}\n")
+      return 2
+    except MemoryError:
+      sys.stderr.write("error: out of memory; choose a smaller --size\n")
+      return 2
+    except KeyboardInterrupt:
+      sys.stderr.write("error: interrupted\n")
+      return 130
+  return 0

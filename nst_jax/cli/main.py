@@ -1,0 +1,54 @@
+"""`python -m nst_jax COMMAND [flags]` (also `nst-jax`): dispatches to the command modules of this package."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Sequence
+
+from nst_jax.cli import command
+
+PROG = "python -m nst_jax"
+# name: (module, attribute, one line for `--help`). Modules are imported only to run a command (or to name the
+# command a foreign flag belongs to), so that `--help` answers without importing JAX.
+COMMANDS = {
+    "stylize": ("nst_jax.cli.stylize", "STYLIZE",
+                "Gatys et al. style transfer by optimisation, with colour, stroke, region and structure controls"),
+    "synthesize": ("nst_jax.cli.stylize", "SYNTHESIZE", "texture synthesis: the style statistics alone, from noise"),
+    "photoreal": ("nst_jax.cli.photoreal", "COMMAND",
+                  "photorealistic transfer (Luan et al. 2017): segmented style, matting Laplacian, smoothing"),
+    "adain": ("nst_jax.cli.adain", "COMMAND", "AdaIN (Huang & Belongie 2017): any style in one forward pass"),
+}
+
+
+def load(name: str) -> command.Command:
+  module, attribute, _ = COMMANDS[name]
+  return getattr(importlib.import_module(module), attribute)
+
+
+def format_commands() -> str:
+  width = max(len(name) for name in COMMANDS) + 4
+  lines = [f"usage: {PROG} COMMAND [flags]", "", "commands:"]
+  lines += [f"  {name.ljust(width)}{summary}" for name, (_, _, summary) in COMMANDS.items()]
+  lines += ["", f"`{PROG} COMMAND --help` lists the flags of a command; `python -m nst_jax.weights --help` the "
+            "weights tool's."]
+  return "\n".join(lines)
+
+
+def main(argv: Sequence[str]) -> int:
+  """Runs the command named by argv[0] (argv without the program name); returns the exit status."""
+  if not argv or argv[0] not in COMMANDS and argv[0] not in command.HELP_FLAGS + ("help",):
+    got = " ".join(argv) or "(none)"
+    sys.stderr.write(f"error: expected one command from {', '.join(COMMANDS)}, got {got}; `{PROG} --help` lists "
+                     f"them\n")
+    return 2
+  if argv[0] not in COMMANDS:
+    sys.stdout.write(format_commands() + "\n")
+    return 0
+  others = [load(name) for name in COMMANDS if name != argv[0]] if any(a.startswith("-") for a in argv[1:]) else []
+  return command.main(load(argv[0]), argv[1:], others=others)
+
+
+def run() -> None:
+  """Console-script entry point."""
+  sys.exit(main(sys.argv[1:]))
