@@ -16,7 +16,7 @@ More:
   --reference none            nst_jax only (no torch needed)
   --adain_sizes 512,1024,3840x2160   also the latency of one AdaIN stylisation (host image in, image out) per size
   --tile_size 256             also one eval of the tiled high-resolution loss per size (ms per megapixel)
-Definitions (FLOP model, peak, what eval and step mean): the docstring of nst_jax/benchmark.py.
+Definitions (FLOP model, peak, what eval and step mean): the docstring of experiments/benchmarking/harness.py.
 """
 
 import os
@@ -41,8 +41,10 @@ _force_host_devices(sys.argv)
 
 from absl import app, flags  # noqa: E402 (after the XLA_FLAGS set-up above)
 
-from benchmarking import harness as benchmark  # noqa: E402
-from nst_jax.methods import gatys
+from benchmarking.harness import run_benchmark  # noqa: E402
+from benchmarking.problem import BenchmarkSettings, parse_image_size  # noqa: E402
+from benchmarking.report import write_report  # noqa: E402
+from nst_jax.methods.stylize_config import CONTENT_LAYERS, STYLE_LAYERS
 from nst_jax.errors import NSTError  # noqa: E402
 
 _SIZES = flags.DEFINE_list("sizes", ["256", "512"], "Image heights; width = height x --aspect.")
@@ -51,8 +53,8 @@ _NETWORK = flags.DEFINE_enum("network", "vgg16", ["vgg16", "vgg19"], "VGG archit
 _WEIGHTS = flags.DEFINE_string("weights", "auto", "Weights name or path; auto: the network's default set if "
                                "fetched, else random weights (timing does not depend on the values).")
 _PRECISION = flags.DEFINE_list("precision", ["fp32"], "fp32 and/or bf16 (VGG in bfloat16, losses in float32).")
-_CONTENT_LAYERS = flags.DEFINE_list("content_layers", list(gatys.CONTENT_LAYERS), "Content layers.")
-_STYLE_LAYERS = flags.DEFINE_list("style_layers", list(gatys.STYLE_LAYERS), "Style layers.")
+_CONTENT_LAYERS = flags.DEFINE_list("content_layers", list(CONTENT_LAYERS), "Content layers.")
+_STYLE_LAYERS = flags.DEFINE_list("style_layers", list(STYLE_LAYERS), "Style layers.")
 _OPTIMIZER = flags.DEFINE_string("optimizer", "lbfgs", "Optimizer of the step timing (lbfgs or an optax name).")
 _DEVICES = flags.DEFINE_integer("devices", 1, "N > 1: also shard N images over N devices (simulated on CPU).")
 _TILE_SIZE = flags.DEFINE_integer("tile_size", 0, "N > 0: also time one eval of the tiled loss (nst_jax.highres) "
@@ -66,7 +68,7 @@ _WARMUP = flags.DEFINE_integer("warmup", 1, "Untimed calls before timing.")
 _STEPS = flags.DEFINE_integer("steps", 3, "Optimizer steps per timed call.")
 _STEP_REPEATS = flags.DEFINE_integer("step_repeats", 3, "Timed optimizer calls per size.")
 _PEAK = flags.DEFINE_float("peak_gflops", 0.0, "Stated peak GFLOP/s for '% of peak'; 0: derived from "
-                           "/proc/cpuinfo (see the report for the derivation).")
+                           "py-cpuinfo (see the report for the derivation).")
 _ISOLATE = flags.DEFINE_bool("isolate", True, "Measure every (size, framework) in a fresh process (clean peak "
                              "memory, no idle threads of the other framework).")
 
@@ -74,21 +76,21 @@ _ISOLATE = flags.DEFINE_bool("isolate", True, "Measure every (size, framework) i
 def main(argv):
   del argv
   try:
-    settings = [benchmark.Settings(arch=_NETWORK.value, weights=_WEIGHTS.value, precision=p,
-                                   content_layers=tuple(_CONTENT_LAYERS.value),
-                                   style_layers=tuple(_STYLE_LAYERS.value), optimizer=_OPTIMIZER.value,
-                                   warmup=_WARMUP.value, repeats=_REPEATS.value, steps=_STEPS.value,
-                                   step_repeats=_STEP_REPEATS.value) for p in _PRECISION.value]
+    settings = [BenchmarkSettings(arch=_NETWORK.value, weights=_WEIGHTS.value, precision=p,
+                                  content_layers=tuple(_CONTENT_LAYERS.value),
+                                  style_layers=tuple(_STYLE_LAYERS.value), optimizer=_OPTIMIZER.value,
+                                  warmup=_WARMUP.value, repeats=_REPEATS.value, steps=_STEPS.value,
+                                  step_repeats=_STEP_REPEATS.value) for p in _PRECISION.value]
     sizes = [int(s) for s in _SIZES.value]
-    report = benchmark.run_benchmark(settings, sizes, aspect=_ASPECT.value, reference=_REFERENCE.value,
-                                     devices=_DEVICES.value, tile_size=_TILE_SIZE.value,
-                                     adain_shapes=[benchmark.parse_image_size(s) for s in _ADAIN_SIZES.value],
-                                     isolate=_ISOLATE.value,
-                                     peak_gflops=_PEAK.value)
+    report = run_benchmark(settings, sizes, aspect=_ASPECT.value, reference=_REFERENCE.value,
+                           devices=_DEVICES.value, tile_size=_TILE_SIZE.value,
+                           adain_shapes=[parse_image_size(s) for s in _ADAIN_SIZES.value],
+                           isolate=_ISOLATE.value,
+                           peak_gflops=_PEAK.value)
   except (NSTError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
-  paths = benchmark.write_report(report, _OUT.value)
+  paths = write_report(report, _OUT.value)
   print(paths["markdown"].read_text())
   print("wrote", ", ".join(str(p) for p in paths.values()))
   return 0

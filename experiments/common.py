@@ -9,11 +9,9 @@ defined only then, so importing a script (or this module) has no side effects on
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import pathlib
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -23,9 +21,11 @@ import numpy as np
 from absl import app, flags
 
 from nst_jax import demo, losses
-from nst_jax.io import image_io
+from nst_jax.io import atomic, image_io
 from nst_jax.losses import guidance
 from nst_jax.methods import gatys
+from nst_jax.methods.optimize import StylizeResult
+from nst_jax.methods.stylize_config import StylizeConfig
 from nst_jax.models import vgg
 from nst_jax.errors import NSTError, exit_on_error
 from nst_jax.weights.format import VGGWeights
@@ -125,8 +125,8 @@ def _find_artistic(data_dir: str) -> pathlib.Path | None:
 # -------------------------------------------------------------------------------------------------- running
 
 
-def run_stylize(name: str, *, weights: VGGWeights, config: gatys.StylizeConfig, progress: bool = False,
-                **kwargs) -> tuple[gatys.StylizeResult, dict[str, Any]]:
+def run_stylize(name: str, *, weights: VGGWeights, config: StylizeConfig, progress: bool = False,
+                **kwargs) -> tuple[StylizeResult, dict[str, Any]]:
   """`gatys.stylize(...)` timed; returns the result and a JSON-ready record (terms, time), and prints one line."""
   start = time.perf_counter()
   result = gatys.stylize(weights=weights, config=config, progress=progress, **kwargs)
@@ -138,7 +138,7 @@ def run_stylize(name: str, *, weights: VGGWeights, config: gatys.StylizeConfig, 
   return result, record
 
 
-def style_reduction(result: gatys.StylizeResult) -> float | None:
+def style_reduction(result: StylizeResult) -> float | None:
   """Initial / final style term (how many times the style loss fell), None when there is no style term."""
   start, end = result.initial_terms.get("style"), result.final_terms.get("style")
   if start is None or end is None or end <= 0:
@@ -211,34 +211,13 @@ def to_jsonable(value: Any) -> Any:
 
 
 def write_json(path: str | os.PathLike, data: Mapping[str, Any]) -> pathlib.Path:
-  """Writes `data` as indented strict JSON atomically (temp file beside it + os.replace)."""
-  path = pathlib.Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-  try:
-    with os.fdopen(fd, "w") as f:
-      json.dump(to_jsonable(data), f, indent=2, allow_nan=False)
-      f.write("\n")
-    os.replace(tmp, path)
-  except BaseException:
-    pathlib.Path(tmp).unlink(missing_ok=True)
-    raise
-  return path
+  """Writes `data` as indented strict JSON (NaN/inf as null), atomically."""
+  return atomic.write_json(path, to_jsonable(data), sort_keys=False, strict=True)
 
 
 def save_figure(fig, path: str | os.PathLike) -> pathlib.Path:
-  """Saves a matplotlib figure atomically as PNG."""
-  path = pathlib.Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp.png", dir=path.parent)
-  os.close(fd)
-  try:
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    os.replace(tmp, path)
-  except BaseException:
-    pathlib.Path(tmp).unlink(missing_ok=True)
-    raise
-  return path
+  """Saves a matplotlib figure as PNG, atomically."""
+  return atomic.write_figure(fig, path, dpi=110, bbox_inches="tight")
 
 
 def write_outputs(settings: Settings, sheet: np.ndarray, record: Mapping[str, Any], *,

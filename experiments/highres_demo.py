@@ -27,9 +27,9 @@ import numpy as np
 from absl import app, flags
 
 from nst_jax import figures
-from nst_jax.highres import pyramid as highres
-from nst_jax.io import image_io
-from nst_jax.methods import gatys
+from nst_jax.highres import highres_config, pyramid, tiling
+from nst_jax.io import atomic, image_io
+from nst_jax.methods.stylize_config import StylizeConfig
 from nst_jax.weights.store import resolve_weights
 
 flags.DEFINE_string("content", "../shared/data/artistic/content/tubingen.jpg", "Content image.")
@@ -69,13 +69,13 @@ def run(out: pathlib.Path) -> dict:
   content = crop_to_aspect(image_io.load_image(FLAGS.content, what="content image"), FLAGS.width, FLAGS.height)
   content = image_io.resize(content, FLAGS.height, FLAGS.width)
   style = image_io.load_image(FLAGS.style, what="style image")
-  config = gatys.StylizeConfig(size=max(FLAGS.width, FLAGS.height), log_every=1)
-  hr = highres.HighresConfig(start_size=FLAGS.start_size, scale_step=2.0,
-                             scale_iterations=tuple(int(i) for i in FLAGS.scale_iterations),
-                             tile_size=FLAGS.tile_size, max_memory_gb=FLAGS.max_memory_gb,
-                             checkpoint_dir=str(out / "checkpoint"), checkpoint_every=0)
+  config = StylizeConfig(size=max(FLAGS.width, FLAGS.height), log_every=1)
+  hr = highres_config.HighresConfig(start_size=FLAGS.start_size, scale_step=2.0,
+                                    scale_iterations=tuple(int(i) for i in FLAGS.scale_iterations),
+                                    tile_size=FLAGS.tile_size, max_memory_gb=FLAGS.max_memory_gb,
+                                    checkpoint_dir=str(out / "checkpoint"), checkpoint_every=0)
   start = time.perf_counter()
-  result, reports = highres.stylize_highres(content=content, styles=[style], weights=resolve_weights("hed-vgg16"),
+  result, reports = pyramid.stylize_highres(content=content, styles=[style], weights=resolve_weights("hed-vgg16"),
                                             config=config, hr=hr)
   seconds = time.perf_counter() - start
   image_io.save_image(out / "result.png", result.image)
@@ -84,7 +84,7 @@ def run(out: pathlib.Path) -> dict:
   crops = border_crops(result.image, tile)
   image_io.save_image(out / "crops.png", figures.contact_sheet([crops[:3], crops[3:]], cell_height=256))
   report = {"seconds": seconds, "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
-            "seam_ratio": highres.seam_ratio(result.image, tile), "scales": [vars(r) for r in reports]}
+            "seam_ratio": tiling.seam_ratio(result.image, tile), "scales": [vars(r) for r in reports]}
   return report
 
 
@@ -93,7 +93,7 @@ def main(argv):
   out = pathlib.Path(FLAGS.output_dir)
   out.mkdir(parents=True, exist_ok=True)
   report = run(out)
-  (out / "report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+  atomic.write_text(out / "report.json", json.dumps(report, indent=2, default=str) + "\n")
   print(json.dumps(report, indent=2, default=str))
 
 
