@@ -2,10 +2,15 @@
 
 import os
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from nst_jax import demo
 from nst_jax.io import image_io
+from nst_jax.models import adain_decoder, vgg
+from nst_jax.models.preprocessing import CAFFE_VGG
+from nst_jax.weights.format import VGGWeights, save_weights
 from nst_jax.errors import NSTError
 from nst_jax.weights.store import resolve_weights
 
@@ -26,3 +31,58 @@ def default_weights():
 def content():
   """The demo content photo (matplotlib's sample) at 64 px on its long side."""
   return image_io.resize_long_side(demo.default_content(), 64)
+
+
+@pytest.fixture(scope="module")
+def flats():
+  """Random float32 arrays for every key of vgg16, vgg19 and vgg16 with the HED extras (`weights_files`)."""
+  from weights_files import make_flats  # pylint: disable=import-outside-toplevel (a helper module of tests/)
+  return make_flats()
+
+
+@pytest.fixture(scope="module")
+def saved_vgg16(tmp_path_factory, flats):
+  """A valid vgg16 weights file, shared: tests only read it."""
+  from weights_files import make_weights  # pylint: disable=import-outside-toplevel
+  from nst_jax.weights.format import save_weights  # pylint: disable=import-outside-toplevel
+  path = tmp_path_factory.mktemp("saved") / "good.npz"
+  save_weights(path, make_weights(flats["vgg16"]))
+  return path
+
+
+@pytest.fixture(scope="module")
+def cli_setup(tmp_path_factory) -> dict:
+  """A weights folder with a small random VGG16 and two ordinary input images."""
+  root = tmp_path_factory.mktemp("cli")
+  rng = np.random.default_rng(0)
+  params = {name: {"kernel": (0.01 * rng.standard_normal(kernel)).astype(np.float32),
+                   "bias": (0.01 * rng.standard_normal(bias)).astype(np.float32)}
+            for name, (kernel, bias) in vgg.conv_shapes("vgg16").items()}
+  weights_dir = root / "weights"
+  save_weights(weights_dir / "fake.npz", VGGWeights(arch="vgg16", params=params, preprocessing=CAFFE_VGG,
+                                                    source="test", source_sha256="0" * 64, extras={}))
+  rgb = (rng.uniform(0, 1, (24, 32, 3)) * 255).astype(np.uint8)
+  Image.fromarray(rgb).save(root / "content.png")
+  Image.fromarray(rgb[::-1]).save(root / "style.png")
+  env = {"NST_JAX_WEIGHTS_DIR": str(weights_dir)}
+  return {"root": root, "weights": weights_dir / "fake.npz", "env": env}
+
+
+@pytest.fixture(scope="module")
+def adain_cli_setup(cli_setup) -> dict:
+  root = cli_setup["root"]
+  for name, sha in (("decoder.npz", "0" * 64), ("foreign.npz", "f" * 64)):
+    adain_decoder.save_decoder(root / name, adain_decoder.DecoderCheckpoint(
+        params=adain_decoder.init_decoder("vgg16", 4), arch="vgg16", width=4, encoder_sha256=sha,
+        encoder_source="test"))
+  Image.fromarray(np.full((24, 32), 255, np.uint8)).save(root / "mask.png")
+  return {**cli_setup, "args": ["--content", str(root / "content.png"), "--style", str(root / "style.png"),
+                                "--weights", str(cli_setup["weights"]), "--decoder", str(root / "decoder.npz")]}
+
+
+
+@pytest.fixture(scope="module")
+def encoder():
+  """A random VGG16 encoder with Caffe preprocessing (AdaIN tests)."""
+  return VGGWeights(arch="vgg16", params=vgg.random_params("vgg16", seed=1), preprocessing=CAFFE_VGG,
+                    source="random test encoder", source_sha256="ab" * 32)

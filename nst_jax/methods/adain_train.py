@@ -107,7 +107,8 @@ def _objective_and_optimum(enc_params, content, style, output, style_weight, con
                            arch, preprocessing, steps):
   enc = dict(arch=arch, preprocessing=preprocessing)
   s_feats = adain.encode(enc_params, style, layers=adain.STYLE_LAYERS, **enc)
-  target = adain.adain(adain.encode(enc_params, content, **enc)[adain_decoder.ENCODER_LAYER], s_feats[adain_decoder.ENCODER_LAYER])
+  layer = adain_decoder.ENCODER_LAYER
+  target = adain.adain(adain.encode(enc_params, content, **enc)[layer], s_feats[layer])
   backward = vgg.backward_kernels(enc_params)  # once, not per step (same gradients, cheaper input gradients)
 
   def terms(image):

@@ -7,7 +7,7 @@ Two optimisations of the same objective family, both through `nst_jax.stylize.bu
    1e-4 Gaussian noise around the Caffe mean pixel).
 2. The same plus λ · sum_c p_cᵀ L p_c (`nst_jax.matting`, L the content's matting Laplacian), from stage 1's result.
 
-With a `highres_config.HighresConfig` each stage runs through the tiled engine of `nst_jax.highres` instead, at the final
+With a `HighresConfig` each stage runs through the tiled engine of `nst_jax.highres` instead, at the final
 size (one scale: no coarse-to-fine pyramid, no checkpoints; stage 2 starts from stage 1's result as untiled): the
 segmentation-guided Gram matrices are accumulated tile by tile with the whole image's guide masses, and the
 matting term is evaluated on the whole image (it is cheap and needs no VGG), so the tiled objective and its
@@ -192,8 +192,9 @@ def photoreal(*, content: np.ndarray, style: np.ndarray, weights: VGGWeights, co
                                     content_seg=content_seg, style_seg=style_seg)
       guide, start = problem.content, problem.x0
     else:
-      tiled = scale_problem.build_scale_problem(content=content, styles=[style], weights=weights, config=cfg, shape=shape,
-                                                tile=tile, hr=hr, mesh=mesh, content_seg=content_seg, style_seg=style_seg)
+      tiled = scale_problem.build_scale_problem(content=content, styles=[style], weights=weights, config=cfg,
+                                                shape=shape, tile=tile, hr=hr, mesh=mesh, content_seg=content_seg,
+                                                style_seg=style_seg)
       guide, grid = tiled.content, tiled.grid
       start = gatys.initial_image(cfg.init, content=guide, style=style, seed=cfg.seed, shape=shape)
     if stage == 1:
@@ -224,8 +225,8 @@ def _auto_tile(config: PhotorealConfig, shape: tuple[int, int], hr: highres_conf
                weights: VGGWeights, regions: int) -> int:
   """The tile size of both stages: the largest whose predicted peak (stage 2's, with the matting term) fits."""
   layers = tuple(dict.fromkeys(config.content_layers + config.style_layers))
-  return memory.auto_tile_size(shape, budget_bytes=memory.budget_bytes(hr.max_memory_gb), arch=weights.arch, layers=layers,
-                               content_layers=config.content_layers if config.content_weight > 0 else (),
+  return memory.auto_tile_size(shape, budget_bytes=memory.budget_bytes(hr.max_memory_gb), arch=weights.arch,
+                               layers=layers, content_layers=config.content_layers if config.content_weight > 0 else (),
                                halo=hr.tile_halo, overlap=hr.tile_overlap, precision=hr.precision,
                                batch=hr.tile_batch, devices=int(mesh.devices.size), regions=regions,
                                matting=config.matting_weight > 0 and config.stage2_iterations > 0)

@@ -4,8 +4,9 @@ Every weight set lives in one `.npz` state file (`nst_jax.io.checkpoint`, format
 keyed `conv1_1/kernel` (HWIO float32, or float16 in a half-size copy), `conv1_1/bias`, ... for all convolutions of
 the architecture, optional extras (HED side outputs `hed/dsn{1..5}/*`, `hed/fuse/*`), and a JSON string under
 `__meta__` recording the architecture, the input preprocessing the weights were trained with, where they came from
-and the sha256 of the original file. Files converted before the "format" field existed load as version 1. Loading is strict: a missing, unexpected, misshapen or
-non-float array is an error that names the key, so a bad file fails at load time and not as odd images later.
+and the sha256 of the original file; files converted before the "format" field existed load as version 1. Loading is
+strict: a missing, unexpected, misshapen or non-float array is an error that names the key, so a bad file fails at
+load time and not as odd images later.
 
 Converters from the published checkpoints are in `converters`, the known sources in `sources`, fetching in `fetch`
 and the command line in `__main__` (`python -m nst_jax.weights`).
