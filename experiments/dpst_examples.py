@@ -5,8 +5,8 @@ Run (from the repository root; needs ../shared/data/photoreal/, skips cleanly wi
   python experiments/dpst_examples.py                      # all 30 pairs at 700 px, 1000+1000 iterations (GPU)
   python experiments/dpst_examples.py --pairs 3 --size 700 --iterations 20   # time one 700-px pair
 
-For each pair: both stages of `nst_jax.photoreal` with the reference's settings (segmentation maps, content relu4_2
-x5, style relu1_1..relu5_1 x100, TV 1e-3, λ 1e4), then the local-affine post-processing. Writes
+For each pair: both stages of `nst_jax.methods.photoreal` with the reference's settings (segmentation maps, content
+relu4_2 x5, style relu1_1..relu5_1 x100, TV 1e-3, λ 1e4), then the local-affine post-processing. Writes
 outputs/dpst_examples/sheet.png (per pair: content | style | ours | paper's reference/best<N>.png),
 results.json and results.md with, for ours and for the paper's result measured by the same code at our output size:
 

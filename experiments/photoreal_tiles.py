@@ -3,7 +3,7 @@
 Run (from the repository root; needs ../shared/data/photoreal/, exits with a message without it):
   nice -n 10 python experiments/photoreal_tiles.py   # pair 1 at 256 px, 4 tiles of 128 px, 20 + 10 L-BFGS
 
-Runs `nst_jax.photoreal.photoreal` twice with the reference's settings (segmentation maps, relu1_1..relu5_1,
+Runs `nst_jax.methods.photoreal.photoreal` twice with the reference's settings (segmentation maps, relu1_1..relu5_1,
 matting term in stage 2, local-affine post-processing): untiled, and with `highres_config.HighresConfig(tile_size=...)`
 (exact default halo). Prints and writes outputs/photoreal_tiles/results.json: wall times, both runs' first and final
 loss terms, the differences between the images after stage 1, stage 2 and post-processing, and the seam ratio at

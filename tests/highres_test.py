@@ -187,7 +187,7 @@ SEG_CASES = {  # (content map, style map, regions)
 def test_tiled_photoreal_terms_and_gradients_equal_the_untiled_ones(weights, case):
   """Luan et al.'s stage-2 objective (content, segmentation-guided style with 'channels_mass' Gram matrices, TV,
   the matting term and the range penalty) at 64 px in 2 x 2 tiles of 32 px with the default exact halo: every
-  term and every term's gradient equal `stylize.build_problem`'s within 1e-4 relative (measured: terms <= 8.2e-8,
+  term and every term's gradient equal `gatys.build_problem`'s within 1e-4 relative (measured: terms <= 8.2e-8,
   gradients <= 2.8e-7 of their largest entry)."""
   import jax
   import jax.numpy as jnp

@@ -5,7 +5,7 @@ What is timed, per image size and precision:
 * **eval**: one evaluation of the Gatys loss *and its gradient with respect to the image* (VGG forward to the
   deepest loss layer, content/style/TV losses, backward). This is the comparable unit: every optimizer needs one
   per iteration, L-BFGS sometimes several (its line search), and two L-BFGS implementations need different numbers
-  of them. nst_jax's eval is `jax.value_and_grad` of the loss that `nst_jax.stylize` optimises
+  of them. nst_jax's eval is `jax.value_and_grad` of the loss that `nst_jax.methods.gatys` optimises
   (`gatys.make_loss_terms`); the reference is the same loss written the way a PyTorch user would (eager autograd,
   channels_last, oneDNN, `torch.autocast` for bf16) and checked to give the same value and gradient
   (`check_reference`).
@@ -41,7 +41,7 @@ Stated peak (`stated_peak_gflops`): cores x FLOP/cycle/core x clock, FLOP/cycle 
 visible, in a VM least of all, so a good kernel can pass 100%). The harness also measures a large matrix product,
 the practical ceiling of both frameworks on the machine.
 
-AdaIN (`--adain_sizes`, e.g. 512,1024,3840x2160): the latency of one `nst_jax.adain.stylize` call, content and
+AdaIN (`--adain_sizes`, e.g. 512,1024,3840x2160): the latency of one `nst_jax.methods.adain.stylize` call, content and
 style of that size, end to end (host image in, host image out: style and content encoding, AdaIN, decoding;
 images above its 2-megapixel default go through thumbnail-normalised tiles, as the CLI does), with the first call
 (compilation included) apart. Its FLOPs are the encoder's convolutions up to relu4_1 at the content's size, twice

@@ -73,7 +73,7 @@ def _gatys_table(report: Mapping[str, Any]) -> list[str]:
   lines += ["", "eval = loss + gradient with respect to the image (VGG forward and backward); step = one optimizer "
             "iteration (evals: function evaluations in it — nst_jax: the last iteration's line search, torch: the "
             "mean); torch/nst_jax > 1 means nst_jax is faster. Times are medians over repeats after warm-up; "
-            "GFLOP/s use the analytic FLOP model of `nst_jax.benchmark` and the median time."]
+            "GFLOP/s use the analytic FLOP model of `experiments/benchmarking` and the median time."]
   return lines
 
 
@@ -114,8 +114,8 @@ def markdown_table(report: Mapping[str, Any]) -> str:
       lines.append(f"| {a['shape'][0]}×{a['shape'][1]} | {a['megapixels']:.2f} | {a['path']} | {_ms(t['median_s'])} "
                    f"({_ms(t['min_s'])}–{_ms(t['max_s'])}) | {a['first_call_s']:.1f} | {a['gflop']:.0f} | "
                    f"{a['gflops']:.0f} | {_memory_cell(a['memory'])} |")
-    lines += ["", "AdaIN: one `nst_jax.adain.stylize` call, host image in and out, α = 1, style of the same size; "
-              "first call includes compilation.", ""]
+    lines += ["", "AdaIN: one `nst_jax.methods.adain.stylize` call, host image in and out, α = 1, style of the same "
+              "size; first call includes compilation.", ""]
   for what, why in report["skipped"].items():
     lines.append(f"Not measured ({what}): {why}.")
   return "\n".join(lines) + "\n"

@@ -41,7 +41,7 @@ def build_scale_problem(*, content: np.ndarray | None, styles: Sequence[np.ndarr
   """Targets and the tiled loss for one scale of long side `config.size` and output `shape`.
 
   `content_seg`/`style_seg` (both or neither, any size): Luan et al.'s colour-coded maps, matched into regions as in
-  `stylize.build_problem` (`nst_jax.segmentation`). The content guides are carried through the network once on the
+  `gatys.build_problem` (`nst_jax.losses.segmentation`). The content guides are carried through the network once on the
   whole image (`guidance.masks_at_layers`) and cut into per-tile windows; the style image's guided Gram targets
   are computed the same way, tiled, with the whole-image normalisation of `guidance.guided_gram`.
   """
@@ -122,7 +122,7 @@ def build_scale_problem(*, content: np.ndarray | None, styles: Sequence[np.ndarr
       parts = [(b, style_grams(i)[name]) for i, b in enumerate(blend) if b > 0 and name in style_sets[i]]
       total = sum(b for b, _ in parts)
       target = (sum(b * g for b, g in parts) / total)[None]
-      # One region of ones: 'channels_mass' divides the plain Gram matrix by C (as `stylize.build_problem` does).
+      # One region of ones: 'channels_mass' divides the plain Gram matrix by C (as `gatys.build_problem` does).
       channels = target.shape[-1] if channels_mass else 1
       inputs["style"][name] = target / channels
       inputs["region_weights"][name] = jnp.ones((1,), jnp.float32)

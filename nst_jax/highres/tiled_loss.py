@@ -150,7 +150,7 @@ def make_tiled_terms(spec: TiledSpec, grid: TileGrid, preprocessing, mesh: Mesh
     if spec.matting_weight > 0:
       # Not tiled: the matting energy is elementwise and 3x3-box work on the whole image (no VGG); its memory, ~92
       # floats per pixel (`estimate_peak_bytes`), is of the order of L-BFGS's whole-image history. Its 2-pixel
-      # support (`nst_jax.matting`) would allow tiles with a 2-pixel halo if that ever mattered.
+      # support (`nst_jax.losses.matting`) would allow tiles with a 2-pixel halo if that ever mattered.
       out["matting"] = spec.matting_weight * matting.matting_energy(image=image, laplacian=inputs["matting"])
     return out
 

@@ -18,13 +18,13 @@ Luan et al. (2017, Deep Photo Style Transfer) normalise differently, by the guid
   G_r = (F ⊙ m_r)^T (F ⊙ m_r) / (C · H·W · mean(m_r)) = ... / (C · sum(m_r)),
 
 (`normalization="channels_mass"`), and weight each region's loss by the mean of its content guide at that layer
-(`region_weights`, see `nst_jax.segmentation.region_means`). For binary guides the two Gram matrices differ by the
-factor 1/C only; fractional guides (region borders after the 3x3 averages) count once instead of squared.
+(`region_weights`, see `nst_jax.losses.segmentation.region_means`). For binary guides the two Gram matrices differ
+by the factor 1/C only; fractional guides (region borders after the 3x3 averages) count once instead of squared.
 
 Guides are carried through the network
 the way Gatys et al.'s and Luan et al.'s guided style code do: a 3x3 box average for every 3x3 convolution (so a
 guide fades out over one receptive-field step at region borders), nothing for ReLU, and a 2x2 stride-2 average for
-every pooling layer (VALID, like `nst_jax.vgg.pool`, so guide shapes equal the feature shapes).
+every pooling layer (VALID, like `nst_jax.models.vgg.pool`, so guide shapes equal the feature shapes).
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ def masks_at_layers(arch: str, masks: jax.Array, layers: Sequence[str], *,
 
   Convolutions become 3x3 box averages, ReLUs leave the guides alone, pools are 2x2 stride-2 `pooling` ('avg', the
   usual choice, or 'max' to let a region claim every pooled cell it touches) with odd sizes floored as in
-  `nst_jax.vgg.pool`. Nothing past the deepest requested layer is computed.
+  `nst_jax.models.vgg.pool`. Nothing past the deepest requested layer is computed.
   """
   if masks.ndim != 3:
     raise ValueError(f"masks must be (regions, height, width), got shape {masks.shape}")
@@ -147,7 +147,7 @@ def guided_style_loss(*, features: Mapping[str, jax.Array], target_grams: Mappin
 def resize_mask(mask: np.ndarray, height: int, width: int) -> np.ndarray:
   """Antialiased bilinear resize of an (H, W) guide to (height, width), in float precision.
 
-  Bilinear rather than the Lanczos of `nst_jax.image_io.resize`: Lanczos rings at hard region borders, which would
+  Bilinear rather than the Lanczos of `nst_jax.io.image_io.resize`: Lanczos rings at hard region borders, which would
   leak a few percent of a region into its neighbour and dent the inside; a triangle filter (widened by Pillow when
   shrinking, hence antialiased) is monotone, so every value stays within the range of its neighbourhood.
   """

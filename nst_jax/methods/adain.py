@@ -13,7 +13,7 @@ forward pass stylises with any style.
 Controls (paper, section 7): the content-style trade-off alpha (interpolate the target with the content features),
 interpolation between several styles with weights, spatial control with masks (each region's content features are
 normalised with that region's own statistics and take one style's statistics), and colour preservation (the
-project's `nst_jax.color`: luminance-only transfer or style colour matching).
+project's `nst_jax.losses.color`: luminance-only transfer or style colour matching).
 
 Any resolution: above a pixel budget the content is processed in overlapping tiles that are blended with linear
 ramps, and every tile is normalised with the content statistics of a thumbnail of the whole image instead of its

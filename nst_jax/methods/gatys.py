@@ -246,7 +246,8 @@ def build_problem(*, content: np.ndarray | None, styles: Sequence[np.ndarray] | 
 
   `content_seg` and `style_seg` (both or neither, any size) are Luan et al.'s colour-coded segmentation maps of the
   content and of the single style image: each matched colour is a region whose target is the guided Gram matrix
-  of the style image's pixels of that colour (`nst_jax.segmentation`), weighted by the region's content-mask mean.
+  of the style image's pixels of that colour (`nst_jax.losses.segmentation`), weighted by the region's content-mask
+  mean.
   """
   styles = as_style_list(styles)
   has_content = content is not None
@@ -327,7 +328,7 @@ def build_problem(*, content: np.ndarray | None, styles: Sequence[np.ndarray] | 
     inputs["edges"] = structure.edge_target(content_rgb01=jnp.asarray(net_content), hed_params=inputs["hed_params"],
                                             hed_extras=inputs["hed_extras"], preprocessing=hed.preprocessing)
 
-  # Computed once here rather than re-laid-out by XLA in every evaluation's backward pass (see nst_jax.vgg).
+  # Computed once here rather than re-laid-out by XLA in every evaluation's backward pass (see nst_jax.models.vgg).
   inputs[vgg.BACKWARD_KERNELS] = jax.jit(vgg.backward_kernels)(params)
 
   terms_fn = make_loss_terms(model, weights.preprocessing, config, style_layers=style_layers,

@@ -1,11 +1,13 @@
 """Photorealistic style transfer (Luan et al. 2017, "Deep Photo Style Transfer").
 
-Two optimisations of the same objective family, both through `nst_jax.stylize.build_problem` and
-`nst_jax.stylize.optimize_image` (the matting term is one more loss term there, `StylizeConfig.matting_weight`):
+Two optimisations of the same objective family, both through `nst_jax.methods.gatys.build_problem` and
+`nst_jax.methods.optimize.optimize_image` (the matting term is one more loss term there,
+`StylizeConfig.matting_weight`):
 
 1. Segmented style transfer without the photorealism term, from a near-constant image (the reference starts at
    1e-4 Gaussian noise around the Caffe mean pixel).
-2. The same plus λ · sum_c p_cᵀ L p_c (`nst_jax.matting`, L the content's matting Laplacian), from stage 1's result.
+2. The same plus λ · sum_c p_cᵀ L p_c (`nst_jax.losses.matting`, L the content's matting Laplacian), from stage 1's
+   result.
 
 With a `HighresConfig` each stage runs through the tiled engine of `nst_jax.highres` instead, at the final
 size (one scale: no coarse-to-fine pyramid, no checkpoints; stage 2 starts from stage 1's result as untiled): the

@@ -1,8 +1,10 @@
 """VGG16 / VGG19 feature stacks in Flax Linen, with the standard layer names.
 
 The model maps a *preprocessed* NHWC batch to a dict of the requested activations. Preprocessing (channel order,
-input range, mean/std) belongs to the weight source and lives with the weights (`nst_jax.weights.Preprocessing`),
-not here. Nothing past the deepest requested layer is computed (or even needs parameters).
+input range, mean/std) belongs to the weight source and lives with the weights
+(`nst_jax.models.preprocessing.Preprocessing`), not here. Nothing past the deepest requested layer is computed (or
+even needs parameters). Tiles of `nst_jax.highres` pass per-stride validity maps so that a window computes what
+the whole image's network computes.
 
 Optimising an image differentiates through every convolution with respect to its input, which is a convolution
 with the kernel flipped and its in/out channels swapped. Left to autodiff, XLA:CPU re-lays-out every kernel that
