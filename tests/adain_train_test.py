@@ -264,6 +264,7 @@ _MULTI_DEVICE = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_eight_simulated_devices_equal_one(tmp_path):
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
   proc = subprocess.run([sys.executable, "-c", _MULTI_DEVICE], cwd=REPO, env=env, capture_output=True, text=True,

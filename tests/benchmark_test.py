@@ -43,6 +43,7 @@ def test_stated_peaks():
   assert machine.stated_peak_gflops(zen4, "bf16")[0] == pytest.approx(332.8)
 
 
+@pytest.mark.slow
 def test_tiny_harness_run_and_report(tmp_path):
   # One torch thread: the test checks the numbers, not the speed, and two OpenMP threads on a busy 2-core machine
   # can take 20x longer.

@@ -271,6 +271,7 @@ def test_process_help_and_error(cli_setup):
   assert_one_line_error(run_process(cli_setup), "expected one command", "(none)")
 
 
+@pytest.mark.slow
 def test_process_run_writes_the_image(cli_setup, tmp_path):
   output = tmp_path / "process.png"
   root = cli_setup["root"]

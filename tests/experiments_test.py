@@ -35,6 +35,7 @@ def test_every_script_has_run_quick_full_and_a_run_command(modules):
     assert "Expected" in module.__doc__, name
 
 
+@pytest.mark.slow
 def test_color_figure_end_to_end(modules, default_weights, tmp_path):
   del default_weights  # only its skip / CI failure when the weights are absent; run() loads them by name
   common = modules["gatys2017_color"].common
@@ -61,6 +62,7 @@ def _train_adain(tmp_path, *flags):
                         capture_output=True, text=True, timeout=600, check=False)
 
 
+@pytest.mark.slow
 def test_train_adain_trains_exports_and_fine_tunes(default_weights, content, tmp_path):
   del default_weights  # the script loads hed-vgg16 by name
   image_io.save_image(tmp_path / "c" / "a.png", content)

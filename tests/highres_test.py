@@ -270,6 +270,7 @@ def one_device(tmp_path_factory, default_weights):
   return np.load(path)
 
 
+@pytest.mark.slow
 def test_eight_simulated_devices_equal_one(one_device, tmp_path):
   info = _finish(_run_worker(str(tmp_path / "eight.npy"), "0",
                              env_extra={"XLA_FLAGS": "--xla_force_host_platform_device_count=8"}))
@@ -277,6 +278,7 @@ def test_eight_simulated_devices_equal_one(one_device, tmp_path):
   np.testing.assert_allclose(np.load(tmp_path / "eight.npy"), one_device, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_two_processes_with_jax_distributed_equal_one(one_device, tmp_path):
   with socket.socket() as s:
     s.bind(("localhost", 0))
@@ -298,6 +300,7 @@ class Killed(Exception):
   pass
 
 
+@pytest.mark.slow
 def test_interrupted_run_resumes_to_the_same_result(weights, tmp_path, monkeypatch):
   """Killed mid-way through the second scale (after the first scale's checkpoint, so both kinds of state are
   used: the finished first scale is skipped, the second continues with its saved L-BFGS state)."""
@@ -399,6 +402,7 @@ def memory_worker(tile: int) -> None:
                                                             content_layers=config.content_layers)}))
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads and resets /proc/self peak RSS")
 def test_memory_model_predicts_how_the_peak_rss_grows_with_the_tile(default_weights, tmp_path):
   """The model predicts the bytes a tiled optimisation adds. What the process holds anyway (runtime, weights) and

@@ -127,6 +127,7 @@ def test_bad_settings_are_refused():
       photoreal.PhotorealConfig(**kwargs)
 
 
+@pytest.mark.slow
 def test_tiled_two_stage_run_equals_the_untiled_one(default_weights, content):
   """Both stages through the high-resolution engine (48 px in 2 x 2 tiles of 32 px, exact halo) against the untiled
   run: 3 + 2 L-BFGS iterations from the same start give the same images. Measured: mean |difference| 2e-6 after
