@@ -73,12 +73,18 @@ def prepare(bundle: pathlib.Path, data_dir: pathlib.Path) -> None:
     images.update(photo_content=content, photo_style=style)
     for name, path, shape in (("content_seg", pair / "segmentation" / "in1.png", content.shape),
                               ("style_seg", pair / "segmentation" / "tar1.png", style.shape)):
-      seg = segmentation.load_map(path, what=name)
-      images[name] = image_io.resize(seg, *shape[:2]).round(3)  # maps are 9 flat colours; 3 decimals keep them
+      images[name] = nearest(segmentation.load_map(path, what=name), shape[:2])  # flat colours stay flat
   with atomic.atomic_write(bundle / "images.npz") as f:
     np.savez_compressed(f, **{k: np.round(np.asarray(v) * 255).astype(np.uint8) for k, v in images.items()})
   size = sum(p.stat().st_size for p in bundle.iterdir()) / 2**20
   print(f"wrote {bundle} ({size:.0f} MB): carry it to the GPU machine with the repository")
+
+
+def nearest(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+  """Nearest-neighbour resize (maps of flat colours): exactly the photo's shape, so nothing resizes them later."""
+  rows = (np.arange(shape[0]) + 0.5) * image.shape[0] / shape[0]
+  cols = (np.arange(shape[1]) + 0.5) * image.shape[1] / shape[1]
+  return image[rows.astype(int)][:, cols.astype(int)]
 
 
 def resize(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

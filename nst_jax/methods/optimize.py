@@ -120,13 +120,15 @@ def optimize_image(terms_fn, inputs, x0, *, config: StylizeConfig,
       done += steps
       last_good = np.asarray(x)
       if progress:
+        terms = {k: f"{float(v):.4g}" for k, v in eval_terms(x, inputs).items()}
         if bar is None:
           print(f"{label}compiled and ran {steps} iteration(s) in {time.perf_counter() - compile_start:.1f} s",
                 file=sys.stderr, flush=True)
           bar = _progress_bar(config, done=done, label=label)
+          bar.set_postfix(terms)
         else:
+          bar.set_postfix(terms, refresh=False)
           bar.update(steps)
-        bar.set_postfix({k: f"{float(v):.4g}" for k, v in eval_terms(x, inputs).items()}, refresh=True)
       if on_intermediate and config.save_every and done % config.save_every == 0 and done < config.iterations:
         on_intermediate(done, np.clip(last_good, 0.0, 1.0))
       if on_checkpoint and checkpoint_every and done % checkpoint_every == 0 and done < config.iterations:
