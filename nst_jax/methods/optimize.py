@@ -68,8 +68,9 @@ def chunk_size(config: StylizeConfig, checkpoint_every: int = 0) -> int:
 
 def _progress_bar(config: StylizeConfig, *, done: int, label: str) -> tqdm:
   # Created after the first chunk, whose time is mostly compilation, so that the rate and ETA count only steps.
+  # Updated once per chunk (every log_every steps), so every update is drawn (mininterval 0).
   return tqdm(total=config.iterations, initial=done, desc=label.strip(), unit="it", file=sys.stderr,
-              dynamic_ncols=True, leave=True, smoothing=0.1)
+              dynamic_ncols=True, leave=True, smoothing=0.1, mininterval=0)
 
 
 def optimize_image(terms_fn, inputs, x0, *, config: StylizeConfig,
