@@ -20,6 +20,8 @@ from PIL import Image
 
 from cli_helpers import (ABSL_LOG_PREFIX, CONTENT_TOLERANCE, FAST, REPO, assert_one_line_error, expected_content,
                          read_output, run_cli, run_process, write_seg)
+from nst_jax.cli import command as command_module
+from nst_jax.cli import main as cli_main
 from nst_jax.io import image_io
 
 
@@ -209,6 +211,8 @@ def test_each_command_help_shows_its_own_flags_only(cli_setup, command, own, for
     text = result.stdout
     assert text.startswith(f"usage: python -m nst_jax {command} "), text[:200]
     flags_shown = re.findall(r"^  (--\w+)", text, flags=re.M)
+    # Every flag of the command, each once (none left out of the help's sections).
+    assert sorted(flags_shown) == sorted(f"--{name}" for name in command_module.flag_names(cli_main.load(command)))
     for name in own:
       assert name in flags_shown, (name, flags_shown)
     for name in foreign + ["--logtostderr", "--flagfile", "--only_check_args"]:  # no other command's, no absl's
