@@ -73,7 +73,7 @@ def _gatys_table(report: Mapping[str, Any]) -> list[str]:
   lines += ["", "eval = loss + gradient with respect to the image (VGG forward and backward); step = one optimizer "
             "iteration (evals: function evaluations in it — nst_jax: the last iteration's line search, torch: the "
             "mean); torch/nst_jax > 1 means nst_jax is faster. Times are medians over repeats after warm-up; "
-            "GFLOP/s use the analytic FLOP model of `experiments/benchmarking` and the median time."]
+            "GFLOP/s use the analytic FLOP model of `experiments/benchmarking/flops.py` and the median time."]
   return lines
 
 
