@@ -9,6 +9,7 @@ defined only then, so importing a script (or this module) has no side effects on
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import os
 import pathlib
@@ -268,6 +269,8 @@ def app_run(run: Callable[[Settings], dict], script: str, *, quick: Mapping[str,
   def main(argv):
     if len(argv) > 1:
       raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    # JAX's backend probing ("Unable to initialize backend 'tpu'") is logged at INFO, which absl would print.
+    logging.getLogger("jax").setLevel(logging.WARNING)
     with exit_on_error():
       run(settings_from_flags(quick=quick, full=full))
 
