@@ -355,8 +355,9 @@ def make_tiled_terms(spec: TiledSpec, grid: TileGrid, preprocessing, mesh: Mesh
     out = {}
     if spec.content_layers:
       out["content"] = spec.content_weight * sum(
-          content_sums[name] / (inputs["mass"][name] * inputs["content"][name].shape[-1])
-          for name in spec.content_layers) / len(spec.content_layers)
+          inputs["content_weights"][name] * content_sums[name] / (inputs["mass"][name]
+                                                                 * inputs["content"][name].shape[-1])
+          for name in spec.content_layers)
     # Region r's Gram matrix: sum over tiles of ownership x guide_r^2 weighted F F^T, divided by the whole image's
     # guide mass (`guidance.gram_mass`): the untiled guided Gram matrix. Absent regions have region weight 0.
     out["style"] = spec.style_weight * sum(
@@ -648,8 +649,12 @@ def build_scale_problem(*, content: np.ndarray | None, styles: Sequence[np.ndarr
   if use_content:
     feats_fn = tiled_features(arch=weights.arch, layers=content_layers, pooling=config.pooling, dtype=dtype,
                               grid=grid, preprocessing=weights.preprocessing, mesh=mesh)
-    feats, _ = feats_fn(params, _put(np.asarray(net_content, np.float32), replicated))
+    feats, grams = feats_fn(params, _put(np.asarray(net_content, np.float32), replicated))
     inputs["content"] = feats
+    # mean(P^2) of the whole image's target is trace(G) / C of its plain Gram matrix: the untiled weights.
+    inputs["content_weights"] = gatys.content_layer_weights(
+        {name: jnp.trace(grams[name][0]) / grams[name].shape[-1] for name in content_layers},
+        balance=config.content_layer_balance)
 
   scales = gatys._per_style(config.style_scale, len(styles), "--style_scale")  # pylint: disable=protected-access
   channels_mass = config.gram_normalization == "channels_mass"

@@ -42,6 +42,7 @@ STYLE_LAYER_PRESETS = {
 MRF_LAYERS = ("relu3_1", "relu4_1")  # Li & Wand (2016)
 STYLE_LOSSES = ("gram", "mrf")
 STYLE_LAYER_BALANCES = ("none", "target")
+CONTENT_LAYER_BALANCES = ("none", "target")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,6 +86,7 @@ class StylizeConfig:
   mask_pooling: str | None = None  # how guides cross pooling layers; None: like `pooling`
   normalize_network: bool = False  # Gatys et al.'s mean-activation-1 rescaling of every filter
   style_layer_balance: str = "none"  # none | target: each layer's E_l relative to its target's (`balance_by_target`)
+  content_layer_balance: str = "none"  # none | target: each content layer's MSE relative to mean(P^2) of its target
   seed: int = 0
   save_every: int = 0  # 0: no intermediate images
   log_every: int = 10
@@ -172,6 +174,9 @@ def validate(config: StylizeConfig, arch: str, *, num_styles: int = 1, has_conte
   if config.style_layer_balance not in STYLE_LAYER_BALANCES:
     raise NSTError(f"--style_layer_balance must be one of {', '.join(STYLE_LAYER_BALANCES)}, "
                    f"got {config.style_layer_balance!r}")
+  if config.content_layer_balance not in CONTENT_LAYER_BALANCES:
+    raise NSTError(f"--content_layer_balance must be one of {', '.join(CONTENT_LAYER_BALANCES)}, "
+                   f"got {config.content_layer_balance!r}")
   if config.preserve_colors not in color.COLOR_MODES:
     raise NSTError(f"--preserve_colors must be one of {', '.join(color.COLOR_MODES)}, "
                    f"got {config.preserve_colors!r}")
@@ -312,7 +317,8 @@ def make_loss_terms(model: vgg.VGG, preprocessing, config: StylizeConfig, *, sty
     feats = model.apply(variables, preprocessing.apply(image)[None])
     out = {}
     if has_content and config.content_weight > 0:
-      out["content"] = config.content_weight * losses.content_loss(features=feats, targets=inputs["content"])
+      out["content"] = config.content_weight * losses.content_loss(features=feats, targets=inputs["content"],
+                                                                   layer_weights=inputs["content_weights"])
     if config.style_loss == "mrf":
       # Each region matches patches only against its own styles' patches, weighted by its mask (patch centres).
       out["style"] = config.style_weight * sum(
@@ -462,6 +468,8 @@ def build_problem(*, content: np.ndarray | None, styles: Sequence[np.ndarray] | 
   if use_content:
     content_feats = features(params, jnp.asarray(net_content))
     inputs["content"] = {name: content_feats[name] for name in config.content_layers}
+    inputs["content_weights"] = content_layer_weights(
+        {name: jnp.mean(jnp.square(t)) for name, t in inputs["content"].items()}, balance=config.content_layer_balance)
 
   style_feature_cache: dict[tuple[int, float], dict[str, jax.Array]] = {}
 
@@ -559,6 +567,16 @@ def balance_by_target(targets: Mapping[str, jax.Array], region_weights: Mapping[
     zero_loss = losses.style_layer_loss(gram=jnp.zeros_like(grams), target_gram=grams)  # (R,)
     out[name] = region_weights[name] / jnp.maximum(zero_loss, 1e-12)
   return out
+
+
+def content_layer_weights(mean_squares: Mapping[str, jax.Array], *, balance: str) -> dict[str, jax.Array]:
+  """{layer: w_l} of the content loss from each target's mean square mean(P_l^2): 1/L each, or with balance
+  "target" 1/(L mean(P_l^2)), which makes each layer's term a relative error that does not change when the
+  network's activations at that layer are scaled by a constant."""
+  count = len(mean_squares)
+  if balance == "target":
+    return {name: 1.0 / (count * jnp.maximum(jnp.asarray(ms, jnp.float32), 1e-12)) for name, ms in mean_squares.items()}
+  return {name: jnp.asarray(1.0 / count, jnp.float32) for name in mean_squares}
 
 
 STALL_WINDOW = 10
