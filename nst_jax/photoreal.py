@@ -66,8 +66,8 @@ INITS = ("colors", "mean", "content", "noise")  # or the path of an image
 # Loss weights of each objective (module docstring): the reference code's numbers in its units, and this
 # project's numbers for the calibrated terms, chosen by `experiments/dpst_examples.py` (PHOTOREAL_NOTES.md).
 REFERENCE_WEIGHTS = {"content": 5.0, "style": 100.0, "tv": 1e-3, "matting": 1e4}
-CALIBRATED_WEIGHTS = {"content": 1.0, "style": 3.0, "tv": 0.0, "matting": 1e5}
-CALIBRATED_LAYER_WEIGHTS = {"relu1_1": 1.0, "relu2_1": 1.0, "relu3_1": 1.0, "relu4_1": 1.0, "relu5_1": 1.0}
+CALIBRATED_WEIGHTS = {"content": 2.0, "style": 30.0, "tv": 0.0, "matting": 1e4}
+CALIBRATED_LAYER_WEIGHTS = {"relu1_1": 1.0, "relu2_1": 0.56, "relu3_1": 0.37, "relu4_1": 0.27, "relu5_1": 0.10}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,7 +77,7 @@ class PhotorealConfig:
   code's objective in its own units (module docstring)."""
 
   size: int = 512
-  stage1_iterations: int = 200
+  stage1_iterations: int = 0
   stage2_iterations: int = 200
   stage1_size: int = 0          # > 0: stage 1 is solved at this long side and upsampled (coarse to fine)
   optimizer: str = "lbfgs"
