@@ -137,3 +137,40 @@ def test_combine_luminance_inverted_luminance(content):
   naive = np.clip(np.concatenate([yiq(stylized)[..., :1], yiq(content)[..., 1:]], axis=-1)
                   @ np.linalg.inv(RGB_TO_YIQ).T, 0, 1)
   assert np.abs(yiq(naive)[..., 1:] - yiq(content)[..., 1:]).max() > 0.02
+
+
+def test_match_region_colors_moves_each_region_to_its_style_region_moments():
+  """Hard masks: each content region gets its style region's colour mean and covariance exactly (NumPy moments);
+  among moment-matching maps it is the symmetric positive definite one (the optimal-transport map), so an image
+  matched to itself is unchanged; a region empty in the style keeps its colours."""
+  rng = np.random.default_rng(1)
+  content = rng.uniform(0.2, 0.8, (24, 32, 3)) * np.array([1.0, 0.7, 0.4])
+  style = rng.uniform(0.0, 1.0, (20, 30, 3)) ** 2
+  c_masks = np.zeros((3, 24, 32)); c_masks[0, :, :10] = 1; c_masks[1, :, 10:] = 1; c_masks[2, :, :] = 0
+  c_masks[2, :4, 10:] = 1; c_masks[1, :4, 10:] = 0
+  s_masks = np.zeros((3, 20, 30)); s_masks[0, :8] = 1; s_masks[1, 8:] = 1  # region 2 absent in the style
+  out = color.match_region_colors(content, style, content_masks=c_masks, style_masks=s_masks, eps=1e-9)
+  for r in (0, 1):
+    got_mean, got_cov = mean_cov(out[c_masks[r] > 0])
+    want_mean, want_cov = mean_cov(style[s_masks[r] > 0])
+    np.testing.assert_allclose(got_mean, want_mean, atol=1e-5)
+    np.testing.assert_allclose(got_cov, want_cov, atol=1e-5)
+  np.testing.assert_allclose(out[c_masks[2] > 0], content[c_masks[2] > 0], atol=1e-6)
+  same = color.match_region_colors(content, content, content_masks=c_masks, style_masks=c_masks, eps=1e-9)
+  np.testing.assert_allclose(same, content, atol=1e-5)
+  # The map within a region is affine: zero colour change beyond the moments (checked on one region's pixels).
+  pixels, mapped = content[c_masks[0] > 0], out[c_masks[0] > 0]
+  design = np.concatenate([pixels, np.ones((len(pixels), 1))], axis=1)
+  coef, residual, *_ = np.linalg.lstsq(design, mapped, rcond=None)
+  assert np.max(np.abs(design @ coef - mapped)) < 1e-5
+  np.testing.assert_allclose(coef[:3], coef[:3].T, atol=1e-6)  # symmetric A
+
+
+def test_match_region_colors_blends_soft_borders():
+  content = np.full((4, 8, 3), 0.5)
+  style = np.concatenate([np.zeros((4, 4, 3)) + 0.1, np.zeros((4, 4, 3)) + 0.9], axis=1)
+  ramp = np.linspace(0, 1, 8)[None, :].repeat(4, axis=0)
+  c_masks = np.stack([1 - ramp, ramp])
+  s_masks = np.stack([np.repeat([[1.0] * 4 + [0.0] * 4], 4, 0), np.repeat([[0.0] * 4 + [1.0] * 4], 4, 0)])
+  out = color.match_region_colors(content, style, content_masks=c_masks, style_masks=s_masks)
+  np.testing.assert_allclose(out[..., 0], 0.1 * (1 - ramp) + 0.9 * ramp, atol=1e-6)

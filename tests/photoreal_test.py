@@ -1,13 +1,17 @@
 """Photorealistic style transfer: the reference objective, a small two-stage run and the post-processing."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from nst_jax import metrics
 from nst_jax.io import image_io
 from nst_jax.losses import guidance, matting, segmentation
 from nst_jax.methods import gatys, photoreal
+from nst_jax.methods.optimize import optimize_image
 from nst_jax.models import vgg
 from nst_jax.errors import NSTError
 from nst_jax.models.preprocessing import CAFFE_VGG
@@ -34,10 +38,10 @@ def test_objective_equals_the_reference_formulas():
   content, style = rng.uniform(0, 1, (24, 32, 3)), rng.uniform(0, 1, (20, 24, 3))
   content_seg, style_seg = two_colour_map(25, 33, 0.4), two_colour_map(20, 24, 0.6)  # content map off by one
   config = photoreal.PhotorealConfig(size=32, style_layers=("relu1_1", "relu2_1", "relu3_1"), stage1_iterations=1,
-                                     stage2_iterations=1)
+                                     stage2_iterations=1, objective="reference")
   cfg = photoreal.stylize_config(config, stage=2, shape=(24, 32), input_scale=255.0)
   problem = gatys.build_problem(content=content, styles=[style], weights=weights, config=cfg,
-                                content_seg=content_seg, style_seg=style_seg)
+                                  content_seg=content_seg, style_seg=style_seg)
   x = rng.uniform(-0.1, 1.1, (24, 32, 3)).astype(np.float32)  # partly outside [0, 1], for the range penalty
   terms = {k: float(v) for k, v in jax.jit(problem.terms_fn)(jnp.asarray(x), problem.inputs).items()}
 
@@ -74,26 +78,138 @@ def test_objective_equals_the_reference_formulas():
                                                                                     laplacian=lap)), rtol=1e-5)
 
 
-def test_two_stage_run_is_finite_and_lowers_both_losses(default_weights, content):
-  style = image_io.resize_long_side(np.clip(content[::-1, ::-1] * [1.2, 0.8, 0.6], 0, 1), 64)
+@pytest.fixture(scope="module")
+def photo_pair(content):
+  """The 64-px demo photo and a 'style photo' made from it (flipped, warmer, darker), with two-region maps."""
+  style = image_io.resize_long_side(np.clip(content[::-1, ::-1] * [1.2, 0.8, 0.6], 0, 1), 64).astype(np.float32)
   h, w = content.shape[:2]
-  content_seg = two_colour_map(h, w, 0.5)
-  style_seg = two_colour_map(*style.shape[:2], 0.3)
+  return dict(content=content, style=style, content_seg=two_colour_map(h, w, 0.5),
+              style_seg=two_colour_map(*style.shape[:2], 0.3))
+
+
+def yardstick(weights, pair):
+  """The reference's segmented style loss (as experiments/dpst_examples.py measures it) of an image."""
+  shape = pair["content"].shape[:2]
+  config = photoreal.PhotorealConfig(size=max(shape), objective="reference", stage1_iterations=1)
+  cfg = photoreal.stylize_config(config, stage=1, shape=shape, input_scale=weights.preprocessing.input_scale)
+  cfg = dataclasses.replace(cfg, content_weight=0.0, tv_weight=0.0, range_weight=0.0)
+  problem = gatys.build_problem(weights=weights, config=cfg, styles=[pair["style"]],
+                                **{k: pair[k] for k in ("content", "content_seg", "style_seg")})
+  loss = jax.jit(lambda x: problem.terms_fn(x, problem.inputs)["style"])
+  return lambda image: float(loss(jnp.asarray(image, jnp.float32)))
+
+
+def test_colors_init_puts_the_style_palette_on_the_content(default_weights, photo_pair):
+  """The default start: each region of the content takes its style region's colour moments, so it starts in the
+  style's palette (a far lower style loss than the content's or the reference's near-constant start) while keeping
+  the content's structure (an affine colour map per region)."""
+  content = photo_pair["content"]
+  shape = content.shape[:2]
+  x0 = photoreal.colors_init(shape=shape, **photo_pair)
+  style_loss = yardstick(default_weights, photo_pair)
+  assert style_loss(x0) < 0.4 * style_loss(content)  # measured 0.32
+  assert style_loss(x0) < 0.4 * style_loss(photoreal.initial_image(shape, seed=0))  # measured 0.29
+  assert metrics.ssim(metrics.gray(x0), metrics.gray(content)) > 0.8
+  # Region means: the left half of the content (blue) takes the style's left 30% (blue) mean colour (up to the
+  # clipping to [0, 1]; measured within 0.032).
+  style = photo_pair["style"]
+  left, style_left = x0[:, 4:content.shape[1] // 2 - 4], style[:, :int(0.3 * style.shape[1]) - 2]
+  np.testing.assert_allclose(left.reshape(-1, 3).mean(0), style_left.reshape(-1, 3).mean(0), atol=0.04)
+
+
+def test_two_stage_run_keeps_the_content_and_its_contrast(default_weights, photo_pair):
+  """A tiny run with the defaults (calibrated objective, colours start, both stages, smoothing): each stage lowers
+  its objective, stage 2 lowers the matting energy, and the result carries the style (measured: 0.24x the
+  content's style loss; bound 0.5x) without losing the content's structure (SSIM to it 0.79; bound 0.6) or its
+  contrast (gray std 0.72x the content's, the style's is 0.89x; bound 0.6x): no haze."""
+  content = photo_pair["content"]
   config = photoreal.PhotorealConfig(size=64, stage1_iterations=12, stage2_iterations=6, log_every=6,
                                      smooth_radius=4)
   seen = []
-  result = photoreal.photoreal(content=content, style=style, weights=default_weights, config=config,
-                               content_seg=content_seg, style_seg=style_seg, progress=False,
-                               on_stage=lambda stage, image: seen.append(stage))
+  result = photoreal.photoreal(weights=default_weights, config=config, progress=False,
+                               on_stage=lambda stage, image: seen.append(stage), **photo_pair)
   assert seen == [1, 2]
   for stage in (result.stage1, result.stage2):
     assert np.all(np.isfinite(stage.loss_history))
-    assert sum(stage.final_terms.values()) < 0.5 * sum(stage.initial_terms.values())
+    assert sum(stage.final_terms.values()) < sum(stage.initial_terms.values())
   assert "matting" in result.stage2.final_terms and "matting" not in result.stage1.final_terms
-  # Stage 2 trades a little style for photorealism: its matting energy falls from stage 1's.
   assert result.stage2.final_terms["matting"] < result.stage2.initial_terms["matting"]
-  assert result.image.shape == content.shape and np.all(np.isfinite(result.image))
-  assert 0.0 <= result.image.min() and result.image.max() <= 1.0
+  assert result.image.shape == content.shape and 0.0 <= result.image.min() and result.image.max() <= 1.0
+  style_loss = yardstick(default_weights, photo_pair)
+  assert style_loss(result.image) < 0.5 * style_loss(content)
+  gray, gray_content = metrics.gray(result.image), metrics.gray(content)
+  assert metrics.ssim(gray, gray_content) >= 0.6
+  assert gray.std() >= 0.6 * gray_content.std()
+
+
+def test_coarse_to_fine_stage_one_is_upsampled_for_stage_two(default_weights, photo_pair):
+  config = photoreal.PhotorealConfig(size=64, stage1_size=32, stage1_iterations=4, stage2_iterations=2,
+                                     smooth_radius=4)
+  assert photoreal.stage_shapes(config, photo_pair["content"].shape) == ((32, 28), (64, 55))
+  result = photoreal.photoreal(weights=default_weights, config=config, progress=False, **photo_pair)
+  assert result.stage1.image.shape == (32, 28, 3) and result.image.shape == photo_pair["content"].shape
+
+
+def rescaled_activations(params: dict, factors: dict[str, float]) -> dict:
+  """VGG parameters whose every conv layer's output is `factors[layer]` times the original's: kernel and bias
+  scaled by the layer's factor, the kernel divided by the previous layer's (ReLU and pooling commute with
+  positive scaling)."""
+  out, previous = {}, 1.0
+  for name in vgg.layer_names("vgg16"):
+    if name in params:
+      out[name] = {"kernel": params[name]["kernel"] * factors[name] / previous,
+                   "bias": params[name]["bias"] * factors[name]}
+      previous = factors[name]
+  return out
+
+
+@pytest.fixture(scope="module")
+def scaled_pair():
+  """A random-weight VGG16 and the same network with its activations scaled by 1e-3..1e2 (never 1) per layer."""
+  params = vgg.random_params("vgg16")
+  factors = {name: 10.0 ** (-3, -2, -1, 1, 2)[i % 5] for i, name in enumerate(params)}  # none is 1
+  make = lambda p: VGGWeights(arch="vgg16", params=p, preprocessing=CAFFE_VGG, source="test",
+                              source_sha256="0" * 64, extras={})
+  return make(params), make(rescaled_activations(params, factors))
+
+
+def test_calibrated_objective_is_invariant_to_rescaled_activations(scaled_pair):
+  """The calibration rule: every content and style term is a relative error of its layer (divided by its target's
+  magnitude) and the matting term is per pixel, so a network whose activations at each layer are multiplied by a
+  constant gives the same terms, gradients and optimised image. The reference objective, copied from VGG19's
+  numbers, changes by orders of magnitude on the same rescaled network."""
+  original, rescaled = scaled_pair
+  rng = np.random.default_rng(5)
+  content, style = rng.uniform(0, 1, (24, 32, 3)), rng.uniform(0, 1, (24, 30, 3))
+  content_seg, style_seg = two_colour_map(24, 32, 0.4), two_colour_map(24, 30, 0.6)
+  x = jnp.asarray(rng.uniform(0, 1, (24, 32, 3)), jnp.float32)
+
+  def problem(weights, objective):
+    config = photoreal.PhotorealConfig(size=32, objective=objective, stage1_iterations=6, stage2_iterations=6,
+                                       content_layers=("relu2_2",), style_layers=("relu1_1", "relu2_1", "relu3_1"))
+    cfg = photoreal.stylize_config(config, stage=2, shape=(24, 32), input_scale=255.0)
+    return cfg, gatys.build_problem(content=content, styles=[style], weights=weights, config=cfg,
+                                      content_seg=content_seg, style_seg=style_seg)
+
+  def terms_and_grad(p):
+    total = lambda img: sum(p.terms_fn(img, p.inputs).values())
+    return p.terms_fn(x, p.inputs), jax.grad(total)(x)
+
+  (cfg, a), (_, b) = problem(original, "calibrated"), problem(rescaled, "calibrated")
+  (terms_a, grad_a), (terms_b, grad_b) = terms_and_grad(a), terms_and_grad(b)
+  for key in ("content", "style", "matting"):
+    assert float(terms_a[key]) > 0
+    np.testing.assert_allclose(float(terms_b[key]), float(terms_a[key]), rtol=1e-4)
+  np.testing.assert_allclose(grad_b, grad_a, rtol=1e-3, atol=1e-4 * float(jnp.max(jnp.abs(grad_a))))
+  run_a = optimize_image(a.terms_fn, a.inputs, x, config=cfg, progress=False)
+  run_b = optimize_image(b.terms_fn, b.inputs, x, config=cfg, progress=False)
+  assert sum(run_a.final_terms.values()) < 0.5 * sum(run_a.initial_terms.values())
+  np.testing.assert_allclose(run_b.image, run_a.image, atol=1e-3)
+
+  reference_a, reference_b = (terms_and_grad(problem(w, "reference")[1])[0] for w in scaled_pair)
+  for key in ("content", "style"):
+    ratio = float(reference_b[key]) / float(reference_a[key])
+    assert not 0.1 < ratio < 10, (key, ratio)
 
 
 def test_local_affine_smoothing_reproduces_affine_colour_transforms():
@@ -120,9 +236,12 @@ def test_guided_filter_keeps_constants_and_the_guide():
 
 
 def test_bad_settings_are_refused():
-  for kwargs, flag in [({"stage1_iterations": 0}, "--stage1_iterations"), ({"smooth_sigma_r": 0.0},
-                                                                           "--smooth_sigma_r"),
-                       ({"refine_radius": 0}, "--refine_radius")]:
+  for kwargs, flag in [({"stage1_iterations": -1}, "--stage1_iterations"), ({"smooth_sigma_r": 0.0},
+                                                                            "--smooth_sigma_r"),
+                       ({"refine_radius": 0}, "--refine_radius"), ({"objective": "paper"}, "--objective"),
+                       ({"stage1_iterations": 0, "stage2_iterations": 0}, "both 0"),
+                       ({"stage1_size": 8}, "--stage1_size"), ({"matting_weight": -1.0}, "--matting_weight"),
+                       ({"objective": "reference", "style_layer_weights": {"relu1_1": 1.0}}, "calibrated")]:
     with pytest.raises(NSTError, match=flag):  # refused when the config is made
       photoreal.PhotorealConfig(**kwargs)
 

@@ -4,8 +4,10 @@ post-processing, optionally in tiles.
   python -m nst_jax photoreal --content in.png --style tar.png --content_seg in_seg.png --style_seg tar_seg.png \
       --output out.png
 
-Defaults are the reference code's (700 px, 1000 + 1000 L-BFGS iterations, its loss weights and layers), not
-stylize's; `nst_jax.methods.photoreal` maps them onto nst_jax's normalised losses.
+Defaults are this project's calibrated objective (relative content and style errors, per-pixel matting energy,
+weights chosen on the paper's examples; `nst_jax.methods.photoreal`): 512 px, stage 2 only (200 L-BFGS iterations)
+from the content with each region's colours moved to the style's. `--preset paper` takes the reference's size and
+iterations (700 px, 1000 + 1000), `--objective reference` its loss weights in its own units.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import time
 
 from absl import flags
 
+from nst_jax import optim
 from nst_jax.cli import shared_flags
 from nst_jax.cli.command import Command, Sections
 from nst_jax.errors import NSTError
@@ -43,13 +46,28 @@ def define_flags(fv: flags.FlagValues) -> Sections:
                        flag_values=fv)
   flags.DEFINE_integer("stage2_iterations", None, "Iterations of stage 2 (with the matting Laplacian); 0 skips it.",
                        flag_values=fv)
-  optimisation[1][1:1] = ["stage1_iterations", "stage2_iterations"]
-  losses = shared_flags.define_loss(fv, defaults=ref, init_help="Initial image: mean (the reference's near-constant "
-                                    "start), content, noise, style, or an image path.")
-  flags.DEFINE_float("matting_weight", ref.matting_weight, "λ of the photorealism (matting Laplacian) term in stage "
-                     "2, on the image in [0, 1].", flag_values=fv)
+  flags.DEFINE_integer("stage1_size", ref.stage1_size, "Long side of stage 1 (solved small, then upsampled for "
+                       "stage 2); 0: --size.", flag_values=fv)
+  flags.DEFINE_enum("preset", "default", ["default", "paper"], "paper: the reference's 700 px and 1000 + 1000 "
+                    "iterations (about 2 hours on a 2-core CPU), unless --size or the iteration flags are given.",
+                    flag_values=fv)
+  optimisation[1][1:1] = ["preset", "stage1_iterations", "stage2_iterations", "stage1_size"]
+  losses = shared_flags.define_loss(fv, defaults=ref, init_help="Initial image: colors (the content with each "
+                                    "region's colour mean and covariance moved to the style region's), mean (the "
+                                    "reference's near-constant start), content, noise, style, or an image path.")
+  flags.DEFINE_enum("objective", ref.objective, list(photoreal.OBJECTIVES), "calibrated: relative content and "
+                    "style errors and the per-pixel matting energy; reference: the reference code's objective in its "
+                    "own units. Weights left unset take the objective's defaults.", flag_values=fv)
+  flags.DEFINE_float("matting_weight", None, "λ of the photorealism (matting Laplacian) term in stage 2 (default: "
+                     f"{photoreal.CALIBRATED_WEIGHTS['matting']:g} calibrated, per pixel; "
+                     f"{photoreal.REFERENCE_WEIGHTS['matting']:g} reference, summed).", flag_values=fv)
   flags.DEFINE_float("matting_eps", ref.matting_eps, "ε of the matting Laplacian.", flag_values=fv)
-  losses[1].extend(["matting_weight", "matting_eps"])
+  flags.DEFINE_string("style_layer_weights", "", "Calibrated objective: relative style-layer weights, e.g. "
+                      "relu1_1=1,relu5_1=0.1 (default: "
+                      + ",".join(f"{k}={v:g}" for k, v in photoreal.CALIBRATED_LAYER_WEIGHTS.items()) + ").",
+                      flag_values=fv)
+  losses[1][:0] = ["objective"]
+  losses[1].extend(["matting_weight", "matting_eps", "style_layer_weights"])
   flags.DEFINE_bool("smooth", ref.smooth, "Local-affine post-processing (joint bilateral).", flag_values=fv)
   flags.DEFINE_float("affine_eps", ref.affine_eps, "Ridge regulariser of the 3x3 affine fits.", flag_values=fv)
   flags.DEFINE_integer("smooth_radius", ref.smooth_radius, "Joint bilateral window radius.", flag_values=fv)
@@ -67,9 +85,11 @@ def define_flags(fv: flags.FlagValues) -> Sections:
 
 def config_from_flags(fv: flags.FlagValues) -> photoreal.PhotorealConfig:
   stage1, stage2 = ((v if v is not None else fv.iterations) for v in (fv.stage1_iterations, fv.stage2_iterations))
-  ref = photoreal.PhotorealConfig()
+  ref = photoreal.PAPER_PRESET if fv.preset == "paper" else photoreal.PhotorealConfig()
+  layer_weights = optim.parse_options(fv.style_layer_weights, flag="--style_layer_weights") or None
   return photoreal.PhotorealConfig(
-      size=fv.size, stage1_iterations=ref.stage1_iterations if stage1 is None else stage1,
+      size=fv.size if fv["size"].present else ref.size, objective=fv.objective, stage1_size=fv.stage1_size,
+      style_layer_weights=layer_weights, stage1_iterations=ref.stage1_iterations if stage1 is None else stage1,
       stage2_iterations=ref.stage2_iterations if stage2 is None else stage2, optimizer=fv.optimizer,
       learning_rate=fv.learning_rate, optimizer_options=shared_flags.optimizer_options(fv),
       content_weight=fv.content_weight, style_weight=fv.style_weight, tv_weight=fv.tv_weight,
@@ -102,7 +122,7 @@ def run(fv: flags.FlagValues, positional: list[str]) -> pathlib.Path:
     image_io.warn_if_stretched(content_seg.shape, content.shape, what=f"--content_seg map {fv.content_seg!r}")
     image_io.warn_if_stretched(style_seg.shape, style.shape, what=f"--style_seg map {fv.style_seg!r}",
                                target_name="the style image")
-  if config.init not in ("mean", "content", "noise", "style"):
+  if config.init not in (*photoreal.INITS, "style"):
     image_io.load_image(config.init, what="--init image")  # fail before loading weights
   weights = resolve_weights(fv.weights)
   # The tiled engine on request (any tile flag), or when one untiled VGG pass would not fit the memory budget.
@@ -137,7 +157,7 @@ def run(fv: flags.FlagValues, positional: list[str]) -> pathlib.Path:
 COMMAND = Command(
     name="photoreal", prog="python -m nst_jax photoreal",
     usage="--content PHOTO --style PHOTO [--content_seg MAP --style_seg MAP] [flags]",
-    description="Two stages of optimisation at the reference's settings, then local-affine post-processing. Time: "
-                "the reference's 700 px, 1000 + 1000 iterations take about 2 hours on a 2-core CPU; "
-                "`--size 256 --iterations 150` about 5 minutes.",
+    description="Photorealistic style transfer: optimisation (stage 2 with the matting Laplacian; stage 1 without "
+                "it on request), then local-affine post-processing. Time on a 2-core CPU: the default 512 px, 200 "
+                "iterations about TIME_512; --size 384 about TIME_384; --preset paper about 2 hours.",
     define_flags=define_flags, run=run)

@@ -75,8 +75,12 @@ def build_scale_problem(*, content: np.ndarray | None, styles: Sequence[np.ndarr
   if use_content:
     feats_fn = tiled_features(arch=weights.arch, layers=content_layers, pooling=config.pooling, dtype=dtype,
                               grid=grid, preprocessing=weights.preprocessing, mesh=mesh)
-    feats, _ = feats_fn(params, put(np.asarray(net_content, np.float32), replicated))
+    feats, grams = feats_fn(params, put(np.asarray(net_content, np.float32), replicated))
     inputs["content"] = feats
+    # mean(P^2) of the whole image's target is trace(G) / C of its plain Gram matrix: the untiled weights.
+    inputs["content_weights"] = gatys.content_layer_weights(
+        {name: jnp.trace(grams[name][0]) / grams[name].shape[-1] for name in content_layers},
+        balance=config.content_layer_balance)
 
   scales = per_style(config.style_scale, len(styles), "--style_scale")
   channels_mass = config.gram_normalization == "channels_mass"

@@ -136,8 +136,9 @@ def make_tiled_terms(spec: TiledSpec, grid: TileGrid, preprocessing, mesh: Mesh
     out = {}
     if spec.content_layers:
       out["content"] = spec.content_weight * sum(
-          content_sums[name] / (inputs["mass"][name] * inputs["content"][name].shape[-1])
-          for name in spec.content_layers) / len(spec.content_layers)
+          inputs["content_weights"][name] * content_sums[name] / (inputs["mass"][name]
+                                                                 * inputs["content"][name].shape[-1])
+          for name in spec.content_layers)
     # Region r's Gram matrix: sum over tiles of ownership x guide_r^2 weighted F F^T, divided by the whole image's
     # guide mass (`guidance.gram_mass`): the untiled guided Gram matrix. Absent regions have region weight 0.
     out["style"] = spec.style_weight * sum(

@@ -140,7 +140,8 @@ def make_loss_terms(model: vgg.VGG, preprocessing, config: StylizeConfig, *, sty
     feats = model.apply(variables, preprocessing.apply(image)[None])
     out = {}
     if has_content and config.content_weight > 0:
-      out["content"] = config.content_weight * losses.content_loss(features=feats, targets=inputs["content"])
+      out["content"] = config.content_weight * losses.content_loss(features=feats, targets=inputs["content"],
+                                                                   layer_weights=inputs["content_weights"])
     if config.style_loss == "mrf":
       # Each region matches patches only against its own styles' patches, weighted by its mask (patch centres).
       out["style"] = config.style_weight * sum(
@@ -291,6 +292,8 @@ def build_problem(*, content: np.ndarray | None, styles: Sequence[np.ndarray] | 
   if use_content:
     content_feats = features(params, jnp.asarray(net_content))
     inputs["content"] = {name: content_feats[name] for name in config.content_layers}
+    inputs["content_weights"] = content_layer_weights(
+        {name: jnp.mean(jnp.square(t)) for name, t in inputs["content"].items()}, balance=config.content_layer_balance)
 
   style_feature_cache: dict[tuple[int, float], dict[str, jax.Array]] = {}
 
@@ -375,6 +378,16 @@ def _region_targets(regions: Sequence[Region], style_layers: Sequence[str],
     targets[name] = jnp.stack([g if g is not None else jnp.zeros_like(like) for g in grams])
     weights[name] = jnp.asarray(region_weights, jnp.float32)
   return targets, weights
+
+
+def content_layer_weights(mean_squares: Mapping[str, jax.Array], *, balance: str) -> dict[str, jax.Array]:
+  """{layer: w_l} of the content loss from each target's mean square mean(P_l^2): 1/L each, or with balance
+  "target" 1/(L mean(P_l^2)), which makes each layer's term a relative error that does not change when the
+  network's activations at that layer are scaled by a constant."""
+  count = len(mean_squares)
+  if balance == "target":
+    return {name: 1.0 / (count * jnp.maximum(jnp.asarray(ms, jnp.float32), 1e-12)) for name, ms in mean_squares.items()}
+  return {name: jnp.asarray(1.0 / count, jnp.float32) for name in mean_squares}
 
 
 def balance_by_target(targets: Mapping[str, jax.Array], region_weights: Mapping[str, jax.Array]) -> dict:

@@ -56,10 +56,10 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
+from nst_jax.errors import NSTError
 from nst_jax.highres import distributed, highres_config, memory, pyramid, scale_problem, tiling
 from nst_jax.io import image_io
-from nst_jax.losses import matting
-from nst_jax.errors import NSTError
+from nst_jax.losses import color, matting, segmentation
 from nst_jax.methods import gatys
 from nst_jax.methods.optimize import StylizeResult, optimize_image
 from nst_jax.methods.stylize_config import CONTENT_LAYERS, STYLE_LAYERS, StylizeConfig
@@ -68,26 +68,40 @@ from nst_jax.weights.format import VGGWeights
 CAFFE_MEAN_RGB = (123.68 / 256, 116.779 / 256, 103.939 / 256)  # the reference's init, in [0, 1]
 
 
+OBJECTIVES = ("calibrated", "reference")
+INITS = ("colors", "mean", "content", "noise")  # or the path of an image
+# Loss weights of each objective (module docstring): the reference code's numbers in its units, and this
+# project's numbers for the calibrated terms, chosen by `experiments/dpst_examples.py` (PHOTOREAL_NOTES.md).
+REFERENCE_WEIGHTS = {"content": 5.0, "style": 100.0, "tv": 1e-3, "matting": 1e4}
+CALIBRATED_WEIGHTS = {"content": 2.0, "style": 30.0, "tv": 0.0, "matting": 1e4}
+CALIBRATED_LAYER_WEIGHTS = {"relu1_1": 1.0, "relu2_1": 0.56, "relu3_1": 0.37, "relu4_1": 0.27, "relu5_1": 0.10}
+
+
 @dataclasses.dataclass(frozen=True)
 class PhotorealConfig:
-  """Settings in the reference code's units (see the module docstring for how they map onto ours)."""
+  """Settings of both stages. Loss weights left at None take the `objective`'s numbers (`loss_weights`):
+  "calibrated" (the default) weighs relative errors and the per-pixel matting energy, "reference" is the reference
+  code's objective in its own units (module docstring)."""
 
-  size: int = 700
-  stage1_iterations: int = 1000
-  stage2_iterations: int = 1000
+  size: int = 512
+  stage1_iterations: int = 0
+  stage2_iterations: int = 200
+  stage1_size: int = 0          # > 0: stage 1 is solved at this long side and upsampled (coarse to fine)
   optimizer: str = "lbfgs"
   learning_rate: float | None = None
   optimizer_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-  content_weight: float = 5.0
-  style_weight: float = 100.0
-  tv_weight: float = 1e-3
+  objective: str = "calibrated"
+  content_weight: float | None = None
+  style_weight: float | None = None
+  tv_weight: float | None = None
   range_weight: float = 1e6     # not in the reference: keeps the optimised image inside [0, 1] (module docstring)
-  matting_weight: float = 1e4
+  matting_weight: float | None = None
   matting_eps: float = matting.EPSILON
   content_layers: tuple[str, ...] = CONTENT_LAYERS
   style_layers: tuple[str, ...] = STYLE_LAYERS
+  style_layer_weights: Mapping[str, float] | None = None  # calibrated only; None: CALIBRATED_LAYER_WEIGHTS
   pooling: str = "max"          # the reference runs the unmodified (max-pooling) VGG19
-  init: str = "mean"            # mean (the reference's near-constant start) | content | noise | an image path
+  init: str = "colors"          # colors | mean (the reference's near-constant start) | content | noise | a path
   smooth: bool = True           # local-affine post-processing
   affine_eps: float = 1e-3
   smooth_radius: int = 15
@@ -101,15 +115,22 @@ class PhotorealConfig:
   stall_rtol: float | None = StylizeConfig.stall_rtol  # L-BFGS early stop (`stalled`)
 
   def __post_init__(self) -> None:
-    if self.size < 16:
-      raise NSTError(f"--size must be at least 16 pixels, got {self.size}")
-    if self.stage1_iterations < 1:
-      raise NSTError(f"--stage1_iterations must be at least 1, got {self.stage1_iterations}")
-    if self.stage2_iterations < 0:
-      raise NSTError(f"--stage2_iterations must be >= 0, got {self.stage2_iterations}")
-    for flag, value in (("--content_weight", self.content_weight), ("--style_weight", self.style_weight),
-                        ("--tv_weight", self.tv_weight), ("--range_weight", self.range_weight),
-                        ("--matting_weight", self.matting_weight)):
+    if self.objective not in OBJECTIVES:
+      raise NSTError(f"--objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
+    if self.stage1_size < 0 or 0 < self.stage1_size < 16:
+      raise NSTError(f"--stage1_size must be 0 (stage 1 at --size) or at least 16, got {self.stage1_size}")
+    if self.style_layer_weights is not None and self.objective != "calibrated":
+      raise NSTError("per-layer style weights belong to the calibrated objective; the reference weighs layers equally")
+    for flag, value in (("--stage1_iterations", self.stage1_iterations),
+                        ("--stage2_iterations", self.stage2_iterations)):
+      if value < 0:
+        raise NSTError(f"{flag} must be >= 0, got {value}")
+    if self.stage1_iterations + self.stage2_iterations < 1:
+      raise NSTError("--stage1_iterations and --stage2_iterations are both 0: nothing to optimise")
+    weights = loss_weights(self)
+    for flag, value in (("--content_weight", weights["content"]), ("--style_weight", weights["style"]),
+                        ("--tv_weight", weights["tv"]), ("--range_weight", self.range_weight),
+                        ("--matting_weight", weights["matting"])):
       if not (math.isfinite(value) and value >= 0):
         raise NSTError(f"{flag} must be a finite number >= 0, got {value}")
     for flag, value in (("--matting_eps", self.matting_eps), ("--affine_eps", self.affine_eps),
@@ -120,13 +141,24 @@ class PhotorealConfig:
     for flag, value in (("--smooth_radius", self.smooth_radius), ("--refine_radius", self.refine_radius)):
       if value < 1:
         raise NSTError(f"{flag} must be at least 1, got {value}")
-    stylize_config(self, stage=1, shape=(self.size, self.size), input_scale=1.0)  # layers, pooling, optimizer
+    if self.size < 16:
+      raise NSTError(f"--size must be at least 16 pixels, got {self.size}")
+    stylize_config(self, stage=1 if self.stage1_iterations else 2, shape=(self.size, self.size),
+                   input_scale=1.0)  # layers, pooling, optimizer
+
+
+def loss_weights(config: PhotorealConfig) -> dict[str, float]:
+  """{content, style, tv, matting}: the given weights, the others from the objective's defaults."""
+  defaults = CALIBRATED_WEIGHTS if config.objective == "calibrated" else REFERENCE_WEIGHTS
+  given = {"content": config.content_weight, "style": config.style_weight, "tv": config.tv_weight,
+           "matting": config.matting_weight}
+  return {name: float(defaults[name] if value is None else value) for name, value in given.items()}
 
 
 @dataclasses.dataclass
 class PhotorealResult:
   image: np.ndarray                       # final (post-processed if `smooth`)
-  stage1: StylizeResult
+  stage1: StylizeResult | None            # None when stage1_iterations == 0 (the start goes to stage 2)
   stage2: StylizeResult | None            # None when stage2_iterations == 0
   unsmoothed: np.ndarray                  # the last stage's optimised image
   grid: tiling.TileGrid | None = None     # the tiles, when run through the high-resolution engine
@@ -140,24 +172,59 @@ def check_tiled_request(config: PhotorealConfig, hr: highres_config.HighresConfi
       raise NSTError(f"photoreal runs both stages at --size (tiled, without a pyramid or checkpoints); {flag} "
                      f"does not apply")
   highres_config.check_highres_request(
-      hr, stylize_config(config, stage=2, shape=(config.size, config.size), input_scale=1.0))
+      hr, stylize_config(config, stage=2 if config.stage2_iterations else 1, shape=(config.size, config.size),
+                         input_scale=1.0))
 
 
 def stylize_config(config: PhotorealConfig, *, stage: int, shape: tuple[int, int],
                    input_scale: float) -> StylizeConfig:
-  """The `StylizeConfig` of stage 1 or 2 whose objective equals the reference's (module docstring)."""
+  """The `StylizeConfig` of stage 1 or 2 at the image `shape` of that stage (module docstring): the reference's
+  objective in nst_jax's units, or the calibrated one (relative content and style errors, per-pixel matting)."""
   h, w = shape
-  return StylizeConfig(
-      size=config.size, iterations=config.stage1_iterations if stage == 1 else config.stage2_iterations,
+  weights = loss_weights(config)
+  common = dict(
+      size=max(h, w), iterations=config.stage1_iterations if stage == 1 else config.stage2_iterations,
       optimizer=config.optimizer, learning_rate=config.learning_rate, optimizer_options=config.optimizer_options,
-      content_weight=config.content_weight * len(config.content_layers),
-      style_weight=config.style_weight * 4.0 * len(config.style_layers),
-      tv_weight=config.tv_weight * 0.5 * input_scale**2 * 3 * (h - 1) * (w - 1),
-      range_weight=config.range_weight,
-      matting_weight=config.matting_weight if stage == 2 else 0.0, matting_eps=config.matting_eps,
-      gram_normalization="channels_mass", content_layers=config.content_layers, style_layers=config.style_layers,
-      pooling=config.pooling, mask_pooling="avg", init="content" if config.init == "mean" else config.init,
-      seed=config.seed, log_every=config.log_every, stall_rtol=config.stall_rtol)
+      range_weight=config.range_weight, matting_eps=config.matting_eps, gram_normalization="channels_mass",
+      content_layers=config.content_layers, style_layers=config.style_layers, pooling=config.pooling,
+      mask_pooling="avg", init="content" if config.init in ("mean", "colors") else config.init, seed=config.seed,
+      log_every=config.log_every, stall_rtol=config.stall_rtol)
+  if config.objective == "reference":
+    return StylizeConfig(
+        content_weight=weights["content"] * len(config.content_layers),
+        style_weight=weights["style"] * 4.0 * len(config.style_layers),
+        tv_weight=weights["tv"] * 0.5 * input_scale**2 * 3 * (h - 1) * (w - 1),
+        matting_weight=weights["matting"] if stage == 2 else 0.0, **common)
+  layer_weights = CALIBRATED_LAYER_WEIGHTS if config.style_layer_weights is None else config.style_layer_weights
+  return StylizeConfig(
+      content_weight=weights["content"], style_weight=weights["style"], tv_weight=weights["tv"],
+      matting_weight=weights["matting"] / (h * w) if stage == 2 else 0.0,
+      content_layer_balance="target", style_layer_balance="target",
+      style_layer_weights={name: layer_weights.get(name, 1.0) for name in config.style_layers}, **common)
+
+
+def stage_shapes(config: PhotorealConfig, content_shape: tuple[int, ...]) -> tuple[tuple[int, int], tuple[int, int]]:
+  """(stage 1's, stage 2's) image shapes: `size` on the long side, stage 1 at `stage1_size` when that is set."""
+  final = image_io.long_side_shape(content_shape, config.size)
+  first = image_io.long_side_shape(content_shape, config.stage1_size) if config.stage1_size else final
+  return first, final
+
+
+# The reference's size and iterations (its two stages of 1000 L-BFGS iterations at 700 px), with this project's
+# objective and start; add objective="reference", init="mean" for the reference's own.
+PAPER_PRESET = PhotorealConfig(size=700, stage1_iterations=1000, stage2_iterations=1000)
+
+
+def colors_init(*, content: np.ndarray, style: np.ndarray, shape: tuple[int, int], content_seg: np.ndarray | None,
+                style_seg: np.ndarray | None) -> np.ndarray:
+  """The content at `shape` with each segmentation region's colour mean and covariance moved to its style region's
+  (`color.match_region_colors`; the whole image without maps), clipped to [0, 1]: already photorealistic (an
+  affine colour map per region) and in the style's palette, so the optimisation only has to add texture."""
+  content = image_io.resize(content, *shape)
+  style = image_io.resize_long_side(style, max(shape))  # as `gatys.build_problem` resizes it
+  seg = segmentation.match(content_seg, style_seg, content_shape=shape, style_shape=style.shape[:2])
+  matched = color.match_region_colors(content, style, content_masks=seg.content, style_masks=seg.style)
+  return np.clip(matched, 0.0, 1.0)
 
 
 def initial_image(shape: tuple[int, int], *, seed: int) -> np.ndarray:
@@ -172,46 +239,55 @@ def photoreal(*, content: np.ndarray, style: np.ndarray, weights: VGGWeights, co
               hr: highres_config.HighresConfig | None = None, mesh: Mesh | None = None) -> PhotorealResult:
   """Both stages and the post-processing; `content`/`style` (H, W, 3) in [0, 1], maps any size (both or neither).
   `on_stage(stage, image)` sees each stage's result (to save intermediates). With `hr`, each stage is optimised
-  through the tiled engine (`scale_problem.build_scale_problem` + `pyramid.optimize_scale`, over `mesh`, default every
-  device) at `config.size`, in tiles of `hr.tile_size` px (0: the largest that fits `hr.max_memory_gb`)."""
+  through the tiled engine (`scale_problem.build_scale_problem` + `pyramid.optimize_scale`, over `mesh`, default
+  every device) at `config.size`, in tiles of `hr.tile_size` px (0: the largest that fits `hr.max_memory_gb`)."""
   if hr is not None:
     check_tiled_request(config, hr)
-  shape = image_io.long_side_shape(content.shape, config.size)
+  shapes = stage_shapes(config, content.shape)
+  shape = shapes[1]
   grid = tile = None
   if hr is not None:
     mesh = mesh or distributed.make_mesh()
     tile = hr.tile_size or _auto_tile(config, shape, hr, mesh, weights=weights,
                                       regions=scale_problem.region_count(content_seg, style_seg))
   guide = None
-  results = []
   image = None
+  results = {}
   for stage in (1, 2):
-    if stage == 2 and config.stage2_iterations == 0:
-      break
-    cfg = stylize_config(config, stage=stage, shape=shape, input_scale=weights.preprocessing.input_scale)
+    if (config.stage1_iterations, config.stage2_iterations)[stage - 1] == 0:
+      continue
+    stage_shape = shapes[stage - 1]
+    cfg = stylize_config(config, stage=stage, shape=stage_shape, input_scale=weights.preprocessing.input_scale)
     if hr is None:
       problem = gatys.build_problem(content=content, styles=[style], weights=weights, config=cfg,
                                     content_seg=content_seg, style_seg=style_seg)
       guide, start = problem.content, problem.x0
     else:
       tiled = scale_problem.build_scale_problem(content=content, styles=[style], weights=weights, config=cfg,
-                                                shape=shape, tile=tile, hr=hr, mesh=mesh, content_seg=content_seg,
-                                                style_seg=style_seg)
+                                                shape=stage_shape, tile=tile, hr=hr, mesh=mesh,
+                                                content_seg=content_seg, style_seg=style_seg)
       guide, grid = tiled.content, tiled.grid
-      start = gatys.initial_image(cfg.init, content=guide, style=style, seed=cfg.seed, shape=shape)
-    if stage == 1:
-      x0 = initial_image(shape, seed=config.seed) if config.init == "mean" else start
+      start = gatys.initial_image(cfg.init, content=guide, style=style, seed=cfg.seed, shape=stage_shape)
+    if image is not None:  # stage 2 after stage 1
+      x0 = image_io.resize(image, *stage_shape) if image.shape[:2] != stage_shape else image
+    elif config.init == "mean":
+      x0 = initial_image(stage_shape, seed=config.seed)
+    elif config.init == "colors":
+      x0 = colors_init(content=content, style=style, shape=stage_shape, content_seg=content_seg, style_seg=style_seg)
     else:
-      x0 = image
+      x0 = start
     if hr is None:
       result = optimize_image(problem.terms_fn, problem.inputs, x0, config=cfg, progress=progress)
     else:
       result = pyramid.optimize_scale(tiled, x0, config=cfg, mesh=mesh, progress=progress,
                                       label=f"stage {stage} {grid.num_tiles} tile(s) ")
-    results.append(result)
+    results[stage] = result
     image = result.image
     if on_stage:
       on_stage(stage, image)
+  if image.shape[:2] != shape:  # no stage 2: bring stage 1's result to the output size
+    image = image_io.resize(image, *shape)
+    guide = image_io.resize(content, *shape)
   final = image
   if config.smooth:
     final = smooth_local_affine(output=image, content=guide, eps=config.affine_eps,
@@ -219,19 +295,20 @@ def photoreal(*, content: np.ndarray, style: np.ndarray, weights: VGGWeights, co
                                 sigma_r=config.smooth_sigma_r)
   if config.refine:
     final = guided_filter(guide=guide, source=final, radius=config.refine_radius, eps=config.refine_eps)
-  return PhotorealResult(image=np.clip(final, 0.0, 1.0).astype(np.float32), stage1=results[0],
-                         stage2=results[1] if len(results) > 1 else None, unsmoothed=image, grid=grid)
+  return PhotorealResult(image=np.clip(final, 0.0, 1.0).astype(np.float32), stage1=results.get(1),
+                         stage2=results.get(2), unsmoothed=image, grid=grid)
 
 
 def _auto_tile(config: PhotorealConfig, shape: tuple[int, int], hr: highres_config.HighresConfig, mesh: Mesh, *,
                weights: VGGWeights, regions: int) -> int:
   """The tile size of both stages: the largest whose predicted peak (stage 2's, with the matting term) fits."""
   layers = tuple(dict.fromkeys(config.content_layers + config.style_layers))
+  terms = loss_weights(config)
   return memory.auto_tile_size(shape, budget_bytes=memory.budget_bytes(hr.max_memory_gb), arch=weights.arch,
-                               layers=layers, content_layers=config.content_layers if config.content_weight > 0 else (),
+                               layers=layers, content_layers=config.content_layers if terms["content"] > 0 else (),
                                halo=hr.tile_halo, overlap=hr.tile_overlap, precision=hr.precision,
                                batch=hr.tile_batch, devices=int(mesh.devices.size), regions=regions,
-                               matting=config.matting_weight > 0 and config.stage2_iterations > 0)
+                               matting=terms["matting"] > 0 and config.stage2_iterations > 0)
 
 
 # ---------------------------------------------------------------------------------------------------------------

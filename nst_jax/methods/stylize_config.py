@@ -32,6 +32,7 @@ STYLE_LAYER_PRESETS = {
 MRF_LAYERS = ("relu3_1", "relu4_1")  # Li & Wand (2016)
 STYLE_LOSSES = ("gram", "mrf")
 STYLE_LAYER_BALANCES = ("none", "target")
+CONTENT_LAYER_BALANCES = ("none", "target")
 
 @dataclasses.dataclass(frozen=True)
 class StylizeConfig:
@@ -74,6 +75,7 @@ class StylizeConfig:
   mask_pooling: str | None = None  # how guides cross pooling layers; None: like `pooling`
   normalize_network: bool = False  # Gatys et al.'s mean-activation-1 rescaling of every filter
   style_layer_balance: str = "none"  # none | target: each layer's E_l relative to its target's (`balance_by_target`)
+  content_layer_balance: str = "none"  # none | target: each content layer's MSE relative to mean(P^2) of its target
   seed: int = 0
   save_every: int = 0  # 0: no intermediate images
   log_every: int = 10
@@ -104,6 +106,7 @@ class StylizeConfig:
         raise NSTError(f"--style_scale values must lie in [0.05, 8], got {scale}")
     choices = (("--pooling", self.pooling, ("max", "avg")), ("--style_loss", self.style_loss, STYLE_LOSSES),
                ("--style_layer_balance", self.style_layer_balance, STYLE_LAYER_BALANCES),
+               ("--content_layer_balance", self.content_layer_balance, CONTENT_LAYER_BALANCES),
                ("--preserve_colors", self.preserve_colors, color.COLOR_MODES),
                ("--color_method", self.color_method, ("cholesky", "eigen")),
                ("--gram_normalization", self.gram_normalization, guidance.GRAM_NORMALIZATIONS))
