@@ -32,9 +32,13 @@ import numpy as np
 import scipy.optimize
 from absl import app, flags
 
-from nst_jax import guidance, image_io, losses, matting, photoreal, stylize, vgg
+from nst_jax import losses
 from nst_jax.errors import NSTError, exit_on_error
-from nst_jax.weights import resolve_weights
+from nst_jax.io import image_io
+from nst_jax.losses import guidance, matting
+from nst_jax.methods import gatys, photoreal
+from nst_jax.models import vgg
+from nst_jax.weights.store import resolve_weights
 
 import common
 import dpst_examples
@@ -54,8 +58,8 @@ def terms_and_gradients(*, image, content, style, content_seg, style_seg,
   config = photoreal.PhotorealConfig(size=max(shape), content_weight=1.0, style_weight=1.0, matting_weight=1.0,
                                      range_weight=0.0)
   cfg = photoreal.stylize_config(config, stage=2, shape=shape, input_scale=weights.preprocessing.input_scale)
-  problem = stylize.build_problem(content=content, styles=[style], weights=weights, config=cfg,
-                                  content_seg=content_seg, style_seg=style_seg)
+  problem = gatys.build_problem(content=content, styles=[style], weights=weights, config=cfg,
+                                content_seg=content_seg, style_seg=style_seg)
   inputs = problem.inputs
   model = vgg.VGG(weights.arch, tuple(dict.fromkeys(cfg.content_layers + cfg.style_layers)), pooling=cfg.pooling)
 

@@ -22,9 +22,12 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
-from nst_jax import demo, image_io, photoreal, stylize
+from nst_jax import demo
 from nst_jax.errors import exit_on_error
-from nst_jax.weights import resolve_weights
+from nst_jax.io import image_io
+from nst_jax.methods import gatys, photoreal
+from nst_jax.methods.optimize import optimize_image
+from nst_jax.weights.store import resolve_weights
 
 import common
 import dpst_examples
@@ -53,8 +56,8 @@ def profile(*, content, style, content_seg, style_seg, size: int, repeats: int) 
   config = photoreal.PhotorealConfig(size=size, stage1_iterations=1, stage2_iterations=1)
   shape = image_io.long_side_shape(content.shape, size)
   cfg = photoreal.stylize_config(config, stage=2, shape=shape, input_scale=weights.preprocessing.input_scale)
-  problem = stylize.build_problem(content=content, styles=[style], weights=weights, config=cfg,
-                                  content_seg=content_seg, style_seg=style_seg)
+  problem = gatys.build_problem(content=content, styles=[style], weights=weights, config=cfg,
+                                content_seg=content_seg, style_seg=style_seg)
   x = jnp.asarray(photoreal.colors_init(content=content, style=style, shape=shape, content_seg=content_seg,
                                         style_seg=style_seg))
 
@@ -67,9 +70,9 @@ def profile(*, content, style, content_seg, style_seg, size: int, repeats: int) 
            "rest (tv, range)": names - {"content", "style", "matting"}}
   seconds = {name: timed(part(keys), x, problem.inputs, repeats=repeats) for name, keys in parts.items()}
   step_cfg = dataclasses.replace(cfg, iterations=repeats, log_every=1, stall_rtol=None)
-  stylize.optimize_image(problem.terms_fn, problem.inputs, x, config=step_cfg, progress=False)  # compiles
+  optimize_image(problem.terms_fn, problem.inputs, x, config=step_cfg, progress=False)  # compiles
   start = time.perf_counter()
-  stylize.optimize_image(problem.terms_fn, problem.inputs, x, config=step_cfg, progress=False)
+  optimize_image(problem.terms_fn, problem.inputs, x, config=step_cfg, progress=False)
   seconds["one L-BFGS step (incl. line search)"] = (time.perf_counter() - start) / repeats
   return {"shape": list(shape), "seconds": seconds,
           "share_of_total": {k: v / seconds["total"] for k, v in seconds.items()}}
