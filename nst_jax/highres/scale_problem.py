@@ -79,7 +79,7 @@ def build_scale_problem(*, content: np.ndarray | None, styles: Sequence[np.ndarr
     inputs["content"] = feats
     # mean(P^2) of the whole image's target is trace(G) / C of its plain Gram matrix: the untiled weights.
     inputs["content_weights"] = gatys.content_layer_weights(
-        {name: jnp.trace(grams[name][0]) / grams[name].shape[-1] for name in content_layers},
+        {name: jnp.trace(grams[name]) / grams[name].shape[-1] for name in content_layers},
         balance=config.content_layer_balance)
 
   scales = per_style(config.style_scale, len(styles), "--style_scale")
