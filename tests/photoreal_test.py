@@ -281,3 +281,29 @@ def test_tiled_run_refuses_the_pyramid_and_checkpoints():
                        ({"tile_batch": 0}, "--tile_batch")]:
     with pytest.raises(NSTError, match=flag):  # by the HighresConfig itself, or by what photoreal needs of it
       photoreal.check_tiled_request(photoreal.PhotorealConfig(), highres_config.HighresConfig(**kwargs))
+
+
+def test_command_line_presets_and_objective_defaults():
+  """`photoreal` flags: the calibrated defaults with no flag, the reference's size and iterations with
+  `--preset paper` (an explicit --size or iteration flag still wins), and weights left unset take the objective's
+  defaults."""
+  from nst_jax.cli import command
+  from nst_jax.cli import photoreal as photoreal_cli
+
+  def config(*args):
+    fv, _, _ = command.parse(photoreal_cli.COMMAND, list(args))
+    return photoreal_cli.config_from_flags(fv)
+
+  default = config()
+  assert (default.size, default.stage1_iterations, default.stage2_iterations) == (512, 0, 200)
+  assert photoreal.loss_weights(default) == photoreal.CALIBRATED_WEIGHTS and default.init == "colors"
+  paper = config("--preset", "paper")
+  assert (paper.size, paper.stage1_iterations, paper.stage2_iterations) == (700, 1000, 1000)
+  assert config("--preset", "paper", "--size", "300", "--stage2_iterations", "5").size == 300
+  assert config("--preset", "paper", "--stage2_iterations", "5").stage2_iterations == 5
+  reference = config("--objective", "reference", "--init", "mean")
+  assert photoreal.loss_weights(reference) == photoreal.REFERENCE_WEIGHTS
+  layers = config("--style_layer_weights", "relu1_1=1,relu5_1=0.5").style_layer_weights
+  assert layers == {"relu1_1": 1.0, "relu5_1": 0.5}
+  with pytest.raises(NSTError, match="calibrated"):
+    config("--objective", "reference", "--style_layer_weights", "relu1_1=1")
