@@ -5,7 +5,10 @@ Two optimisations of the same objective family, both through `nst_jax.methods.ga
 `StylizeConfig.matting_weight`):
 
 1. Segmented style transfer without the photorealism term, from a near-constant image (the reference starts at
-   1e-4 Gaussian noise around the Caffe mean pixel).
+   1e-4 Gaussian noise around the Caffe mean pixel). Off by default (`stage1_iterations=0`): the default start
+   (`init="colors"`, `colors_init`) is already in the style's palette and photorealistic, and stage 1's texture
+   was mostly undone by stage 2 (experiments/PHOTOREAL_NOTES.md). With `stage1_size` it is solved at a smaller
+   size and upsampled.
 2. The same plus λ · sum_c p_cᵀ L p_c (`nst_jax.losses.matting`, L the content's matting Laplacian), from stage 1's
    result.
 
@@ -19,9 +22,21 @@ Then the post-processing that produced the paper's final results (`smooth_local_
 colour map content -> output fitted in 3x3 windows, its coefficients joint-bilaterally filtered with the content
 as guide, applied to the content; optionally a guided filter of that with the content as guide (`guided_filter`).
 
-Loss weights. Defaults are the reference code's numbers (content relu4_2 weight 5, style relu1_1..relu5_1 weight
-100 each, TV 1e-3, λ = 1e4, ε = 1e-7), and `stylize_config` maps them onto nst_jax's normalised losses so that
-the objective is the reference's one as a function of the image (up to its 256 vs our 255 input scale):
+Objectives (`PhotorealConfig.objective`; `loss_weights` fills the weights left at None).
+
+"calibrated" (the default) makes every term independent of the scale of the network's activations, so that its
+weights mean the same on hed-vgg16 as on VGG19 (`stylize_config`):
+
+* content: Σ_l mean((F_l − P_l)²) / mean(P_l²) / L, a relative error per layer (`content_layer_balance="target"`);
+* style: per layer and region E(G, A) / E(0, A) (`style_layer_balance="target"`), the layers weighted by
+  `CALIBRATED_LAYER_WEIGHTS`, the inverse of the median relative error of the paper's own results on this network
+  (experiments/photoreal_calibration.py), so each layer counts as much as it did at the reference's operating point;
+* matting: λ · sum_c p_cᵀ L p_c / (H·W), per pixel, so λ does not change with the image size; no TV term.
+Multiplying a layer's activations by a constant changes none of the terms (tests/photoreal_test.py).
+
+"reference" is the reference code's objective (content relu4_2 weight 5, style relu1_1..relu5_1 weight 100 each,
+TV 1e-3, λ = 1e4, ε = 1e-7); `stylize_config` maps it onto nst_jax's normalised losses so that it is the
+reference's one as a function of the image (up to its 256 vs our 255 input scale):
 
 * content: the reference's 5 · MSE(F, P) per layer is our `content_loss` (a mean) with weight 5 · #layers
   (our layer weights are 1/#layers).
