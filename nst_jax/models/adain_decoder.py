@@ -1,9 +1,11 @@
-"""The AdaIN decoder (Huang & Belongie 2017): the VGG encoder up to relu4_1 mirrored, and its checkpoint.
+"""The AdaIN decoder (Huang & Belongie 2017) and its checkpoint file.
 
-The decoder maps relu4_1 features back to an image: reflection-padded 3x3 convolutions, nearest-neighbour upsampling
-instead of pooling. It is tied to the encoder it was trained with: its checkpoint (`save_decoder` / `load_decoder`,
-a state file of `nst_jax.io.checkpoint` with format "nst_jax-adain-decoder") names the encoder architecture and the
-sha256 and source of the encoder weights, and `check_encoder` refuses any other pairing.
+The decoder mirrors the encoder up to relu4_1 (reflection-padded 3x3 convolutions, nearest-neighbour upsampling
+instead of pooling; `width` / 64 of the paper's inner channels). Its checkpoint (`save_decoder` / `load_decoder`, a
+state file of `nst_jax.io.checkpoint` with format "nst_jax-adain-decoder") names the encoder architecture and the
+sha256 and source of the encoder weights it was trained with, and `check_encoder` refuses any other pairing. Format
+version 2 may also carry a student encoder (`nst_jax.models.adain_student`) that replaces the VGG encoder at
+inference: such a file is a whole model on its own.
 """
 
 from __future__ import annotations
@@ -21,15 +23,14 @@ import numpy as np
 
 from nst_jax.errors import NSTError
 from nst_jax.io import checkpoint
-from nst_jax.models import vgg
+from nst_jax.models import adain_student, vgg
 from nst_jax.weights.format import VGGWeights
 from nst_jax.weights.store import weights_dir
 
 ENCODER_LAYER = "relu4_1"
 DECODER_FORMAT = "nst_jax-adain-decoder"
-DECODER_FORMAT_VERSION = 1
-DEFAULT_DECODER = "adain-decoder-hed-vgg16"
-_REPO_WEIGHTS = pathlib.Path(__file__).resolve().parents[2] / "weights"
+DECODER_FORMAT_VERSION = 2  # 1: decoder only; 2: may hold a student encoder (arrays 'student/convX_Y/...')
+_STUDENT_PREFIX = "student/"
 
 
 def encoder_layers(arch: str) -> tuple[str, ...]:
@@ -37,27 +38,47 @@ def encoder_layers(arch: str) -> tuple[str, ...]:
   return tuple(vgg.params_for(arch, dict.fromkeys(vgg.conv_shapes(arch)), (ENCODER_LAYER,)))
 
 
-def decoder_shapes(arch: str, width: int = 64) -> dict[str, tuple[tuple[int, int, int, int], tuple[int]]]:
+def decoder_shapes(arch: str, width: int = 64,
+                   skip_width: int = 0) -> dict[str, tuple[tuple[int, int, int, int], tuple[int]]]:
   """{decoder conv: (HWIO kernel shape, bias shape)}, in forward order.
 
   The decoder mirrors the encoder's convolutions up to relu4_1 (conv4_1 first, conv1_1 last); the mirror of
   conv_b_i maps the channels of its output back to those of its input. Inner channel counts scale with
-  `width` / 64 (64 = the paper's decoder); the input (relu4_1's 512 channels) and the RGB output are fixed.
+  `width` / 64 (64 = the paper's decoder); the input (relu4_1's 512 channels) and the RGB output are fixed. With
+  `skip_width` > 0 the first convolution of blocks 3, 2 and 1 also takes the encoder's relu3_1, relu2_1, relu1_1
+  (AdaIN-normalised, `skip_layers`) of an encoder of that width (64: the VGG itself).
   """
   shapes = vgg.conv_shapes(arch)
+  skips = skip_layers(arch) if skip_width else {}
   out = {}
   for name in reversed(encoder_layers(arch)):
     (kh, kw, cin, cout), _ = shapes[name]
     cin = 3 if cin == 3 else max(1, cin * width // 64)
     cout = cout if name == "conv4_1" else max(1, cout * width // 64)
+    if "dec" + name[4:] in skips:
+      cout += max(1, shapes[skips["dec" + name[4:]].replace("relu", "conv")][1][0] * skip_width // 64)
     out["dec" + name[4:]] = ((kh, kw, cout, cin), (cin,))
   return out
 
 
+def skip_layers(arch: str) -> dict[str, str]:
+  """{decoder conv: encoder layer}: the first convolution of each upsampled block and the relu_b_1 it takes."""
+  names = ["dec" + n[4:] for n in reversed(encoder_layers(arch))]
+  return {names[i + 1]: "relu" + names[i + 1][3] + "_1" for i, n in enumerate(names) if n in _UPSAMPLE_AFTER}
+
+
+_UPSAMPLE_AFTER = ("dec4_1", "dec3_1", "dec2_1")
+
+
 def _reflect_conv(x: jax.Array, kernel: jax.Array, bias: jax.Array) -> jax.Array:
+  """3x3 convolution of the reflection-padded `x` (output the size of `x`).
+
+  Computed as a zero-padded ('same') convolution of the padded input, cropped: the same values as a 'valid'
+  convolution of the padded input, but XLA:CPU runs 'same' convolutions 3-5x faster than 'valid' ones (measured,
+  experiments/ADAIN_NOTES.md)."""
   x = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="reflect")
-  y = jax.lax.conv_general_dilated(x, kernel.astype(x.dtype), (1, 1), "VALID",
-                                   dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  y = jax.lax.conv_general_dilated(x, kernel.astype(x.dtype), (1, 1), "SAME",
+                                   dimension_numbers=("NHWC", "HWIO", "NHWC"))[:, 1:-1, 1:-1]
   return y + bias.astype(x.dtype)
 
 
@@ -66,45 +87,81 @@ def upsample_nearest(x: jax.Array) -> jax.Array:
   return jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
 
 
+PADDINGS = ("reflect", "zero")
+
+
 class Decoder(nn.Module):
   """relu4_1 features (N, H, W, 512) -> RGB image (N, 8H, 8W, 3) in [0, 1] (not clipped while training).
 
   Reflection padding, ReLU after every convolution but the last, 2x nearest upsampling after the mirror of each
-  block's first convolution (conv4_1, conv3_1, conv2_1), as in the paper's decoder.
+  block's first convolution (conv4_1, conv3_1, conv2_1), as in the paper's decoder. padding='zero' uses zero
+  padding instead: a thin decoder's pad and crop copies cost as much as its convolutions on a CPU (2x measured at
+  width 16, experiments/ADAIN_NOTES.md).
   """
 
   arch: str = "vgg16"
   width: int = 64
+  padding: str = "reflect"
+  skip_width: int = 0
+  input_scale: float = 1.0  # multiplies every input (relu4_1 and skips): Caffe-scale features have RMS 10-45
 
   @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    shapes = decoder_shapes(self.arch, self.width)
+  def __call__(self, x: jax.Array, valid: jax.Array | None = None,
+               skips: Mapping[str, jax.Array] | None = None) -> jax.Array:
+    """`valid` (at the input's resolution; zero padding only) zeroes every activation outside the valid region,
+    so that a padded input decodes, inside it, exactly as the region alone would. `skips`: {relu_b_1: features}
+    for a decoder with `skip_width` (see `decoder_shapes`)."""
+    if valid is not None and self.padding != "zero":
+      raise ValueError("masked decoding needs padding='zero'")
+    if bool(self.skip_width) != (skips is not None):
+      raise ValueError("a decoder with skip_width takes skips, and only it")
+    shapes = decoder_shapes(self.arch, self.width, self.skip_width)
+    into = skip_layers(self.arch) if self.skip_width else {}
     names = list(shapes)
+    x = x * self.input_scale
     for name in names:
+      if name in into:
+        skip = skips[into[name]] * self.input_scale
+        x = jnp.concatenate([x, skip if valid is None else skip * valid], axis=-1)
       kshape, bshape = shapes[name]
       # The last convolution starts 10x smaller than LeCun's scale: the first outputs stay near mid-gray instead of
       # far outside the image range, whose huge initial losses otherwise kill most decoder ReLUs in the first steps.
       init = nn.initializers.variance_scaling(0.01 if name == names[-1] else 1.0, "fan_in", "truncated_normal")
       kernel = self.param(name + "/kernel", init, kshape, jnp.float32)
       bias = self.param(name + "/bias", nn.initializers.zeros_init(), bshape, jnp.float32)
-      x = _reflect_conv(x, kernel, bias)
+      if self.padding == "zero":
+        x = vgg.conv3x3(x, kernel.astype(x.dtype)) + bias.astype(x.dtype)
+      else:
+        x = _reflect_conv(x, kernel, bias)
       if name != names[-1]:
         x = nn.relu(x)
-        if name in ("dec4_1", "dec3_1", "dec2_1"):
+        if valid is not None:
+          x = x * valid
+        if name in _UPSAMPLE_AFTER:
           x = upsample_nearest(x)
+          valid = None if valid is None else upsample_nearest(valid)
     return x + 0.5  # a freshly initialised decoder starts around mid-gray, inside the image range
 
 
-def init_decoder(arch: str, width: int = 64, *, seed: int = 0) -> dict:
+def init_decoder(arch: str, width: int = 64, *, seed: int = 0, skip_width: int = 0) -> dict:
   """Fresh decoder parameters: flat {'decX_Y/kernel': ..., 'decX_Y/bias': ...}."""
   x = jnp.zeros((1, 1, 1, 512), jnp.float32)
-  return jax.device_get(jax.jit(Decoder(arch, width).init)(jax.random.PRNGKey(seed), x)["params"])
+  skips = None
+  if skip_width:
+    shapes = vgg.conv_shapes(arch)
+    skips = {layer: jnp.zeros((1, 2 ** (4 - int(layer[4])), 2 ** (4 - int(layer[4])),
+                                max(1, shapes[layer.replace("relu", "conv")][1][0] * skip_width // 64)))
+             for layer in skip_layers(arch).values()}
+  init = jax.jit(Decoder(arch, width, skip_width=skip_width).init)
+  return jax.device_get(init(jax.random.PRNGKey(seed), x, None, skips)["params"])
 
 
-
-def decode(dec_params: Mapping, feats: jax.Array, *, arch: str, width: int) -> jax.Array:
-  return Decoder(arch, width).apply({"params": dec_params}, feats)
-
+def decode(dec_params: Mapping, feats: jax.Array, *, arch: str, width: int, padding: str = "reflect",
+           valid: jax.Array | None = None, skips: Mapping[str, jax.Array] | None = None,
+           skip_width: int = 0, input_scale: float = 1.0) -> jax.Array:
+  """The decoder's image of relu4_1 features (and, with `skip_width`, of the `skips`)."""
+  return Decoder(arch, width, padding, skip_width, input_scale).apply(
+      {"params": dec_params}, feats if valid is None else feats * valid, valid, skips)
 
 
 @dataclasses.dataclass
@@ -118,6 +175,12 @@ class DecoderCheckpoint:
     encoder_sha256: `VGGWeights.source_sha256` of the encoder weights it was trained with.
     encoder_source: their `VGGWeights.source`.
     info: free-form JSON-able record (training data, steps, command, ...).
+    padding: the decoder's convolution padding, 'reflect' (the paper's) or 'zero'.
+    input_scale: a constant that multiplies the decoder's inputs (1 for the paper's decoder).
+    skip_width: > 0 for a decoder that also takes the AdaIN-normalised relu3_1, relu2_1, relu1_1 of its encoder
+      (whose width this is: the student's, or 64 for the VGG); see `decoder_shapes`.
+    student: a student encoder that feeds the decoder instead of the VGG encoder named above (which then is only
+      its teacher and the training loss network), or None.
   """
 
   params: dict
@@ -126,11 +189,16 @@ class DecoderCheckpoint:
   encoder_sha256: str
   encoder_source: str
   info: dict = dataclasses.field(default_factory=dict)
+  student: adain_student.Student | None = None
+  padding: str = "reflect"
+  skip_width: int = 0
+  input_scale: float = 1.0
 
 
-def _checked_decoder_arrays(arrays: Mapping[str, Any], arch: str, width: int, where: str) -> dict[str, np.ndarray]:
+def _checked_decoder_arrays(arrays: Mapping[str, Any], arch: str, width: int, where: str,
+                            skip_width: int = 0) -> dict[str, np.ndarray]:
   expected = {}
-  for name, (kshape, bshape) in decoder_shapes(arch, width).items():
+  for name, (kshape, bshape) in decoder_shapes(arch, width, skip_width).items():
     expected[f"{name}/kernel"], expected[f"{name}/bias"] = kshape, bshape
   missing = sorted(set(expected) - set(arrays))
   unexpected = sorted(set(arrays) - set(expected))
@@ -153,15 +221,34 @@ def _checked_decoder_arrays(arrays: Mapping[str, Any], arch: str, width: int, wh
 
 def save_decoder(path: str | os.PathLike, ckpt: DecoderCheckpoint, *, dtype: str = "float16") -> pathlib.Path:
   """Writes the decoder state file (arrays as float16 or float32, compressed), after the checks `load_decoder`
-  makes."""
+  makes; format_version 1 unless it needs version 2's fields."""
   path = pathlib.Path(path)
   arrays = _checked_decoder_arrays({k: np.asarray(v, np.float32) for k, v in ckpt.params.items()}, ckpt.arch,
-                                   ckpt.width, str(path))
-  if dtype == "float16" and any(np.max(np.abs(a)) > np.finfo(np.float16).max for a in arrays.values()):
-    raise NSTError(f"{path}: decoder parameters overflow float16; save as float32")
+                                   ckpt.width, str(path), ckpt.skip_width)
+  version = 1 if ckpt.student is None else DECODER_FORMAT_VERSION
   meta = {"arch": ckpt.arch, "width": int(ckpt.width), "encoder_layer": ENCODER_LAYER,
           "encoder_sha256": ckpt.encoder_sha256, "encoder_source": ckpt.encoder_source, "info": ckpt.info}
-  return checkpoint.write(path, kind=DECODER_FORMAT, version=DECODER_FORMAT_VERSION, meta=meta, compress=True,
+  if ckpt.padding not in PADDINGS:
+    raise NSTError(f"{path}: decoder padding must be one of {PADDINGS}, got {ckpt.padding!r}")
+  if ckpt.padding != "reflect":
+    version, meta["padding"] = DECODER_FORMAT_VERSION, ckpt.padding
+  if ckpt.input_scale != 1.0:
+    version, meta["input_scale"] = DECODER_FORMAT_VERSION, float(ckpt.input_scale)
+  if ckpt.skip_width:
+    version, meta["skip_width"] = DECODER_FORMAT_VERSION, int(ckpt.skip_width)
+    if ckpt.skip_width != (ckpt.student.width if ckpt.student is not None else 64):
+      raise NSTError(f"{path}: skip_width {ckpt.skip_width} is not the width of the decoder's encoder")
+  if ckpt.student is not None:
+    student = ckpt.student
+    adain_student.check_params(student.params, student.width, str(path))
+    if student.teacher_sha256 != ckpt.encoder_sha256:
+      raise NSTError(f"{path}: the student encoder was distilled from another teacher than the decoder's encoder")
+    arrays.update({_STUDENT_PREFIX + k: np.asarray(v, np.float32) for k, v in student.params.items()})
+    meta["student"] = {"width": student.width, "channels": student.channels, "info": student.info,
+                       "preprocessing": adain_student.preprocessing_dict(student.preprocessing)}
+  if dtype == "float16" and any(np.max(np.abs(a)) > np.finfo(np.float16).max for a in arrays.values()):
+    raise NSTError(f"{path}: parameters overflow float16; save as float32")
+  return checkpoint.write(path, kind=DECODER_FORMAT, version=version, meta=meta, compress=True,
                           arrays={k: a.astype(dtype) for k, a in arrays.items()})
 
 
@@ -172,8 +259,8 @@ def load_decoder(path: str | os.PathLike) -> DecoderCheckpoint:
   if not path.is_file():
     raise NSTError(f"--decoder {where!r}: no such decoder file")
   meta, arrays = checkpoint.read(path, what="AdaIN decoder")
-  checkpoint.check_format(meta, path=path, kind=DECODER_FORMAT, versions=(DECODER_FORMAT_VERSION,),
-                          what="AdaIN decoder")
+  version = checkpoint.check_format(meta, path=path, kind=DECODER_FORMAT, versions=(1, DECODER_FORMAT_VERSION),
+                                    what="AdaIN decoder")
   for field in ("arch", "width", "encoder_layer", "encoder_sha256", "encoder_source", "info"):
     if field not in meta:
       raise NSTError(f"{where}: decoder metadata has no field {field!r}")
@@ -181,10 +268,37 @@ def load_decoder(path: str | os.PathLike) -> DecoderCheckpoint:
     raise NSTError(f"{where}: decoder for an unsupported encoder {meta['arch']!r}/{meta['encoder_layer']!r}")
   if not isinstance(meta["width"], int) or meta["width"] < 1:
     raise NSTError(f"{where}: decoder width must be a positive integer, got {meta['width']!r}")
-  checked = _checked_decoder_arrays(arrays, meta["arch"], meta["width"], where)
+  student_arrays = {k[len(_STUDENT_PREFIX):]: arrays.pop(k) for k in list(arrays) if k.startswith(_STUDENT_PREFIX)}
+  student = None
+  if version >= 2 and "student" in meta:
+    spec = meta["student"]
+    if not isinstance(spec, dict) or not isinstance(spec.get("width"), int) or not isinstance(spec.get("channels"),
+                                                                                            dict):
+      raise NSTError(f"{where}: malformed student encoder metadata")
+    adain_student.check_params(student_arrays, spec["width"], f"{where} (student encoder)")
+    student = adain_student.Student({k: a.astype(np.float32) for k, a in student_arrays.items()}, spec["width"],
+                                    {k: list(v) for k, v in spec["channels"].items()}, meta["arch"],
+                                    str(meta["encoder_sha256"]), dict(spec.get("info", {})),
+                                    adain_student.preprocessing_from(spec.get("preprocessing")))
+  elif student_arrays:
+    raise NSTError(f"{where}: unexpected decoder array {_STUDENT_PREFIX + sorted(student_arrays)[0]!r}")
+  skip_width = meta.get("skip_width", 0)
+  if not isinstance(skip_width, int) or skip_width < 0:
+    raise NSTError(f"{where}: decoder skip_width must be a non-negative integer, got {skip_width!r}")
+  checked = _checked_decoder_arrays(arrays, meta["arch"], meta["width"], where, skip_width)
+  padding, input_scale = meta.get("padding", "reflect"), meta.get("input_scale", 1.0)
+  if not isinstance(input_scale, (int, float)) or not 0 < input_scale < float("inf"):
+    raise NSTError(f"{where}: decoder input_scale must be a positive number, got {input_scale!r}")
+  if padding not in PADDINGS:
+    raise NSTError(f"{where}: decoder padding must be one of {PADDINGS}, got {padding!r}")
   return DecoderCheckpoint(params={k: a.astype(np.float32) for k, a in checked.items()}, arch=meta["arch"],
                            width=meta["width"], encoder_sha256=str(meta["encoder_sha256"]),
-                           encoder_source=str(meta["encoder_source"]), info=dict(meta["info"]))
+                           encoder_source=str(meta["encoder_source"]), info=dict(meta["info"]), student=student,
+                           padding=padding, skip_width=skip_width, input_scale=float(input_scale))
+
+
+DEFAULT_DECODER = "adain-decoder-hed-vgg16"
+_REPO_WEIGHTS = pathlib.Path(__file__).resolve().parents[2] / "weights"
 
 
 def resolve_decoder(name_or_path: str) -> DecoderCheckpoint:
