@@ -1,5 +1,6 @@
 """`python -m nst_jax adain`: arbitrary style transfer in one forward pass (Huang & Belongie 2017), with alpha, style
-blending, masks, colour control and thumbnail-normalised tiles for large images.
+blending, masks, colour control and thumbnail-normalised tiles for large images. A decoder file with its own
+(student) encoder needs no VGG weights; style statistics are cached per style file (`nst_jax.methods.adain_cache`).
 
   python -m nst_jax adain --content A.jpg --style B.jpg[,C.jpg] --style_blend 0.7,0.3 --alpha 0.8 --output C.png
 """
@@ -17,7 +18,7 @@ from nst_jax.cli.command import Command, Sections
 from nst_jax.errors import NSTError
 from nst_jax.io import image_io
 from nst_jax.losses import color, guidance
-from nst_jax.methods import adain
+from nst_jax.methods import adain, adain_cache
 from nst_jax.models import adain_decoder
 from nst_jax.weights.store import resolve_weights
 
@@ -36,12 +37,17 @@ def define_flags(fv: flags.FlagValues) -> Sections:
   flags.DEFINE_list("style_masks", [], "One mask per style in content space (white = that style).", flag_values=fv)
   flags.DEFINE_enum("preserve_colors", "none", list(color.COLOR_MODES), "Keep the content's colours: luminance-only "
                     "transfer (YIQ) or style colour histogram matching.", flag_values=fv)
-  controls = ("controls", ["alpha", "style_blend", "style_masks", "preserve_colors"])
+  flags.DEFINE_bool("style_colors", True, "Give the output the styles' chroma statistics (luma untouched; a "
+                    "grayscale style gives a gray image); only without --preserve_colors and --style_masks.",
+                    flag_values=fv)
+  controls = ("controls", ["alpha", "style_blend", "style_masks", "preserve_colors", "style_colors"])
   flags.DEFINE_float("max_megapixels", 2.0, "Larger images go through tiles normalised with the statistics of a "
                      "thumbnail of the whole image (URST); also the tile size.", flag_values=fv)
   flags.DEFINE_integer("tile_size", None, "Force tiles of this many px (multiple of 8).", flag_values=fv)
   tiles = ("large images", ["max_megapixels", "tile_size"])
-  return [images, controls, tiles]
+  flags.DEFINE_string("style_cache", None, "Folder for the statistics of each style file ('off' to disable; default "
+                      f"${adain_cache.ENV}, else ~/.cache/nst_jax/adain_styles).", flag_values=fv)
+  return [images, controls, tiles, ("caches", ["style_cache"])]
 
 
 def run(fv: flags.FlagValues, positional: list[str]) -> pathlib.Path:
@@ -59,19 +65,27 @@ def run(fv: flags.FlagValues, positional: list[str]) -> pathlib.Path:
   content = shared_flags.load_content(fv.content)
   if fv["size"].present:
     content = image_io.resize_long_side(content, fv.size)
-  styles = shared_flags.load_styles(fv.style)
+  num_styles = len(fv.style) if fv.style else 1
   blend = shared_flags.floats(fv.style_blend, "--style_blend") or None
   masks = None
   if fv.style_masks:
-    if len(fv.style_masks) != len(styles):
-      raise NSTError(f"--style_masks needs one mask per style ({len(styles)}), got {len(fv.style_masks)}")
+    if len(fv.style_masks) != num_styles:
+      raise NSTError(f"--style_masks needs one mask per style ({num_styles}), got {len(fv.style_masks)}")
     masks = np.stack([guidance.load_mask(p, height=content.shape[0], width=content.shape[1])
                       for p in fv.style_masks])
-  model = adain.make_model(resolve_weights(fv.weights), adain_decoder.resolve_decoder(fv.decoder))
+  ckpt = adain_decoder.resolve_decoder(fv.decoder)
+  # A decoder file with its own (student) encoder needs no VGG weights, unless --weights names one to check.
+  weights = resolve_weights(fv.weights) if ckpt.student is None or fv["weights"].present else None
+  model = adain.make_model(weights, ckpt)
   start = time.perf_counter()
-  result = adain.stylize(content, styles, model=model, alpha=fv.alpha, style_weights=blend, masks=masks,
-                         preserve_colors=fv.preserve_colors, max_pixels=int(fv.max_megapixels * 2**20),
-                         tiling=tiling)
+  kw = dict(model=model, alpha=fv.alpha, style_weights=blend, masks=masks, preserve_colors=fv.preserve_colors,
+            max_pixels=int(fv.max_megapixels * 2**20), tiling=tiling, style_colors=fv.style_colors)
+  if fv.style and fv.preserve_colors == "none":  # style statistics from the per-file cache
+    folder = adain_cache.resolve(fv.style_cache)
+    stats = [adain_cache.style_stats(p, model=model, folder=folder) for p in fv.style]
+    result = adain.stylize(content, [], style_stats=stats, **kw)
+  else:
+    result = adain.stylize(content, shared_flags.load_styles(fv.style), **kw)
   image_io.save_image(output, result)
   print(f"wrote {output} ({result.shape[1]}x{result.shape[0]}, alpha {fv.alpha}, "
         f"{time.perf_counter() - start:.1f} s)")

@@ -3,7 +3,9 @@
 Each command has its own `absl.flags.FlagValues`, made when the command runs (never at import), so a command
 knows only its own flags: `--help` lists them, grouped, without absl's, and a flag of another command is refused.
 Problems with the input end in one line `error: ...` on stderr and exit status 2, warnings about the input are
-one line `warning: ...`, and nothing carries a logging prefix.
+one line `warning: ...`, and nothing carries a logging prefix. Every command that computes with JAX also takes
+`--compilation_cache` (default $NST_JAX_COMPILATION_CACHE, else a per-user folder; `nst_jax.io.compile_cache`), so
+that a second run does no compilation.
 """
 
 from __future__ import annotations
@@ -37,11 +39,23 @@ class Command:
   run: Callable[[flags.FlagValues, list[str]], Any]
   positional: bool = False  # whether positional arguments are passed to `run` (else they are an error)
   description: str = ""
+  compilation_cache: bool = True  # whether the command takes --compilation_cache (it compiles with JAX)
+
+
+def define_all_flags(command: Command, fv: flags.FlagValues) -> Sections:
+  """The command's own flags and those every command shares (`--compilation_cache`) on `fv`; the help sections."""
+  sections = list(command.define_flags(fv))
+  if command.compilation_cache:
+    flags.DEFINE_string("compilation_cache", None, "Folder of the persistent XLA compilation cache, so that a second "
+                        "run does no compilation ('off' to disable; default $NST_JAX_COMPILATION_CACHE, else "
+                        "~/.cache/nst_jax/xla).", flag_values=fv)
+    sections.append(("runtime", ["compilation_cache"]))
+  return sections
 
 
 def flag_names(command: Command) -> set[str]:
   fv = flags.FlagValues()
-  command.define_flags(fv)
+  define_all_flags(command, fv)
   return set(fv)
 
 
@@ -80,7 +94,7 @@ def parse(command: Command, args: Sequence[str], others: Sequence[Command] = ()
           ) -> tuple[flags.FlagValues, Sections, list[str]]:
   """The parsed flags, the help sections and the positional arguments; NSTError for anything wrong."""
   fv = flags.FlagValues()
-  sections = command.define_flags(fv)
+  sections = define_all_flags(command, fv)
   try:
     positional = fv([command.prog, *args])[1:]
   except flags.UnrecognizedFlagError as e:
@@ -107,7 +121,7 @@ def main(command: Command, args: Sequence[str], *, others: Sequence[Command] = (
   logging.getLogger("jax").setLevel(logging.ERROR)
   if any(arg in HELP_FLAGS for arg in args):
     fv = flags.FlagValues()
-    sections = command.define_flags(fv)
+    sections = define_all_flags(command, fv)
     sys.stdout.write(format_help(command, fv, sections) + "\n")
     return 0
   with warnings.catch_warnings():
@@ -115,6 +129,9 @@ def main(command: Command, args: Sequence[str], *, others: Sequence[Command] = (
     warnings.showwarning = _show_warning
     try:
       fv, _, positional = parse(command, args, others)
+      if command.compilation_cache:
+        from nst_jax.io import compile_cache  # pylint: disable=import-outside-toplevel  # JAX only once running
+        compile_cache.enable(compile_cache.resolve(fv.compilation_cache))
       command.run(fv, positional)
     except NSTError as e:
       sys.stderr.write(f"error: {one_line(str(e))}\n")

@@ -1,26 +1,22 @@
-"""Arbitrary style transfer in real time with adaptive instance normalisation (Huang & Belongie 2017).
+"""Arbitrary style transfer in real time with adaptive instance normalisation (Huang & Belongie 2017): inference.
 
-A fixed VGG encoder maps an image to its relu4_1 features; AdaIN gives the content features the channel-wise mean
-and standard deviation of the style's features,
+An encoder maps an image to its relu4_1 features; AdaIN (`nst_jax.methods.adain_ops`, re-exported here) gives the
+content features the channel-wise mean and standard deviation of the style's, and a decoder
+(`nst_jax.models.adain_decoder`) maps the result back to an image, trained (`nst_jax.methods.adain_train`) so that the
+encoder of its output reproduces the AdaIN target at relu4_1 and the style's statistics at relu1_1..relu4_1.
 
-  AdaIN(x, y) = sigma(y) (x - mu(x)) / sigma(x) + mu(y)        (statistics over space, per image and channel),
+Two kinds of model, both one decoder file: the paper's (the hed-vgg16 encoder, a decoder from relu4_1 alone) and the
+fast one shipped for issue 17: a student encoder pruned from hed-vgg16 (`nst_jax.models.adain_student`, 12x fewer FLOPs)
+whose relu1_1..relu3_1 are AdaIN-normalised too and fed to the decoder as skips, with zero padding. The fast model pads
+images to a few size buckets (reusing compiled executables; every activation outside the image is masked, so the result
+is exactly the unpadded one) after a mirrored margin that keeps zero padding's frame out of the picture.
 
-and a decoder (the encoder mirrored: reflection-padded 3x3 convolutions, nearest-neighbour upsampling instead of
-pooling) maps the result back to an image. The decoder is trained so that the encoder of its output reproduces the
-AdaIN target at relu4_1 (content loss) and the style's mean/std at relu1_1..relu4_1 (style loss); after that one
-forward pass stylises with any style.
-
-Controls (paper, section 7): the content-style trade-off alpha (interpolate the target with the content features),
-interpolation between several styles with weights, spatial control with masks (each region's content features are
-normalised with that region's own statistics and take one style's statistics), and colour preservation (the
-project's `nst_jax.losses.color`: luminance-only transfer or style colour matching).
-
-Any resolution: above a pixel budget the content is processed in overlapping tiles that are blended with linear
-ramps, and every tile is normalised with the content statistics of a thumbnail of the whole image instead of its
-own (Chen et al. 2022, "Towards Ultra-Resolution Neural Style Transfer via Thumbnail Instance Normalization"), so
-tiles cannot disagree about the colour and contrast of the result.
-
-The decoder and its checkpoint are in `nst_jax.models.adain_decoder`; training is in `adain_train`.
+Controls (paper, section 7): the content-style trade-off alpha, interpolation between several styles with weights,
+spatial control with masks, colour preservation (`nst_jax.losses.color`), and by default the styles' chroma statistics
+on the output (YIQ, luma untouched; a grayscale style gives a gray image). Above a pixel budget the content is processed
+in overlapping tiles blended with linear ramps, every tile normalised with the statistics of a thumbnail of the whole
+image (Chen et al. 2022, URST). A style is needed only as its statistics (`style_statistics`), which callers may cache
+(`nst_jax.methods.adain_cache`).
 """
 
 from __future__ import annotations
@@ -28,7 +24,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import jax
@@ -38,119 +34,15 @@ import numpy as np
 from nst_jax.errors import NSTError
 from nst_jax.io import image_io
 from nst_jax.losses import color
-from nst_jax.models import vgg
+from nst_jax.methods.adain_ops import (EPS, STYLE_LAYERS, Stats, adain, adain_target, content_loss,  # noqa: F401
+                                       encode, feature_stats, normalize_to, style_stats_loss)
+from nst_jax.models import adain_student, vgg
 from nst_jax.models.adain_decoder import ENCODER_LAYER, DecoderCheckpoint, check_encoder, decode
 from nst_jax.models.preprocessing import Preprocessing
 from nst_jax.weights.format import VGGWeights
 
-STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1")
-EPS = 1e-5
 COLOR_MODES = color.COLOR_MODES
-
-# ----------------------------------------------------------------------------------------------------------------
-# The AdaIN operation and its controls (pure jnp; NHWC features)
-
-
-def feature_stats(feats: jax.Array, *, mask: jax.Array | None = None,
-                  eps: float = EPS) -> tuple[jax.Array, jax.Array]:
-  """Per-image, per-channel mean and standard deviation over space, each (N, 1, 1, C).
-
-  With a mask ((H, W) or (N, H, W, 1), non-negative weights) the statistics are those of the mask-weighted
-  positions. The standard deviation is sqrt(variance + eps), so a flat channel does not divide by zero.
-  """
-  if mask is None:
-    mean = jnp.mean(feats, axis=(1, 2), keepdims=True)
-    var = jnp.mean(jnp.square(feats - mean), axis=(1, 2), keepdims=True)
-  else:
-    mask = jnp.asarray(mask, feats.dtype)
-    if mask.ndim == 2:
-      mask = mask[None, :, :, None]
-    total = jnp.maximum(jnp.sum(mask, axis=(1, 2), keepdims=True), 1e-8)
-    mean = jnp.sum(feats * mask, axis=(1, 2), keepdims=True) / total
-    var = jnp.sum(jnp.square(feats - mean) * mask, axis=(1, 2), keepdims=True) / total
-  return mean, jnp.sqrt(var + eps)
-
-
-def normalize_to(feats: jax.Array, *, content_mean: jax.Array, content_std: jax.Array, style_mean: jax.Array,
-                 style_std: jax.Array) -> jax.Array:
-  """Features standardised with the given content statistics and rescaled to the style's."""
-  return style_std * (feats - content_mean) / content_std + style_mean
-
-
-def adain(content_feats: jax.Array, style_feats: jax.Array, *, eps: float = EPS) -> jax.Array:
-  """AdaIN(x, y) = sigma(y) (x - mu(x)) / sigma(x) + mu(y), statistics per image and channel over space."""
-  c_mean, c_std = feature_stats(content_feats, eps=eps)
-  s_mean, s_std = feature_stats(style_feats, eps=eps)
-  return normalize_to(content_feats, content_mean=c_mean, content_std=c_std, style_mean=s_mean, style_std=s_std)
-
-
-Stats = tuple[jax.Array, jax.Array]  # (mean, std), each (N, 1, 1, C)
-
-
-def adain_target(content_feats: jax.Array, *, style_stats: Sequence[Stats], style_weights: jax.Array | None = None,
-                 masks: jax.Array | None = None, content_stats: Sequence[Stats] | None = None,
-                 alpha: float | jax.Array = 1.0, eps: float = EPS) -> jax.Array:
-  """The decoder input for one content batch and K styles (the paper's controls, section 7).
-
-  Without masks: t = sum_k w_k AdaIN_k(f), the weights normalised to sum 1 (style interpolation). With masks
-  ((K, H, W) at the feature resolution, summing to 1 at every position): t = sum_k m_k AdaIN_k(f) where style k's
-  AdaIN standardises f with the statistics of region k only (spatial control). `content_stats` (one per style, or
-  one shared when there are no masks) replaces the statistics of `content_feats` itself: tiles use the statistics
-  of a thumbnail of the whole image. Finally t <- alpha t + (1 - alpha) f.
-  """
-  num = len(style_stats)
-  if masks is None:
-    weights = jnp.ones((num,)) if style_weights is None else jnp.asarray(style_weights, jnp.float32)
-    weights = weights / jnp.sum(weights)
-    c_mean, c_std = content_stats[0] if content_stats is not None else feature_stats(content_feats, eps=eps)
-    target = sum(weights[k] * normalize_to(content_feats, content_mean=c_mean, content_std=c_std,
-                                           style_mean=style_stats[k][0], style_std=style_stats[k][1])
-                 for k in range(num))
-  else:
-    target = 0.0
-    for k in range(num):
-      c_mean, c_std = (content_stats[k] if content_stats is not None
-                       else feature_stats(content_feats, mask=masks[k], eps=eps))
-      region = normalize_to(content_feats, content_mean=c_mean, content_std=c_std, style_mean=style_stats[k][0],
-                            style_std=style_stats[k][1])
-      target = target + masks[k][None, :, :, None] * region
-  return alpha * target + (1.0 - alpha) * content_feats
-
-
-
-def encode(enc_params: Mapping, images: jax.Array, *, arch: str, preprocessing: Preprocessing,
-           layers: tuple[str, ...] = (ENCODER_LAYER,), backward: Mapping | None = None) -> dict[str, jax.Array]:
-  """{layer: features} of RGB [0, 1] images (N, H, W, 3) under the encoder weights' own preprocessing."""
-  variables = {"params": enc_params}
-  if backward is not None:
-    variables[vgg.BACKWARD_KERNELS] = backward
-  return vgg.VGG(arch, layers, pooling="max").apply(variables, preprocessing.apply(images))
-
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Losses (pure, keyword-only)
-
-
-def content_loss(*, output_feats: jax.Array, target: jax.Array) -> jax.Array:
-  """Mean squared difference between the encoder's relu4_1 features of the output and the AdaIN target."""
-  return jnp.mean(jnp.square(output_feats - target))
-
-
-def style_stats_loss(*, output_feats: Mapping[str, jax.Array], style_feats: Mapping[str, jax.Array],
-                     layers: Sequence[str] = STYLE_LAYERS, eps: float = EPS) -> jax.Array:
-  """Sum over layers of the mean squared differences of the channel means and of the channel stds."""
-  total = 0.0
-  for layer in layers:
-    o_mean, o_std = feature_stats(output_feats[layer], eps=eps)
-    s_mean, s_std = feature_stats(style_feats[layer], eps=eps)
-    total = total + jnp.mean(jnp.square(o_mean - s_mean)) + jnp.mean(jnp.square(o_std - s_std))
-  return total
-
-
-
 DEFAULT_MAX_PIXELS = 2048 * 1024  # larger contents go through tiles
-
 
 # ----------------------------------------------------------------------------------------------------------------
 # Inference
@@ -158,31 +50,183 @@ DEFAULT_MAX_PIXELS = 2048 * 1024  # larger contents go through tiles
 
 @dataclasses.dataclass(frozen=True)
 class Model:
-  """An encoder and a decoder that belong together (see `make_model`)."""
+  """An encoder and a decoder that belong together (see `make_model`).
+
+  `student_width` > 0: `enc_params` are a student encoder's (`nst_jax.models.adain_student`), not the VGG's.
+  `encoder_id` names the encoder's parameters (weights sha256, or the student arrays' sha256) for caches.
+  `skip_width` > 0: the decoder also takes AdaIN of relu3_1, relu2_1, relu1_1 (`adain_decoder.decoder_shapes`)."""
 
   arch: str
   width: int
   preprocessing: Preprocessing
   enc_params: Any
   dec_params: Any
+  student_width: int = 0
+  encoder_id: str = ""
+  padding: str = "reflect"
+  skip_width: int = 0
+  input_scale: float = 1.0
+
+  @property
+  def spec(self) -> tuple:
+    """The static (hashable) part that selects a compiled executable."""
+    return (self.arch, self.width, self.preprocessing, self.student_width, self.padding, self.skip_width,
+            self.input_scale)
+
+  @property
+  def layers(self) -> tuple[str, ...]:
+    """The encoder layers that AdaIN normalises: relu4_1, and with skips relu1_1..relu3_1 too."""
+    return STYLE_LAYERS if self.skip_width else (ENCODER_LAYER,)
 
 
-def make_model(weights: VGGWeights, ckpt: DecoderCheckpoint) -> Model:
-  check_encoder(ckpt, weights)
+def make_model(weights: VGGWeights | None, ckpt: DecoderCheckpoint) -> Model:
+  """The model of a decoder file: its own student encoder when it has one (`weights`, if given, must then be its
+  teacher), else the VGG encoder of `weights`."""
+  if weights is not None:
+    check_encoder(ckpt, weights)
+  if ckpt.student is not None:
+    student = ckpt.student
+    if student.preprocessing is None:
+      raise NSTError("the decoder's student encoder records no input preprocessing")
+    return Model(ckpt.arch, ckpt.width, student.preprocessing, jax.device_put(student.params),
+                 jax.device_put(ckpt.params), student.width, "student-" + adain_student.params_sha256(student.params),
+                 ckpt.padding, ckpt.skip_width, ckpt.input_scale)
+  if weights is None:
+    raise NSTError("this decoder needs the VGG encoder it was trained with (--weights)")
   enc = jax.device_put(vgg.params_for(weights.arch, weights.params, STYLE_LAYERS))
-  return Model(weights.arch, ckpt.width, weights.preprocessing, enc, jax.device_put(ckpt.params))
+  return Model(weights.arch, ckpt.width, weights.preprocessing, enc, jax.device_put(ckpt.params), 0,
+               weights.source_sha256, ckpt.padding, ckpt.skip_width, ckpt.input_scale)
 
 
-@functools.partial(jax.jit, static_argnames=("arch", "preprocessing", "layers"))
-def _encode_jit(enc_params, images, *, arch, preprocessing, layers):
-  return encode(enc_params, images, arch=arch, preprocessing=preprocessing, layers=layers)
+LayerStats = dict  # {layer: Stats}: a style's (or region's) statistics at every layer AdaIN normalises
 
 
-@functools.partial(jax.jit, static_argnames=("arch", "width"))
-def _decode_jit(dec_params, content_feats, style_stats, style_weights, masks, content_stats, alpha, *, arch, width):
-  target = adain_target(content_feats, style_stats=style_stats, style_weights=style_weights, masks=masks,
-                        content_stats=content_stats, alpha=alpha)
-  return decode(dec_params, target, arch=arch, width=width)
+def _layers(spec: tuple) -> tuple[str, ...]:
+  return STYLE_LAYERS if spec[5] else (ENCODER_LAYER,)
+
+
+def _encode_layers(enc_params, images: jax.Array, spec: tuple, valid: jax.Array | None = None) -> dict:
+  arch, _, preprocessing, student_width = spec[:4]
+  if student_width:
+    return adain_student.encode(enc_params, images, preprocessing=preprocessing, layers=_layers(spec), valid=valid)
+  return encode(enc_params, images, arch=arch, preprocessing=preprocessing, layers=_layers(spec))
+
+
+def _valid_at(valid: jax.Array | None, layer: str) -> jax.Array | None:
+  """The validity mask at a layer's resolution (relu_b_1 is 2^(b-1) times smaller than the image)."""
+  step = 2 ** (int(layer[4]) - 1)
+  return None if valid is None else valid[:, ::step, ::step]
+
+
+def _targets(feats: dict, style_stats, style_weights, masks, content_stats, alpha) -> dict:
+  """{layer: AdaIN target}; `masks` and `content_stats` are {layer: ...} or None, `style_stats` [LayerStats]."""
+  return {layer: adain_target(f, style_stats=[s[layer] for s in style_stats], style_weights=style_weights,
+                              masks=None if masks is None else masks[layer],
+                              content_stats=None if content_stats is None else content_stats[layer], alpha=alpha)
+          for layer, f in feats.items()}
+
+
+def _decode_targets(dec_params, targets: dict, spec: tuple, valid: jax.Array | None = None) -> jax.Array:
+  skips = {k: v for k, v in targets.items() if k != ENCODER_LAYER} if spec[5] else None
+  return decode(dec_params, targets[ENCODER_LAYER], arch=spec[0], width=spec[1], padding=spec[4],
+                valid=_valid_at(valid, ENCODER_LAYER), skips=skips, skip_width=spec[5], input_scale=spec[6])
+
+
+COLORS = "yiq"  # the style_statistics entry of the style's YIQ pixel statistics
+
+
+def _match_colors(out: jax.Array, style_stats, style_weights, alpha, *, valid=None, out_stats=None) -> jax.Array:
+  """The output with its YIQ chroma (I, Q) standardised and given the styles' (weighted) chroma means and stds,
+  its luma Y untouched; blended with the uncorrected output by alpha. AdaIN of the pixels' chroma: a grayscale
+  style (chroma std 0) gives a gray image. `out_stats` (of a thumbnail's output) replace the output's own."""
+  weights = style_weights / jnp.sum(style_weights)
+  s_mean = sum(weights[k] * s[COLORS][0] for k, s in enumerate(style_stats))
+  s_std = sum(weights[k] * s[COLORS][1] for k, s in enumerate(style_stats))
+  yiq = color.rgb_to_yiq(out)
+  mean, std = out_stats if out_stats is not None else feature_stats(yiq, mask=valid)
+  matched = normalize_to(yiq, content_mean=mean, content_std=std, style_mean=s_mean, style_std=s_std)
+  corrected = color.yiq_to_rgb(jnp.concatenate([yiq[..., :1], matched[..., 1:]], axis=-1))
+  return alpha * corrected + (1.0 - alpha) * out
+
+
+@functools.partial(jax.jit, static_argnames=("spec",))
+def _encode_jit(enc_params, images, valid, *, spec):
+  return _encode_layers(enc_params, images, spec, valid)
+
+
+@functools.partial(jax.jit, static_argnames=("spec",))
+def _stats_jit(enc_params, images, valid, *, spec):
+  feats = _encode_layers(enc_params, images, spec, valid)
+  stats = {layer: feature_stats(f, mask=_valid_at(valid, layer)) for layer, f in feats.items()}
+  stats[COLORS] = feature_stats(color.rgb_to_yiq(images), mask=valid)
+  return stats
+
+
+@functools.partial(jax.jit, static_argnames=("spec", "colors"))
+def _decode_jit(dec_params, feats, style_stats, style_weights, masks, content_stats, alpha, out_stats, *, spec,
+                colors):
+  out = _decode_targets(dec_params, _targets(feats, style_stats, style_weights, masks, content_stats, alpha), spec)
+  return _match_colors(out, style_stats, style_weights, alpha, out_stats=out_stats) if colors else out
+
+
+@functools.partial(jax.jit, static_argnames=("spec", "colors"))
+def _stylize_jit(enc_params, dec_params, image, valid, style_stats, style_weights, masks, alpha, *, spec, colors):
+  """One compiled pass for a whole image: encoder, content statistics (of the valid region), AdaIN, decoder."""
+  feats = _encode_layers(enc_params, image, spec, valid)
+  content_stats = {}
+  for layer, f in feats.items():
+    v = _valid_at(valid, layer)
+    regions = [v] if masks is None else [m[None, :, :, None] * (1.0 if v is None else v) for m in masks[layer]]
+    content_stats[layer] = [feature_stats(f, mask=r) for r in regions]
+  targets = _targets(feats, style_stats, style_weights, masks, content_stats, alpha)
+  out = _decode_targets(dec_params, targets, spec, valid)
+  return _match_colors(out, style_stats, style_weights, alpha, valid=valid) if colors else out
+
+
+# Images are padded up to a few sizes per side, so that other sizes reuse a compiled executable: multiples of 64 up
+# to 1280, of 128 up to 2048 and of 256 beyond (at most ~12% padding per side above 512 px).
+_BUCKET_STEPS = ((1280, 64), (2048, 128))
+# A zero-padded decoder (and the encoder's own zero padding) leave a thin frame at the image border: bucketed models
+# stylise the content reflect-padded by this margin on every side and crop it off again.
+MARGIN = 16
+
+
+def bucket_side(n: int) -> int:
+  """The padded length of an image side of n pixels."""
+  for limit, step in _BUCKET_STEPS:
+    if n <= limit:
+      return max(step, -(-n // step) * step)
+  return -(-n // 256) * 256
+
+
+def add_margin(image: np.ndarray, margin: int) -> np.ndarray:
+  """(H, W, C) -> (H + 2 margin, W + 2 margin, C), mirrored at the borders (repeated edge for tiny images)."""
+  if not margin:
+    return image
+  mode = "symmetric" if min(image.shape[:2]) >= margin else "edge"
+  return np.pad(image, ((margin, margin), (margin, margin), (0, 0)), mode=mode)
+
+
+def bucketed(model: Model) -> bool:
+  """Whether `model` pads images to size buckets. Exactly so for a student encoder with a zero-padded decoder: they
+  zero every activation outside the image (`valid`), so the result is that of the unpadded image. Other models run
+  each size as it is (compiling per size), since reflection padding cannot be masked that way."""
+  return model.student_width > 0 and model.padding == "zero"
+
+
+def pad_input(image: np.ndarray, *, bucket: bool) -> tuple[np.ndarray, np.ndarray | None]:
+  """(padded image, valid): the image reflect-padded to multiples of 8 (bottom, right), then with `bucket` placed
+  in the top-left of a zero image of its bucket size, `valid` (1, H, W, 1) marking the multiple-of-8 part (None
+  without `bucket`)."""
+  image = pad_to_multiple(np.asarray(image, np.float32))
+  if not bucket:
+    return image, None
+  h, w = image.shape[:2]
+  padded = np.zeros((bucket_side(h), bucket_side(w)) + image.shape[2:], np.float32)
+  padded[:h, :w] = image
+  valid = np.zeros((1,) + padded.shape[:2] + (1,), np.float32)
+  valid[:, :h, :w] = 1.0
+  return padded, valid
 
 
 def pad_to_multiple(image: np.ndarray, multiple: int = 8) -> np.ndarray:
@@ -194,9 +238,21 @@ def pad_to_multiple(image: np.ndarray, multiple: int = 8) -> np.ndarray:
   return np.pad(image, ((0, ph), (0, pw), (0, 0)), mode=mode)
 
 
-def features(model: Model, image: np.ndarray, layers: tuple[str, ...] = (ENCODER_LAYER,)) -> dict[str, jax.Array]:
-  return _encode_jit(model.enc_params, jnp.asarray(image, jnp.float32)[None], arch=model.arch,
-                     preprocessing=model.preprocessing, layers=layers)
+def features(model: Model, image: np.ndarray, valid: np.ndarray | None = None) -> dict:
+  return _encode_jit(model.enc_params, np.asarray(image, np.float32)[None], valid, spec=model.spec)
+
+
+def _masks_at_layers(masks: np.ndarray, shape: tuple[int, int], layers: Sequence[str]) -> dict:
+  """{layer: `masks_at`} for (K, H, W) masks of an (H, W) image whose sides are multiples of 8."""
+  return {layer: masks_at(masks, (shape[0] >> (int(layer[4]) - 1), shape[1] >> (int(layer[4]) - 1)))
+          for layer in layers}
+
+
+def style_statistics(model: Model, style: np.ndarray) -> LayerStats:
+  """{layer: channel (mean, std), each (1, 1, 1, C)} of a style image's encoder features at `model.layers`: what
+  `stylize` needs of a style, and all that a cache must keep of it."""
+  padded, valid = pad_input(style, bucket=bucketed(model))
+  return _stats_jit(model.enc_params, padded[None], valid, spec=model.spec)
 
 
 def masks_at(masks: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -206,13 +262,6 @@ def masks_at(masks: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
   small = np.clip(small, 0.0, None)
   total = small.sum(axis=0, keepdims=True)
   return np.where(total > 1e-6, small / np.maximum(total, 1e-6), 1.0 / len(masks)).astype(np.float32)
-
-
-def _region_stats(feats: jax.Array, masks: np.ndarray | None) -> list[Stats]:
-  if masks is None:
-    return [feature_stats(feats)]
-  small = masks_at(masks, feats.shape[1:3])
-  return [feature_stats(feats, mask=jnp.asarray(m)) for m in small]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -269,13 +318,23 @@ def _ramp(length: int, overlap: int, first: bool, last: bool) -> np.ndarray:
 def stylize(content: np.ndarray, styles: Sequence[np.ndarray], *, model: Model, alpha: float = 1.0,
             style_weights: Sequence[float] | None = None, masks: np.ndarray | None = None,
             preserve_colors: str = "none", max_pixels: int = DEFAULT_MAX_PIXELS,
-            tiling: Tiling | None = None) -> np.ndarray:
+            tiling: Tiling | None = None, style_stats: Sequence[LayerStats] | None = None,
+            style_colors: bool = True) -> np.ndarray:
   """Stylised (H, W, 3) float image in [0, 1] of `content` with `styles` (any sizes), in one decoder pass.
 
   Images above `max_pixels` (or any image when `tiling` is given) go through tiles normalised with the statistics
   of a thumbnail of the whole content (URST); otherwise the content's own statistics are used. `masks` ((K, H, W)
   in content space, one per style) give spatial control; `style_weights` interpolate styles (not with masks).
+  `style_stats` (`style_statistics` of each style, e.g. from a cache) stand in for `styles` (pass []); not with
+  `preserve_colors`, which recolours the style images. Whole images are padded to a size bucket (`bucket_side`) and
+  normalised with the statistics of their unpadded part, so sizes in one bucket share one compilation.
+  `style_colors` (without `preserve_colors` or `masks`) gives the output the styles' chroma statistics
+  (`_match_colors`; luma untouched): a grayscale style gives a gray image.
   """
+  if style_stats is not None:
+    if styles or preserve_colors != "none":
+      raise NSTError("style statistics replace the style images, and cannot be recoloured (--preserve_colors)")
+    styles = [None] * len(style_stats)
   if not styles:
     raise NSTError("--style: at least one style image is needed")
   if not 0.0 <= alpha <= 1.0:
@@ -292,20 +351,31 @@ def stylize(content: np.ndarray, styles: Sequence[np.ndarray], *, model: Model, 
   if masks is not None and (len(masks) != len(styles) or masks.shape[1:] != content.shape[:2]):
     raise NSTError(f"--style_masks needs one mask per style ({len(styles)}) of the content's size")
   original = np.asarray(content, np.float32)
-  styles = [np.asarray(s, np.float32) for s in styles]
+  if style_stats is None:
+    styles = [np.asarray(s, np.float32) for s in styles]
   if preserve_colors == "histogram":
     styles = [color.match_color_histogram(s, original, clip=True) for s in styles]
   elif preserve_colors == "luminance":
     styles = [color.match_luminance(s, original, clip=True) for s in styles]
     content = np.asarray(color.luminance_image(original))
-  style_stats = [feature_stats(features(model, pad_to_multiple(s))[ENCODER_LAYER]) for s in styles]
-  weights = jnp.asarray(style_weights if style_weights is not None else [1.0] * len(styles), jnp.float32)
+  if style_stats is None:
+    style_stats = [style_statistics(model, s) for s in styles]
+  # Host arrays go into the jitted functions as they are: jnp.asarray would compile a small executable per
+  # shape (and embed small constants), which a second run could not take from the persistent cache.
+  weights = np.asarray(style_weights if style_weights is not None else [1.0] * len(styles), np.float32)
   h, w = content.shape[:2]
+  colors = style_colors and preserve_colors == "none" and masks is None
+  margin = MARGIN if bucketed(model) else 0
+  content = add_margin(content, margin)
+  if masks is not None:
+    masks = add_margin(np.moveaxis(masks, 0, -1), margin).transpose(2, 0, 1)
   if tiling is None and h * w <= max_pixels:
-    out = _stylize_whole(content, model=model, style_stats=style_stats, weights=weights, masks=masks, alpha=alpha)
+    out = _stylize_whole(content, model=model, style_stats=style_stats, weights=weights, masks=masks, alpha=alpha,
+                         colors=colors)
   else:
     out = _stylize_tiled(content, model=model, style_stats=style_stats, weights=weights, masks=masks, alpha=alpha,
-                         tiling=tiling or tiling_for_budget(max_pixels))
+                         tiling=tiling or tiling_for_budget(max_pixels), colors=colors)
+  out = out[margin:margin + h, margin:margin + w]
   if not np.all(np.isfinite(out)):
     raise NSTError("the decoder produced non-finite values; the decoder file may be damaged")
   out = np.clip(out, 0.0, 1.0)
@@ -314,27 +384,37 @@ def stylize(content: np.ndarray, styles: Sequence[np.ndarray], *, model: Model, 
   return out
 
 
-def _stylize_whole(content, *, model, style_stats, weights, masks, alpha) -> np.ndarray:
+def _stylize_whole(content, *, model, style_stats, weights, masks, alpha, colors) -> np.ndarray:
   h, w = content.shape[:2]
-  padded = pad_to_multiple(content)
-  feats = features(model, padded)[ENCODER_LAYER]
+  padded, valid = pad_input(content, bucket=bucketed(model))
   small = None
   if masks is not None:
-    padded_masks = np.stack([pad_to_multiple(m[..., None])[..., 0] for m in masks])
-    small = jnp.asarray(masks_at(padded_masks, feats.shape[1:3]))
-  out = _decode_jit(model.dec_params, feats, style_stats, weights, small, None, jnp.float32(alpha),
-                    arch=model.arch, width=model.width)
-  return np.asarray(out[0, :h, :w])
+    padded_masks = pad_input(np.moveaxis(masks, 0, -1), bucket=bucketed(model))[0].transpose(2, 0, 1)
+    small = _masks_at_layers(padded_masks, padded.shape[:2], model.layers)
+  out = _stylize_jit(model.enc_params, model.dec_params, padded[None], valid, style_stats, weights, small,
+                     np.float32(alpha), spec=model.spec, colors=colors)
+  return np.asarray(out)[0, :h, :w]
 
 
-def _stylize_tiled(content, *, model, style_stats, weights, masks, alpha, tiling: Tiling) -> np.ndarray:
+def _stylize_tiled(content, *, model, style_stats, weights, masks, alpha, tiling: Tiling, colors) -> np.ndarray:
   h, w = content.shape[:2]
   thumb_shape = image_io.long_side_shape(content.shape, min(tiling.thumbnail, max(h, w)))
-  thumb = pad_to_multiple(image_io.resize(content, *thumb_shape))
-  thumb_masks = None
+  thumb, valid = pad_input(image_io.resize(content, *thumb_shape), bucket=bucketed(model))
+  feats = features(model, thumb, valid)
+  small = None
   if masks is not None:
-    thumb_masks = np.stack([pad_to_multiple(image_io.resize(m[..., None], *thumb_shape))[..., 0] for m in masks])
-  content_stats = _region_stats(features(model, thumb)[ENCODER_LAYER], thumb_masks)
+    thumb_masks = pad_input(image_io.resize(np.moveaxis(masks, 0, -1), *thumb_shape), bucket=bucketed(model))[0]
+    small = _masks_at_layers(thumb_masks.transpose(2, 0, 1), thumb.shape[:2], model.layers)
+  content_stats = {}
+  for layer, f in feats.items():
+    v = np.ones((1,) + f.shape[1:3] + (1,), np.float32) if valid is None else _valid_at(valid, layer)
+    content_stats[layer] = [feature_stats(f, mask=v * (1.0 if small is None else m[None, :, :, None]))
+                            for m in ([None] if small is None else small[layer])]
+  out_stats = None
+  if colors:  # the thumbnail's output chroma statistics stand in for the whole image's in every tile
+    thumb_out = _stylize_jit(model.enc_params, model.dec_params, thumb[None], valid, style_stats, weights, None,
+                             np.float32(alpha), spec=model.spec, colors=False)
+    out_stats = feature_stats(color.rgb_to_yiq(thumb_out), mask=valid)
   # Every tile has the same shape (the image is reflect-padded up to a whole tile when smaller), so one
   # compilation of the encoder and of the decoder serves all tiles.
   th, tw = min(tiling.tile, h + (-h) % 8), min(tiling.tile, w + (-w) % 8)
@@ -349,14 +429,14 @@ def _stylize_tiled(content, *, model, style_stats, weights, masks, alpha, tiling
   for i, y in enumerate(ys):
     for j, x in enumerate(xs):
       tile = padded[y:y + th, x:x + tw]
-      feats = features(model, tile)[ENCODER_LAYER]
+      feats = features(model, tile)
       small = None
       if masks is not None:
         tile_masks = np.stack([np.pad(m, ((0, ph - h), (0, pw - w)), mode="edge")[y:y + th, x:x + tw]
                                for m in masks])
-        small = jnp.asarray(masks_at(tile_masks, feats.shape[1:3]))
+        small = _masks_at_layers(tile_masks, tile.shape[:2], model.layers)
       out = np.asarray(_decode_jit(model.dec_params, feats, style_stats, weights, small, content_stats,
-                                   jnp.float32(alpha), arch=model.arch, width=model.width)[0])
+                                   np.float32(alpha), out_stats, spec=model.spec, colors=colors))[0]
       ramp = (_ramp(th, tiling.overlap, i == 0, i == len(ys) - 1)[:, None]
               * _ramp(tw, tiling.overlap, j == 0, j == len(xs) - 1)[None, :])[..., None]
       acc[y:y + th, x:x + tw] += out * ramp

@@ -78,7 +78,7 @@ def run(fv: flags.FlagValues, args: list[str]) -> None:
 
 
 COMMAND = Command(name="weights", prog="python -m nst_jax.weights", usage=USAGE + " [flags]",
-                  define_flags=define_flags, run=run, positional=True,
+                  define_flags=define_flags, run=run, positional=True, compilation_cache=False,
                   description="Converted weights live in the weights folder ($NST_JAX_WEIGHTS_DIR, else weights/ in a "
                   "source checkout, else ~/.cache/nst_jax/weights); downloaded originals in the download cache "
                   "($NST_JAX_CACHE_DIR, else ~/.cache/nst_jax/downloads).")
