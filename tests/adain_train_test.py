@@ -16,6 +16,7 @@ import sys
 import textwrap
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -154,7 +155,8 @@ def test_objective_optimum_beats_the_decoder_and_the_content(model, content):
   output = adain.stylize(content, [style], model=model)
   out_terms, optimum, opt_terms = adain_train.objective_optimum(model, content, style, output, style_weight=10.0,
                                                                 steps=80, learning_rate=0.02)
-  feats = {name: adain.features(model, x, adain.STYLE_LAYERS)
+  feats = {name: adain.encode(model.enc_params, jnp.asarray(x)[None], arch=model.arch,
+                             preprocessing=model.preprocessing, layers=adain.STYLE_LAYERS)
            for name, x in (("content", content), ("style", style), ("output", output))}
   target = adain.adain(feats["content"][adain_decoder.ENCODER_LAYER], feats["style"][adain_decoder.ENCODER_LAYER])
   np.testing.assert_allclose(out_terms["style"], adain.style_stats_loss(output_feats=feats["output"],

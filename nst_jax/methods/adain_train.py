@@ -1,29 +1,31 @@
 """Training the AdaIN decoder (Huang & Belongie 2017, section 6): data-parallel jitted steps, a threaded input
 pipeline, atomic checkpoints with exact resume, and a metrics record.
 
-- Optimiser: Adam with the paper's inverse-time decay, lr_t = lr / (1 + decay * t) (lr 1e-4, decay 5e-5).
+- Stages (`TrainConfig.stage`): 'adain' (the paper's objective), 'reconstruct' (the decoder inverts the encoder:
+  pixel and relu4_1 losses at alpha = 0, a cheap pre-training) and 'distill' (a small student encoder,
+  `nst_jax.models.adain_student`, learns the teacher's relu1_1..relu4_1). With `encoder_width` > 0 a frozen student
+  encoder feeds the decoder while the teacher VGG stays the loss network.
+- Optimiser: Adam with the paper's inverse-time decay, lr_t = lr / (1 + decay * t) (lr 1e-4, decay 5e-5), or a
+  warm-up + cosine schedule; optionally an exponential moving average of the parameters (exported instead).
 - Step: one `jax.jit` over a `Mesh` of all devices; the content and style batches are sharded along the batch axis
   (`NamedSharding(mesh, P("data"))`), decoder/encoder parameters and optimiser state replicated. The loss is a
   mean over the global batch, so the result does not depend on the number of devices (up to summation order).
-- Input: an `ImagePool` decodes images on first use (capped at `max_side` px) and keeps them up to a memory budget,
+- Input (`nst_jax.methods.adain_data`): an `ImagePool` decodes images on first use (capped at `max_side` px) and keeps them up to a memory budget,
   so folders of the paper's size fit; every batch is made on a thread pool from its own generator seeded by
   (seed, step) -- random scale, crop, flip -- and kept `prefetch` steps ahead, so the device does not wait on
   decoding and batch k is the same whether or not the run was resumed.
-- Checkpoint: one state file of `nst_jax.io.checkpoint` (format "nst_jax-adain-training": decoder, Adam state, step,
-  config) written atomically; resuming from it gives bit-identical next steps. Checkpoints from before that format
-  (arrays "leaf0000"...) still resume.
+- Checkpoint: one state file of `nst_jax.io.checkpoint` (format "nst_jax-adain-training": trained parameters, Adam
+  state, moving average, step, config) written atomically; resuming from it gives bit-identical next steps.
+  Checkpoints from before that format (arrays "leaf0000"...) still resume.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
-import functools
 import os
 import pathlib
-import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -31,16 +33,17 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
-from PIL import Image, UnidentifiedImageError
 
 from nst_jax.errors import NSTError
-from nst_jax.io import atomic, checkpoint, image_io
+from nst_jax.io import atomic, checkpoint
 from nst_jax.methods import adain
-from nst_jax.models import adain_decoder, vgg
-from nst_jax.models.preprocessing import Preprocessing
+from nst_jax.methods.adain_data import (IMAGE_SUFFIXES, ImagePool, batches, list_images,  # noqa: F401
+                                        make_batch, random_crop, rotate_hue, to_uint8)
+from nst_jax.methods.adain_objective import (color_stats_loss, distill_terms, loss_terms,  # noqa: F401
+                                             objective_optimum, output_terms, reconstruct_terms)
+from nst_jax.models import adain_decoder, adain_student, vgg
 from nst_jax.weights.format import VGGWeights
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 CHECKPOINT_FORMAT = "nst_jax-adain-training"
 CHECKPOINT_FORMAT_VERSION = 1
 
@@ -59,6 +62,18 @@ class TrainConfig:
   min_scale: float = 1.0  # random crops are taken from the image resized so its short side is crop * [min, max]
   max_scale: float = 2.0
   style_hue: float = 0.0  # style crops' hues are rotated by U(-1, 1) * style_hue * 180 degrees (0: off)
+  stage: str = "adain"  # or "reconstruct", "distill" (module docstring)
+  encoder_width: int = 0  # > 0: a frozen student encoder of this width feeds the decoder (0: the teacher VGG)
+  pixel_weight: float = 0.0  # reconstruct: weight of the pixel MSE (content_weight weighs the relu4_1 MSE)
+  style_norm: str = "none"  # "relative": each layer's style loss over the style's mean-square statistics
+  schedule: str = "inverse_time"  # or "cosine": linear warm-up over 2% of `steps`, cosine decay to 1% at `steps`
+  ema: float = 0.0  # decay of an exponential moving average of the parameters (0: off)
+  gray_styles: float = 0.0  # probability that a style crop is turned gray (its luma in all three channels)
+  decoder_padding: str = "reflect"  # or "zero" (adain_decoder.Decoder)
+  loss_net: str = "teacher"  # or "student": the frozen student encoder is also the loss network (cheap)
+  skips: bool = False  # the decoder also takes AdaIN of relu1_1..relu3_1 (adain_decoder.decoder_shapes)
+  input_scale: float = 1.0  # the decoder multiplies its inputs by this (adain_decoder.Decoder)
+  color_weight: float = 0.0  # weight of `color_stats_loss` (the output's YIQ channel means/stds against the style's)
 
   def __post_init__(self) -> None:
     if self.crop < 16 or self.crop % 8:
@@ -70,92 +85,47 @@ class TrainConfig:
       raise NSTError(f"scales must satisfy 0 < min <= max, got {self.min_scale}, {self.max_scale}")
     if not 0 <= self.style_hue <= 1:
       raise NSTError(f"--style_hue must be in [0, 1], got {self.style_hue}")
+    if self.stage not in STAGES or self.style_norm not in STYLE_NORMS or self.schedule not in SCHEDULES:
+      raise NSTError(f"--stage, --style_norm, --schedule must be one of {STAGES}, {STYLE_NORMS}, {SCHEDULES}; got "
+                     f"{self.stage!r}, {self.style_norm!r}, {self.schedule!r}")
+    if self.encoder_width < 0 or self.pixel_weight < 0 or not 0 <= self.ema < 1 or not 0 <= self.gray_styles <= 1:
+      raise NSTError(f"--encoder_width, --pixel_weight >= 0, --ema in [0, 1), --gray_styles in [0, 1]; got "
+                     f"{self.encoder_width}, {self.pixel_weight}, {self.ema}, {self.gray_styles}")
+    if self.decoder_padding not in adain_decoder.PADDINGS:
+      raise NSTError(f"--decoder_padding must be one of {adain_decoder.PADDINGS}, got {self.decoder_padding!r}")
+    if self.loss_net not in ("teacher", "student") or (self.loss_net == "student" and not self.encoder_width):
+      raise NSTError(f"--loss_net must be teacher, or student with --encoder_width > 0; got {self.loss_net!r}")
+    if self.stage == "distill" and self.encoder_width == 0:
+      raise NSTError("--stage distill trains a student encoder: give --encoder_width")
+
+
+STAGES = ("adain", "reconstruct", "distill")
+STYLE_NORMS = ("none", "relative")
+SCHEDULES = ("inverse_time", "cosine")
+
+
+def skip_width(config: TrainConfig) -> int:
+  """The decoder's skip width: 0 without skips, else the width of the encoder that feeds it (64: the VGG)."""
+  return (config.encoder_width or 64) if config.skips else 0
+
+
+def learning_rate(config: TrainConfig) -> optax.Schedule:
+  """lr / (1 + decay * step) (the paper's code), or warm-up + cosine to 1% of lr at `steps`."""
+  if config.schedule == "cosine":
+    warmup = max(1, config.steps // 50)
+    return optax.warmup_cosine_decay_schedule(0.0, config.lr, warmup, max(warmup + 1, config.steps),
+                                              end_value=config.lr * 0.01)
+  return lambda step: config.lr / (1.0 + config.lr_decay * step)
 
 
 def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
-  """Adam with lr / (1 + decay * step), the schedule of the paper's code."""
-  return optax.adam(lambda step: config.lr / (1.0 + config.lr_decay * step))
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Loss and step
-
-
-def loss_terms(dec_params, enc_params, content, style, *, arch: str, width: int, preprocessing: Preprocessing,
-               style_weight: float, content_weight: float, backward=None) -> tuple[jax.Array, dict[str, jax.Array]]:
-  """(total, {'content', 'style'}) for RGB [0, 1] batches; gradients flow only into the decoder output."""
-  enc = dict(arch=arch, preprocessing=preprocessing, backward=backward)
-  c_feats = jax.lax.stop_gradient(adain.encode(enc_params, content, **enc)[adain_decoder.ENCODER_LAYER])
-  s_feats = jax.lax.stop_gradient(adain.encode(enc_params, style, layers=adain.STYLE_LAYERS, **enc))
-  target = adain.adain(c_feats, s_feats[adain_decoder.ENCODER_LAYER])
-  output = adain_decoder.decode(dec_params, target, arch=arch, width=width)
-  terms = output_terms(enc_params, output, target=target, style_feats=s_feats, **enc)
-  return content_weight * terms["content"] + style_weight * terms["style"], terms
-
-
-def output_terms(enc_params, output, *, target: jax.Array, style_feats: Mapping[str, jax.Array], arch: str,
-                 preprocessing: Preprocessing, backward=None) -> dict[str, jax.Array]:
-  """{'content', 'style'}: the two terms of the training objective for RGB outputs (N, H, W, 3)."""
-  o_feats = adain.encode(enc_params, output, layers=adain.STYLE_LAYERS, arch=arch, preprocessing=preprocessing,
-                         backward=backward)
-  return {"content": adain.content_loss(output_feats=o_feats[adain_decoder.ENCODER_LAYER], target=target),
-          "style": adain.style_stats_loss(output_feats=o_feats, style_feats=style_feats)}
-
-
-@functools.partial(jax.jit, static_argnames=("arch", "preprocessing", "steps"))
-def _objective_and_optimum(enc_params, content, style, output, style_weight, content_weight, learning_rate, *,
-                           arch, preprocessing, steps):
-  enc = dict(arch=arch, preprocessing=preprocessing)
-  s_feats = adain.encode(enc_params, style, layers=adain.STYLE_LAYERS, **enc)
-  layer = adain_decoder.ENCODER_LAYER
-  target = adain.adain(adain.encode(enc_params, content, **enc)[layer], s_feats[layer])
-  backward = vgg.backward_kernels(enc_params)  # once, not per step (same gradients, cheaper input gradients)
-
-  def terms(image):
-    t = output_terms(enc_params, image, target=target, style_feats=s_feats, backward=backward, **enc)
-    return {**t, "objective": content_weight * t["content"] + style_weight * t["style"]}
-
-  adam = optax.adam(learning_rate)
-
-  def step(_, carry):
-    image, state = carry
-    updates, state = adam.update(jax.grad(lambda x: terms(x)["objective"])(image), state)
-    return jnp.clip(optax.apply_updates(image, updates), 0.0, 1.0), state  # projected onto valid images
-
-  optimum, _ = jax.lax.fori_loop(0, steps, step, (content, adam.init(content)))
-  return terms(output), optimum, terms(optimum)
-
-
-def objective_optimum(model: adain.Model, content: np.ndarray, style: np.ndarray, output: np.ndarray, *,
-                      style_weight: float, content_weight: float = 1.0, steps: int = 300,
-                      learning_rate: float = 0.01) -> tuple[dict[str, float], np.ndarray, dict[str, float]]:
-  """The training objective's terms for a stylised `output` of (`content`, `style`), and the image that minimises
-  that objective directly: Adam on the pixels for `steps` steps from the content, projected onto [0, 1].
-
-  Returns (output's terms, optimised image, its terms), each terms {'content', 'style', 'objective'}. The
-  optimised image is what the objective asks of a decoder for this one pair, found by per-image optimisation (the
-  paper's section 7.1 measures its training losses on AdaIN's outputs and on those of Gatys et al.'s optimisation;
-  here the optimisation is of that objective itself); the gap between the two shows how much of it the decoder has
-  learned. Images are (H, W, 3) in [0, 1]; `output` has the content's shape.
-  """
-  if output.shape != content.shape:
-    raise NSTError(f"output shape {output.shape} differs from the content's {content.shape}")
-  if steps < 0:
-    raise NSTError(f"optimisation steps must be >= 0, got {steps}")
-  batch = [jnp.asarray(x, jnp.float32)[None] for x in (content, style, output)]
-  out_terms, optimum, opt_terms = _objective_and_optimum(
-      model.enc_params, *batch, jnp.float32(style_weight), jnp.float32(content_weight), jnp.float32(learning_rate),
-      arch=model.arch, preprocessing=model.preprocessing, steps=steps)
-  return _floats(out_terms), np.asarray(optimum[0]), _floats(opt_terms)
-
-
-def _floats(terms: Mapping[str, jax.Array]) -> dict[str, float]:
-  return {k: float(v) for k, v in terms.items()}
+  """Adam with `learning_rate(config)`."""
+  return optax.adam(learning_rate(config))
 
 
 @dataclasses.dataclass
 class Trainer:
-  """Holds the mesh, the shardings and the one compiled step."""
+  """Holds the mesh, the shardings and the one compiled step of `config.stage`."""
 
   config: TrainConfig
   weights: VGGWeights
@@ -164,6 +134,7 @@ class Trainer:
   enc_params: Any
   backward: Any
   optimizer: optax.GradientTransformation
+  student: adain_student.Student | None = None  # distill: its start; otherwise the frozen encoder (width > 0)
 
   @property
   def data_sharding(self) -> NamedSharding:
@@ -173,212 +144,90 @@ class Trainer:
   def replicated(self) -> NamedSharding:
     return NamedSharding(self.mesh, P())
 
+  def fresh_params(self) -> dict:
+    """The trainable parameters at step 0 without --init_decoder: the pruned student (distill), else a random
+    decoder."""
+    if self.config.stage == "distill":
+      return {k: np.asarray(v, np.float32) for k, v in self.student.params.items()}
+    return adain_decoder.init_decoder(self.weights.arch, self.config.width, seed=self.config.seed,
+                              skip_width=skip_width(self.config))
+
   def init_state(self, params: Mapping[str, Any] | None = None) -> dict:
-    """Step 0 with fresh Adam moments: a random decoder, or `params` (fine-tuning a trained decoder)."""
-    fresh = adain_decoder.init_decoder(self.weights.arch, self.config.width, seed=self.config.seed)
+    """Step 0 with fresh Adam moments: fresh parameters, or `params` (fine-tuning a trained decoder)."""
+    fresh = self.fresh_params()
     if params is None:
       params = fresh
     elif {k: np.shape(v) for k, v in params.items()} != {k: np.shape(v) for k, v in fresh.items()}:
       raise NSTError(f"--init_decoder: its arrays do not fit a width-{self.config.width} {self.weights.arch} decoder")
     else:
       params = {k: np.asarray(v, np.float32) for k, v in params.items()}
-    return self.place({"params": params, "opt_state": self.optimizer.init(params), "step": 0})
+    ema = params if self.config.ema else {}
+    return self.place({"params": params, "opt_state": self.optimizer.init(params), "step": 0, "ema": ema})
 
   def place(self, state: dict) -> dict:
     return {"params": jax.device_put(state["params"], self.replicated),
-            "opt_state": jax.device_put(state["opt_state"], self.replicated), "step": int(state["step"])}
+            "opt_state": jax.device_put(state["opt_state"], self.replicated), "step": int(state["step"]),
+            "ema": jax.device_put(state.get("ema", {}), self.replicated)}
 
   def shard_batch(self, content: np.ndarray, style: np.ndarray) -> tuple[jax.Array, jax.Array]:
     return jax.device_put(content, self.data_sharding), jax.device_put(style, self.data_sharding)
 
   def step(self, state: dict, content, style) -> tuple[dict, dict[str, float]]:
-    params, opt_state, terms = self.step_fn(state["params"], state["opt_state"], self.enc_params, self.backward,
-                                            content, style)
-    return {"params": params, "opt_state": opt_state, "step": state["step"] + 1}, terms
+    frozen = self.student.params if self.student is not None and self.config.stage != "distill" else None
+    params, opt_state, ema, terms = self.step_fn(state["params"], state["opt_state"], state["ema"], self.enc_params,
+                                                 self.backward, frozen, content, style)
+    return {"params": params, "opt_state": opt_state, "step": state["step"] + 1, "ema": ema}, terms
+
+  def export_params(self, state: dict) -> dict:
+    """What a run exports: the moving average of the parameters when kept, else the parameters."""
+    return jax.device_get(state["ema"] if self.config.ema else state["params"])
 
 
-def make_trainer(config: TrainConfig, weights: VGGWeights, devices: Sequence[jax.Device] | None = None) -> Trainer:
+def make_trainer(config: TrainConfig, weights: VGGWeights, devices: Sequence[jax.Device] | None = None, *,
+                 student: adain_student.Student | None = None) -> Trainer:
+  """The trainer of `config.stage`; `student` is the encoder to distil (its pruned start) or, with
+  `config.encoder_width` > 0, the frozen student encoder that feeds the decoder."""
   devices = list(devices if devices is not None else jax.devices())
   if config.batch % len(devices):
     raise NSTError(f"--batch {config.batch} must be a multiple of the number of devices ({len(devices)})")
+  if (student is None) != (config.encoder_width == 0) or (student and student.width != config.encoder_width):
+    raise NSTError(f"--encoder_width {config.encoder_width} needs a student encoder of that width "
+                   f"(got {'none' if student is None else student.width})")
   mesh = Mesh(np.array(devices), ("data",))
   optimizer = make_optimizer(config)
   replicated, data = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
   enc_params = jax.device_put(vgg.params_for(weights.arch, weights.params, adain.STYLE_LAYERS), replicated)
   backward = jax.device_put(vgg.backward_kernels(enc_params), replicated)
+  if student is not None:
+    student = dataclasses.replace(student, params=jax.device_put(student.params, replicated))
+  common = dict(arch=weights.arch, preprocessing=weights.preprocessing)
 
-  def train_step(params, opt_state, enc, bwd, content, style):
-    def total(p):
-      return loss_terms(p, enc, content, style, arch=weights.arch, width=config.width,
-                        preprocessing=weights.preprocessing, style_weight=config.style_weight,
-                        content_weight=config.content_weight, backward=bwd)
-    (loss, terms), grads = jax.value_and_grad(total, has_aux=True)(params)
+  def objective(params, enc, bwd, frozen, content, style):
+    if config.stage == "distill":
+      return distill_terms(params, enc, jnp.concatenate([content, style]), channels=student.channels, **common)
+    if config.stage == "reconstruct":
+      return reconstruct_terms(params, enc, content, width=config.width, pixel_weight=config.pixel_weight,
+                               content_weight=config.content_weight, backward=bwd, student=frozen,
+                               padding=config.decoder_padding, skip_width=skip_width(config),
+                               input_scale=config.input_scale, **common)
+    return loss_terms(params, enc, content, style, width=config.width, style_weight=config.style_weight,
+                      content_weight=config.content_weight, backward=bwd, student=frozen,
+                      style_norm=config.style_norm, padding=config.decoder_padding, loss_net=config.loss_net,
+                      skip_width=skip_width(config), input_scale=config.input_scale,
+                      color_weight=config.color_weight, **common)
+
+  def train_step(params, opt_state, ema, enc, bwd, frozen, content, style):
+    (loss, terms), grads = jax.value_and_grad(
+        lambda p: objective(p, enc, bwd, frozen, content, style), has_aux=True)(params)
     updates, opt_state = optimizer.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, {"loss": loss, **terms,
-                                                             "grad_norm": optax.tree.norm(grads)}
+    params = optax.apply_updates(params, updates)
+    if config.ema:
+      ema = jax.tree_util.tree_map(lambda e, p: config.ema * e + (1.0 - config.ema) * p, ema, params)
+    return params, opt_state, ema, {"loss": loss, **terms, "grad_norm": optax.tree.norm(grads)}
 
-  step_fn = jax.jit(train_step, in_shardings=(replicated, replicated, replicated, replicated, data, data),
-                    out_shardings=(replicated, replicated, replicated), donate_argnums=(0, 1))
-  return Trainer(config, weights, mesh, step_fn, enc_params, backward, optimizer)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Input pipeline
-
-
-def list_images(folders: Sequence[str | os.PathLike], *, exclude: Sequence[str] = ()) -> list[pathlib.Path]:
-  """Image files directly in `folders` (or the files themselves), sorted, minus names in `exclude`."""
-  paths: list[pathlib.Path] = []
-  for folder in folders:
-    folder = pathlib.Path(folder)
-    if folder.is_file():
-      paths.append(folder)
-    elif folder.is_dir():
-      paths += sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    else:
-      raise NSTError(f"image folder {str(folder)!r} does not exist")
-  excluded = set(exclude)
-  return [p for p in paths if p.name not in excluded and p.stem not in excluded]
-
-
-def _cap(image: np.ndarray, max_side: int) -> np.ndarray:
-  return image_io.resize_long_side(image, max_side) if max(image.shape[:2]) > max_side else image
-
-
-def to_uint8(image: np.ndarray, max_side: int) -> np.ndarray:
-  """A float [0, 1] image capped at `max_side` px as uint8: how `ImagePool` keeps decoded images."""
-  return (np.clip(_cap(np.asarray(image, np.float32), max_side), 0, 1) * 255).astype(np.uint8)
-
-
-def _header_problem(path: pathlib.Path) -> str | None:
-  """None when `path` opens as an image with a non-empty size; otherwise what is wrong, in a few words."""
-  try:
-    with Image.open(path) as im:
-      return None if im.width > 0 and im.height > 0 else "has an empty image size"
-  except UnidentifiedImageError:
-    return "is not an image file Pillow can read"
-  except Exception as e:  # pylint: disable=broad-except
-    return f"could not be opened: {type(e).__name__}: {e}"  # missing, unreadable, too large, ...
-
-
-class ImagePool(Sequence):
-  """Training images as uint8 (H, W, 3), capped at `max_side`, decoded on first use on the batch threads.
-
-  Decoded images are kept while their total stays under `cache_bytes`: a small set is decoded once, and a folder
-  of the paper's size (~80k photos, ~80k paintings: ~50 GB each decoded at 512 px) trains in bounded memory, the
-  images beyond the budget being decoded again when drawn. Arrays pass through (capped). Files without a readable
-  image header are left out at construction (logged), and a file that fails to decode twice in a row later is
-  logged once and replaced by the next image for the rest of the run, so one corrupt file in tens of thousands does
-  not end a long run; batches stay a function of (seed, step) as long as files fail always or never.
-  """
-
-  def __init__(self, sources: Sequence[pathlib.Path | np.ndarray], *, max_side: int, cache_bytes: int = 8 << 30,
-               threads: int = 8, log: Callable[[str], None] = print) -> None:
-    if cache_bytes < 0 or threads < 1:
-      raise NSTError(f"the image cache must be >= 0 bytes and threads >= 1, got {cache_bytes}, {threads}")
-    self.max_side, self.cache_bytes, self._log = max_side, cache_bytes, log
-    with concurrent.futures.ThreadPoolExecutor(threads) as pool:
-      problems = list(pool.map(lambda src: None if isinstance(src, np.ndarray) else _header_problem(src), sources))
-    self._sources = []
-    for src, problem in zip(sources, problems):
-      if problem:
-        log(f"skipped: training image {str(src)!r} {problem}")
-      else:
-        self._sources.append(to_uint8(src, max_side) if isinstance(src, np.ndarray) else pathlib.Path(src))
-    if not self._sources:
-      raise NSTError("no readable training images")
-    self._cache: dict[int, np.ndarray] = {}
-    self.cached_bytes = 0
-    self._broken: set[int] = set()
-    self._lock = threading.Lock()
-
-  def __len__(self) -> int:
-    return len(self._sources)
-
-  def __getitem__(self, index: int) -> np.ndarray:  # type: ignore[override]
-    index = range(len(self))[index]  # an int in range (IndexError otherwise)
-    for offset in range(len(self)):
-      i = (index + offset) % len(self)
-      src = self._sources[i]
-      if isinstance(src, np.ndarray):
-        return src
-      if i in self._cache:
-        return self._cache[i]
-      if i in self._broken:
-        continue
-      try:
-        img = self._decode(src)
-      except NSTError as e:
-        with self._lock:
-          if i not in self._broken:
-            self._broken.add(i)
-            self._log(f"skipped: {e}")
-        continue
-      img.setflags(write=False)  # shared between threads and batches
-      with self._lock:
-        if i not in self._cache and self.cached_bytes + img.nbytes <= self.cache_bytes:
-          self._cache[i] = img
-          self.cached_bytes += img.nbytes
-      return img
-    raise NSTError("no training image could be decoded")
-
-  def _decode(self, path: pathlib.Path) -> np.ndarray:
-    try:
-      return to_uint8(image_io.load_image(path, what="training image"), self.max_side)
-    except NSTError:  # once more: a network file system may fail once; a corrupt file fails every time
-      return to_uint8(image_io.load_image(path, what="training image"), self.max_side)
-
-
-def random_crop(image: np.ndarray, rng: np.random.Generator, *, crop: int, min_scale: float,
-                max_scale: float) -> np.ndarray:
-  """A crop x crop float32 patch: the image scaled so its short side is crop * U(min, max) (up to its own size),
-  a uniformly placed window, a horizontal flip with probability 1/2."""
-  h, w = image.shape[:2]
-  short = min(h, w)
-  target_short = crop * rng.uniform(min_scale, max_scale)
-  window = max(1, min(short, int(round(crop * short / target_short))))  # source pixels that become `crop`
-  y, x = rng.integers(0, h - window + 1), rng.integers(0, w - window + 1)
-  patch = Image.fromarray(image[y:y + window, x:x + window]).resize((crop, crop), Image.Resampling.BILINEAR)
-  out = np.asarray(patch, np.float32) / 255.0
-  return out[:, ::-1] if rng.random() < 0.5 else out
-
-
-def rotate_hue(image: np.ndarray, degrees: float) -> np.ndarray:
-  """`image` (RGB [0, 1]) with its colours rotated by `degrees` about the grey axis, clipped to [0, 1].
-
-  A rotation about (1, 1, 1) keeps every pixel's grey level (r + g + b) / 3 and its distance from grey (chroma),
-  so a style crop keeps its brush strokes and contrast but gets another palette: more styles' colour statistics
-  for a decoder trained on few paintings."""
-  theta = np.deg2rad(degrees)
-  axis = np.full(3, 1 / np.sqrt(3))
-  cross = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
-  rotation = np.cos(theta) * np.eye(3) + np.sin(theta) * cross + (1 - np.cos(theta)) * np.outer(axis, axis)
-  return np.clip(image @ rotation.T.astype(np.float32), 0.0, 1.0)
-
-
-def make_batch(contents: Sequence[np.ndarray], styles: Sequence[np.ndarray], step: int, *, config: TrainConfig,
-               seed: int) -> tuple[np.ndarray, np.ndarray]:
-  """The (content, style) batch of `step`: a pure function of (seed, step) and the image pools."""
-  rng = np.random.default_rng([seed, step])
-  kw = dict(crop=config.crop, min_scale=config.min_scale, max_scale=config.max_scale)
-  c = [random_crop(contents[rng.integers(len(contents))], rng, **kw) for _ in range(config.batch)]
-  s = [random_crop(styles[rng.integers(len(styles))], rng, **kw) for _ in range(config.batch)]
-  if config.style_hue:  # drawn only when on, so runs without it keep their batches
-    s = [rotate_hue(x, 180 * config.style_hue * rng.uniform(-1, 1)) for x in s]
-  return np.stack(c), np.stack(s)
-
-
-def batches(contents, styles, *, start: int, stop: int, config: TrainConfig, prefetch: int = 4,
-            threads: int = 2) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
-  """(step, content, style) for steps start..stop-1, built on `threads` threads, `prefetch` steps ahead."""
-  with concurrent.futures.ThreadPoolExecutor(threads) as pool:
-    pending = {}
-    for step in range(start, stop):
-      for ahead in range(step, min(stop, step + prefetch + 1)):
-        if ahead not in pending:
-          pending[ahead] = pool.submit(make_batch, contents, styles, ahead, config=config, seed=config.seed)
-      c, s = pending.pop(step).result()
-      yield step, c, s
+  step_fn = jax.jit(train_step, in_shardings=(replicated,) * 6 + (data, data),
+                    out_shardings=(replicated,) * 4, donate_argnums=(0, 1, 2))
+  return Trainer(config, weights, mesh, step_fn, enc_params, backward, optimizer, student)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -387,11 +236,13 @@ def batches(contents, styles, *, start: int, stop: int, config: TrainConfig, pre
 
 def save_checkpoint(path: str | os.PathLike, state: dict, *, config: TrainConfig, weights: VGGWeights,
                     history: Sequence[Mapping[str, float]] = ()) -> pathlib.Path:
-  """Decoder, Adam state and step in one state file (`nst_jax.io.checkpoint`), written atomically."""
+  """Trained parameters, Adam state, moving average (if kept) and step in one state file (`nst_jax.io.checkpoint`),
+  written atomically."""
   meta = {"step": int(state["step"]), "config": dataclasses.asdict(config), "arch": weights.arch,
           "encoder_sha256": weights.source_sha256, "history": list(history)}
   arrays = {**checkpoint.flatten_tree(state["params"], "params"),
-            **checkpoint.flatten_tree(state["opt_state"], "opt_state")}
+            **checkpoint.flatten_tree(state["opt_state"], "opt_state"),
+            **checkpoint.flatten_tree(state["ema"], "ema")}
   return checkpoint.write(path, kind=CHECKPOINT_FORMAT, version=CHECKPOINT_FORMAT_VERSION, arrays=arrays, meta=meta)
 
 
@@ -412,16 +263,19 @@ def load_checkpoint(path: str | os.PathLike, trainer: Trainer) -> tuple[dict, li
     raise NSTError(f"--resume: {where} was trained with another encoder ({meta['arch']}, "
                    f"{meta['encoder_sha256'][:12]})")
   defaults = dataclasses.asdict(TrainConfig())  # keys added later are absent from older checkpoints
-  for key in ("width", "crop", "batch", "lr", "lr_decay", "style_weight", "content_weight", "seed", "min_scale",
-              "max_scale", "style_hue"):
+  keys = ["width", "crop", "batch", "lr", "lr_decay", "style_weight", "content_weight", "seed", "min_scale",
+          "max_scale", "style_hue", "stage", "encoder_width", "pixel_weight", "style_norm", "schedule", "ema",
+          "gray_styles", "decoder_padding", "loss_net", "skips", "input_scale", "color_weight"]
+  for key in keys + (["steps"] if trainer.config.schedule == "cosine" else []):  # the cosine ends at `steps`
     saved = meta["config"].get(key, defaults[key])
     if saved != getattr(trainer.config, key):
       raise NSTError(f"--resume: {where} has {key}={saved!r}, the flags say {getattr(trainer.config, key)!r}")
-  params = adain_decoder.init_decoder(trainer.weights.arch, trainer.config.width)
-  template = {"params": params, "opt_state": trainer.optimizer.init(params)}
-  if "leaf0000" in arrays:  # the format before nst_jax.io.checkpoint: the (params, opt_state) leaves in order
-    state = dict(zip(("params", "opt_state"), checkpoint.restore_tree(
-        (template["params"], template["opt_state"]), arrays, "state", where=f"--resume: {where}")))
+  params = trainer.fresh_params()
+  template = {"params": params, "opt_state": trainer.optimizer.init(params),
+              "ema": params if trainer.config.ema else {}}
+  if "leaf0000" in arrays:  # the format before nst_jax.io.checkpoint: the (params, opt_state, ema) leaves in order
+    state = dict(zip(template, checkpoint.restore_tree(tuple(template.values()), arrays, "state",
+                                                       where=f"--resume: {where}")))
   else:
     state = {name: checkpoint.restore_tree(tree, arrays, name, where=f"--resume: {where}")
              for name, tree in template.items()}
@@ -432,15 +286,18 @@ def write_metrics(out_dir: str | os.PathLike, history: Sequence[Mapping[str, flo
   """metrics.json (every logged step + summary) and loss_curve.png, atomically."""
   out_dir = pathlib.Path(out_dir)
   atomic.write_json(out_dir / "metrics.json", {"summary": dict(summary), "history": list(history)})
-  if not history:
+  if not any("loss" in h for h in history):
     return
   import matplotlib  # pylint: disable=import-outside-toplevel
   matplotlib.use("Agg")
   from matplotlib import pyplot as plt  # pylint: disable=import-outside-toplevel
+  history = [h for h in history if "loss" in h]  # not the held-out evaluations
   steps = [h["step"] for h in history]
   fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
-  for key, label in (("loss", "total"), ("content", "content"), ("style_weighted", "style x weight")):
-    ax.plot(steps, [h[key] for h in history], label=label)
+  for key, label in (("loss", "total"), ("content", "content"), ("style_weighted", "style x weight"),
+                     ("pixel", "pixel"), ("distill", "distill")):
+    if key in history[-1]:
+      ax.plot(steps, [h.get(key, np.nan) for h in history], label=label)
   ax.set_yscale("log")
   ax.set_xlabel("step")
   ax.set_ylabel("loss (running mean)")
@@ -455,11 +312,14 @@ def write_metrics(out_dir: str | os.PathLike, history: Sequence[Mapping[str, flo
 def train(trainer: Trainer, contents: Sequence[np.ndarray], styles: Sequence[np.ndarray], *, out_dir: str | os.PathLike,
           resume: bool = True, checkpoint_every: int = 100, log_every: int = 10, max_seconds: float | None = None,
           init_params: Mapping[str, Any] | None = None, input_threads: int = 2,
-          log: Callable[[str], None] = print) -> tuple[dict, list[dict]]:
+          log: Callable[[str], None] = print, evaluate: Callable[[dict], dict] | None = None,
+          eval_every: int = 0) -> tuple[dict, list[dict]]:
   """Runs (or resumes) training to `config.steps`, checkpointing to out_dir/checkpoint.npz; returns the final state
   and the history of running-mean losses. Stops early (after a checkpoint) when `max_seconds` have passed. Without
   a checkpoint to resume, starts from `init_params` (a trained decoder to fine-tune) or from random. Batches are
-  built on `input_threads` host threads."""
+  built on `input_threads` host threads. Every history entry counts the images seen and the process CPU seconds
+  summed over resumed runs; every `eval_every` steps `evaluate(exported parameters)` adds an 'eval' entry (a
+  learning curve on held-out images)."""
   if input_threads < 1:
     raise NSTError(f"--input_threads must be >= 1, got {input_threads}")
   out_dir = pathlib.Path(out_dir)
@@ -471,6 +331,7 @@ def train(trainer: Trainer, contents: Sequence[np.ndarray], styles: Sequence[np.
   else:
     state, history = trainer.init_state(init_params), []
   start_time, start_step = time.perf_counter(), state["step"]
+  start_cpu, cpu_before = time.process_time(), (history[-1].get("cpu_s", 0.0) if history else 0.0)
   window: list[dict[str, float]] = []
   for step, c, s in batches(contents, styles, start=state["step"], stop=config.steps, config=config,
                             threads=input_threads, prefetch=max(4, 2 * input_threads)):
@@ -482,11 +343,17 @@ def train(trainer: Trainer, contents: Sequence[np.ndarray], styles: Sequence[np.
       if not all(np.isfinite(v) for v in values.values()):
         raise NSTError(f"training diverged at step {done} (loss {values}); lower --lr")
       elapsed = time.perf_counter() - start_time
-      history.append({"step": done, **values, "style_weighted": config.style_weight * values["style"],
-                      "seconds": elapsed, "steps_per_s": (done - start_step) / elapsed})
-      log(f"step {done}: loss {values['loss']:.4g} (content {values['content']:.4g}, style {values['style']:.4g}), "
-          f"{(done - start_step) / elapsed:.2f} steps/s")
+      history.append({"step": done, **values, "style_weighted": config.style_weight * values.get("style", 0.0),
+                      "seconds": elapsed, "steps_per_s": (done - start_step) / elapsed, "images": done * config.batch,
+                      "cpu_s": cpu_before + time.process_time() - start_cpu})
+      terms_text = ", ".join(f"{k} {v:.4g}" for k, v in values.items() if k not in ("loss", "grad_norm"))
+      log(f"step {done}: loss {values['loss']:.4g} ({terms_text}), {(done - start_step) / elapsed:.2f} steps/s")
       window = []
+    if evaluate is not None and eval_every and (done % eval_every == 0 or done == config.steps):
+      record = {"step": done, "images": done * config.batch, "cpu_s": cpu_before + time.process_time() - start_cpu,
+                "eval": evaluate(trainer.export_params(state))}
+      history.append(record)
+      log(f"step {done}: held-out {record['eval']}")
     out_of_time = max_seconds is not None and time.perf_counter() - start_time > max_seconds
     if done % checkpoint_every == 0 or done == config.steps or out_of_time:
       save_checkpoint(ckpt_path, state, config=config, weights=trainer.weights, history=history)
