@@ -64,7 +64,9 @@ def cli_setup(tmp_path_factory) -> dict:
   rgb = (rng.uniform(0, 1, (24, 32, 3)) * 255).astype(np.uint8)
   Image.fromarray(rgb).save(root / "content.png")
   Image.fromarray(rgb[::-1]).save(root / "style.png")
-  env = {"NST_JAX_WEIGHTS_DIR": str(weights_dir)}
+  # The commands' caches (compiled executables, AdaIN style statistics) go to this test folder, not the user's.
+  env = {"NST_JAX_WEIGHTS_DIR": str(weights_dir), "NST_JAX_COMPILATION_CACHE": str(root / "xla"),
+         "NST_JAX_STYLE_CACHE": str(root / "adain_styles")}
   return {"root": root, "weights": weights_dir / "fake.npz", "env": env}
 
 
