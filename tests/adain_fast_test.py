@@ -136,6 +136,18 @@ def test_decoder_file_with_a_student_is_a_whole_model(teacher, student, content,
     adain.make_model(None, plain)
 
 
+def test_student_file_round_trip_and_kind_check(teacher, student, tmp_path):
+  path = adain_student.save_student(tmp_path / "s.npz", student)
+  loaded = adain_student.load_student(path)
+  assert (loaded.width, loaded.channels, loaded.teacher_sha256, loaded.preprocessing) == (
+      student.width, student.channels, student.teacher_sha256, student.preprocessing)
+  for key, value in student.params.items():
+    np.testing.assert_array_equal(loaded.params[key], np.asarray(value, np.float32))
+  decoder = adain_decoder.save_decoder(tmp_path / "d.npz", _ckpt(teacher, student))
+  with pytest.raises(NSTError, match="not an nst_jax AdaIN student encoder"):
+    adain_student.load_student(decoder)
+
+
 def test_bucket_sides_are_few_and_cover_every_size():
   sides = {adain.bucket_side(n) for n in range(1, 4097)}
   assert len(sides) == 20 + 6 + 8  # multiples of 64 to 1280, of 128 to 2048, of 256 to 4096
