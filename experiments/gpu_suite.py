@@ -331,8 +331,10 @@ def run(fv: flags.FlagValues, positional: list[str]) -> None:
   print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.md')}")
 
 
+# No persistent compilation cache: the suite reports compilation times, which a cache from an earlier run would hide.
 COMMAND = Command(name="gpu_suite", prog="python experiments/gpu_suite.py", usage="[--tiny] [--out PREFIX] [flags]",
-                  description=__doc__.split("\n\n", maxsplit=1)[0], define_flags=define_flags, run=run)
+                  description=__doc__.split("\n\n", maxsplit=1)[0], define_flags=define_flags, run=run,
+                  compilation_cache=False)
 
 if __name__ == "__main__":
   sys.exit(main(COMMAND, sys.argv[1:]))
