@@ -277,11 +277,13 @@ def test_eight_simulated_devices_equal_one(tmp_path):
   one, eight = out["1"], out["8"]
   # The same step-1 loss and gradient (different summation order only)...
   np.testing.assert_allclose(eight["losses"][0], one["losses"][0], rtol=1e-5)
-  np.testing.assert_allclose(eight["norms"], one["norms"], rtol=1e-3)
+  np.testing.assert_allclose(eight["norms"][0], one["norms"][0], rtol=1e-3)  # measured 2.5e-4
   # ... but Adam's first update is ~lr * sign(g), so gradient components near zero whose sign depends on the
   # summation order move by up to 2 lr in opposite directions: parameters agree to 2 lr per step, and on average
-  # to a small fraction of how far they moved.
+  # to a small fraction of how far they moved. Step 2's gradient is taken at those slightly different parameters
+  # (its norm differed by 0.25%, on main as well), so it is compared at 1e-2.
   np.testing.assert_allclose(eight["losses"][1], one["losses"][1], rtol=1e-3)
+  np.testing.assert_allclose(eight["norms"][1], one["norms"][1], rtol=1e-2)
   init = np.concatenate([np.ravel(v) for v in jax.tree_util.tree_leaves(adain_decoder.init_decoder("vgg16", 4))])
   p1, p8 = np.asarray(one["params"]), np.asarray(eight["params"])
   assert np.abs(p8 - p1).max() <= 4 * 1e-4 * 1.01
