@@ -288,7 +288,7 @@ def run_suite(*, tiny: bool, isolate: bool, sections: tuple[str, ...], out: path
     else:
       report["sections"][name] = run_section(name, tiny)
     print(f"gpu_suite: {name} done in {report['sections'][name].get('seconds', 0):.1f} s", flush=True)
-  atomic.write_json(out.with_suffix(".json"), report)
+  atomic.write_json(out.with_suffix(".json"), report, sort_keys=False)  # sections in the order they ran
   atomic.write_text(out.with_suffix(".md"), markdown(report))
   return report
 
