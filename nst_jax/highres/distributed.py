@@ -48,3 +48,6 @@ def init_distributed(*, coordinator: str | None = None, num_processes: int | Non
   host, sep, port = coordinator.rpartition(":")
   if not sep or not host or not port.isdigit():
     raise NSTError(f"--coordinator_address must be host:port, got {coordinator!r}")
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes, process_id=process_id)
+  return True
