@@ -34,6 +34,7 @@ Expected with the defaults (experiments/PHOTOREAL_NOTES.md has the measured tabl
 from __future__ import annotations
 
 import dataclasses
+import json
 import pathlib
 import statistics
 import time
@@ -115,8 +116,10 @@ def acceptance(records: dict) -> dict:
                       and all(ours[n]["matting"] <= paper[n]["matting"] for n in records))}
 
 
-def run(settings: common.Settings, *, pairs: list[int], config: photoreal.PhotorealConfig) -> dict:
-  """`config`'s size is replaced by `settings.size`."""
+def run(settings: common.Settings, *, pairs: list[int], config: photoreal.PhotorealConfig,
+        resume: bool = False) -> dict:
+  """`config`'s size is replaced by `settings.size`. Each finished pair is recorded in `<out_dir>/partial.json`;
+  with `resume`, pairs recorded there under the same config (and their saved images) are not run again."""
   started = time.perf_counter()
   root = find_photoreal(settings.data_dir)
   if root is None:
@@ -125,6 +128,16 @@ def run(settings: common.Settings, *, pairs: list[int], config: photoreal.Photor
   weights = resolve_weights(settings.weights)
   config = dataclasses.replace(config, size=settings.size)
   rows, labels, records, skipped = [], [], {}, {}
+  partial_path = pathlib.Path(settings.out_dir) / "partial.json"
+  config_record = common.to_jsonable(dataclasses.asdict(config))
+  done = {}
+  if resume and partial_path.exists():
+    partial = json.loads(partial_path.read_text())
+    if partial["config"] == config_record:
+      done = {int(n): r for n, r in partial["pairs"].items()}
+      print(f"[resume] pairs already done under this config: {sorted(done)}")
+    else:
+      print(f"[resume] {partial_path} was made with another config: running every pair")
   for n in pairs:
     files = pair_files(root, n)
     try:
@@ -133,13 +146,19 @@ def run(settings: common.Settings, *, pairs: list[int], config: photoreal.Photor
       skipped[n] = str(e)
       print(f"[pair {n}] skipped: {e}")
       continue
+    content = image_io.resize_long_side(raw["content"], settings.size)
+    paper = image_io.resize(raw["paper"], *content.shape[:2])
+    if n in done and (pathlib.Path(settings.out_dir) / f"ours{n}.png").exists():
+      records[n] = done[n]
+      ours, theirs = done[n]["ours"], done[n]["paper"]
+      rows.append([content, raw["style"], image_io.load_image(pathlib.Path(settings.out_dir) / f"ours{n}.png"), paper])
+      labels.append(pair_labels(n, ours, theirs))
+      continue
     t0 = time.perf_counter()
     result = photoreal.photoreal(content=raw["content"], style=raw["style"], weights=weights, config=config,
                                  content_seg=raw["content_seg"], style_seg=raw["style_seg"],
                                  progress=not settings.quick)
     seconds = time.perf_counter() - t0
-    content = image_io.resize_long_side(raw["content"], settings.size)
-    paper = image_io.resize(raw["paper"], *content.shape[:2])
     measured = measure({"ours": result.image, "unsmoothed": result.unsmoothed, "paper": paper}, content=content,
                        style=raw["style"], content_seg=raw["content_seg"], style_seg=raw["style_seg"],
                        weights=weights)
@@ -152,9 +171,10 @@ def run(settings: common.Settings, *, pairs: list[int], config: photoreal.Photor
         f"{who} style {m['style']:.4g} ssim {m['ssim']:.3f} std {m['std']:.3f} matting {m['matting']:.3g}"
         for who, m in (("ours", ours), ("paper", theirs))), flush=True)
     image_io.save_image(pathlib.Path(settings.out_dir) / f"ours{n}.png", result.image)
+    image_io.save_image(pathlib.Path(settings.out_dir) / f"ours{n}_unsmoothed.png", result.unsmoothed)
+    common.write_json(partial_path, {"config": config_record, "pairs": records})
     rows.append([content, raw["style"], result.image, paper])
-    labels.append([f"in{n}", f"tar{n}", f"ours: style {common.short(ours['style'])} ssim {ours['ssim']:.2f}",
-                   f"paper: style {common.short(theirs['style'])} ssim {theirs['ssim']:.2f}"])
+    labels.append(pair_labels(n, ours, theirs))
   if not records:
     raise NSTError(f"none of the pairs {pairs} could be read from {root}")
   medians = {who: {m: statistics.median(r[who][m] for r in records.values()) for m in METRICS}
@@ -167,6 +187,11 @@ def run(settings: common.Settings, *, pairs: list[int], config: photoreal.Photor
       started=started)
   write_markdown(pathlib.Path(settings.out_dir) / "results.md", record)
   return record
+
+
+def pair_labels(n: int, ours: dict, theirs: dict) -> list[str]:
+  return [f"in{n}", f"tar{n}", f"ours: style {common.short(ours['style'])} ssim {ours['ssim']:.2f}",
+          f"paper: style {common.short(theirs['style'])} ssim {theirs['ssim']:.2f}"]
 
 
 def write_markdown(path: pathlib.Path, record: dict) -> None:
@@ -215,7 +240,7 @@ def main(argv):
     full = dict(FULL, size=config.size if f.preset == "paper" else FULL["size"], iterations=config.stage1_iterations)
     settings = common.settings_from_flags(quick=quick, full=full)
     pairs = [int(p) for p in (f.pairs or (quick if f.quick else full)["pairs"]).split(",") if p.strip()]
-    run(settings, pairs=pairs, config=config)
+    run(settings, pairs=pairs, config=config, resume=f.resume)
 
 
 if __name__ == "__main__":
@@ -231,4 +256,6 @@ if __name__ == "__main__":
   flags.DEFINE_integer("stage1_size", None, "Stage-1 long side (coarse to fine; photoreal's default if unset).")
   flags.DEFINE_integer("stage2_iterations", None, "Stage-2 iterations (photoreal's default if unset).")
   flags.DEFINE_list("style_layer_weights", [], "Calibrated per-layer weights, e.g. relu1_1=1,relu5_1=0.1.")
+  flags.DEFINE_bool("resume", False, "Skip the pairs already recorded in <out_dir>/partial.json under the same "
+                    "settings (a long run continues where it stopped).")
   app.run(main)

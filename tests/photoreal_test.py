@@ -295,7 +295,7 @@ def test_command_line_presets_and_objective_defaults():
     return photoreal_cli.config_from_flags(fv)
 
   default = config()
-  assert (default.size, default.stage1_iterations, default.stage2_iterations) == (512, 0, 200)
+  assert (default.size, default.stage1_iterations, default.stage2_iterations) == (512, 0, 150)
   assert photoreal.loss_weights(default) == photoreal.CALIBRATED_WEIGHTS and default.init == "colors"
   paper = config("--preset", "paper")
   assert (paper.size, paper.stage1_iterations, paper.stage2_iterations) == (700, 1000, 1000)
