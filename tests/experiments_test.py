@@ -1,5 +1,6 @@
 """The figure scripts in experiments/: every one imports and exposes run(settings); the cheapest runs end to end."""
 
+import dataclasses
 import importlib
 import json
 import pathlib
@@ -87,3 +88,36 @@ def test_train_adain_trains_exports_and_fine_tunes(default_weights, content, tmp
                      str(tmp_path / "run3"))
   assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
       f"error: --decoder {str(tmp_path / 'missing.npz')!r}: no such decoder file or name"], bad.stderr
+
+
+@pytest.fixture(scope="module")
+def classic_comparison():
+  sys.path.insert(0, str(EXPERIMENTS))
+  try:
+    yield importlib.import_module("classic_comparison")
+  finally:
+    sys.path.remove(str(EXPERIMENTS))
+
+
+def test_classic_comparison_measures_ours_and_the_reference(classic_comparison, default_weights, content, tmp_path):
+  """A fake data tree: the 'classic' picture is the flat content itself, which the flat-area number must see."""
+  del default_weights
+  data = tmp_path / "data"
+  image_io.save_image(data / "artistic" / "content" / "tubingen.jpg", content)
+  image_io.save_image(data / "artistic" / "style" / "starry_night.jpg", demo.swirl_painting(64))
+  flat = np.full((48, 48, 3), 0.5, np.float32)
+  image_io.save_image(data / "reference" / "neural-style" / "tubingen_starry.png", flat)
+  common = classic_comparison.common
+  settings = common.Settings(out_dir=tmp_path / "out", size=48, iterations=3, quick=True, data_dir=str(data))
+  record = classic_comparison.run(settings, pictures=["tubingen_starry"],
+                                  overrides=classic_comparison.parse_overrides(["tv_weight=1", "init=noise"]))
+  row = record["pictures"]["tubingen_starry"]
+  assert row["classic"]["flat"] == 1.0 and row["ours"]["flat"] < 0.5  # noise start: textured everywhere
+  assert row["passes"] and record["summary"]["passing"] == 1
+  assert record["overrides"] == {"tv_weight": 1.0, "init": "noise"}
+  assert (tmp_path / "out" / "results.md").read_text().count("| tubingen_starry |") == 1
+  with pytest.raises(Exception, match="StylizeConfig field"):
+    classic_comparison.parse_overrides(["no_such_field=1"])
+  assert classic_comparison.parse_overrides(["style_scale=0.5,2", "style_layers=relu1_1,relu2_1"]) == {
+      "style_scale": (0.5, 2.0), "style_layers": ("relu1_1", "relu2_1")}
+  assert classic_comparison.run(dataclasses.replace(settings, data_dir=str(tmp_path))) == {"skipped": "no data"}

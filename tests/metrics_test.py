@@ -36,3 +36,48 @@ def test_dominant_wavelength_of_stripes(period):
 def test_dominant_wavelength_along_rows_of_a_strip(period):
   strip = stripes(period, size=128)[:24]  # 24 rows x 128 columns, stripes varying along the rows
   assert metrics.dominant_wavelength(strip, axis=1) == pytest.approx(period, rel=0.2)
+
+
+def test_texture_energy_map_is_blockwise_high_pass_rms():
+  rng = np.random.default_rng(1)
+  image = np.full((80, 48, 3), 0.4)
+  image[:48] += np.linspace(0, 0.3, 48)[None, :, None]  # smooth shading: no texture
+  image[48:] += 0.1 * rng.standard_normal((32, 48, 3))    # texture in the lowest 32 rows
+  energy = metrics.texture_energy_map(image, block=16)
+  assert energy.shape == (5, 3)
+  assert np.all(energy[:2] < 0.01) and np.all(energy[3:] > 0.1)  # block row 2 borders the texture
+  # An independent reference for one block: RMS over the block of the summed squared high-pass.
+  from scipy import ndimage
+  high = image - ndimage.gaussian_filter(image, (2.0, 2.0, 0), mode="reflect")
+  want = np.sqrt(np.mean(np.sum(high[64:80, 16:32] ** 2, axis=-1)))
+  np.testing.assert_allclose(energy[4, 1], want, rtol=1e-12)
+
+
+def test_flat_fraction_counts_the_untextured_share():
+  rng = np.random.default_rng(2)
+  style = 0.5 + 0.1 * rng.standard_normal((64, 64, 3))
+  image = np.full((64, 64, 3), 0.5)
+  assert metrics.flat_fraction(image, style) == 1.0
+  image[:, :16] += 0.1 * rng.standard_normal((64, 16, 3))  # a quarter of the picture textured like the style
+  assert metrics.flat_fraction(image, style) == pytest.approx(0.75)
+  assert metrics.flat_fraction(style, style) == 0.0
+
+
+def test_palette_distance_ignores_arrangement_and_measures_shifts():
+  rng = np.random.default_rng(3)
+  style = rng.uniform(0.2, 0.8, (40, 40, 3))
+  shuffled = rng.permutation(style.reshape(-1, 3)).reshape(20, 80, 3)
+  assert metrics.palette_distance(shuffled, style) == pytest.approx(0.0, abs=1e-12)
+  # Adding d to every channel moves each projection by d·(v1+v2+v3): the distance is d times mean |sum of v|.
+  v = np.random.default_rng(0).normal(size=(3, 64))
+  v /= np.linalg.norm(v, axis=0, keepdims=True)
+  assert metrics.palette_distance(style + 0.1, style) == pytest.approx(0.1 * np.mean(np.abs(v.sum(0))), rel=1e-9)
+
+
+def test_yiq_chroma_error_sees_chroma_not_luminance():
+  rng = np.random.default_rng(4)
+  content = rng.uniform(0.2, 0.8, (16, 16, 3))
+  brighter = content + 0.1  # a gray offset changes Y only
+  assert metrics.yiq_chroma_error(brighter, content) < 1e-6
+  tinted = content + np.array([0.02, 0.0, 0.0])
+  assert metrics.yiq_chroma_error(tinted, content) == pytest.approx(0.02 * 0.595716, rel=1e-4)

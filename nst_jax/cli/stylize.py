@@ -60,8 +60,9 @@ def define_flags(fv: flags.FlagValues, *, synthesis: bool = False) -> Sections:
                     "target: divide each style layer's loss by its value for an all-zero Gram matrix, so every layer "
                     "counts (stroke-size presets, scale mixing, --depth); raise --style_weight (~100).",
                     flag_values=fv)
-  flags.DEFINE_enum("style_loss", defaults.style_loss, list(STYLE_LOSSES), "Gram matrices (Gatys) or MRF patches "
-                    "(Li & Wand 2016).", flag_values=fv)
+  flags.DEFINE_enum("style_loss", defaults.style_loss, list(STYLE_LOSSES), "Gram matrices (Gatys), MRF patches "
+                    "(Li & Wand 2016) or sliced Wasserstein feature distributions (Heitz et al. 2021; no masks).",
+                    flag_values=fv)
   flags.DEFINE_bool("normalize_network", defaults.normalize_network, "Rescale every VGG filter to mean activation 1 "
                     "(Gatys et al.) so deep style layers count; the loss scale changes: raise --style_weight (1e4+).",
                     flag_values=fv)

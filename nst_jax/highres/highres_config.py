@@ -64,7 +64,8 @@ def check_highres_request(hr: HighresConfig, config: StylizeConfig) -> None:
     raise NSTError(f"--scale_iterations has {len(hr.scale_iterations)} entries for {len(sizes)} scales "
                    f"({','.join(map(str, sizes))})")
   if config.style_loss != "gram":
-    raise NSTError("the high-resolution engine uses Gram matrices; --style_loss mrf is not supported with it")
+    raise NSTError(f"the high-resolution engine uses Gram matrices; --style_loss {config.style_loss} is not "
+                   "supported with it")
   for flag, value in (("--laplacian_weight", config.laplacian_weight), ("--edge_weight", config.edge_weight)):
     if value:
       raise NSTError(f"{flag} is not supported by the high-resolution engine")

@@ -28,7 +28,7 @@ from nst_jax import losses
 from nst_jax.errors import NSTError
 from nst_jax.highres.memory import check_memory
 from nst_jax.io import image_io
-from nst_jax.losses import color, guidance, matting, mrf, segmentation, structure
+from nst_jax.losses import color, guidance, matting, mrf, segmentation, structure, swd
 from nst_jax.methods.optimize import StylizeResult, optimize_image
 from nst_jax.methods.stylize_config import (MRF_LAYERS, STYLE_LAYERS, StylizeConfig, blend_weights, check_request,
                                             per_style, style_layer_sets, style_layer_weights)
@@ -150,6 +150,9 @@ def make_loss_terms(model: vgg.VGG, preprocessing, config: StylizeConfig, *, sty
                   inputs["masks"][name][r], bank["patches"].shape[1]))
               for r, (bank, weight) in enumerate(zip(inputs["style"][name], inputs["region_weights"][name])))
           for name in style_layers)
+    elif config.style_loss == "swd":
+      out["style"] = config.style_weight * swd.swd_style_loss(features=feats, targets=inputs["style"],
+                                                              layer_weights=layer_weight)
     elif not guided:
       out["style"] = config.style_weight * sum(
           layer_weight[name] * jnp.sum(inputs["region_weights"][name] * losses.style_layer_loss(
@@ -258,6 +261,9 @@ def build_problem(*, content: np.ndarray | None, styles: Sequence[np.ndarray] | 
                     or not has_content):
     raise NSTError("segmentation maps (--content_seg/--style_seg) take a content image, one style image and the "
                    "gram style loss, without --style_masks or --depth")
+  if config.style_loss == "swd" and (style_masks or depth is not None or config.style_layer_sets):
+    raise NSTError("--style_loss swd matches one distribution over the whole image: it does not take "
+                   "--style_masks, --depth or --style_layer_sets")
   use_content = has_content and config.content_weight > 0
   style_sets = style_layer_sets(config, len(styles))
   if config.style_loss == "mrf" and config.style_layers == STYLE_LAYERS and not config.style_layer_sets:
@@ -313,6 +319,15 @@ def build_problem(*, content: np.ndarray | None, styles: Sequence[np.ndarray] | 
     inputs["style"] = segmentation.style_targets(weights.arch, style_features(0, 1.0), seg.style, style_layers,
                                                  pooling=mask_pooling, normalization=config.gram_normalization)
     inputs["region_weights"] = segmentation.region_means(inputs["masks"])
+  elif config.style_loss == "swd":
+    (region,) = regions
+    positions = jax.eval_shape(lambda img: features(params, img), jax.ShapeDtypeStruct((*shape, 3), jnp.float32))
+    inputs["style"] = {
+        name: swd.style_target([style_features(i, region.scale)[name] for i in range(len(styles))],
+                               positions=positions[name].shape[1] * positions[name].shape[2], blend=region.style_weights,
+                               seed=config.seed + k)
+        for k, name in enumerate(style_layers)}
+    inputs["region_weights"] = {name: jnp.ones((1,), jnp.float32) for name in style_layers}
   else:
     region_inputs = _region_banks if config.style_loss == "mrf" else _region_targets
     inputs["style"], inputs["region_weights"] = region_inputs(regions, style_layers, style_sets, style_features)

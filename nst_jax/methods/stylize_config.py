@@ -30,7 +30,7 @@ STYLE_LAYER_PRESETS = {
     "structure": ("relu3_1", "relu4_1", "relu5_1"),
 }
 MRF_LAYERS = ("relu3_1", "relu4_1")  # Li & Wand (2016)
-STYLE_LOSSES = ("gram", "mrf")
+STYLE_LOSSES = ("gram", "mrf", "swd")
 STYLE_LAYER_BALANCES = ("none", "target")
 CONTENT_LAYER_BALANCES = ("none", "target")
 
@@ -58,7 +58,7 @@ class StylizeConfig:
   style_scale: tuple[float, ...] = (1.0,)        # style image long side = size * scale
   style_layer_sets: tuple[tuple[str, ...], ...] = ()  # per style; scale mixing (Gatys et al. 2017)
   style_layer_weights: Mapping[str, float] = dataclasses.field(default_factory=dict)  # relative w_l, default 1
-  style_loss: str = "gram"                       # gram | mrf
+  style_loss: str = "gram"                       # gram | mrf | swd (sliced Wasserstein)
   preserve_colors: str = "none"                  # none | luminance | histogram
   color_method: str = "cholesky"                 # histogram matching: cholesky | eigen
   laplacian_weight: float = 0.0
