@@ -2,8 +2,9 @@
 
 Run (from the repository root; needs ../shared/data/photoreal/, skips cleanly without it):
   python experiments/dpst_examples.py             # 12 pairs over 1-30 at 384 px with photoreal's defaults
-      # expected: style below the paper's on 12/12 pairs (median ratio 0.42), median SSIM 0.62 vs 0.45,
-      # matting per pixel below the paper's except pair 27 (1.32x); ~2.3 h on a loaded 2-core CPU
+      # expected: style below the paper's on 12/12 pairs (median ratio 0.49), median SSIM 0.65 vs 0.45,
+      # std >= 0.85x and matting per pixel <= 0.43x the paper's on every pair; 265-612 s per pair, 72 min in all
+      # on a 2-core CPU (add --resume to continue an interrupted run)
   python experiments/dpst_examples.py --quick     # pairs 1, 7, 14, 20 at 256 px
   python experiments/dpst_examples.py --preset paper --pairs 3   # the reference's size and iterations (slow)
   python experiments/dpst_examples.py --objective reference --init mean --stage2_iterations 100 --quick

@@ -5,7 +5,7 @@ post-processing, optionally in tiles.
       --output out.png
 
 Defaults are this project's calibrated objective (relative content and style errors, per-pixel matting energy,
-weights chosen on the paper's examples; `nst_jax.methods.photoreal`): 512 px, stage 2 only (200 L-BFGS iterations)
+weights chosen on the paper's examples; `nst_jax.methods.photoreal`): 512 px, stage 2 only (150 L-BFGS iterations)
 from the content with each region's colours moved to the style's. `--preset paper` takes the reference's size and
 iterations (700 px, 1000 + 1000), `--objective reference` its loss weights in its own units.
 """
@@ -158,7 +158,6 @@ COMMAND = Command(
     name="photoreal", prog="python -m nst_jax photoreal",
     usage="--content PHOTO --style PHOTO [--content_seg MAP --style_seg MAP] [flags]",
     description="Photorealistic style transfer: optimisation (stage 2 with the matting Laplacian; stage 1 without "
-                "it on request), then local-affine post-processing. Time on a shared 2-core CPU: 8-18 min per pair "
-                "at --size 384 (200 iterations; the default 512 px has 1.8x the pixels); --preset paper about 2 "
-                "hours.",
+                "it on request), then local-affine post-processing. Time on a 2-core CPU: 9 min at the default 512 px, "
+                "4-10 min at --size 384 (measured on the paper's examples); --preset paper about 2 hours.",
     define_flags=define_flags, run=run)
