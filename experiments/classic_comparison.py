@@ -40,7 +40,7 @@ from absl import flags
 
 from nst_jax import figures, metrics
 from nst_jax.errors import NSTError
-from nst_jax.io import atomic, image_io
+from nst_jax.io import image_io
 from nst_jax.methods.stylize_config import StylizeConfig
 from nst_jax.weights.store import resolve_weights
 
@@ -190,20 +190,15 @@ def run(settings: common.Settings, *, pictures: list[str] | None = None,
 def write_markdown(path: pathlib.Path, record: dict) -> None:
   s = record["settings"]
   lines = [f"# Ours vs classic neural-style: {s['size']} px, {s['iterations']} iterations, overrides "
-           f"{record['overrides'] or 'none'}, {record['seconds_total']:.0f} s total", "",
-           "| picture | s | flat ours | flat classic | palette ours | palette classic | SSIM ours | SSIM classic "
-           "| passes |", "|---|---|---|---|---|---|---|---|---|"]
-  for name, r in record["pictures"].items():
-    o, c = r["ours"], r["classic"]
-    lines.append(f"| {name} | {r['seconds']:.0f} | {o['flat']:.3f} | {c['flat']:.3f} | {o['palette']:.4f} "
-                 f"| {c['palette']:.4f} | {o['ssim']:.3f} | {c['ssim']:.3f} | {r['passes']} |")
+           f"{record['overrides'] or 'none'}, {record['seconds_total']:.0f} s total", ""]
+  numbers = lambda r: [f"{r[who][m]:{spec}}" for m, spec in (("flat", ".3f"), ("palette", ".4f"), ("ssim", ".3f"))
+                       for who in ("ours", "classic")]
   m = record["summary"]
-  lines += [f"| **median** | | {m['ours']['flat']:.3f} | {m['classic']['flat']:.3f} | {m['ours']['palette']:.4f} "
-            f"| {m['classic']['palette']:.4f} | {m['ours']['ssim']:.3f} | {m['classic']['ssim']:.3f} "
-            f"| {m['passing']}/{m['pictures']} |"]
-  with atomic.atomic_write(path, "w") as out:
-    out.write("\n".join(lines) + "\n")
-  print(f"wrote {path}")
+  rows = [[name, f"{r['seconds']:.0f}", *numbers(r), r["passes"]] for name, r in record["pictures"].items()]
+  rows.append(["**median**", "", *numbers(m), f"{m['passing']}/{m['pictures']}"])
+  lines += common.markdown_table(["picture", "s", "flat ours", "flat classic", "palette ours", "palette classic",
+                                  "SSIM ours", "SSIM classic", "passes"], rows)
+  common.write_markdown(path, lines)
 
 
 if __name__ == "__main__":

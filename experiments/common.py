@@ -216,6 +216,19 @@ def write_json(path: str | os.PathLike, data: Mapping[str, Any]) -> pathlib.Path
   return atomic.write_json(path, to_jsonable(data), sort_keys=False, strict=True)
 
 
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
+  """Lines of a Markdown table: the header, its rule and one line per row (cells already formatted)."""
+  return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + [
+      "| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+
+
+def write_markdown(path: str | os.PathLike, lines: Sequence[str]) -> None:
+  """Writes the lines as one Markdown file, atomically, and says so."""
+  with atomic.atomic_write(path, "w") as out:
+    out.write("\n".join(lines) + "\n")
+  print(f"wrote {path}")
+
+
 def save_figure(fig, path: str | os.PathLike) -> pathlib.Path:
   """Saves a matplotlib figure as PNG, atomically."""
   return atomic.write_figure(fig, path, dpi=110, bbox_inches="tight")

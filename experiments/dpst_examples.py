@@ -47,7 +47,7 @@ from absl import app, flags
 
 from nst_jax import figures, metrics
 from nst_jax.errors import NSTError, exit_on_error
-from nst_jax.io import atomic, image_io
+from nst_jax.io import image_io
 from nst_jax.losses import matting
 from nst_jax.methods import gatys, photoreal
 from nst_jax.weights.format import VGGWeights
@@ -198,15 +198,14 @@ def pair_labels(n: int, ours: dict, theirs: dict) -> list[str]:
 def write_markdown(path: pathlib.Path, record: dict) -> None:
   c = record["config"]
   lines = [f"# Deep Photo Style Transfer examples: {c['size']} px, {c['stage1_iterations']}+"
-           f"{c['stage2_iterations']} iterations, {record['seconds_total']:.0f} s total", "",
-           "| pair | s | style ours | style paper | ratio | SSIM ours | SSIM paper | std ours | std paper "
-           "| matting ours | matting paper |", "|---|---|---|---|---|---|---|---|---|---|---|"]
-  rows = list(record["pairs"].items()) + [("**median**", record["medians"])]
-  for n, r in rows:
-    o, p = r["ours"], r["paper"]
-    lines.append(f"| {n} | {r['seconds']:.0f} | {o['style']:.4g} | {p['style']:.4g} | {o['style'] / p['style']:.2f} "
-                 f"| {o['ssim']:.3f} | {p['ssim']:.3f} | {o['std']:.3f} | {p['std']:.3f} | {o['matting']:.3g} "
-                 f"| {p['matting']:.3g} |")
+           f"{c['stage2_iterations']} iterations, {record['seconds_total']:.0f} s total", ""]
+  rows = [[n, f"{r['seconds']:.0f}", f"{r['ours']['style']:.4g}", f"{r['paper']['style']:.4g}",
+           f"{r['ours']['style'] / r['paper']['style']:.2f}"]
+          + [f"{r[who][m]:{spec}}" for m, spec in (("ssim", ".3f"), ("std", ".3f"), ("matting", ".3g"))
+             for who in ("ours", "paper")]
+          for n, r in list(record["pairs"].items()) + [("**median**", record["medians"])]]
+  lines += common.markdown_table(["pair", "s", "style ours", "style paper", "ratio", "SSIM ours", "SSIM paper",
+                                  "std ours", "std paper", "matting ours", "matting paper"], rows)
   a = record["acceptance"]
   lines += ["", f"Lower style loss than the paper on {a['pairs_with_lower_style']} of {a['pairs']} pairs (needed "
             f"{a['needed']}); median style ratio {a['median_style_ratio']:.2f} (bar 0.8); median SSIM minus the "
@@ -214,9 +213,7 @@ def write_markdown(path: pathlib.Path, record: dict) -> None:
             f"(bar 0.8); highest matting ratio {a['max_matting_ratio']:.2f} (bar 1). Met: {a['met']}."]
   if record["skipped"]:
     lines += ["", "Skipped: " + "; ".join(f"{n}: {why}" for n, why in record["skipped"].items())]
-  with atomic.atomic_write(path, "w") as out:
-    out.write("\n".join(lines) + "\n")
-  print(f"wrote {path}")
+  common.write_markdown(path, lines)
 
 
 def config_from_flags() -> photoreal.PhotorealConfig:
