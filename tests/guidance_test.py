@@ -135,6 +135,37 @@ def test_guided_style_loss_formula_and_empty_region():
   np.testing.assert_array_equal(guidance.guided_gram(feats["a"], empty["a"])[2], 0.0)
 
 
+def test_partitioned_guided_gram_equals_guided_gram_with_gradient():
+  # Three hard regions (one empty) plus a soft border, carried to a deep layer so the guides overlap there.
+  rng = np.random.default_rng(6)
+  labels = np.zeros((24, 20), int)
+  labels[:, 8:] = 1
+  labels[16:, 8:14] = 3
+  masks = np.stack([(labels == r).astype(np.float32) for r in range(4)])  # region 2 is empty
+  carried = guidance.masks_at_layers("vgg16", jnp.asarray(masks), ["relu1_1", "relu2_2"])
+  for name, guides in carried.items():
+    guides = np.asarray(guides)
+    part = guidance.guide_partition(guides)
+    covered = sorted(np.concatenate([g["pixels"] for g in part]).tolist())
+    assert covered == np.flatnonzero(guides.sum(axis=0) > 0).tolist()  # every covered pixel once
+    for g in part:  # each group lists exactly the guides that are nonzero on its pixels
+      on = guides.reshape(4, -1)[:, g["pixels"]] != 0
+      assert np.all(on[g["regions"]]) and not np.any(np.delete(on, g["regions"], axis=0))
+    assert 2 not in np.concatenate([g["regions"] for g in part]) and max(len(g["regions"]) for g in part) > 1
+    feats = rng.standard_normal((1, *guides.shape[1:], 8)).astype(np.float32)
+    for normalization in guidance.GRAM_NORMALIZATIONS:
+      want = guidance.guided_gram(feats, guides, normalization=normalization)
+      got = jax.jit(lambda f, g, p: guidance.partitioned_guided_gram(f, g, p, normalization=normalization))(
+          feats, guides, part)
+      np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    target = rng.standard_normal((4, 8, 8)).astype(np.float32)
+    loss = lambda f, partitions: guidance.guided_style_loss(  # noqa: E731
+        features={name: f}, target_grams={name: target}, masks={name: guides}, partitions=partitions)
+    np.testing.assert_allclose(loss(feats, {name: part}), loss(feats, None), rtol=1e-5)
+    np.testing.assert_allclose(jax.grad(loss)(feats, {name: part}), jax.grad(loss)(feats, None),
+                               rtol=1e-4, atol=1e-6)
+
+
 def test_default_weights_match_style_loss_for_single_full_region():
   rng = np.random.default_rng(5)
   feats = {"a": rng.standard_normal((1, 8, 8, 16)).astype(np.float32),

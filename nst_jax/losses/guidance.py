@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -105,6 +106,51 @@ def guided_gram(features: jax.Array, masks: jax.Array, *, normalization: str = "
   return gram / gram_mass(masks, channels=c, normalization=normalization)[:, None, None]
 
 
+def guide_partition(masks: np.ndarray) -> tuple[dict[str, np.ndarray], ...]:
+  """The pixels of (R, h, w) guides grouped by which guides cover them (are nonzero there), for
+  `partitioned_guided_gram`: one {"pixels": (n,) flat indices, "regions": (k,) the guides covering them} per set
+  of guides that occurs. Inside a segmentation region a pixel has one guide; only borders (widened at deeper layers
+  by the 3x3 carrying) have two or more. Pixels no guide covers are in no group (they add to no Gram matrix).
+  Computed on the host: the array sizes are part of the shapes a jitted loss is traced with.
+  """
+  flat = np.asarray(masks).reshape(np.shape(masks)[0], -1) != 0
+  keys = np.packbits(flat, axis=0, bitorder="little")                      # (ceil(R / 8), h*w) bit sets
+  sets, group = np.unique(keys, axis=1, return_inverse=True)
+  group = np.reshape(group, -1)
+  groups = []
+  for g in range(sets.shape[1]):
+    regions = np.flatnonzero(np.unpackbits(sets[:, g], bitorder="little")[:flat.shape[0]]).astype(np.int32)
+    if regions.size:
+      groups.append({"pixels": np.flatnonzero(group == g).astype(np.int32), "regions": regions})
+  return tuple(groups)
+
+
+def partitioned_guided_gram(features: jax.Array, masks: jax.Array, partition: Sequence[Mapping[str, Any]], *,
+                            normalization: str = "squared_mass") -> jax.Array:
+  """`guided_gram` of (1, h, w, C) or (h, w, C) features, given the `guide_partition` of the (R, h, w) guides.
+
+  The same sum over pixels of m_r² f f^T, taken for each group of pixels over the guides that cover it only:
+  h·w·C² multiply-adds times the mean number of guides per pixel (about one for segmentation maps) instead of
+  R·h·w·C², and no (R, h·w, C) array of weighted features.
+  """
+  if normalization not in GRAM_NORMALIZATIONS:
+    raise ValueError(f"normalization must be one of {GRAM_NORMALIZATIONS}, got {normalization!r}")
+  if features.ndim == 4:
+    features = features[0]
+  h, w, c = features.shape
+  regions = masks.shape[0]
+  if masks.shape[1:] != (h, w):
+    raise ValueError(f"guides of shape {masks.shape[1:]} do not match features of shape {(h, w)}")
+  flat = features.reshape(h * w, c)
+  guides = masks.astype(jnp.float32).reshape(regions, h * w)
+  gram = jnp.zeros((regions, c, c), jnp.float32)
+  for group in partition:
+    pixels, covering = group["pixels"], group["regions"]
+    weights = guides[covering][:, pixels][..., None].astype(flat.dtype)       # (k, n, 1)
+    gram = gram.at[covering].add(gram_product(flat[pixels][None] * weights))
+  return gram / gram_mass(masks, channels=c, normalization=normalization)[:, None, None]
+
+
 def gram_mass(masks: jax.Array, *, channels: int, normalization: str = "squared_mass") -> jax.Array:
   """(R,) divisors of the guided Gram matrices of (R, h, w) guides: sum(m^2) or C * sum(m), at least a tiny
   positive number (an empty guide gives a zero Gram matrix, not NaN). Shared with the tiled engine
@@ -124,21 +170,26 @@ def present(masks: jax.Array) -> jax.Array:
 def guided_style_loss(*, features: Mapping[str, jax.Array], target_grams: Mapping[str, jax.Array],
                       masks: Mapping[str, jax.Array], region_weights: jax.Array | None = None,
                       layer_weights: Mapping[str, float] | None = None,
-                      normalization: str = "squared_mass") -> jax.Array:
+                      normalization: str = "squared_mass",
+                      partitions: Mapping[str, Mapping[str, Any]] | None = None) -> jax.Array:
   """sum_l w_l sum_r α_r E(G_r^l, A_r^l) over the layers in `target_grams` (each (R, C, C)); G by `guided_gram`
   with `normalization` (the targets must have been made with the same one).
 
   `masks` are the guides of the image being synthesised at each layer (`masks_at_layers`). A region whose guide is
   empty at a layer contributes nothing there: with no pixels of that region there is no texture to match, and its
   constant term E(0, A_r) would only offset the loss. `region_weights` α default to 1; `layer_weights` w_l to
-  1 / (number of layers), as in `nst_jax.losses.style_loss`.
+  1 / (number of layers), as in `nst_jax.losses.style_loss`. With `partitions` ({layer: `guide_partition` of
+  that layer's guides}) the Gram matrices are taken by `partitioned_guided_gram`: the same values, cheaper.
   """
   weights = layer_weights_or_equal(list(target_grams), layer_weights)
   total = jnp.zeros((), jnp.float32)
   for name, target in target_grams.items():
     guides = masks[name].astype(jnp.float32)
-    per_region = style_layer_loss(gram=guided_gram(features[name], guides, normalization=normalization),
-                                  target_gram=target)
+    if partitions is None:
+      gram = guided_gram(features[name], guides, normalization=normalization)
+    else:
+      gram = partitioned_guided_gram(features[name], guides, partitions[name], normalization=normalization)
+    per_region = style_layer_loss(gram=gram, target_gram=target)
     alpha = jnp.ones_like(per_region) if region_weights is None else jnp.asarray(region_weights, jnp.float32)
     total = total + weights[name] * jnp.sum(jnp.where(present(guides), alpha * per_region, 0.0))
   return total

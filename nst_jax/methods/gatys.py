@@ -165,7 +165,9 @@ def make_loss_terms(model: vgg.VGG, preprocessing, config: StylizeConfig, *, sty
                                      masks={name: inputs["masks"][name]},
                                      region_weights=inputs["region_weights"][name],
                                      layer_weights={name: layer_weight[name]},
-                                     normalization=config.gram_normalization)
+                                     normalization=config.gram_normalization,
+                                     partitions=({name: inputs["mask_partition"][name]}
+                                                 if "mask_partition" in inputs else None))
           for name in style_layers)
     out["tv"] = config.tv_weight * losses.total_variation_loss(image=image)
     if config.range_weight > 0:
@@ -315,6 +317,9 @@ def build_problem(*, content: np.ndarray | None, styles: Sequence[np.ndarray] | 
   mask_pooling = config.mask_pooling or config.pooling
   inputs["masks"] = jax.jit(lambda m: guidance.masks_at_layers(weights.arch, m, style_layers,
                                                                pooling=mask_pooling))(jnp.asarray(masks))
+  if len(regions) > 1 and config.style_loss == "gram":
+    # Several regions that mostly do not overlap: each region's Gram matrix from its own pixels (same values).
+    inputs["mask_partition"] = {name: guidance.guide_partition(np.asarray(m)) for name, m in inputs["masks"].items()}
   if segmented:
     inputs["style"] = segmentation.style_targets(weights.arch, style_features(0, 1.0), seg.style, style_layers,
                                                  pooling=mask_pooling, normalization=config.gram_normalization)
