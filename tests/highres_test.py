@@ -105,7 +105,8 @@ def test_ownership_is_a_partition_of_unity_at_every_stride(shape, tile, overlap)
 
 
 @pytest.mark.parametrize("layers,tile,halo", [({**SHALLOW, "style_layer_balance": "target", "range_weight": 1e3}, 32,
-                                                None), ({}, 32, 32)])
+                                                None), ({}, 32, 32),
+                                              ({**SHALLOW, "preserve_colors": "luminance"}, 32, None)])
 def test_tiled_loss_and_gradient_equal_the_untiled_ones(weights, layers, tile, halo):
   import jax
   import jax.numpy as jnp

@@ -45,7 +45,7 @@ def build_scale_problem(*, content: np.ndarray | None, styles: Sequence[np.ndarr
   whole image (`guidance.masks_at_layers`) and cut into per-tile windows; the style image's guided Gram targets
   are computed the same way, tiled, with the whole-image normalisation of `guidance.guided_gram`.
   """
-  styles = gatys.prepare_styles(list(styles), content=content, config=config)
+  raw_styles, styles = list(styles), gatys.prepare_styles(list(styles), content=content, config=config)
   segmented = content_seg is not None or style_seg is not None
   if segmented and (len(styles) != 1 or content is None):
     raise NSTError("segmentation maps (--content_seg/--style_seg) take a content image and one style image")
@@ -107,34 +107,40 @@ def build_scale_problem(*, content: np.ndarray | None, styles: Sequence[np.ndarr
     style_weights = {name: owned[name][:, None] * np.square(tile_windows(
         np.asarray(guides[name]), grid, layer_stride(weights.arch, name))) for name in style_layers}
   else:
-    cache: dict[int, dict[str, jax.Array]] = {}
-
-    def style_grams(i: int) -> dict[str, jax.Array]:
+    def style_grams(images: list[np.ndarray], i: int) -> dict[str, jax.Array]:
       # The whole style image, resized for this scale, tiled like the output (one more compilation per style shape).
-      if i not in cache:
-        style = image_io.resize_long_side(styles[i], max(16, round(config.size * scales[i])))
-        style_grid = make_grid(style.shape[:2], arch=weights.arch, layers=style_layers, tile=grid.tile,
-                               halo=grid.halo, overlap=grid.overlap, batch=grid.batch, devices=devices)
-        fn = tiled_features(arch=weights.arch, layers=style_layers, pooling=config.pooling, dtype=dtype,
-                            grid=style_grid, preprocessing=weights.preprocessing, mesh=mesh)
-        cache[i] = fn(params, put(np.asarray(style, np.float32), replicated))[1]
-      return cache[i]
+      style = image_io.resize_long_side(images[i], max(16, round(config.size * scales[i])))
+      style_grid = make_grid(style.shape[:2], arch=weights.arch, layers=style_layers, tile=grid.tile,
+                             halo=grid.halo, overlap=grid.overlap, batch=grid.batch, devices=devices)
+      fn = tiled_features(arch=weights.arch, layers=style_layers, pooling=config.pooling, dtype=dtype,
+                          grid=style_grid, preprocessing=weights.preprocessing, mesh=mesh)
+      return fn(params, put(np.asarray(style, np.float32), replicated))[1]
+
+    def blended_targets(images: list[np.ndarray]) -> dict[str, jax.Array]:
+      grams = [style_grams(images, i) if b > 0 else None for i, b in enumerate(blend)]
+      out = {}
+      for name in style_layers:
+        parts = [(b, grams[i][name]) for i, b in enumerate(blend) if b > 0 and name in style_sets[i]]
+        # One region of ones: 'channels_mass' divides the plain Gram matrix by C (as `gatys.build_problem` does).
+        target = (sum(b * g for b, g in parts) / sum(b for b, _ in parts))[None]
+        out[name] = target / (target.shape[-1] if channels_mass else 1)
+      return out
 
     blend = blend_weights(config, len(styles))
-    inputs["style"], inputs["region_weights"], inputs["style_norm"], present = {}, {}, {}, {}
+    inputs["style"], inputs["region_weights"], inputs["style_norm"], present = blended_targets(styles), {}, {}, {}
     for name in style_layers:
-      parts = [(b, style_grams(i)[name]) for i, b in enumerate(blend) if b > 0 and name in style_sets[i]]
-      total = sum(b for b, _ in parts)
-      target = (sum(b * g for b, g in parts) / total)[None]
-      # One region of ones: 'channels_mass' divides the plain Gram matrix by C (as `gatys.build_problem` does).
-      channels = target.shape[-1] if channels_mass else 1
-      inputs["style"][name] = target / channels
+      channels = inputs["style"][name].shape[-1] if channels_mass else 1
       inputs["region_weights"][name] = jnp.ones((1,), jnp.float32)
       inputs["style_norm"][name] = jnp.full((1,), channels * inputs["mass"][name], jnp.float32)
       present[name] = jnp.ones((1,), bool)
     style_weights = {name: owned[name][:, None] for name in style_layers}
   if config.style_layer_balance == "target":
     inputs["region_weights"] = gatys.balance_by_target(inputs["style"], inputs["region_weights"])
+  elif config.preserve_colors == "luminance" and not segmented:
+    gain = gatys.luminance_style_gain(colour_targets=blended_targets(raw_styles), luminance_targets=inputs["style"],
+                                      region_weights=inputs["region_weights"],
+                                      layer_weights=style_layer_weights(config, style_layers))
+    inputs["region_weights"] = {name: w * gain for name, w in inputs["region_weights"].items()}
   inputs["region_weights"] = {name: jnp.where(present[name], w, 0.0) for name, w in inputs["region_weights"].items()}
   inputs["style_weights"] = {name: put(w.astype(np.float32), tile_sharding) for name, w in style_weights.items()}
   if config.matting_weight > 0:

@@ -282,7 +282,7 @@ def build_problem(*, content: np.ndarray | None, styles: Sequence[np.ndarray] | 
 
   if has_content:
     content = image_io.resize(content, *shape)
-  styles = prepare_styles(styles, content=content, config=config)
+  raw_styles, styles = styles, prepare_styles(styles, content=content, config=config)
   net_content = color.luminance_image(content) if config.preserve_colors == "luminance" else content
   scales = per_style(config.style_scale, len(styles), "--style_scale")
   if segmented:
@@ -303,15 +303,20 @@ def build_problem(*, content: np.ndarray | None, styles: Sequence[np.ndarray] | 
     inputs["content_weights"] = content_layer_weights(
         {name: jnp.mean(jnp.square(t)) for name, t in inputs["content"].items()}, balance=config.content_layer_balance)
 
-  style_feature_cache: dict[tuple[int, float], dict[str, jax.Array]] = {}
+  def features_of(images: Sequence[np.ndarray]) -> Callable[[int, float], dict[str, jax.Array]]:
+    """style_features(i, factor): the features of images[i] at its scale times `factor`, computed once."""
+    cache: dict[tuple[int, float], dict[str, jax.Array]] = {}
 
-  def style_features(i: int, factor: float) -> dict[str, jax.Array]:
-    key = (i, round(scales[i] * factor, 6))
-    if key not in style_feature_cache:
-      long_side = max(16, round(config.size * key[1]))
-      check_memory(image_io.long_side_shape(styles[i].shape, long_side), weights.arch, all_layers)
-      style_feature_cache[key] = features(params, jnp.asarray(image_io.resize_long_side(styles[i], long_side)))
-    return style_feature_cache[key]
+    def style_features(i: int, factor: float) -> dict[str, jax.Array]:
+      key = (i, round(scales[i] * factor, 6))
+      if key not in cache:
+        long_side = max(16, round(config.size * key[1]))
+        check_memory(image_io.long_side_shape(images[i].shape, long_side), weights.arch, all_layers)
+        cache[key] = features(params, jnp.asarray(image_io.resize_long_side(images[i], long_side)))
+      return cache[key]
+    return style_features
+
+  style_features = features_of(styles)
 
   masks = np.stack([r.mask for r in regions])
   mask_pooling = config.mask_pooling or config.pooling
@@ -341,6 +346,12 @@ def build_problem(*, content: np.ndarray | None, styles: Sequence[np.ndarray] | 
       inputs["style"] = {name: t / t.shape[-1] for name, t in inputs["style"].items()}
   if config.style_layer_balance == "target" and config.style_loss == "gram":
     inputs["region_weights"] = balance_by_target(inputs["style"], inputs["region_weights"])
+  elif config.preserve_colors == "luminance" and config.style_loss == "gram" and not segmented:
+    colour_targets, _ = _region_targets(regions, style_layers, style_sets, features_of(raw_styles))
+    gain = luminance_style_gain(colour_targets=colour_targets, luminance_targets=inputs["style"],
+                                region_weights=inputs["region_weights"],
+                                layer_weights=style_layer_weights(config, style_layers))
+    inputs["region_weights"] = {name: w * gain for name, w in inputs["region_weights"].items()}
   if config.matting_weight > 0:
     inputs["matting"] = matting.precompute(content, eps=config.matting_eps)  # the colour content is the guide
   if config.laplacian_weight > 0:
@@ -408,6 +419,20 @@ def content_layer_weights(mean_squares: Mapping[str, jax.Array], *, balance: str
   if balance == "target":
     return {name: 1.0 / (count * jnp.maximum(jnp.asarray(ms, jnp.float32), 1e-12)) for name, ms in mean_squares.items()}
   return {name: jnp.asarray(1.0 / count, jnp.float32) for name in mean_squares}
+
+
+def luminance_style_gain(*, colour_targets: Mapping[str, jax.Array], luminance_targets: Mapping[str, jax.Array],
+                         region_weights: Mapping[str, jax.Array], layer_weights: Mapping[str, float]) -> float:
+  """The factor that gives luminance-only transfer the style loss scale of colour transfer: the weighted style loss
+  of an all-zero Gram matrix against the colour style's targets divided by the same against the luminance style's.
+
+  A gray, luminance-matched style has Gram matrices tens of times smaller than the colour style's (on hed-vgg16
+  ~50x on tubingen_scream), so at the same style weight the content term would dominate and the result barely
+  stylises; with this gain both terms keep the balance the weights were chosen for on colour transfer."""
+  def zero_gram_loss(targets: Mapping[str, jax.Array]) -> float:
+    return sum(layer_weights[name] * float(jnp.sum(region_weights[name] * losses.style_layer_loss(
+        gram=jnp.zeros_like(t), target_gram=t))) for name, t in targets.items())
+  return zero_gram_loss(colour_targets) / max(zero_gram_loss(luminance_targets), 1e-30)
 
 
 def balance_by_target(targets: Mapping[str, jax.Array], region_weights: Mapping[str, jax.Array]) -> dict:
