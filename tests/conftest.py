@@ -7,12 +7,26 @@ import pytest
 from PIL import Image
 
 from nst_jax import demo
-from nst_jax.io import image_io
+from nst_jax.io import compile_cache, image_io
 from nst_jax.models import adain_decoder, vgg
 from nst_jax.models.preprocessing import CAFFE_VGG
 from nst_jax.weights.format import VGGWeights, save_weights
 from nst_jax.errors import NSTError
 from nst_jax.weights.store import resolve_weights
+
+
+@pytest.fixture(scope="session", autouse=True)
+def compilation_cache(tmp_path_factory):
+  """One persistent XLA compilation cache for the session, in a fresh folder (so a run never depends on an
+  earlier one). Separate jit objects of the same program (every `build_problem` makes its own VGG forward, mask
+  carrying and loss) then compile once instead of once per test; in-process commands and the subprocesses that
+  tests start find it through the environment."""
+  folder = tmp_path_factory.mktemp("xla_cache")
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setenv(compile_cache.ENV, str(folder))
+    compile_cache.enable(folder)
+    yield folder
+  compile_cache.enable(None)
 
 
 @pytest.fixture(scope="session")
