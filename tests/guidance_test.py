@@ -152,12 +152,17 @@ def test_partitioned_guided_gram_equals_guided_gram_with_gradient():
       on = guides.reshape(4, -1)[:, g["pixels"]] != 0
       assert np.all(on[g["regions"]]) and not np.any(np.delete(on, g["regions"], axis=0))
     assert 2 not in np.concatenate([g["regions"] for g in part]) and max(len(g["regions"]) for g in part) > 1
+    merged = guidance.guide_partition(guides, max_groups=2)  # the smaller groups merged: still exact
+    assert len(part) > 2 and len(merged) == 2
+    assert sorted(np.concatenate([g["pixels"] for g in merged]).tolist()) == covered
     feats = rng.standard_normal((1, *guides.shape[1:], 8)).astype(np.float32)
     for normalization in guidance.GRAM_NORMALIZATIONS:
       want = guidance.guided_gram(feats, guides, normalization=normalization)
       got = jax.jit(lambda f, g, p: guidance.partitioned_guided_gram(f, g, p, normalization=normalization))(
           feats, guides, part)
       np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+      np.testing.assert_allclose(guidance.partitioned_guided_gram(feats, guides, merged, normalization=normalization),
+                                 want, rtol=1e-5, atol=1e-6)
     target = rng.standard_normal((4, 8, 8)).astype(np.float32)
     loss = lambda f, partitions: guidance.guided_style_loss(  # noqa: E731
         features={name: f}, target_grams={name: target}, masks={name: guides}, partitions=partitions)

@@ -106,12 +106,15 @@ def guided_gram(features: jax.Array, masks: jax.Array, *, normalization: str = "
   return gram / gram_mass(masks, channels=c, normalization=normalization)[:, None, None]
 
 
-def guide_partition(masks: np.ndarray) -> tuple[dict[str, np.ndarray], ...]:
+def guide_partition(masks: np.ndarray, *, max_groups: int = 32) -> tuple[dict[str, np.ndarray], ...]:
   """The pixels of (R, h, w) guides grouped by which guides cover them (are nonzero there), for
   `partitioned_guided_gram`: one {"pixels": (n,) flat indices, "regions": (k,) the guides covering them} per set
   of guides that occurs. Inside a segmentation region a pixel has one guide; only borders (widened at deeper layers
   by the 3x3 carrying) have two or more. Pixels no guide covers are in no group (they add to no Gram matrix).
-  Computed on the host: the array sizes are part of the shapes a jitted loss is traced with.
+  Beyond `max_groups` sets (noisy soft masks could make up to 2^R), the smallest groups are merged into one whose
+  regions are the union of theirs (still exact: a guide that is zero on a pixel adds nothing), so the loss stays
+  a bounded number of products. Computed on the host: the array sizes are part of the shapes a jitted loss is
+  traced with.
   """
   flat = np.asarray(masks).reshape(np.shape(masks)[0], -1) != 0
   keys = np.packbits(flat, axis=0, bitorder="little")                      # (ceil(R / 8), h*w) bit sets
@@ -122,6 +125,12 @@ def guide_partition(masks: np.ndarray) -> tuple[dict[str, np.ndarray], ...]:
     regions = np.flatnonzero(np.unpackbits(sets[:, g], bitorder="little")[:flat.shape[0]]).astype(np.int32)
     if regions.size:
       groups.append({"pixels": np.flatnonzero(group == g).astype(np.int32), "regions": regions})
+  if len(groups) > max_groups:
+    groups.sort(key=lambda g: -len(g["pixels"]))
+    rest = groups[max_groups - 1:]
+    groups = groups[:max_groups - 1] + [{
+        "pixels": np.sort(np.concatenate([g["pixels"] for g in rest])),
+        "regions": np.unique(np.concatenate([g["regions"] for g in rest])).astype(np.int32)}]
   return tuple(groups)
 
 
