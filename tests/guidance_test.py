@@ -135,7 +135,7 @@ def test_guided_style_loss_formula_and_empty_region():
   np.testing.assert_array_equal(guidance.guided_gram(feats["a"], empty["a"])[2], 0.0)
 
 
-def test_partitioned_guided_gram_equals_guided_gram_with_gradient():
+def test_guided_gram_by_pixel_groups_equals_the_direct_one_with_gradient():
   # Three hard regions (one empty) plus a soft border, carried to a deep layer so the guides overlap there.
   rng = np.random.default_rng(6)
   labels = np.zeros((24, 20), int)
@@ -158,10 +158,10 @@ def test_partitioned_guided_gram_equals_guided_gram_with_gradient():
     feats = rng.standard_normal((1, *guides.shape[1:], 8)).astype(np.float32)
     for normalization in guidance.GRAM_NORMALIZATIONS:
       want = guidance.guided_gram(feats, guides, normalization=normalization)
-      got = jax.jit(lambda f, g, p: guidance.partitioned_guided_gram(f, g, p, normalization=normalization))(
+      got = jax.jit(lambda f, g, p: guidance.guided_gram(f, g, normalization=normalization, partition=p))(
           feats, guides, part)
       np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
-      np.testing.assert_allclose(guidance.partitioned_guided_gram(feats, guides, merged, normalization=normalization),
+      np.testing.assert_allclose(guidance.guided_gram(feats, guides, normalization=normalization, partition=merged),
                                  want, rtol=1e-5, atol=1e-6)
     target = rng.standard_normal((4, 8, 8)).astype(np.float32)
     loss = lambda f, partitions: guidance.guided_style_loss(  # noqa: E731

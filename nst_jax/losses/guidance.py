@@ -85,11 +85,16 @@ def masks_at_layers(arch: str, masks: jax.Array, layers: Sequence[str], *,
   return out
 
 
-def guided_gram(features: jax.Array, masks: jax.Array, *, normalization: str = "squared_mass") -> jax.Array:
+def guided_gram(features: jax.Array, masks: jax.Array, *, normalization: str = "squared_mass",
+                partition: Sequence[Mapping[str, Any]] | None = None) -> jax.Array:
   """Guided Gram matrices (R, C, C) of (1, h, w, C) or (h, w, C) features under (R, h, w) guides, divided by
   sum(m^2) ('squared_mass', Gatys et al.) or C * sum(m) ('channels_mass', Luan et al.).
 
   With 'squared_mass' a guide of ones gives `nst_jax.losses.gram_matrix`; an empty guide gives zeros (not NaN).
+
+  With `partition` (`guide_partition` of the guides) the same sums are taken for each group of pixels over the
+  guides that cover it only: h·w·C² multiply-adds times the mean number of guides per pixel (about one for
+  segmentation maps) instead of R·h·w·C², and no (R, h·w, C) array of weighted features.
   """
   if normalization not in GRAM_NORMALIZATIONS:
     raise ValueError(f"normalization must be one of {GRAM_NORMALIZATIONS}, got {normalization!r}")
@@ -101,14 +106,21 @@ def guided_gram(features: jax.Array, masks: jax.Array, *, normalization: str = "
   if masks.shape[1:] != (h, w):
     raise ValueError(f"guides of shape {masks.shape[1:]} do not match features of shape {(h, w)}")
   masks = masks.astype(jnp.float32)
-  weighted = features.reshape(1, h * w, c) * masks.reshape(-1, h * w, 1).astype(features.dtype)
-  gram = gram_product(weighted)
+  if partition is None:
+    gram = gram_product(features.reshape(1, h * w, c) * masks.reshape(-1, h * w, 1).astype(features.dtype))
+  else:
+    flat, guides = features.reshape(h * w, c), masks.reshape(-1, h * w)
+    gram = jnp.zeros((masks.shape[0], c, c), jnp.float32)
+    for group in partition:
+      pixels, covering = group["pixels"], group["regions"]
+      weights = guides[covering][:, pixels][..., None].astype(flat.dtype)       # (k, n, 1)
+      gram = gram.at[covering].add(gram_product(flat[pixels][None] * weights))
   return gram / gram_mass(masks, channels=c, normalization=normalization)[:, None, None]
 
 
 def guide_partition(masks: np.ndarray, *, max_groups: int = 32) -> tuple[dict[str, np.ndarray], ...]:
-  """The pixels of (R, h, w) guides grouped by which guides cover them (are nonzero there), for
-  `partitioned_guided_gram`: one {"pixels": (n,) flat indices, "regions": (k,) the guides covering them} per set
+  """The pixels of (R, h, w) guides grouped by which guides cover them (are nonzero there), for `guided_gram`'s
+  `partition`: one {"pixels": (n,) flat indices, "regions": (k,) the guides covering them} per set
   of guides that occurs. Inside a segmentation region a pixel has one guide; only borders (widened at deeper layers
   by the 3x3 carrying) have two or more. Pixels no guide covers are in no group (they add to no Gram matrix).
   Beyond `max_groups` sets (noisy soft masks could make up to 2^R), the smallest groups are merged into one whose
@@ -132,32 +144,6 @@ def guide_partition(masks: np.ndarray, *, max_groups: int = 32) -> tuple[dict[st
         "pixels": np.sort(np.concatenate([g["pixels"] for g in rest])),
         "regions": np.unique(np.concatenate([g["regions"] for g in rest])).astype(np.int32)}]
   return tuple(groups)
-
-
-def partitioned_guided_gram(features: jax.Array, masks: jax.Array, partition: Sequence[Mapping[str, Any]], *,
-                            normalization: str = "squared_mass") -> jax.Array:
-  """`guided_gram` of (1, h, w, C) or (h, w, C) features, given the `guide_partition` of the (R, h, w) guides.
-
-  The same sum over pixels of m_r² f f^T, taken for each group of pixels over the guides that cover it only:
-  h·w·C² multiply-adds times the mean number of guides per pixel (about one for segmentation maps) instead of
-  R·h·w·C², and no (R, h·w, C) array of weighted features.
-  """
-  if normalization not in GRAM_NORMALIZATIONS:
-    raise ValueError(f"normalization must be one of {GRAM_NORMALIZATIONS}, got {normalization!r}")
-  if features.ndim == 4:
-    features = features[0]
-  h, w, c = features.shape
-  regions = masks.shape[0]
-  if masks.shape[1:] != (h, w):
-    raise ValueError(f"guides of shape {masks.shape[1:]} do not match features of shape {(h, w)}")
-  flat = features.reshape(h * w, c)
-  guides = masks.astype(jnp.float32).reshape(regions, h * w)
-  gram = jnp.zeros((regions, c, c), jnp.float32)
-  for group in partition:
-    pixels, covering = group["pixels"], group["regions"]
-    weights = guides[covering][:, pixels][..., None].astype(flat.dtype)       # (k, n, 1)
-    gram = gram.at[covering].add(gram_product(flat[pixels][None] * weights))
-  return gram / gram_mass(masks, channels=c, normalization=normalization)[:, None, None]
 
 
 def gram_mass(masks: jax.Array, *, channels: int, normalization: str = "squared_mass") -> jax.Array:
@@ -187,17 +173,15 @@ def guided_style_loss(*, features: Mapping[str, jax.Array], target_grams: Mappin
   `masks` are the guides of the image being synthesised at each layer (`masks_at_layers`). A region whose guide is
   empty at a layer contributes nothing there: with no pixels of that region there is no texture to match, and its
   constant term E(0, A_r) would only offset the loss. `region_weights` α default to 1; `layer_weights` w_l to
-  1 / (number of layers), as in `nst_jax.losses.style_loss`. With `partitions` ({layer: `guide_partition` of
-  that layer's guides}) the Gram matrices are taken by `partitioned_guided_gram`: the same values, cheaper.
+  1 / (number of layers), as in `nst_jax.losses.style_loss`. `partitions` ({layer: `guide_partition` of that
+  layer's guides}) make the Gram matrices cheaper to take, with the same values (`guided_gram`).
   """
   weights = layer_weights_or_equal(list(target_grams), layer_weights)
   total = jnp.zeros((), jnp.float32)
   for name, target in target_grams.items():
     guides = masks[name].astype(jnp.float32)
-    if partitions is None:
-      gram = guided_gram(features[name], guides, normalization=normalization)
-    else:
-      gram = partitioned_guided_gram(features[name], guides, partitions[name], normalization=normalization)
+    gram = guided_gram(features[name], guides, normalization=normalization,
+                       partition=None if partitions is None else partitions[name])
     per_region = style_layer_loss(gram=gram, target_gram=target)
     alpha = jnp.ones_like(per_region) if region_weights is None else jnp.asarray(region_weights, jnp.float32)
     total = total + weights[name] * jnp.sum(jnp.where(present(guides), alpha * per_region, 0.0))
