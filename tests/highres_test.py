@@ -352,6 +352,28 @@ def test_interrupted_run_resumes_to_the_same_result(weights, tmp_path, monkeypat
                             config=dataclasses_replace(config, style_weight=3.0), hr=hr, progress=False)
 
 
+def test_resume_folder_of_another_request_or_version_is_refused_in_one_line(tmp_path):
+  """A folder from another request, or one written by an earlier version (whose config fingerprint differs even
+  for the same command; checked by hand with a folder written by 0a94263's CLI), is refused with a message that
+  says what to do; a matching one loads."""
+  from nst_jax.errors import NSTError
+  from nst_jax.highres import pyramid
+  image = np.zeros((4, 5, 3), np.float32)
+  current = pyramid.Checkpointer(tmp_path / "current", "a" * 64)
+  current.save(1, 3, image, None)
+  assert current.load()[:2] == (1, 3)
+  with pytest.raises(NSTError, match="other inputs or settings; use another folder or empty it"):
+    pyramid.Checkpointer(tmp_path / "current", "b" * 64).load()
+  previous = tmp_path / "previous"
+  previous.mkdir()
+  np.save(previous / "image_01_000020.npy", image)
+  (previous / "state.json").write_text(json.dumps({"fingerprint": "c" * 64, "scale": 1, "iteration": 20,
+                                                   "image": "image_01_000020.npy"}))
+  with pytest.raises(NSTError, match=r"state.json\) of an earlier nst_jax version .*empty the folder"):
+    pyramid.Checkpointer(previous, "a" * 64).load()
+  assert pyramid.Checkpointer(previous, "c" * 64).load()[:2] == (1, 20)
+
+
 def dataclasses_replace(obj, **changes):
   import dataclasses
   return dataclasses.replace(obj, **changes)

@@ -67,6 +67,12 @@ class Checkpointer:
       opt = {k: v for k, v in arrays.items() if k.startswith("opt_state/")} or None
     elif (self.folder / "state.json").is_file():
       state, opt = self._load_previous_format()
+      if state["fingerprint"] != self.fingerprint:
+        # The fingerprint hashes every field of the config, so a folder of a version whose config had other fields
+        # never matches, even for the same command.
+        raise NSTError(f"--checkpoint_dir {str(self.folder)!r} holds resume state (state.json) of an earlier "
+                       f"nst_jax version or of other inputs or settings; empty the folder or use another to start "
+                       f"again")
     else:
       return None
     if state["fingerprint"] != self.fingerprint:
