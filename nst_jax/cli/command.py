@@ -82,17 +82,18 @@ def format_help(command: Command, fv: flags.FlagValues, sections: Sections) -> s
   return "\n".join(lines)
 
 
-def _unknown_flag_message(command: Command, name: str, others: Sequence[Command]) -> str:
+def _unknown_flag_message(command: Command, name: str, others: Callable[[], Sequence[Command]]) -> str:
   bare = name[2:] if name.startswith("no") else None  # --noFLAG negates a boolean flag
-  owners = [c.name for c in others if c.name != command.name and
+  owners = [c.name for c in others() if c.name != command.name and
             (name in flag_names(c) or (bare is not None and bare in flag_names(c)))]
   where = f" (a flag of {', '.join(owners)})" if owners else ""
   return f"{command.name} takes no --{name}{where}; `{command.prog} --help` lists its flags"
 
 
-def parse(command: Command, args: Sequence[str], others: Sequence[Command] = ()
+def parse(command: Command, args: Sequence[str], others: Callable[[], Sequence[Command]] = tuple
           ) -> tuple[flags.FlagValues, Sections, list[str]]:
-  """The parsed flags, the help sections and the positional arguments; NSTError for anything wrong."""
+  """The parsed flags, the help sections and the positional arguments; NSTError for anything wrong. `others()`
+  gives the commands an unknown flag may belong to (called only then: loading them imports their modules)."""
   fv = flags.FlagValues()
   sections = define_all_flags(command, fv)
   try:
@@ -114,7 +115,7 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
     sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
 
 
-def main(command: Command, args: Sequence[str], *, others: Sequence[Command] = ()) -> int:
+def main(command: Command, args: Sequence[str], *, others: Callable[[], Sequence[Command]] = tuple) -> int:
   """Runs `command` on `args` (without the program name) and returns the exit status: 0, 2 for a problem with the
   input (one `error:` line), 130 when interrupted. Any other exception is a bug and keeps its traceback."""
   # JAX logs backend probing at INFO and WARNING ("An NVIDIA GPU may be present ..."): not for the user.

@@ -45,8 +45,8 @@ def main(argv: Sequence[str]) -> int:
   if argv[0] not in COMMANDS:
     sys.stdout.write(format_commands() + "\n")
     return 0
-  others = [load(name) for name in COMMANDS if name != argv[0]] if any(a.startswith("-") for a in argv[1:]) else []
-  return command.main(load(argv[0]), argv[1:], others=others)
+  # The other commands are loaded only to name the owner of a foreign flag: importing them all costs ~1 s.
+  return command.main(load(argv[0]), argv[1:], others=lambda: [load(name) for name in COMMANDS if name != argv[0]])
 
 
 def run() -> None:
