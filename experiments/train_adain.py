@@ -1,32 +1,18 @@
 """Trains an AdaIN decoder (Huang & Belongie 2017) for the hed-vgg16 encoder and exports it.
 
-The shipped decoder `weights/adain-decoder-hed-vgg16.npz` was made on the 2-core shared CPU (no GPU), run from the
-repository root (`-m` so that this checkout's nst_jax is imported), in two phases:
+The shipped decoder `weights/adain-decoder-hed-vgg16.npz` (width 16, skips, zero padding, with its width-16 student
+encoder) was made on the 2-core CPU, run from the repository root (`-m` so that this checkout's nst_jax is
+imported), in three steps: the student (`--stage distill --encoder_width 16 --steps 0`: the teacher pruned and
+refitted by least squares), reconstruction pre-training (`--stage reconstruct`), then the paper's objective
+(`--stage adain --loss_net student`); the exact commands and the held-out numbers are in README ("AdaIN") and
+experiments/ADAIN_NOTES.md section 5. Rerunning a command resumes from out_dir/checkpoint.npz.
 
-1. From scratch, 3760 steps in 130 minutes (this command with --max_minutes 20, then again with --max_minutes 110;
-   the second run resumed at step 650); crops from the image scaled to a short side of 1-2x the crop:
-
-  nice -n 10 python -m experiments.train_adain --crop 96 --batch 4 --steps 100000 --lr 1e-4 --style_weight 2 \
-      --max_minutes 110 --out_dir outputs/adain_train_v3 --export weights/adain-decoder-hed-vgg16.npz
-
-2. Fine-tuned 2000 steps (35 min) on crops at the images' own <=512-px scale (short side 2-6x the crop, capped at
-   the decoded size), where the first phase's decoder lost most style at 512-px inference; the phase-1 decoder is
-   `git show 32c8329:weights/adain-decoder-hed-vgg16.npz > phase1.npz`:
-
-  nice -n 10 python -m experiments.train_adain --crop 96 --batch 4 --steps 2000 --lr 1e-4 --style_weight 2 \
-      --min_scale 2 --max_scale 6 --init_decoder phase1.npz --out_dir outputs/adain_train_ft \
-      --export weights/adain-decoder-hed-vgg16.npz
-
-Rerunning the same command resumes from out_dir/checkpoint.npz. Keep the paper's lr 1e-4: with 5e-4 most decoder
-ReLUs died in the first steps (79% of dec4_1's channels never fired after 1110 steps; reconstruction PSNR ~10 dB).
-
-Content images: ../shared/data/photoreal/input, ../shared/data/highres/*_input.jpg, ../shared/data/artistic/content,
-matplotlib's Grace Hopper photo and two generated mosaics; styles: ../shared/data/artistic/style,
-../shared/data/photoreal/style and the generated swirl/mosaic paintings of `nst_jax.demo`. The files in --holdout are
-never read (they are the evaluation set of experiments/adain_figures.py). Expected result: the running loss falls
-by over an order of magnitude (see README, "AdaIN", for the measured curve); out_dir holds checkpoint.npz
-(resumable: rerun the same command), metrics.json and loss_curve.png. Without ../shared/data it trains on the demo
-images only.
+Data: --content_dirs and --style_dirs (default ../shared/data/train/photos and paintings; COCO/WikiArt-sized folders
+are read on demand up to --cache_gb); --highres and --demo_images add more. The files in --holdout (default the
+held-out split of nst_jax/methods/adain_eval.py, the evaluation set of experiments/adain_figures.py) are never read.
+Expected result: the running loss falls (the shipped run's: 3.5e3 at step 10 -> 1.2e3 at step 1000); out_dir holds
+checkpoint.npz (resumable: rerun the same command), metrics.json and loss_curve.png. Without ../shared/data it
+trains on the demo images only.
 """
 
 from __future__ import annotations

@@ -84,7 +84,8 @@ def test_tiny_harness_run_and_report(tmp_path):
 
 def test_adain_latency_times_the_cli_path():
   """The AdaIN timing runs `adain.stylize` as the CLI does: whole below the pixel budget, thumbnail-normalised
-  tiles above it; its FLOPs are twice the encoder's plus the style's encoding."""
+  tiles above it; its FLOPs are counted from the model's kernels (twice the encoder's plus the style's encoding for
+  the paper's decoder)."""
   settings = BenchmarkSettings(warmup=0, repeats=2)
   whole = jax_timing.time_adain(settings, (32, 48))
   tiled = jax_timing.time_adain(settings, (96, 80), max_pixels=64 * 64)
@@ -94,7 +95,21 @@ def test_adain_latency_times_the_cli_path():
     assert 0 < part["latency"]["min_s"] <= part["latency"]["median_s"] and part["memory"]["peak_rss_bytes"] > 0
   encoder = sum(2.0 * 9 * h * w * cin * cout for _, h, w, cin, cout in flops.conv_plan("vgg16", (32, 48),
                                                                                             ("relu4_1",)))
-  np.testing.assert_allclose(whole["gflop"] * 1e9, 3 * encoder)
+  model, _ = jax_timing.adain_model(settings)
+  np.testing.assert_allclose(whole["gflop"] * 1e9, flops.adain_flops(model.enc_params, model.dec_params, (32, 48),
+                                                                     (32, 48)))
+  if model.student_width == 0 and model.skip_width == 0:  # the paper's decoder mirrors the teacher encoder
+    np.testing.assert_allclose(whole["gflop"] * 1e9, 3 * encoder)
+  else:  # the shipped fast model: a student encoder and a thin decoder do a fraction of that work
+    assert whole["gflop"] * 1e9 < 0.2 * 3 * encoder
+  # A width-16 student and its decoder with skips, counted from their kernel shapes by hand.
+  rng = np.random.default_rng(0)
+  enc = {"conv1_1": {"kernel": rng.normal(size=(3, 3, 3, 16))}, "conv4_1": {"kernel": rng.normal(size=(3, 3, 8, 32))},
+         "conv5_1": {"kernel": rng.normal(size=(3, 3, 32, 32))}}
+  dec = {"dec4_1/kernel": np.zeros((3, 3, 32, 8)), "dec1_1/kernel": np.zeros((3, 3, 32, 3))}
+  hand = 2 * 9 * (3 * 16 * 32 * 48 + 8 * 32 * 4 * 6) + 2 * 9 * (32 * 8 * 4 * 6 + 32 * 3 * 32 * 48) + \
+      2 * 9 * (3 * 16 * 16 * 16 + 8 * 32 * 2 * 2)
+  assert flops.adain_flops(enc, dec, (32, 48), (16, 16)) == hand
   assert parse_image_size("3840x2160") == (2160, 3840) and parse_image_size("512") == (512, 512)
   with pytest.raises(NSTError, match="--adain_sizes"):
     parse_image_size("4k")

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
+
+import jax
+import numpy as np
 
 from nst_jax.methods.stylize_config import CONTENT_LAYERS, STYLE_LAYERS
 from nst_jax.models import vgg
-from nst_jax.models.adain_decoder import ENCODER_LAYER
 
 
 def conv_plan(arch: str, shape: tuple[int, int], layers: Sequence[str]) -> list[tuple[str, int, int, int, int]]:
@@ -68,11 +71,25 @@ def gatys_flops(arch: str, shape: tuple[int, int], *, content_layers: Sequence[s
 
 
 
-def adain_flops(arch: str, shape: tuple[int, int], style_shape: tuple[int, int]) -> float:
-  """FLOPs of one AdaIN stylisation: the encoder's convolutions up to relu4_1 at the content's size twice (the
-  decoder mirrors them) plus the style's encoding, convolutions counted with their padding."""
+def adain_flops(enc_params: Any, dec_params: Any, shape: tuple[int, int], style_shape: tuple[int, int]) -> float:
+  """FLOPs of one AdaIN stylisation with these encoder and decoder parameters (teacher or student encoder, any
+  decoder width, skips included): the encoder's convolutions up to conv4_1 and the decoder's at the content's size,
+  and the encoder's at the style's, each 2 kh kw Cin Cout per output pixel (padding counted). A convolution named
+  `convL_*` or `decL_*` runs at 1/2^(L-1) of the input size."""
+  def kernels(params: Any, prefix: str) -> list[tuple[int, tuple[int, ...]]]:
+    found = []
+    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+      key = "/".join(str(getattr(p, "key", p)) for p in path)
+      name = key.split("/")[0]
+      if key.endswith("kernel") and name.startswith(prefix):
+        level = int(name[len(prefix)])
+        if prefix == "dec" or level < 4 or name == "conv4_1":  # the encoder stops at relu4_1
+          found.append((level, tuple(np.shape(leaf))))
+    return found
 
-  def encoder(hw: tuple[int, int]) -> float:
-    return sum(2.0 * 9 * h * w * cin * cout for _, h, w, cin, cout in conv_plan(arch, hw, (ENCODER_LAYER,)))
+  def cost(found: list[tuple[int, tuple[int, ...]]], hw: tuple[int, int]) -> float:
+    return sum(2.0 * kh * kw * cin * cout * (hw[0] // 2 ** (level - 1)) * (hw[1] // 2 ** (level - 1))
+               for level, (kh, kw, cin, cout) in found)
 
-  return 2 * encoder(shape) + encoder(style_shape)
+  encoder, decoder = kernels(enc_params, "conv"), kernels(dec_params, "dec")
+  return cost(encoder, shape) + cost(decoder, shape) + cost(encoder, style_shape)

@@ -220,7 +220,8 @@ def time_adain(settings: BenchmarkSettings, shape: tuple[int, int], *, max_pixel
   path = "whole image"
   if tiling is not None:
     path = f"{adain.tile_count(shape, tiling)} tiles of {tiling.tile} px, {tiling.thumbnail} px thumbnail"
-  gflop = adain_flops(model.arch, (h + (-h) % 8, w + (-w) % 8), (h + (-h) % 8, w + (-w) % 8)) / 1e9
+  padded = (h + (-h) % 8, w + (-w) % 8)
+  gflop = adain_flops(model.enc_params, model.dec_params, padded, padded) / 1e9
   return {"weights": note, "shape": [h, w], "megapixels": h * w / 1e6, "path": path, "first_call_s": first_s,
           "latency": timing, "gflop": gflop, "gflops": gflop / timing["median_s"], "memory": memory.result,
           "output_finite": bool(np.all(np.isfinite(out))), "output_shape": list(out.shape)}
