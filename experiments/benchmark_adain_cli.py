@@ -30,7 +30,7 @@ import time
 from absl import app, flags
 
 from nst_jax import demo
-from nst_jax.io import image_io
+from nst_jax.io import atomic, image_io
 from nst_jax.methods import adain
 from nst_jax.models import adain_decoder
 
@@ -91,7 +91,7 @@ def main(argv):
             "same_bucket_call_s": bucket, "compilation_cache_entries": entries, "stylize_512_s": times_512,
             "loadavg_before": load_before, "loadavg_after": os.getloadavg(), "cpus": os.cpu_count()}
   out = pathlib.Path(FLAGS.out)
-  out.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
+  atomic.write_text(out.with_suffix(".json"), json.dumps(record, indent=2) + "\n")
   table = ("| measurement (1024x768 content, shell wall time) | seconds |\n|---|---|\n"
            f"| first call (empty caches: compiles) | {first:.2f} |\n"
            f"| second call (min / median of {len(second)}) | {min(second):.2f} / {statistics.median(second):.2f} |\n"
@@ -100,7 +100,7 @@ def main(argv):
            f"{statistics.median(times_512):.2f} |\n\n"
            f"Load average before / after: {load_before[0]:.1f} / {record['loadavg_after'][0]:.1f} "
            f"({record['cpus']} CPUs, shared).\n")
-  out.with_suffix(".md").write_text(table)
+  atomic.write_text(out.with_suffix(".md"), table)
   print(table)
 
 
