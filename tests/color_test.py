@@ -174,3 +174,18 @@ def test_match_region_colors_blends_soft_borders():
   s_masks = np.stack([np.repeat([[1.0] * 4 + [0.0] * 4], 4, 0), np.repeat([[0.0] * 4 + [1.0] * 4], 4, 0)])
   out = color.match_region_colors(content, style, content_masks=c_masks, style_masks=s_masks)
   np.testing.assert_allclose(out[..., 0], 0.1 * (1 - ramp) + 0.9 * ramp, atol=1e-6)
+
+
+def test_match_chroma_statistics_gives_the_references_chroma_moments_and_keeps_luma():
+  rng = np.random.default_rng(3)
+  image = 0.3 + 0.4 * rng.uniform(size=(20, 24, 3))
+  refs = [0.35 + 0.3 * rng.uniform(size=(16, 16, 3)), 0.4 + 0.2 * rng.uniform(size=(12, 18, 3))]
+  out = color.match_chroma_statistics(image, refs, weights=[0.25, 0.75])
+  assert out.min() > 0 and out.max() < 1  # no clipping here, so the moments are exact
+  got, want_y = yiq(out), yiq(image)[..., 0]
+  np.testing.assert_allclose(got[..., 0], want_y, atol=1e-5)
+  stats = [(yiq(r)[..., 1:].reshape(-1, 2).mean(0), yiq(r)[..., 1:].reshape(-1, 2).std(0)) for r in refs]
+  np.testing.assert_allclose(got[..., 1:].reshape(-1, 2).mean(0), 0.25 * stats[0][0] + 0.75 * stats[1][0], atol=1e-5)
+  np.testing.assert_allclose(got[..., 1:].reshape(-1, 2).std(0), 0.25 * stats[0][1] + 0.75 * stats[1][1], atol=1e-5)
+  gray = color.match_chroma_statistics(image, [np.repeat(rng.uniform(size=(8, 8, 1)), 3, axis=-1)])
+  np.testing.assert_allclose(gray.max(-1) - gray.min(-1), 0, atol=1e-5)  # a gray style gives a gray image

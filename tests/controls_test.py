@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from nst_jax import demo, losses, metrics
+from nst_jax.errors import NSTError
 from nst_jax.io import image_io
 from nst_jax.losses import color, guidance
 from nst_jax.methods import gatys
@@ -143,6 +144,20 @@ def test_structure_losses_raise_ssim_to_content(weights, content, swirl, style_w
 def test_mrf_loss_decreases(weights, content, swirl):
   result = run(weights, content, [swirl], style_loss="mrf", iterations=20, size=48)
   assert result.final_terms["style"] < 0.5 * result.initial_terms["style"]
+
+
+def test_mrf_with_a_gray_style_gives_a_gray_result(weights, content, swirl):
+  """The MRF loss leaves the pixels' chroma free: without the style's chroma statistics the photo's colours stay
+  (and fringes appear); with them (the default for MRF) the result is gray. Chroma: mean of max - min over RGB."""
+  gray_swirl = np.repeat(swirl.mean(axis=-1, keepdims=True), 3, axis=-1)
+  chroma = lambda image: float(np.mean(image.max(-1) - image.min(-1)))
+  kept = run(weights, content, [gray_swirl], style_loss="mrf", iterations=20, size=48, style_colors="off")
+  gray = run(weights, content, [gray_swirl], style_loss="mrf", iterations=20, size=48)
+  assert chroma(kept.image) > 0.05 and chroma(gray.image) < 0.005, (chroma(kept.image), chroma(gray.image))
+  assert gray.final_terms == kept.final_terms  # the same optimisation; only the colour step differs
+  with pytest.raises(NSTError, match="--style_colors on"):
+    gatys.stylize(content=content, styles=[swirl], weights=weights, progress=False,
+                  config=StylizeConfig(size=32, iterations=1, style_colors="on", preserve_colors="luminance"))
 
 
 @pytest.mark.parametrize("name,options", [

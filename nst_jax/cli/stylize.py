@@ -76,6 +76,9 @@ def define_flags(fv: flags.FlagValues, *, synthesis: bool = False) -> Sections:
                     "colours: luminance-only transfer (YIQ) or style colour histogram matching.", flag_values=fv)
   flags.DEFINE_enum("color_method", defaults.color_method, ["cholesky", "eigen"], "Histogram matching variant.",
                     flag_values=fv)
+  flags.DEFINE_enum("style_colors", defaults.style_colors, list(color.STYLE_COLOR_MODES), "Give the result the "
+                    "styles' chroma statistics, luma kept (auto: with --style_loss mrf, whose patches leave colour "
+                    "free; a gray style then gives a gray result).", flag_values=fv)
   flags.DEFINE_float("laplacian_weight", 0.0, "Laplacian structure loss weight (Li et al. 2017).", flag_values=fv)
   flags.DEFINE_float("edge_weight", 0.0, "HED edge-structure loss weight.", flag_values=fv)
   flags.DEFINE_string("hed_weights", "hed-vgg16", "HED weights for --edge_weight when --weights has none.",
@@ -84,7 +87,7 @@ def define_flags(fv: flags.FlagValues, *, synthesis: bool = False) -> Sections:
                       "front.", flag_values=fv)
   flags.DEFINE_integer("depth_regions", defaults.depth_regions, "Depth bins for --depth.", flag_values=fv)
   controls = ("controls (Gatys et al. 2017)", ["style_blend", "style_scale", "style_masks", "preserve_colors",
-                                               "color_method", "laplacian_weight", "edge_weight", "hed_weights",
+                                               "color_method", "style_colors", "laplacian_weight", "edge_weight", "hed_weights",
                                                "depth", "depth_regions"])
   tiles = shared_flags.define_tiles(fv)
   hr = highres_config.HighresConfig()
@@ -123,6 +126,7 @@ def config_from_flags(fv: flags.FlagValues) -> StylizeConfig:
       style_scale=shared_flags.floats(fv.style_scale, "--style_scale"), style_layer_sets=layer_sets,
       style_layer_weights=optim.parse_options(fv.style_layer_weights, flag="--style_layer_weights"),
       style_loss=fv.style_loss, preserve_colors=fv.preserve_colors, color_method=fv.color_method,
+      style_colors=fv.style_colors,
       laplacian_weight=fv.laplacian_weight, edge_weight=fv.edge_weight, depth_regions=fv.depth_regions,
       init=fv.init, pooling=fv.pooling, normalize_network=fv.normalize_network,
       style_layer_balance=fv.style_layer_balance, seed=fv.seed, save_every=max(0, fv.save_every),

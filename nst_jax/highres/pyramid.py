@@ -31,7 +31,8 @@ from nst_jax.io import checkpoint, image_io
 from nst_jax.losses import color
 from nst_jax.methods import gatys
 from nst_jax.methods.optimize import StylizeResult, optimize_image
-from nst_jax.methods.stylize_config import StylizeConfig, check_request, make_optimizer, style_layer_sets
+from nst_jax.methods.stylize_config import (StylizeConfig, check_request, make_optimizer, style_layer_sets,
+                                            uses_style_colors)
 from nst_jax.weights.format import VGGWeights
 
 
@@ -158,6 +159,7 @@ def stylize_highres(*, content: np.ndarray | None, styles: Sequence[np.ndarray] 
   styles = gatys.as_style_list(styles)
   check_request(config, weights.arch, num_styles=len(styles), has_content=content is not None)
   check_highres_request(hr, config)
+  style_colors = uses_style_colors(config, masked=content_seg is not None)
   mesh = mesh or make_mesh()
   sizes = scale_sizes(config.size, hr.start_size, hr.scale_step)
   iterations = list(hr.scale_iterations) or iterations_rule(config.iterations, sizes)
@@ -219,9 +221,8 @@ def stylize_highres(*, content: np.ndarray | None, styles: Sequence[np.ndarray] 
                                    precision=hr.precision, regions=regions, matting=matting_on),
                                final_terms=result.final_terms))
   final = reports[-1].final_terms if reports else {}
-  if config.preserve_colors == "luminance" and content is not None:
-    resized = image_io.resize(content, *image.shape[:2])
-    image = np.asarray(color.combine_luminance(stylized=image, content=resized), np.float32)
+  image = gatys.finish_colors(image, content=None if content is None else image_io.resize(content, *image.shape[:2]),
+                              styles=styles, config=config, style_colors=style_colors)
   return StylizeResult(image=image, loss_history=np.concatenate(history) if history else np.zeros((0,)),
                        initial_terms=initial_terms or {}, final_terms=final), reports
 

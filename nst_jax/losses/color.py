@@ -15,6 +15,7 @@ and return float32.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 import jax
@@ -22,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 COLOR_MODES = ("none", "luminance", "histogram")
+STYLE_COLOR_MODES = ("auto", "on", "off")
 
 _RGB_TO_YIQ = np.array([[0.299, 0.587, 0.114],
                         [0.595716, -0.274453, -0.321263],
@@ -194,3 +196,25 @@ def match_color_histogram(source: np.ndarray, target: np.ndarray, *,
   if clip:
     matched = np.clip(matched, 0.0, 1.0)
   return matched.astype(np.float32)
+
+
+def match_chroma_statistics(image: np.ndarray, references: Sequence[np.ndarray], *,
+                            weights: Sequence[float] | None = None, eps: float = 1e-6) -> np.ndarray:
+  """`image` with its YIQ chroma channels I and Q standardised and given the references' chroma means and stds
+  (weighted averages of each reference's, weights default equal), its luma Y untouched, clipped to [0, 1].
+
+  AdaIN of the pixels' chroma: a grayscale reference (chroma std 0, mean 0) gives a gray image. Used after an
+  optimisation whose loss leaves the pixels' chroma free (the MRF loss; see `StylizeConfig.style_colors`).
+  """
+  weights = np.full(len(references), 1.0 / len(references)) if weights is None else np.asarray(weights, np.float64)
+  yiq = np.asarray(rgb_to_yiq(image), np.float64)
+  ref_stats = []
+  for ref in references:
+    chroma = np.asarray(rgb_to_yiq(ref), np.float64)[..., 1:].reshape(-1, 2)
+    ref_stats.append((chroma.mean(axis=0), chroma.std(axis=0)))
+  mean = sum(w * m for w, (m, _) in zip(weights, ref_stats))
+  std = sum(w * sd for w, (_, sd) in zip(weights, ref_stats))
+  chroma = yiq[..., 1:]
+  own_mean, own_std = chroma.reshape(-1, 2).mean(axis=0), chroma.reshape(-1, 2).std(axis=0)
+  yiq[..., 1:] = (chroma - own_mean) / np.maximum(own_std, eps) * std + mean
+  return np.clip(np.asarray(yiq_to_rgb(yiq.astype(np.float32))), 0.0, 1.0).astype(np.float32)

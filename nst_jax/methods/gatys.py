@@ -31,7 +31,7 @@ from nst_jax.io import image_io
 from nst_jax.losses import color, guidance, matting, mrf, segmentation, structure, swd
 from nst_jax.methods.optimize import StylizeResult, optimize_image
 from nst_jax.methods.stylize_config import (MRF_LAYERS, STYLE_LAYERS, StylizeConfig, blend_weights, check_request,
-                                            per_style, style_layer_sets, style_layer_weights)
+                                            per_style, style_layer_sets, style_layer_weights, uses_style_colors)
 from nst_jax.models import vgg
 from nst_jax.weights.format import VGGWeights
 
@@ -233,14 +233,27 @@ def stylize(*, content: np.ndarray | None, styles: Sequence[np.ndarray] | np.nda
   mask per style, any size) and `depth` ((H, W), brighter = nearer) live in content space. `hed_weights` serve
   the edge loss when `weights` lack HED side outputs.
   """
+  style_colors = uses_style_colors(config, masked=style_masks is not None or content_seg is not None)
   problem = build_problem(content=content, styles=styles, weights=weights, config=config,
                           style_masks=style_masks, depth=depth, hed_weights=hed_weights,
                           synthesis_shape=synthesis_shape, content_seg=content_seg, style_seg=style_seg)
   result = optimize_image(problem.terms_fn, problem.inputs, problem.x0, config=config,
                           on_intermediate=on_intermediate, progress=progress)
-  if config.preserve_colors == "luminance":
-    result.image = np.asarray(color.combine_luminance(stylized=result.image, content=problem.content), np.float32)
+  result.image = finish_colors(result.image, content=problem.content, styles=as_style_list(styles), config=config,
+                               style_colors=style_colors)
   return result
+
+
+def finish_colors(image: np.ndarray, *, content: np.ndarray | None, styles: Sequence[np.ndarray],
+                  config: StylizeConfig, style_colors: bool) -> np.ndarray:
+  """The result's colour step after the optimisation: luminance-only transfer puts the stylised luminance under
+  the content's chroma (`content` at the result's size); `style_colors` (`uses_style_colors`) gives the result the
+  styles' blended chroma statistics."""
+  if config.preserve_colors == "luminance" and content is not None:
+    return np.asarray(color.combine_luminance(stylized=image, content=content), np.float32)
+  if style_colors:
+    return color.match_chroma_statistics(image, styles, weights=blend_weights(config, len(styles)))
+  return image
 
 
 def build_problem(*, content: np.ndarray | None, styles: Sequence[np.ndarray] | np.ndarray, weights: VGGWeights,

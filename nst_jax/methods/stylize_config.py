@@ -60,6 +60,10 @@ class StylizeConfig:
   style_layer_weights: Mapping[str, float] = dataclasses.field(default_factory=dict)  # relative w_l, default 1
   style_loss: str = "gram"                       # gram | mrf | swd (sliced Wasserstein)
   preserve_colors: str = "none"                  # none | luminance | histogram
+  # The result's chroma statistics set to the styles' (`color.match_chroma_statistics`): on, off, or auto = on
+  # for the MRF loss alone, whose patch matching leaves the pixels' chroma free (a gray style otherwise gives a
+  # coloured, fringed result), and only without --preserve_colors, masks or segmentation.
+  style_colors: str = "auto"
   color_method: str = "cholesky"                 # histogram matching: cholesky | eigen
   laplacian_weight: float = 0.0
   laplacian_pool_sizes: tuple[int, ...] = (4, 16)
@@ -108,6 +112,7 @@ class StylizeConfig:
                ("--style_layer_balance", self.style_layer_balance, STYLE_LAYER_BALANCES),
                ("--content_layer_balance", self.content_layer_balance, CONTENT_LAYER_BALANCES),
                ("--preserve_colors", self.preserve_colors, color.COLOR_MODES),
+               ("--style_colors", self.style_colors, color.STYLE_COLOR_MODES),
                ("--color_method", self.color_method, ("cholesky", "eigen")),
                ("--gram_normalization", self.gram_normalization, guidance.GRAM_NORMALIZATIONS))
     for flag, value, allowed in choices:
@@ -142,6 +147,19 @@ def style_layer_sets(config: StylizeConfig, num_styles: int) -> list[tuple[str, 
   if config.style_layer_sets:
     return [tuple(s) for s in per_style(config.style_layer_sets, num_styles, "--style_layer_sets")]
   return [config.style_layers] * num_styles
+
+
+def uses_style_colors(config: StylizeConfig, *, masked: bool) -> bool:
+  """Whether the result takes the styles' chroma statistics (`StylizeConfig.style_colors`); `masked`: style masks
+  or segmentation are in use (each region has its own style, so one set of statistics does not fit)."""
+  if config.style_colors == "off":
+    return False
+  if config.style_colors == "auto":
+    return config.style_loss == "mrf" and config.preserve_colors == "none" and not masked
+  if config.preserve_colors != "none" or masked:
+    raise NSTError("--style_colors on gives the whole result the styles' colours: not with --preserve_colors, "
+                   "--style_masks or segmentation maps")
+  return True
 
 
 def blend_weights(config: StylizeConfig, num_styles: int) -> np.ndarray:
