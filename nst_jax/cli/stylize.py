@@ -87,8 +87,8 @@ def define_flags(fv: flags.FlagValues, *, synthesis: bool = False) -> Sections:
                       "front.", flag_values=fv)
   flags.DEFINE_integer("depth_regions", defaults.depth_regions, "Depth bins for --depth.", flag_values=fv)
   controls = ("controls (Gatys et al. 2017)", ["style_blend", "style_scale", "style_masks", "preserve_colors",
-                                               "color_method", "style_colors", "laplacian_weight", "edge_weight", "hed_weights",
-                                               "depth", "depth_regions"])
+                                               "color_method", "style_colors", "laplacian_weight", "edge_weight",
+                                               "hed_weights", "depth", "depth_regions"])
   tiles = shared_flags.define_tiles(fv)
   hr = highres_config.HighresConfig()
   flags.DEFINE_integer("start_size", hr.start_size, "Coarse-to-fine pyramid: long side of the first scale (0: one "

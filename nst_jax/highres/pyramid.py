@@ -28,7 +28,6 @@ from nst_jax.highres.highres_config import HighresConfig, check_highres_request,
 from nst_jax.highres.memory import auto_tile_size, budget_bytes, estimate_peak_bytes
 from nst_jax.highres.scale_problem import ScaleProblem, build_scale_problem, region_count
 from nst_jax.io import checkpoint, image_io
-from nst_jax.losses import color
 from nst_jax.methods import gatys
 from nst_jax.methods.optimize import StylizeResult, optimize_image
 from nst_jax.methods.stylize_config import (StylizeConfig, check_request, make_optimizer, style_layer_sets,
