@@ -189,3 +189,30 @@ def test_match_chroma_statistics_gives_the_references_chroma_moments_and_keeps_l
   np.testing.assert_allclose(got[..., 1:].reshape(-1, 2).std(0), 0.25 * stats[0][1] + 0.75 * stats[1][1], atol=1e-5)
   gray = color.match_chroma_statistics(image, [np.repeat(rng.uniform(size=(8, 8, 1)), 3, axis=-1)])
   np.testing.assert_allclose(gray.max(-1) - gray.min(-1), 0, atol=1e-5)  # a gray style gives a gray image
+
+
+def test_match_style_mixture_gives_each_region_its_blend_of_the_styles_moments():
+  """One region with a 1:3 blend of two styles of different sizes gets the mixture's mean and covariance (each
+  style counted by its weight, not its pixel count; NumPy moments of the mixture); two regions each get their own
+  style's moments; pixels no mask covers keep their colours."""
+  rng = np.random.default_rng(4)
+  content = 0.3 + 0.4 * rng.uniform(size=(20, 24, 3)) * np.array([1.0, 0.6, 0.8])
+  styles = [0.4 + 0.2 * rng.uniform(size=(16, 16, 3)), 0.35 + 0.3 * rng.uniform(size=(12, 30, 3)) ** 2]
+  out = color.match_style_mixture(content, styles, region_masks=np.ones((1, 20, 24)),
+                                  region_style_weights=np.array([[0.25, 0.75]]))
+  assert out.min() > 0 and out.max() < 1  # nothing clipped, so the moments are exact
+  moments = [mean_cov(s.reshape(-1, 3)) for s in styles]
+  want_mean = 0.25 * moments[0][0] + 0.75 * moments[1][0]
+  want_cov = sum(w * (cov + np.outer(mu, mu)) for w, (mu, cov) in zip((0.25, 0.75), moments))
+  want_cov -= np.outer(want_mean, want_mean)
+  got_mean, got_cov = mean_cov(out.reshape(-1, 3))
+  np.testing.assert_allclose(got_mean, want_mean, atol=1e-5)
+  np.testing.assert_allclose(got_cov, want_cov, atol=1e-5)
+
+  masks = np.zeros((2, 20, 24)); masks[0, :, :8] = 1; masks[1, :, 8:16] = 1  # columns 16.. uncovered
+  out = color.match_style_mixture(content, styles, region_masks=masks, region_style_weights=np.eye(2))
+  for r in (0, 1):
+    got_mean, got_cov = mean_cov(out[masks[r] > 0])
+    np.testing.assert_allclose(got_mean, moments[r][0], atol=1e-5)
+    np.testing.assert_allclose(got_cov, moments[r][1], atol=1e-5)
+  np.testing.assert_allclose(out[:, 16:], content[:, 16:], atol=1e-6)

@@ -35,7 +35,7 @@ HIGHRES_FLAGS = shared_flags.TILE_FLAGS + ("start_size", "scale_step", "scale_it
 
 
 def define_flags(fv: flags.FlagValues, *, synthesis: bool = False) -> Sections:
-  defaults = StylizeConfig(init="noise" if synthesis else "content")
+  defaults = StylizeConfig(init="noise" if synthesis else "colors")
   images = shared_flags.define_images(
       fv, content=None if synthesis else "Content image (default: matplotlib's grace_hopper.jpg).",
       style="Style image(s), comma-separated (default: a generated swirl painting).", output="stylized.png",
@@ -49,8 +49,11 @@ def define_flags(fv: flags.FlagValues, *, synthesis: bool = False) -> Sections:
                     flag_values=fv)
   flags.DEFINE_integer("save_every", 0, "Write an intermediate image every N iterations (0: never).", flag_values=fv)
   optimisation[1].extend(["lr_schedule", "normalize_gradients", "save_every"])
-  losses = shared_flags.define_loss(fv, defaults=defaults, init_help="Initial image: content, noise, style, or an "
-                                    "image path.")
+  losses = shared_flags.define_loss(fv, defaults=defaults, init_help="Initial image: colors (the content in the "
+                                    "styles' colour mean and covariance; the content itself with --preserve_colors), "
+                                    "content, noise, style, or an image path.")
+  flags.DEFINE_float("init_noise", defaults.init_noise, "Share of white noise blended into the start (not 'noise'): "
+                     "lets flat areas (sky, walls) take the style's texture.", flag_values=fv)
   flags.DEFINE_string("style_layer_sets", "", "Per-style layers separated by ';' (scale mixing: e.g. "
                       "'structure;fine' takes coarse structure from the first style, fine texture from the second).",
                       flag_values=fv)
@@ -66,7 +69,7 @@ def define_flags(fv: flags.FlagValues, *, synthesis: bool = False) -> Sections:
   flags.DEFINE_bool("normalize_network", defaults.normalize_network, "Rescale every VGG filter to mean activation 1 "
                     "(Gatys et al.) so deep style layers count; the loss scale changes: raise --style_weight (1e4+).",
                     flag_values=fv)
-  losses[1].extend(["style_layer_sets", "style_layer_weights", "style_layer_balance", "style_loss",
+  losses[1].extend(["init_noise", "style_layer_sets", "style_layer_weights", "style_layer_balance", "style_loss",
                     "normalize_network"])
   flags.DEFINE_list("style_blend", [], "Blend weights of the style images (normalised).", flag_values=fv)
   flags.DEFINE_list("style_scale", ["1"], "Style image size relative to --size, one value or one per style.",
@@ -128,7 +131,7 @@ def config_from_flags(fv: flags.FlagValues) -> StylizeConfig:
       style_loss=fv.style_loss, preserve_colors=fv.preserve_colors, color_method=fv.color_method,
       style_colors=fv.style_colors,
       laplacian_weight=fv.laplacian_weight, edge_weight=fv.edge_weight, depth_regions=fv.depth_regions,
-      init=fv.init, pooling=fv.pooling, normalize_network=fv.normalize_network,
+      init=fv.init, init_noise=fv.init_noise, pooling=fv.pooling, normalize_network=fv.normalize_network,
       style_layer_balance=fv.style_layer_balance, seed=fv.seed, save_every=max(0, fv.save_every),
       log_every=max(1, fv.log_every), stall_rtol=shared_flags.stall_rtol(fv))
 
@@ -161,7 +164,7 @@ def run(fv: flags.FlagValues, positional: list[str], *, synthesis: bool = False)
   depth = structure.load_depth(fv.depth, height=shape[0], width=shape[1]) if fv.depth else None
   if depth is not None and synthesis:
     raise NSTError("--depth needs a content image")
-  if config.init not in ("content", "noise", "style"):
+  if config.init not in ("colors", "content", "noise", "style"):
     image_io.load_image(config.init, what="--init image")  # fail before loading weights
   weights = resolve_weights(fv.weights)
   hed = resolve_weights(fv.hed_weights) if config.edge_weight > 0 and not weights.extras else None

@@ -30,8 +30,8 @@ from nst_jax.highres.scale_problem import ScaleProblem, build_scale_problem, reg
 from nst_jax.io import checkpoint, image_io
 from nst_jax.methods import gatys
 from nst_jax.methods.optimize import StylizeResult, optimize_image
-from nst_jax.methods.stylize_config import (StylizeConfig, check_request, make_optimizer, style_layer_sets,
-                                            uses_style_colors)
+from nst_jax.methods.stylize_config import (StylizeConfig, blend_weights, check_request, make_optimizer,
+                                            start_kind, style_layer_sets, uses_style_colors)
 from nst_jax.weights.format import VGGWeights
 
 
@@ -203,7 +203,9 @@ def stylize_highres(*, content: np.ndarray | None, styles: Sequence[np.ndarray] 
     elif image is not None:
       x0 = image_io.resize(image, *shape)
     else:
-      x0 = gatys.initial_image(config.init, content=problem.content, style=styles[0], seed=config.seed, shape=shape)
+      x0 = gatys.initial_image(start_kind(config), content=problem.content, styles=styles, seed=config.seed,
+                               shape=shape, style_weights=blend_weights(config, len(styles)),
+                               noise=config.init_noise)
     result = optimize_scale(problem, x0, config=scale_config, mesh=mesh, start=start, opt_leaves=opt_leaves,
                             save=lambda i, x, s, k=k: ckpt.save(k, i, x, s), checkpoint_every=hr.checkpoint_every,
                             label=f"scale {k + 1}/{len(sizes)} {shape[1]}x{shape[0]} ", progress=progress)

@@ -174,6 +174,27 @@ def match_region_colors(content: np.ndarray, style: np.ndarray, *, content_masks
   return out.reshape(content.shape).astype(np.float32)
 
 
+def match_style_mixture(content: np.ndarray, styles: Sequence[np.ndarray], *, region_masks: np.ndarray,
+                        region_style_weights: np.ndarray) -> np.ndarray:
+  """`content` with each region's colour mean and 3x3 covariance moved to those of its mixture of `styles`.
+
+  Region r (soft mask `region_masks[r]`, (R, H, W) at the content's size) takes the pooled pixels of the styles in
+  the proportions `region_style_weights[r]` ((R, S), each style counted by its weight whatever its size), through
+  the optimal-transport map of `match_region_colors`. Where the masks sum to more than 1 they are normalised;
+  pixels they do not cover keep their colours. Float32, clipped to [0, 1] (a starting image)."""
+  pixels = [np.asarray(s, np.float64).reshape(-1, 3) for s in styles]
+  pooled = np.concatenate(pixels)[:, None, :]
+  style_masks = np.stack([np.concatenate([np.full(len(p), w / len(p)) for p, w in zip(pixels, weights)])
+                          for weights in np.asarray(region_style_weights, np.float64)])[:, :, None]
+  masks = np.asarray(region_masks, np.float64)
+  masks = masks / np.maximum(masks.sum(axis=0), 1.0)
+  rest = np.clip(1.0 - masks.sum(axis=0), 0.0, 1.0)  # uncovered: no style pixels, so its colours stay
+  content_masks = np.concatenate([masks, rest[None]])
+  style_masks = np.concatenate([style_masks, np.zeros_like(style_masks[:1])])
+  matched = match_region_colors(content, pooled, content_masks=content_masks, style_masks=style_masks)
+  return np.clip(matched, 0.0, 1.0)
+
+
 def _floor_eigenvalues(cov: np.ndarray, eps: float) -> np.ndarray:
   values, vectors = np.linalg.eigh(cov)
   if values.min() >= eps:
@@ -198,23 +219,33 @@ def match_color_histogram(source: np.ndarray, target: np.ndarray, *,
   return matched.astype(np.float32)
 
 
+def with_chroma_statistics(image: jax.Array, *, own_mean: jax.Array, own_std: jax.Array, mean: jax.Array,
+                           std: jax.Array) -> jax.Array:
+  """RGB `image` with its YIQ chroma (I, Q) standardised by its statistics (`own_mean`, `own_std`) and given
+  (`mean`, `std`), each broadcasting against (..., 2); its luma Y untouched. AdaIN of the pixels' chroma: a gray
+  reference (std 0, mean 0) gives a gray image. Not clipped. Jittable."""
+  yiq = rgb_to_yiq(image)
+  chroma = (yiq[..., 1:] - own_mean) / own_std * std + mean
+  return yiq_to_rgb(jnp.concatenate([yiq[..., :1], chroma], axis=-1))
+
+
 def match_chroma_statistics(image: np.ndarray, references: Sequence[np.ndarray], *,
                             weights: Sequence[float] | None = None, eps: float = 1e-6) -> np.ndarray:
-  """`image` with its YIQ chroma channels I and Q standardised and given the references' chroma means and stds
-  (weighted averages of each reference's, weights default equal), its luma Y untouched, clipped to [0, 1].
+  """`image` through `with_chroma_statistics` with the references' chroma means and stds (weighted averages of
+  each reference's, weights default equal), clipped to [0, 1].
 
-  AdaIN of the pixels' chroma: a grayscale reference (chroma std 0, mean 0) gives a gray image. Used after an
-  optimisation whose loss leaves the pixels' chroma free (the MRF loss; see `StylizeConfig.style_colors`).
+  Used after an optimisation whose loss leaves the pixels' chroma free (the MRF loss; see
+  `StylizeConfig.style_colors`); the AdaIN decoder's colour step is the same map.
   """
   weights = np.full(len(references), 1.0 / len(references)) if weights is None else np.asarray(weights, np.float64)
-  yiq = np.asarray(rgb_to_yiq(image), np.float64)
-  ref_stats = []
-  for ref in references:
-    chroma = np.asarray(rgb_to_yiq(ref), np.float64)[..., 1:].reshape(-1, 2)
-    ref_stats.append((chroma.mean(axis=0), chroma.std(axis=0)))
-  mean = sum(w * m for w, (m, _) in zip(weights, ref_stats))
-  std = sum(w * sd for w, (_, sd) in zip(weights, ref_stats))
-  chroma = yiq[..., 1:]
-  own_mean, own_std = chroma.reshape(-1, 2).mean(axis=0), chroma.reshape(-1, 2).std(axis=0)
-  yiq[..., 1:] = (chroma - own_mean) / np.maximum(own_std, eps) * std + mean
-  return np.clip(np.asarray(yiq_to_rgb(yiq.astype(np.float32))), 0.0, 1.0).astype(np.float32)
+  stats = [_chroma_mean_std(ref) for ref in references]
+  mean = sum(w * m for w, (m, _) in zip(weights, stats))
+  std = sum(w * sd for w, (_, sd) in zip(weights, stats))
+  own_mean, own_std = _chroma_mean_std(image)
+  out = with_chroma_statistics(image, own_mean=own_mean, own_std=np.maximum(own_std, eps), mean=mean, std=std)
+  return np.clip(np.asarray(out), 0.0, 1.0).astype(np.float32)
+
+
+def _chroma_mean_std(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  chroma = np.asarray(rgb_to_yiq(image), np.float64)[..., 1:].reshape(-1, 2)
+  return chroma.mean(axis=0).astype(np.float32), chroma.std(axis=0).astype(np.float32)

@@ -35,7 +35,7 @@ from nst_jax.errors import NSTError
 from nst_jax.io import image_io
 from nst_jax.losses import color
 from nst_jax.methods.adain_ops import (EPS, STYLE_LAYERS, Stats, adain, adain_target, content_loss,  # noqa: F401
-                                       encode, feature_stats, normalize_to, style_stats_loss)
+                                       encode, feature_stats, style_stats_loss)
 from nst_jax.models import adain_student, vgg
 from nst_jax.models.adain_decoder import ENCODER_LAYER, DecoderCheckpoint, check_encoder, decode
 from nst_jax.models.preprocessing import Preprocessing
@@ -142,10 +142,9 @@ def _match_colors(out: jax.Array, style_stats, style_weights, alpha, *, valid=No
   weights = style_weights / jnp.sum(style_weights)
   s_mean = sum(weights[k] * s[COLORS][0] for k, s in enumerate(style_stats))
   s_std = sum(weights[k] * s[COLORS][1] for k, s in enumerate(style_stats))
-  yiq = color.rgb_to_yiq(out)
-  mean, std = out_stats if out_stats is not None else feature_stats(yiq, mask=valid)
-  matched = normalize_to(yiq, content_mean=mean, content_std=std, style_mean=s_mean, style_std=s_std)
-  corrected = color.yiq_to_rgb(jnp.concatenate([yiq[..., :1], matched[..., 1:]], axis=-1))
+  mean, std = out_stats if out_stats is not None else feature_stats(color.rgb_to_yiq(out), mask=valid)
+  corrected = color.with_chroma_statistics(out, own_mean=mean[..., 1:], own_std=std[..., 1:], mean=s_mean[..., 1:],
+                                           std=s_std[..., 1:])
   return alpha * corrected + (1.0 - alpha) * out
 
 

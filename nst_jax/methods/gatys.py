@@ -31,7 +31,8 @@ from nst_jax.io import image_io
 from nst_jax.losses import color, guidance, matting, mrf, segmentation, structure, swd
 from nst_jax.methods.optimize import StylizeResult, optimize_image
 from nst_jax.methods.stylize_config import (MRF_LAYERS, STYLE_LAYERS, StylizeConfig, blend_weights, check_request,
-                                            per_style, style_layer_sets, style_layer_weights, uses_style_colors)
+                                            per_style, start_kind, style_layer_sets, style_layer_weights,
+                                            uses_style_colors)
 from nst_jax.models import vgg
 from nst_jax.weights.format import VGGWeights
 
@@ -186,17 +187,34 @@ def make_loss_terms(model: vgg.VGG, preprocessing, config: StylizeConfig, *, sty
   return terms
 
 
-def initial_image(init: str, *, content: np.ndarray | None, style: np.ndarray, seed: int,
-                  shape: tuple[int, int] | None = None) -> np.ndarray:
-  """The starting point: the content, white noise, the style resized to the output, or an image file."""
+def initial_image(init: str, *, content: np.ndarray | None, styles: Sequence[np.ndarray], seed: int,
+                  shape: tuple[int, int] | None = None, regions: Sequence[Region] | None = None,
+                  style_weights: Sequence[float] | None = None, noise: float = 0.0) -> np.ndarray:
+  """The starting point: 'colors', the content with the styles' colours (each region's colour mean and
+  covariance moved to its blend of the styles', `color.match_style_mixture`; without `regions`, one region with
+  the blend `style_weights`, default equal); 'content'; white noise ('noise', and 'colors' or 'content' without a
+  content); the first style resized to the output ('style'); or an image file. Any start but white noise is
+  blended with a share `noise` of white noise (seeded by `seed`)."""
   h, w = shape if shape is not None else content.shape[:2]
-  if init == "noise" or (init == "content" and content is None):
-    return np.random.default_rng(seed).uniform(0.0, 1.0, size=(h, w, 3)).astype(np.float32)
+  white = np.random.default_rng(seed).uniform(0.0, 1.0, size=(h, w, 3)).astype(np.float32)
+  if init == "noise" or (init in ("content", "colors") and content is None):
+    return white
   if init == "content":
-    return content.copy()
-  if init == "style":
-    return image_io.resize(style, h, w)
-  return image_io.resize(image_io.load_image(init, what="--init image"), h, w)
+    start = content
+  elif init == "colors":
+    if regions is None:  # masks are at the output's size
+      weights = style_weights if style_weights is not None else (1.0 / len(styles),) * len(styles)
+      regions = [Region(mask=np.ones((h, w), np.float32), weight=1.0, scale=1.0, style_weights=tuple(weights))]
+    # The statistics of a few hundred thousand pixels are those of the whole painting.
+    small = [image_io.resize_long_side(s, min(512, max(s.shape[:2]))) for s in styles]
+    start = color.match_style_mixture(image_io.resize(content, h, w), small,
+                                      region_masks=np.stack([r.mask for r in regions]),
+                                      region_style_weights=np.stack([r.style_weights for r in regions]))
+  elif init == "style":
+    start = image_io.resize(styles[0], h, w)
+  else:
+    start = image_io.resize(image_io.load_image(init, what="--init image"), h, w)
+  return ((1.0 - noise) * start + noise * white).astype(np.float32)
 
 
 def as_style_list(styles) -> list[np.ndarray]:
@@ -383,7 +401,8 @@ def build_problem(*, content: np.ndarray | None, styles: Sequence[np.ndarray] | 
   terms_fn = make_loss_terms(model, weights.preprocessing, config, style_layers=style_layers,
                              has_content=has_content, hed=hed,
                              guided=needs_guidance(regions) or config.gram_normalization != "squared_mass")
-  x0 = initial_image(config.init, content=net_content, style=styles[0], seed=config.seed, shape=shape)
+  x0 = initial_image(start_kind(config), content=net_content, styles=styles, seed=config.seed, shape=shape,
+                     regions=regions, noise=config.init_noise)
   return Problem(terms_fn=terms_fn, inputs=inputs, x0=x0, content=content)
 
 

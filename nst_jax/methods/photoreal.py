@@ -206,8 +206,8 @@ def stylize_config(config: PhotorealConfig, *, stage: int, shape: tuple[int, int
       optimizer=config.optimizer, learning_rate=config.learning_rate, optimizer_options=config.optimizer_options,
       range_weight=config.range_weight, matting_eps=config.matting_eps, gram_normalization="channels_mass",
       content_layers=config.content_layers, style_layers=config.style_layers, pooling=config.pooling,
-      mask_pooling="avg", init="content" if config.init in ("mean", "colors") else config.init, seed=config.seed,
-      log_every=config.log_every, stall_rtol=config.stall_rtol)
+      mask_pooling="avg", init="content" if config.init in ("mean", "colors") else config.init, init_noise=0.0,
+      seed=config.seed, log_every=config.log_every, stall_rtol=config.stall_rtol)
   if config.objective == "reference":
     return StylizeConfig(
         content_weight=weights["content"] * len(config.content_layers),
@@ -286,7 +286,7 @@ def photoreal(*, content: np.ndarray, style: np.ndarray, weights: VGGWeights, co
                                                 shape=stage_shape, tile=tile, hr=hr, mesh=mesh,
                                                 content_seg=content_seg, style_seg=style_seg)
       guide, grid = tiled.content, tiled.grid
-      start = gatys.initial_image(cfg.init, content=guide, style=style, seed=cfg.seed, shape=stage_shape)
+      start = gatys.initial_image(cfg.init, content=guide, styles=[style], seed=cfg.seed, shape=stage_shape)
     if image is not None:  # stage 2 after stage 1
       x0 = image_io.resize(image, *stage_shape) if image.shape[:2] != stage_shape else image
     elif config.init == "mean":

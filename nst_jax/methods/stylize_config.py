@@ -74,7 +74,12 @@ class StylizeConfig:
   depth_regions: int = 3
   depth_near_scale: float = 2.0
   depth_far_scale: float = 0.5
-  init: str = "content"  # content | noise | style | path of an image
+  # colors | content | noise | style | path of an image; colors: the content in the styles' colours (see
+  # `start_kind` and `gatys.initial_image`)
+  init: str = "colors"
+  # Share of white noise blended into a content, colours, style or file start: an area of the start that is flat
+  # gets the same gradient at every pixel and stays flat, so without it skies and walls stay un-styled.
+  init_noise: float = 0.1
   pooling: str = "avg"
   mask_pooling: str | None = None  # how guides cross pooling layers; None: like `pooling`
   normalize_network: bool = False  # Gatys et al.'s mean-activation-1 rescaling of every filter
@@ -120,6 +125,8 @@ class StylizeConfig:
         raise NSTError(f"{flag} must be one of {', '.join(allowed)}, got {value!r}")
     if self.mask_pooling not in (None, "max", "avg"):
       raise NSTError(f"--mask_pooling must be 'max' or 'avg', got {self.mask_pooling!r}")
+    if not (math.isfinite(self.init_noise) and 0 <= self.init_noise <= 1):
+      raise NSTError(f"--init_noise must lie in [0, 1], got {self.init_noise}")
     if not (math.isfinite(self.matting_eps) and self.matting_eps > 0):
       raise NSTError(f"--matting_eps must be a finite number > 0, got {self.matting_eps}")
     if self.depth_regions < 1:
@@ -160,6 +167,12 @@ def uses_style_colors(config: StylizeConfig, *, masked: bool) -> bool:
     raise NSTError("--style_colors on gives the whole result the styles' colours: not with --preserve_colors, "
                    "--style_masks or segmentation maps")
   return True
+
+
+def start_kind(config: StylizeConfig) -> str:
+  """`config.init`, except that 'colors' means 'content' when the content's colours are preserved (the styles'
+  colours would be undone, and the luminance-only run optimises a gray image)."""
+  return "content" if config.init == "colors" and config.preserve_colors != "none" else config.init
 
 
 def blend_weights(config: StylizeConfig, num_styles: int) -> np.ndarray:
