@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cli_helpers import (ABSL_LOG_PREFIX, CONTENT_TOLERANCE, FAST, REPO, assert_one_line_error, expected_content,
-                         read_output, run_cli, run_process, write_seg)
+from cli_helpers import (ABSL_LOG_PREFIX, CONTENT_TOLERANCE, FAST, FROM_CONTENT, REPO, assert_one_line_error,
+                         expected_content, read_output, run_cli, run_process, write_seg)
 from nst_jax.cli import command as command_module
 from nst_jax.cli import main as cli_main
 from nst_jax.io import image_io
@@ -79,7 +79,8 @@ def test_grayscale_content_rgba_style_and_intermediate_save(cli_setup, tmp_path)
   Image.fromarray(rgba, mode="RGBA").save(tmp_path / "rgba.png")
   output = tmp_path / "result.png"
   proc = run_cli(cli_setup, "stylize", "--content", str(tmp_path / "gray.png"), "--style", str(tmp_path / "rgba.png"),
-                 "--output", str(output), "--weights", str(cli_setup["weights"]), *FAST, "--save_every", "1")
+                 "--output", str(output), "--weights", str(cli_setup["weights"]), *FAST, *FROM_CONTENT,
+                 "--save_every", "1")
   assert proc.returncode == 0, proc.stderr
   assert "Traceback" not in proc.stderr and f"wrote {output}" in proc.stdout
   result = read_output(output, (24, 32))
@@ -106,7 +107,8 @@ def test_exif_rotated_cmyk_jpeg_content_and_16bit_style(cli_setup, tmp_path):
   Image.fromarray(ramp).save(tmp_path / "style16.png")
   output = tmp_path / "result.png"
   proc = run_cli(cli_setup, "stylize", "--content", str(tmp_path / "rotated_cmyk.jpg"), "--style",
-                 str(tmp_path / "style16.png"), "--output", str(output), "--weights", str(cli_setup["weights"]), *FAST)
+                 str(tmp_path / "style16.png"), "--output", str(output), "--weights", str(cli_setup["weights"]), *FAST,
+                 *FROM_CONTENT)
   assert proc.returncode == 0, proc.stderr
   result = read_output(output, (32, 16))  # taller than wide: the rotation was applied
   red, white = np.array([1.0, 0.0, 0.0]), np.array([1.0, 1.0, 1.0])
@@ -126,7 +128,7 @@ def test_highres_pyramid_tiles_16bit_tiff_exif_and_resume(cli_setup, tmp_path):
   stored.save(tmp_path / "rotated.jpg", quality=95, exif=exif)
   output = tmp_path / "result.tif"
   args = ["stylize", "--content", str(tmp_path / "rotated.jpg"), "--style", str(cli_setup["root"] / "style.png"),
-          "--output", str(output), "--weights", str(cli_setup["weights"]), *FAST, "--start_size", "16",
+          "--output", str(output), "--weights", str(cli_setup["weights"]), *FAST, *FROM_CONTENT, "--start_size", "16",
           "--tile_size", "16", "--output_bits", "16", "--checkpoint_dir", str(tmp_path / "ckpt")]
   proc = run_cli(cli_setup, *args)
   assert proc.returncode == 0, proc.stderr
@@ -150,7 +152,8 @@ def test_16bit_png_content_and_palette_style(cli_setup, tmp_path):
   palette.save(tmp_path / "palette.png", transparency=2)
   output = tmp_path / "result.png"
   proc = run_cli(cli_setup, "stylize", "--content", str(tmp_path / "content16.png"), "--style",
-                 str(tmp_path / "palette.png"), "--output", str(output), "--weights", str(cli_setup["weights"]), *FAST)
+                 str(tmp_path / "palette.png"), "--output", str(output), "--weights", str(cli_setup["weights"]), *FAST,
+                 *FROM_CONTENT)
   assert proc.returncode == 0, proc.stderr
   result = read_output(output, (16, 32))
   assert np.abs(result - expected_content(tmp_path / "content16.png")).max() < CONTENT_TOLERANCE
@@ -280,7 +283,7 @@ def test_process_run_writes_the_image(cli_setup, tmp_path):
   output = tmp_path / "process.png"
   root = cli_setup["root"]
   proc = run_process(cli_setup, "stylize", "--content", str(root / "content.png"), "--style", str(root / "style.png"),
-                     "--output", str(output), "--weights", str(cli_setup["weights"]), *FAST)
+                     "--output", str(output), "--weights", str(cli_setup["weights"]), *FAST, *FROM_CONTENT)
   assert proc.returncode == 0, proc.stderr
   assert f"wrote {output}" in proc.stdout and "Traceback" not in proc.stderr
   assert np.abs(read_output(output, (24, 32)) - expected_content(cli_setup["root"] / "content.png")).max() \

@@ -17,11 +17,16 @@ from nst_jax.weights.store import resolve_weights
 
 @pytest.fixture(scope="session", autouse=True)
 def compilation_cache(tmp_path_factory):
-  """One persistent XLA compilation cache for the session, in a fresh folder (so a run never depends on an
+  """One persistent XLA compilation cache for the test run, in a fresh folder (so a run never depends on an
   earlier one). Separate jit objects of the same program (every `build_problem` makes its own VGG forward, mask
   carrying and loss) then compile once instead of once per test; in-process commands and the subprocesses that
-  tests start find it through the environment."""
-  folder = tmp_path_factory.mktemp("xla_cache")
+  tests start find it through the environment. Under pytest-xdist the workers share the folder (the run's base
+  folder, above each worker's own), so a program compiled for one test file is loaded by the other worker's files;
+  an entry read while another worker is still writing it fails to decompress, which JAX treats as a miss."""
+  if os.environ.get("PYTEST_XDIST_WORKER"):
+    folder = tmp_path_factory.getbasetemp().parent / "xla_cache_shared"
+  else:
+    folder = tmp_path_factory.mktemp("xla_cache")
   with pytest.MonkeyPatch.context() as patch:
     patch.setenv(compile_cache.ENV, str(folder))
     compile_cache.enable(folder)
