@@ -202,7 +202,7 @@ def initial_image(init: str, *, content: np.ndarray | None, styles: Sequence[np.
   if init == "content":
     start = content
   elif init == "colors":
-    if regions is None:  # masks are at the output's size
+    if regions is None:  # (the masks of `regions` are at the output's size)
       weights = style_weights if style_weights is not None else (1.0 / len(styles),) * len(styles)
       regions = [Region(mask=np.ones((h, w), np.float32), weight=1.0, scale=1.0, style_weights=tuple(weights))]
     # The statistics of a few hundred thousand pixels are those of the whole painting.
