@@ -10,7 +10,7 @@ from nst_jax import demo
 from nst_jax.io import image_io
 from nst_jax.methods import gatys
 from nst_jax.methods.optimize import NonFiniteLossError, optimize_image, STALL_WINDOW, stalled
-from nst_jax.methods.stylize_config import StylizeConfig, start_kind
+from nst_jax.methods.stylize_config import StylizeConfig, start_kind, start_noise
 from nst_jax.errors import NSTError
 from nst_jax.models.preprocessing import CAFFE_VGG
 from nst_jax.weights.format import VGGWeights
@@ -128,6 +128,8 @@ def test_colors_start_follows_the_blend_and_yields_to_preserved_colors(demo_pair
   assert start_kind(StylizeConfig()) == "colors"
   assert start_kind(StylizeConfig(preserve_colors="luminance")) == "content"
   assert start_kind(StylizeConfig(preserve_colors="histogram")) == "content"
+  assert start_noise(StylizeConfig()) == 0.1 and start_noise(StylizeConfig(preserve_colors="luminance")) == 0.3
+  assert start_noise(StylizeConfig(preserve_colors="luminance", init_noise=0.0)) == 0.0
 
 
 def test_bad_layer_names_and_sizes_are_clear_errors(random_weights, demo_pair):

@@ -53,7 +53,8 @@ def define_flags(fv: flags.FlagValues, *, synthesis: bool = False) -> Sections:
                                     "styles' colour mean and covariance; the content itself with --preserve_colors), "
                                     "content, noise, style, or an image path.")
   flags.DEFINE_float("init_noise", defaults.init_noise, "Share of white noise blended into the start (not 'noise'): "
-                     "lets flat areas (sky, walls) take the style's texture.", flag_values=fv)
+                     "lets flat areas (sky, walls) take the style's texture (default 0.1; 0.3 with "
+                     "--preserve_colors).", flag_values=fv)
   flags.DEFINE_string("style_layer_sets", "", "Per-style layers separated by ';' (scale mixing: e.g. "
                       "'structure;fine' takes coarse structure from the first style, fine texture from the second).",
                       flag_values=fv)

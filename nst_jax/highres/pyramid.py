@@ -31,7 +31,8 @@ from nst_jax.io import checkpoint, image_io
 from nst_jax.methods import gatys
 from nst_jax.methods.optimize import StylizeResult, optimize_image
 from nst_jax.methods.stylize_config import (StylizeConfig, blend_weights, check_request, make_optimizer,
-                                            start_kind, style_layer_sets, uses_style_colors)
+                                            start_kind, start_noise, style_layer_sets,
+                                            uses_style_colors)
 from nst_jax.weights.format import VGGWeights
 
 
@@ -205,7 +206,7 @@ def stylize_highres(*, content: np.ndarray | None, styles: Sequence[np.ndarray] 
     else:
       x0 = gatys.initial_image(start_kind(config), content=problem.content, styles=styles, seed=config.seed,
                                shape=shape, style_weights=blend_weights(config, len(styles)),
-                               noise=config.init_noise)
+                               noise=start_noise(config))
     result = optimize_scale(problem, x0, config=scale_config, mesh=mesh, start=start, opt_leaves=opt_leaves,
                             save=lambda i, x, s, k=k: ckpt.save(k, i, x, s), checkpoint_every=hr.checkpoint_every,
                             label=f"scale {k + 1}/{len(sizes)} {shape[1]}x{shape[0]} ", progress=progress)

@@ -31,8 +31,8 @@ from nst_jax.io import image_io
 from nst_jax.losses import color, guidance, matting, mrf, segmentation, structure, swd
 from nst_jax.methods.optimize import StylizeResult, optimize_image
 from nst_jax.methods.stylize_config import (MRF_LAYERS, STYLE_LAYERS, StylizeConfig, blend_weights, check_request,
-                                            per_style, start_kind, style_layer_sets, style_layer_weights,
-                                            uses_style_colors)
+                                            per_style, start_kind, start_noise, style_layer_sets,
+                                            style_layer_weights, uses_style_colors)
 from nst_jax.models import vgg
 from nst_jax.weights.format import VGGWeights
 
@@ -402,7 +402,7 @@ def build_problem(*, content: np.ndarray | None, styles: Sequence[np.ndarray] | 
                              has_content=has_content, hed=hed,
                              guided=needs_guidance(regions) or config.gram_normalization != "squared_mass")
   x0 = initial_image(start_kind(config), content=net_content, styles=styles, seed=config.seed, shape=shape,
-                     regions=regions, noise=config.init_noise)
+                     regions=regions, noise=start_noise(config))
   return Problem(terms_fn=terms_fn, inputs=inputs, x0=x0, content=content)
 
 
