@@ -178,9 +178,8 @@ def start_kind(config: StylizeConfig) -> str:
 
 def start_noise(config: StylizeConfig) -> float:
   """`config.init_noise`, or by default 0.1, and 0.3 with --preserve_colors: the gray or recoloured content is
-  already close to the style's luminance statistics at the fine layers that dominate the loss, so from 0.1 the
-  result keeps the photo with faint ripples (flat share 0.12 against the classic's 0.01 at 256 px; 0.008 with
-  0.3, experiments/GATYS_NOTES.md §5)."""
+  already close to the style's luminance statistics at the fine layers that dominate the loss, so it needs more
+  noise to leave the photo's flat areas (experiments/GATYS_NOTES.md §5)."""
   if config.init_noise is not None:
     return config.init_noise
   return 0.3 if config.preserve_colors != "none" else 0.1
