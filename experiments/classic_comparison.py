@@ -99,10 +99,8 @@ def parse_overrides(items: list[str]) -> dict[str, typing.Any]:
             type(default[0])(v) for v in raw.split(","))
       elif isinstance(default, dict) or name in ("style_layer_weights", "optimizer_options"):
         value = {k: float(v) for k, v in (kv.split(":") for kv in raw.split(","))}
-      elif name == "init_noise":  # a float whose default None means "by the colour mode"
-        value = float(raw)
-      elif default is None:
-        value = raw
+      elif default is None:  # optional fields: parsed as the type they hold (`float | None`, `str | None`)
+        value = float(raw) if str(fields[name].type).startswith("float") else raw
       else:
         value = type(default)(raw)
     except ValueError as e:

@@ -120,4 +120,6 @@ def test_classic_comparison_measures_ours_and_the_reference(classic_comparison, 
     classic_comparison.parse_overrides(["no_such_field=1"])
   assert classic_comparison.parse_overrides(["style_scale=0.5,2", "style_layers=relu1_1,relu2_1"]) == {
       "style_scale": (0.5, 2.0), "style_layers": ("relu1_1", "relu2_1")}
+  assert classic_comparison.parse_overrides(["init_noise=0.3", "mask_pooling=avg"]) == {  # optional fields
+      "init_noise": 0.3, "mask_pooling": "avg"}
   assert classic_comparison.run(dataclasses.replace(settings, data_dir=str(tmp_path))) == {"skipped": "no data"}

@@ -196,9 +196,9 @@ def initial_image(init: str, *, content: np.ndarray | None, styles: Sequence[np.
   content); the first style resized to the output ('style'); or an image file. Any start but white noise is
   blended with a share `noise` of white noise (seeded by `seed`)."""
   h, w = shape if shape is not None else content.shape[:2]
-  white = np.random.default_rng(seed).uniform(0.0, 1.0, size=(h, w, 3)).astype(np.float32)
+  white = lambda: np.random.default_rng(seed).uniform(0.0, 1.0, size=(h, w, 3)).astype(np.float32)  # noqa: E731
   if init == "noise" or (init in ("content", "colors") and content is None):
-    return white
+    return white()
   if init == "content":
     start = content
   elif init == "colors":
@@ -214,7 +214,9 @@ def initial_image(init: str, *, content: np.ndarray | None, styles: Sequence[np.
     start = image_io.resize(styles[0], h, w)
   else:
     start = image_io.resize(image_io.load_image(init, what="--init image"), h, w)
-  return ((1.0 - noise) * start + noise * white).astype(np.float32)
+  if noise == 0:
+    return np.array(start, np.float32)  # a copy: the caller may own `content`
+  return ((1.0 - noise) * start + noise * white()).astype(np.float32)
 
 
 def as_style_list(styles) -> list[np.ndarray]:
