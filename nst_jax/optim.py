@@ -91,6 +91,16 @@ def make_optimizer(name: str, *, learning_rate: float | None = None, schedule: s
   return optax.with_extra_args_support(base)
 
 
+@functools.lru_cache(maxsize=16)
+def cached_optimizer(name: str, *, learning_rate: float | None, schedule: str, iterations: int,
+                     options: tuple[tuple[str, Any], ...], normalize_gradients: bool) -> \
+    optax.GradientTransformationExtraArgs:
+  """`make_optimizer` remembered for equal settings (`options` as sorted (key, value) pairs), so that runs with the
+  same optimizer share one object and with it the compiled loop of `make_chunk_runner`."""
+  return make_optimizer(name, learning_rate=learning_rate, schedule=schedule, iterations=iterations,
+                        options=dict(options), normalize_gradients=normalize_gradients)
+
+
 def parse_options(text: str, *, flag: str = "--optimizer_args") -> dict[str, Any]:
   """'momentum=0.9,nesterov=true,b1=0.8' -> {'momentum': 0.9, 'nesterov': True, 'b1': 0.8}; errors name `flag`."""
   options: dict[str, Any] = {}
@@ -111,15 +121,30 @@ def parse_options(text: str, *, flag: str = "--optimizer_args") -> dict[str, Any
   return options
 
 
+def init_state(optimizer: optax.GradientTransformation, params) -> Any:
+  """`optimizer.init(params)` with every leaf a fresh buffer of a fixed (not weak) type.
+
+  optax may alias one buffer in several leaves, which buffer donation refuses; and the line search's state starts
+  with weakly typed scalars that the first jitted step returns strongly typed, so without the cast the step would
+  be traced and compiled a second time for the second call."""
+  return jax.tree.map(lambda leaf: jnp.array(leaf, dtype=jnp.asarray(leaf).dtype, copy=True),
+                      optimizer.init(params))
+
+
 def has_linesearch_state(opt_state) -> bool:
   """L-BFGS with a line search keeps the last value and gradient in its state, which saves one evaluation."""
   return optax.tree_utils.tree_get(opt_state, "value") is not None
 
 
+@functools.lru_cache(maxsize=16)
 def make_chunk_runner(loss_fn: LossFn, optimizer: optax.GradientTransformationExtraArgs, *,
                       chunk_size: int, reuse_linesearch_value: bool):
   """Returns jitted `run(x, opt_state, inputs, num_steps) -> (x, opt_state, losses)`; losses has chunk_size
-  entries, those past num_steps are NaN. `reuse_linesearch_value` = `has_linesearch_state(opt_state)`."""
+  entries, those past num_steps are NaN. `reuse_linesearch_value` = `has_linesearch_state(opt_state)`.
+
+  Remembered for equal arguments (the last 16), so that a hashable `loss_fn` that compares equal across runs
+  (`nst_jax.methods.gatys_terms.LossTerms`) and the same optimizer object (`cached_optimizer`) reuse the traced and
+  compiled loop instead of tracing it again."""
 
   def step(x, opt_state, inputs):
     value_fn = functools.partial(_call_loss, loss_fn, inputs=inputs)

@@ -68,7 +68,7 @@ def time_jax_steps(problem: BenchmarkProblem, *, gpu: bool) -> dict[str, Any]:
   s = problem.settings
   optimizer = make_optimizer(s.config())
   x = jnp.asarray(problem.x0)
-  state = jax.tree.map(jnp.copy, optimizer.init(x))
+  state = optim.init_state(optimizer, x)
   reuse = optim.has_linesearch_state(state)
   run = optim.make_chunk_runner(problem.total_loss, optimizer, chunk_size=s.steps, reuse_linesearch_value=reuse)
   t0 = time.perf_counter()

@@ -18,10 +18,10 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from nst_jax import optim
 from nst_jax.errors import NSTError
 from nst_jax.highres.distributed import make_mesh, put
 from nst_jax.highres.highres_config import HighresConfig, check_highres_request, iterations_rule, scale_sizes
@@ -124,7 +124,7 @@ def optimize_scale(problem: ScaleProblem, x0: np.ndarray, *, config: StylizeConf
   replicated = NamedSharding(mesh, P())
   optimizer = make_optimizer(config)
   x = put(np.asarray(x0, np.float32), replicated)
-  opt_state = jax.tree.map(jnp.copy, optimizer.init(x))
+  opt_state = optim.init_state(optimizer, x)
   if opt_leaves is not None:
     opt_state = checkpoint.restore_tree(opt_state, opt_leaves, "opt_state", where="--checkpoint_dir")
   opt_state = jax.tree.map(lambda a: put(np.asarray(a), replicated), opt_state)

@@ -16,6 +16,7 @@ every region's Gram matrix is computed from its masked features (guided Gram mat
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -29,6 +30,7 @@ from nst_jax.errors import NSTError
 from nst_jax.highres.memory import check_memory
 from nst_jax.io import image_io
 from nst_jax.losses import color, guidance, matting, mrf, segmentation, structure, swd
+from nst_jax.methods.gatys_terms import loss_weights, make_loss_terms
 from nst_jax.methods.optimize import StylizeResult, optimize_image
 from nst_jax.methods.stylize_config import (MRF_LAYERS, STYLE_LAYERS, StylizeConfig, blend_weights, check_request,
                                             per_style, start_kind, start_noise, style_layer_sets,
@@ -122,69 +124,13 @@ def prepare_styles(styles: Sequence[np.ndarray], *, content: np.ndarray | None,
   return list(styles)
 
 
-def make_loss_terms(model: vgg.VGG, preprocessing, config: StylizeConfig, *, style_layers: Sequence[str],
-                    has_content: bool, hed: VGGWeights | None = None,
-                    guided: bool = True) -> Callable[[jax.Array, Mapping[str, Any]], dict[str, jax.Array]]:
-  """Returns `terms(image, inputs)` -> the weighted loss terms. `inputs` holds 'params', 'content'
-  (layer -> features), 'style' (layer -> (R, C, C) targets or MRF patch banks), 'masks' (layer -> (R, h, w)),
-  'region_weights' (layer -> (R,)), and the structure targets when those losses are on; optionally
-  `vgg.BACKWARD_KERNELS` (`vgg.backward_kernels(params)`, for cheaper image gradients).
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def network_features(model: vgg.VGG, preprocessing, params: Mapping, image: jax.Array) -> dict[str, jax.Array]:
+  """`model`'s features of one (H, W, 3) image in [0, 1] (compiled once per network, preprocessing and shape)."""
+  return model.apply({"params": params}, preprocessing.apply(image)[None])
 
-  `guided=False` promises one region whose mask is all ones (`needs_guidance`): the Gram matrices are then taken
-  of the features directly, which gives the same values without multiplying every feature map by ones."""
-  layer_weight = style_layer_weights(config, style_layers)
 
-  def terms(image: jax.Array, inputs: Mapping[str, Any]) -> dict[str, jax.Array]:
-    variables = {"params": inputs["params"]}
-    if vgg.BACKWARD_KERNELS in inputs:
-      variables[vgg.BACKWARD_KERNELS] = inputs[vgg.BACKWARD_KERNELS]
-    feats = model.apply(variables, preprocessing.apply(image)[None])
-    out = {}
-    if has_content and config.content_weight > 0:
-      out["content"] = config.content_weight * losses.content_loss(features=feats, targets=inputs["content"],
-                                                                   layer_weights=inputs["content_weights"])
-    if config.style_loss == "mrf":
-      # Each region matches patches only against its own styles' patches, weighted by its mask (patch centres).
-      out["style"] = config.style_weight * sum(
-          layer_weight[name] * sum(
-              weight * mrf.mrf_loss(features=feats[name], bank=bank, patch_weights=mrf.patch_centre_weights(
-                  inputs["masks"][name][r], bank["patches"].shape[1]))
-              for r, (bank, weight) in enumerate(zip(inputs["style"][name], inputs["region_weights"][name])))
-          for name in style_layers)
-    elif config.style_loss == "swd":
-      out["style"] = config.style_weight * swd.swd_style_loss(features=feats, targets=inputs["style"],
-                                                              layer_weights=layer_weight)
-    elif not guided:
-      out["style"] = config.style_weight * sum(
-          layer_weight[name] * jnp.sum(inputs["region_weights"][name] * losses.style_layer_loss(
-              gram=losses.gram_matrix(feats[name]), target_gram=inputs["style"][name]))
-          for name in style_layers)
-    else:
-      # Region weights differ per layer (scale mixing), so the guided loss is summed layer by layer.
-      out["style"] = config.style_weight * sum(
-          guidance.guided_style_loss(features={name: feats[name]}, target_grams={name: inputs["style"][name]},
-                                     masks={name: inputs["masks"][name]},
-                                     region_weights=inputs["region_weights"][name],
-                                     layer_weights={name: layer_weight[name]},
-                                     normalization=config.gram_normalization,
-                                     partitions=({name: inputs["mask_partition"][name]}
-                                                 if "mask_partition" in inputs else None))
-          for name in style_layers)
-    out["tv"] = config.tv_weight * losses.total_variation_loss(image=image)
-    if config.range_weight > 0:
-      out["range"] = config.range_weight * losses.range_penalty(image=image)
-    if config.laplacian_weight > 0:
-      out["laplacian"] = config.laplacian_weight * structure.laplacian_loss(
-          image=image, content_laplacians=inputs["laplacian"])  # the pool sizes that fit the image
-    if config.matting_weight > 0:
-      out["matting"] = config.matting_weight * matting.matting_energy(image=image, laplacian=inputs["matting"])
-    if config.edge_weight > 0:
-      out["edge"] = config.edge_weight * structure.edge_loss(
-          image_rgb01=image, target_edges=inputs["edges"], hed_params=inputs["hed_params"],
-          hed_extras=inputs["hed_extras"], preprocessing=hed.preprocessing)
-    return out
-
-  return terms
+masks_at_layers = jax.jit(guidance.masks_at_layers, static_argnames=("arch", "layers", "pooling"))
 
 
 def initial_image(init: str, *, content: np.ndarray | None, styles: Sequence[np.ndarray], seed: int,
@@ -328,8 +274,8 @@ def build_problem(*, content: np.ndarray | None, styles: Sequence[np.ndarray] | 
   model = vgg.VGG(weights.arch, all_layers, pooling=config.pooling)
   source_params = normalized_params(weights, config.pooling) if config.normalize_network else weights.params
   params = jax.tree.map(jnp.asarray, vgg.params_for(weights.arch, source_params, all_layers))
-  features = jax.jit(lambda p, img: model.apply({"params": p}, weights.preprocessing.apply(img)[None]))
-  inputs: dict[str, Any] = {"params": params}
+  features = functools.partial(network_features, model, weights.preprocessing)
+  inputs: dict[str, Any] = {"params": params, "loss_weights": loss_weights(config, style_layers=style_layers)}
   if use_content:
     content_feats = features(params, jnp.asarray(net_content))
     inputs["content"] = {name: content_feats[name] for name in config.content_layers}
@@ -353,8 +299,8 @@ def build_problem(*, content: np.ndarray | None, styles: Sequence[np.ndarray] | 
 
   masks = np.stack([r.mask for r in regions])
   mask_pooling = config.mask_pooling or config.pooling
-  inputs["masks"] = jax.jit(lambda m: guidance.masks_at_layers(weights.arch, m, style_layers,
-                                                               pooling=mask_pooling))(jnp.asarray(masks))
+  inputs["masks"] = masks_at_layers(masks=jnp.asarray(masks), arch=weights.arch, layers=style_layers,
+                                    pooling=mask_pooling)
   if len(regions) > 1 and config.style_loss == "gram":
     # Several regions that mostly do not overlap: each region's Gram matrix from its own pixels (same values).
     # On the device once, like every other input (not re-sent with each evaluation).

@@ -8,6 +8,7 @@ checkpoints, and stops L-BFGS once the loss has stalled.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import sys
 import time
@@ -63,7 +64,7 @@ def chunk_size(config: StylizeConfig, checkpoint_every: int = 0) -> int:
   for every in (config.save_every, checkpoint_every):
     if every:
       chunk = math.gcd(chunk, every)
-  return min(chunk, config.iterations)
+  return chunk  # not shortened to the iteration count: runs of different lengths share the compiled loop
 
 
 def _progress_bar(config: StylizeConfig, *, done: int, label: str) -> tqdm:
@@ -71,6 +72,23 @@ def _progress_bar(config: StylizeConfig, *, done: int, label: str) -> tqdm:
   # Updated once per chunk (every log_every steps), so every update is drawn (mininterval 0).
   return tqdm(total=config.iterations, initial=done, desc=label.strip(), unit="it", file=sys.stderr,
               dynamic_ncols=True, leave=True, smoothing=0.1, mininterval=0)
+
+
+@dataclasses.dataclass(frozen=True)
+class SummedTerms:
+  """The total loss `sum(terms_fn(x, inputs).values())`; equal for equal `terms_fn`, so that equal loss terms
+  share the compiled optimisation loop (`optim.make_chunk_runner`)."""
+
+  terms_fn: Callable[[jax.Array, Any], dict[str, jax.Array]]
+
+  def __call__(self, x: jax.Array, inputs: Any) -> jax.Array:
+    return sum(self.terms_fn(x, inputs).values())
+
+
+@functools.lru_cache(maxsize=16)
+def jitted_terms(terms_fn: Callable[[jax.Array, Any], dict[str, jax.Array]]):
+  """`jax.jit(terms_fn)`, one per (equal) terms function."""
+  return jax.jit(terms_fn)
 
 
 def optimize_image(terms_fn, inputs, x0, *, config: StylizeConfig,
@@ -86,19 +104,16 @@ def optimize_image(terms_fn, inputs, x0, *, config: StylizeConfig,
   stops early when the loss has stalled (`stalled`, `config.stall_rtol`): loss_history is then shorter.
   `progress`: a "compiling" line, then an in-place progress bar on stderr."""
 
-  def total_loss(x, inputs):
-    return sum(terms_fn(x, inputs).values())
-
   label = label or f"{config.optimizer} "
   optimizer = make_optimizer(config)
   x = jnp.asarray(x0, jnp.float32)
   if opt_state is None:
-    # optax may alias one buffer in several state leaves; copies keep buffer donation in the runner valid.
-    opt_state = jax.tree.map(jnp.copy, optimizer.init(x))
+    opt_state = optim.init_state(optimizer, x)
   chunk = chunk_size(config, checkpoint_every)
   line_search = optim.has_linesearch_state(opt_state)
-  run = optim.make_chunk_runner(total_loss, optimizer, chunk_size=chunk, reuse_linesearch_value=line_search)
-  eval_terms = jax.jit(terms_fn)
+  run = optim.make_chunk_runner(SummedTerms(terms_fn), optimizer, chunk_size=chunk,
+                               reuse_linesearch_value=line_search)
+  eval_terms = jitted_terms(terms_fn)
   compile_start = time.perf_counter()
   if progress and start < config.iterations:
     print(f"{label}compiling the loss and its gradient (once per run; tens of seconds on a CPU) ...",

@@ -64,6 +64,7 @@ nothing, 1e8 slowed the optimisation (5246 on pair 7); 1e6 and 3e6 were equally 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -346,6 +347,7 @@ def _box_mean(x: jax.Array, radius: int) -> jax.Array:
   return window_sum(x) / count.reshape(count.shape + (1,) * (x.ndim - 2))
 
 
+@functools.partial(jax.jit, static_argnames=("radius",))
 def local_affine(*, output: jax.Array, content: jax.Array, eps: float = 1e-3,
                  radius: int = 1) -> tuple[jax.Array, jax.Array]:
   """Per-pixel affine colour maps output ≈ A_k content + b_k fitted by ridge regression over the window around
@@ -396,22 +398,33 @@ def smooth_local_affine(*, output: np.ndarray, content: np.ndarray, eps: float =
   """Luan et al.'s final post-processing: 3x3-window affine maps content -> output (`local_affine`, ridge `eps`),
   joint-bilaterally filtered (content as guide, window radius `radius`, Gaussian σ_s pixels in space and σ_r in
   RGB), applied to the content. An output that is an affine colour transform of the content is reproduced."""
-  content = jnp.asarray(content, jnp.float32)
-  a, b = local_affine(output=jnp.asarray(output, jnp.float32), content=content, eps=eps)
-  h, w = content.shape[:2]
-  coefficients = jnp.concatenate([a.reshape(h, w, 9), b], axis=-1)
   offsets = np.arange(-radius, radius + 1)
   spatial = np.exp(-(offsets[:, None] ** 2 + offsets[None, :] ** 2) / (2 * sigma_s**2)).astype(np.float32)
-  smooth = _joint_bilateral(coefficients, content, jnp.asarray(spatial), float(sigma_r))
+  return np.asarray(_smooth_affine(jnp.asarray(output, jnp.float32), jnp.asarray(content, jnp.float32),
+                                   jnp.asarray(spatial), eps, float(sigma_r)), np.float32)
+
+
+@jax.jit
+def _smooth_affine(output: jax.Array, content: jax.Array, spatial: jax.Array, eps: float,
+                   sigma_r: float) -> jax.Array:
+  a, b = local_affine(output=output, content=content, eps=eps)
+  h, w = content.shape[:2]
+  coefficients = jnp.concatenate([a.reshape(h, w, 9), b], axis=-1)
+  smooth = _joint_bilateral(coefficients, content, spatial, sigma_r)
   a, b = smooth[..., :9].reshape(h, w, 3, 3), smooth[..., 9:]
-  return np.asarray(jnp.einsum("hwij,hwj->hwi", a, content) + b, np.float32)
+  return jnp.einsum("hwij,hwj->hwi", a, content) + b
 
 
 def guided_filter(*, guide: np.ndarray, source: np.ndarray, radius: int = 8, eps: float = 0.01) -> np.ndarray:
   """He et al.'s colour-guided filter of an (H, W, 3) source: per-window ridge affine maps guide -> source
   (regulariser eps against the window covariance), averaged over the windows covering each pixel."""
-  guide = jnp.asarray(guide, jnp.float32)
+  return np.asarray(_guided_filter(jnp.asarray(guide, jnp.float32), jnp.asarray(source, jnp.float32), eps,
+                                   radius=radius), np.float32)
+
+
+@functools.partial(jax.jit, static_argnames=("radius",))
+def _guided_filter(guide: jax.Array, source: jax.Array, eps: float, *, radius: int) -> jax.Array:
   n = float((2 * radius + 1) ** 2)
-  a, b = local_affine(output=jnp.asarray(source, jnp.float32), content=guide, eps=eps * n, radius=radius)
+  a, b = local_affine(output=source, content=guide, eps=eps * n, radius=radius)
   a, b = _box_mean(a, radius), _box_mean(b, radius)
-  return np.asarray(jnp.einsum("hwij,hwj->hwi", a, guide) + b, np.float32)
+  return jnp.einsum("hwij,hwj->hwi", a, guide) + b
