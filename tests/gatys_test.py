@@ -6,11 +6,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nst_jax import demo
+from nst_jax import demo, optim
 from nst_jax.io import image_io
 from nst_jax.methods import gatys
-from nst_jax.methods.optimize import NonFiniteLossError, optimize_image, STALL_WINDOW, stalled
-from nst_jax.methods.stylize_config import StylizeConfig, start_kind, start_noise
+from nst_jax.methods.optimize import NonFiniteLossError, SummedTerms, optimize_image, STALL_WINDOW, stalled
+from nst_jax.methods.stylize_config import StylizeConfig, make_optimizer, start_kind, start_noise
 from nst_jax.errors import NSTError
 from nst_jax.models.preprocessing import CAFFE_VGG
 from nst_jax.weights.format import VGGWeights
@@ -40,6 +40,27 @@ def test_real_weights_stylize_64px_lowers_style_loss_tenfold(default_weights, de
   assert result.loss_history.shape == (50,)
   # The image moved away from the content towards the style but kept content structure (content loss finite).
   assert np.abs(result.image - image_io.resize_long_side(content, 64)).mean() > 0.02
+
+
+def test_runs_that_differ_in_weights_and_length_share_one_compiled_loop(random_weights, demo_pair):
+  """The loss weights are inputs, not constants of the program: runs whose settings differ only in weights and
+  iteration count build equal loss terms and reuse one compiled optimisation loop, and the weights still act
+  (the initial terms of the same start scale with them)."""
+  content, style = demo_pair
+  base = StylizeConfig(size=32, iterations=3, log_every=10)
+  other = dataclasses.replace(base, iterations=5, style_weight=100.0, content_weight=0.5, tv_weight=1.0)
+  problems = [gatys.build_problem(content=content, styles=style, weights=random_weights, config=c)
+              for c in (base, other)]
+  assert problems[0].terms_fn == problems[1].terms_fn and hash(problems[0].terms_fn) == hash(problems[1].terms_fn)
+  assert problems[0].terms_fn != gatys.build_problem(content=content, styles=style, weights=random_weights,
+                                                     config=dataclasses.replace(base, range_weight=1.0)).terms_fn
+  results = [gatys.stylize(content=content, styles=style, weights=random_weights, config=c, progress=False)
+             for c in (base, other)]
+  for term, ratio in (("style", 10.0), ("content", 0.5), ("tv", 0.1)):
+    assert results[1].initial_terms[term] == pytest.approx(ratio * results[0].initial_terms[term], rel=1e-5)
+  runner = optim.make_chunk_runner(SummedTerms(problems[0].terms_fn), make_optimizer(base), chunk_size=10,
+                                   reuse_linesearch_value=True)
+  assert runner._cache_size() == 1 and len(results[1].loss_history) == 5
 
 
 def test_intermediate_images_arrive_on_schedule(random_weights, demo_pair):

@@ -20,7 +20,7 @@ def quadratic(x, inputs):
 def run_steps(name, steps, chunk=5, **kwargs):
   opt = optim.make_optimizer(name, **kwargs)
   x = jnp.zeros(4)
-  state = jax.tree.map(jnp.copy, opt.init(x))
+  state = optim.init_state(opt, x)
   run = optim.make_chunk_runner(quadratic, opt, chunk_size=chunk,
                                 reuse_linesearch_value=optim.has_linesearch_state(state))
   inputs = {"scales": _SCALES, "target": _TARGET}
@@ -48,9 +48,35 @@ def test_every_optimizer_lowers_the_loss(name, lr):
   assert history[-1] < 0.5 * history[0]
 
 
-def test_chunks_of_any_length_reuse_one_compilation():
-  x, _, run = run_steps("adam", 13, chunk=5)  # chunks of 5, 5, 3
+@pytest.mark.parametrize("name", ["adam", "lbfgs"])
+def test_chunks_of_any_length_reuse_one_compilation(name):
+  _, _, run = run_steps(name, 13, chunk=5)  # chunks of 5, 5, 3
   assert run._cache_size() == 1
+
+
+def test_init_state_has_fixed_types_so_the_second_chunk_is_not_compiled_again():
+  """optax starts the line search's state with weakly typed scalars that the loop returns strongly typed: from
+  `opt.init` the loop is compiled twice, from `init_state` once."""
+  opt = optim.make_optimizer("lbfgs")
+  x, inputs = jnp.zeros(4), {"scales": _SCALES, "target": _TARGET}
+  weak = [leaf for leaf in jax.tree.leaves(opt.init(x)) if getattr(leaf, "weak_type", False)]
+  assert weak and not any(getattr(leaf, "weak_type", False) for leaf in jax.tree.leaves(optim.init_state(opt, x)))
+  for init, compilations in ((lambda: jax.tree.map(jnp.copy, opt.init(x)), 2), (lambda: optim.init_state(opt, x), 1)):
+    loss = lambda x, inputs: quadratic(x, inputs)  # noqa: E731 (a new function: a runner of its own)
+    run = optim.make_chunk_runner(loss, opt, chunk_size=3, reuse_linesearch_value=True)
+    state, y = init(), jnp.copy(x)  # (the runner donates its x)
+    for _ in range(2):
+      y, state, _ = run(y, state, inputs, 3)
+    assert run._cache_size() == compilations
+
+
+def test_cached_optimizer_is_one_object_per_setting():
+  a = optim.cached_optimizer("adam", learning_rate=0.1, schedule="constant", iterations=1, options=(("b1", 0.8),),
+                             normalize_gradients=False)
+  assert a is optim.cached_optimizer("adam", learning_rate=0.1, schedule="constant", iterations=1,
+                                     options=(("b1", 0.8),), normalize_gradients=False)
+  assert a is not optim.cached_optimizer("adam", learning_rate=0.2, schedule="constant", iterations=1,
+                                         options=(("b1", 0.8),), normalize_gradients=False)
 
 
 def test_unknown_optimizer_is_a_clear_error():

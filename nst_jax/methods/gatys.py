@@ -2,8 +2,9 @@
 
 The image is optimised directly, as RGB in [0, 1]; the weight source's preprocessing is applied inside the loss,
 so the same code serves Caffe-style (BGR, 0..255, mean) and torchvision-style (RGB, mean/std) weights. Everything
-the loss needs (VGG parameters, content features, style targets, masks) is an argument of the jitted step, never
-a baked-in constant, so one compilation serves the whole run.
+the loss needs (VGG parameters, content features, style targets, masks, loss weights) is an argument of the jitted
+step, never a baked-in constant, so one compilation serves the whole run and every later run in the process with
+the same structure (`nst_jax.methods.gatys_terms.LossTerms`).
 
 Style targets are organised in *regions* (Gatys et al. 2017, spatial control): region r has a mask in image
 space, a weight, a blend of the style images and a stroke-scale factor. Without masks there is one region
