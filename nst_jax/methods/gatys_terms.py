@@ -15,7 +15,6 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from nst_jax import losses
 from nst_jax.losses import guidance, matting, mrf, structure, swd
@@ -30,12 +29,11 @@ OPTIONAL_TERMS = ("range", "laplacian", "matting", "edge")
 
 def loss_weights(config: StylizeConfig, *, style_layers: Sequence[str]) -> dict[str, Any]:
   """The jit inputs `LossTerms` reads its weights from: each term's weight ('content', 'style', 'tv' and the
-  optional terms) and Gatys et al.'s w_l per style layer ('layers', `style_layer_weights`), as float32 scalars."""
-  scalar = lambda v: np.float32(v)  # noqa: E731
-  terms = {"content": config.content_weight, "style": config.style_weight, "tv": config.tv_weight,
-           "range": config.range_weight, "laplacian": config.laplacian_weight, "matting": config.matting_weight,
-           "edge": config.edge_weight}
-  out: dict[str, Any] = {name: scalar(value) for name, value in terms.items()}
+  OPTIONAL_TERMS, from `config.<term>_weight`) and Gatys et al.'s w_l per style layer ('layers',
+  `style_layer_weights`), as float32 device scalars (sent once, like every other input)."""
+  scalar = lambda value: jnp.asarray(value, jnp.float32)  # noqa: E731
+  out: dict[str, Any] = {name: scalar(getattr(config, f"{name}_weight"))
+                         for name in ("content", "style", "tv") + OPTIONAL_TERMS}
   out["layers"] = {name: scalar(w) for name, w in style_layer_weights(config, style_layers).items()}
   return out
 
@@ -120,10 +118,8 @@ def make_loss_terms(model: vgg.VGG, preprocessing: Preprocessing, config: Styliz
                     guided: bool = True) -> LossTerms:
   """The `LossTerms` of `config` (which terms are on, the style loss, the Gram normalisation) over `model`'s
   `style_layers`; `hed` serves the edge loss. The weights themselves go in the inputs: `loss_weights(config)`."""
-  optional = {"range": config.range_weight, "laplacian": config.laplacian_weight,
-              "matting": config.matting_weight, "edge": config.edge_weight}
   return LossTerms(model=model, preprocessing=preprocessing, style_layers=tuple(style_layers),
                    content=has_content and config.content_weight > 0,
-                   optional=frozenset(name for name, value in optional.items() if value > 0),
+                   optional=frozenset(name for name in OPTIONAL_TERMS if getattr(config, f"{name}_weight") > 0),
                    style_loss=config.style_loss, guided=guided, gram_normalization=config.gram_normalization,
                    hed_preprocessing=hed.preprocessing if hed is not None and config.edge_weight > 0 else None)
