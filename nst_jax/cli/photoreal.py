@@ -18,7 +18,7 @@ import time
 from absl import flags
 
 from nst_jax import optim
-from nst_jax.cli import shared_flags
+from nst_jax.cli import optimization_flags, shared_flags
 from nst_jax.cli.command import Command, Sections
 from nst_jax.errors import NSTError
 from nst_jax.highres import memory
@@ -38,7 +38,7 @@ def define_flags(fv: flags.FlagValues) -> Sections:
                       flag_values=fv)
   flags.DEFINE_string("style_seg", None, "Colour-coded segmentation map of the style image.", flag_values=fv)
   images[1].extend(["content_seg", "style_seg"])
-  optimisation = shared_flags.define_optimizer(
+  optimisation = optimization_flags.define_optimizer(
       fv, iterations=None, iterations_help=f"Iterations of each stage (default: {ref.stage1_iterations} + "
       f"{ref.stage2_iterations}); --stage1_iterations/--stage2_iterations override it.", optimizer=ref.optimizer,
       log_every=ref.log_every, stall_rtol=ref.stall_rtol, seed=ref.seed)
@@ -52,7 +52,7 @@ def define_flags(fv: flags.FlagValues) -> Sections:
                     "iterations (about 2 hours on a 2-core CPU), unless --size or the iteration flags are given.",
                     flag_values=fv)
   optimisation[1][1:1] = ["preset", "stage1_iterations", "stage2_iterations", "stage1_size"]
-  losses = shared_flags.define_loss(fv, defaults=ref, init_help="Initial image: colors (the content with each "
+  losses = optimization_flags.define_loss(fv, defaults=ref, init_help="Initial image: colors (the content with each "
                                     "region's colour mean and covariance moved to the style region's), mean (the "
                                     "reference's near-constant start), content, noise, style, or an image path.")
   flags.DEFINE_enum("objective", ref.objective, list(photoreal.OBJECTIVES), "calibrated: relative content and "
@@ -80,7 +80,7 @@ def define_flags(fv: flags.FlagValues) -> Sections:
                     flag_values=fv)
   post = ("post-processing", ["smooth", "affine_eps", "smooth_radius", "smooth_sigma_s", "smooth_sigma_r", "refine",
                               "refine_radius", "refine_eps", "save_stages"])
-  return [images, optimisation, losses, post, shared_flags.define_tiles(fv)]
+  return [images, optimisation, losses, post, optimization_flags.define_tiles(fv)]
 
 
 def config_from_flags(fv: flags.FlagValues) -> photoreal.PhotorealConfig:
@@ -91,19 +91,20 @@ def config_from_flags(fv: flags.FlagValues) -> photoreal.PhotorealConfig:
       size=fv.size if fv["size"].present else ref.size, objective=fv.objective, stage1_size=fv.stage1_size,
       style_layer_weights=layer_weights, stage1_iterations=ref.stage1_iterations if stage1 is None else stage1,
       stage2_iterations=ref.stage2_iterations if stage2 is None else stage2, optimizer=fv.optimizer,
-      learning_rate=fv.learning_rate, optimizer_options=shared_flags.optimizer_options(fv),
+      learning_rate=fv.learning_rate, optimizer_options=optimization_flags.optimizer_options(fv),
       content_weight=fv.content_weight, style_weight=fv.style_weight, tv_weight=fv.tv_weight,
       range_weight=fv.range_weight, matting_weight=fv.matting_weight, matting_eps=fv.matting_eps,
-      content_layers=tuple(fv.content_layers), style_layers=shared_flags.layers(fv.style_layers), pooling=fv.pooling,
+      content_layers=tuple(fv.content_layers), style_layers=optimization_flags.layers(fv.style_layers),
+      pooling=fv.pooling,
       init=fv.init, smooth=fv.smooth, affine_eps=fv.affine_eps, smooth_radius=fv.smooth_radius,
       smooth_sigma_s=fv.smooth_sigma_s, smooth_sigma_r=fv.smooth_sigma_r, refine=fv.refine,
       refine_radius=fv.refine_radius, refine_eps=fv.refine_eps, seed=fv.seed, log_every=max(1, fv.log_every),
-      stall_rtol=shared_flags.stall_rtol(fv))
+      stall_rtol=optimization_flags.stall_rtol(fv))
 
 
 def run(fv: flags.FlagValues, positional: list[str]) -> pathlib.Path:
   del positional
-  hr = shared_flags.highres_config(fv)
+  hr = optimization_flags.highres_config(fv)
   output = image_io.check_output_path(fv.output, bits=fv.output_bits)
   if not fv.content or not fv.style:
     raise NSTError("photoreal needs --content and --style")
@@ -127,7 +128,7 @@ def run(fv: flags.FlagValues, positional: list[str]) -> pathlib.Path:
   weights = resolve_weights(fv.weights)
   # The tiled engine on request (any tile flag), or when one untiled VGG pass would not fit the memory budget.
   shape = image_io.long_side_shape(content.shape, config.size)
-  use_tiles = shared_flags.tiles_requested(fv) or vgg.estimate_training_bytes(
+  use_tiles = optimization_flags.tiles_requested(fv) or vgg.estimate_training_bytes(
       weights.arch, shape, config.content_layers + config.style_layers) > memory.budget_bytes(hr.max_memory_gb)
   start = time.perf_counter()
 
@@ -141,7 +142,7 @@ def run(fv: flags.FlagValues, positional: list[str]) -> pathlib.Path:
                                  content_seg=content_seg, style_seg=style_seg, on_stage=save_stage,
                                  hr=hr if use_tiles else None)
   except NonFiniteLossError as e:
-    saved = image_io.save_image(shared_flags.intermediate_path(output, e.iteration), e.last_good_image)
+    saved = image_io.save_image(optimization_flags.intermediate_path(output, e.iteration), e.last_good_image)
     raise NSTError(f"{e}; the last finite image is in {saved}") from None
   image_io.save_image(output, result.image, bits=fv.output_bits)
   last = result.stage2 or result.stage1

@@ -17,7 +17,7 @@ import time
 from absl import flags
 
 from nst_jax import optim
-from nst_jax.cli import shared_flags
+from nst_jax.cli import optimization_flags, shared_flags
 from nst_jax.cli.command import Command, Sections
 from nst_jax.errors import NSTError
 from nst_jax.highres import distributed, highres_config, memory, pyramid
@@ -30,7 +30,7 @@ from nst_jax.models import vgg
 from nst_jax.weights.store import resolve_weights
 
 # Flags that send a run through the high-resolution engine when given.
-HIGHRES_FLAGS = shared_flags.TILE_FLAGS + ("start_size", "scale_step", "scale_iterations", "checkpoint_dir",
+HIGHRES_FLAGS = optimization_flags.TILE_FLAGS + ("start_size", "scale_step", "scale_iterations", "checkpoint_dir",
                                            "checkpoint_every", "coordinator_address")
 
 
@@ -40,7 +40,7 @@ def define_flags(fv: flags.FlagValues, *, synthesis: bool = False) -> Sections:
       fv, content=None if synthesis else "Content image (default: matplotlib's grace_hopper.jpg).",
       style="Style image(s), comma-separated (default: a generated swirl painting).", output="stylized.png",
       size=defaults.size, size_help="Long side of the output in pixels.")
-  optimisation = shared_flags.define_optimizer(
+  optimisation = optimization_flags.define_optimizer(
       fv, iterations=defaults.iterations, iterations_help="Optimizer steps.", optimizer=defaults.optimizer,
       log_every=defaults.log_every, stall_rtol=defaults.stall_rtol, seed=defaults.seed)
   flags.DEFINE_enum("lr_schedule", defaults.lr_schedule, list(optim.SCHEDULES), "Learning-rate schedule.",
@@ -49,7 +49,7 @@ def define_flags(fv: flags.FlagValues, *, synthesis: bool = False) -> Sections:
                     flag_values=fv)
   flags.DEFINE_integer("save_every", 0, "Write an intermediate image every N iterations (0: never).", flag_values=fv)
   optimisation[1].extend(["lr_schedule", "normalize_gradients", "save_every"])
-  losses = shared_flags.define_loss(fv, defaults=defaults, init_help="Initial image: colors (the content in the "
+  losses = optimization_flags.define_loss(fv, defaults=defaults, init_help="Initial image: colors (the content in the "
                                     "styles' colour mean and covariance; the content itself with --preserve_colors), "
                                     "content, noise, style, or an image path.")
   flags.DEFINE_float("init_noise", defaults.init_noise, "Share of white noise blended into the start (not 'noise'): "
@@ -93,7 +93,7 @@ def define_flags(fv: flags.FlagValues, *, synthesis: bool = False) -> Sections:
   controls = ("controls (Gatys et al. 2017)", ["style_blend", "style_scale", "style_masks", "preserve_colors",
                                                "color_method", "style_colors", "laplacian_weight", "edge_weight",
                                                "hed_weights", "depth", "depth_regions"])
-  tiles = shared_flags.define_tiles(fv)
+  tiles = optimization_flags.define_tiles(fv)
   hr = highres_config.HighresConfig()
   flags.DEFINE_integer("start_size", hr.start_size, "Coarse-to-fine pyramid: long side of the first scale (0: one "
                        "scale at --size).", flag_values=fv)
@@ -118,14 +118,14 @@ def define_flags(fv: flags.FlagValues, *, synthesis: bool = False) -> Sections:
 
 
 def config_from_flags(fv: flags.FlagValues) -> StylizeConfig:
-  layer_sets = tuple(shared_flags.layers([n.strip() for n in part.split(",") if n.strip()])
+  layer_sets = tuple(optimization_flags.layers([n.strip() for n in part.split(",") if n.strip()])
                      for part in fv.style_layer_sets.split(";")) if fv.style_layer_sets else ()
   return StylizeConfig(
       size=fv.size, iterations=fv.iterations, optimizer=fv.optimizer, learning_rate=fv.learning_rate,
-      optimizer_options=shared_flags.optimizer_options(fv), lr_schedule=fv.lr_schedule,
+      optimizer_options=optimization_flags.optimizer_options(fv), lr_schedule=fv.lr_schedule,
       normalize_gradients=fv.normalize_gradients, content_weight=fv.content_weight,
       style_weight=fv.style_weight, tv_weight=fv.tv_weight, range_weight=fv.range_weight,
-      content_layers=tuple(fv.content_layers), style_layers=shared_flags.layers(fv.style_layers),
+      content_layers=tuple(fv.content_layers), style_layers=optimization_flags.layers(fv.style_layers),
       style_blend=shared_flags.floats(fv.style_blend, "--style_blend"),
       style_scale=shared_flags.floats(fv.style_scale, "--style_scale"), style_layer_sets=layer_sets,
       style_layer_weights=optim.parse_options(fv.style_layer_weights, flag="--style_layer_weights"),
@@ -134,7 +134,7 @@ def config_from_flags(fv: flags.FlagValues) -> StylizeConfig:
       laplacian_weight=fv.laplacian_weight, edge_weight=fv.edge_weight, depth_regions=fv.depth_regions,
       init=fv.init, init_noise=fv.init_noise, pooling=fv.pooling, normalize_network=fv.normalize_network,
       style_layer_balance=fv.style_layer_balance, seed=fv.seed, save_every=max(0, fv.save_every),
-      log_every=max(1, fv.log_every), stall_rtol=shared_flags.stall_rtol(fv))
+      log_every=max(1, fv.log_every), stall_rtol=optimization_flags.stall_rtol(fv))
 
 
 def _start_distributed(fv: flags.FlagValues) -> None:
@@ -149,7 +149,7 @@ def _start_distributed(fv: flags.FlagValues) -> None:
 
 def run(fv: flags.FlagValues, positional: list[str], *, synthesis: bool = False) -> pathlib.Path:
   del positional
-  hr = shared_flags.highres_config(
+  hr = optimization_flags.highres_config(
       fv, start_size=fv.start_size, scale_step=fv.scale_step,
       scale_iterations=shared_flags.integers(fv.scale_iterations, "--scale_iterations"),
       checkpoint_dir=fv.checkpoint_dir, checkpoint_every=fv.checkpoint_every)
@@ -188,11 +188,11 @@ def run(fv: flags.FlagValues, positional: list[str], *, synthesis: bool = False)
       result = gatys.stylize(content=content, styles=styles, weights=weights, config=config, style_masks=masks,
                              depth=depth, hed_weights=hed, synthesis_shape=shape if synthesis else None,
                              on_intermediate=lambda i, image: image_io.save_image(
-                                 shared_flags.intermediate_path(output, i), image))
+                                 optimization_flags.intermediate_path(output, i), image))
       terms = ", ".join(f"{k} {v:.4g}" for k, v in result.final_terms.items())
       done = f"{len(result.loss_history)} iterations"
   except NonFiniteLossError as e:
-    saved = image_io.save_image(shared_flags.intermediate_path(output, e.iteration), e.last_good_image)
+    saved = image_io.save_image(optimization_flags.intermediate_path(output, e.iteration), e.last_good_image)
     raise NSTError(f"{e}; the last finite image is in {saved}") from None
   image_io.save_image(output, result.image, bits=fv.output_bits)
   seconds = f"{time.perf_counter() - start:.1f} s"
