@@ -8,7 +8,9 @@ Three rows, all on Tübingen:
   (a) style scale: starry_night resized to 0.5x, 1x, 2x the output size before its Gram matrices are taken; a
       larger style image puts more output pixels under each of its strokes, i.e. larger strokes.
       Each result is labelled with its dominant texture wavelength (`nst_jax.metrics.dominant_wavelength`,
-      power-weighted mean wavelength of the gray image's spectrum, pixels).
+      power-weighted mean wavelength of the gray image's spectrum, pixels) and its stroke wavelength
+      (`metrics.stroke_wavelength`: the same, over the tiles where the photo is flat, i.e. the sky and the water,
+      so that the photo's layout does not count).
   (b) style layer presets: fine (relu1_1, relu2_1), medium (+relu3_1), coarse (relu1_1..relu5_1), and
       structure (relu3_1..relu5_1 only).
   (c) scale mixing: coarse structure (relu3_1..relu5_1) from one painting with fine texture (relu1_1, relu2_1)
@@ -21,12 +23,17 @@ All runs balance the style layers (--style_layer_balance target, style weight 10
 activations of the default weights relu3_1..relu5_1 carry ~1% of the style loss (relu4_1 ~1e-4, relu5_1 ~1e-6 of
 relu1_1's), so without it the presets and mixes differ by little more than the noise.
 
-Expected (--quick, 96 px, seen): (a) the dominant wavelength grows with the scale (16.0, 18.5, 20.2 px at 0.5x,
-1x, 2x; results.json: wavelength_grows_with_scale); 0.5x is busy with small marks, 2x has broader, smoother
-strokes. (b) the presets look different: fine (relu1_1, relu2_1) is a small ripple texture over the photo's
-layout; medium adds ~10 px blobs; coarse bends the houses into larger swirls; structure (relu3_1..relu5_1 only)
+Expected (--quick, 96 px, seen): (a) the dominant wavelength grows with the scale (17.2, 19.0, 20.7 px at 0.5x,
+1x, 2x; results.json: wavelength_grows_with_scale); seen on the 2026-12-02 sheet: 0.5x has larger round marks
+and dark swirls over the water, 2x a finer, more regular texture. (b) the presets look different: fine (relu1_1,
+relu2_1) is a small ripple texture over the photo's layout, with a regular checker pattern in the sky (the
+balanced layers' grid); medium adds ~10 px blobs; coarse bends the houses into larger swirls; structure (relu3_1..relu5_1 only)
 keeps much of the photo's colour and warps its shapes into starry_night's swirls. The radial wavelength barely
-moves (18.0-18.8 px) because the photo's layout dominates the spectrum at 96 px. (c) scale mixing: the colours
+moves (19.0-19.3 px) because the photo's layout dominates the spectrum at 96 px; the stroke wavelength (over the
+sky and water only) orders the presets: fine 3.9, medium 4.1, coarse 4.7, structure 4.9 px (measured 2026-12-02;
+with 16-px tiles at 96 px it cannot exceed 8 px). Scale rows: stroke wavelength 5.1 / 4.7 / 4.8 px at 0.5x / 1x /
+2x (the whole-image one 17.2 / 19.0 / 20.7): the smaller style image gives larger round marks, as in the classic
+implementation's own style-scale pictures (experiments/GATYS_NOTES.md, section 6). (c) scale mixing: the colours
 come with the fine layers (structure starry_night + fine the_scream is orange/red, the reverse blue/white), the
 large swirl shapes with the structure style.
 """
@@ -36,6 +43,7 @@ import time
 import numpy as np
 
 from nst_jax import figures, metrics
+from nst_jax.io import image_io
 from nst_jax.methods.stylize_config import STYLE_LAYER_PRESETS, StylizeConfig
 from nst_jax.weights.store import resolve_weights
 
@@ -62,6 +70,8 @@ def run(settings: common.Settings) -> dict:
     result, record = common.run_stylize(name, content=content, styles=styles, weights=weights, config=config,
                                         progress=not settings.quick)
     record["dominant_wavelength"] = metrics.dominant_wavelength(result.image)
+    record["stroke_wavelength"] = metrics.stroke_wavelength(result.image,
+                                                            image_io.resize(content, *result.image.shape[:2]))
     return result.image, record
 
   rows, labels, record = [], [], {"figure": "Gatys et al. 2017 spatial scale", "images": images.source}
@@ -69,7 +79,8 @@ def run(settings: common.Settings) -> dict:
   for scale in SCALES:
     image, scales[scale] = one(f"style_scale {scale}", style, style_scale=(scale,))
     row.append(image)
-    row_labels.append(f"scale {scale:g}x  wavelength {scales[scale]['dominant_wavelength']:.1f}px")
+    row_labels.append(f"scale {scale:g}x  wl {scales[scale]['dominant_wavelength']:.1f}px, strokes "
+                      f"{scales[scale]['stroke_wavelength']:.1f}px")
   rows.append(row)
   labels.append(row_labels)
   wavelengths = [scales[s]["dominant_wavelength"] for s in SCALES]
@@ -83,7 +94,8 @@ def run(settings: common.Settings) -> dict:
     presets[preset]["layers"] = layers
     row.append(image)
     wavelength = presets[preset]["dominant_wavelength"]
-    row_labels.append(f"{preset}: {layers[0][4:]}..{layers[-1][4:]}  wl {wavelength:.1f}px")
+    row_labels.append(f"{preset}: {layers[0][4:]}..{layers[-1][4:]}  wl {wavelength:.1f}px, strokes "
+                      f"{presets[preset]['stroke_wavelength']:.1f}px")
   rows.append(row)
   labels.append(row_labels)
   record["presets"] = presets

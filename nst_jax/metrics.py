@@ -1,6 +1,7 @@
 """Image measurements used by tests and experiments: SSIM, dominant texture wavelength, and what the eye sees of a
-stylised image: how much of it is left flat (`flat_fraction`), how close its colours are to the style's
-(`palette_distance`) and its chroma (`yiq_chroma_error`)."""
+stylised image: the size of its strokes where the photo is flat (`stroke_wavelength`), how much of it is left flat
+(`flat_fraction`), how close its colours are to the style's (`palette_distance`) and its chroma
+(`yiq_chroma_error`)."""
 
 from __future__ import annotations
 
@@ -90,6 +91,30 @@ def texture_energy_map(image: np.ndarray, *, block: int = 16, sigma: float = 2.0
     raise ValueError(f"texture_energy_map needs an image of at least {block} px per side, got {image.shape[:2]}")
   blocks = energy[:h * block, :w * block].reshape(h, block, w, block).mean(axis=(1, 3))
   return np.sqrt(blocks)
+
+
+def stroke_wavelength(image: np.ndarray, content: np.ndarray, *, tile: int | None = None, threshold: float = 0.02,
+                      min_wavelength: float = 2.5) -> float:
+  """Power-weighted mean wavelength (pixels) of `image`'s texture where `content` (same height and width) is flat:
+  the size of the marks a style painted, without the photo's own layout (roofs, horizon, bridge), which dominates
+  `dominant_wavelength` of a whole stylised photo. The image is cut into `tile`-px squares (default: an eighth of
+  its long side, at least 16); those whose content texture energy (`texture_energy_map`) is below `threshold` are
+  kept, their radially averaged power spectra (`radial_power_spectrum`) averaged, and the mean wavelength taken
+  between `min_wavelength` and tile / 2. NaN when the content has no flat tile."""
+  image, content = np.asarray(image), np.asarray(content)
+  if image.shape[:2] != content.shape[:2]:
+    raise ValueError(f"stroke_wavelength needs image and content of one size, got {image.shape} and {content.shape}")
+  tile = tile or max(16, max(image.shape[:2]) // 8)
+  flat = texture_energy_map(content, block=tile) < threshold
+  g = gray(image) if image.ndim == 3 else np.asarray(image, np.float64)
+  spectra = [radial_power_spectrum(g[i * tile:(i + 1) * tile, j * tile:(j + 1) * tile])
+             for i, j in zip(*np.nonzero(flat))]
+  if not spectra:
+    return float("nan")
+  wavelengths = spectra[0][0]
+  power = np.mean([p for _, p in spectra], axis=0)
+  keep = (wavelengths >= min_wavelength) & (wavelengths <= tile / 2)
+  return float(np.sum(wavelengths[keep] * power[keep]) / np.sum(power[keep]))
 
 
 def flat_fraction(image: np.ndarray, style: np.ndarray, *, block: int = 16, threshold: float = 0.25) -> float:

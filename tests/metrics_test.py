@@ -38,6 +38,23 @@ def test_dominant_wavelength_along_rows_of_a_strip(period):
   assert metrics.dominant_wavelength(strip, axis=1) == pytest.approx(period, rel=0.2)
 
 
+@pytest.mark.parametrize("period", [4.0, 8.0])
+def test_stroke_wavelength_measures_only_where_the_content_is_flat(period):
+  rng = np.random.default_rng(3)
+  content = np.full((64, 128, 3), 0.5)
+  content[:, 64:] += 0.2 * rng.standard_normal((64, 64, 3))  # the photo's own detail in the right half
+  image = np.concatenate([stripes(period, size=64)[:, :64], stripes(3.0, size=64)[:, :64]], axis=1)
+  # Only the left half's tiles count: the 3-px stripes over the textured content are left out.
+  assert metrics.stroke_wavelength(image, content, tile=32) == pytest.approx(period, rel=0.15)
+  # The same tiles alone give the same number, measured by the whole-image wavelength of each flat tile.
+  tiles = [image[i:i + 32, j:j + 32] for i in (0, 32) for j in (0, 32)]
+  assert metrics.stroke_wavelength(image, content, tile=32) == pytest.approx(
+      np.mean([metrics.dominant_wavelength(t) for t in tiles]), rel=0.05)
+  assert np.isnan(metrics.stroke_wavelength(image, 0.5 + 0.2 * rng.standard_normal(content.shape), tile=32))
+  with pytest.raises(ValueError, match="one size"):
+    metrics.stroke_wavelength(image, content[:32])
+
+
 def test_texture_energy_map_is_blockwise_high_pass_rms():
   rng = np.random.default_rng(1)
   image = np.full((80, 48, 3), 0.4)
