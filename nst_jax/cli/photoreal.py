@@ -52,9 +52,10 @@ def define_flags(fv: flags.FlagValues) -> Sections:
                     "iterations (about 2 hours on a 2-core CPU), unless --size or the iteration flags are given.",
                     flag_values=fv)
   optimisation[1][1:1] = ["preset", "stage1_iterations", "stage2_iterations", "stage1_size"]
-  losses = optimization_flags.define_loss(fv, defaults=ref, init_help="Initial image: colors (the content with each "
-                                    "region's colour mean and covariance moved to the style region's), mean (the "
-                                    "reference's near-constant start), content, noise, style, or an image path.")
+  losses = optimization_flags.define_loss(
+      fv, defaults=ref, init_help="Initial image: colors (the content with each region's colour mean and "
+      "covariance moved to the style region's), mean (the reference's near-constant start), content, noise, style, "
+      "or an image path.")
   flags.DEFINE_enum("objective", ref.objective, list(photoreal.OBJECTIVES), "calibrated: relative content and "
                     "style errors and the per-pixel matting energy; reference: the reference code's objective in its "
                     "own units. Weights left unset take the objective's defaults.", flag_values=fv)

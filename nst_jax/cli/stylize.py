@@ -31,7 +31,7 @@ from nst_jax.weights.store import resolve_weights
 
 # Flags that send a run through the high-resolution engine when given.
 HIGHRES_FLAGS = optimization_flags.TILE_FLAGS + ("start_size", "scale_step", "scale_iterations", "checkpoint_dir",
-                                           "checkpoint_every", "coordinator_address")
+                                                 "checkpoint_every", "coordinator_address")
 
 
 def define_flags(fv: flags.FlagValues, *, synthesis: bool = False) -> Sections:
@@ -49,9 +49,9 @@ def define_flags(fv: flags.FlagValues, *, synthesis: bool = False) -> Sections:
                     flag_values=fv)
   flags.DEFINE_integer("save_every", 0, "Write an intermediate image every N iterations (0: never).", flag_values=fv)
   optimisation[1].extend(["lr_schedule", "normalize_gradients", "save_every"])
-  losses = optimization_flags.define_loss(fv, defaults=defaults, init_help="Initial image: colors (the content in the "
-                                    "styles' colour mean and covariance; the content itself with --preserve_colors), "
-                                    "content, noise, style, or an image path.")
+  losses = optimization_flags.define_loss(
+      fv, defaults=defaults, init_help="Initial image: colors (the content in the styles' colour mean and "
+      "covariance; the content itself with --preserve_colors), content, noise, style, or an image path.")
   flags.DEFINE_float("init_noise", defaults.init_noise, "Share of white noise blended into the start (not 'noise'): "
                      "lets flat areas (sky, walls) take the style's texture (default 0.1; 0.3 with "
                      "--preserve_colors).", flag_values=fv)
