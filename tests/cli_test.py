@@ -278,6 +278,17 @@ def test_process_help_and_error(cli_setup):
   assert_one_line_error(run_process(cli_setup), "expected one command", "(none)")
 
 
+def test_adain_command_imports_no_optimisation_machinery():
+  """`adain` is meant to answer in seconds: its module must not import optax, the high-resolution engine, the Gatys
+  method or scipy.ndimage (the demo painting), which together cost 0.4-0.5 s of start-up (measured)."""
+  heavy = ("optax", "nst_jax.highres", "nst_jax.methods.gatys", "nst_jax.methods.optimize", "nst_jax.demo",
+           "scipy.ndimage")
+  probe = subprocess.run([sys.executable, "-c", "import sys, nst_jax.cli.adain; print(sorted(m for m in sys.modules "
+                          f"if m.startswith({heavy!r})))"], cwd=REPO, capture_output=True, text=True, timeout=120)
+  assert probe.returncode == 0, probe.stderr
+  assert probe.stdout.strip() == "[]", probe.stdout
+
+
 @pytest.mark.slow
 def test_process_run_writes_the_image(cli_setup, tmp_path):
   output = tmp_path / "process.png"
