@@ -4,7 +4,7 @@ import jax
 import numpy as np
 import pytest
 
-from nst_jax import demo
+from nst_jax import demo, metrics
 from nst_jax.io import image_io
 from nst_jax.losses import color
 
@@ -216,3 +216,36 @@ def test_match_style_mixture_gives_each_region_its_blend_of_the_styles_moments()
     np.testing.assert_allclose(got_mean, moments[r][0], atol=1e-5)
     np.testing.assert_allclose(got_cov, moments[r][1], atol=1e-5)
   np.testing.assert_allclose(out[:, 16:], content[:, 16:], atol=1e-6)
+
+
+def test_distribution_transfer_moves_the_whole_palette():
+  """'distribution' gives the content the style's colour distribution, not only its moments: a style of two colour
+  clusters (orange and teal) gives an output whose pixels fall into the two clusters in the style's proportions,
+  where the moments' linear map spreads them between; a style made of the content's own pixels leaves it as it is;
+  regions get their own style's palette and uncovered pixels keep their colours."""
+  rng = np.random.default_rng(5)
+  content = np.clip(0.55 + 0.12 * rng.standard_normal((24, 32, 3)) * np.array([1.0, 0.7, 0.9]), 0, 1)
+  orange, teal = np.array([0.9, 0.45, 0.1]), np.array([0.1, 0.4, 0.45])
+  style = np.where(rng.uniform(size=(30, 30, 1)) < 0.3, orange, teal) + 0.02 * rng.standard_normal((30, 30, 3))
+  one = dict(region_masks=np.ones((1, 24, 32)), region_style_weights=np.ones((1, 1)))
+  moments = color.match_style_mixture(content, [style], **one)
+  distribution = color.match_style_mixture(content, [style], method="distribution", **one)
+  near = lambda img, c: np.mean(np.linalg.norm(img.reshape(-1, 3) - c, axis=1) < 0.1)  # noqa: E731
+  assert near(distribution, orange) == pytest.approx(0.3, abs=0.05)
+  assert near(distribution, teal) == pytest.approx(0.7, abs=0.05)
+  assert near(moments, orange) + near(moments, teal) < 0.6  # the linear map leaves many pixels in between
+  assert metrics.palette_distance(distribution, style) < 0.3 * metrics.palette_distance(moments, style)
+
+  shuffled = rng.permutation(content.reshape(-1, 3)).reshape(content.shape)
+  np.testing.assert_allclose(color.match_style_mixture(content, [shuffled], method="distribution", **one), content,
+                             atol=1e-6)
+
+  masks = np.zeros((2, 24, 32)); masks[0, :, :12] = 1; masks[1, :, 12:24] = 1  # columns 24.. uncovered
+  styles = [style, np.clip(0.3 + 0.1 * rng.standard_normal((20, 20, 3)), 0, 1)]
+  out = color.match_style_mixture(content, styles, region_masks=masks, region_style_weights=np.eye(2),
+                                  method="distribution")
+  for r in (0, 1):
+    assert metrics.palette_distance(out[masks[r] > 0], styles[r]) < 0.02
+  np.testing.assert_allclose(out[:, 24:], content[:, 24:], atol=1e-6)
+  with pytest.raises(ValueError, match="method"):
+    color.match_style_mixture(content, [style], method="histogram", **one)

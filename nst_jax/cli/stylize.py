@@ -55,6 +55,9 @@ def define_flags(fv: flags.FlagValues, *, synthesis: bool = False) -> Sections:
   flags.DEFINE_float("init_noise", defaults.init_noise, "Share of white noise blended into the start (not 'noise'): "
                      "lets flat areas (sky, walls) take the style's texture (default 0.1; 0.3 with "
                      "--preserve_colors).", flag_values=fv)
+  flags.DEFINE_enum("start_colors", defaults.start_colors, list(color.START_COLOR_METHODS), "How --init colors "
+                    "recolours the content: moments (colour mean and covariance) or distribution (the painting's "
+                    "whole palette, e.g. a blue sky takes one of its colours instead of a blend).", flag_values=fv)
   flags.DEFINE_string("style_layer_sets", "", "Per-style layers separated by ';' (scale mixing: e.g. "
                       "'structure;fine' takes coarse structure from the first style, fine texture from the second).",
                       flag_values=fv)
@@ -70,8 +73,8 @@ def define_flags(fv: flags.FlagValues, *, synthesis: bool = False) -> Sections:
   flags.DEFINE_bool("normalize_network", defaults.normalize_network, "Rescale every VGG filter to mean activation 1 "
                     "(Gatys et al.) so deep style layers count; the loss scale changes: raise --style_weight (1e4+).",
                     flag_values=fv)
-  losses[1].extend(["init_noise", "style_layer_sets", "style_layer_weights", "style_layer_balance", "style_loss",
-                    "normalize_network"])
+  losses[1].extend(["init_noise", "start_colors", "style_layer_sets", "style_layer_weights", "style_layer_balance",
+                    "style_loss", "normalize_network"])
   flags.DEFINE_list("style_blend", [], "Blend weights of the style images (normalised).", flag_values=fv)
   flags.DEFINE_list("style_scale", ["1"], "Style image size relative to --size, one value or one per style.",
                     flag_values=fv)
@@ -132,7 +135,8 @@ def config_from_flags(fv: flags.FlagValues) -> StylizeConfig:
       style_loss=fv.style_loss, preserve_colors=fv.preserve_colors, color_method=fv.color_method,
       style_colors=fv.style_colors,
       laplacian_weight=fv.laplacian_weight, edge_weight=fv.edge_weight, depth_regions=fv.depth_regions,
-      init=fv.init, init_noise=fv.init_noise, pooling=fv.pooling, normalize_network=fv.normalize_network,
+      init=fv.init, init_noise=fv.init_noise, start_colors=fv.start_colors, pooling=fv.pooling,
+      normalize_network=fv.normalize_network,
       style_layer_balance=fv.style_layer_balance, seed=fv.seed, save_every=max(0, fv.save_every),
       log_every=max(1, fv.log_every), stall_rtol=optimization_flags.stall_rtol(fv))
 

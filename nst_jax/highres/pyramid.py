@@ -206,7 +206,7 @@ def stylize_highres(*, content: np.ndarray | None, styles: Sequence[np.ndarray] 
     else:
       x0 = gatys.initial_image(start_kind(config), content=problem.content, styles=styles, seed=config.seed,
                                shape=shape, style_weights=blend_weights(config, len(styles)),
-                               noise=start_noise(config))
+                               noise=start_noise(config), start_colors=config.start_colors)
     result = optimize_scale(problem, x0, config=scale_config, mesh=mesh, start=start, opt_leaves=opt_leaves,
                             save=lambda i, x, s, k=k: ckpt.save(k, i, x, s), checkpoint_every=hr.checkpoint_every,
                             label=f"scale {k + 1}/{len(sizes)} {shape[1]}x{shape[0]} ", progress=progress)

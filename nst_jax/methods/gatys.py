@@ -136,10 +136,12 @@ masks_at_layers = jax.jit(guidance.masks_at_layers, static_argnames=("arch", "la
 
 def initial_image(init: str, *, content: np.ndarray | None, styles: Sequence[np.ndarray], seed: int,
                   shape: tuple[int, int] | None = None, regions: Sequence[Region] | None = None,
-                  style_weights: Sequence[float] | None = None, noise: float = 0.0) -> np.ndarray:
+                  style_weights: Sequence[float] | None = None, noise: float = 0.0,
+                  start_colors: str = "moments") -> np.ndarray:
   """The starting point: 'colors', the content with the styles' colours (each region's colour mean and
-  covariance moved to its blend of the styles', `color.match_style_mixture`; without `regions`, one region with
-  the blend `style_weights`, default equal); 'content'; white noise ('noise', and 'colors' or 'content' without a
+  covariance, or with `start_colors='distribution'` its whole colour distribution, moved to its blend of the
+  styles', `color.match_style_mixture`; without `regions`, one region with the blend `style_weights`, default
+  equal); 'content'; white noise ('noise', and 'colors' or 'content' without a
   content); the first style resized to the output ('style'); or an image file. Any start but white noise is
   blended with a share `noise` of white noise (seeded by `seed`)."""
   h, w = shape if shape is not None else content.shape[:2]
@@ -156,7 +158,8 @@ def initial_image(init: str, *, content: np.ndarray | None, styles: Sequence[np.
     small = [image_io.resize_long_side(s, min(512, max(s.shape[:2]))) for s in styles]
     start = color.match_style_mixture(image_io.resize(content, h, w), small,
                                       region_masks=np.stack([r.mask for r in regions]),
-                                      region_style_weights=np.stack([r.style_weights for r in regions]))
+                                      region_style_weights=np.stack([r.style_weights for r in regions]),
+                                      method=start_colors)
   elif init == "style":
     start = image_io.resize(styles[0], h, w)
   else:
@@ -351,7 +354,7 @@ def build_problem(*, content: np.ndarray | None, styles: Sequence[np.ndarray] | 
                              has_content=has_content, hed=hed,
                              guided=needs_guidance(regions) or config.gram_normalization != "squared_mass")
   x0 = initial_image(start_kind(config), content=net_content, styles=styles, seed=config.seed, shape=shape,
-                     regions=regions, noise=start_noise(config))
+                     regions=regions, noise=start_noise(config), start_colors=config.start_colors)
   return Problem(terms_fn=terms_fn, inputs=inputs, x0=x0, content=content)
 
 

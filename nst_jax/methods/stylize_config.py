@@ -81,6 +81,9 @@ class StylizeConfig:
   # gets the same gradient at every pixel and stays flat, so without it skies and walls stay un-styled. None:
   # `start_noise` (0.1; 0.3 when colours are preserved).
   init_noise: float | None = None
+  # How 'colors' moves the content's colours to the styles': moments (mean and covariance, a linear map) or
+  # distribution (the whole colour distribution, `color.match_region_distributions`).
+  start_colors: str = "moments"
   pooling: str = "avg"
   mask_pooling: str | None = None  # how guides cross pooling layers; None: like `pooling`
   normalize_network: bool = False  # Gatys et al.'s mean-activation-1 rescaling of every filter
@@ -120,6 +123,7 @@ class StylizeConfig:
                ("--preserve_colors", self.preserve_colors, color.COLOR_MODES),
                ("--style_colors", self.style_colors, color.STYLE_COLOR_MODES),
                ("--color_method", self.color_method, ("cholesky", "eigen")),
+               ("--start_colors", self.start_colors, color.START_COLOR_METHODS),
                ("--gram_normalization", self.gram_normalization, guidance.GRAM_NORMALIZATIONS))
     for flag, value, allowed in choices:
       if value not in allowed:
