@@ -156,6 +156,21 @@ def match_region_colors(content: np.ndarray, style: np.ndarray, *, content_masks
   `eps`, and the maps are blended by the content masks, so a pixel on a soft region border takes the mask-weighted mix. A
   region empty in either image keeps its colours. Float32, not clipped (the caller decides).
   """
+  def moments_map(c_pixels, c_weight, s_pixels, s_weight):
+    mu_c, cov_c = _weighted_mean_cov(c_pixels, c_weight)
+    mu_s, cov_s = _weighted_mean_cov(s_pixels, s_weight)
+    root_c, inverse_root_c = _sqrt_and_inverse_sqrt(_floor_eigenvalues(cov_c, eps))
+    middle = _sqrt_and_inverse_sqrt(root_c @ _floor_eigenvalues(cov_s, eps) @ root_c)[0]
+    a = inverse_root_c @ middle @ inverse_root_c
+    return (c_pixels - mu_c) @ a.T + mu_s
+  return _blend_region_maps(content, style, content_masks, style_masks, moments_map)
+
+
+def _blend_region_maps(content: np.ndarray, style: np.ndarray, content_masks: np.ndarray, style_masks: np.ndarray,
+                       region_map) -> np.ndarray:
+  """Sum over regions of region_map(content pixels, content weights, style pixels, style weights) (N, 3), each
+  weighted by its content mask; a region empty in the style keeps the content's colours, one empty in the content
+  is skipped. Float32 in the content's shape."""
   content = np.asarray(content, np.float64)
   c_pixels = content.reshape(-1, 3)
   s_pixels = np.asarray(style, np.float64).reshape(-1, 3)
@@ -164,15 +179,8 @@ def match_region_colors(content: np.ndarray, style: np.ndarray, *, content_masks
     c_weight, s_weight = c_mask.reshape(-1), s_mask.reshape(-1)
     if c_weight.sum() <= 0:
       continue
-    if s_weight.sum() <= 0:
-      out += c_pixels * c_weight[:, None]
-      continue
-    mu_c, cov_c = _weighted_mean_cov(c_pixels, c_weight)
-    mu_s, cov_s = _weighted_mean_cov(s_pixels, s_weight)
-    root_c, inverse_root_c = _sqrt_and_inverse_sqrt(_floor_eigenvalues(cov_c, eps))
-    middle = _sqrt_and_inverse_sqrt(root_c @ _floor_eigenvalues(cov_s, eps) @ root_c)[0]
-    a = inverse_root_c @ middle @ inverse_root_c
-    out += ((c_pixels - mu_c) @ a.T + mu_s) * c_weight[:, None]
+    mapped = c_pixels if s_weight.sum() <= 0 else region_map(c_pixels, c_weight, s_pixels, s_weight)
+    out += mapped * c_weight[:, None]
   return out.reshape(content.shape).astype(np.float32)
 
 
@@ -195,29 +203,21 @@ def match_region_distributions(content: np.ndarray, style: np.ndarray, *, conten
   style's, so a blue sky can take one of the painting's colours instead of the mean-and-covariance map's blend of
   all of them (`match_region_colors`, which it extends; the masks, weights and blending are the same). Float32,
   not clipped."""
-  content = np.asarray(content, np.float64)
-  c_pixels = content.reshape(-1, 3)
-  s_pixels = np.asarray(style, np.float64).reshape(-1, 3)
   rng = np.random.default_rng(seed)
   rotations = [np.linalg.qr(rng.standard_normal((3, 3)))[0] for _ in range(iterations)]
-  out = np.zeros_like(c_pixels)
-  for c_mask, s_mask in zip(np.asarray(content_masks, np.float64), np.asarray(style_masks, np.float64)):
-    c_weight, s_weight = c_mask.reshape(-1), s_mask.reshape(-1)
-    if c_weight.sum() <= 0:
-      continue
-    if s_weight.sum() <= 0:
-      out += c_pixels * c_weight[:, None]
-      continue
-    x, keep = c_pixels.copy(), np.flatnonzero(s_weight > 0)
+
+  def distribution_map(c_pixels, c_weight, s_pixels, s_weight):
+    keep = np.flatnonzero(s_weight > 0)
     if len(keep) > MAX_STYLE_SAMPLES:  # quantiles of a random sample this size are within ~0.5% of the whole's
       keep = np.sort(rng.choice(keep, MAX_STYLE_SAMPLES, replace=False))
-    y, y_weight = s_pixels[keep], s_weight[keep]
+    x, y, y_weight = c_pixels, s_pixels[keep], s_weight[keep]
+    x_weight = c_weight + 1e-12  # pixels outside the region still get a place on its CDF (their share is 0)
     for rotation in rotations:
       xr, yr = x @ rotation, y @ rotation
-      x = np.stack([_weighted_quantile_map(xr[:, d], c_weight + 1e-12, yr[:, d], y_weight) for d in range(3)],
+      x = np.stack([_weighted_quantile_map(xr[:, d], x_weight, yr[:, d], y_weight) for d in range(3)],
                    axis=1) @ rotation.T
-    out += x * c_weight[:, None]
-  return out.reshape(content.shape).astype(np.float32)
+    return x
+  return _blend_region_maps(content, style, content_masks, style_masks, distribution_map)
 
 
 def match_style_mixture(content: np.ndarray, styles: Sequence[np.ndarray], *, region_masks: np.ndarray,
