@@ -22,14 +22,16 @@ def compilation_cache(tmp_path_factory):
   carrying and loss) then compile once instead of once per test; in-process commands and the subprocesses that
   tests start find it through the environment. Under pytest-xdist the workers share the folder (the run's base
   folder, above each worker's own), so a program compiled for one test file is loaded by the other worker's files;
-  an entry read while another worker is still writing it fails to decompress, which JAX treats as a miss."""
+  an entry read while another worker is still writing it fails to decompress, which JAX treats as a miss. Only
+  compilations of at least 0.2 s are written: the thousands of single-op programs that eager code compiles (43 ms
+  each on CI's cores) are rarely shared between files, and serialising each cost ~8% of the suite's time."""
   if os.environ.get("PYTEST_XDIST_WORKER"):
     folder = tmp_path_factory.getbasetemp().parent / "xla_cache_shared"
   else:
     folder = tmp_path_factory.mktemp("xla_cache")
   with pytest.MonkeyPatch.context() as patch:
     patch.setenv(compile_cache.ENV, str(folder))
-    compile_cache.enable(folder)
+    compile_cache.enable(folder, min_compile_time_secs=0.2)
     yield folder
   compile_cache.enable(None)
 

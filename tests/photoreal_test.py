@@ -192,8 +192,9 @@ def test_calibrated_objective_is_invariant_to_rescaled_activations(scaled_pair):
                                       content_seg=content_seg, style_seg=style_seg)
 
   def terms_and_grad(p):
-    total = lambda img: sum(p.terms_fn(img, p.inputs).values())
-    return p.terms_fn(x, p.inputs), jax.grad(total)(x)
+    # Jitted as one program: run op by op, the VGG forward and backward compile hundreds of single-op programs.
+    total = lambda img, inputs: sum(p.terms_fn(img, inputs).values())  # noqa: E731
+    return jax.jit(lambda img, inputs: (p.terms_fn(img, inputs), jax.grad(total)(img, inputs)))(x, p.inputs)
 
   (cfg, a), (_, b) = problem(original, "calibrated"), problem(rescaled, "calibrated")
   (terms_a, grad_a), (terms_b, grad_b) = terms_and_grad(a), terms_and_grad(b)

@@ -37,9 +37,10 @@ def resolve(flag: str | None) -> pathlib.Path | None:
   return pathlib.Path(value).expanduser()
 
 
-def enable(folder: pathlib.Path | None) -> pathlib.Path | None:
-  """Points JAX's persistent compilation cache at `folder` (created if needed) for every compilation, however
-  short; None turns it off. Returns the folder in use."""
+def enable(folder: pathlib.Path | None, *, min_compile_time_secs: float = 0.0) -> pathlib.Path | None:
+  """Points JAX's persistent compilation cache at `folder` (created if needed) for every compilation that took at
+  least `min_compile_time_secs` (by default every one, however short, so that a second command compiles nothing);
+  None turns it off. Returns the folder in use."""
   if folder is None:
     jax.config.update("jax_enable_compilation_cache", False)
     return None
@@ -51,6 +52,6 @@ def enable(folder: pathlib.Path | None) -> pathlib.Path | None:
     raise NSTError(f"--compilation_cache {str(folder)!r}: the folder is not writable")
   jax.config.update("jax_enable_compilation_cache", True)
   jax.config.update("jax_compilation_cache_dir", str(folder))
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", min_compile_time_secs)
   jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
   return folder
