@@ -24,7 +24,7 @@ def compilation_cache(tmp_path_factory):
   folder, above each worker's own), so a program compiled for one test file is loaded by the other worker's files;
   an entry read while another worker is still writing it fails to decompress, which JAX treats as a miss. Only
   compilations of at least 0.2 s are written: the thousands of single-op programs that eager code compiles (43 ms
-  each on CI's cores) are rarely shared between files, and serialising each cost ~8% of the suite's time."""
+  each here) are rarely shared between files, and serialising each cost ~8% on the compile-heavy test files."""
   if os.environ.get("PYTEST_XDIST_WORKER"):
     folder = tmp_path_factory.getbasetemp().parent / "xla_cache_shared"
   else:
