@@ -118,6 +118,25 @@ def test_decoder_mirrors_the_encoder():
   assert out.shape == (1, 24, 40, 3)
 
 
+def test_fresh_decoder_has_the_initialisers_distribution():
+  """`init_decoder` (NumPy) draws each kernel from `Decoder`'s initialiser: a normal truncated at two standard
+  deviations whose variance is 1/fan_in (the last convolution 0.01/fan_in), zero biases; seeded, and different
+  seeds give different kernels. Checked against the formula on the width-64 decoder (3.5M values)."""
+  params = adain_decoder.init_decoder("vgg16", 64, seed=3)
+  shapes = adain_decoder.decoder_shapes("vgg16", 64)
+  for i, (name, (kshape, _)) in enumerate(shapes.items()):
+    kernel, fan_in = params[name + "/kernel"], np.prod(kshape[:-1])
+    std = np.sqrt((0.01 if i == len(shapes) - 1 else 1.0) / fan_in)
+    assert kernel.dtype == np.float32 and not np.any(params[name + "/bias"])
+    assert np.abs(kernel).max() <= 2 * std / 0.8796256610342398 * (1 + 1e-6)
+    # Standard error of a sample std over n values: std / sqrt(2n); 6 of them, or 2% for the small last layer.
+    np.testing.assert_allclose(kernel.std(), std, rtol=max(6 / np.sqrt(2 * kernel.size), 0.02))
+    assert abs(kernel.mean()) < 6 * std / np.sqrt(kernel.size)
+  again, other = adain_decoder.init_decoder("vgg16", 64, seed=3), adain_decoder.init_decoder("vgg16", 64, seed=4)
+  assert all(np.array_equal(params[k], again[k]) for k in params)
+  assert not np.array_equal(params["dec3_1/kernel"], other["dec3_1/kernel"])
+
+
 # ---------------------------------------------------------------------------------------------------- checkpoint
 
 
