@@ -15,6 +15,32 @@ from nst_jax.errors import NSTError
 from nst_jax.weights.store import resolve_weights
 
 
+# Seconds each test file took under the README's command (`-n auto --dist loadfile` on CI's 2 cores, measured
+# 2026-12-03); used only to order the files. A file missing here runs after the listed ones.
+FILE_SECONDS = {
+    "highres_test.py": 231, "controls_test.py": 170, "photoreal_test.py": 131, "cli_test.py": 73,
+    "adain_fast_test.py": 67, "gpu_suite_test.py": 47, "experiments_test.py": 42, "adain_train_test.py": 36,
+    "benchmark_test.py": 32, "structure_test.py": 30, "gatys_test.py": 29, "adain_test.py": 24,
+    "matting_test.py": 20, "vgg_test.py": 17, "guidance_test.py": 15, "swd_test.py": 14,
+    "weights_converters_test.py": 10, "weights_fetch_test.py": 9, "mrf_test.py": 6, "weights_format_test.py": 6,
+    "losses_test.py": 5, "optim_test.py": 4, "segmentation_test.py": 3, "layout_test.py": 2, "cli_errors_test.py": 2,
+    "color_test.py": 2,
+}
+
+
+def pytest_configure(config):
+  """pytest-xdist hands out whole files (`--dist loadfile`), by default those with the most tests first; the long
+  files have few tests, so one of them often started last while the other worker sat idle. Without that reordering
+  xdist follows the collection order, which `pytest_collection_modifyitems` makes longest file first (LPT)."""
+  if hasattr(config.option, "loadscopereorder"):
+    config.option.loadscopereorder = False
+
+
+def pytest_collection_modifyitems(items):
+  """Longest test files first (`FILE_SECONDS`); the order within a file is kept (a stable sort)."""
+  items.sort(key=lambda item: -FILE_SECONDS.get(item.path.name, -1))
+
+
 @pytest.fixture(scope="session", autouse=True)
 def compilation_cache(tmp_path_factory):
   """One persistent XLA compilation cache for the test run, in a fresh folder (so a run never depends on an

@@ -143,8 +143,9 @@ def test_two_stage_run_keeps_the_content_and_its_contrast(default_weights, photo
 
 
 def test_coarse_to_fine_stage_one_is_upsampled_for_stage_two(default_weights, photo_pair):
+  # log_every as in the two-stage test above: stage 2 (64 px) then reuses that test's compiled loop.
   config = photoreal.PhotorealConfig(size=64, stage1_size=32, stage1_iterations=4, stage2_iterations=2,
-                                     smooth_radius=4)
+                                     log_every=6, smooth_radius=4)
   assert photoreal.stage_shapes(config, photo_pair["content"].shape) == ((32, 28), (64, 55))
   result = photoreal.photoreal(weights=default_weights, config=config, progress=False, **photo_pair)
   assert result.stage1.image.shape == (32, 28, 3) and result.image.shape == photo_pair["content"].shape

@@ -88,7 +88,8 @@ def build_scale_problem(*, content: np.ndarray | None, styles: Sequence[np.ndarr
     style = image_io.resize_long_side(styles[0], max(16, round(config.size * scales[0])))
     seg = segmentation.match(content_seg, style_seg, content_shape=shape, style_shape=style.shape[:2])
     mask_pooling = config.mask_pooling or config.pooling
-    carry = jax.jit(lambda m: guidance.masks_at_layers(weights.arch, m, style_layers, pooling=mask_pooling))
+    carry = lambda m: gatys.masks_at_layers(masks=m, arch=weights.arch, layers=tuple(style_layers),  # noqa: E731
+                                            pooling=mask_pooling)
     # The style's guided Gram targets, tiled like the output (the style is resized to about the output's size).
     style_grid = make_grid(style.shape[:2], arch=weights.arch, layers=style_layers, tile=grid.tile, halo=grid.halo,
                            overlap=grid.overlap, batch=grid.batch, devices=devices)

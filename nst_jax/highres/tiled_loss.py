@@ -93,13 +93,17 @@ def _region_grams(features: jax.Array, weights: jax.Array) -> jax.Array:
   return jax.lax.map(jax.checkpoint(lambda w: _weighted_gram(features, w)), jnp.moveaxis(weights, 1, 0))
 
 
+@functools.lru_cache(maxsize=16)
 def make_tiled_terms(spec: TiledSpec, grid: TileGrid, preprocessing, mesh: Mesh
                      ) -> Callable[[jax.Array, Mapping[str, Any]], dict[str, jax.Array]]:
   """`terms(image, inputs) -> {content, style, tv[, matting]}` (weighted), one differentiable function of the whole
   (H, W, 3) image. `inputs` (see `build_scale_problem`): params; style targets {layer: (R, C, C)} with region weights
   {layer: (R,)}, per-tile region weights 'style_weights' {layer: (tiles, R, h, w)} (ownership x guide^2) and the
   whole image's Gram divisors 'style_norm' {layer: (R,)}; with content, ownership {layer: (tiles, h, w)}, masses
-  {layer: scalar} and per-tile targets; with matting, the content's `matting.precompute` fields."""
+  {layer: scalar} and per-tile targets; with matting, the content's `matting.precompute` fields.
+
+  Remembered for equal arguments (the last 16): runs and resumed runs of the same structure get the same function,
+  and with it the compiled loop of `nst_jax.optim.make_chunk_runner`, instead of tracing it again."""
   layers = tuple(dict.fromkeys(spec.content_layers + spec.style_layers))
   features = functools.partial(tile_features, arch=spec.arch, outputs=layers, pooling=spec.pooling, dtype=spec.dtype,
                                preprocessing=preprocessing)
@@ -166,8 +170,7 @@ def tiled_features(*, arch: str, layers: Sequence[str], pooling: str, dtype: Any
 
   `guides` {layer: (R, h, w)}: the whole image's guides at each layer (`guidance.masks_at_layers`); the Gram
   matrices are then the (R, C, C) guided ones of `guidance.guided_gram` with `normalization`."""
-  features = functools.partial(tile_features, arch=arch, outputs=tuple(layers), pooling=pooling, dtype=dtype,
-                               preprocessing=preprocessing)
+  layers = tuple(layers)
   owned = {name: ownership(grid, layer_stride(arch, name)) for name in layers}
   if guides is None:
     weights = {name: owned[name][:, None] for name in layers}
@@ -175,14 +178,25 @@ def tiled_features(*, arch: str, layers: Sequence[str], pooling: str, dtype: Any
   else:
     weights = {name: owned[name][:, None] * np.square(tile_windows(guides[name], grid, layer_stride(arch, name)))
                for name in layers}
-    mass = {name: np.asarray(guidance.gram_mass(guides[name], channels=1, normalization=normalization))
+    mass = {name: np.asarray(guidance.gram_mass(guides[name], channels=1, normalization=normalization), np.float32)
             for name in layers}
   weights = {name: put(w, NamedSharding(mesh, P(AXIS))) for name, w in weights.items()}
   valid = {s: put(validity(grid, s), NamedSharding(mesh, P(AXIS))) for s in strides_upto(arch, layers)}
-  tile_spec = NamedSharding(mesh, P(AXIS))
+  run = _tiled_features_runner(arch, layers, pooling, dtype, grid, preprocessing, mesh, guided=guides is not None,
+                               channels_mass=guides is not None and normalization == "channels_mass")
+  return lambda params, image: run(params, image, weights, valid, mass)
 
-  def divisor(name: str, channels: int) -> np.ndarray:  # `guidance.gram_mass`: C * sum(m) for 'channels_mass'
-    return mass[name] * (channels if guides is not None and normalization == "channels_mass" else 1)
+
+@functools.lru_cache(maxsize=16)
+def _tiled_features_runner(arch: str, layers: tuple[str, ...], pooling: str, dtype: Any, grid: TileGrid,
+                           preprocessing, mesh: Mesh, *, guided: bool, channels_mass: bool) -> Callable:
+  """The jitted `run(params, image, weights, valid, mass)` of `tiled_features`, one per structure (remembered, so
+  that every scale problem and resumed run of the same structure reuses its compilation). `mass` {layer: (R,)}:
+  the guide masses; with `channels_mass` each Gram matrix is also divided by its channel count
+  (`guidance.gram_mass`)."""
+  features = functools.partial(tile_features, arch=arch, outputs=layers, pooling=pooling, dtype=dtype,
+                               preprocessing=preprocessing)
+  tile_spec = NamedSharding(mesh, P(AXIS))
 
   def local(params, tiles, weights, valid):
     def one_batch(args):
@@ -199,11 +213,12 @@ def tiled_features(*, arch: str, layers: Sequence[str], pooling: str, dtype: Any
   sharded = jax.shard_map(local, mesh=mesh, in_specs=(P(), P(AXIS), P(AXIS), P(AXIS)), out_specs=(P(AXIS), P()))
 
   @jax.jit
-  def run(params, image, weights, valid):
+  def run(params, image, weights, valid, mass):
     tiles = jax.lax.with_sharding_constraint(extract_tiles(image, grid), tile_spec)
     feats, grams = sharded(params, tiles, weights, valid)
-    grams = {name: g / divisor(name, g.shape[-1])[:, None, None] for name, g in grams.items()}
-    return feats, (grams if guides is not None else {name: g[0] for name, g in grams.items()})
+    grams = {name: g / (mass[name] * (g.shape[-1] if channels_mass else 1))[:, None, None]
+             for name, g in grams.items()}
+    return feats, (grams if guided else {name: g[0] for name, g in grams.items()})
 
-  return lambda params, image: run(params, image, weights, valid)
+  return run
 
