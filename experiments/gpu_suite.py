@@ -10,7 +10,7 @@ In CI, the same code paths on CPU at tiny sizes in under a minute (2 simulated d
 
 Sections (each in its own process on the GPU, so that one's peak memory or failure does not touch the next):
   gatys     one L-BFGS iteration (and evaluations per iteration) at 1080p and 4K, fp32 and bf16; the PyTorch
-            reference's iteration beside it when torch is installed
+            reference's iteration beside it when torch is installed (--tiny: on the first row only)
   tiled     a few L-BFGS iterations of the tiled 4K loss (nst_jax.highres) and the device's peak memory
   sharded   the tiled loss over 2 devices against 1 device (skipped with fewer than 2 devices)
   adain     latency of one AdaIN stylisation at 512x512, 1080p and 4K (4K in thumbnail-normalised tiles)
@@ -118,7 +118,9 @@ def section_gatys(sizes: dict, tiny: bool, data: dict) -> list[dict]:
                                    images=(resize(data["content"], shape), resize(data["style"], shape)))
       row = {"shape": list(shape), "precision": precision,
              "jax": jax_timing.time_jax_steps(prob, gpu=jax.default_backend() == "gpu")}
-      if _has_torch():
+      if _has_torch() and tiny and rows:
+        row["torch"] = {"skipped": "--tiny times PyTorch on the first row only"}  # the path is the same
+      elif _has_torch():
         from benchmarking import torch_reference  # pylint: disable=import-outside-toplevel
         row["torch"] = torch_reference.time_torch_steps(torch_reference.TorchGatys(prob), settings)
       rows.append(row)
@@ -235,7 +237,8 @@ def markdown(report: dict) -> str:
               "|---|---|---|---|---|"]
     for row in gatys:
       j, t = row["jax"], row.get("torch") or {}
-      torch = f"{_ms(t.get('median_s'))} ({t['evals_per_step']:.1f})" if "median_s" in t else "not installed"
+      torch = (f"{_ms(t.get('median_s'))} ({t['evals_per_step']:.1f})" if "median_s" in t
+               else "not timed (--tiny)" if "skipped" in t else "not installed")
       lines.append(f"| {row['shape'][0]}×{row['shape'][1]} | {row['precision']} | {_ms(j['median_s'])} "
                    f"({j['evals_last_step']}) | {j['compile_s']:.1f} | {torch} |")
     lines.append("")

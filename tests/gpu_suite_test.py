@@ -3,6 +3,7 @@ for the sharded part), as CI runs it; and the bundle a GPU machine receives hold
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import pathlib
@@ -37,6 +38,9 @@ def test_every_section_runs(tiny_report):
                                                             ([24, 32], "bf16"), ([32, 48], "bf16")]
   for row in gatys:
     assert row["jax"]["median_s"] > 0 and row["jax"]["evals_last_step"] >= 1 and np.isfinite(row["jax"]["final_loss"])
+  if importlib.util.find_spec("torch"):  # the PyTorch reference is timed on the first row (the same path for all)
+    assert gatys[0]["torch"]["median_s"] > 0 and gatys[0]["torch"]["evals_per_step"] >= 1
+    assert all("skipped" in row["torch"] for row in gatys[1:]) and "not timed (--tiny)" in table
   tiled = report["sections"]["tiled"]["result"]
   assert tiled["tiles"] == 6 and tiled["iterations"] == 2 and tiled["final_terms"]["style"] > 0
   sharded = report["sections"]["sharded"]["result"]
