@@ -13,7 +13,7 @@ from nst_jax import demo, losses, metrics
 from nst_jax.errors import NSTError
 from nst_jax.io import image_io
 from nst_jax.losses import color, guidance
-from nst_jax.methods import gatys
+from nst_jax.methods import gatys, optimize
 from nst_jax.methods.stylize_config import STYLE_LAYER_PRESETS, STYLE_LAYERS, StylizeConfig
 from nst_jax.models import vgg
 
@@ -38,6 +38,15 @@ def mosaic():
 def run(weights, content, styles, **overrides):
   config = StylizeConfig(**{"size": 64, "iterations": 40, **FAST, **overrides})
   return gatys.stylize(content=content, styles=styles, weights=weights, config=config, progress=False)
+
+
+def initial_terms(weights, content, style, **overrides) -> dict[str, float]:
+  """The weighted loss terms at the start of a run (what `gatys.stylize` reports as `initial_terms`), without
+  compiling the optimisation loop."""
+  config = StylizeConfig(**{"size": 64, **overrides})
+  problem = gatys.build_problem(content=content, styles=[style], weights=weights, config=config)
+  terms = optimize.jitted_terms(problem.terms_fn)(jnp.asarray(problem.x0), problem.inputs)
+  return {name: float(value) for name, value in terms.items()}
 
 
 def test_luminance_mode_keeps_content_chroma(weights, content, swirl):
@@ -204,10 +213,8 @@ def test_network_normalisation_makes_deep_style_layers_count(weights, content, s
   """Without Gatys et al.'s normalisation the Caffe-trained VGG's deep layers hold ~1% of the style loss (their
   activations are ~100x smaller), so presets and scale mixing barely act; normalised, they carry real weight."""
   def initial_style(preset, normalize, balance="none"):
-    config = StylizeConfig(size=64, iterations=1, style_layers=STYLE_LAYER_PRESETS[preset],
-                           normalize_network=normalize, style_layer_balance=balance, **FAST)
-    return gatys.stylize(content=content, styles=[swirl], weights=weights, config=config,
-                         progress=False).initial_terms["style"]
+    return initial_terms(weights, content, swirl, style_layers=STYLE_LAYER_PRESETS[preset],
+                         normalize_network=normalize, style_layer_balance=balance)["style"]
 
   assert initial_style("structure", False) < 0.05 * initial_style("fine", False)
   assert initial_style("structure", True) > initial_style("fine", True)
@@ -218,9 +225,7 @@ def test_network_normalisation_makes_deep_style_layers_count(weights, content, s
 def test_style_layer_weights_select_and_normalise(weights, content, swirl):
   """w_l: zero weights switch layers off exactly; weights are relative (normalised to sum 1)."""
   def initial_style(**overrides):
-    config = StylizeConfig(size=48, iterations=1, **{**FAST, **overrides})
-    return gatys.stylize(content=content, styles=[swirl], weights=weights, config=config,
-                         progress=False).initial_terms["style"]
+    return initial_terms(weights, content, swirl, size=48, **overrides)["style"]
 
   only_first = initial_style(style_layer_weights={"relu2_1": 0, "relu3_1": 0, "relu4_1": 0, "relu5_1": 0})
   np.testing.assert_allclose(only_first, initial_style(style_layers=("relu1_1",)), rtol=1e-5)

@@ -124,16 +124,18 @@ def test_tiled_loss_and_gradient_equal_the_untiled_ones(weights, layers, tile, h
   assert tiled.grid.num_tiles == 4
   if halo is None:
     assert tiled.grid.halo == 20  # relu3_1: radius 12 px + overlap 8, a multiple of the stride 4
-  ref = jax.jit(untiled.terms_fn)(x, untiled.inputs)
-  got = jax.jit(tiled.terms_fn)(x, tiled.inputs)
+
+  def terms_and_grad(problem):  # one compiled program per problem: the terms ride along as the gradient's aux
+    def total(image, inputs):
+      terms = problem.terms_fn(image, inputs)
+      return sum(terms.values()), terms
+    (_, terms), grad = jax.jit(jax.value_and_grad(total, has_aux=True))(x, problem.inputs)
+    return terms, np.asarray(grad)
+
+  (ref, g_ref), (got, g) = terms_and_grad(untiled), terms_and_grad(tiled)
   assert set(got) == set(ref) and ("range" in ref) == ("range_weight" in layers)
   for key in ref:
     np.testing.assert_allclose(float(got[key]), float(ref[key]), rtol=2e-5, err_msg=key)
-
-  def grad(fn, inputs):
-    return np.asarray(jax.jit(jax.grad(lambda x, i: sum(fn(x, i).values())))(x, inputs))
-
-  g_ref, g = grad(untiled.terms_fn, untiled.inputs), grad(tiled.terms_fn, tiled.inputs)
   assert np.linalg.norm(g - g_ref) <= 2e-5 * np.linalg.norm(g_ref)
 
 
@@ -212,9 +214,9 @@ def test_tiled_photoreal_terms_and_gradients_equal_the_untiled_ones(weights, cas
   # Not clipped: some values lie outside [0, 1], where photoreal's range penalty is active.
   x = jnp.asarray(content + np.random.default_rng(1).normal(0, 0.05, content.shape), jnp.float32)
 
-  def terms_and_grads(problem):
-    terms = jax.jit(problem.terms_fn)(x, problem.inputs)
-    grads = jax.jit(jax.jacrev(problem.terms_fn))(x, problem.inputs)
+  def terms_and_grads(problem):  # one compiled program per problem: the terms ride along as the Jacobian's aux
+    both = lambda x, i: (problem.terms_fn(x, i),) * 2  # noqa: E731
+    grads, terms = jax.jit(jax.jacrev(both, has_aux=True))(x, problem.inputs)
     return {k: float(v) for k, v in terms.items()}, {k: np.asarray(v) for k, v in grads.items()}
 
   ref_terms, ref_grads = terms_and_grads(untiled)
