@@ -137,9 +137,9 @@ masks_at_layers = jax.jit(guidance.masks_at_layers, static_argnames=("arch", "la
 def initial_image(init: str, *, content: np.ndarray | None, styles: Sequence[np.ndarray], seed: int,
                   shape: tuple[int, int] | None = None, regions: Sequence[Region] | None = None,
                   style_weights: Sequence[float] | None = None, noise: float = 0.0,
-                  start_colors: str = "moments") -> np.ndarray:
-  """The starting point: 'colors', the content with the styles' colours (each region's colour mean and
-  covariance, or with `start_colors='distribution'` its whole colour distribution, moved to its blend of the
+                  start_colors: str = "distribution") -> np.ndarray:
+  """The starting point: 'colors', the content with the styles' colours (each region's whole colour
+  distribution, or with `start_colors='moments'` its colour mean and covariance, moved to its blend of the
   styles', `color.match_style_mixture`; without `regions`, one region with the blend `style_weights`, default
   equal); 'content'; white noise ('noise', and 'colors' or 'content' without a
   content); the first style resized to the output ('style'); or an image file. Any start but white noise is

@@ -81,9 +81,10 @@ class StylizeConfig:
   # gets the same gradient at every pixel and stays flat, so without it skies and walls stay un-styled. None:
   # `start_noise` (0.1; 0.3 when colours are preserved).
   init_noise: float | None = None
-  # How 'colors' moves the content's colours to the styles': moments (mean and covariance, a linear map) or
-  # distribution (the whole colour distribution, `color.match_region_distributions`).
-  start_colors: str = "moments"
+  # How 'colors' moves the content's colours to the styles': distribution (the whole colour distribution,
+  # `color.match_region_distributions`) or moments (mean and covariance, a linear map, which turns a painting of a
+  # few distinct colour groups into a blend of them; experiments/GATYS_NOTES.md section 7).
+  start_colors: str = "distribution"
   pooling: str = "avg"
   mask_pooling: str | None = None  # how guides cross pooling layers; None: like `pooling`
   normalize_network: bool = False  # Gatys et al.'s mean-activation-1 rescaling of every filter
