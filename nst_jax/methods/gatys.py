@@ -137,7 +137,7 @@ masks_at_layers = jax.jit(guidance.masks_at_layers, static_argnames=("arch", "la
 def initial_image(init: str, *, content: np.ndarray | None, styles: Sequence[np.ndarray], seed: int,
                   shape: tuple[int, int] | None = None, regions: Sequence[Region] | None = None,
                   style_weights: Sequence[float] | None = None, noise: float = 0.0,
-                  start_colors: str = "distribution") -> np.ndarray:
+                  start_colors: str = StylizeConfig.start_colors) -> np.ndarray:
   """The starting point: 'colors', the content with the styles' colours (each region's whole colour
   distribution, or with `start_colors='moments'` its colour mean and covariance, moved to its blend of the
   styles', `color.match_style_mixture`; without `regions`, one region with the blend `style_weights`, default
