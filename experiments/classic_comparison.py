@@ -3,7 +3,7 @@
 Run (from the repository root; needs ../shared/data/reference/neural-style/, skips cleanly without it):
   python experiments/classic_comparison.py --quick --pairs golden_gate_starry,tubingen_scream   # 256 px
   python experiments/classic_comparison.py --quick          # all 18 reference pictures at 256 px (~2 h, 2 cores)
-  python experiments/classic_comparison.py                  # 512 px, the stylize defaults (~30 min per picture)
+  python experiments/classic_comparison.py                  # 512 px, the stylize defaults (~13 min per picture)
   python experiments/classic_comparison.py --quick --set style_loss=swd --set tv_weight=1 --out_dir outputs/x
       # any StylizeConfig field: the variants of the study in experiments/GATYS_NOTES.md
 
@@ -165,7 +165,7 @@ def run(settings: common.Settings, *, pictures: list[str] | None = None,
     measured = {who: measure(image, content=small, styles=styles, overrides=setting, size=settings.size)
                 for who, image in (("ours", ours), ("classic", reference))}
     ok = passes(measured["ours"], measured["classic"])
-    records[name] = {**measured, "passes": ok, "setting": setting, **record}
+    records[name] = {**measured, "passes": ok, "setting": setting, **record, "config": dataclasses.asdict(config)}
     print(f"[{name}] " + " | ".join(f"{who} " + " ".join(f"{m} {v:.3f}" for m, v in values.items())
                                      for who, values in measured.items()) + f" | passes {ok}", flush=True)
     image_io.save_image(pathlib.Path(settings.out_dir) / f"ours_{name}.png", ours)
