@@ -25,6 +25,8 @@ BAD_INPUTS = [
     ("size-negative", ["--size", "-5"], ["--size", "got -5"]),
     ("size-absurd", ["--size", "10000000"], ["smaller --size", "GiB"]),
     ("unknown-style-layer", ["--style_layers", "relu9_9"], ["--style_layers", "relu9_9"]),
+    ("octave-layer-factor", ["--style_layers", "relu1_1,relu2_1@1"], ["--style_layers", "relu2_1@1", "from 2 to"]),
+    ("octave-layer-highres", ["--style_layers", "coarse", "--tile_size", "64"], ["relu1_1@4", "high-resolution"]),
     ("unknown-content-layer", ["--content_layers", "nope"], ["--content_layers", "'nope'"]),
     ("zero-iterations", ["--iterations", "0"], ["--iterations", "got 0"]),
     ("unknown-optimizer", ["--optimizer", "nonsense"], ["optimizer", "nonsense"]),

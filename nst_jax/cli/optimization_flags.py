@@ -40,8 +40,9 @@ def define_loss(fv: flags.FlagValues, *, defaults, init_help: str) -> Section:
   flags.DEFINE_float("range_weight", defaults.range_weight, "Weight of a penalty on pixel values outside [0, 1] "
                      "(the saved image is clipped).", flag_values=fv)
   flags.DEFINE_list("content_layers", list(defaults.content_layers), "Layers for the content loss.", flag_values=fv)
-  flags.DEFINE_list("style_layers", list(defaults.style_layers), "Layers for the style loss (equal weights), or a "
-                    f"stroke-size preset: {', '.join(STYLE_LAYER_PRESETS)}.", flag_values=fv)
+  flags.DEFINE_list("style_layers", list(defaults.style_layers), "Layers for the style loss (equal weights; "
+                    "relu2_1@4 is relu2_1 of the image downsampled 4x, for larger marks), or a stroke-size preset: "
+                    f"{', '.join(STYLE_LAYER_PRESETS)}.", flag_values=fv)
   flags.DEFINE_enum("pooling", defaults.pooling, ["max", "avg"], "Pooling in VGG (Gatys et al. prefer avg).",
                     flag_values=fv)
   flags.DEFINE_string("init", defaults.init, init_help, flag_values=fv)

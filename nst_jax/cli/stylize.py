@@ -22,7 +22,7 @@ from nst_jax.cli.command import Command, Sections
 from nst_jax.errors import NSTError
 from nst_jax.highres import distributed, highres_config, memory, pyramid
 from nst_jax.io import image_io
-from nst_jax.losses import color, guidance, structure
+from nst_jax.losses import color, guidance, octaves, structure
 from nst_jax.methods import gatys
 from nst_jax.methods.optimize import NonFiniteLossError
 from nst_jax.methods.stylize_config import STYLE_LAYER_BALANCES, STYLE_LOSSES, StylizeConfig, check_request
@@ -59,7 +59,8 @@ def define_flags(fv: flags.FlagValues, *, synthesis: bool = False) -> Sections:
                     "recolours the content: moments (colour mean and covariance) or distribution (the painting's "
                     "whole palette, e.g. a blue sky takes one of its colours instead of a blend).", flag_values=fv)
   flags.DEFINE_string("style_layer_sets", "", "Per-style layers separated by ';' (scale mixing: e.g. "
-                      "'structure;fine' takes coarse structure from the first style, fine texture from the second).",
+                      "'relu1_1@4,relu2_1@4;fine' takes large marks from the first style, fine texture from the "
+                      "second).",
                       flag_values=fv)
   flags.DEFINE_string("style_layer_weights", "", "Relative style-layer weights w_l, e.g. relu4_1=10,relu5_1=100 "
                       "(unnamed layers 1; normalised to sum 1).", flag_values=fv)
@@ -175,7 +176,8 @@ def run(fv: flags.FlagValues, positional: list[str], *, synthesis: bool = False)
   hed = resolve_weights(fv.hed_weights) if config.edge_weight > 0 and not weights.extras else None
   # Refuse bad layer names etc. before the memory estimate below needs them.
   check_request(config, weights.arch, num_styles=len(styles), has_content=content is not None)
-  layers = (config.content_layers if content is not None else ()) + tuple(config.style_layers)
+  layers = (config.content_layers if content is not None else ()) + tuple(
+      octaves.split(name)[0] for name in config.style_layers)
   use_highres = any(fv[name].present for name in HIGHRES_FLAGS) or (
       vgg.estimate_training_bytes(weights.arch, shape, layers) > memory.budget_bytes(hr.max_memory_gb))
   start = time.perf_counter()

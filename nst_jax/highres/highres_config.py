@@ -9,6 +9,7 @@ from collections.abc import Sequence
 import jax.numpy as jnp
 
 from nst_jax.errors import NSTError
+from nst_jax.losses import octaves
 from nst_jax.methods.stylize_config import StylizeConfig
 
 PRECISIONS = {"fp32": jnp.float32, "bf16": jnp.bfloat16}
@@ -66,6 +67,9 @@ def check_highres_request(hr: HighresConfig, config: StylizeConfig) -> None:
   if config.style_loss != "gram":
     raise NSTError(f"the high-resolution engine uses Gram matrices; --style_loss {config.style_loss} is not "
                    "supported with it")
+  octave_layers = [n for s in (config.style_layers, *config.style_layer_sets) for n in s if octaves.SEPARATOR in n]
+  if octave_layers:
+    raise NSTError(f"octave style layers ({octave_layers[0]}) are not supported by the high-resolution engine")
   for flag, value in (("--laplacian_weight", config.laplacian_weight), ("--edge_weight", config.edge_weight)):
     if value:
       raise NSTError(f"{flag} is not supported by the high-resolution engine")

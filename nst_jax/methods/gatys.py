@@ -30,7 +30,7 @@ from nst_jax import losses
 from nst_jax.errors import NSTError
 from nst_jax.highres.memory import check_memory
 from nst_jax.io import image_io
-from nst_jax.losses import color, guidance, matting, mrf, segmentation, structure, swd
+from nst_jax.losses import color, guidance, matting, mrf, octaves, segmentation, structure, swd
 from nst_jax.methods.gatys_terms import loss_weights, make_loss_terms
 from nst_jax.methods.optimize import StylizeResult, optimize_image
 from nst_jax.methods.stylize_config import (MRF_LAYERS, STYLE_LAYERS, StylizeConfig, blend_weights, check_request,
@@ -254,10 +254,16 @@ def build_problem(*, content: np.ndarray | None, styles: Sequence[np.ndarray] | 
   if config.style_loss == "mrf" and config.style_layers == STYLE_LAYERS and not config.style_layer_sets:
     style_sets = [MRF_LAYERS] * len(styles)
   style_layers = tuple(dict.fromkeys(name for s in style_sets for name in s))
-  all_layers = tuple(dict.fromkeys((config.content_layers if use_content else ()) + style_layers))
+  octave_layers = tuple(n for n in style_layers if octaves.split(n)[1] > 1)
+  if octave_layers and (segmented or config.style_loss != "gram"):
+    raise NSTError(f"octave style layers ({octave_layers[0]}) take the gram style loss, without segmentation maps")
+  # The network's layers on the image itself, and those the octave layers take from downsampled copies.
+  all_layers = tuple(dict.fromkeys((config.content_layers if use_content else ()) + octaves.at_factor(style_layers, 1)))
+  octave_bases = tuple(dict.fromkeys(octaves.split(n)[0] for n in octave_layers))
+  all_layers = all_layers or octave_bases  # texture synthesis from octave layers alone
   shape = (image_io.long_side_shape(content.shape, config.size) if has_content
            else synthesis_shape or image_io.long_side_shape(styles[0].shape, config.size))
-  check_memory(shape, weights.arch, all_layers)
+  check_memory(shape, weights.arch, all_layers + octave_bases)
   hed = None
   if config.edge_weight > 0:
     hed = hed_weights if hed_weights is not None else weights
@@ -276,9 +282,17 @@ def build_problem(*, content: np.ndarray | None, styles: Sequence[np.ndarray] | 
     regions = build_regions(config, shape, len(styles), style_masks=style_masks, depth=depth)
 
   model = vgg.VGG(weights.arch, all_layers, pooling=config.pooling)
+  octave_model = vgg.VGG(weights.arch, octave_bases, pooling=config.pooling) if octave_layers else None
   source_params = normalized_params(weights, config.pooling) if config.normalize_network else weights.params
-  params = jax.tree.map(jnp.asarray, vgg.params_for(weights.arch, source_params, all_layers))
-  features = functools.partial(network_features, model, weights.preprocessing)
+  params = jax.tree.map(jnp.asarray, vgg.params_for(weights.arch, source_params, all_layers + octave_bases))
+
+  def features(params: Mapping, image) -> dict[str, jax.Array]:
+    """The network's layers of `image`, and the octave layers of its downsampled copies."""
+    out = dict(network_features(model, weights.preprocessing, params, image))
+    if octave_model is not None:
+      net = lambda img, layers: network_features(octave_model, weights.preprocessing, params, img)  # noqa: E731
+      out.update(octaves.features(net, jnp.asarray(image), octave_layers))
+    return out
   inputs: dict[str, Any] = {"params": params, "loss_weights": loss_weights(config, style_layers=style_layers)}
   if use_content:
     content_feats = features(params, jnp.asarray(net_content))
@@ -294,7 +308,7 @@ def build_problem(*, content: np.ndarray | None, styles: Sequence[np.ndarray] | 
       key = (i, round(scales[i] * factor, 6))
       if key not in cache:
         long_side = max(16, round(config.size * key[1]))
-        check_memory(image_io.long_side_shape(images[i].shape, long_side), weights.arch, all_layers)
+        check_memory(image_io.long_side_shape(images[i].shape, long_side), weights.arch, all_layers + octave_bases)
         cache[key] = features(params, jnp.asarray(image_io.resize_long_side(images[i], long_side)))
       return cache[key]
     return style_features
@@ -303,8 +317,9 @@ def build_problem(*, content: np.ndarray | None, styles: Sequence[np.ndarray] | 
 
   masks = np.stack([r.mask for r in regions])
   mask_pooling = config.mask_pooling or config.pooling
-  inputs["masks"] = masks_at_layers(masks=jnp.asarray(masks), arch=weights.arch, layers=style_layers,
-                                    pooling=mask_pooling)
+  inputs["masks"] = octaves.guides_at_layers(
+      lambda m, layers: masks_at_layers(masks=m, arch=weights.arch, layers=layers, pooling=mask_pooling),
+      jnp.asarray(masks), style_layers)
   if len(regions) > 1 and config.style_loss == "gram":
     # Several regions that mostly do not overlap: each region's Gram matrix from its own pixels (same values).
     # On the device once, like every other input (not re-sent with each evaluation).
@@ -352,7 +367,8 @@ def build_problem(*, content: np.ndarray | None, styles: Sequence[np.ndarray] | 
 
   terms_fn = make_loss_terms(model, weights.preprocessing, config, style_layers=style_layers,
                              has_content=has_content, hed=hed,
-                             guided=needs_guidance(regions) or config.gram_normalization != "squared_mass")
+                             guided=needs_guidance(regions) or config.gram_normalization != "squared_mass",
+                             octave_model=octave_model)
   x0 = initial_image(start_kind(config), content=net_content, styles=styles, seed=config.seed, shape=shape,
                      regions=regions, noise=start_noise(config), start_colors=config.start_colors)
   return Problem(terms_fn=terms_fn, inputs=inputs, x0=x0, content=content)

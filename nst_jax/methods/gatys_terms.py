@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from nst_jax import losses
-from nst_jax.losses import guidance, matting, mrf, structure, swd
+from nst_jax.losses import guidance, matting, mrf, octaves, structure, swd
 from nst_jax.methods.stylize_config import StylizeConfig, style_layer_weights
 from nst_jax.models import vgg
 from nst_jax.models.preprocessing import Preprocessing
@@ -57,6 +57,9 @@ class LossTerms:
   guided: bool = True
   gram_normalization: str = "squared_mass"
   hed_preprocessing: Preprocessing | None = None  # the edge loss's HED network's
+  # The network of the octave style layers (`nst_jax.losses.octaves`, e.g. relu2_1@4), applied to the image
+  # downsampled by each factor; None without such layers.
+  octave_model: vgg.VGG | None = None
 
   def __call__(self, image: jax.Array, inputs: Mapping[str, Any]) -> dict[str, jax.Array]:
     weight = inputs["loss_weights"]
@@ -64,7 +67,10 @@ class LossTerms:
     variables = {"params": inputs["params"]}
     if vgg.BACKWARD_KERNELS in inputs:
       variables[vgg.BACKWARD_KERNELS] = inputs[vgg.BACKWARD_KERNELS]
-    feats = self.model.apply(variables, self.preprocessing.apply(image)[None])
+    feats = dict(self.model.apply(variables, self.preprocessing.apply(image)[None]))
+    if self.octave_model is not None:
+      net = lambda img, layers: self.octave_model.apply(variables, self.preprocessing.apply(img)[None])  # noqa: E731
+      feats.update(octaves.features(net, image, [n for n in self.style_layers if octaves.split(n)[1] > 1]))
     out = {}
     if self.content:
       out["content"] = weight["content"] * losses.content_loss(features=feats, targets=inputs["content"],
@@ -115,11 +121,13 @@ class LossTerms:
 
 def make_loss_terms(model: vgg.VGG, preprocessing: Preprocessing, config: StylizeConfig, *,
                     style_layers: Sequence[str], has_content: bool, hed: VGGWeights | None = None,
-                    guided: bool = True) -> LossTerms:
+                    guided: bool = True, octave_model: vgg.VGG | None = None) -> LossTerms:
   """The `LossTerms` of `config` (which terms are on, the style loss, the Gram normalisation) over `model`'s
-  `style_layers`; `hed` serves the edge loss. The weights themselves go in the inputs: `loss_weights(config)`."""
+  `style_layers` (octave layers from `octave_model`); `hed` serves the edge loss. The weights themselves go in
+  the inputs: `loss_weights(config)`."""
   return LossTerms(model=model, preprocessing=preprocessing, style_layers=tuple(style_layers),
                    content=has_content and config.content_weight > 0,
                    optional=frozenset(name for name in OPTIONAL_TERMS if getattr(config, f"{name}_weight") > 0),
                    style_loss=config.style_loss, guided=guided, gram_normalization=config.gram_normalization,
-                   hed_preprocessing=hed.preprocessing if hed is not None and config.edge_weight > 0 else None)
+                   hed_preprocessing=hed.preprocessing if hed is not None and config.edge_weight > 0 else None,
+                   octave_model=octave_model)

@@ -17,16 +17,19 @@ import numpy as np
 
 from nst_jax import optim
 from nst_jax.errors import NSTError
-from nst_jax.losses import color, guidance, matting
+from nst_jax.losses import color, guidance, matting, octaves
 from nst_jax.models import vgg
 
 CONTENT_LAYERS = ("relu4_2",)
 STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
-# Stroke-size presets (Gatys et al. 2016, fig. 4 / 2017 sec. 4): deeper layers match larger structures.
+# Stroke-size presets (Gatys et al. 2016, fig. 4 / 2017 sec. 4). Larger marks come from matching the shallow
+# layers on the image downsampled 2x (medium) or 4x (coarse) as well (`nst_jax.losses.octaves`): on hed-vgg16 the
+# deep layers carry ~1% of the style loss, and weighting them up prints their pooling grid before the strokes grow
+# (experiments/GATYS_NOTES.md §6, §10). `structure` is the deep layers alone.
 STYLE_LAYER_PRESETS = {
     "fine": ("relu1_1", "relu2_1"),
-    "medium": ("relu1_1", "relu2_1", "relu3_1"),
-    "coarse": STYLE_LAYERS,
+    "medium": STYLE_LAYERS + ("relu1_1@2", "relu2_1@2"),
+    "coarse": STYLE_LAYERS + ("relu1_1@4", "relu2_1@4"),
     "structure": ("relu3_1", "relu4_1", "relu5_1"),
 }
 MRF_LAYERS = ("relu3_1", "relu4_1")  # Li & Wand (2016)
@@ -229,11 +232,11 @@ def check_request(config: StylizeConfig, arch: str, *, num_styles: int = 1, has_
     if not names:
       raise NSTError(f"{flag} is empty")
     try:
-      vgg.check_layers(arch, names)
+      (vgg.check_layers if flag == "--content_layers" else octaves.check_layers)(arch, names)
     except ValueError as e:
       raise NSTError(f"{flag}: {e}") from None
   try:
-    vgg.check_layers(arch, list(config.style_layer_weights))
+    octaves.check_layers(arch, list(config.style_layer_weights))
   except ValueError as e:
     raise NSTError(f"--style_layer_weights: {e}") from None
   if not has_content and config.preserve_colors != "none":
