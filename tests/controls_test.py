@@ -202,7 +202,7 @@ def test_depth_map_gives_larger_strokes_in_front(weights, mosaic):
   flat = np.clip(0.5 + 0.02 * rng.standard_normal((64, 128, 3)), 0, 1).astype(np.float32)
   depth = np.repeat(np.linspace(0.0, 1.0, 64)[:, None], 128, axis=1)  # bottom = near
   config = StylizeConfig(size=128, iterations=80, depth_regions=2, content_weight=0.0, init="noise",
-                         style_layers=STYLE_LAYER_PRESETS["medium"], **FAST)
+                         style_layers=("relu1_1", "relu2_1", "relu3_1"), **FAST)
   result = gatys.stylize(content=flat, styles=[mosaic], weights=weights, depth=depth, progress=False,
                          config=config)
   far, near = result.image[:24], result.image[-24:]
