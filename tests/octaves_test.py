@@ -20,6 +20,7 @@ def test_names_split_and_join():
   assert octaves.name("relu2_1", 4) == "relu2_1@4" and octaves.name("relu2_1", 1) == "relu2_1"
   names = ("relu1_1", "relu2_1", "relu1_1@4", "relu2_1@2", "relu1_1@2")
   assert octaves.factors(names) == (2, 4)
+  assert octaves.octave_layers(names) == ("relu1_1@4", "relu2_1@2", "relu1_1@2")
   assert octaves.at_factor(names, 1) == ("relu1_1", "relu2_1")
   assert octaves.at_factor(names, 2) == ("relu2_1", "relu1_1")
   for bad in ("relu2_1@1", "relu2_1@x", "relu2_1@", "relu2_1@32"):

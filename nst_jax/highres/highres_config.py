@@ -67,7 +67,8 @@ def check_highres_request(hr: HighresConfig, config: StylizeConfig) -> None:
   if config.style_loss != "gram":
     raise NSTError(f"the high-resolution engine uses Gram matrices; --style_loss {config.style_loss} is not "
                    "supported with it")
-  octave_layers = [n for s in (config.style_layers, *config.style_layer_sets) for n in s if octaves.SEPARATOR in n]
+  octave_layers = octaves.octave_layers([n for names in (config.style_layers, *config.style_layer_sets)
+                                          for n in names])
   if octave_layers:
     raise NSTError(f"octave style layers ({octave_layers[0]}) are not supported by the high-resolution engine")
   for flag, value in (("--laplacian_weight", config.laplacian_weight), ("--edge_weight", config.edge_weight)):

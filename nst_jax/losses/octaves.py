@@ -44,6 +44,11 @@ def factors(names: Sequence[str]) -> tuple[int, ...]:
   return tuple(sorted({split(n)[1] for n in names} - {1}))
 
 
+def octave_layers(names: Sequence[str]) -> tuple[str, ...]:
+  """The entries of `names` taken on a downsampled image (factor above 1), in order."""
+  return tuple(n for n in names if split(n)[1] > 1)
+
+
 def at_factor(names: Sequence[str], factor: int) -> tuple[str, ...]:
   """The network layers that `names` use at `factor` (1: the image itself), in order, without repeats."""
   return tuple(dict.fromkeys(base for base, f in map(split, names) if f == factor))

@@ -254,16 +254,17 @@ def build_problem(*, content: np.ndarray | None, styles: Sequence[np.ndarray] | 
   if config.style_loss == "mrf" and config.style_layers == STYLE_LAYERS and not config.style_layer_sets:
     style_sets = [MRF_LAYERS] * len(styles)
   style_layers = tuple(dict.fromkeys(name for s in style_sets for name in s))
-  octave_layers = tuple(n for n in style_layers if octaves.split(n)[1] > 1)
+  octave_layers = octaves.octave_layers(style_layers)
   if octave_layers and (segmented or config.style_loss != "gram"):
     raise NSTError(f"octave style layers ({octave_layers[0]}) take the gram style loss, without segmentation maps")
   # The network's layers on the image itself, and those the octave layers take from downsampled copies.
   all_layers = tuple(dict.fromkeys((config.content_layers if use_content else ()) + octaves.at_factor(style_layers, 1)))
   octave_bases = tuple(dict.fromkeys(octaves.split(n)[0] for n in octave_layers))
   all_layers = all_layers or octave_bases  # texture synthesis from octave layers alone
+  network_layers = all_layers + octave_bases
   shape = (image_io.long_side_shape(content.shape, config.size) if has_content
            else synthesis_shape or image_io.long_side_shape(styles[0].shape, config.size))
-  check_memory(shape, weights.arch, all_layers + octave_bases)
+  check_memory(shape, weights.arch, network_layers)
   hed = None
   if config.edge_weight > 0:
     hed = hed_weights if hed_weights is not None else weights
@@ -284,7 +285,7 @@ def build_problem(*, content: np.ndarray | None, styles: Sequence[np.ndarray] | 
   model = vgg.VGG(weights.arch, all_layers, pooling=config.pooling)
   octave_model = vgg.VGG(weights.arch, octave_bases, pooling=config.pooling) if octave_layers else None
   source_params = normalized_params(weights, config.pooling) if config.normalize_network else weights.params
-  params = jax.tree.map(jnp.asarray, vgg.params_for(weights.arch, source_params, all_layers + octave_bases))
+  params = jax.tree.map(jnp.asarray, vgg.params_for(weights.arch, source_params, network_layers))
 
   def features(params: Mapping, image) -> dict[str, jax.Array]:
     """The network's layers of `image`, and the octave layers of its downsampled copies."""
@@ -295,7 +296,7 @@ def build_problem(*, content: np.ndarray | None, styles: Sequence[np.ndarray] | 
     return out
   inputs: dict[str, Any] = {"params": params, "loss_weights": loss_weights(config, style_layers=style_layers)}
   if use_content:
-    content_feats = features(params, jnp.asarray(net_content))
+    content_feats = network_features(model, weights.preprocessing, params, jnp.asarray(net_content))
     inputs["content"] = {name: content_feats[name] for name in config.content_layers}
     inputs["content_weights"] = content_layer_weights(
         {name: jnp.mean(jnp.square(t)) for name, t in inputs["content"].items()}, balance=config.content_layer_balance)
@@ -308,7 +309,7 @@ def build_problem(*, content: np.ndarray | None, styles: Sequence[np.ndarray] | 
       key = (i, round(scales[i] * factor, 6))
       if key not in cache:
         long_side = max(16, round(config.size * key[1]))
-        check_memory(image_io.long_side_shape(images[i].shape, long_side), weights.arch, all_layers + octave_bases)
+        check_memory(image_io.long_side_shape(images[i].shape, long_side), weights.arch, network_layers)
         cache[key] = features(params, jnp.asarray(image_io.resize_long_side(images[i], long_side)))
       return cache[key]
     return style_features

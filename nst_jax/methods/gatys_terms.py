@@ -70,7 +70,7 @@ class LossTerms:
     feats = dict(self.model.apply(variables, self.preprocessing.apply(image)[None]))
     if self.octave_model is not None:
       net = lambda img, layers: self.octave_model.apply(variables, self.preprocessing.apply(img)[None])  # noqa: E731
-      feats.update(octaves.features(net, image, [n for n in self.style_layers if octaves.split(n)[1] > 1]))
+      feats.update(octaves.features(net, image, octaves.octave_layers(self.style_layers)))
     out = {}
     if self.content:
       out["content"] = weight["content"] * losses.content_loss(features=feats, targets=inputs["content"],
