@@ -12,9 +12,9 @@ Three rows, all on Tübingen with Starry Night:
       shallow layers also matched on the image downsampled 2x, `nst_jax.losses.octaves`), coarse (the same with
       4x), structure (relu3_1..relu5_1 only).
   (c) scale mixing: coarse structure (relu3_1..relu5_1) from one painting with fine texture (relu1_1, relu2_1)
-      from the other, both ways round (style_layer_sets, one layer set per style), with the layers balanced by
-      their targets (--style_layer_balance target, style weight 100) so that the deep layers count. Octave layers
-      do not mix this way: relu1_1@4 of one painting against relu1_1 of another asks for two palettes, and the
+      from the other, both ways round (style_layer_sets, one layer set per style), at the defaults: each set is
+      weighted to the strongest set's loss scale (`nst_jax.methods.layer_balance.layer_set_gains`), so the deep
+      set counts without re-weighting. Octave layers do not mix this way: relu1_1@4 of one painting against relu1_1 of another asks for two palettes, and the
       optimiser meets both with a low-pass image in one and a high-frequency pattern in the other (GATYS_NOTES §10).
 Each result is labelled with its dominant texture wavelength (`nst_jax.metrics.dominant_wavelength`,
 power-weighted mean wavelength of the gray image's spectrum, pixels) and its stroke wavelength
@@ -45,8 +45,6 @@ FULL = dict(size=512, iterations=500)
 SCALES = (0.5, 1.0, 2.0)
 PRESETS = ("fine", "medium", "coarse", "structure")
 STYLE, MIX = "starry_night", ("starry_night", "the_scream")
-# Deep layers carry ~1% of the style loss at the defaults: the scale-mixing row balances them by their targets.
-BALANCED = dict(style_layer_balance="target", style_weight=100.0)
 
 
 def run(settings: common.Settings) -> dict:
@@ -98,8 +96,7 @@ def run(settings: common.Settings) -> dict:
   for structure_from, texture_from in (MIX, MIX[::-1]):
     key = f"structure {images.label(structure_from)} + fine {images.label(texture_from)}"
     image, mixes[key] = one(key, [images.style(structure_from), images.style(texture_from)],
-                            style_layer_sets=(STYLE_LAYER_PRESETS["structure"], STYLE_LAYER_PRESETS["fine"]),
-                            **BALANCED)
+                            style_layer_sets=(STYLE_LAYER_PRESETS["structure"], STYLE_LAYER_PRESETS["fine"]))
     row.append(image)
     row_labels.append(f"structure {'A' if structure_from == a else 'B'} + fine {'A' if texture_from == a else 'B'}")
   rows.append(row)

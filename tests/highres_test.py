@@ -106,7 +106,10 @@ def test_ownership_is_a_partition_of_unity_at_every_stride(shape, tile, overlap)
 
 @pytest.mark.parametrize("layers,tile,halo", [({**SHALLOW, "style_layer_balance": "target", "range_weight": 1e3}, 32,
                                                 None), ({}, 32, 32),
-                                              ({**SHALLOW, "preserve_colors": "luminance"}, 32, None)])
+                                              ({**SHALLOW, "preserve_colors": "luminance"}, 32, None),
+                                              ({"content_layers": ("relu2_2",),  # scale mixing: set gains
+                                                "style_layer_sets": (("relu3_1",), ("relu1_1", "relu2_1"))}, 32,
+                                               None)])
 def test_tiled_loss_and_gradient_equal_the_untiled_ones(weights, layers, tile, halo):
   import jax
   import jax.numpy as jnp
@@ -115,11 +118,14 @@ def test_tiled_loss_and_gradient_equal_the_untiled_ones(weights, layers, tile, h
   from nst_jax.methods.stylize_config import StylizeConfig
   content, style = _problem(64)
   config = StylizeConfig(size=64, iterations=1, **layers)
-  untiled = gatys.build_problem(content=content, styles=style, weights=weights, config=config)
+  styles = [style, content] if config.style_layer_sets else [style]
+  untiled = gatys.build_problem(content=content, styles=styles, weights=weights, config=config)
   # Noise takes some values outside [0, 1], where the range penalty (when on) is not zero.
   x = jnp.asarray(untiled.x0 + np.random.default_rng(1).normal(0, 0.05, untiled.x0.shape), jnp.float32)
   hr = highres_config.HighresConfig(tile_size=tile, tile_halo=halo, tile_overlap=8)
-  tiled = scale_problem.build_scale_problem(content=content, styles=[style], weights=weights, config=config,
+  if config.style_layer_sets:  # the deep set of one style against the shallow set of the other
+    assert float(untiled.inputs["region_weights"]["relu3_1"][0]) > 10.0
+  tiled = scale_problem.build_scale_problem(content=content, styles=styles, weights=weights, config=config,
                                             shape=(64, 64), tile=tile, hr=hr, mesh=distributed.make_mesh())
   assert tiled.grid.num_tiles == 4
   if halo is None:
@@ -206,7 +212,9 @@ def test_tiled_photoreal_terms_and_gradients_equal_the_untiled_ones(weights, cas
   assert config.gram_normalization == "channels_mass" and config.matting_weight > 0
   untiled = gatys.build_problem(content=content, styles=[style], weights=weights, config=config,
                                 content_seg=content_seg, style_seg=style_seg)
-  tiled = scale_problem.build_scale_problem(content=content, styles=[style], weights=weights, config=config,
+  if config.style_layer_sets:  # the deep set of one style against the shallow set of the other
+    assert float(untiled.inputs["region_weights"]["relu3_1"][0]) > 10.0
+  tiled = scale_problem.build_scale_problem(content=content, styles=styles, weights=weights, config=config,
                                             shape=(64, 64), tile=32, hr=highres_config.HighresConfig(tile_size=32),
                                             mesh=distributed.make_mesh(), content_seg=content_seg, style_seg=style_seg)
   assert tiled.grid.num_tiles == 4 and tiled.grid.halo == 28  # relu3_1: radius 12 + overlap 16

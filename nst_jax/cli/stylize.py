@@ -60,7 +60,8 @@ def define_flags(fv: flags.FlagValues, *, synthesis: bool = False) -> Sections:
                     "whole palette, e.g. a blue sky takes one of its colours instead of a blend).", flag_values=fv)
   flags.DEFINE_string("style_layer_sets", "", "Per-style layers separated by ';' (scale mixing: e.g. "
                       "'structure;fine' takes coarse structure from the first style, fine texture from the second; "
-                      "with --style_layer_balance target the deep layers count).", flag_values=fv)
+                      "each set is weighted to the strongest set's loss scale, so the deep layers count).",
+                      flag_values=fv)
   flags.DEFINE_string("style_layer_weights", "", "Relative style-layer weights w_l, e.g. relu4_1=10,relu5_1=100 "
                       "(unnamed layers 1; normalised to sum 1).", flag_values=fv)
   flags.DEFINE_enum("style_layer_balance", defaults.style_layer_balance, list(STYLE_LAYER_BALANCES),

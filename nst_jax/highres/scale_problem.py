@@ -19,7 +19,7 @@ from nst_jax.highres.tiled_loss import TiledSpec, make_tiled_terms, tiled_featur
 from nst_jax.highres.tiling import TileGrid, layer_stride, make_grid, ownership, strides_upto, tile_windows, validity
 from nst_jax.io import image_io
 from nst_jax.losses import color, guidance, matting, segmentation
-from nst_jax.methods import gatys
+from nst_jax.methods import gatys, layer_balance
 from nst_jax.methods.stylize_config import (StylizeConfig, blend_weights, per_style, style_layer_sets,
                                             style_layer_weights)
 from nst_jax.models import vgg
@@ -78,7 +78,7 @@ def build_scale_problem(*, content: np.ndarray | None, styles: Sequence[np.ndarr
     feats, grams = feats_fn(params, put(np.asarray(net_content, np.float32), replicated))
     inputs["content"] = feats
     # mean(P^2) of the whole image's target is trace(G) / C of its plain Gram matrix: the untiled weights.
-    inputs["content_weights"] = gatys.content_layer_weights(
+    inputs["content_weights"] = layer_balance.content_layer_weights(
         {name: jnp.trace(grams[name]) / grams[name].shape[-1] for name in content_layers},
         balance=config.content_layer_balance)
 
@@ -117,8 +117,7 @@ def build_scale_problem(*, content: np.ndarray | None, styles: Sequence[np.ndarr
                           grid=style_grid, preprocessing=weights.preprocessing, mesh=mesh)
       return fn(params, put(np.asarray(style, np.float32), replicated))[1]
 
-    def blended_targets(images: list[np.ndarray]) -> dict[str, jax.Array]:
-      grams = [style_grams(images, i) if b > 0 else None for i, b in enumerate(blend)]
+    def blended_targets(grams: list[dict[str, jax.Array] | None]) -> dict[str, jax.Array]:
       out = {}
       for name in style_layers:
         parts = [(b, grams[i][name]) for i, b in enumerate(blend) if b > 0 and name in style_sets[i]]
@@ -128,7 +127,9 @@ def build_scale_problem(*, content: np.ndarray | None, styles: Sequence[np.ndarr
       return out
 
     blend = blend_weights(config, len(styles))
-    inputs["style"], inputs["region_weights"], inputs["style_norm"], present = blended_targets(styles), {}, {}, {}
+    grams_of = lambda images: [style_grams(images, i) if b > 0 else None for i, b in enumerate(blend)]  # noqa: E731
+    grams = grams_of(styles)
+    inputs["style"], inputs["region_weights"], inputs["style_norm"], present = blended_targets(grams), {}, {}, {}
     for name in style_layers:
       channels = inputs["style"][name].shape[-1] if channels_mass else 1
       inputs["region_weights"][name] = jnp.ones((1,), jnp.float32)
@@ -136,12 +137,17 @@ def build_scale_problem(*, content: np.ndarray | None, styles: Sequence[np.ndarr
       present[name] = jnp.ones((1,), bool)
     style_weights = {name: owned[name][:, None] for name in style_layers}
   if config.style_layer_balance == "target":
-    inputs["region_weights"] = gatys.balance_by_target(inputs["style"], inputs["region_weights"])
+    inputs["region_weights"] = layer_balance.balance_by_target(inputs["style"], inputs["region_weights"])
   elif config.preserve_colors == "luminance" and not segmented:
-    gain = gatys.luminance_style_gain(colour_targets=blended_targets(raw_styles), luminance_targets=inputs["style"],
+    gain = layer_balance.luminance_style_gain(colour_targets=blended_targets(grams_of(raw_styles)), luminance_targets=inputs["style"],
                                       region_weights=inputs["region_weights"],
                                       layer_weights=style_layer_weights(config, style_layers))
     inputs["region_weights"] = {name: w * gain for name, w in inputs["region_weights"].items()}
+  if layer_balance.balances_layer_sets(config, len(styles)):  # several styles, so not segmented
+    gains = layer_balance.layer_set_gains(style_grams=grams, style_sets=style_sets,
+                                  layer_weights=style_layer_weights(config, style_layers))
+    inputs["region_weights"] = layer_balance.apply_layer_set_gains(inputs["region_weights"], gains=gains,
+                                                           style_sets=style_sets, region_style_weights=[blend])
   inputs["region_weights"] = {name: jnp.where(present[name], w, 0.0) for name, w in inputs["region_weights"].items()}
   inputs["style_weights"] = {name: put(w.astype(np.float32), tile_sharding) for name, w in style_weights.items()}
   if config.matting_weight > 0:

@@ -32,6 +32,8 @@ from nst_jax.highres.memory import check_memory
 from nst_jax.io import image_io
 from nst_jax.losses import color, guidance, matting, mrf, octaves, segmentation, structure, swd
 from nst_jax.methods.gatys_terms import loss_weights, make_loss_terms
+from nst_jax.methods.layer_balance import (apply_layer_set_gains, balance_by_target, balances_layer_sets,
+                                           content_layer_weights, layer_set_gains, luminance_style_gain)
 from nst_jax.methods.optimize import StylizeResult, optimize_image
 from nst_jax.methods.stylize_config import (MRF_LAYERS, STYLE_LAYERS, StylizeConfig, blend_weights, check_request,
                                             per_style, start_kind, start_noise, style_layer_sets,
@@ -353,6 +355,14 @@ def build_problem(*, content: np.ndarray | None, styles: Sequence[np.ndarray] | 
                                 region_weights=inputs["region_weights"],
                                 layer_weights=style_layer_weights(config, style_layers))
     inputs["region_weights"] = {name: w * gain for name, w in inputs["region_weights"].items()}
+  if balances_layer_sets(config, len(styles)):
+    gains = layer_set_gains(
+        style_grams=[{name: losses.gram_matrix(style_features(i, 1.0)[name])[0] for name in s}
+                     for i, s in enumerate(style_sets)],
+        style_sets=style_sets, layer_weights=style_layer_weights(config, style_layers))
+    inputs["region_weights"] = apply_layer_set_gains(
+        inputs["region_weights"], gains=gains, style_sets=style_sets,
+        region_style_weights=[r.style_weights for r in regions])
   if config.matting_weight > 0:
     inputs["matting"] = matting.precompute(content, eps=config.matting_eps)  # the colour content is the guide
   if config.laplacian_weight > 0:
@@ -412,40 +422,3 @@ def _region_targets(regions: Sequence[Region], style_layers: Sequence[str],
     targets[name] = jnp.stack([g if g is not None else jnp.zeros_like(like) for g in grams])
     weights[name] = jnp.asarray(region_weights, jnp.float32)
   return targets, weights
-
-
-def content_layer_weights(mean_squares: Mapping[str, jax.Array], *, balance: str) -> dict[str, jax.Array]:
-  """{layer: w_l} of the content loss from each target's mean square mean(P_l^2): 1/L each, or with balance
-  "target" 1/(L mean(P_l^2)), which makes each layer's term a relative error that does not change when the
-  network's activations at that layer are scaled by a constant."""
-  count = len(mean_squares)
-  if balance == "target":
-    return {name: 1.0 / (count * jnp.maximum(jnp.asarray(ms, jnp.float32), 1e-12)) for name, ms in mean_squares.items()}
-  return {name: jnp.asarray(1.0 / count, jnp.float32) for name in mean_squares}
-
-
-def luminance_style_gain(*, colour_targets: Mapping[str, jax.Array], luminance_targets: Mapping[str, jax.Array],
-                         region_weights: Mapping[str, jax.Array], layer_weights: Mapping[str, float]) -> float:
-  """The factor that gives luminance-only transfer the style loss scale of colour transfer: the weighted style loss
-  of an all-zero Gram matrix against the colour style's targets divided by the same against the luminance style's.
-
-  A gray, luminance-matched style has smaller Gram matrices than the colour style's (on hed-vgg16 this factor is
-  4.7 for tubingen + the_scream at 128 px), so at the same weights the content term would count for more than in
-  the colour run the weights were chosen on."""
-  def zero_gram_loss(targets: Mapping[str, jax.Array]) -> float:
-    return sum(layer_weights[name] * float(jnp.sum(region_weights[name] * losses.style_layer_loss(
-        gram=jnp.zeros_like(t), target_gram=t))) for name, t in targets.items())
-  return zero_gram_loss(colour_targets) / max(zero_gram_loss(luminance_targets), 1e-30)
-
-
-def balance_by_target(targets: Mapping[str, jax.Array], region_weights: Mapping[str, jax.Array]) -> dict:
-  """Divides every (layer, region) weight by E_l of an all-zero Gram matrix against that target, ||A||^2 / (4 N^2),
-  so that each layer's style loss is a relative error that starts near 1 whatever the layer's activation scale.
-
-  Raw VGG activations shrink by ~100x from relu1_1 to relu5_1, so E_l (fourth power of the activations) spans
-  ~6 orders of magnitude and the deep layers (large strokes, Gatys et al. 2016 fig. 4) would barely count."""
-  out = {}
-  for name, grams in targets.items():
-    zero_loss = losses.style_layer_loss(gram=jnp.zeros_like(grams), target_gram=grams)  # (R,)
-    out[name] = region_weights[name] / jnp.maximum(zero_loss, 1e-12)
-  return out

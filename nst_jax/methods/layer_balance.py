@@ -1,0 +1,94 @@
+"""How much each layer's loss counts: the content layers' weights, and the style (layer, region) weights'
+rescalings that keep the default loss weights meaningful when the targets' magnitudes change (a luminance-only
+style, layers balanced by their targets, scale mixing of one painting's deep layers with another's shallow ones).
+
+All are computed once from the targets, outside the jitted step, and multiply the 'content_weights' and
+'region_weights' inputs of `nst_jax.methods.gatys_terms.LossTerms`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+
+from nst_jax import losses
+from nst_jax.methods.stylize_config import StylizeConfig
+
+
+def content_layer_weights(mean_squares: Mapping[str, jax.Array], *, balance: str) -> dict[str, jax.Array]:
+  """{layer: w_l} of the content loss from each target's mean square mean(P_l^2): 1/L each, or with balance
+  "target" 1/(L mean(P_l^2)), which makes each layer's term a relative error that does not change when the
+  network's activations at that layer are scaled by a constant."""
+  count = len(mean_squares)
+  if balance == "target":
+    return {name: 1.0 / (count * jnp.maximum(jnp.asarray(ms, jnp.float32), 1e-12)) for name, ms in mean_squares.items()}
+  return {name: jnp.asarray(1.0 / count, jnp.float32) for name in mean_squares}
+
+
+def luminance_style_gain(*, colour_targets: Mapping[str, jax.Array], luminance_targets: Mapping[str, jax.Array],
+                         region_weights: Mapping[str, jax.Array], layer_weights: Mapping[str, float]) -> float:
+  """The factor that gives luminance-only transfer the style loss scale of colour transfer: the weighted style loss
+  of an all-zero Gram matrix against the colour style's targets divided by the same against the luminance style's.
+
+  A gray, luminance-matched style has smaller Gram matrices than the colour style's (on hed-vgg16 this factor is
+  4.7 for tubingen + the_scream at 128 px), so at the same weights the content term would count for more than in
+  the colour run the weights were chosen on."""
+  def zero_gram_loss(targets: Mapping[str, jax.Array]) -> float:
+    return sum(layer_weights[name] * float(jnp.sum(region_weights[name] * losses.style_layer_loss(
+        gram=jnp.zeros_like(t), target_gram=t))) for name, t in targets.items())
+  return zero_gram_loss(colour_targets) / max(zero_gram_loss(luminance_targets), 1e-30)
+
+
+def balance_by_target(targets: Mapping[str, jax.Array], region_weights: Mapping[str, jax.Array]) -> dict:
+  """Divides every (layer, region) weight by E_l of an all-zero Gram matrix against that target, ||A||^2 / (4 N^2),
+  so that each layer's style loss is a relative error that starts near 1 whatever the layer's activation scale.
+
+  Raw VGG activations shrink by ~100x from relu1_1 to relu5_1, so E_l (fourth power of the activations) spans
+  ~6 orders of magnitude and the deep layers (large strokes, Gatys et al. 2016 fig. 4) would barely count."""
+  out = {}
+  for name, grams in targets.items():
+    zero_loss = losses.style_layer_loss(gram=jnp.zeros_like(grams), target_gram=grams)  # (R,)
+    out[name] = region_weights[name] / jnp.maximum(zero_loss, 1e-12)
+  return out
+
+
+def balances_layer_sets(config: StylizeConfig, num_styles: int) -> bool:
+  """Whether scale mixing (`style_layer_sets`, several styles) gets `layer_set_gains`: with the Gram loss and
+  unbalanced layers, where one painting's deep set would otherwise weigh ~1% of another's shallow set."""
+  return (bool(config.style_layer_sets) and num_styles > 1 and config.style_loss == "gram"
+          and config.style_layer_balance == "none")
+
+
+def layer_set_gains(*, style_grams: Sequence[Mapping[str, jax.Array] | None], style_sets: Sequence[Sequence[str]],
+                    layer_weights: Mapping[str, float]) -> list[float]:
+  """Per style, the factor that gives its layer set the weighted style loss of an all-zero Gram matrix,
+  sum over its layers of w_l ||A_l||^2 / (4 N_l^2), of the strongest set (whose factor is 1).
+
+  Scale mixing (Gatys et al. 2017) takes the coarse structure (relu3_1..relu5_1) of one painting and the fine
+  texture (relu1_1, relu2_1) of another. With raw VGG activations the deep set's loss is ~1% of the shallow set's
+  (on hed-vgg16 the factor is ~150 for Starry Night's structure against the Scream's texture at 256 px), so at the
+  default weights the first painting would not show. `style_grams[i]` holds style i's (C, C) Gram matrices of (at
+  least) its set; None for a style that is not used (blend weight 0), whose factor is 1."""
+  zero = [None if grams is None else sum(layer_weights[name] * float(jnp.sum(losses.style_layer_loss(
+      gram=jnp.zeros_like(grams[name]), target_gram=grams[name]))) for name in names)
+      for grams, names in zip(style_grams, style_sets)]
+  strongest = max(z for z in zero if z is not None)
+  return [1.0 if z is None else strongest / max(z, 1e-30) for z in zero]
+
+
+def apply_layer_set_gains(region_weights: Mapping[str, jax.Array], *, gains: Sequence[float],
+                          style_sets: Sequence[Sequence[str]],
+                          region_style_weights: Sequence[Sequence[float]]) -> dict[str, jax.Array]:
+  """Every (layer, region) weight times the blend-weighted mean of the gains of the region's styles that use the
+  layer (their blended Gram target is what that weight multiplies); 1 where none does."""
+  out = {}
+  for name, weights in region_weights.items():
+    factors = []
+    for blend in region_style_weights:
+      parts = [(b, g) for b, g, names in zip(blend, gains, style_sets) if b > 0 and name in names]
+      total = sum(b for b, _ in parts)
+      factors.append(sum(b * g for b, g in parts) / total if parts else 1.0)
+    out[name] = weights * jnp.asarray(factors, jnp.float32)
+  return out
