@@ -14,8 +14,9 @@ Three rows, all on Tübingen with Starry Night:
   (c) scale mixing: coarse structure (relu3_1..relu5_1) from one painting with fine texture (relu1_1, relu2_1)
       from the other, both ways round (style_layer_sets, one layer set per style), at the defaults: each set is
       weighted to the strongest set's loss scale (`nst_jax.methods.layer_balance.layer_set_gains`), so the deep
-      set counts without re-weighting. Octave layers do not mix this way: relu1_1@4 of one painting against relu1_1 of another asks for two palettes, and the
-      optimiser meets both with a low-pass image in one and a high-frequency pattern in the other (GATYS_NOTES §10).
+      set counts without re-weighting (GATYS_NOTES §11). Octave layers do not mix this way: relu1_1@4 of one
+      painting against relu1_1 of another asks for two palettes, and the optimiser meets both with a low-pass
+      image in one and a high-frequency pattern in the other (GATYS_NOTES §10).
 Each result is labelled with its dominant texture wavelength (`nst_jax.metrics.dominant_wavelength`,
 power-weighted mean wavelength of the gray image's spectrum, pixels) and its stroke wavelength
 (`metrics.stroke_wavelength`: the same over the tiles where the photo is flat, the sky and the water, so that the

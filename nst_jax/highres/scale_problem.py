@@ -139,9 +139,10 @@ def build_scale_problem(*, content: np.ndarray | None, styles: Sequence[np.ndarr
   if config.style_layer_balance == "target":
     inputs["region_weights"] = layer_balance.balance_by_target(inputs["style"], inputs["region_weights"])
   elif config.preserve_colors == "luminance" and not segmented:
-    gain = layer_balance.luminance_style_gain(colour_targets=blended_targets(grams_of(raw_styles)), luminance_targets=inputs["style"],
-                                      region_weights=inputs["region_weights"],
-                                      layer_weights=style_layer_weights(config, style_layers))
+    gain = layer_balance.luminance_style_gain(colour_targets=blended_targets(grams_of(raw_styles)),
+                                              luminance_targets=inputs["style"],
+                                              region_weights=inputs["region_weights"],
+                                              layer_weights=style_layer_weights(config, style_layers))
     inputs["region_weights"] = {name: w * gain for name, w in inputs["region_weights"].items()}
   if layer_balance.balances_layer_sets(config, len(styles)):  # several styles, so not segmented
     gains = layer_balance.layer_set_gains(style_grams=grams, style_sets=style_sets,
