@@ -146,9 +146,9 @@ def build_scale_problem(*, content: np.ndarray | None, styles: Sequence[np.ndarr
     inputs["region_weights"] = {name: w * gain for name, w in inputs["region_weights"].items()}
   if layer_balance.balances_layer_sets(config, len(styles)):  # several styles, so not segmented
     gains = layer_balance.layer_set_gains(style_grams=grams, style_sets=style_sets,
-                                  layer_weights=style_layer_weights(config, style_layers))
+                                          layer_weights=style_layer_weights(config, style_layers))
     inputs["region_weights"] = layer_balance.apply_layer_set_gains(inputs["region_weights"], gains=gains,
-                                                           style_sets=style_sets, region_style_weights=[blend])
+                                                                   style_sets=style_sets, region_style_weights=[blend])
   inputs["region_weights"] = {name: jnp.where(present[name], w, 0.0) for name, w in inputs["region_weights"].items()}
   inputs["style_weights"] = {name: put(w.astype(np.float32), tile_sharding) for name, w in style_weights.items()}
   if config.matting_weight > 0:
