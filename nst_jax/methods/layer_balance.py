@@ -27,6 +27,12 @@ def content_layer_weights(mean_squares: Mapping[str, jax.Array], *, balance: str
   return {name: jnp.asarray(1.0 / count, jnp.float32) for name in mean_squares}
 
 
+def zero_gram_loss(target_gram: jax.Array) -> jax.Array:
+  """E_l of an all-zero Gram matrix against `target_gram` ((..., C, C), one per region), ||A||^2 / (4 N^2): the
+  style loss a layer starts from when the image has no activation there, a measure of that target's scale."""
+  return losses.style_layer_loss(gram=jnp.zeros_like(target_gram), target_gram=target_gram)
+
+
 def luminance_style_gain(*, colour_targets: Mapping[str, jax.Array], luminance_targets: Mapping[str, jax.Array],
                          region_weights: Mapping[str, jax.Array], layer_weights: Mapping[str, float]) -> float:
   """The factor that gives luminance-only transfer the style loss scale of colour transfer: the weighted style loss
@@ -35,10 +41,10 @@ def luminance_style_gain(*, colour_targets: Mapping[str, jax.Array], luminance_t
   A gray, luminance-matched style has smaller Gram matrices than the colour style's (on hed-vgg16 this factor is
   4.7 for tubingen + the_scream at 128 px), so at the same weights the content term would count for more than in
   the colour run the weights were chosen on."""
-  def zero_gram_loss(targets: Mapping[str, jax.Array]) -> float:
-    return sum(layer_weights[name] * float(jnp.sum(region_weights[name] * losses.style_layer_loss(
-        gram=jnp.zeros_like(t), target_gram=t))) for name, t in targets.items())
-  return zero_gram_loss(colour_targets) / max(zero_gram_loss(luminance_targets), 1e-30)
+  def weighted(targets: Mapping[str, jax.Array]) -> float:
+    return sum(layer_weights[name] * float(jnp.sum(region_weights[name] * zero_gram_loss(t)))
+               for name, t in targets.items())
+  return weighted(colour_targets) / max(weighted(luminance_targets), 1e-30)
 
 
 def balance_by_target(targets: Mapping[str, jax.Array], region_weights: Mapping[str, jax.Array]) -> dict:
@@ -47,11 +53,7 @@ def balance_by_target(targets: Mapping[str, jax.Array], region_weights: Mapping[
 
   Raw VGG activations shrink by ~100x from relu1_1 to relu5_1, so E_l (fourth power of the activations) spans
   ~6 orders of magnitude and the deep layers (large strokes, Gatys et al. 2016 fig. 4) would barely count."""
-  out = {}
-  for name, grams in targets.items():
-    zero_loss = losses.style_layer_loss(gram=jnp.zeros_like(grams), target_gram=grams)  # (R,)
-    out[name] = region_weights[name] / jnp.maximum(zero_loss, 1e-12)
-  return out
+  return {name: region_weights[name] / jnp.maximum(zero_gram_loss(grams), 1e-12) for name, grams in targets.items()}
 
 
 def balances_layer_sets(config: StylizeConfig, num_styles: int) -> bool:
@@ -72,9 +74,9 @@ def layer_set_gains(*, style_grams: Sequence[Mapping[str, jax.Array] | None], st
   other way round), so at the
   default weights the first painting would not show. `style_grams[i]` holds style i's (C, C) Gram matrices of (at
   least) its set; None for a style that is not used (blend weight 0), whose factor is 1."""
-  zero = [None if grams is None else sum(layer_weights[name] * float(jnp.sum(losses.style_layer_loss(
-      gram=jnp.zeros_like(grams[name]), target_gram=grams[name]))) for name in names)
-      for grams, names in zip(style_grams, style_sets)]
+  zero = [None if grams is None else sum(layer_weights[name] * float(jnp.sum(zero_gram_loss(grams[name])))
+                                         for name in names)
+          for grams, names in zip(style_grams, style_sets)]
   strongest = max(z for z in zero if z is not None)
   return [1.0 if z is None else strongest / max(z, 1e-30) for z in zero]
 
