@@ -150,7 +150,7 @@ def test_colors_start_follows_the_blend_and_yields_to_preserved_colors(demo_pair
   assert start_kind(StylizeConfig()) == "colors"
   assert start_kind(StylizeConfig(preserve_colors="luminance")) == "content"
   assert start_kind(StylizeConfig(preserve_colors="histogram")) == "content"
-  assert start_noise(StylizeConfig()) == 0.1 and start_noise(StylizeConfig(preserve_colors="luminance")) == 0.3
+  assert start_noise(StylizeConfig()) == 0.2 and start_noise(StylizeConfig(preserve_colors="luminance")) == 0.3
   assert start_noise(StylizeConfig(preserve_colors="luminance", init_noise=0.0)) == 0.0
 
 

@@ -53,7 +53,7 @@ def define_flags(fv: flags.FlagValues, *, synthesis: bool = False) -> Sections:
       fv, defaults=defaults, init_help="Initial image: colors (the content in the styles' colour mean and "
       "covariance; the content itself with --preserve_colors), content, noise, style, or an image path.")
   flags.DEFINE_float("init_noise", defaults.init_noise, "Share of white noise blended into the start (not 'noise'): "
-                     "lets flat areas (sky, walls) take the style's texture (default 0.1; 0.3 with "
+                     "lets flat areas (sky, walls) take the style's texture (default 0.2; 0.3 with "
                      "--preserve_colors).", flag_values=fv)
   flags.DEFINE_enum("start_colors", defaults.start_colors, list(color.START_COLOR_METHODS), "How --init colors "
                     "recolours the content: moments (colour mean and covariance) or distribution (the painting's "

@@ -82,7 +82,7 @@ class StylizeConfig:
   init: str = "colors"
   # Share of white noise blended into a content, colours, style or file start: an area of the start that is flat
   # gets the same gradient at every pixel and stays flat, so without it skies and walls stay un-styled. None:
-  # `start_noise` (0.1; 0.3 when colours are preserved).
+  # `start_noise` (0.2; 0.3 when colours are preserved).
   init_noise: float | None = None
   # How 'colors' moves the content's colours to the styles': distribution (the whole colour distribution,
   # `color.match_region_distributions`) or moments (mean and covariance, a linear map, which turns a painting of a
@@ -195,12 +195,14 @@ def start_kind(config: StylizeConfig) -> str:
 
 
 def start_noise(config: StylizeConfig) -> float:
-  """`config.init_noise`, or by default 0.1, and 0.3 with --preserve_colors: the gray or recoloured content is
+  """`config.init_noise`, or by default 0.2, and 0.3 with --preserve_colors: the gray or recoloured content is
   already close to the style's luminance statistics at the fine layers that dominate the loss, so it needs more
-  noise to leave the photo's flat areas (experiments/GATYS_NOTES.md §5)."""
+  noise to leave the photo's flat areas (experiments/GATYS_NOTES.md §5). With 0.1 a dark smooth area (water in a
+  two-style blend at 512 px), whose style gradient per pixel is ~25x weaker than the sky's, lost its texture
+  during the run (§12)."""
   if config.init_noise is not None:
     return config.init_noise
-  return 0.3 if config.preserve_colors != "none" else 0.1
+  return 0.3 if config.preserve_colors != "none" else 0.2
 
 
 def blend_weights(config: StylizeConfig, num_styles: int) -> np.ndarray:
