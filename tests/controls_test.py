@@ -186,8 +186,9 @@ def test_mrf_composes_with_masks(weights, content, swirl, mosaic):
   top = np.zeros((h, w), np.float32)
   top[: h // 2] = 1.0
   result = gatys.stylize(content=content, styles=[swirl, mosaic], weights=weights, style_masks=[top, 1 - top],
-                         config=StylizeConfig(size=48, iterations=15, style_loss="mrf", **FAST),
+                         config=StylizeConfig(size=48, iterations=25, style_loss="mrf", **FAST),
                          progress=False)
+  # The MRF loss has a floor (the nearest style patches are not the output's): the run ends ~2.1x below its start.
   assert result.final_terms["style"] < 0.5 * result.initial_terms["style"]
   # The swirl's blues go to the top region, the mosaic's reds to the bottom.
   small_top = guidance.resize_mask(top, *result.image.shape[:2]) > 0.5
