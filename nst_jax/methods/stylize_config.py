@@ -195,11 +195,13 @@ def start_kind(config: StylizeConfig) -> str:
 
 
 def start_noise(config: StylizeConfig) -> float:
-  """`config.init_noise`, or by default 0.2, and 0.3 with --preserve_colors: the gray or recoloured content is
-  already close to the style's luminance statistics at the fine layers that dominate the loss, so it needs more
-  noise to leave the photo's flat areas (experiments/GATYS_NOTES.md §5). With 0.1 a dark smooth area (water in a
-  two-style blend at 512 px), whose style gradient per pixel is ~25x weaker than the sky's, lost its texture
-  during the run (§12)."""
+  """Amplitude of the start image's noise: `config.init_noise` when set, otherwise 0.2, and 0.3 with
+  --preserve_colors.
+
+  0.2: with 0.1, a dark smooth area (the water of a two-style blend at 512 px), whose style gradient per pixel is
+  ~25x weaker than the sky's, lost its texture during the run (experiments/GATYS_NOTES.md §12). 0.3 with colour
+  preservation: the gray or recoloured content is already close to the style's luminance statistics at the fine
+  layers that dominate the loss, so it needs more noise to leave the photo's flat areas (GATYS_NOTES.md §5)."""
   if config.init_noise is not None:
     return config.init_noise
   return 0.3 if config.preserve_colors != "none" else 0.2
