@@ -3,7 +3,7 @@ defaults (no re-weighting).
 
 Run (from the repository root):
   python experiments/gatys2017_scale.py --quick   # 96 px, 50 L-BFGS iterations: a few minutes, 2-core CPU
-  python experiments/gatys2017_scale.py --size 256 --iterations 150   # the stroke-size numbers of GATYS_NOTES §10
+  python experiments/gatys2017_scale.py --size 256 --iterations 150   # the stroke-size numbers of GATYS_NOTES §13
   python experiments/gatys2017_scale.py           # 512 px, 500 iterations (GPU advised)
 
 Three rows, all on Tübingen with Starry Night:
@@ -25,8 +25,8 @@ photo's layout does not count; tiles of an eighth of the long side, so at 96 px 
 Writes outputs/gatys2017_scale/sheet.png and results.json (per run: settings, loss terms, seconds, wavelengths;
 for (a) whether the wavelength grows with the scale; for (b) `stroke_spread`, coarse over fine).
 
-Expected (256 px, 150 iterations, measured and seen: experiments/GATYS_NOTES.md §10): the stroke wavelength of
-the presets rises fine < medium < coarse, coarse at least 1.5x fine; fine is the small-swirl texture of the
+Expected (256 px, 150 iterations, measured and seen: experiments/GATYS_NOTES.md §13): the stroke wavelength of the
+presets rises fine < medium < coarse, coarse at least 1.5x fine (1.54x); fine is the small-swirl texture of the
 default, coarse paints Starry Night's large swirls and round yellow stars over the sky and the town.
 """
 
