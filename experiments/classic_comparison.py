@@ -2,7 +2,7 @@
 
 Run (from the repository root; needs ../shared/data/reference/neural-style/, skips cleanly without it):
   python experiments/classic_comparison.py --quick --pairs golden_gate_starry,tubingen_scream   # 256 px
-  python experiments/classic_comparison.py --quick          # all 18 reference pictures at 256 px (~2 h, 2 cores)
+  python experiments/classic_comparison.py --quick          # all 18 reference pictures at 256 px (~65 min, 2 cores)
   python experiments/classic_comparison.py                  # 512 px, the stylize defaults (~13 min per picture)
   python experiments/classic_comparison.py --quick --set style_loss=swd --set tv_weight=1 --out_dir outputs/x
       # any StylizeConfig field: the variants of the study in experiments/GATYS_NOTES.md
