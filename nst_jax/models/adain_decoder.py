@@ -23,7 +23,7 @@ import numpy as np
 
 from nst_jax.errors import NSTError
 from nst_jax.io import checkpoint
-from nst_jax.models import adain_student, vgg
+from nst_jax.models import adain_student, layers, vgg
 from nst_jax.weights.format import VGGWeights
 from nst_jax.weights.store import weights_dir
 
@@ -70,24 +70,8 @@ def skip_layers(arch: str) -> dict[str, str]:
 _UPSAMPLE_AFTER = ("dec4_1", "dec3_1", "dec2_1")
 
 
-def _reflect_conv(x: jax.Array, kernel: jax.Array, bias: jax.Array) -> jax.Array:
-  """3x3 convolution of the reflection-padded `x` (output the size of `x`).
-
-  Computed as a zero-padded ('same') convolution of the padded input, cropped: the same values as a 'valid'
-  convolution of the padded input, but XLA:CPU runs 'same' convolutions 3-5x faster than 'valid' ones (measured,
-  experiments/ADAIN_NOTES.md)."""
-  x = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="reflect")
-  y = jax.lax.conv_general_dilated(x, kernel.astype(x.dtype), (1, 1), "SAME",
-                                   dimension_numbers=("NHWC", "HWIO", "NHWC"))[:, 1:-1, 1:-1]
-  return y + bias.astype(x.dtype)
-
-
-def upsample_nearest(x: jax.Array) -> jax.Array:
-  """2x nearest-neighbour upsampling of an NHWC batch."""
-  return jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
-
-
-PADDINGS = ("reflect", "zero")
+PADDINGS = layers.PADDINGS
+upsample_nearest = layers.upsample_nearest
 
 
 class Decoder(nn.Module):
@@ -130,7 +114,7 @@ class Decoder(nn.Module):
       if self.padding == "zero":
         x = vgg.conv3x3(x, kernel.astype(x.dtype)) + bias.astype(x.dtype)
       else:
-        x = _reflect_conv(x, kernel, bias)
+        x = layers.reflect_conv3x3(x, kernel, bias)
       if name != names[-1]:
         x = nn.relu(x)
         if valid is not None:
@@ -148,30 +132,12 @@ def _variance_scale(name: str, names: Sequence[str]) -> float:
   return 0.01 if name == names[-1] else 1.0
 
 
-# Standard deviation of a unit normal truncated to [-2, 2]: dividing by it gives the truncated draw unit variance.
-_TRUNCATED_STD = 0.87962566103423978
-
-
 def init_decoder(arch: str, width: int = 64, *, seed: int = 0, skip_width: int = 0) -> dict:
-  """Fresh decoder parameters: flat {'decX_Y/kernel': ..., 'decX_Y/bias': ...} (float32 NumPy arrays).
-
-  Drawn with NumPy from the distribution of `Decoder`'s initialisers (fan-in variance scaling, normal truncated at
-  two standard deviations, zero biases), layer by layer from one generator seeded by `seed`. NumPy rather than
-  `Decoder.init`: XLA compiles JAX's threefry random bits slowly on a CPU (3-5 s per decoder configuration, more
-  than a training step), and the draw needs no accelerator."""
-  rng = np.random.default_rng(seed)
+  """Fresh decoder parameters: flat {'decX_Y/kernel': ..., 'decX_Y/bias': ...} (float32 NumPy arrays), drawn from
+  the distribution of `Decoder`'s initialisers (`layers.truncated_normal_convs`)."""
   shapes = decoder_shapes(arch, width, skip_width)
-  params = {}
-  for name, (kshape, bshape) in shapes.items():
-    std = np.sqrt(_variance_scale(name, list(shapes)) / np.prod(kshape[:-1])) / _TRUNCATED_STD
-    draw = rng.standard_normal(kshape)
-    outside = np.abs(draw) > 2.0
-    while outside.any():  # rejection sampling: redraw the values outside [-2, 2]
-      draw[outside] = rng.standard_normal(int(outside.sum()))
-      outside = np.abs(draw) > 2.0
-    params[name + "/kernel"] = (std * draw).astype(np.float32)
-    params[name + "/bias"] = np.zeros(bshape, np.float32)
-  return params
+  names = list(shapes)
+  return layers.truncated_normal_convs(shapes, seed=seed, variance_scale=lambda name: _variance_scale(name, names))
 
 
 def decode(dec_params: Mapping, feats: jax.Array, *, arch: str, width: int, padding: str = "reflect",

@@ -1,0 +1,86 @@
+"""`python -m nst_jax train-wct`: trains the WCT decoders for reconstruction (`nst_jax.methods.wct.train`) as one
+resumable job, and exports them as the shipped decoder file.
+
+  python -m nst_jax train-wct --out_dir runs/wct                   # train (rerun the same command to resume)
+  python -m nst_jax train-wct --out_dir runs/wct --export weights/wct-decoders-hed-vgg16.npz
+
+Data: --content_dirs and --style_dirs (default ../shared/data/train/photos and paintings, relative to the
+repository); the held-out split of `nst_jax.methods.adain_eval` is never trained on, and export measures each
+level's reconstruction PSNR on it.
+"""
+
+from __future__ import annotations
+
+import pathlib
+
+from absl import flags
+
+from nst_jax.cli.command import Command, Sections
+from nst_jax.errors import NSTError
+from nst_jax.methods import adain_data, adain_eval
+from nst_jax.methods.wct import runs, train as wct_train
+from nst_jax.models import wct_decoder
+from nst_jax.weights.store import resolve_weights
+
+DATA = pathlib.Path(__file__).resolve().parents[2].parent / "shared" / "data"
+
+
+def define_flags(fv: flags.FlagValues) -> Sections:
+  flags.DEFINE_string("out_dir", None, "Folder of the run: one checkpoint folder per level.", flag_values=fv)
+  flags.DEFINE_list("levels", list(wct_decoder.LEVELS), "Levels to train (or export).", flag_values=fv)
+  flags.DEFINE_list("steps", [], "Steps per level, in the order of --levels (default "
+                    + ", ".join(f"{k} {v}" for k, v in runs.DEFAULT_STEPS.items()) + ").", flag_values=fv)
+  flags.DEFINE_integer("width", 32, "Decoder width (64: the encoder's channel counts).", flag_values=fv)
+  flags.DEFINE_enum("padding", "reflect", ["reflect", "zero"], "Decoder convolution padding.", flag_values=fv)
+  flags.DEFINE_integer("crop", 128, "Training crop side in px.", flag_values=fv)
+  flags.DEFINE_integer("batch", 4, "Photos per step, and as many paintings.", flag_values=fv)
+  flags.DEFINE_float("lr", 1e-3, "Peak Adam learning rate (warm-up, cosine decay).", flag_values=fv)
+  flags.DEFINE_float("feature_weight", 1.0, "Weight of the relative feature loss at the level.", flag_values=fv)
+  flags.DEFINE_integer("seed", 0, "Seeds the initial parameters and every batch.", flag_values=fv)
+  flags.DEFINE_float("chunk_seconds", 600.0, "Seconds per level before moving to the next (round-robin).",
+                     flag_values=fv)
+  flags.DEFINE_list("content_dirs", [str(DATA / "train" / "photos")], "Folders of content photos.", flag_values=fv)
+  flags.DEFINE_list("style_dirs", [str(DATA / "train" / "paintings")], "Folders of paintings.", flag_values=fv)
+  flags.DEFINE_string("export", None, "Instead of training, write the decoder file of --levels here.",
+                      flag_values=fv)
+  flags.DEFINE_string("weights", "hed-vgg16", "The encoder's VGG weights.", flag_values=fv)
+  return [("run", ["out_dir", "levels", "steps", "chunk_seconds", "export", "weights"]),
+          ("training", ["width", "padding", "crop", "batch", "lr", "feature_weight", "seed"]),
+          ("data", ["content_dirs", "style_dirs"])]
+
+
+def configs(fv: flags.FlagValues) -> list[wct_train.TrainConfig]:
+  steps = [int(s) for s in fv.steps] if fv.steps else [runs.DEFAULT_STEPS[l] for l in fv.levels]
+  if len(steps) != len(fv.levels):
+    raise NSTError(f"--steps needs one count per level ({len(fv.levels)}), got {len(steps)}")
+  return [wct_train.TrainConfig(layer=layer, width=fv.width, padding=fv.padding, crop=fv.crop, batch=fv.batch,
+                                steps=n, lr=fv.lr, feature_weight=fv.feature_weight, seed=fv.seed)
+          for layer, n in zip(fv.levels, steps)]
+
+
+def run(fv: flags.FlagValues, positional: list[str]) -> None:
+  del positional
+  if not fv.out_dir:
+    raise NSTError("--out_dir is required")
+  for layer in fv.levels:
+    if layer not in wct_decoder.LEVELS:
+      raise NSTError(f"--levels: unknown level {layer!r}; expected some of {', '.join(wct_decoder.LEVELS)}")
+  weights = resolve_weights(fv.weights)
+  holdout = adain_eval.holdout_names()
+  if fv.export:
+    contents, styles = adain_eval.load_holdout(DATA)
+    runs.export(fv.out_dir, fv.levels, weights, fv.export, holdout={**contents, **styles},
+                info={"data": {"content_dirs": fv.content_dirs, "style_dirs": fv.style_dirs,
+                               "holdout": list(holdout)}, "command": "python -m nst_jax train-wct"})
+    print(f"wrote {fv.export}")
+    return
+  contents = adain_data.ImagePool(adain_data.list_images(fv.content_dirs, exclude=holdout), max_side=512)
+  styles = adain_data.ImagePool(adain_data.list_images(fv.style_dirs, exclude=holdout), max_side=512)
+  print(f"{len(contents)} photos, {len(styles)} paintings; levels {', '.join(fv.levels)}")
+  runs.train_levels(configs(fv), weights, contents, styles, out_dir=fv.out_dir, chunk_seconds=fv.chunk_seconds)
+
+
+COMMAND = Command(
+    name="train-wct", prog="python -m nst_jax train-wct", usage="--out_dir DIR [--export FILE] [flags]",
+    description="Trains (or resumes, or exports) the reconstruction decoders of WCT, one per level.",
+    define_flags=define_flags, run=run)

@@ -1,0 +1,113 @@
+"""Training all WCT decoders as one resumable background job, and exporting them as one shipped file.
+
+`train_levels` trains the levels round-robin, each for at most `chunk_seconds` at a time, so that every level has a
+usable checkpoint early and a job stopped anywhere loses at most one chunk: rerunning the same call resumes every
+level from its own `out_dir/<level>/checkpoint.npz`. `export` gathers the levels' current parameters, measures each
+level's reconstruction PSNR on held-out images and writes the decoder file (`nst_jax.models.wct_decoder`) with
+every level's lineage.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+from collections.abc import Callable, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from nst_jax.methods import adain_eval
+from nst_jax.methods.wct import train as wct_train
+from nst_jax.models import wct_decoder
+from nst_jax.weights.format import VGGWeights
+
+# Steps per level (the cosine schedule of each ends there): the deep levels invert more and cost more per step.
+DEFAULT_STEPS = {"relu1_1": 800, "relu2_1": 1500, "relu3_1": 2000, "relu4_1": 3000, "relu5_1": 3000}
+
+
+def level_dir(out_dir: str | pathlib.Path, layer: str) -> pathlib.Path:
+  return pathlib.Path(out_dir) / layer
+
+
+def make_level_trainer(config: wct_train.TrainConfig, weights: VGGWeights, out_dir: str | pathlib.Path,
+                       contents: Sequence[np.ndarray], styles: Sequence[np.ndarray]) -> wct_train.Trainer:
+  """The level's trainer; its decoder input scale comes from its checkpoint if there is one, else from the batch
+  of step 0 (so a resumed run keeps the scale it started with)."""
+  ckpt = level_dir(out_dir, config.layer) / "checkpoint.npz"
+  if ckpt.exists():
+    scale = float(wct_train.read_checkpoint_meta(ckpt)["input_scale"])
+  else:
+    scale = wct_train.input_scale_for(weights.params, wct_train.first_batch(contents, styles, config),
+                                      arch=weights.arch, preprocessing=weights.preprocessing, layer=config.layer)
+  return wct_train.make_trainer(config, arch=weights.arch, params=weights.params,
+                                preprocessing=weights.preprocessing, encoder_sha256=weights.source_sha256,
+                                input_scale=scale)
+
+
+def train_levels(configs: Sequence[wct_train.TrainConfig], weights: VGGWeights, contents: Sequence[np.ndarray],
+                 styles: Sequence[np.ndarray], *, out_dir: str | pathlib.Path, chunk_seconds: float = 600.0,
+                 log: Callable[[str], None] = print) -> None:
+  """Trains every level of `configs` to its `steps`, round-robin in chunks of `chunk_seconds`, resuming each."""
+  trainers = {c.layer: make_level_trainer(c, weights, out_dir, contents, styles) for c in configs}
+
+  def step_of(layer: str) -> int:
+    ckpt = level_dir(out_dir, layer) / "checkpoint.npz"
+    return int(wct_train.read_checkpoint_meta(ckpt)["step"]) if ckpt.exists() else 0
+
+  while True:
+    pending = [c for c in configs if step_of(c.layer) < c.steps]
+    if not pending:
+      log("every level has reached its steps")
+      return
+    for config in pending:
+      wct_train.train(trainers[config.layer], contents, styles, out_dir=level_dir(out_dir, config.layer),
+                      max_seconds=chunk_seconds, log=log)
+
+
+def reconstruction_psnr(level: wct_decoder.LevelDecoder, layer: str, weights: VGGWeights,
+                        images: Mapping[str, np.ndarray]) -> dict[str, float]:
+  """{image name: PSNR of the level's reconstruction}; each image is cropped to a multiple of the level's stride."""
+  stride = 2 ** (int(layer[4]) - 1)
+  enc = jax.device_put(level_encoder_params(weights, layer))
+
+  @jax.jit
+  def roundtrip(enc_params, dec_params, image):
+    feats = wct_train.encode(enc_params, image, arch=weights.arch, preprocessing=weights.preprocessing, layer=layer)
+    return wct_decoder.decode(dataclasses.replace(level, params=dec_params), feats, arch=weights.arch, layer=layer)
+
+  out = {}
+  for name, image in images.items():
+    h, w = (image.shape[0] // stride) * stride, (image.shape[1] // stride) * stride
+    crop = np.asarray(image[:h, :w], np.float32)
+    recon = np.asarray(roundtrip(enc, level.params, jnp.asarray(crop[None])))[0]
+    out[name] = adain_eval.psnr(np.clip(recon, 0, 1), crop)
+  return out
+
+
+def level_encoder_params(weights: VGGWeights, layer: str) -> dict:
+  return {k: v for k, v in weights.params.items() if k in wct_decoder.encoder_convs(weights.arch, layer)}
+
+
+def export(out_dir: str | pathlib.Path, layers: Sequence[str], weights: VGGWeights, path: str | pathlib.Path, *,
+           holdout: Mapping[str, np.ndarray], info: Mapping | None = None,
+           log: Callable[[str], None] = print) -> wct_decoder.DecoderSet:
+  """Writes the decoder file of `layers` from their training checkpoints under `out_dir`, each level's info
+  holding its config, step, last losses and held-out PSNR (mean and per image)."""
+  levels = {}
+  for layer in layers:
+    ckpt = level_dir(out_dir, layer) / "checkpoint.npz"
+    meta = wct_train.read_checkpoint_meta(ckpt)
+    config = wct_train.TrainConfig(**meta["config"])
+    _, arrays = wct_train.checkpoint.read(ckpt, what="WCT training checkpoint")
+    params = {k[len("params/"):]: np.asarray(v, np.float32) for k, v in arrays.items() if k.startswith("params/")}
+    level = wct_decoder.LevelDecoder(params, config.width, config.padding, float(meta["input_scale"]))
+    scores = reconstruction_psnr(level, layer, weights, holdout)
+    losses = [h for h in meta["history"] if "loss" in h]
+    level.info = {"config": meta["config"], "step": meta["step"], "last_losses": losses[-1] if losses else {},
+                  "holdout_psnr_mean": float(np.mean(list(scores.values()))), "holdout_psnr": scores}
+    log(f"{layer}: step {meta['step']}, held-out PSNR {level.info['holdout_psnr_mean']:.2f} dB")
+    levels[layer] = level
+  decoders = wct_decoder.DecoderSet(levels, weights.arch, weights.source_sha256, weights.source, dict(info or {}))
+  wct_decoder.save_decoders(path, decoders)
+  return decoders
