@@ -96,7 +96,7 @@ def wct(content: jax.Array, style: StyleTransform, *, eps: float = EPS,
 
 def transform(content: jax.Array, styles: Sequence[StyleTransform], *, alpha: float | jax.Array = 1.0,
               style_weights: jax.Array | None = None, masks: jax.Array | None = None,
-              eps: float = EPS) -> jax.Array:
+              weights: jax.Array | None = None, eps: float = EPS) -> jax.Array:
   """WCT of (H, W, C) content features with several styles, blended with the content by `alpha`.
 
   Args:
@@ -106,14 +106,16 @@ def transform(content: jax.Array, styles: Sequence[StyleTransform], *, alpha: fl
     style_weights: (K,) non-negative blend weights of the styles' transforms (normalised to sum 1); default equal.
     masks: (K, H, W) region weights at this level's resolution, one per style: region k is whitened with its own
       statistics and coloured with style k; each position takes the mask-weighted sum (masks should sum to 1).
+    weights: (H, W) weights of the positions whose statistics count (e.g. 0 on padding); default all.
     eps: eigenvalue regularisation (see the module docstring).
   """
   k = len(styles)
   if masks is not None:
-    out = sum(masks[i][..., None] * wct(content, styles[i], eps=eps, weights=masks[i]) for i in range(k))
+    region = [masks[i] if weights is None else masks[i] * weights for i in range(k)]
+    out = sum(masks[i][..., None] * wct(content, styles[i], eps=eps, weights=region[i]) for i in range(k))
   else:
     w = jnp.ones((k,), jnp.float32) if style_weights is None else jnp.asarray(style_weights, jnp.float32)
     w = w / jnp.sum(w)
-    whitened = whiten(content, eps=eps)  # the same for every style: whiten once
+    whitened = whiten(content, eps=eps, weights=weights)  # the same for every style: whiten once
     out = sum(w[i] * (whitened @ styles[i].coloring + styles[i].mean) for i in range(k))
   return alpha * out + (1.0 - alpha) * content

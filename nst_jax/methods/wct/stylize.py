@@ -1,0 +1,199 @@
+"""Universal style transfer (Li et al. 2017): the coarse-to-fine WCT cascade over the encoder's levels.
+
+For each level l of relu5_1, relu4_1, ..., relu1_1 (or the chosen subset, deepest first): encode the current image
+to relu_l, whiten and colour its features with the style's (`nst_jax.methods.wct.ops.transform`; several styles
+blended, or one per masked region), blend with the image's own features by alpha, and decode with that level's
+reconstruction decoder (`nst_jax.models.wct_decoder`); the decoded image is the next level's input. The deep
+levels lay down the style's large shapes, the shallow ones its colours and fine texture.
+
+A style is needed only as its per-level mean and colouring matrix (`style_transforms`), computed with one encoder
+pass. Images are reflect-padded to a multiple of the deepest level's stride, and the padding is left out of the
+content statistics.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from nst_jax.errors import NSTError
+from nst_jax.losses import color
+from nst_jax.methods.wct import ops
+from nst_jax.models import vgg, wct_decoder
+from nst_jax.models.preprocessing import Preprocessing
+from nst_jax.weights.format import VGGWeights
+
+COLOR_MODES = color.COLOR_MODES
+
+
+@dataclasses.dataclass(frozen=True)
+class Model:
+  """The encoder and the decoders of the levels, ready to run (`make_model`)."""
+
+  arch: str
+  preprocessing: Preprocessing
+  enc_params: Any
+  decoders: Mapping[str, wct_decoder.LevelDecoder]  # parameters on the device
+  encoder_id: str
+
+  @property
+  def levels(self) -> tuple[str, ...]:
+    """The levels this model has decoders for, coarse to fine."""
+    return tuple(layer for layer in wct_decoder.LEVELS if layer in self.decoders)
+
+  def spec(self, layer: str) -> tuple:
+    """The static (hashable) part of a level that selects its compiled executable."""
+    d = self.decoders[layer]
+    return (self.arch, self.preprocessing, layer, d.width, d.padding, d.input_scale)
+
+
+def make_model(weights: VGGWeights, decoders: wct_decoder.DecoderSet) -> Model:
+  """The model of a decoder file and the encoder weights it was trained with (NSTError for any other pair)."""
+  if decoders.arch != weights.arch or decoders.encoder_sha256 != weights.source_sha256:
+    raise NSTError(f"--decoders were trained with the {decoders.arch} encoder sha256 {decoders.encoder_sha256[:12]} "
+                   f"({decoders.encoder_source}), but --weights is {weights.arch} sha256 "
+                   f"{weights.source_sha256[:12]} ({weights.source}); use the matching --weights or decoders")
+  levels = {k: dataclasses.replace(v, params=jax.device_put(v.params)) for k, v in decoders.levels.items()}
+  deepest = vgg.deepest_layer(weights.arch, tuple(levels))
+  enc = jax.device_put(vgg.params_for(weights.arch, weights.params, (deepest,)))
+  return Model(weights.arch, weights.preprocessing, enc, levels, weights.source_sha256)
+
+
+def _stride(layer: str) -> int:
+  return 2 ** (int(layer[4]) - 1)
+
+
+def _encode(enc_params, image: jax.Array, *, arch: str, preprocessing: Preprocessing,
+            layers: tuple[str, ...]) -> dict[str, jax.Array]:
+  sub = vgg.params_for(arch, dict(enc_params), layers)
+  return vgg.VGG(arch, layers, pooling="max").apply({"params": sub}, preprocessing.apply(image))
+
+
+@functools.partial(jax.jit, static_argnames=("arch", "preprocessing", "layers", "eps"))
+def _style_transforms_jit(enc_params, image, *, arch, preprocessing, layers, eps):
+  feats = _encode(enc_params, image[None], arch=arch, preprocessing=preprocessing, layers=layers)
+  return {layer: ops.style_transform(feats[layer][0], eps=eps) for layer in layers}
+
+
+def style_transforms(model: Model, style: np.ndarray, *, eps: float = ops.EPS) -> dict[str, ops.StyleTransform]:
+  """{level: the style's mean and colouring matrix} at every level of the model, from one encoder pass."""
+  style = np.asarray(style, np.float32)
+  if min(style.shape[:2]) < _stride(model.levels[0]):
+    raise NSTError(f"--style: an image of {style.shape[1]}x{style.shape[0]} px is too small for WCT (at least "
+                   f"{_stride(model.levels[0])} px a side)")
+  return _style_transforms_jit(model.enc_params, style, arch=model.arch, preprocessing=model.preprocessing,
+                               layers=model.levels, eps=eps)
+
+
+@functools.partial(jax.jit, static_argnames=("spec", "eps"))
+def _level_jit(enc_params, dec_params, image, valid, means, colorings, style_weights, masks, alpha, *, spec, eps):
+  """One level of the cascade on a (1, H, W, 3) image; `valid` (H/s, W/s) weighs the statistics' positions."""
+  arch, preprocessing, layer, width, padding, input_scale = spec
+  feats = _encode(enc_params, image, arch=arch, preprocessing=preprocessing, layers=(layer,))[layer][0]
+  styles = [ops.StyleTransform(m, c) for m, c in zip(means, colorings)]
+  target = ops.transform(feats, styles, alpha=alpha, style_weights=style_weights, masks=masks, weights=valid,
+                         eps=eps)
+  level = wct_decoder.LevelDecoder(dec_params, width, padding, input_scale)
+  return wct_decoder.decode(level, target[None], arch=arch, layer=layer)
+
+
+def _masks_at(masks: np.ndarray, stride: int) -> np.ndarray:
+  """(K, H, W) masks averaged over stride x stride blocks (H, W multiples of `stride`)."""
+  k, h, w = masks.shape
+  return masks.reshape(k, h // stride, stride, w // stride, stride).mean(axis=(2, 4))
+
+
+def _alphas(alpha: float | Mapping[str, float], levels: Sequence[str]) -> dict[str, float]:
+  values = dict(alpha) if isinstance(alpha, Mapping) else {layer: float(alpha) for layer in levels}
+  for layer in levels:
+    if layer not in values:
+      raise NSTError(f"--alpha gives no value for level {layer}")
+    if not 0.0 <= values[layer] <= 1.0:
+      raise NSTError(f"--alpha must be in [0, 1], got {values[layer]} for {layer}")
+  return values
+
+
+def stylize(content: np.ndarray, styles: Sequence[np.ndarray], *, model: Model,
+            alpha: float | Mapping[str, float] = 1.0, style_weights: Sequence[float] | None = None,
+            masks: np.ndarray | None = None, preserve_colors: str = "none", levels: Sequence[str] | None = None,
+            transforms: Sequence[Mapping[str, ops.StyleTransform]] | None = None,
+            eps: float = ops.EPS) -> np.ndarray:
+  """Stylised (H, W, 3) float image in [0, 1] of `content` with `styles`, by the WCT cascade.
+
+  Args:
+    content: RGB [0, 1] (H, W, 3).
+    styles: RGB [0, 1] style images (any sizes); [] when `transforms` are given.
+    model: `make_model`'s.
+    alpha: content/style blend of the features, one number or {level: number}.
+    style_weights: blend weights of the styles (normalised); not with `masks`.
+    masks: (K, H, W) one region mask per style in content space (each region takes its style's transform).
+    preserve_colors: 'luminance' (the result's luma on the content's chroma, styles luma-matched first) or
+      'histogram' (the styles recoloured to the content's colour distribution first), else 'none'.
+    levels: the levels to run, any subset of the model's (default all), run coarse to fine.
+    transforms: the styles' `style_transforms` (e.g. cached), instead of the style images.
+    eps: eigenvalue regularisation of the whitening and colouring.
+  """
+  levels = tuple(layer for layer in model.levels if levels is None or layer in levels)
+  if levels is None or not levels:
+    raise NSTError("--levels: none of the model's levels selected")
+  unknown = sorted(set(levels or ()) - set(model.levels))
+  if unknown:
+    raise NSTError(f"--levels: no decoder for {unknown[0]} in this decoder file")
+  if preserve_colors not in COLOR_MODES:
+    raise NSTError(f"--preserve_colors must be one of {', '.join(COLOR_MODES)}, got {preserve_colors!r}")
+  count = len(transforms) if transforms is not None else len(styles)
+  if count == 0:
+    raise NSTError("--style: at least one style image is needed")
+  if transforms is not None and preserve_colors != "none":
+    raise NSTError("cached style transforms cannot be recoloured (--preserve_colors)")
+  if style_weights is not None:
+    if masks is not None:
+      raise NSTError("--style_blend and --style_masks cannot be combined: masks decide where each style goes")
+    if len(style_weights) != count:
+      raise NSTError(f"--style_blend needs one weight per style ({count}), got {len(style_weights)}")
+    if not all(np.isfinite(w) and w >= 0 for w in style_weights) or sum(style_weights) <= 0:
+      raise NSTError(f"--style_blend weights must be non-negative with a positive sum, got {list(style_weights)}")
+  if masks is not None and (len(masks) != count or masks.shape[1:] != content.shape[:2]):
+    raise NSTError(f"--style_masks needs one mask per style ({count}) of the content's size")
+  alphas = _alphas(alpha, levels)
+  original = np.asarray(content, np.float32)
+  image = original
+  if transforms is None:
+    styles = [np.asarray(s, np.float32) for s in styles]
+    if preserve_colors == "histogram":
+      styles = [color.match_color_histogram(s, original, clip=True) for s in styles]
+    elif preserve_colors == "luminance":
+      styles = [color.match_luminance(s, original, clip=True) for s in styles]
+      image = np.asarray(color.luminance_image(original))
+    transforms = [style_transforms(model, s, eps=eps) for s in styles]
+  h, w = image.shape[:2]
+  multiple = _stride(levels[0])
+  ph, pw = (-h) % multiple, (-w) % multiple
+  if ph >= h or pw >= w:
+    raise NSTError(f"--content: an image of {w}x{h} px is too small for WCT at {levels[0]} (at least {multiple} px "
+                   "a side)")
+  pad = ((0, ph), (0, pw))
+  valid = np.pad(np.ones((h, w), np.float32), pad)
+  padded_masks = None if masks is None else np.stack([np.pad(np.asarray(m, np.float32), pad) for m in masks])
+  weights = None if style_weights is None else np.asarray(style_weights, np.float32)
+  current = np.pad(image, pad + ((0, 0),), mode="reflect")[None]
+  for layer in levels:
+    s = _stride(layer)
+    level_masks = None if padded_masks is None else _masks_at(padded_masks, s)
+    out = _level_jit(model.enc_params, model.decoders[layer].params, current, _masks_at(valid[None], s)[0],
+                     [t[layer].mean for t in transforms], [t[layer].coloring for t in transforms], weights,
+                     level_masks, np.float32(alphas[layer]), spec=model.spec(layer), eps=eps)
+    # The next level sees the decoded image in the image range, as a real image would be.
+    current = jnp.clip(out, 0.0, 1.0)
+  result = np.asarray(current)[0, :h, :w]
+  if not np.all(np.isfinite(result)):
+    raise NSTError("the WCT decoders produced non-finite values; the decoder file may be damaged")
+  if preserve_colors == "luminance":
+    result = np.clip(np.asarray(color.combine_luminance(stylized=result, content=original)), 0.0, 1.0)
+  return result
