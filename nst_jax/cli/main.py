@@ -18,6 +18,8 @@ COMMANDS = {
     "photoreal": ("nst_jax.cli.photoreal", "COMMAND",
                   "photorealistic transfer (Luan et al. 2017): segmented style, matting Laplacian, smoothing"),
     "adain": ("nst_jax.cli.adain", "COMMAND", "AdaIN (Huang & Belongie 2017): any style in one forward pass"),
+    "wct": ("nst_jax.cli.wct", "COMMAND", "universal style transfer (Li et al. 2017): whitening and colouring, "
+            "coarse to fine"),
     "train-wct": ("nst_jax.cli.train_wct", "COMMAND", "train, resume or export the WCT reconstruction decoders"),
 }
 
