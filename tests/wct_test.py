@@ -257,3 +257,45 @@ def test_model_refuses_another_encoder(weights):
   other = dataclasses.replace(weights, source_sha256="1" * 64)
   with pytest.raises(NSTError, match="trained with"):
     wct.make_model(other, decoder_set(weights))
+
+
+def test_tiles_with_one_tile_give_the_whole_image_result(model):
+  rng = np.random.default_rng(6)
+  content, style = rng.random((48, 64, 3)).astype(np.float32), rng.random((40, 40, 3)).astype(np.float32)
+  # Level by level: through the whole cascade of random decoders float32 round-off (the tiles' moments are combined
+  # in float64) is amplified chaotically, level after level.
+  for layer in wct_decoder.LEVELS:
+    whole = wct.stylize(content, [style], model=model, levels=(layer,))
+    one = wct.stylize(content, [style], model=model, levels=(layer,),
+                      tiling=wct.blend_tiles.Tiling(tile=64, overlap=16))
+    np.testing.assert_allclose(one, whole, atol=2e-3)
+    assert np.mean(np.abs(one - whole)) < 1e-4
+
+
+def test_tiles_use_whole_image_statistics(model):
+  # Every tile is whitened with the whole image's moments: a half-dark image's tiles keep the whole result's
+  # brightness relation instead of each tile being normalised alone (which would lift the dark half).
+  rng = np.random.default_rng(7)
+  content = rng.random((64, 128, 3)).astype(np.float32)
+  content[:, :64] *= 0.2
+  style = rng.random((48, 48, 3)).astype(np.float32)
+  levels = ("relu1_1",)
+  whole = wct.stylize(content, [style], model=model, levels=levels)
+  tiled = wct.stylize(content, [style], model=model, levels=levels,
+                      tiling=wct.blend_tiles.Tiling(tile=64, overlap=16))
+  # Tiles differ from the whole only near their edges (the networks' padding), by at most a few percent.
+  np.testing.assert_allclose(tiled, whole, atol=0.05)
+  assert np.mean(np.abs(tiled - whole)) < 2e-3
+  alone = wct.stylize(content[:, :64], [style], model=model, levels=levels)  # the dark half normalised alone
+  assert np.mean(np.abs(alone - whole[:, :64])) > 20 * np.mean(np.abs(tiled - whole))
+
+
+def test_moments_combined_from_parts_match_the_whole(feats):
+  content, _ = feats
+  big = content + 1e3  # a large mean against the spread: naive E[ff^T] - mm^T would lose float32 precision
+  w = np.random.default_rng(8).uniform(0, 1, big.shape[:2]).astype(np.float32)
+  parts = [ops.moment_sums(jnp.asarray(big[rows]), jnp.asarray(w[rows])) for rows in (slice(0, 7), slice(7, 20))]
+  got = ops.combine_moments(parts)
+  mean, cov = np_moments(big, w)
+  np.testing.assert_allclose(got.mean, mean, rtol=1e-6)
+  np.testing.assert_allclose(got.cov, cov, rtol=1e-3, atol=1e-3 * np.abs(cov).max())

@@ -34,6 +34,8 @@ import numpy as np
 from nst_jax.errors import NSTError
 from nst_jax.io import image_io
 from nst_jax.losses import color
+from nst_jax.methods import blend_tiles
+from nst_jax.methods.blend_tiles import Tiling, tile_count, tile_starts, tiling_for_budget  # noqa: F401
 from nst_jax.methods.adain_ops import (EPS, STYLE_LAYERS, Stats, adain, adain_target, content_loss,  # noqa: F401
                                        encode, feature_stats, style_stats_loss)
 from nst_jax.models import adain_student, vgg
@@ -263,57 +265,6 @@ def masks_at(masks: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
   return np.where(total > 1e-6, small / np.maximum(total, 1e-6), 1.0 / len(masks)).astype(np.float32)
 
 
-@dataclasses.dataclass(frozen=True)
-class Tiling:
-  """How a large content image is cut: square tiles of `tile` px overlapping by `overlap` px (multiples of 8), and
-  the long side of the thumbnail whose statistics normalise every tile."""
-
-  tile: int = 1024
-  overlap: int = 128
-  thumbnail: int = 1024
-
-  def __post_init__(self) -> None:
-    if self.tile < 32 or self.tile % 8:
-      raise NSTError(f"--tile_size must be a multiple of 8 and at least 32 px, got {self.tile}")
-    if self.overlap < 0 or self.overlap % 8 or 2 * self.overlap >= self.tile:
-      raise NSTError(f"tile overlap must be a multiple of 8 below half the tile ({self.tile}), got {self.overlap}")
-    if self.thumbnail < 16:
-      raise NSTError(f"thumbnail size must be at least 16 px, got {self.thumbnail}")
-
-
-def tiling_for_budget(max_pixels: int) -> Tiling:
-  """Tiles of at most `max_pixels` (a multiple of 8 on each side) overlapping by 1/8, thumbnail of the same size."""
-  tile = max(64, int(math.sqrt(max_pixels)) // 8 * 8)
-  return Tiling(tile=tile, overlap=max(8, tile // 8 // 8 * 8), thumbnail=tile)
-
-
-def tile_count(shape: tuple[int, int], tiling: Tiling) -> int:
-  """How many tiles `stylize` cuts an (H, W) content into with `tiling`."""
-  h, w = shape
-  th, tw = min(tiling.tile, h + (-h) % 8), min(tiling.tile, w + (-w) % 8)
-  return len(tile_starts(max(h, th), th, tiling.overlap)) * len(tile_starts(max(w, tw), tw, tiling.overlap))
-
-
-def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
-  if length <= tile:
-    return [0]
-  step = tile - overlap
-  starts = list(range(0, length - tile, step)) + [length - tile]
-  return sorted(set(starts))
-
-
-def _ramp(length: int, overlap: int, first: bool, last: bool) -> np.ndarray:
-  """Blending weights along one tile axis: linear ramps over the overlaps with neighbours, 1 elsewhere."""
-  w = np.ones(length, np.float32)
-  if overlap > 0:
-    ramp = (np.arange(overlap, dtype=np.float32) + 0.5) / overlap
-    if not first:
-      w[:overlap] = ramp
-    if not last:
-      w[-overlap:] = ramp[::-1]
-  return w
-
-
 def stylize(content: np.ndarray, styles: Sequence[np.ndarray], *, model: Model, alpha: float = 1.0,
             style_weights: Sequence[float] | None = None, masks: np.ndarray | None = None,
             preserve_colors: str = "none", max_pixels: int = DEFAULT_MAX_PIXELS,
@@ -436,8 +387,8 @@ def _stylize_tiled(content, *, model, style_stats, weights, masks, alpha, tiling
         small = _masks_at_layers(tile_masks, tile.shape[:2], model.layers)
       out = np.asarray(_decode_jit(model.dec_params, feats, style_stats, weights, small, content_stats,
                                    np.float32(alpha), out_stats, spec=model.spec, colors=colors))[0]
-      ramp = (_ramp(th, tiling.overlap, i == 0, i == len(ys) - 1)[:, None]
-              * _ramp(tw, tiling.overlap, j == 0, j == len(xs) - 1)[None, :])[..., None]
+      ramp = (blend_tiles.ramp(th, tiling.overlap, i == 0, i == len(ys) - 1)[:, None]
+              * blend_tiles.ramp(tw, tiling.overlap, j == 0, j == len(xs) - 1)[None, :])[..., None]
       acc[y:y + th, x:x + tw] += out * ramp
       norm[y:y + th, x:x + tw] += ramp
   return (acc / np.maximum(norm, 1e-8))[:h, :w]

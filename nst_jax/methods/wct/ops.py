@@ -22,6 +22,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 EPS = 1e-5
 
@@ -82,21 +83,51 @@ def style_transform(feats: jax.Array, *, eps: float = EPS) -> StyleTransform:
   return StyleTransform(m.mean, coloring_matrix(m.cov, eps=eps))
 
 
-def whiten(feats: jax.Array, *, eps: float = EPS, weights: jax.Array | None = None) -> jax.Array:
-  """(H, W, C) features with their mean removed and identity covariance (over the `weights`' region if given)."""
-  m = moments(feats, weights=weights)
+def whiten(feats: jax.Array, *, eps: float = EPS, weights: jax.Array | None = None,
+           stats: Moments | None = None) -> jax.Array:
+  """(H, W, C) features with their mean removed and identity covariance (over the `weights`' region if given), or
+  whitened with given `stats` (e.g. a whole image's, for one of its tiles)."""
+  m = moments(feats, weights=weights) if stats is None else stats
   return (feats - m.mean) @ whitening_matrix(m.cov, eps=eps)
 
 
-def wct(content: jax.Array, style: StyleTransform, *, eps: float = EPS,
-        weights: jax.Array | None = None) -> jax.Array:
-  """Content features (H, W, C) whitened (with the statistics of the `weights`' region) and coloured with `style`."""
-  return whiten(content, eps=eps, weights=weights) @ style.coloring + style.mean
+def wct(content: jax.Array, style: StyleTransform, *, eps: float = EPS, weights: jax.Array | None = None,
+        stats: Moments | None = None) -> jax.Array:
+  """Content features (H, W, C) whitened (with the statistics of the `weights`' region, or `stats`) and coloured
+  with `style`."""
+  return whiten(content, eps=eps, weights=weights, stats=stats) @ style.coloring + style.mean
+
+
+def moment_sums(feats: jax.Array, weights: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+  """(sum w, sum w^2, weighted mean, sum w (f - mean)(f - mean)^T) over positions: one part of a whole image's
+  moments, centred on its own mean so that `combine_moments` loses no precision when the mean is large against the
+  spread (as for ReLU features)."""
+  x = feats.reshape(-1, feats.shape[-1]).astype(jnp.float32)
+  w = weights.reshape(-1).astype(jnp.float32)
+  total = jnp.sum(w)
+  mean = w @ x / jnp.maximum(total, 1e-8)
+  centred = x - mean
+  return total, jnp.sum(w * w), mean, (centred * w[:, None]).T @ centred
+
+
+def combine_moments(parts: Sequence[tuple]) -> Moments:
+  """The weighted mean and unbiased covariance (as `moments` gives) of the union of `moment_sums` parts, combined
+  in float64 on the host (Chan et al.'s pairwise update)."""
+  totals = np.array([float(p[0]) for p in parts])
+  total = max(totals.sum(), 1e-8)
+  means = np.stack([np.asarray(p[2], np.float64) for p in parts])
+  mean = totals @ means / total
+  scatter = sum(np.asarray(p[3], np.float64) for p in parts)
+  diff = means - mean
+  scatter = scatter + (diff * totals[:, None]).T @ diff
+  denom = max(total - sum(float(p[1]) for p in parts) / total, 1e-8)
+  return Moments(jnp.asarray(mean, jnp.float32), jnp.asarray(scatter / denom, jnp.float32))
 
 
 def transform(content: jax.Array, styles: Sequence[StyleTransform], *, alpha: float | jax.Array = 1.0,
               style_weights: jax.Array | None = None, masks: jax.Array | None = None,
-              weights: jax.Array | None = None, eps: float = EPS) -> jax.Array:
+              weights: jax.Array | None = None, stats: Sequence[Moments] | None = None,
+              eps: float = EPS) -> jax.Array:
   """WCT of (H, W, C) content features with several styles, blended with the content by `alpha`.
 
   Args:
@@ -107,15 +138,18 @@ def transform(content: jax.Array, styles: Sequence[StyleTransform], *, alpha: fl
     masks: (K, H, W) region weights at this level's resolution, one per style: region k is whitened with its own
       statistics and coloured with style k; each position takes the mask-weighted sum (masks should sum to 1).
     weights: (H, W) weights of the positions whose statistics count (e.g. 0 on padding); default all.
+    stats: the content statistics to whiten with instead (one, or one per mask): a whole image's for its tiles.
     eps: eigenvalue regularisation (see the module docstring).
   """
   k = len(styles)
   if masks is not None:
     region = [masks[i] if weights is None else masks[i] * weights for i in range(k)]
-    out = sum(masks[i][..., None] * wct(content, styles[i], eps=eps, weights=region[i]) for i in range(k))
+    out = sum(masks[i][..., None] * wct(content, styles[i], eps=eps, weights=region[i],
+                                        stats=None if stats is None else stats[i]) for i in range(k))
   else:
     w = jnp.ones((k,), jnp.float32) if style_weights is None else jnp.asarray(style_weights, jnp.float32)
     w = w / jnp.sum(w)
-    whitened = whiten(content, eps=eps, weights=weights)  # the same for every style: whiten once
+    # The same for every style: whiten once.
+    whitened = whiten(content, eps=eps, weights=weights, stats=None if stats is None else stats[0])
     out = sum(w[i] * (whitened @ styles[i].coloring + styles[i].mean) for i in range(k))
   return alpha * out + (1.0 - alpha) * content

@@ -8,7 +8,10 @@ levels lay down the style's large shapes, the shallow ones its colours and fine 
 
 A style is needed only as its per-level mean and colouring matrix (`style_transforms`), computed with one encoder
 pass. Images are reflect-padded to a multiple of the deepest level's stride, and the padding is left out of the
-content statistics.
+content statistics. Above a pixel budget every level runs in overlapping tiles blended with linear ramps
+(`nst_jax.methods.blend_tiles`): a first pass over the tiles sums the content's moments over the whole image (each
+position counted once, by the ramps' partition of unity), a second whitens every tile with them, colours, decodes
+and blends; so the transform is the whole image's, whatever the tiling.
 """
 
 from __future__ import annotations
@@ -24,12 +27,16 @@ import numpy as np
 
 from nst_jax.errors import NSTError
 from nst_jax.losses import color
+from nst_jax.methods import blend_tiles
 from nst_jax.methods.wct import ops
 from nst_jax.models import vgg, wct_decoder
 from nst_jax.models.preprocessing import Preprocessing
 from nst_jax.weights.format import VGGWeights
 
 COLOR_MODES = color.COLOR_MODES
+# Larger (padded) contents go through tiles: at 1024x1024 the cascade's largest activations (relu1_1's 64 channels
+# at full size and the decoders' widest layers) take ~1.5 GB.
+DEFAULT_MAX_PIXELS = 1024 * 1024
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,6 +110,63 @@ def _level_jit(enc_params, dec_params, image, valid, means, colorings, style_wei
   return wct_decoder.decode(level, target[None], arch=arch, layer=layer)
 
 
+@functools.partial(jax.jit, static_argnames=("spec",))
+def _tile_sums_jit(enc_params, tile, region_weights, *, spec):
+  """`ops.moment_sums` of a tile's features at the level for each (H/s, W/s) region weight map in `region_weights`."""
+  arch, preprocessing, layer = spec[:3]
+  feats = _encode(enc_params, tile, arch=arch, preprocessing=preprocessing, layers=(layer,))[layer][0]
+  return [ops.moment_sums(feats, w) for w in region_weights]
+
+
+@functools.partial(jax.jit, static_argnames=("spec", "eps"))
+def _tile_level_jit(enc_params, dec_params, tile, stat_means, stat_covs, means, colorings, style_weights, masks,
+                    alpha, *, spec, eps):
+  """One level on one tile, whitened with the whole image's statistics (one, or one per mask region)."""
+  arch, preprocessing, layer, width, padding, input_scale = spec
+  feats = _encode(enc_params, tile, arch=arch, preprocessing=preprocessing, layers=(layer,))[layer][0]
+  styles = [ops.StyleTransform(m, c) for m, c in zip(means, colorings)]
+  stats = [ops.Moments(m, c) for m, c in zip(stat_means, stat_covs)]
+  target = ops.transform(feats, styles, alpha=alpha, style_weights=style_weights, masks=masks, stats=stats, eps=eps)
+  level = wct_decoder.LevelDecoder(dec_params, width, padding, input_scale)
+  return wct_decoder.decode(level, target[None], arch=arch, layer=layer)
+
+
+def _tiled_level(model: Model, layer: str, image: np.ndarray, valid: np.ndarray, masks: np.ndarray | None,
+                 transforms, style_weights, alpha: float, tiling: blend_tiles.Tiling, eps: float) -> np.ndarray:
+  """One level of the cascade over an (H, W, 3) image (H, W multiples of the deepest stride) in tiles."""
+  s = _stride(layer)
+  h, w = image.shape[:2]
+  multiple = max(16, s)
+  th, tw = min(tiling.tile // multiple * multiple, h), min(tiling.tile // multiple * multiple, w)
+  overlap = min(tiling.overlap, th // 2 - 8, tw // 2 - 8) // 8 * 8
+  ys, xs = blend_tiles.tile_starts(h, th, overlap), blend_tiles.tile_starts(w, tw, overlap)
+  ramps = {(i, j): (blend_tiles.ramp(th, overlap, i == 0, i == len(ys) - 1)[:, None]
+                    * blend_tiles.ramp(tw, overlap, j == 0, j == len(xs) - 1)[None, :])
+           for i in range(len(ys)) for j in range(len(xs))}
+  norm = np.zeros((h, w), np.float32)
+  for (i, j), r in ramps.items():
+    norm[ys[i]:ys[i] + th, xs[j]:xs[j] + tw] += r
+  regions = (np.ones((1, h, w), np.float32) if masks is None else masks) * valid[None]
+  spec = model.spec(layer)
+  parts = []
+  for (i, j), r in ramps.items():
+    window = (slice(ys[i], ys[i] + th), slice(xs[j], xs[j] + tw))
+    share = r / norm[window]  # each position's weights over all tiles sum to 1
+    tile_weights = _masks_at(regions[:, window[0], window[1]] * share[None], s)
+    parts.append(jax.device_get(_tile_sums_jit(model.enc_params, image[window][None], tile_weights, spec=spec)))
+  stats = [ops.combine_moments([part[k] for part in parts]) for k in range(len(regions))]
+  acc = np.zeros((h, w, 3), np.float32)
+  for (i, j), r in ramps.items():
+    window = (slice(ys[i], ys[i] + th), slice(xs[j], xs[j] + tw))
+    tile_masks = None if masks is None else _masks_at(masks[:, window[0], window[1]], s)
+    out = _tile_level_jit(model.enc_params, model.decoders[layer].params, image[window][None],
+                          [m.mean for m in stats], [m.cov for m in stats], [t[layer].mean for t in transforms],
+                          [t[layer].coloring for t in transforms], style_weights, tile_masks, np.float32(alpha),
+                          spec=spec, eps=eps)
+    acc[window] += np.clip(np.asarray(out)[0], 0.0, 1.0) * r[..., None]
+  return acc / norm[..., None]
+
+
 def _masks_at(masks: np.ndarray, stride: int) -> np.ndarray:
   """(K, H, W) masks averaged over stride x stride blocks (H, W multiples of `stride`)."""
   k, h, w = masks.shape
@@ -123,6 +187,7 @@ def stylize(content: np.ndarray, styles: Sequence[np.ndarray], *, model: Model,
             alpha: float | Mapping[str, float] = 1.0, style_weights: Sequence[float] | None = None,
             masks: np.ndarray | None = None, preserve_colors: str = "none", levels: Sequence[str] | None = None,
             transforms: Sequence[Mapping[str, ops.StyleTransform]] | None = None,
+            max_pixels: int = DEFAULT_MAX_PIXELS, tiling: blend_tiles.Tiling | None = None,
             eps: float = ops.EPS) -> np.ndarray:
   """Stylised (H, W, 3) float image in [0, 1] of `content` with `styles`, by the WCT cascade.
 
@@ -137,6 +202,8 @@ def stylize(content: np.ndarray, styles: Sequence[np.ndarray], *, model: Model,
       'histogram' (the styles recoloured to the content's colour distribution first), else 'none'.
     levels: the levels to run, any subset of the model's (default all), run coarse to fine.
     transforms: the styles' `style_transforms` (e.g. cached), instead of the style images.
+    max_pixels: larger (padded) contents go through tiles (`tiling`, default `blend_tiles.tiling_for_budget`).
+    tiling: force tiles of this layout.
     eps: eigenvalue regularisation of the whitening and colouring.
   """
   levels = tuple(layer for layer in model.levels if levels is None or layer in levels)
@@ -182,16 +249,22 @@ def stylize(content: np.ndarray, styles: Sequence[np.ndarray], *, model: Model,
   valid = np.pad(np.ones((h, w), np.float32), pad)
   padded_masks = None if masks is None else np.stack([np.pad(np.asarray(m, np.float32), pad) for m in masks])
   weights = None if style_weights is None else np.asarray(style_weights, np.float32)
-  current = np.pad(image, pad + ((0, 0),), mode="reflect")[None]
+  current = np.pad(image, pad + ((0, 0),), mode="reflect")
+  tiled = tiling is not None or current.shape[0] * current.shape[1] > max_pixels
+  tiling = tiling or blend_tiles.tiling_for_budget(max_pixels)
   for layer in levels:
     s = _stride(layer)
+    if tiled:
+      current = _tiled_level(model, layer, current, valid, padded_masks, transforms, weights, alphas[layer], tiling,
+                             eps)
+      continue
     level_masks = None if padded_masks is None else _masks_at(padded_masks, s)
-    out = _level_jit(model.enc_params, model.decoders[layer].params, current, _masks_at(valid[None], s)[0],
+    out = _level_jit(model.enc_params, model.decoders[layer].params, current[None], _masks_at(valid[None], s)[0],
                      [t[layer].mean for t in transforms], [t[layer].coloring for t in transforms], weights,
                      level_masks, np.float32(alphas[layer]), spec=model.spec(layer), eps=eps)
     # The next level sees the decoded image in the image range, as a real image would be.
-    current = jnp.clip(out, 0.0, 1.0)
-  result = np.asarray(current)[0, :h, :w]
+    current = np.clip(np.asarray(out)[0], 0.0, 1.0)
+  result = current[:h, :w]
   if not np.all(np.isfinite(result)):
     raise NSTError("the WCT decoders produced non-finite values; the decoder file may be damaged")
   if preserve_colors == "luminance":

@@ -1,0 +1,63 @@
+"""Overlapping tiles blended with linear ramps, for the feed-forward methods' large images: every tile is
+processed alone (with statistics of the whole image passed in) and the outputs are averaged with weights that ramp
+linearly across each overlap, so no seam shows."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+
+from nst_jax.errors import NSTError
+
+
+@dataclasses.dataclass(frozen=True)
+class Tiling:
+  """How a large content image is cut: square tiles of `tile` px overlapping by `overlap` px (multiples of 8), and
+  the long side of the thumbnail whose statistics normalise every tile."""
+
+  tile: int = 1024
+  overlap: int = 128
+  thumbnail: int = 1024
+
+  def __post_init__(self) -> None:
+    if self.tile < 32 or self.tile % 8:
+      raise NSTError(f"--tile_size must be a multiple of 8 and at least 32 px, got {self.tile}")
+    if self.overlap < 0 or self.overlap % 8 or 2 * self.overlap >= self.tile:
+      raise NSTError(f"tile overlap must be a multiple of 8 below half the tile ({self.tile}), got {self.overlap}")
+    if self.thumbnail < 16:
+      raise NSTError(f"thumbnail size must be at least 16 px, got {self.thumbnail}")
+
+
+def tiling_for_budget(max_pixels: int) -> Tiling:
+  """Tiles of at most `max_pixels` (a multiple of 8 on each side) overlapping by 1/8, thumbnail of the same size."""
+  tile = max(64, int(math.sqrt(max_pixels)) // 8 * 8)
+  return Tiling(tile=tile, overlap=max(8, tile // 8 // 8 * 8), thumbnail=tile)
+
+
+def tile_count(shape: tuple[int, int], tiling: Tiling) -> int:
+  """How many tiles `stylize` cuts an (H, W) content into with `tiling`."""
+  h, w = shape
+  th, tw = min(tiling.tile, h + (-h) % 8), min(tiling.tile, w + (-w) % 8)
+  return len(tile_starts(max(h, th), th, tiling.overlap)) * len(tile_starts(max(w, tw), tw, tiling.overlap))
+
+
+def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
+  if length <= tile:
+    return [0]
+  step = tile - overlap
+  starts = list(range(0, length - tile, step)) + [length - tile]
+  return sorted(set(starts))
+
+
+def ramp(length: int, overlap: int, first: bool, last: bool) -> np.ndarray:
+  """Blending weights along one tile axis: linear ramps over the overlaps with neighbours, 1 elsewhere."""
+  w = np.ones(length, np.float32)
+  if overlap > 0:
+    ramp = (np.arange(overlap, dtype=np.float32) + 0.5) / overlap
+    if not first:
+      w[:overlap] = ramp
+    if not last:
+      w[-overlap:] = ramp[::-1]
+  return w
