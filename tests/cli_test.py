@@ -195,7 +195,7 @@ def test_help_lists_the_commands_and_exits_0(cli_setup):
     assert result.returncode == 0 and result.stderr == "", result.stderr
     lines = result.stdout.splitlines()
     assert lines[0] == "usage: python -m nst_jax COMMAND [flags]"
-    for name in ("stylize", "synthesize", "photoreal", "adain"):
+    for name in ("stylize", "synthesize", "photoreal", "adain", "wct", "train-wct"):
       assert any(line.split()[:1] == [name] for line in lines), (name, result.stdout)
 
 
@@ -206,6 +206,8 @@ def test_help_lists_the_commands_and_exits_0(cli_setup):
     ("photoreal", ["--content_seg", "--matting_weight", "--stage2_iterations", "--tile_size"],
      ["--alpha", "--style_masks", "--start_size"]),
     ("adain", ["--alpha", "--decoder", "--max_megapixels", "--style_masks"], ["--style_loss", "--iterations"]),
+    ("wct", ["--alpha", "--decoders", "--levels", "--style_masks", "--style_scale"], ["--decoder", "--iterations"]),
+    ("train-wct", ["--out_dir", "--levels", "--export", "--feature_weight"], ["--content", "--alpha"]),
 ])
 def test_each_command_help_shows_its_own_flags_only(cli_setup, command, own, foreign):
   for flag in ("--help", "--helpfull"):

@@ -15,6 +15,7 @@ import pathlib
 
 from absl import flags
 
+from nst_jax import demo
 from nst_jax.cli.command import Command, Sections
 from nst_jax.errors import NSTError
 from nst_jax.methods import adain_data, adain_eval
@@ -68,8 +69,13 @@ def run(fv: flags.FlagValues, positional: list[str]) -> None:
   weights = resolve_weights(fv.weights)
   holdout = adain_eval.holdout_names()
   if fv.export:
-    contents, styles = adain_eval.load_holdout(DATA)
-    runs.export(fv.out_dir, fv.levels, weights, fv.export, holdout={**contents, **styles},
+    if (DATA / "train").is_dir():
+      contents, styles = adain_eval.load_holdout(DATA)
+      images = {**contents, **styles}
+    else:  # without the shared data: the demo photo and painting stand in for the held-out split
+      images = {"demo_content": demo.default_content(), "demo_style": demo.default_style()}
+      print(f"[data] no {DATA / 'train'}: held-out PSNR measured on the demo images instead")
+    runs.export(fv.out_dir, fv.levels, weights, fv.export, holdout=images,
                 info={"data": {"content_dirs": fv.content_dirs, "style_dirs": fv.style_dirs,
                                "holdout": list(holdout)}, "command": "python -m nst_jax train-wct"})
     print(f"wrote {fv.export}")

@@ -50,8 +50,8 @@ def define_flags(fv: flags.FlagValues) -> Sections:
   images[1].append("decoders")
   flags.DEFINE_list("alpha", ["1.0"], "Content-style blend of the features in [0, 1]: one value, or one per level "
                     "of --levels (coarse to fine).", flag_values=fv)
-  flags.DEFINE_list("levels", list(wct_decoder.LEVELS), "Levels of the cascade, run coarse to fine.",
-                    flag_values=fv)
+  flags.DEFINE_list("levels", list(wct_decoder.LEVELS), "Levels of the cascade, run coarse to fine (default: every "
+                    "level the decoder file has).", flag_values=fv)
   flags.DEFINE_list("style_blend", [], "Blend weights of the style images (normalised).", flag_values=fv)
   flags.DEFINE_list("style_masks", [], "One mask per style in content space (white = that style).", flag_values=fv)
   flags.DEFINE_float("style_scale", 1.0, "Resize the style images by this factor (larger: larger strokes).",
@@ -69,15 +69,24 @@ def run(fv: flags.FlagValues, positional: list[str]) -> pathlib.Path:
     raise NSTError(f"--size must be at least 16 pixels, got {fv.size}")
   if not 0.05 <= fv.style_scale <= 20:
     raise NSTError(f"--style_scale must be in [0.05, 20], got {fv.style_scale}")
-  levels = [layer for layer in wct_decoder.LEVELS if layer in fv.levels]
   unknown = sorted(set(fv.levels) - set(wct_decoder.LEVELS))
-  if unknown or not levels:
+  if unknown or not fv.levels:
     raise NSTError(f"--levels: expected some of {', '.join(wct_decoder.LEVELS)}, got {','.join(fv.levels)!r}")
   alphas = shared_flags.floats(fv.alpha, "--alpha")
-  if len(alphas) not in (1, len(levels)):
-    raise NSTError(f"--alpha needs one value or one per level ({len(levels)}), got {len(alphas)}")
   if not all(0.0 <= a <= 1.0 for a in alphas):
     raise NSTError(f"--alpha values must be in [0, 1], got {','.join(fv.alpha)}")
+  decoders = resolve_decoders(fv.decoders)
+  if fv["levels"].present:
+    missing = [layer for layer in fv.levels if layer not in decoders.levels]
+    if missing:
+      raise NSTError(f"--levels: the decoder file has no decoder for {missing[0]} (it has "
+                     f"{', '.join(decoders.levels)})")
+    levels = [layer for layer in wct_decoder.LEVELS if layer in fv.levels]
+  else:
+    levels = [layer for layer in wct_decoder.LEVELS if layer in decoders.levels]
+  if len(alphas) not in (1, len(levels)):
+    raise NSTError(f"--alpha needs one value or one per level ({len(levels)}: {', '.join(levels)}), got "
+                   f"{len(alphas)}")
   alpha = dict(zip(levels, alphas if len(alphas) > 1 else alphas * len(levels)))
   content = shared_flags.load_content(fv.content)
   if fv["size"].present:
@@ -93,7 +102,7 @@ def run(fv: flags.FlagValues, positional: list[str]) -> pathlib.Path:
       raise NSTError(f"--style_masks needs one mask per style ({len(styles)}), got {len(fv.style_masks)}")
     masks = np.stack([guidance.load_mask(p, height=content.shape[0], width=content.shape[1])
                       for p in fv.style_masks])
-  model = wct.make_model(resolve_weights(fv.weights), resolve_decoders(fv.decoders))
+  model = wct.make_model(resolve_weights(fv.weights), decoders)
   start = time.perf_counter()
   result = wct.stylize(content, styles, model=model, alpha=alpha, style_weights=blend, masks=masks,
                        preserve_colors=fv.preserve_colors, levels=levels)

@@ -1,0 +1,81 @@
+"""The `wct` and `train-wct` commands, run in-process on tiny images with a random encoder: training, resuming
+and exporting decoders, then stylising with the exported file and every control; bad input ends in one line."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from nst_jax.cli import main as cli_main
+from nst_jax.methods.wct import train as wct_train
+from nst_jax.models import wct_decoder
+
+
+@pytest.fixture(scope="module")
+def trained(cli_setup, tmp_path_factory):
+  """A two-level decoder file made by `train-wct` from tiny folders of photos and paintings."""
+  root = tmp_path_factory.mktemp("wct_cli")
+  rng = np.random.default_rng(1)
+  for folder in ("photos", "paintings"):
+    (root / folder).mkdir()
+    for i in range(3):
+      Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(root / folder / f"{i}.png")
+  return root
+
+
+def run(monkeypatch, cli_setup, *args: str) -> int:
+  for key, value in cli_setup["env"].items():
+    monkeypatch.setenv(key, value)
+  return cli_main.main(list(args))
+
+
+def train_args(root, cli_setup, *extra):
+  return ["train-wct", "--out_dir", str(root / "run"), "--levels", "relu2_1,relu1_1", "--width", "4", "--crop", "16",
+          "--batch", "1", "--content_dirs", str(root / "photos"), "--style_dirs", str(root / "paintings"),
+          "--weights", str(cli_setup["weights"]), *extra]
+
+
+def test_train_resume_export_then_stylize(monkeypatch, cli_setup, trained, tmp_path, capsys):
+  root = trained
+  assert run(monkeypatch, cli_setup, *train_args(root, cli_setup, "--steps", "2,2")) == 0
+  assert wct_train.read_checkpoint_meta(root / "run" / "relu2_1" / "checkpoint.npz")["step"] == 2
+  assert run(monkeypatch, cli_setup, *train_args(root, cli_setup, "--steps", "3,3")) == 2  # other steps: refused
+  assert "steps=2" in capsys.readouterr().err
+  decoders = tmp_path / "decoders.npz"
+  assert run(monkeypatch, cli_setup, *train_args(root, cli_setup, "--steps", "2,2", "--export", str(decoders))) == 0
+  loaded = wct_decoder.load_decoders(decoders)
+  assert set(loaded.levels) == {"relu2_1", "relu1_1"} and loaded.levels["relu2_1"].info["step"] == 2
+  content = cli_setup["root"] / "content.png"
+  style = cli_setup["root"] / "style.png"
+  Image.fromarray(np.full((24, 32), 255, np.uint8)).save(tmp_path / "mask.png")
+  common = ["--content", str(content), "--weights", str(cli_setup["weights"]), "--decoders", str(decoders)]
+  for extra in ([], ["--alpha", "0.5,1", "--style_blend", "1,2"], ["--style_masks", f"{tmp_path}/mask.png,"
+                                                                   f"{tmp_path}/mask.png"],
+                ["--preserve_colors", "luminance", "--style_scale", "2", "--size", "20"]):
+    styles = f"{style},{style}" if any(f.startswith("--style_") and f != "--style_scale" for f in extra) else str(style)
+    out = tmp_path / f"out{len(extra)}.png"
+    assert run(monkeypatch, cli_setup, "wct", *common, "--style", styles, "--output", str(out), *extra) == 0
+    size = (20, 15) if "--size" in extra else (32, 24)
+    assert Image.open(out).size == size
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--levels", "relu9_1"], "--levels"),
+    (["--levels", "relu2_1"], "no decoder for relu2_1"),
+    (["--alpha", "0.5,0.5,0.5"], "--alpha needs one value or one per level"),
+    (["--alpha", "2"], "--alpha values must be in [0, 1]"),
+    (["--decoders", "no-such-decoders"], "no such WCT decoder file"),
+    (["--style_scale", "0"], "--style_scale"),
+])
+def test_bad_input_is_one_line(monkeypatch, cli_setup, capsys, tmp_path, extra, message):
+  path = tmp_path / "d.npz"
+  wct_decoder.save_decoders(path, wct_decoder.DecoderSet(
+      {"relu1_1": wct_decoder.LevelDecoder(wct_decoder.init_decoder("vgg16", "relu1_1", 4), 4)}, "vgg16", "0" * 64,
+      "test"))
+  args = ["wct", "--content", str(cli_setup["root"] / "content.png"), "--style", str(cli_setup["root"] / "style.png"),
+          "--weights", str(cli_setup["weights"]), "--output", str(tmp_path / "o.png"), "--decoders", str(path),
+          *extra]
+  assert run(monkeypatch, cli_setup, *args) == 2
+  err = capsys.readouterr().err.strip()
+  assert err.startswith("error: ") and message in err and "\n" not in err, err
