@@ -299,3 +299,15 @@ def test_moments_combined_from_parts_match_the_whole(feats):
   mean, cov = np_moments(big, w)
   np.testing.assert_allclose(got.mean, mean, rtol=1e-6)
   np.testing.assert_allclose(got.cov, cov, rtol=1e-3, atol=1e-3 * np.abs(cov).max())
+
+
+def test_relu4_1_decoder_is_an_adain_decoder(weights):
+  from nst_jax.models import adain_decoder  # pylint: disable=import-outside-toplevel
+  ds = decoder_set(weights, levels=("relu4_1",))
+  ckpt = runs.as_adain_decoder(ds)
+  feats = jnp.asarray(np.random.default_rng(9).random((1, 3, 5, 512)), jnp.float32)
+  level = ds.levels["relu4_1"]
+  np.testing.assert_allclose(
+      adain_decoder.decode(ckpt.params, feats, arch="vgg16", width=ckpt.width, padding=ckpt.padding,
+                           input_scale=ckpt.input_scale),
+      wct_decoder.decode(level, feats, arch="vgg16", layer="relu4_1"), rtol=1e-5, atol=1e-5)

@@ -19,7 +19,7 @@ import numpy as np
 
 from nst_jax.methods import adain_eval
 from nst_jax.methods.wct import train as wct_train
-from nst_jax.models import wct_decoder
+from nst_jax.models import adain_decoder, wct_decoder
 from nst_jax.weights.format import VGGWeights
 
 # Steps per level (the cosine schedule of each ends there): the deep levels invert more and cost more per step.
@@ -111,3 +111,16 @@ def export(out_dir: str | pathlib.Path, layers: Sequence[str], weights: VGGWeigh
   decoders = wct_decoder.DecoderSet(levels, weights.arch, weights.source_sha256, weights.source, dict(info or {}))
   wct_decoder.save_decoders(path, decoders)
   return decoders
+
+
+def as_adain_decoder(decoders: wct_decoder.DecoderSet, layer: str = "relu4_1") -> adain_decoder.DecoderCheckpoint:
+  """The relu4_1 reconstruction decoder as an AdaIN decoder file: the same network (the encoder's mirror up to
+  relu4_1, no skips), so it can start an AdaIN training (`experiments/train_adain.py --init_decoder`) from a
+  decoder that already inverts the encoder instead of from random."""
+  if layer != adain_decoder.ENCODER_LAYER:
+    raise ValueError(f"AdaIN decodes {adain_decoder.ENCODER_LAYER}, not {layer}")
+  level = decoders.levels[layer]
+  return adain_decoder.DecoderCheckpoint(
+      params=dict(level.params), arch=decoders.arch, width=level.width, encoder_sha256=decoders.encoder_sha256,
+      encoder_source=decoders.encoder_source, info={"from": f"WCT reconstruction decoder {layer}", **level.info},
+      padding=level.padding, input_scale=level.input_scale)
