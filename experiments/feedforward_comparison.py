@@ -17,6 +17,9 @@ scale by resizing the style image), and measured with:
   the style's Gram matrices than the photo).
 * content: the content loss at relu4_2 against the photo (lower keeps more of it).
 
+Original-colours pictures transfer the luma alone: their Gram and content terms are measured on the luma of the
+result, the photo and the styles (each in all three channels).
+
 Gatys outputs are not computed here (~14 min each at 512 px): pass --gatys_dir with the `ours_<pair>.png` files of
 `experiments/classic_comparison.py` at 512 px. A method passes a picture when its relu2_1 and relu3_1 reductions
 are at least 0.8x the classic's and its coverage is at or above the bar. Writes, under --out_dir, one sheet per
@@ -72,9 +75,19 @@ def run_wct(content, styles, blend, preserve, model) -> np.ndarray:
   return wct.stylize(content, styles, model=model, style_weights=blend, preserve_colors=preserve)
 
 
-def measure(image, *, content, styles_at_scale, target, measurer) -> dict[str, float]:
-  out = {"coverage": metrics.style_coverage(image, content, styles_at_scale),
-         "content": measurer.content_loss(image, content)}
+def luma3(image: np.ndarray) -> np.ndarray:
+  """The image's luma in all three channels."""
+  return np.repeat(metrics.gray(image)[..., None], 3, axis=-1).astype(np.float32)
+
+
+def measure(image, *, content, styles_at_scale, target, measurer, luminance: bool = False) -> dict[str, float]:
+  """The module docstring's numbers; `luminance` (original-colours pictures, whose transfer is in the luma alone)
+  measures the Gram and content terms on the luma of the result and the content (`target` then being the styles'
+  luma Grams)."""
+  out = {"coverage": metrics.style_coverage(image, content, styles_at_scale)}
+  if luminance:
+    image, content = luma3(image), luma3(content)
+  out["content"] = measurer.content_loss(image, content)
   out.update({f"gram_{k}": v for k, v in transfer_measures.gram_reductions(measurer, image, content, target).items()})
   return out
 
@@ -110,7 +123,8 @@ def run(settings: common.Settings, *, pictures: list[str] | None = None, methods
     content_name, style_names, scale, blend, preserve = _setting(name)
     content = image_io.resize_long_side(images.content(content_name), settings.size)
     styles = [image_io.resize_long_side(images.style(s), max(16, round(settings.size * scale))) for s in style_names]
-    target = measurer.style_grams(styles, blend)
+    luminance = preserve == "luminance"
+    target = measurer.style_grams([luma3(s) for s in styles] if luminance else styles, blend)
     outputs, seconds = {}, {}
     if "cast" in methods:
       outputs["cast"] = color_cast(content, styles, blend) if preserve == "none" else content
@@ -125,8 +139,8 @@ def run(settings: common.Settings, *, pictures: list[str] | None = None, methods
     if "classic" in methods:
       outputs["classic"] = image_io.resize(image_io.load_image(root / f"{name}.png", what="reference"),
                                            *content.shape[:2])
-    measured = {m: measure(img, content=content, styles_at_scale=styles, target=target, measurer=measurer)
-                for m, img in outputs.items()}
+    measured = {m: measure(img, content=content, styles_at_scale=styles, target=target, measurer=measurer,
+                           luminance=luminance) for m, img in outputs.items()}
     for m, s in seconds.items():
       measured[m]["seconds"] = s
     if "classic" in measured:
