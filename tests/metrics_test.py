@@ -98,3 +98,44 @@ def test_yiq_chroma_error_sees_chroma_not_luminance():
   assert metrics.yiq_chroma_error(brighter, content) < 1e-6
   tinted = content + np.array([0.02, 0.0, 0.0])
   assert metrics.yiq_chroma_error(tinted, content) == pytest.approx(0.02 * 0.595716, rel=1e-4)
+
+
+def _stripes(h, w, period, angle):
+  y, x = np.mgrid[:h, :w]
+  return 0.5 + 0.4 * np.sin(2 * np.pi * (x * np.cos(angle) + y * np.sin(angle)) / period)
+
+
+@pytest.fixture(scope="module")
+def look_images():
+  """A 'photo' (a smooth sky above fine vertical texture), a 'painting' of diagonal strokes, and the photo painted
+  over with those strokes everywhere, in colour."""
+  rng = np.random.default_rng(0)
+  h, w = 128, 128
+  photo = np.zeros((h, w))
+  photo[:64] = np.linspace(0.3, 0.7, w)[None, :]  # a smooth sky
+  photo[64:] = 0.5 + 0.1 * rng.standard_normal((64, w))  # fine texture below
+  strokes = _stripes(160, 160, 12.0, np.pi / 4)
+  painted = 0.3 * photo + 0.7 * _stripes(h, w, 12.0, np.pi / 4)
+  rgb = lambda g, tint: np.clip(g[..., None] * np.asarray(tint)[None, None], 0, 1)  # noqa: E731
+  return rgb(photo, (1, 1, 1)), rgb(strokes, (0.9, 0.7, 0.3)), rgb(painted, (0.9, 0.7, 0.3))
+
+
+def test_style_coverage_separates_a_recoloured_photo_from_a_painted_one(look_images):
+  photo, painting, painted = look_images
+  cast = np.clip(photo ** 1.5 * np.array([0.9, 0.7, 0.3]), 0, 1)  # another palette and tone curve, no marks
+  assert metrics.style_coverage(cast, photo, painting, tile=16) < 0.1
+  assert metrics.style_coverage(photo, photo, painting, tile=16) == 0.0
+  assert metrics.style_coverage(painted, photo, [painting], tile=16) > 0.9
+
+
+def test_style_coverage_counts_the_painted_share(look_images):
+  photo, painting, painted = look_images
+  half = photo.copy()
+  half[:, :64] = painted[:, :64]
+  assert metrics.style_coverage(half, photo, painting, tile=16) == pytest.approx(0.5, abs=0.1)
+
+
+def test_style_coverage_ignores_marks_below_the_floor(look_images):
+  photo, painting, _ = look_images
+  faint = photo + 0.002 * _stripes(128, 128, 3.0, 0.0)[..., None]  # faint fringes over everything
+  assert metrics.style_coverage(faint, photo, painting, tile=16) < 0.1
