@@ -79,3 +79,23 @@ def test_bad_input_is_one_line(monkeypatch, cli_setup, capsys, tmp_path, extra, 
   assert run(monkeypatch, cli_setup, *args) == 2
   err = capsys.readouterr().err.strip()
   assert err.startswith("error: ") and message in err and "\n" not in err, err
+
+
+def test_style_cache_and_tiles(monkeypatch, cli_setup, tmp_path):
+  path = tmp_path / "d.npz"
+  wct_decoder.save_decoders(path, wct_decoder.DecoderSet(
+      {layer: wct_decoder.LevelDecoder(wct_decoder.init_decoder("vgg16", layer, 4, seed=1), 4)
+       for layer in ("relu2_1", "relu1_1")}, "vgg16", "0" * 64, "test"))
+  cache = tmp_path / "styles"
+  args = ["wct", "--content", str(cli_setup["root"] / "content.png"), "--style", str(cli_setup["root"] / "style.png"),
+          "--weights", str(cli_setup["weights"]), "--decoders", str(path), "--style_cache", str(cache)]
+  outs = [tmp_path / f"{i}.png" for i in range(3)]
+  assert run(monkeypatch, cli_setup, *args, "--output", str(outs[0])) == 0
+  entries = sorted(cache.glob("*.npz"))
+  assert len(entries) == 1
+  assert run(monkeypatch, cli_setup, *args, "--output", str(outs[1])) == 0  # from the cache
+  assert sorted(cache.glob("*.npz")) == entries
+  np.testing.assert_array_equal(np.asarray(Image.open(outs[0])), np.asarray(Image.open(outs[1])))
+  assert run(monkeypatch, cli_setup, *args, "--output", str(outs[2]), "--tile_size", "32") == 0
+  tiled = np.asarray(Image.open(outs[2]), np.float32)
+  assert tiled.shape == (24, 32, 3)

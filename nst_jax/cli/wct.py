@@ -19,7 +19,8 @@ from nst_jax.cli.command import Command, Sections
 from nst_jax.errors import NSTError
 from nst_jax.io import image_io
 from nst_jax.losses import color, guidance
-from nst_jax.methods.wct import stylize as wct
+from nst_jax.methods import adain_cache, blend_tiles
+from nst_jax.methods.wct import cache as wct_cache, stylize as wct
 from nst_jax.models import wct_decoder
 from nst_jax.weights.store import resolve_weights, weights_dir
 
@@ -54,12 +55,17 @@ def define_flags(fv: flags.FlagValues) -> Sections:
                     "level the decoder file has).", flag_values=fv)
   flags.DEFINE_list("style_blend", [], "Blend weights of the style images (normalised).", flag_values=fv)
   flags.DEFINE_list("style_masks", [], "One mask per style in content space (white = that style).", flag_values=fv)
-  flags.DEFINE_float("style_scale", 1.0, "Resize the style images by this factor (larger: larger strokes).",
-                     flag_values=fv)
+  flags.DEFINE_float("style_scale", 1.0, "Style images are resized to this times the output's long side (larger: "
+                     "larger strokes), as in `stylize`.", flag_values=fv)
   flags.DEFINE_enum("preserve_colors", "none", list(color.COLOR_MODES), "Keep the content's colours: luminance-only "
                     "transfer (YIQ) or style colour histogram matching.", flag_values=fv)
   controls = ("controls", ["alpha", "levels", "style_blend", "style_masks", "style_scale", "preserve_colors"])
-  return [images, controls]
+  flags.DEFINE_float("max_megapixels", 1.0, "Larger images go through overlapping tiles whitened with the whole "
+                     "image's statistics; also the tile size.", flag_values=fv)
+  flags.DEFINE_integer("tile_size", None, "Force tiles of this many px (multiple of 16).", flag_values=fv)
+  flags.DEFINE_string("style_cache", None, "Folder for each style file's transforms ('off' to disable; default "
+                      f"${adain_cache.ENV}, else ~/.cache/nst_jax/adain_styles).", flag_values=fv)
+  return [images, controls, ("large images", ["max_megapixels", "tile_size"]), ("caches", ["style_cache"])]
 
 
 def run(fv: flags.FlagValues, positional: list[str]) -> pathlib.Path:
@@ -91,21 +97,34 @@ def run(fv: flags.FlagValues, positional: list[str]) -> pathlib.Path:
   content = shared_flags.load_content(fv.content)
   if fv["size"].present:
     content = image_io.resize_long_side(content, fv.size)
-  styles = shared_flags.load_styles(fv.style)
-  if fv.style_scale != 1.0:
-    scale = fv.style_scale
-    styles = [image_io.resize(s, max(1, round(s.shape[0] * scale)), max(1, round(s.shape[1] * scale))) for s in styles]
+  if not fv.max_megapixels > 0 or fv.max_megapixels == float("inf"):
+    raise NSTError(f"--max_megapixels must be a positive number, got {fv.max_megapixels}")
+  tiling = None
+  if fv.tile_size is not None:
+    if fv.tile_size < 32 or fv.tile_size % 16:
+      raise NSTError(f"--tile_size must be a multiple of 16 and at least 32, got {fv.tile_size}")
+    tiling = blend_tiles.Tiling(tile=fv.tile_size, overlap=max(8, fv.tile_size // 8 // 8 * 8), thumbnail=fv.tile_size)
+  num_styles = len(fv.style) if fv.style else 1
   blend = shared_flags.floats(fv.style_blend, "--style_blend") or None
   masks = None
   if fv.style_masks:
-    if len(fv.style_masks) != len(styles):
-      raise NSTError(f"--style_masks needs one mask per style ({len(styles)}), got {len(fv.style_masks)}")
+    if len(fv.style_masks) != num_styles:
+      raise NSTError(f"--style_masks needs one mask per style ({num_styles}), got {len(fv.style_masks)}")
     masks = np.stack([guidance.load_mask(p, height=content.shape[0], width=content.shape[1])
                       for p in fv.style_masks])
   model = wct.make_model(resolve_weights(fv.weights), decoders)
   start = time.perf_counter()
-  result = wct.stylize(content, styles, model=model, alpha=alpha, style_weights=blend, masks=masks,
-                       preserve_colors=fv.preserve_colors, levels=levels)
+  kw = dict(model=model, alpha=alpha, style_weights=blend, masks=masks, preserve_colors=fv.preserve_colors,
+            levels=levels, max_pixels=int(fv.max_megapixels * 2**20), tiling=tiling)
+  long_side = max(16, round(max(content.shape[:2]) * fv.style_scale))
+  if fv.style and fv.preserve_colors == "none":  # style transforms from the per-file cache
+    folder = adain_cache.resolve(fv.style_cache)
+    transforms = [wct_cache.style_transforms(p, model=model, folder=folder, long_side=long_side) for p in fv.style]
+    result = wct.stylize(content, [], transforms=transforms, **kw)
+  else:
+    styles = ([wct_cache.load_style(p, long_side) for p in fv.style] if fv.style else
+              [image_io.resize_long_side(s, long_side) for s in shared_flags.load_styles(None)])
+    result = wct.stylize(content, styles, **kw)
   image_io.save_image(output, result)
   print(f"wrote {output} ({result.shape[1]}x{result.shape[0]}, {len(levels)} levels, "
         f"{time.perf_counter() - start:.1f} s)")
