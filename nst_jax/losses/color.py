@@ -22,6 +22,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from nst_jax.errors import NSTError
+
 COLOR_MODES = ("none", "luminance", "histogram")
 STYLE_COLOR_MODES = ("auto", "on", "off")
 START_COLOR_METHODS = ("moments", "distribution")  # how `match_style_mixture` moves colours
@@ -78,6 +80,21 @@ def match_luminance(style: np.ndarray, content: np.ndarray, *, eps: float = 1e-5
   if clip:
     matched = np.clip(matched, 0.0, 1.0)
   return np.repeat(matched[..., None], 3, axis=-1).astype(np.float32)
+
+
+def colors_kept_inputs(content: np.ndarray, styles: list[np.ndarray], mode: str
+                       ) -> tuple[np.ndarray, list[np.ndarray]]:
+  """(content, styles) as a feed-forward method sees them under a colour-preservation `mode`: 'histogram' gives
+  each style the content's colour distribution (`match_color_histogram`); 'luminance' turns the content and the
+  styles into gray images, each style's luma matched to the content's (`match_luminance`), and the method's result
+  is recombined with the content's chroma (`combine_luminance`); 'none' changes nothing."""
+  if mode not in COLOR_MODES:
+    raise NSTError(f"--preserve_colors must be one of {', '.join(COLOR_MODES)}, got {mode!r}")
+  if mode == "histogram":
+    return content, [match_color_histogram(s, content, clip=True) for s in styles]
+  if mode == "luminance":
+    return np.asarray(luminance_image(content)), [match_luminance(s, content, clip=True) for s in styles]
+  return content, styles
 
 
 def combine_luminance(*, stylized: jax.Array, content: jax.Array) -> jax.Array:

@@ -302,12 +302,8 @@ def stylize(content: np.ndarray, styles: Sequence[np.ndarray], *, model: Model, 
     raise NSTError(f"--style_masks needs one mask per style ({len(styles)}) of the content's size")
   original = np.asarray(content, np.float32)
   if style_stats is None:
-    styles = [np.asarray(s, np.float32) for s in styles]
-  if preserve_colors == "histogram":
-    styles = [color.match_color_histogram(s, original, clip=True) for s in styles]
-  elif preserve_colors == "luminance":
-    styles = [color.match_luminance(s, original, clip=True) for s in styles]
-    content = np.asarray(color.luminance_image(original))
+    content, styles = color.colors_kept_inputs(original, [np.asarray(s, np.float32) for s in styles],
+                                               preserve_colors)
   if style_stats is None:
     style_stats = [style_statistics(model, s) for s in styles]
   # Host arrays go into the jitted functions as they are: jnp.asarray would compile a small executable per

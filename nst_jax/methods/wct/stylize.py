@@ -232,12 +232,7 @@ def stylize(content: np.ndarray, styles: Sequence[np.ndarray], *, model: Model,
   original = np.asarray(content, np.float32)
   image = original
   if transforms is None:
-    styles = [np.asarray(s, np.float32) for s in styles]
-    if preserve_colors == "histogram":
-      styles = [color.match_color_histogram(s, original, clip=True) for s in styles]
-    elif preserve_colors == "luminance":
-      styles = [color.match_luminance(s, original, clip=True) for s in styles]
-      image = np.asarray(color.luminance_image(original))
+    image, styles = color.colors_kept_inputs(original, [np.asarray(s, np.float32) for s in styles], preserve_colors)
     transforms = [style_transforms(model, s, eps=eps) for s in styles]
   h, w = image.shape[:2]
   multiple = _stride(levels[0])
