@@ -36,6 +36,9 @@ def define_flags(fv: flags.FlagValues) -> Sections:
   flags.DEFINE_integer("crop", 128, "Training crop side in px.", flag_values=fv)
   flags.DEFINE_integer("batch", 4, "Photos per step, and as many paintings.", flag_values=fv)
   flags.DEFINE_float("lr", 1e-3, "Peak Adam learning rate (warm-up, cosine decay).", flag_values=fv)
+  flags.DEFINE_float("pixel_weight", 10.0, "Weight of the pixel MSE (RGB in [0, 1]; the relative feature loss has "
+                     "weight --feature_weight): 10 makes it the larger term, about the photo's own variance apart.",
+                     flag_values=fv)
   flags.DEFINE_float("feature_weight", 1.0, "Weight of the relative feature loss at the level.", flag_values=fv)
   flags.DEFINE_integer("seed", 0, "Seeds the initial parameters and every batch.", flag_values=fv)
   flags.DEFINE_float("chunk_seconds", 600.0, "Seconds per level before moving to the next (round-robin).",
@@ -46,7 +49,7 @@ def define_flags(fv: flags.FlagValues) -> Sections:
                       flag_values=fv)
   flags.DEFINE_string("weights", "hed-vgg16", "The encoder's VGG weights.", flag_values=fv)
   return [("run", ["out_dir", "levels", "steps", "chunk_seconds", "export", "weights"]),
-          ("training", ["width", "padding", "crop", "batch", "lr", "feature_weight", "seed"]),
+          ("training", ["width", "padding", "crop", "batch", "lr", "pixel_weight", "feature_weight", "seed"]),
           ("data", ["content_dirs", "style_dirs"])]
 
 
@@ -55,7 +58,8 @@ def configs(fv: flags.FlagValues) -> list[wct_train.TrainConfig]:
   if len(steps) != len(fv.levels):
     raise NSTError(f"--steps needs one count per level ({len(fv.levels)}), got {len(steps)}")
   return [wct_train.TrainConfig(layer=layer, width=fv.width, padding=fv.padding, crop=fv.crop, batch=fv.batch,
-                                steps=n, lr=fv.lr, feature_weight=fv.feature_weight, seed=fv.seed)
+                                steps=n, lr=fv.lr, pixel_weight=fv.pixel_weight,
+                                feature_weight=fv.feature_weight, seed=fv.seed)
           for layer, n in zip(fv.levels, steps)]
 
 
