@@ -311,3 +311,19 @@ def test_relu4_1_decoder_is_an_adain_decoder(weights):
       adain_decoder.decode(ckpt.params, feats, arch="vgg16", width=ckpt.width, padding=ckpt.padding,
                            input_scale=ckpt.input_scale),
       wct_decoder.decode(level, feats, arch="vgg16", layer="relu4_1"), rtol=1e-5, atol=1e-5)
+
+
+def test_level_scales_run_a_level_on_the_resized_image(model):
+  rng = np.random.default_rng(10)
+  content, style = rng.random((48, 64, 3)).astype(np.float32), rng.random((64, 64, 3)).astype(np.float32)
+  scales = {"relu2_1": 0.5}
+  t = wct.style_transforms(model, style, scales=scales)
+  half = wct.style_transforms(model, wct.image_io.resize(style, 32, 32))
+  np.testing.assert_allclose(t["relu2_1"].coloring, half["relu2_1"].coloring, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(t["relu1_1"].coloring, wct.style_transforms(model, style)["relu1_1"].coloring,
+                             rtol=1e-6)
+  levels = ("relu2_1",)
+  out = wct.stylize(content, [style], model=model, levels=levels, scales=scales)
+  small = wct.stylize(wct.image_io.resize(content, 24, 32), [wct.image_io.resize(style, 32, 32)], model=model,
+                      levels=levels)
+  np.testing.assert_allclose(out, np.clip(wct.image_io.resize(small, 48, 64), 0, 1), atol=1e-5)

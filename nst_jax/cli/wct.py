@@ -25,6 +25,7 @@ from nst_jax.models import wct_decoder
 from nst_jax.weights.store import resolve_weights, weights_dir
 
 DEFAULT_DECODERS = "wct-decoders-hed-vgg16"
+DEEP_LEVELS = ("relu5_1", "relu4_1")
 _REPO_WEIGHTS = pathlib.Path(__file__).resolve().parents[2] / "weights"
 
 
@@ -59,7 +60,10 @@ def define_flags(fv: flags.FlagValues) -> Sections:
                      "larger strokes), as in `stylize`.", flag_values=fv)
   flags.DEFINE_enum("preserve_colors", "none", list(color.COLOR_MODES), "Keep the content's colours: luminance-only "
                     "transfer (YIQ) or style colour histogram matching.", flag_values=fv)
-  controls = ("controls", ["alpha", "levels", "style_blend", "style_masks", "style_scale", "preserve_colors"])
+  flags.DEFINE_float("deep_scale", 1.0, "Run relu5_1 and relu4_1 on the image resized by this factor in (0, 1] "
+                     "(0.5: their cost / 4; the coarse levels lay down large shapes).", flag_values=fv)
+  controls = ("controls", ["alpha", "levels", "style_blend", "style_masks", "style_scale", "preserve_colors",
+                           "deep_scale"])
   flags.DEFINE_float("max_megapixels", 1.0, "Larger images go through overlapping tiles whitened with the whole "
                      "image's statistics; also the tile size.", flag_values=fv)
   flags.DEFINE_integer("tile_size", None, "Force tiles of this many px (multiple of 16).", flag_values=fv)
@@ -97,6 +101,9 @@ def run(fv: flags.FlagValues, positional: list[str]) -> pathlib.Path:
   content = shared_flags.load_content(fv.content)
   if fv["size"].present:
     content = image_io.resize_long_side(content, fv.size)
+  if not 0.1 <= fv.deep_scale <= 1.0:
+    raise NSTError(f"--deep_scale must be in [0.1, 1], got {fv.deep_scale}")
+  scales = {layer: fv.deep_scale for layer in DEEP_LEVELS} if fv.deep_scale != 1.0 else {}
   if not fv.max_megapixels > 0 or fv.max_megapixels == float("inf"):
     raise NSTError(f"--max_megapixels must be a positive number, got {fv.max_megapixels}")
   tiling = None
@@ -115,11 +122,12 @@ def run(fv: flags.FlagValues, positional: list[str]) -> pathlib.Path:
   model = wct.make_model(resolve_weights(fv.weights), decoders)
   start = time.perf_counter()
   kw = dict(model=model, alpha=alpha, style_weights=blend, masks=masks, preserve_colors=fv.preserve_colors,
-            levels=levels, max_pixels=int(fv.max_megapixels * 2**20), tiling=tiling)
+            levels=levels, max_pixels=int(fv.max_megapixels * 2**20), tiling=tiling, scales=scales)
   long_side = max(16, round(max(content.shape[:2]) * fv.style_scale))
   if fv.style and fv.preserve_colors == "none":  # style transforms from the per-file cache
     folder = adain_cache.resolve(fv.style_cache)
-    transforms = [wct_cache.style_transforms(p, model=model, folder=folder, long_side=long_side) for p in fv.style]
+    transforms = [wct_cache.style_transforms(p, model=model, folder=folder, long_side=long_side,
+                                             scales=scales) for p in fv.style]
     result = wct.stylize(content, [], transforms=transforms, **kw)
   else:
     styles = ([wct_cache.load_style(p, long_side) for p in fv.style] if fv.style else

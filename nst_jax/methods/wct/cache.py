@@ -1,8 +1,8 @@
 """WCT style transforms cached per style file, so that a repeated `wct` call does not encode its style again.
 
 A style is needed only as its per-level mean and colouring matrix (`stylize.style_transforms`); they are kept as
-one state file of `nst_jax.io.checkpoint` (format "nst_jax-wct-style") per (file bytes, size, encoder, levels,
-eps), in the folder of the AdaIN style statistics (`adain_cache.resolve`: --style_cache, $NST_JAX_STYLE_CACHE, or
+one state file of `nst_jax.io.checkpoint` (format "nst_jax-wct-style") per (file bytes, size, encoder, levels and
+their scales, eps), in the folder of the AdaIN style statistics (`adain_cache.resolve`: --style_cache, $NST_JAX_STYLE_CACHE, or
 ~/.cache/nst_jax/adain_styles; 'off' disables it). A damaged entry is recomputed; a read-only folder only costs
 time.
 """
@@ -24,8 +24,10 @@ FORMAT = "nst_jax-wct-style"
 FORMAT_VERSION = 1
 
 
-def style_key(data: bytes, model: stylize.Model, *, long_side: int | None, eps: float) -> str:
-  identity = f"{model.encoder_id}|{','.join(model.levels)}|{long_side!r}|{eps!r}".encode()
+def style_key(data: bytes, model: stylize.Model, *, long_side: int | None, eps: float,
+              scales: dict | None = None) -> str:
+  levels = ",".join(f"{layer}@{(scales or {}).get(layer, 1.0)!r}" for layer in model.levels)
+  identity = f"{model.encoder_id}|{levels}|{long_side!r}|{eps!r}".encode()
   return hashlib.sha256(_VERSION + identity + b"\0" + data).hexdigest()
 
 
@@ -36,7 +38,8 @@ def load_style(path: str | os.PathLike, long_side: int | None) -> np.ndarray:
 
 
 def style_transforms(path: str | os.PathLike, *, model: stylize.Model, folder: pathlib.Path | None,
-                     long_side: int | None = None, eps: float = ops.EPS) -> dict[str, ops.StyleTransform]:
+                     long_side: int | None = None, scales: dict | None = None,
+                     eps: float = ops.EPS) -> dict[str, ops.StyleTransform]:
   """`stylize.style_transforms` of the style file at `path` resized to `long_side`, from the cache when present (and
   stored there when not); the image is decoded only on a miss."""
   path = pathlib.Path(path)
@@ -46,7 +49,7 @@ def style_transforms(path: str | os.PathLike, *, model: stylize.Model, folder: p
     raise NSTError(f"style image {str(path)!r} cannot be read ({e.strerror or e})") from None
   if data is None:
     image_io.load_image(path, what="style image")  # raises the usual one-line error
-  entry = None if folder is None else folder / f"{style_key(data, model, long_side=long_side, eps=eps)}.npz"
+  entry = None if folder is None else folder / f"{style_key(data, model, long_side=long_side, eps=eps, scales=scales)}.npz"
   if entry is not None and entry.is_file():
     try:
       meta, arrays = checkpoint.read(entry, what="WCT style transform")
@@ -55,7 +58,7 @@ def style_transforms(path: str | os.PathLike, *, model: stylize.Model, folder: p
               for layer in model.levels}
     except (NSTError, KeyError):
       pass  # a damaged entry is recomputed and replaced
-  transforms = stylize.style_transforms(model, load_style(path, long_side), eps=eps)
+  transforms = stylize.style_transforms(model, load_style(path, long_side), scales=scales, eps=eps)
   transforms = {k: ops.StyleTransform(np.asarray(t.mean), np.asarray(t.coloring)) for k, t in transforms.items()}
   if entry is not None:
     try:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -26,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from nst_jax.errors import NSTError
+from nst_jax.io import image_io
 from nst_jax.losses import color
 from nst_jax.methods import blend_tiles
 from nst_jax.methods.wct import ops
@@ -88,14 +90,24 @@ def _style_transforms_jit(enc_params, image, *, arch, preprocessing, layers, eps
   return {layer: ops.style_transform(feats[layer][0], eps=eps) for layer in layers}
 
 
-def style_transforms(model: Model, style: np.ndarray, *, eps: float = ops.EPS) -> dict[str, ops.StyleTransform]:
-  """{level: the style's mean and colouring matrix} at every level of the model, from one encoder pass."""
+def style_transforms(model: Model, style: np.ndarray, *, scales: Mapping[str, float] | None = None,
+                     eps: float = ops.EPS) -> dict[str, ops.StyleTransform]:
+  """{level: the style's mean and colouring matrix} at every level of the model, one encoder pass per distinct
+  scale: a level with a scale in `scales` (the cascade runs it on the image resized by it) takes the style resized
+  by the same factor, so its marks keep their size relative to the image."""
   style = np.asarray(style, np.float32)
-  if min(style.shape[:2]) < _stride(model.levels[0]):
-    raise NSTError(f"--style: an image of {style.shape[1]}x{style.shape[0]} px is too small for WCT (at least "
-                   f"{_stride(model.levels[0])} px a side)")
-  return _style_transforms_jit(model.enc_params, style, arch=model.arch, preprocessing=model.preprocessing,
-                               layers=model.levels, eps=eps)
+  scales = dict(scales or {})
+  out = {}
+  for scale in sorted({scales.get(layer, 1.0) for layer in model.levels}):
+    layers = tuple(layer for layer in model.levels if scales.get(layer, 1.0) == scale)
+    image = style if scale == 1.0 else image_io.resize(
+        style, max(1, round(style.shape[0] * scale)), max(1, round(style.shape[1] * scale)))
+    if min(image.shape[:2]) < _stride(layers[0]):
+      raise NSTError(f"--style: an image of {style.shape[1]}x{style.shape[0]} px is too small for WCT (at least "
+                     f"{math.ceil(_stride(layers[0]) / scale)} px a side)")
+    out.update(_style_transforms_jit(model.enc_params, image, arch=model.arch, preprocessing=model.preprocessing,
+                                     layers=layers, eps=eps))
+  return out
 
 
 @functools.partial(jax.jit, static_argnames=("spec", "eps"))
@@ -167,6 +179,32 @@ def _tiled_level(model: Model, layer: str, image: np.ndarray, valid: np.ndarray,
   return acc / norm[..., None]
 
 
+def _run_level(model: Model, layer: str, image: np.ndarray, masks: np.ndarray | None, transforms, style_weights,
+               alpha: float, *, max_pixels: int, tiling: blend_tiles.Tiling | None, eps: float) -> np.ndarray:
+  """One level of the cascade on an (H, W, 3) image: reflect-padded to a multiple of the level's stride (the
+  padding left out of the statistics), whole or in tiles; the decoded image cropped back and clipped to [0, 1]."""
+  h, w = image.shape[:2]
+  s = _stride(layer)
+  ph, pw = (-h) % s, (-w) % s
+  if ph >= h or pw >= w:
+    raise NSTError(f"--content: an image of {w}x{h} px is too small for WCT at {layer} (at least {s} px a side)")
+  pad = ((0, ph), (0, pw))
+  valid = np.pad(np.ones((h, w), np.float32), pad)
+  padded_masks = None if masks is None else np.stack([np.pad(np.asarray(m, np.float32), pad) for m in masks])
+  padded = np.pad(image, pad + ((0, 0),), mode="reflect")
+  if tiling is not None or padded.shape[0] * padded.shape[1] > max_pixels:
+    out = _tiled_level(model, layer, padded, valid, padded_masks, transforms, style_weights, alpha,
+                       tiling or blend_tiles.tiling_for_budget(max_pixels), eps)
+  else:
+    out = np.asarray(_level_jit(
+        model.enc_params, model.decoders[layer].params, padded[None], _masks_at(valid[None], s)[0],
+        [t[layer].mean for t in transforms], [t[layer].coloring for t in transforms], style_weights,
+        None if padded_masks is None else _masks_at(padded_masks, s), np.float32(alpha), spec=model.spec(layer),
+        eps=eps))[0]
+  # The next level sees the decoded image in the image range, as a real image would be.
+  return np.clip(out[:h, :w], 0.0, 1.0)
+
+
 def _masks_at(masks: np.ndarray, stride: int) -> np.ndarray:
   """(K, H, W) masks averaged over stride x stride blocks (H, W multiples of `stride`)."""
   k, h, w = masks.shape
@@ -188,7 +226,7 @@ def stylize(content: np.ndarray, styles: Sequence[np.ndarray], *, model: Model,
             masks: np.ndarray | None = None, preserve_colors: str = "none", levels: Sequence[str] | None = None,
             transforms: Sequence[Mapping[str, ops.StyleTransform]] | None = None,
             max_pixels: int = DEFAULT_MAX_PIXELS, tiling: blend_tiles.Tiling | None = None,
-            eps: float = ops.EPS) -> np.ndarray:
+            scales: Mapping[str, float] | None = None, eps: float = ops.EPS) -> np.ndarray:
   """Stylised (H, W, 3) float image in [0, 1] of `content` with `styles`, by the WCT cascade.
 
   Args:
@@ -204,6 +242,9 @@ def stylize(content: np.ndarray, styles: Sequence[np.ndarray], *, model: Model,
     transforms: the styles' `style_transforms` (e.g. cached), instead of the style images.
     max_pixels: larger (padded) contents go through tiles (`tiling`, default `blend_tiles.tiling_for_budget`).
     tiling: force tiles of this layout.
+    scales: {level: factor in (0, 1]}: run that level on the image resized by the factor (and the decoded image
+      resized back), e.g. 0.5 for relu5_1 and relu4_1 to save three quarters of their cost; `transforms` must then
+      have been made with the same `scales`.
     eps: eigenvalue regularisation of the whitening and colouring.
   """
   levels = tuple(layer for layer in model.levels if levels is None or layer in levels)
@@ -229,37 +270,27 @@ def stylize(content: np.ndarray, styles: Sequence[np.ndarray], *, model: Model,
   if masks is not None and (len(masks) != count or masks.shape[1:] != content.shape[:2]):
     raise NSTError(f"--style_masks needs one mask per style ({count}) of the content's size")
   alphas = _alphas(alpha, levels)
+  scales = dict(scales or {})
+  if not all(0.0 < f <= 1.0 for f in scales.values()):
+    raise NSTError(f"level scales must lie in (0, 1], got {scales}")
   original = np.asarray(content, np.float32)
   image = original
   if transforms is None:
     image, styles = color.colors_kept_inputs(original, [np.asarray(s, np.float32) for s in styles], preserve_colors)
-    transforms = [style_transforms(model, s, eps=eps) for s in styles]
-  h, w = image.shape[:2]
-  multiple = _stride(levels[0])
-  ph, pw = (-h) % multiple, (-w) % multiple
-  if ph >= h or pw >= w:
-    raise NSTError(f"--content: an image of {w}x{h} px is too small for WCT at {levels[0]} (at least {multiple} px "
-                   "a side)")
-  pad = ((0, ph), (0, pw))
-  valid = np.pad(np.ones((h, w), np.float32), pad)
-  padded_masks = None if masks is None else np.stack([np.pad(np.asarray(m, np.float32), pad) for m in masks])
+    transforms = [style_transforms(model, s, scales=scales, eps=eps) for s in styles]
   weights = None if style_weights is None else np.asarray(style_weights, np.float32)
-  current = np.pad(image, pad + ((0, 0),), mode="reflect")
-  tiled = tiling is not None or current.shape[0] * current.shape[1] > max_pixels
-  tiling = tiling or blend_tiles.tiling_for_budget(max_pixels)
+  h, w = image.shape[:2]
+  current = image
   for layer in levels:
-    s = _stride(layer)
-    if tiled:
-      current = _tiled_level(model, layer, current, valid, padded_masks, transforms, weights, alphas[layer], tiling,
-                             eps)
-      continue
-    level_masks = None if padded_masks is None else _masks_at(padded_masks, s)
-    out = _level_jit(model.enc_params, model.decoders[layer].params, current[None], _masks_at(valid[None], s)[0],
-                     [t[layer].mean for t in transforms], [t[layer].coloring for t in transforms], weights,
-                     level_masks, np.float32(alphas[layer]), spec=model.spec(layer), eps=eps)
-    # The next level sees the decoded image in the image range, as a real image would be.
-    current = np.clip(np.asarray(out)[0], 0.0, 1.0)
-  result = current[:h, :w]
+    scale = scales.get(layer, 1.0)
+    size = (max(1, round(h * scale)), max(1, round(w * scale)))
+    src = current if scale == 1.0 else image_io.resize(current, *size)
+    src_masks = None if masks is None or scale == 1.0 else np.stack([image_io.resize(
+        np.asarray(m, np.float32)[..., None], *size)[..., 0] for m in masks])
+    out = _run_level(model, layer, src, masks if scale == 1.0 else src_masks, transforms, weights, alphas[layer],
+                     max_pixels=max_pixels, tiling=tiling, eps=eps)
+    current = out if scale == 1.0 else np.clip(image_io.resize(out, h, w), 0.0, 1.0)
+  result = current
   if not np.all(np.isfinite(result)):
     raise NSTError("the WCT decoders produced non-finite values; the decoder file may be damaged")
   if preserve_colors == "luminance":
