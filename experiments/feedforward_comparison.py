@@ -70,9 +70,9 @@ def run_adain(content, styles, blend, preserve, model) -> np.ndarray:
   return adain.stylize(content, styles, model=model, style_weights=blend, preserve_colors=preserve)
 
 
-def run_wct(content, styles, blend, preserve, model) -> np.ndarray:
+def run_wct(content, styles, blend, preserve, model, **options) -> np.ndarray:
   from nst_jax.methods.wct import stylize as wct  # pylint: disable=import-outside-toplevel
-  return wct.stylize(content, styles, model=model, style_weights=blend, preserve_colors=preserve)
+  return wct.stylize(content, styles, model=model, style_weights=blend, preserve_colors=preserve, **options)
 
 
 def luma3(image: np.ndarray) -> np.ndarray:
@@ -99,7 +99,7 @@ def passes(ours: dict[str, float], classic: dict[str, float]) -> bool:
 
 def run(settings: common.Settings, *, pictures: list[str] | None = None, methods: list[str] | None = None,
         gatys_dir: str | None = None, wct_decoders: str = "wct-decoders-hed-vgg16",
-        adain_decoder_name: str = adain_decoder.DEFAULT_DECODER) -> dict:
+        adain_decoder_name: str = adain_decoder.DEFAULT_DECODER, wct_options: dict | None = None) -> dict:
   started = time.perf_counter()
   root = classic_comparison.find_reference(settings.data_dir)
   if root is None:
@@ -114,7 +114,8 @@ def run(settings: common.Settings, *, pictures: list[str] | None = None, methods
   if "wct" in methods:
     from nst_jax.cli.wct import resolve_decoders  # pylint: disable=import-outside-toplevel
     from nst_jax.methods.wct import stylize as wct  # pylint: disable=import-outside-toplevel
-    runners["wct"] = (run_wct, wct.make_model(weights, resolve_decoders(wct_decoders)))
+    wct_model = wct.make_model(weights, resolve_decoders(wct_decoders))
+    runners["wct"] = (lambda *args: run_wct(*args, **(wct_options or {})), wct_model)
   out_dir = pathlib.Path(settings.out_dir)
   records = {}
   for name in pictures or list(classic_comparison.PICTURES):
@@ -198,6 +199,23 @@ if __name__ == "__main__":
   flags.DEFINE_list("methods", list(METHODS), "Methods to run and measure.")
   flags.DEFINE_string("gatys_dir", None, "Folder with Gatys outputs ours_<picture>.png (classic_comparison.py).")
   flags.DEFINE_string("wct_decoders", "wct-decoders-hed-vgg16", "WCT decoder file or name.")
+  flags.DEFINE_list("wct_levels", [], "WCT levels (default: all the file has).")
+  flags.DEFINE_list("wct_alpha", [], "WCT alpha: one value, or one per level of --wct_levels.")
+  flags.DEFINE_float("wct_deep_scale", 1.0, "WCT: relu5_1 and relu4_1 on the image resized by this.")
+
+  def wct_options() -> dict:
+    f = flags.FLAGS
+    options = {}
+    if f.wct_levels:
+      options["levels"] = tuple(f.wct_levels)
+    if f.wct_alpha:
+      alphas = [float(a) for a in f.wct_alpha]
+      options["alpha"] = alphas[0] if len(alphas) == 1 else dict(zip(f.wct_levels, alphas))
+    if f.wct_deep_scale != 1.0:
+      options["scales"] = {"relu5_1": f.wct_deep_scale, "relu4_1": f.wct_deep_scale}
+    return options
+
   common.app_run(lambda settings: run(settings, pictures=flags.FLAGS.pairs or None, methods=flags.FLAGS.methods,
-                                      gatys_dir=flags.FLAGS.gatys_dir, wct_decoders=flags.FLAGS.wct_decoders),
+                                      gatys_dir=flags.FLAGS.gatys_dir, wct_decoders=flags.FLAGS.wct_decoders,
+                                      wct_options=wct_options()),
                  __file__, quick=dict(size=256, iterations=0), full=dict(size=SIZE, iterations=0))

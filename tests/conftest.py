@@ -25,6 +25,8 @@ FILE_SECONDS = {
     "weights_converters_test.py": 10, "weights_fetch_test.py": 9, "mrf_test.py": 6, "weights_format_test.py": 6,
     "losses_test.py": 5, "optim_test.py": 4, "segmentation_test.py": 3, "layout_test.py": 2, "cli_errors_test.py": 2,
     "color_test.py": 2,
+    # measured alone with the WCT training in the background (2026-12-07)
+    "wct_test.py": 45, "wct_cli_test.py": 35, "transfer_measures_test.py": 9,
 }
 
 
