@@ -43,19 +43,26 @@ def test_train_resume_export_then_stylize(monkeypatch, cli_setup, trained, tmp_p
   assert run(monkeypatch, cli_setup, *train_args(root, cli_setup, "--steps", "3,3")) == 2  # other steps: refused
   assert "steps=2" in capsys.readouterr().err
   decoders = tmp_path / "decoders.npz"
-  assert run(monkeypatch, cli_setup, *train_args(root, cli_setup, "--steps", "2,2", "--export", str(decoders))) == 0
+  assert run(monkeypatch, cli_setup, *train_args(root, cli_setup, "--steps", "2,2", "--export", str(decoders),
+                                                 "--default_levels", "relu1_1")) == 0
   loaded = wct_decoder.load_decoders(decoders)
   assert set(loaded.levels) == {"relu2_1", "relu1_1"} and loaded.levels["relu2_1"].info["step"] == 2
+  assert loaded.info["default_levels"] == ["relu1_1"]
   content = cli_setup["root"] / "content.png"
   style = cli_setup["root"] / "style.png"
   Image.fromarray(np.full((24, 32), 255, np.uint8)).save(tmp_path / "mask.png")
   common = ["--content", str(content), "--weights", str(cli_setup["weights"]), "--decoders", str(decoders)]
-  for extra in ([], ["--alpha", "0.5,1", "--style_blend", "1,2"], ["--style_masks", f"{tmp_path}/mask.png,"
+  capsys.readouterr()
+  assert run(monkeypatch, cli_setup, "wct", *common, "--output", str(tmp_path / "d.png"), "--alpha", "0.5,1") == 2
+  assert "one per level (1: relu1_1)" in capsys.readouterr().err  # the file's default levels: relu1_1 alone
+  for extra in ([], ["--alpha", "0.5", "--style_blend", "1,2"], ["--style_masks", f"{tmp_path}/mask.png,"
                                                                    f"{tmp_path}/mask.png"],
                 ["--preserve_colors", "luminance", "--style_scale", "2", "--size", "20"]):
     styles = f"{style},{style}" if any(f.startswith("--style_") and f != "--style_scale" for f in extra) else str(style)
     out = tmp_path / f"out{len(extra)}.png"
-    assert run(monkeypatch, cli_setup, "wct", *common, "--style", styles, "--output", str(out), *extra) == 0
+    levels = [] if "--alpha" in extra else ["--levels", "relu2_1,relu1_1"]
+    assert run(monkeypatch, cli_setup, "wct", *common, "--style", styles, "--output", str(out), *levels,
+               *extra) == 0
     size = (20, 15) if "--size" in extra else (32, 24)
     assert Image.open(out).size == size
 

@@ -47,8 +47,10 @@ def define_flags(fv: flags.FlagValues) -> Sections:
   flags.DEFINE_list("style_dirs", [str(DATA / "train" / "paintings")], "Folders of paintings.", flag_values=fv)
   flags.DEFINE_string("export", None, "Instead of training, write the decoder file of --levels here.",
                       flag_values=fv)
+  flags.DEFINE_list("default_levels", [], "With --export: the levels `wct` runs by default with this file (default: "
+                    "all exported).", flag_values=fv)
   flags.DEFINE_string("weights", "hed-vgg16", "The encoder's VGG weights.", flag_values=fv)
-  return [("run", ["out_dir", "levels", "steps", "chunk_seconds", "export", "weights"]),
+  return [("run", ["out_dir", "levels", "steps", "chunk_seconds", "export", "default_levels", "weights"]),
           ("training", ["width", "padding", "crop", "batch", "lr", "pixel_weight", "feature_weight", "seed"]),
           ("data", ["content_dirs", "style_dirs"])]
 
@@ -73,6 +75,8 @@ def run(fv: flags.FlagValues, positional: list[str]) -> None:
   weights = resolve_weights(fv.weights)
   holdout = adain_eval.holdout_names()
   if fv.export:
+    if set(fv.default_levels) - set(fv.levels):
+      raise NSTError(f"--default_levels must be among --levels, got {','.join(fv.default_levels)}")
     if (DATA / "train").is_dir():
       contents, styles = adain_eval.load_holdout(DATA)
       images = {**contents, **styles}
@@ -81,7 +85,8 @@ def run(fv: flags.FlagValues, positional: list[str]) -> None:
       print(f"[data] no {DATA / 'train'}: held-out PSNR measured on the demo images instead")
     runs.export(fv.out_dir, fv.levels, weights, fv.export, holdout=images,
                 info={"data": {"content_dirs": fv.content_dirs, "style_dirs": fv.style_dirs,
-                               "holdout": list(holdout)}, "command": "python -m nst_jax train-wct"})
+                               "holdout": list(holdout)}, "command": "python -m nst_jax train-wct",
+                      "default_levels": fv.default_levels or list(fv.levels)})
     print(f"wrote {fv.export}")
     return
   contents = adain_data.ImagePool(adain_data.list_images(fv.content_dirs, exclude=holdout), max_side=512)

@@ -52,8 +52,8 @@ def define_flags(fv: flags.FlagValues) -> Sections:
   images[1].append("decoders")
   flags.DEFINE_list("alpha", ["1.0"], "Content-style blend of the features in [0, 1]: one value, or one per level "
                     "of --levels (coarse to fine).", flag_values=fv)
-  flags.DEFINE_list("levels", list(wct_decoder.LEVELS), "Levels of the cascade, run coarse to fine (default: every "
-                    "level the decoder file has).", flag_values=fv)
+  flags.DEFINE_list("levels", list(wct_decoder.LEVELS), "Levels of the cascade, run coarse to fine (default: the "
+                    "levels the decoder file recommends, else all it has).", flag_values=fv)
   flags.DEFINE_list("style_blend", [], "Blend weights of the style images (normalised).", flag_values=fv)
   flags.DEFINE_list("style_masks", [], "One mask per style in content space (white = that style).", flag_values=fv)
   flags.DEFINE_float("style_scale", 1.0, "Style images are resized to this times the output's long side (larger: "
@@ -92,8 +92,9 @@ def run(fv: flags.FlagValues, positional: list[str]) -> pathlib.Path:
       raise NSTError(f"--levels: the decoder file has no decoder for {missing[0]} (it has "
                      f"{', '.join(decoders.levels)})")
     levels = [layer for layer in wct_decoder.LEVELS if layer in fv.levels]
-  else:
-    levels = [layer for layer in wct_decoder.LEVELS if layer in decoders.levels]
+  else:  # the file's recommended levels (export --default_levels), else all it has
+    default = decoders.info.get("default_levels") or list(decoders.levels)
+    levels = [layer for layer in wct_decoder.LEVELS if layer in default and layer in decoders.levels]
   if len(alphas) not in (1, len(levels)):
     raise NSTError(f"--alpha needs one value or one per level ({len(levels)}: {', '.join(levels)}), got "
                    f"{len(alphas)}")
