@@ -202,6 +202,7 @@ if __name__ == "__main__":
   flags.DEFINE_list("wct_levels", [], "WCT levels (default: all the file has).")
   flags.DEFINE_list("wct_alpha", [], "WCT alpha: one value, or one per level of --wct_levels.")
   flags.DEFINE_float("wct_deep_scale", 1.0, "WCT: relu5_1 and relu4_1 on the image resized by this.")
+  flags.DEFINE_list("wct_passes", [], "WCT passes: one per level of --wct_levels.")
 
   def wct_options() -> dict:
     f = flags.FLAGS
@@ -211,6 +212,8 @@ if __name__ == "__main__":
     if f.wct_alpha:
       alphas = [float(a) for a in f.wct_alpha]
       options["alpha"] = alphas[0] if len(alphas) == 1 else dict(zip(f.wct_levels, alphas))
+    if f.wct_passes:
+      options["passes"] = dict(zip(f.wct_levels, (int(n) for n in f.wct_passes)))
     if f.wct_deep_scale != 1.0:
       options["scales"] = {"relu5_1": f.wct_deep_scale, "relu4_1": f.wct_deep_scale}
     return options

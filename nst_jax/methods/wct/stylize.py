@@ -226,7 +226,8 @@ def stylize(content: np.ndarray, styles: Sequence[np.ndarray], *, model: Model,
             masks: np.ndarray | None = None, preserve_colors: str = "none", levels: Sequence[str] | None = None,
             transforms: Sequence[Mapping[str, ops.StyleTransform]] | None = None,
             max_pixels: int = DEFAULT_MAX_PIXELS, tiling: blend_tiles.Tiling | None = None,
-            scales: Mapping[str, float] | None = None, eps: float = ops.EPS) -> np.ndarray:
+            scales: Mapping[str, float] | None = None, passes: Mapping[str, int] | None = None,
+            eps: float = ops.EPS) -> np.ndarray:
   """Stylised (H, W, 3) float image in [0, 1] of `content` with `styles`, by the WCT cascade.
 
   Args:
@@ -245,6 +246,9 @@ def stylize(content: np.ndarray, styles: Sequence[np.ndarray], *, model: Model,
     scales: {level: factor in (0, 1]}: run that level on the image resized by the factor (and the decoded image
       resized back), e.g. 0.5 for relu5_1 and relu4_1 to save three quarters of their cost; `transforms` must then
       have been made with the same `scales`.
+    passes: {level: n}: run that level n times in a row (default 1). The decoders only approximate the inverse of
+      the encoder, so one pass leaves the level's statistics short of the style's; each further pass, on the image
+      the last one decoded, brings them closer, at the cost of more of the photo's structure.
     eps: eigenvalue regularisation of the whitening and colouring.
   """
   levels = tuple(layer for layer in model.levels if levels is None or layer in levels)
@@ -273,6 +277,9 @@ def stylize(content: np.ndarray, styles: Sequence[np.ndarray], *, model: Model,
   scales = dict(scales or {})
   if not all(0.0 < f <= 1.0 for f in scales.values()):
     raise NSTError(f"level scales must lie in (0, 1], got {scales}")
+  passes = dict(passes or {})
+  if not all(isinstance(n, int) and 1 <= n <= 10 for n in passes.values()):
+    raise NSTError(f"--passes must be whole numbers from 1 to 10, got {passes}")
   original = np.asarray(content, np.float32)
   image = original
   if transforms is None:
@@ -281,7 +288,7 @@ def stylize(content: np.ndarray, styles: Sequence[np.ndarray], *, model: Model,
   weights = None if style_weights is None else np.asarray(style_weights, np.float32)
   h, w = image.shape[:2]
   current = image
-  for layer in levels:
+  for layer in [layer for layer in levels for _ in range(passes.get(layer, 1))]:
     scale = scales.get(layer, 1.0)
     size = (max(1, round(h * scale)), max(1, round(w * scale)))
     src = current if scale == 1.0 else image_io.resize(current, *size)
