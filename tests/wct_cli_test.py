@@ -57,7 +57,7 @@ def test_train_resume_export_then_stylize(monkeypatch, cli_setup, trained, tmp_p
   assert "one per level (1: relu1_1)" in capsys.readouterr().err  # the file's default levels: relu1_1 alone
   for extra in ([], ["--alpha", "0.5", "--style_blend", "1,2"], ["--style_masks", f"{tmp_path}/mask.png,"
                                                                    f"{tmp_path}/mask.png"],
-                ["--preserve_colors", "luminance", "--style_scale", "2", "--size", "20"]):
+                ["--preserve_colors", "luminance", "--style_scale", "2", "--size", "20", "--passes", "2,1"]):
     styles = f"{style},{style}" if any(f.startswith("--style_") and f != "--style_scale" for f in extra) else str(style)
     out = tmp_path / f"out{len(extra)}.png"
     levels = [] if "--alpha" in extra else ["--levels", "relu2_1,relu1_1"]
@@ -74,6 +74,7 @@ def test_train_resume_export_then_stylize(monkeypatch, cli_setup, trained, tmp_p
     (["--alpha", "2"], "--alpha values must be in [0, 1]"),
     (["--decoders", "no-such-decoders"], "no such WCT decoder file"),
     (["--style_scale", "0"], "--style_scale"),
+    (["--passes", "0"], "--passes needs one value or one per level"),
 ])
 def test_bad_input_is_one_line(monkeypatch, cli_setup, capsys, tmp_path, extra, message):
   path = tmp_path / "d.npz"

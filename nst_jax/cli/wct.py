@@ -62,8 +62,10 @@ def define_flags(fv: flags.FlagValues) -> Sections:
                     "transfer (YIQ) or style colour histogram matching.", flag_values=fv)
   flags.DEFINE_float("deep_scale", 1.0, "Run relu5_1 and relu4_1 on the image resized by this factor in (0, 1] "
                      "(0.5: their cost / 4; the coarse levels lay down large shapes).", flag_values=fv)
-  controls = ("controls", ["alpha", "levels", "style_blend", "style_masks", "style_scale", "preserve_colors",
-                           "deep_scale"])
+  flags.DEFINE_list("passes", ["1"], "Times each level runs in a row (one value, or one per level): each further pass "
+                    "brings the level's statistics closer to the style's.", flag_values=fv)
+  controls = ("controls", ["alpha", "levels", "passes", "style_blend", "style_masks", "style_scale",
+                           "preserve_colors", "deep_scale"])
   flags.DEFINE_float("max_megapixels", 1.0, "Larger images go through overlapping tiles whitened with the whole "
                      "image's statistics; also the tile size.", flag_values=fv)
   flags.DEFINE_integer("tile_size", None, "Force tiles of this many px (multiple of 16).", flag_values=fv)
@@ -99,6 +101,11 @@ def run(fv: flags.FlagValues, positional: list[str]) -> pathlib.Path:
     raise NSTError(f"--alpha needs one value or one per level ({len(levels)}: {', '.join(levels)}), got "
                    f"{len(alphas)}")
   alpha = dict(zip(levels, alphas if len(alphas) > 1 else alphas * len(levels)))
+  passes = shared_flags.integers(fv.passes, "--passes")
+  if len(passes) not in (1, len(levels)) or not all(1 <= n <= 10 for n in passes):
+    raise NSTError(f"--passes needs one value or one per level ({len(levels)}), each from 1 to 10, got "
+                   f"{','.join(fv.passes)}")
+  passes = dict(zip(levels, passes if len(passes) > 1 else passes * len(levels)))
   content = shared_flags.load_content(fv.content)
   if fv["size"].present:
     content = image_io.resize_long_side(content, fv.size)
@@ -123,7 +130,8 @@ def run(fv: flags.FlagValues, positional: list[str]) -> pathlib.Path:
   model = wct.make_model(resolve_weights(fv.weights), decoders)
   start = time.perf_counter()
   kw = dict(model=model, alpha=alpha, style_weights=blend, masks=masks, preserve_colors=fv.preserve_colors,
-            levels=levels, max_pixels=int(fv.max_megapixels * 2**20), tiling=tiling, scales=scales)
+            levels=levels, max_pixels=int(fv.max_megapixels * 2**20), tiling=tiling, scales=scales,
+            passes=passes)
   long_side = max(16, round(max(content.shape[:2]) * fv.style_scale))
   if fv.style and fv.preserve_colors == "none":  # style transforms from the per-file cache
     folder = adain_cache.resolve(fv.style_cache)
