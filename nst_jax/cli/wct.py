@@ -22,24 +22,19 @@ from nst_jax.losses import color, guidance
 from nst_jax.methods import adain_cache, blend_tiles
 from nst_jax.methods.wct import cache as wct_cache, stylize as wct
 from nst_jax.models import wct_decoder
-from nst_jax.weights.store import resolve_weights, weights_dir
+from nst_jax.weights.store import find_trained_file, resolve_weights
 
 DEFAULT_DECODERS = "wct-decoders-hed-vgg16"
 DEEP_LEVELS = ("relu5_1", "relu4_1")
-_REPO_WEIGHTS = pathlib.Path(__file__).resolve().parents[2] / "weights"
 
 
 def resolve_decoders(name_or_path: str) -> wct_decoder.DecoderSet:
   """A decoder .npz path, or NAME looked up as NAME.npz in `weights_dir()`, then in the checkout's weights/."""
-  path = pathlib.Path(name_or_path).expanduser()
-  if path.is_file():
-    return wct_decoder.load_decoders(path)
-  if "/" not in name_or_path and os.sep not in name_or_path and not path.suffix:
-    for folder in (weights_dir(), _REPO_WEIGHTS):
-      if (folder / f"{name_or_path}.npz").is_file():
-        return wct_decoder.load_decoders(folder / f"{name_or_path}.npz")
-  raise NSTError(f"--decoders {name_or_path!r}: no such WCT decoder file or name (train and export one with "
-                 "`python -m nst_jax train-wct`)")
+  path = find_trained_file(name_or_path)
+  if path is None:
+    raise NSTError(f"--decoders {name_or_path!r}: no such WCT decoder file or name (train and export one with "
+                   "`python -m nst_jax train-wct`)")
+  return wct_decoder.load_decoders(path)
 
 
 def define_flags(fv: flags.FlagValues) -> Sections:

@@ -25,7 +25,7 @@ from nst_jax.errors import NSTError
 from nst_jax.io import checkpoint
 from nst_jax.models import adain_student, layers, vgg
 from nst_jax.weights.format import VGGWeights
-from nst_jax.weights.store import weights_dir
+from nst_jax.weights.store import find_trained_file
 
 ENCODER_LAYER = "relu4_1"
 DECODER_FORMAT = "nst_jax-adain-decoder"
@@ -181,26 +181,7 @@ class DecoderCheckpoint:
 
 def _checked_decoder_arrays(arrays: Mapping[str, Any], arch: str, width: int, where: str,
                             skip_width: int = 0) -> dict[str, np.ndarray]:
-  expected = {}
-  for name, (kshape, bshape) in decoder_shapes(arch, width, skip_width).items():
-    expected[f"{name}/kernel"], expected[f"{name}/bias"] = kshape, bshape
-  missing = sorted(set(expected) - set(arrays))
-  unexpected = sorted(set(arrays) - set(expected))
-  if missing:
-    raise NSTError(f"{where}: decoder array {missing[0]!r} is missing")
-  if unexpected:
-    raise NSTError(f"{where}: unexpected decoder array {unexpected[0]!r}")
-  out = {}
-  for key, shape in expected.items():
-    arr = np.asarray(arrays[key])
-    if arr.dtype not in (np.float16, np.float32):
-      raise NSTError(f"{where}: decoder array {key!r} is {arr.dtype}, expected float16 or float32")
-    if tuple(arr.shape) != tuple(shape):
-      raise NSTError(f"{where}: decoder array {key!r} has shape {tuple(arr.shape)}, expected {tuple(shape)}")
-    if not np.all(np.isfinite(arr)):
-      raise NSTError(f"{where}: decoder array {key!r} is not finite")
-    out[key] = arr
-  return out
+  return layers.checked_conv_arrays(arrays, decoder_shapes(arch, width, skip_width), where=where, what="decoder")
 
 
 def save_decoder(path: str | os.PathLike, ckpt: DecoderCheckpoint, *, dtype: str = "float16") -> pathlib.Path:
@@ -282,20 +263,15 @@ def load_decoder(path: str | os.PathLike) -> DecoderCheckpoint:
 
 
 DEFAULT_DECODER = "adain-decoder-hed-vgg16"
-_REPO_WEIGHTS = pathlib.Path(__file__).resolve().parents[2] / "weights"
 
 
 def resolve_decoder(name_or_path: str) -> DecoderCheckpoint:
   """A decoder .npz path, or NAME looked up as NAME.npz in `weights_dir()` and then in the source checkout's
   weights/ folder (where the project's trained decoder ships)."""
-  path = pathlib.Path(name_or_path).expanduser()
-  if path.is_file():
-    return load_decoder(path)
-  if "/" not in name_or_path and os.sep not in name_or_path and not path.suffix:
-    for folder in (weights_dir(), _REPO_WEIGHTS):
-      if (folder / f"{name_or_path}.npz").is_file():
-        return load_decoder(folder / f"{name_or_path}.npz")
-  raise NSTError(f"--decoder {name_or_path!r}: no such decoder file or name")
+  path = find_trained_file(name_or_path)
+  if path is None:
+    raise NSTError(f"--decoder {name_or_path!r}: no such decoder file or name")
+  return load_decoder(path)
 
 
 def check_encoder(ckpt: DecoderCheckpoint, weights: VGGWeights) -> None:

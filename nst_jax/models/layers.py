@@ -4,11 +4,13 @@ truncated-normal initial draw of a stack of convolutions."""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from nst_jax.errors import NSTError
 from nst_jax.models import vgg
 
 PADDINGS = ("reflect", "zero")
@@ -63,3 +65,30 @@ def truncated_normal_convs(shapes: Mapping[str, tuple[tuple[int, ...], tuple[int
     params[name + "/kernel"] = (std * draw).astype(np.float32)
     params[name + "/bias"] = np.zeros(bshape, np.float32)
   return params
+
+
+def checked_conv_arrays(arrays: Mapping[str, Any], shapes: Mapping[str, tuple[tuple[int, ...], tuple[int, ...]]], *,
+                        where: str, what: str) -> dict[str, np.ndarray]:
+  """Exactly the arrays {'NAME/kernel', 'NAME/bias'} of convolutions {NAME: (kernel shape, bias shape)}, each float16
+  or float32, of its shape and finite; otherwise NSTError "`where`: `what` array 'NAME/...' ..." for the first
+  fault."""
+  expected = {}
+  for name, (kshape, bshape) in shapes.items():
+    expected[f"{name}/kernel"], expected[f"{name}/bias"] = tuple(kshape), tuple(bshape)
+  missing = sorted(set(expected) - set(arrays))
+  unexpected = sorted(set(arrays) - set(expected))
+  if missing:
+    raise NSTError(f"{where}: {what} array {missing[0]!r} is missing")
+  if unexpected:
+    raise NSTError(f"{where}: unexpected {what} array {unexpected[0]!r}")
+  out = {}
+  for key, shape in expected.items():
+    arr = np.asarray(arrays[key])
+    if arr.dtype not in (np.float16, np.float32):
+      raise NSTError(f"{where}: {what} array {key!r} is {arr.dtype}, expected float16 or float32")
+    if tuple(arr.shape) != shape:
+      raise NSTError(f"{where}: {what} array {key!r} has shape {tuple(arr.shape)}, expected {shape}")
+    if not np.all(np.isfinite(arr)):
+      raise NSTError(f"{where}: {what} array {key!r} is not finite")
+    out[key] = arr
+  return out

@@ -148,25 +148,8 @@ class DecoderSet:
 
 
 def _checked_arrays(arrays: Mapping[str, Any], arch: str, layer: str, width: int, where: str) -> dict[str, np.ndarray]:
-  expected = {}
-  for name, (kshape, bshape) in decoder_shapes(arch, layer, width).items():
-    expected[f"{name}/kernel"], expected[f"{name}/bias"] = kshape, bshape
-  missing = sorted(set(expected) - set(arrays))
-  unexpected = sorted(set(arrays) - set(expected))
-  if missing or unexpected:
-    what = f"array {layer}/{missing[0]!r} is missing" if missing else f"unexpected array {layer}/{unexpected[0]!r}"
-    raise NSTError(f"{where}: WCT decoder {what}")
-  out = {}
-  for key, shape in expected.items():
-    arr = np.asarray(arrays[key])
-    if arr.dtype not in (np.float16, np.float32):
-      raise NSTError(f"{where}: WCT decoder array {layer}/{key} is {arr.dtype}, expected float16 or float32")
-    if tuple(arr.shape) != tuple(shape):
-      raise NSTError(f"{where}: WCT decoder array {layer}/{key} has shape {tuple(arr.shape)}, expected {shape}")
-    if not np.all(np.isfinite(arr)):
-      raise NSTError(f"{where}: WCT decoder array {layer}/{key} is not finite")
-    out[key] = arr
-  return out
+  return layers.checked_conv_arrays(arrays, decoder_shapes(arch, layer, width), where=where,
+                                    what=f"WCT decoder {layer}")
 
 
 def _checked_level_meta(spec: Any, layer: str, where: str) -> dict:

@@ -44,3 +44,19 @@ def resolve_weights(name_or_path: str) -> VGGWeights:
   raise WeightsError(f"unknown weights {name_or_path!r}: not a file and not a known name "
                      f"({', '.join(KNOWN_SOURCES)}); see `python -m nst_jax.weights list`")
 
+
+
+REPO_WEIGHTS = pathlib.Path(__file__).resolve().parents[2] / "weights"  # where the project's trained files ship
+
+
+def find_trained_file(name_or_path: str) -> pathlib.Path | None:
+  """An existing file at `name_or_path`, or NAME looked up as NAME.npz in `weights_dir()` and then in the source
+  checkout's weights/ folder (where the project's trained decoders ship); None when neither exists."""
+  path = pathlib.Path(name_or_path).expanduser()
+  if path.is_file():
+    return path
+  if "/" not in name_or_path and os.sep not in name_or_path and not path.suffix:
+    for folder in (weights_dir(), REPO_WEIGHTS):
+      if (folder / f"{name_or_path}.npz").is_file():
+        return folder / f"{name_or_path}.npz"
+  return None
