@@ -327,3 +327,16 @@ def test_level_scales_run_a_level_on_the_resized_image(model):
   small = wct.stylize(wct.image_io.resize(content, 24, 32), [wct.image_io.resize(style, 32, 32)], model=model,
                       levels=levels)
   np.testing.assert_allclose(out, np.clip(wct.image_io.resize(small, 48, 64), 0, 1), atol=1e-5)
+
+
+def test_the_file_recommends_the_default_levels(weights):
+  ds = decoder_set(weights, levels=("relu2_1", "relu1_1"))
+  ds.info["default_levels"] = ["relu1_1"]
+  m = wct.make_model(weights, ds)
+  assert m.default_levels == ("relu1_1",)
+  rng = np.random.default_rng(11)
+  content, style = rng.random((32, 32, 3)).astype(np.float32), rng.random((32, 32, 3)).astype(np.float32)
+  np.testing.assert_array_equal(wct.stylize(content, [style], model=m),
+                                wct.stylize(content, [style], model=m, levels=("relu1_1",)))
+  with pytest.raises(NSTError, match="no decoder for relu3_1"):
+    wct.stylize(content, [style], model=m, levels=("relu3_1",))

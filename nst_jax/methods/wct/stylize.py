@@ -50,6 +50,7 @@ class Model:
   enc_params: Any
   decoders: Mapping[str, wct_decoder.LevelDecoder]  # parameters on the device
   encoder_id: str
+  default_levels: tuple[str, ...] = ()  # what `stylize` runs without `levels` (empty: every level)
 
   @property
   def levels(self) -> tuple[str, ...]:
@@ -71,7 +72,9 @@ def make_model(weights: VGGWeights, decoders: wct_decoder.DecoderSet) -> Model:
   levels = {k: dataclasses.replace(v, params=jax.device_put(v.params)) for k, v in decoders.levels.items()}
   deepest = vgg.deepest_layer(weights.arch, tuple(levels))
   enc = jax.device_put(vgg.params_for(weights.arch, weights.params, (deepest,)))
-  return Model(weights.arch, weights.preprocessing, enc, levels, weights.source_sha256)
+  recommended = decoders.info.get("default_levels") or list(levels)
+  default = tuple(layer for layer in wct_decoder.LEVELS if layer in recommended and layer in levels)
+  return Model(weights.arch, weights.preprocessing, enc, levels, weights.source_sha256, default)
 
 
 def _stride(layer: str) -> int:
@@ -239,7 +242,8 @@ def stylize(content: np.ndarray, styles: Sequence[np.ndarray], *, model: Model,
     masks: (K, H, W) one region mask per style in content space (each region takes its style's transform).
     preserve_colors: 'luminance' (the result's luma on the content's chroma, styles luma-matched first) or
       'histogram' (the styles recoloured to the content's colour distribution first), else 'none'.
-    levels: the levels to run, any subset of the model's (default all), run coarse to fine.
+    levels: the levels to run, any subset of the model's, run coarse to fine (default: the decoder file's
+      recommended levels, else all).
     transforms: the styles' `style_transforms` (e.g. cached), instead of the style images.
     max_pixels: larger (padded) contents go through tiles (`tiling`, default `blend_tiles.tiling_for_budget`).
     tiling: force tiles of this layout.
@@ -251,12 +255,14 @@ def stylize(content: np.ndarray, styles: Sequence[np.ndarray], *, model: Model,
       the last one decoded, brings them closer, at the cost of more of the photo's structure.
     eps: eigenvalue regularisation of the whitening and colouring.
   """
-  levels = tuple(layer for layer in model.levels if levels is None or layer in levels)
-  if levels is None or not levels:
-    raise NSTError("--levels: none of the model's levels selected")
-  unknown = sorted(set(levels or ()) - set(model.levels))
+  if levels is None:
+    levels = model.default_levels or model.levels
+  unknown = sorted(set(levels) - set(model.levels))
   if unknown:
     raise NSTError(f"--levels: no decoder for {unknown[0]} in this decoder file")
+  levels = tuple(layer for layer in model.levels if layer in levels)
+  if not levels:
+    raise NSTError("--levels: none of the model's levels selected")
   if preserve_colors not in COLOR_MODES:
     raise NSTError(f"--preserve_colors must be one of {', '.join(COLOR_MODES)}, got {preserve_colors!r}")
   count = len(transforms) if transforms is not None else len(styles)
