@@ -7,7 +7,6 @@ region masks and colour control.
 
 from __future__ import annotations
 
-import os
 import pathlib
 import time
 
