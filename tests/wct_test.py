@@ -263,8 +263,9 @@ def test_tiles_with_one_tile_give_the_whole_image_result(model):
   rng = np.random.default_rng(6)
   content, style = rng.random((48, 64, 3)).astype(np.float32), rng.random((40, 40, 3)).astype(np.float32)
   # Level by level: through the whole cascade of random decoders float32 round-off (the tiles' moments are combined
-  # in float64) is amplified chaotically, level after level.
-  for layer in wct_decoder.LEVELS:
+  # in float64) is amplified chaotically, level after level. The deepest level and a shallow one (each level
+  # compiles twice here).
+  for layer in ("relu5_1", "relu2_1"):
     whole = wct.stylize(content, [style], model=model, levels=(layer,))
     one = wct.stylize(content, [style], model=model, levels=(layer,),
                       tiling=wct.blend_tiles.Tiling(tile=64, overlap=16))
