@@ -48,6 +48,11 @@ def test_train_resume_export_then_stylize(monkeypatch, cli_setup, trained, tmp_p
   loaded = wct_decoder.load_decoders(decoders)
   assert set(loaded.levels) == {"relu2_1", "relu1_1"} and loaded.levels["relu2_1"].info["step"] == 2
   assert loaded.info["default_levels"] == ["relu1_1"]
+  # A new run started from the exported file continues at its step with its parameters.
+  seeded = root / "seeded"
+  assert run(monkeypatch, cli_setup, *train_args(root, cli_setup, "--steps", "3,3", "--init_decoders", str(decoders),
+                                                 "--out_dir", str(seeded))) == 0
+  assert wct_train.read_checkpoint_meta(seeded / "relu2_1" / "checkpoint.npz")["step"] == 3
   content = cli_setup["root"] / "content.png"
   style = cli_setup["root"] / "style.png"
   Image.fromarray(np.full((24, 32), 255, np.uint8)).save(tmp_path / "mask.png")

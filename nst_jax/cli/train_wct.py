@@ -47,10 +47,14 @@ def define_flags(fv: flags.FlagValues) -> Sections:
   flags.DEFINE_list("style_dirs", [str(DATA / "train" / "paintings")], "Folders of paintings.", flag_values=fv)
   flags.DEFINE_string("export", None, "Instead of training, write the decoder file of --levels here.",
                       flag_values=fv)
+  flags.DEFINE_string("init_decoders", None, "A level without a checkpoint in --out_dir starts from this exported "
+                      "decoder file (its parameters and step, fresh Adam moments), e.g. the shipped one.",
+                      flag_values=fv)
   flags.DEFINE_list("default_levels", [], "With --export: the levels `wct` runs by default with this file (default: "
                     "all exported).", flag_values=fv)
   flags.DEFINE_string("weights", "hed-vgg16", "The encoder's VGG weights.", flag_values=fv)
-  return [("run", ["out_dir", "levels", "steps", "chunk_seconds", "export", "default_levels", "weights"]),
+  return [("run", ["out_dir", "levels", "steps", "chunk_seconds", "init_decoders", "export", "default_levels",
+                   "weights"]),
           ("training", ["width", "padding", "crop", "batch", "lr", "pixel_weight", "feature_weight", "seed"]),
           ("data", ["content_dirs", "style_dirs"])]
 
@@ -92,7 +96,14 @@ def run(fv: flags.FlagValues, positional: list[str]) -> None:
   contents = adain_data.ImagePool(adain_data.list_images(fv.content_dirs, exclude=holdout), max_side=512)
   styles = adain_data.ImagePool(adain_data.list_images(fv.style_dirs, exclude=holdout), max_side=512)
   print(f"{len(contents)} photos, {len(styles)} paintings; levels {', '.join(fv.levels)}")
-  runs.train_levels(configs(fv), weights, contents, styles, out_dir=fv.out_dir, chunk_seconds=fv.chunk_seconds)
+  init = None
+  if fv.init_decoders:
+    from nst_jax.cli.wct import resolve_decoders  # pylint: disable=import-outside-toplevel
+    init = resolve_decoders(fv.init_decoders)
+    if init.encoder_sha256 != weights.source_sha256:
+      raise NSTError(f"--init_decoders were trained with another encoder ({init.encoder_sha256[:12]})")
+  runs.train_levels(configs(fv), weights, contents, styles, out_dir=fv.out_dir, chunk_seconds=fv.chunk_seconds,
+                    init=init)
 
 
 COMMAND = Command(

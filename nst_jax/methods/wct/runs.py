@@ -45,10 +45,34 @@ def make_level_trainer(config: wct_train.TrainConfig, weights: VGGWeights, out_d
                                 input_scale=scale)
 
 
+def seed_from_decoders(config: wct_train.TrainConfig, weights: VGGWeights, out_dir: str | pathlib.Path,
+                       decoders: wct_decoder.DecoderSet, *, log: Callable[[str], None] = print) -> None:
+  """Writes the level's first checkpoint from an exported decoder file: its parameters, its input scale and the
+  step it was exported at, with fresh Adam moments (the moments are not exported, so this continues the run
+  approximately; a checkpoint.npz continues it exactly). Nothing is written when the level has a checkpoint."""
+  ckpt = level_dir(out_dir, config.layer) / "checkpoint.npz"
+  level = decoders.levels.get(config.layer)
+  if ckpt.exists() or level is None:
+    return
+  trainer = wct_train.make_trainer(config, arch=weights.arch, params=weights.params,
+                                   preprocessing=weights.preprocessing, encoder_sha256=weights.source_sha256,
+                                   input_scale=level.input_scale)
+  params = {k: np.asarray(v, np.float32) for k, v in level.params.items()}
+  state = trainer.place({"params": params, "opt_state": trainer.optimizer.init(params),
+                         "step": int(level.info.get("step", 0))})
+  ckpt.parent.mkdir(parents=True, exist_ok=True)
+  wct_train.save_checkpoint(ckpt, trainer, state)
+  log(f"{config.layer}: starting from the exported decoder at step {state['step']} (fresh Adam moments)")
+
+
 def train_levels(configs: Sequence[wct_train.TrainConfig], weights: VGGWeights, contents: Sequence[np.ndarray],
                  styles: Sequence[np.ndarray], *, out_dir: str | pathlib.Path, chunk_seconds: float = 600.0,
-                 log: Callable[[str], None] = print) -> None:
-  """Trains every level of `configs` to its `steps`, round-robin in chunks of `chunk_seconds`, resuming each."""
+                 init: wct_decoder.DecoderSet | None = None, log: Callable[[str], None] = print) -> None:
+  """Trains every level of `configs` to its `steps`, round-robin in chunks of `chunk_seconds`, resuming each (a
+  level without a checkpoint starts from `init`'s decoder of that level when given, `seed_from_decoders`)."""
+  if init is not None:
+    for config in configs:
+      seed_from_decoders(config, weights, out_dir, init, log=log)
   trainers = {c.layer: make_level_trainer(c, weights, out_dir, contents, styles) for c in configs}
 
   def step_of(layer: str) -> int:
