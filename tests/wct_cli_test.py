@@ -50,9 +50,9 @@ def test_train_resume_export_then_stylize(monkeypatch, cli_setup, trained, tmp_p
   assert loaded.info["default_levels"] == ["relu1_1"]
   # A new run started from the exported file continues at its step with its parameters.
   seeded = root / "seeded"
-  assert run(monkeypatch, cli_setup, *train_args(root, cli_setup, "--steps", "3,3", "--init_decoders", str(decoders),
-                                                 "--out_dir", str(seeded))) == 0
-  assert wct_train.read_checkpoint_meta(seeded / "relu2_1" / "checkpoint.npz")["step"] == 3
+  assert run(monkeypatch, cli_setup, *train_args(root, cli_setup, "--steps", "3", "--init_decoders", str(decoders),
+                                                 "--out_dir", str(seeded), "--levels", "relu1_1")) == 0
+  assert wct_train.read_checkpoint_meta(seeded / "relu1_1" / "checkpoint.npz")["step"] == 3
   content = cli_setup["root"] / "content.png"
   style = cli_setup["root"] / "style.png"
   Image.fromarray(np.full((24, 32), 255, np.uint8)).save(tmp_path / "mask.png")
@@ -60,9 +60,9 @@ def test_train_resume_export_then_stylize(monkeypatch, cli_setup, trained, tmp_p
   capsys.readouterr()
   assert run(monkeypatch, cli_setup, "wct", *common, "--output", str(tmp_path / "d.png"), "--alpha", "0.5,1") == 2
   assert "one per level (1: relu1_1)" in capsys.readouterr().err  # the file's default levels: relu1_1 alone
-  for extra in ([], ["--alpha", "0.5", "--style_blend", "1,2"], ["--style_masks", f"{tmp_path}/mask.png,"
-                                                                   f"{tmp_path}/mask.png"],
-                ["--preserve_colors", "luminance", "--style_scale", "2", "--size", "20", "--passes", "2,1"]):
+  for extra in (["--alpha", "0.5", "--style_blend", "1,2"],
+                ["--style_masks", f"{tmp_path}/mask.png,{tmp_path}/mask.png", "--preserve_colors", "luminance",
+                 "--style_scale", "2", "--size", "20", "--passes", "2,1"]):
     styles = f"{style},{style}" if any(f.startswith("--style_") and f != "--style_scale" for f in extra) else str(style)
     out = tmp_path / f"out{len(extra)}.png"
     levels = [] if "--alpha" in extra else ["--levels", "relu2_1,relu1_1"]

@@ -87,6 +87,23 @@ def test_colored_features_have_the_style_mean_and_covariance(feats):
   np.testing.assert_allclose(cov / np.abs(s_cov).max(), s_cov / np.abs(s_cov).max(), atol=1e-4)
 
 
+def test_paired_transform_equals_wct_under_vmap_and_jit(feats):
+  content, (style, other) = feats
+  contents = jnp.stack([content, content[::-1]])
+  styles = jnp.stack([style[:20, :21], other[:20, :21]])
+  paired = np.asarray(jax.jit(jax.vmap(ops.wct_pair))(contents, styles))
+  for i in range(2):
+    mean, cov = np_moments(contents[i])
+    s_mean, s_cov = np_moments(styles[i])
+    reference = ((np.asarray(contents[i], np.float64) - mean) @ np_power(cov, -0.5, ops.EPS)
+                 @ np_power(s_cov, 0.5, ops.EPS) + s_mean)
+    single = np.asarray(ops.wct(contents[i], ops.style_transform(styles[i])))
+    # Both float32 paths within the same distance of the float64 reference (the conditioning of these features
+    # puts float32 a few 1e-4 of the range off).
+    for got in (paired[i], single):
+      np.testing.assert_allclose(got, reference, atol=1e-3 * np.abs(reference).max())
+
+
 def test_rank_deficient_covariance_stays_finite():
   # Dead ReLU channels and a flat image: zero-variance directions must not divide by zero.
   x = np.zeros((8, 8, 6), np.float32)
@@ -201,13 +218,14 @@ def test_resumed_training_reaches_the_parameters_of_an_uninterrupted_run(tmp_pat
   assert [h["step"] for h in history if "loss" in h] == [3, 6]
 
 
-def test_training_lowers_the_reconstruction_loss(tmp_path, weights, tiny_data):
-  config = wct_train.TrainConfig(layer="relu1_1", width=8, crop=16, batch=2, steps=40, lr=3e-3)
+def test_training_lowers_the_reconstruction_and_stylized_losses(tmp_path, weights, tiny_data):
+  config = wct_train.TrainConfig(layer="relu1_1", width=8, crop=16, batch=2, steps=40, lr=3e-3, stylized_weight=1.0)
   trainer = wct_train.make_trainer(config, arch="vgg16", params=weights.params, preprocessing=CAFFE_VGG,
                                    encoder_sha256=weights.source_sha256, input_scale=0.02)
   _, history = wct_train.train(trainer, *tiny_data, out_dir=tmp_path, log_every=10, log=lambda _: None)
   losses = [h["loss"] for h in history if "loss" in h]
-  assert losses[-1] < 0.5 * losses[0]
+  stylized = [h["stylized"] for h in history if "loss" in h]
+  assert losses[-1] < 0.5 * losses[0] and stylized[-1] < 0.5 * stylized[0], (losses, stylized)
 
 
 def test_export_writes_the_levels_with_their_held_out_psnr(tmp_path, weights, tiny_data):

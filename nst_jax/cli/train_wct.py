@@ -40,6 +40,9 @@ def define_flags(fv: flags.FlagValues) -> Sections:
                      "weight --feature_weight): 10 makes it the larger term, about the photo's own variance apart.",
                      flag_values=fv)
   flags.DEFINE_float("feature_weight", 1.0, "Weight of the relative feature loss at the level.", flag_values=fv)
+  flags.DEFINE_float("stylized_weight", 0.0, "Weight of inverting WCT-transformed features (each photo of the batch "
+                     "with a painting's statistics), relative like the feature loss; 0: reconstruction only.",
+                     flag_values=fv)
   flags.DEFINE_integer("seed", 0, "Seeds the initial parameters and every batch.", flag_values=fv)
   flags.DEFINE_float("chunk_seconds", 600.0, "Seconds per level before moving to the next (round-robin).",
                      flag_values=fv)
@@ -55,7 +58,8 @@ def define_flags(fv: flags.FlagValues) -> Sections:
   flags.DEFINE_string("weights", "hed-vgg16", "The encoder's VGG weights.", flag_values=fv)
   return [("run", ["out_dir", "levels", "steps", "chunk_seconds", "init_decoders", "export", "default_levels",
                    "weights"]),
-          ("training", ["width", "padding", "crop", "batch", "lr", "pixel_weight", "feature_weight", "seed"]),
+          ("training", ["width", "padding", "crop", "batch", "lr", "pixel_weight", "feature_weight", "stylized_weight",
+                        "seed"]),
           ("data", ["content_dirs", "style_dirs"])]
 
 
@@ -65,7 +69,8 @@ def configs(fv: flags.FlagValues) -> list[wct_train.TrainConfig]:
     raise NSTError(f"--steps needs one count per level ({len(fv.levels)}), got {len(steps)}")
   return [wct_train.TrainConfig(layer=layer, width=fv.width, padding=fv.padding, crop=fv.crop, batch=fv.batch,
                                 steps=n, lr=fv.lr, pixel_weight=fv.pixel_weight,
-                                feature_weight=fv.feature_weight, seed=fv.seed)
+                                feature_weight=fv.feature_weight, stylized_weight=fv.stylized_weight,
+                                seed=fv.seed)
           for layer, n in zip(fv.levels, steps)]
 
 

@@ -58,13 +58,16 @@ def moments(feats: jax.Array, *, weights: jax.Array | None = None) -> Moments:
   return Moments(mean, (centred * w[:, None]).T @ centred / denom)
 
 
-def _eig_power(cov: jax.Array, power: float, eps: float) -> jax.Array:
-  """E (D + eps mean(D))^power E^T of a symmetric covariance (negative round-off eigenvalues count as 0)."""
-  cov = 0.5 * (cov + cov.T)
+def _eig_power(cov: jax.Array, power: float | jax.Array, eps: float) -> jax.Array:
+  """E (D + eps mean(D))^power E^T of symmetric covariances (..., C, C), `power` broadcast over the leading axes
+  (negative round-off eigenvalues count as 0)."""
+  cov = 0.5 * (cov + jnp.swapaxes(cov, -1, -2))
   values, vectors = jnp.linalg.eigh(cov)
   values = jnp.maximum(values, 0.0)
-  values = values + eps * jnp.maximum(jnp.mean(values), 1e-12)
-  return (vectors * values ** power) @ vectors.T
+  values = values + eps * jnp.maximum(jnp.mean(values, axis=-1, keepdims=True), 1e-12)
+  powered = values ** jnp.expand_dims(jnp.asarray(power, values.dtype), -1)
+  scaled = vectors * jnp.expand_dims(powered, -2)
+  return scaled @ jnp.swapaxes(vectors, -1, -2)
 
 
 def whitening_matrix(cov: jax.Array, *, eps: float = EPS) -> jax.Array:
@@ -96,6 +99,15 @@ def wct(content: jax.Array, style: StyleTransform, *, eps: float = EPS, weights:
   """Content features (H, W, C) whitened (with the statistics of the `weights`' region, or `stats`) and coloured
   with `style`."""
   return whiten(content, eps=eps, weights=weights, stats=stats) @ style.coloring + style.mean
+
+
+def wct_pair(content: jax.Array, style: jax.Array, *, eps: float = EPS) -> jax.Array:
+  """`wct(content, style_transform(style))` for (H, W, C) features of both, with the two eigendecompositions in
+  one batched call: under `jax.vmap` inside `jax.jit`, two separate batched `eigh` calls have been seen to
+  deadlock the XLA CPU runtime (jax 0.10.2), one call on the stacked covariances does not."""
+  mc, ms = moments(content), moments(style)
+  white, colour = _eig_power(jnp.stack([mc.cov, ms.cov]), jnp.array([-0.5, 0.5]), eps)
+  return (content - mc.mean) @ white @ colour + ms.mean
 
 
 def moment_sums(feats: jax.Array, weights: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:

@@ -6,7 +6,14 @@ Objective of the decoder of level l (relu_b_1), for an image x with features f =
   L = pixel_weight * mean((dec(f) - x)^2) + feature_weight * mean((enc_l(dec(f)) - f)^2) / mean(f^2),
 
 the pixel term in RGB [0, 1] units and the feature term relative to the features' mean square, so one weight
-means the same at every level. Batches are random crops of the content photos and of the paintings alike (the
+means the same at every level. With `stylized_weight` > 0 the decoder also learns to invert the features it is
+given at transfer time: each photo i of the batch is transformed with painting i (t = WCT(f_photo, f_painting),
+`nst_jax.methods.wct.ops`), and
+
+  L += stylized_weight * mean((enc_l(dec(t)) - t)^2) / mean(t^2).
+
+Such t lie off the features of natural images (the painting's covariance on the photo's layout); a decoder trained
+only on reconstruction inverts them loosely, and whatever it misses is style statistics lost in the picture. Batches are random crops of the content photos and of the paintings alike (the
 decoder must invert features of both), made by `nst_jax.methods.adain_data` as a pure function of (seed, step).
 The step is one `jax.jit` over a `Mesh` of all devices, the batch sharded along its first axis, parameters and
 Adam state replicated. The checkpoint (format "nst_jax-wct-training": parameters, Adam state, step, config,
@@ -32,6 +39,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from nst_jax.errors import NSTError
 from nst_jax.io import atomic, checkpoint
 from nst_jax.methods import adain_data
+from nst_jax.methods.wct import ops as wct_ops
 from nst_jax.models import layers, vgg, wct_decoder
 from nst_jax.models.preprocessing import Preprocessing
 
@@ -51,7 +59,8 @@ class TrainConfig:
     batch: photos per step, and as many paintings.
     steps: length of the run (the cosine schedule ends there).
     lr: peak learning rate of Adam (linear warm-up over 2% of `steps`, cosine decay to 1%).
-    pixel_weight, feature_weight: weights of the two loss terms (module docstring).
+    pixel_weight, feature_weight: weights of the two reconstruction terms (module docstring).
+    stylized_weight: weight of the inversion of WCT-transformed features (module docstring; 0: reconstruction only).
     seed: seeds the initial parameters and every batch.
     min_scale, max_scale: crops are taken from the image scaled so its short side is crop * U(min, max).
   """
@@ -65,6 +74,7 @@ class TrainConfig:
   lr: float = 1e-3
   pixel_weight: float = 1.0
   feature_weight: float = 1.0
+  stylized_weight: float = 0.0
   seed: int = 0
   min_scale: float = 1.0
   max_scale: float = 2.0
@@ -85,8 +95,13 @@ class TrainConfig:
     if self.pixel_weight < 0 or self.feature_weight < 0 or self.pixel_weight + self.feature_weight <= 0:
       raise NSTError(f"--pixel_weight and --feature_weight must be >= 0, not both 0; got {self.pixel_weight}, "
                      f"{self.feature_weight}")
+    if not self.stylized_weight >= 0:
+      raise NSTError(f"--stylized_weight must be >= 0, got {self.stylized_weight}")
     if not 0 < self.min_scale <= self.max_scale:
       raise NSTError(f"scales must satisfy 0 < min <= max, got {self.min_scale}, {self.max_scale}")
+
+
+DEFAULT_CONFIG = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
 
 
 def learning_rate(config: TrainConfig) -> optax.Schedule:
@@ -107,7 +122,8 @@ def encode(enc_params: Mapping, images: jax.Array, *, arch: str, preprocessing: 
 def reconstruction_terms(dec_params: Mapping, enc_params: Mapping, images: jax.Array, *, arch: str,
                          preprocessing: Preprocessing, config: TrainConfig, input_scale: float,
                          backward: Mapping | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
-  """(loss, {"pixel", "feature"}) of the module docstring for a batch of RGB [0, 1] images."""
+  """(loss, {"pixel", "feature"[, "stylized"]}) of the module docstring for a batch of RGB [0, 1] images: photos
+  first, then as many paintings."""
   kw = dict(arch=arch, preprocessing=preprocessing, layer=config.layer)
   feats = jax.lax.stop_gradient(encode(enc_params, images, **kw))
   level = wct_decoder.LevelDecoder(dec_params, config.width, config.padding, input_scale)
@@ -119,6 +135,14 @@ def reconstruction_terms(dec_params: Mapping, enc_params: Mapping, images: jax.A
     again = encode(enc_params, out, backward=backward, **kw)
     terms["feature"] = jnp.mean(jnp.square(again - feats)) / (jnp.mean(jnp.square(feats)) + 1e-12)
     loss = loss + config.feature_weight * terms["feature"]
+  if config.stylized_weight:
+    n = images.shape[0] // 2
+    targets = jax.lax.stop_gradient(
+        jax.vmap(lambda c, s: wct_ops.wct_pair(c, s))(feats[:n], feats[n:2 * n]))
+    styled = wct_decoder.decode(level, targets, arch=arch, layer=config.layer)
+    again = encode(enc_params, styled, backward=backward, **kw)
+    terms["stylized"] = jnp.mean(jnp.square(again - targets)) / (jnp.mean(jnp.square(targets)) + 1e-12)
+    loss = loss + config.stylized_weight * terms["stylized"]
   return loss, terms
 
 
@@ -217,7 +241,7 @@ def load_checkpoint(path: str | os.PathLike, trainer: Trainer) -> tuple[dict, li
                           what="WCT training checkpoint")
   if meta.get("arch") != trainer.arch or meta.get("encoder_sha256") != trainer.encoder_sha256:
     raise NSTError(f"{where}: trained with another encoder ({meta.get('arch')}, {str(meta.get('encoder_sha256'))[:12]})")
-  saved = meta.get("config", {})
+  saved = {**DEFAULT_CONFIG, **meta.get("config", {})}  # fields added later take their defaults
   for key, value in dataclasses.asdict(trainer.config).items():
     if saved.get(key) != value:
       raise NSTError(f"{where}: the checkpoint has {key}={saved.get(key)!r}, the flags say {value!r}")
