@@ -36,6 +36,20 @@ def test_every_script_has_run_quick_full_and_a_run_command(modules):
     assert "Expected" in module.__doc__, name
 
 
+def test_wct_target_inversion_lowers_the_feature_error(default_weights):
+  sys.path.insert(0, str(EXPERIMENTS))
+  try:
+    module = importlib.import_module("wct_target_inversion")
+  finally:
+    sys.path.remove(str(EXPERIMENTS))
+  rng = np.random.default_rng(3)
+  content, style = rng.random((32, 32, 3), np.float32), rng.random((32, 40, 3), np.float32) ** 2
+  x, history = module.invert(default_weights, content, style, level="relu2_1", steps=20, report_every=10)
+  errors = [h["relative_error"] for h in history]
+  assert [h["step"] for h in history] == [0, 10, 20] and errors[-1] < 0.7 * errors[0], errors
+  assert x.shape == content.shape and 0.0 <= x.min() and x.max() <= 1.0
+
+
 @pytest.mark.slow
 def test_color_figure_end_to_end(modules, default_weights, tmp_path):
   del default_weights  # only its skip / CI failure when the weights are absent; run() loads them by name
