@@ -198,6 +198,7 @@ if __name__ == "__main__":
   flags.DEFINE_list("pairs", [], "Reference pictures to run (file stems; default all 18).")
   flags.DEFINE_list("methods", list(METHODS), "Methods to run and measure.")
   flags.DEFINE_string("gatys_dir", None, "Folder with Gatys outputs ours_<picture>.png (classic_comparison.py).")
+  flags.DEFINE_string("adain_decoder", adain_decoder.DEFAULT_DECODER, "AdaIN decoder file or name.")
   flags.DEFINE_string("wct_decoders", "wct-decoders-hed-vgg16", "WCT decoder file or name.")
   flags.DEFINE_list("wct_levels", [], "WCT levels (default: all the file has).")
   flags.DEFINE_list("wct_alpha", [], "WCT alpha: one value, or one per level of --wct_levels.")
@@ -220,5 +221,6 @@ if __name__ == "__main__":
 
   common.app_run(lambda settings: run(settings, pictures=flags.FLAGS.pairs or None, methods=flags.FLAGS.methods,
                                       gatys_dir=flags.FLAGS.gatys_dir, wct_decoders=flags.FLAGS.wct_decoders,
+                                      adain_decoder_name=flags.FLAGS.adain_decoder,
                                       wct_options=wct_options()),
                  __file__, quick=dict(size=256, iterations=0), full=dict(size=SIZE, iterations=0))
