@@ -96,4 +96,5 @@ COMMAND = Command(
     name="adain", prog="python -m nst_jax adain", usage="--content PHOTO --style PAINTING[,...] [flags]",
     description="One encoder-AdaIN-decoder pass with the shipped decoder. Time on a 2-core CPU: 0.6 s at 512x512 "
                 "plus ~3.5 s of start-up (plus compilation on the first call), ~36 s at 4K in tiles.",
-    define_flags=define_flags, run=run)
+    define_flags=define_flags, run=run,
+    input_flags=("content", "style", "style_masks", "weights", "decoder"))

@@ -21,6 +21,7 @@ from typing import Any
 
 from absl import flags
 
+from nst_jax.cli import output_guard
 from nst_jax.errors import NSTError, NSTWarning, one_line
 
 HELP_FLAGS = ("-h", "--help", "-help", "--helpfull", "--helpshort")
@@ -40,6 +41,8 @@ class Command:
   positional: bool = False  # whether positional arguments are passed to `run` (else they are an error)
   description: str = ""
   compilation_cache: bool = True  # whether the command takes --compilation_cache (it compiles with JAX)
+  # Flags that name files the command reads: --output may not resolve to any of them (`output_guard`).
+  input_flags: tuple[str, ...] = ()
 
 
 def define_all_flags(command: Command, fv: flags.FlagValues) -> Sections:
@@ -130,6 +133,7 @@ def main(command: Command, args: Sequence[str], *, others: Callable[[], Sequence
     warnings.showwarning = _show_warning
     try:
       fv, _, positional = parse(command, args, others)
+      output_guard.check_flags(fv.flag_values_dict(), command.input_flags)
       if command.compilation_cache:
         from nst_jax.io import compile_cache  # pylint: disable=import-outside-toplevel  # JAX only once running
         compile_cache.enable(compile_cache.resolve(fv.compilation_cache))

@@ -162,4 +162,5 @@ COMMAND = Command(
     description="Photorealistic style transfer: optimisation (stage 2 with the matting Laplacian; stage 1 without "
                 "it on request), then local-affine post-processing. Time on a 2-core CPU: 9 min at the default 512 px, "
                 "4-10 min at --size 384 (measured on the paper's examples); --preset paper about 2 hours.",
-    define_flags=define_flags, run=run)
+    define_flags=define_flags, run=run,
+    input_flags=("content", "style", "content_seg", "style_seg", "init", "weights"))

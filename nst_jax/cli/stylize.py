@@ -32,6 +32,8 @@ from nst_jax.weights.store import resolve_weights
 # Flags that send a run through the high-resolution engine when given.
 HIGHRES_FLAGS = optimization_flags.TILE_FLAGS + ("start_size", "scale_step", "scale_iterations", "checkpoint_dir",
                                                  "checkpoint_every", "coordinator_address")
+# Flags that name files the command reads (never overwritten by --output).
+INPUT_FLAGS = ("content", "style", "style_masks", "depth", "init", "weights", "hed_weights", "checkpoint_dir")
 
 
 def define_flags(fv: flags.FlagValues, *, synthesis: bool = False) -> Sections:
@@ -214,9 +216,9 @@ STYLIZE = Command(
     description="Optimises the image so that its VGG features match the content photo's and its Gram matrices the "
                 "style's. Time: about 20 s per 100 L-BFGS iterations at 256 px on a 2-core CPU (plus ~40 s to "
                 "compile), 4x that at 512 px.",
-    define_flags=define_flags, run=run)
+    define_flags=define_flags, run=run, input_flags=INPUT_FLAGS)
 SYNTHESIZE = Command(
     name="synthesize", prog="python -m nst_jax synthesize", usage="--style PAINTING[,...] [flags]",
     description="Gatys et al.'s texture synthesis: optimises noise until its Gram matrices match the style's.",
     define_flags=lambda fv: define_flags(fv, synthesis=True),
-    run=lambda fv, positional: run(fv, positional, synthesis=True))
+    run=lambda fv, positional: run(fv, positional, synthesis=True), input_flags=INPUT_FLAGS)

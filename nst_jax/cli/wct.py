@@ -146,4 +146,5 @@ COMMAND = Command(
     name="wct", prog="python -m nst_jax wct", usage="--content PHOTO --style PAINTING[,...] [flags]",
     description="Universal style transfer: whitening and colouring of the encoder's features at every level, "
                 "coarse to fine, each decoded by its reconstruction decoder. Any style, no optimisation.",
-    define_flags=define_flags, run=run)
+    define_flags=define_flags, run=run,
+    input_flags=("content", "style", "style_masks", "weights", "decoders"))

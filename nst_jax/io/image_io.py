@@ -148,14 +148,14 @@ def warn_if_stretched(shape: tuple[int, ...], target: tuple[int, ...], *, what: 
 def check_output_path(path: str | os.PathLike, *, bits: int = 8) -> pathlib.Path:
   """Validates an output path before any work is done: known extension, bit depth, writable folder."""
   path = pathlib.Path(path)
+  if path.is_dir():
+    raise NSTError(f"output {str(path)!r} is a folder; give an image file path, e.g. {str(path / 'out.png')!r}")
   ext = path.suffix.lower()
   if ext not in _WRITERS:
     raise NSTError(f"output {str(path)!r}: unknown image extension {ext or '(none)'!r}; use one of "
                    f"{', '.join(sorted(_WRITERS))}")
   if bits not in _WRITERS[ext][1]:
     raise NSTError(f"output {str(path)!r}: {ext} cannot hold {bits}-bit images; use .png or .tif")
-  if path.is_dir():
-    raise NSTError(f"output {str(path)!r} is a directory")
   # Missing folders are created at save time, so check the nearest one that exists: a file in the way
   # (out.txt/result.png) or a read-only ancestor would otherwise only fail after the whole optimisation.
   folder = path.absolute().parent
