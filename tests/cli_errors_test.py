@@ -70,7 +70,7 @@ BAD_INPUTS = [
     ("precision-unknown", ["--precision", "fp8"], ["--precision", "fp8"]),
     ("scale-step-one", ["--start_size", "16", "--scale_step", "1"], ["--scale_step", "got 1.0"]),
     ("start-size-above-size", ["--size", "32", "--start_size", "64"], ["--start_size", "larger than --size"]),
-    ("scale-iterations-count", ["--size", "32", "--start_size", "16", "--scale_iterations", "1,2,3"],
+    ("scale-iterations-count", ["--size", "32", "--start_size", "24", "--scale_iterations", "1,2,3"],
      ["--scale_iterations", "3 entries", "2 scales"]),
     ("scale-iterations-not-int", ["--start_size", "16", "--scale_iterations", "a"], ["--scale_iterations", "'a'"]),
     ("max-memory-negative", ["--max_memory_gb", "-1"], ["--max_memory_gb", "got -1"]),

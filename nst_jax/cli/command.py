@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import shutil
 import sys
 import textwrap
@@ -105,10 +106,19 @@ def parse(command: Command, args: Sequence[str], others: Callable[[], Sequence[C
     raise NSTError(_unknown_flag_message(command, e.flagname, others)) from None
   except flags.Error as e:  # a bad value: absl's own message names the flag
     raise NSTError(one_line(str(e))) from None
+  check_finite_floats(fv)
   if positional and not command.positional:
     raise NSTError(f"unexpected argument {' '.join(positional)}: expected one command and its flags; "
                    f"`{command.prog} --help` lists them")
   return fv, sections, positional
+
+
+def check_finite_floats(fv: flags.FlagValues) -> None:
+  """No float flag is NaN or infinite: absl parses 'nan' and 'inf' as numbers, and no flag means either."""
+  for name in sorted(fv):
+    flag = fv[name]
+    if isinstance(flag.parser, flags.FloatParser) and flag.value is not None and not math.isfinite(flag.value):
+      raise NSTError(f"--{name} must be a finite number, got {flag.value}")
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:

@@ -17,15 +17,16 @@ import time
 from absl import flags
 
 from nst_jax import optim
-from nst_jax.cli import optimization_flags, shared_flags
+from nst_jax.cli import optimization_flags, shared_flags, validation
 from nst_jax.cli.command import Command, Sections
 from nst_jax.errors import NSTError
 from nst_jax.highres import distributed, highres_config, memory, pyramid
 from nst_jax.io import image_io
-from nst_jax.losses import color, guidance, octaves, structure
+from nst_jax.losses import color, octaves, structure
 from nst_jax.methods import gatys
 from nst_jax.methods.optimize import NonFiniteLossError
-from nst_jax.methods.stylize_config import STYLE_LAYER_BALANCES, STYLE_LOSSES, StylizeConfig, check_request
+from nst_jax.methods.stylize_config import (STYLE_LAYER_BALANCES, STYLE_LOSSES, StylizeConfig, check_request,
+                                            per_style)
 from nst_jax.models import vgg
 from nst_jax.weights.store import resolve_weights
 
@@ -161,14 +162,21 @@ def run(fv: flags.FlagValues, positional: list[str], *, synthesis: bool = False)
       scale_iterations=shared_flags.integers(fv.scale_iterations, "--scale_iterations"),
       checkpoint_dir=fv.checkpoint_dir, checkpoint_every=fv.checkpoint_every)
   output = image_io.check_output_path(fv.output, bits=fv.output_bits)
+  validation.check_learning_rate(fv.learning_rate)
+  if fv.checkpoint_dir:
+    validation.check_writable_folder(fv.checkpoint_dir, "--checkpoint_dir")
   config = config_from_flags(fv)
   _start_distributed(fv)
   if synthesis and not fv.style:
     raise NSTError("synthesize needs --style")
   content = None if synthesis else shared_flags.load_content(fv.content)
   styles = shared_flags.load_styles(fv.style)
+  sizes = highres_config.scale_sizes(config.size, hr.start_size, hr.scale_step)
+  if content is not None:
+    validation.check_working_size(content.shape, sizes[0], what=f"content image {fv.content or '(demo)'!r}",
+                                  flag="--start_size" if len(sizes) > 1 else "--size")
   shape = image_io.long_side_shape((content if content is not None else styles[0]).shape, config.size)
-  masks = [guidance.load_mask(p, height=shape[0], width=shape[1]) for p in fv.style_masks] or None
+  masks = shared_flags.load_masks(fv.style_masks, height=shape[0], width=shape[1]) or None
   depth = structure.load_depth(fv.depth, height=shape[0], width=shape[1]) if fv.depth else None
   if depth is not None and synthesis:
     raise NSTError("--depth needs a content image")
@@ -178,6 +186,9 @@ def run(fv: flags.FlagValues, positional: list[str], *, synthesis: bool = False)
   hed = resolve_weights(fv.hed_weights) if config.edge_weight > 0 and not weights.extras else None
   # Refuse bad layer names etc. before the memory estimate below needs them.
   check_request(config, weights.arch, num_styles=len(styles), has_content=content is not None)
+  scales = per_style(config.style_scale, len(styles), "--style_scale")
+  validation.check_style_working_sizes(styles, fv.style, [round(sizes[0] * k) for k in scales],
+                                       validation.style_min_side(weights.arch, config.style_layers))
   layers = (config.content_layers if content is not None else ()) + tuple(
       octaves.split(name)[0] for name in config.style_layers)
   use_highres = any(fv[name].present for name in HIGHRES_FLAGS) or (

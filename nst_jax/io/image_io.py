@@ -65,17 +65,20 @@ def load_image(path: str | os.PathLike, *, what: str = "image") -> np.ndarray:
                                              f"{Image.MAX_IMAGE_PIXELS}")
         im.seek(0)  # first frame of animations
         im = ImageOps.exif_transpose(im)
-        return _to_rgb_float(im)
+        image = _to_rgb_float(im)
   except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
     raise NSTError(f"{what} {str(path)!r} is too large to decode safely ({e})") from None
   except UnidentifiedImageError:
     raise NSTError(f"{what} {str(path)!r} is not an image file Pillow can read") from None
+  except NSTError as e:
+    raise NSTError(f"{what} {str(path)!r} {e}") from None
   except MemoryError:
     raise  # a valid but huge image: not the file's fault, and the CLI reports it as such
   except Exception as e:  # pylint: disable=broad-except
     # Truncated or corrupt data surfaces as OSError, SyntaxError, ValueError, EOFError, but also as TypeError or
     # struct.error from deep inside Pillow's plugins (e.g. a TIFF whose StripOffsets tag is a fraction).
     raise NSTError(f"{what} {str(path)!r} could not be decoded: {type(e).__name__}: {e}") from None
+  return image
 
 
 def _to_rgb_float(im) -> np.ndarray:
@@ -91,6 +94,8 @@ def _to_rgb_float(im) -> np.ndarray:
     return _gray_to_rgb(np.clip(arr / 65535.0, 0, 1).astype(np.float32))
   if im.mode == "F":
     arr = np.asarray(im, dtype=np.float32)
+    if not np.isfinite(arr).all():  # float TIFFs can hold them: clipped, they would pass for black or white
+      raise NSTError("has NaN or infinite pixel values; save it with finite values")
     top = 255.0 if arr.max(initial=0) > 1.0 else 1.0
     return _gray_to_rgb(np.clip(arr / top, 0, 1))
   if im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (im.mode == "P" and "transparency" in im.info):
