@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import pathlib
 import shutil
 import sys
 import textwrap
@@ -25,6 +26,7 @@ from absl import flags
 from nst_jax.cli import output_guard
 from nst_jax.errors import NSTError, NSTWarning, one_line
 
+RESUME_FLAGS = ("checkpoint_dir", "out_dir")  # folders of resume state, named when a command is interrupted
 HELP_FLAGS = ("-h", "--help", "-help", "--helpfull", "--helpshort")
 Sections = list[tuple[str, list[str]]]  # (title, flag names) in the order `--help` shows them
 
@@ -121,6 +123,24 @@ def check_finite_floats(fv: flags.FlagValues) -> None:
       raise NSTError(f"--{name} must be a finite number, got {flag.value}")
 
 
+def saved_images() -> tuple[int, pathlib.Path | None]:
+  """`image_io.saved_images()`, or none when no command has imported image_io yet (then nothing was saved)."""
+  image_io = sys.modules.get("nst_jax.io.image_io")
+  return image_io.saved_images() if image_io is not None else (0, None)
+
+
+def interrupted_message(fv: flags.FlagValues | None, saves_before: int) -> str:
+  """What Ctrl-C leaves behind: the last image this command saved, and its resume state if it keeps one."""
+  count, last = saved_images()
+  parts = [f"interrupted; the last saved image is {last}" if count > saves_before and last else
+           "interrupted; no image was saved"]
+  for name in RESUME_FLAGS:
+    folder = fv[name].value if fv is not None and name in fv else None
+    if folder and pathlib.Path(folder).is_dir() and any(pathlib.Path(folder).iterdir()):
+      parts.append(f"the checkpoints are in {folder} (rerun the same command to continue)")
+  return "; ".join(parts)
+
+
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
   if issubclass(category, NSTWarning):
     sys.stderr.write(f"warning: {one_line(str(message))}\n")
@@ -138,6 +158,7 @@ def main(command: Command, args: Sequence[str], *, others: Callable[[], Sequence
     sections = define_all_flags(command, fv)
     sys.stdout.write(format_help(command, fv, sections) + "\n")
     return 0
+  fv, saves = None, saved_images()[0]
   with warnings.catch_warnings():
     warnings.simplefilter("always", NSTWarning)
     warnings.showwarning = _show_warning
@@ -155,6 +176,6 @@ def main(command: Command, args: Sequence[str], *, others: Callable[[], Sequence
       sys.stderr.write("error: out of memory; choose a smaller --size\n")
       return 2
     except KeyboardInterrupt:
-      sys.stderr.write("error: interrupted\n")
+      sys.stderr.write(f"error: {interrupted_message(fv, saves)}\n")
       return 130
   return 0

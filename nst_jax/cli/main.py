@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -48,10 +49,25 @@ def main(argv: Sequence[str]) -> int:
   if argv[0] not in COMMANDS:
     sys.stdout.write(format_commands() + "\n")
     return 0
+  try:
+    chosen = load(argv[0])
+  except KeyboardInterrupt:  # while importing JAX
+    sys.stderr.write("error: interrupted while starting; nothing was written\n")
+    return 130
   # The other commands are loaded only to name the owner of a foreign flag: importing them all costs ~1 s.
-  return command.main(load(argv[0]), argv[1:], others=lambda: [load(name) for name in COMMANDS if name != argv[0]])
+  return command.main(chosen, argv[1:], others=lambda: [load(name) for name in COMMANDS if name != argv[0]])
 
 
 def run() -> None:
   """Console-script entry point."""
-  sys.exit(main(sys.argv[1:]))
+  try:
+    code = main(sys.argv[1:])
+  except KeyboardInterrupt:  # a second Ctrl-C while the first was being reported
+    code = 130
+  if code == 130:
+    # XLA's compiler and runtime threads may still be busy: a normal interpreter exit tears the runtime down under
+    # them, which can end in a segmentation fault. Nothing is left to save, so leave at once.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(130)  # pylint: disable=protected-access
+  sys.exit(code)

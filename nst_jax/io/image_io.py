@@ -173,6 +173,15 @@ def check_output_path(path: str | os.PathLike, *, bits: int = 8) -> pathlib.Path
   return path
 
 
+# How many images this process has saved, and the last one: what an interrupted command reports.
+_saved: dict = {"count": 0, "last": None}
+
+
+def saved_images() -> tuple[int, pathlib.Path | None]:
+  """(number of images `save_image` has written in this process, the last one's path)."""
+  return _saved["count"], _saved["last"]
+
+
 def save_image(path: str | os.PathLike, image: np.ndarray, *, bits: int = 8) -> pathlib.Path:
   """Writes an (H, W, 3) float image in [0, 1] atomically (temp file + rename), so a crash never leaves half a file."""
   path = check_output_path(path, bits=bits)
@@ -193,6 +202,7 @@ def save_image(path: str | os.PathLike, image: np.ndarray, *, bits: int = 8) -> 
         pil.save(f, format=fmt, **options)
   except OSError as e:  # disk full, permissions changed meanwhile, ...: a user problem, not a bug
     raise NSTError(f"cannot write {str(path)!r}: {e.strerror or e}") from None
+  _saved.update(count=_saved["count"] + 1, last=path)
   return path
 
 
