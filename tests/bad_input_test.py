@@ -29,7 +29,8 @@ FAST = ("--optimizer", "adam", "--iterations", "1", "--size", "32", "--content_l
 GOOD = {
     "stylize": ("--content", "{root}/content.png", "--style", "{root}/style.png", "--output", "{out}",
                 "--weights", "{root}/fake.npz", *FAST),
-    "synthesize": ("--style", "{root}/style.png", "--output", "{out}", "--weights", "{root}/fake.npz", *FAST),
+    "synthesize": ("--style", "{root}/style.png", "--output", "{out}", "--weights", "{root}/fake.npz",
+                   *FAST[:6], "--style_layers", "relu1_1,relu2_1"),  # no content flags
     "photoreal": ("--content", "{root}/content.png", "--style", "{root}/style.png", "--output", "{out}",
                   "--weights", "{root}/fake.npz", "--size", "32", "--optimizer", "adam", "--iterations", "1"),
     "adain": ("--content", "{root}/content.png", "--style", "{root}/style.png", "--output", "{out}",

@@ -9,7 +9,7 @@ import time
 import pytest
 from PIL import Image
 
-from cli_helpers import FAST, assert_one_line_error, run_cli, write_seg
+from cli_helpers import FAST, FAST_SYNTHESIS, assert_one_line_error, run_cli, write_seg
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -147,7 +147,7 @@ def test_stray_positional_argument(cli_setup):
 
 def test_synthesize_refuses_content_and_needs_style(cli_setup):
   root = cli_setup["root"]
-  common = ["--weights", str(cli_setup["weights"]), "--output", str(root / "texture.png"), *FAST]
+  common = ["--weights", str(cli_setup["weights"]), "--output", str(root / "texture.png"), *FAST_SYNTHESIS]
   assert_one_line_error(run_cli(cli_setup, "synthesize", "--content", str(root / "content.png"),
                                 "--style", str(root / "style.png"), *common), "synthesize takes no --content")
   assert_one_line_error(run_cli(cli_setup, "synthesize", *common), "synthesize needs --style")

@@ -64,7 +64,8 @@ def run(fv: flags.FlagValues, positional: list[str]) -> pathlib.Path:
     tiling = adain.Tiling(tile=fv.tile_size, overlap=max(8, fv.tile_size // 8 // 8 * 8), thumbnail=fv.tile_size)
   content = shared_flags.load_content(fv.content)
   if fv["size"].present:
-    validation.check_working_size(content.shape, fv.size, what=f"content image {fv.content or '(demo)'!r}")
+    validation.check_working_size(content.shape, fv.size, what=f"content image {fv.content or '(demo)'!r}",
+                                  minimum=validation.min_side("vgg16", ("relu4_1",)))  # the encoder's depth
     content = image_io.resize_long_side(content, fv.size)
   styles = shared_flags.load_styles(fv.style)  # decoded here to refuse bad files before any compilation
   cache = adain_cache.resolve(fv.style_cache)
@@ -97,7 +98,7 @@ def run(fv: flags.FlagValues, positional: list[str]) -> pathlib.Path:
 
 COMMAND = Command(
     name="adain", prog="python -m nst_jax adain", usage="--content PHOTO --style PAINTING[,...] [flags]",
-    description="One encoder-AdaIN-decoder pass with the shipped decoder. Time on a 2-core CPU: 0.6 s at 512x512 "
-                "plus ~3.5 s of start-up (plus compilation on the first call), ~36 s at 4K in tiles.",
+    description="One encoder-AdaIN-decoder pass with the shipped decoder. Run times measured on a 2-core CPU "
+                "are in experiments/benchmark_adain_cli.md (3 s a call at 1024x768, 4 s with compilation).",
     define_flags=define_flags, run=run,
     input_flags=("content", "style", "style_masks", "weights", "decoder"))

@@ -69,7 +69,7 @@ def format_help(command: Command, fv: flags.FlagValues, sections: Sections) -> s
   width = min(120, max(60, shutil.get_terminal_size((100, 24)).columns))
   lines = [f"usage: {command.prog} {command.usage}", ""]
   if command.description:
-    lines += [textwrap.fill(command.description, width), ""]
+    lines += [textwrap.fill(command.description, width, break_on_hyphens=False), ""]
   for title, names in sections:
     lines.append(f"{title}:")
     for name in names:
@@ -77,7 +77,8 @@ def format_help(command: Command, fv: flags.FlagValues, sections: Sections) -> s
       left = f"  --{name}"
       default = flag.default_as_str if flag.default is not None else ""
       text = flag.help + (f" [default: {default.strip(chr(39))}]" if default not in ("", "''") else "")
-      body = textwrap.wrap(text, width - 30) or [""]
+      # Never inside a word: a default such as hed-vgg16 stays whole.
+      body = textwrap.wrap(text, width - 30, break_on_hyphens=False, break_long_words=False) or [""]
       if len(left) > 27:
         lines.append(left)
         lines += [" " * 30 + part for part in body]

@@ -128,10 +128,6 @@ def run(fv: flags.FlagValues, positional: list[str]) -> pathlib.Path:
   config = config_from_flags(fv)
   photoreal.check_tiled_request(config, hr)
   content = shared_flags.load_content(fv.content)
-  for size, flag in ((config.size, "--size"), (config.stage1_size if config.stage1_iterations else 0,
-                                                "--stage1_size")):
-    if size:
-      validation.check_working_size(content.shape, size, what=f"content image {fv.content!r}", flag=flag)
   style = shared_flags.load_style(fv.style[0])
   content_seg = style_seg = None
   if fv.content_seg:
@@ -147,8 +143,14 @@ def run(fv: flags.FlagValues, positional: list[str]) -> pathlib.Path:
   for stage in [n for n, its in ((1, config.stage1_iterations), (2, config.stage2_iterations)) if its]:
     check_request(photoreal.stylize_config(config, stage=stage, shape=(config.size, config.size), input_scale=1.0),
                   weights.arch)
+  for size, flag in ((config.size, "--size"), (config.stage1_size if config.stage1_iterations else 0,
+                                                "--stage1_size")):
+    if size:
+      validation.check_working_size(content.shape, size, what=f"content image {fv.content!r}", flag=flag,
+                                    minimum=validation.min_side(weights.arch, config.content_layers
+                                                                + config.style_layers))
   validation.check_style_working_sizes([style], fv.style, [config.size],
-                                       validation.style_min_side(weights.arch, config.style_layers))
+                                       validation.min_side(weights.arch, config.style_layers))
   # The tiled engine on request (any tile flag), or when one untiled VGG pass would not fit the memory budget.
   shape = image_io.long_side_shape(content.shape, config.size)
   use_tiles = optimization_flags.tiles_requested(fv) or vgg.estimate_training_bytes(
@@ -182,7 +184,7 @@ COMMAND = Command(
     name="photoreal", prog="python -m nst_jax photoreal",
     usage="--content PHOTO --style PHOTO [--content_seg MAP --style_seg MAP] [flags]",
     description="Photorealistic style transfer: optimisation (stage 2 with the matting Laplacian; stage 1 without "
-                "it on request), then local-affine post-processing. Time on a 2-core CPU: 9 min at the default 512 px, "
-                "4-10 min at --size 384 (measured on the paper's examples); --preset paper about 2 hours.",
+                "it on request), then local-affine post-processing. Run times measured on a 2-core CPU are in the README "
+                "(section Photorealistic transfer).",
     define_flags=define_flags, run=run,
     input_flags=("content", "style", "content_seg", "style_seg", "init", "weights"))

@@ -16,6 +16,8 @@ from nst_jax.io import image_io
 from nst_jax.losses import octaves
 from nst_jax.models import vgg
 
+MIN_WORKING_SIDE = 4  # fewer pixels than a 3x3 filter's reach on a side: an image of border only
+
 
 def check_learning_rate(value: float | None) -> None:
   """The step size, when given, is a positive number: a negative one climbs the loss and saturates the image."""
@@ -29,14 +31,13 @@ def check_iterations(value: int | None, flag: str = "--iterations") -> None:
     raise NSTError(f"{flag} must be >= 0, got {value}")
 
 
-def min_side_needed(size: int, shape: tuple[int, ...], minimum: int = image_io.MIN_SIDE) -> int:
+def min_side_needed(size: int, shape: tuple[int, ...], minimum: int) -> int:
   """The smallest long side at which an image of `shape` has a short side of `minimum` pixels."""
   h, w = shape[:2]
   return max(size, math.ceil(minimum * max(h, w) / min(h, w)))
 
 
-def check_working_size(shape: tuple[int, ...], size: int, *, what: str, flag: str = "--size",
-                       minimum: int = image_io.MIN_SIDE) -> None:
+def check_working_size(shape: tuple[int, ...], size: int, *, what: str, minimum: int, flag: str = "--size") -> None:
   """An image of `shape` resized to long side `size` keeps at least `minimum` pixels on each side."""
   h, w = image_io.long_side_shape(shape, size)
   if min(h, w) < minimum:
@@ -45,11 +46,12 @@ def check_working_size(shape: tuple[int, ...], size: int, *, what: str, flag: st
                    "or crop the image")
 
 
-def style_min_side(arch: str, layers: Iterable[str]) -> int:
-  """Pixels the short side of a style image needs so that the deepest style layer has at least one position: one
-  doubling per pooling before it, times the layer's downsampling factor (relu2_1@4)."""
+def min_side(arch: str, layers: Iterable[str]) -> int:
+  """Pixels the short side of an image needs at its working size so that the deepest of `layers` has at least one
+  position (one doubling per pooling before it, times the layer's downsampling factor, relu2_1@4), and at least
+  `MIN_WORKING_SIDE`."""
   order = vgg.layer_names(arch)
-  need = 1
+  need = MIN_WORKING_SIDE
   for name in layers:
     base, factor = octaves.split(name)
     pools = sum(1 for layer in order[:order.index(base)] if layer.startswith("pool"))
@@ -59,7 +61,7 @@ def style_min_side(arch: str, layers: Iterable[str]) -> int:
 
 def check_style_working_sizes(styles: Sequence[np.ndarray], paths: Sequence[str] | None, long_sides: Sequence[int],
                               minimum: int) -> None:
-  """Each style resized to its long side keeps `minimum` pixels on its short side (`style_min_side`)."""
+  """Each style resized to its long side keeps `minimum` pixels on its short side (`min_side`)."""
   for i, (style, long_side) in enumerate(zip(styles, long_sides)):
     h, w = image_io.long_side_shape(style.shape, long_side)
     if min(h, w) < minimum:

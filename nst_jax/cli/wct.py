@@ -102,7 +102,8 @@ def run(fv: flags.FlagValues, positional: list[str]) -> pathlib.Path:
   passes = dict(zip(levels, passes if len(passes) > 1 else passes * len(levels)))
   content = shared_flags.load_content(fv.content)
   if fv["size"].present:
-    validation.check_working_size(content.shape, fv.size, what=f"content image {fv.content or '(demo)'!r}")
+    validation.check_working_size(content.shape, fv.size, what=f"content image {fv.content or '(demo)'!r}",
+                                  minimum=validation.min_side(decoders.arch, levels))
     content = image_io.resize_long_side(content, fv.size)
   if fv.style:
     shared_flags.load_styles(fv.style)  # bad style files are refused before any compilation
