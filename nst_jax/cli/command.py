@@ -142,6 +142,14 @@ def interrupted_message(fv: flags.FlagValues | None, saves_before: int) -> str:
   return "; ".join(parts)
 
 
+_running: dict = {"fv": None, "saves": 0}  # the flags of the command `main` runs, for `current_interruption`
+
+
+def current_interruption() -> str:
+  """`interrupted_message` for the command running now (a signal handler's message)."""
+  return interrupted_message(_running["fv"], _running["saves"])
+
+
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
   if issubclass(category, NSTWarning):
     sys.stderr.write(f"warning: {one_line(str(message))}\n")
@@ -160,11 +168,13 @@ def main(command: Command, args: Sequence[str], *, others: Callable[[], Sequence
     sys.stdout.write(format_help(command, fv, sections) + "\n")
     return 0
   fv, saves = None, saved_images()[0]
+  _running.update(fv=None, saves=saves)
   with warnings.catch_warnings():
     warnings.simplefilter("always", NSTWarning)
     warnings.showwarning = _show_warning
     try:
       fv, _, positional = parse(command, args, others)
+      _running["fv"] = fv
       output_guard.check_flags(fv.flag_values_dict(), command.input_flags)
       if command.compilation_cache:
         from nst_jax.io import compile_cache  # pylint: disable=import-outside-toplevel  # JAX only once running

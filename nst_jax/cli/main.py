@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import importlib
 import os
+import signal
 import sys
 from collections.abc import Sequence
 
 from nst_jax.cli import command
+from nst_jax.io import atomic
 
 PROG = "python -m nst_jax"
 # name: (module, attribute, one line for `--help`). Modules are imported only to run a command (or to name the
@@ -58,16 +60,35 @@ def main(argv: Sequence[str]) -> int:
   return command.main(chosen, argv[1:], others=lambda: [load(name) for name in COMMANDS if name != argv[0]])
 
 
+def leave(message: str) -> None:
+  """Ends the process at once with `message` and status 130. XLA's compiler and runtime threads may still be busy:
+  a normal interpreter exit tears the runtime down under them, which can end in a segmentation fault."""
+  # A progress bar may be mid-line: start over at its beginning (and clear it on a terminal).
+  sys.stderr.write(("\r\033[K" if sys.stderr.isatty() else "\r") + f"error: {message}\n")
+  sys.stdout.flush()
+  sys.stderr.flush()
+  os._exit(130)  # pylint: disable=protected-access
+
+
+def on_sigint(signum, frame) -> None:
+  """Ctrl-C in a console run: leave at once (a KeyboardInterrupt raised inside an import or library call can be
+  swallowed by its broad `except`, and the run would go on), except while a file is being written: then the
+  KeyboardInterrupt lets the write remove its temporary file, and `command.main` reports."""
+  del signum, frame
+  if atomic.writing():
+    raise KeyboardInterrupt
+  leave(command.current_interruption())
+
+
 def run() -> None:
   """Console-script entry point."""
+  signal.signal(signal.SIGINT, on_sigint)
   try:
     code = main(sys.argv[1:])
   except KeyboardInterrupt:  # a second Ctrl-C while the first was being reported
     code = 130
-  if code == 130:
-    # XLA's compiler and runtime threads may still be busy: a normal interpreter exit tears the runtime down under
-    # them, which can end in a segmentation fault. Nothing is left to save, so leave at once.
+  if code == 130:  # reported by command.main
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(130)  # pylint: disable=protected-access
+    os._exit(130)  # pylint: disable=protected-access  # as in `leave`
   sys.exit(code)
