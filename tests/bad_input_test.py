@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import os
 import pathlib
 
 import numpy as np
@@ -39,6 +38,9 @@ GOOD = {
             "--weights", "{root}/fake.npz", "--decoders", "{root}/decoders.npz"),
 }
 IMAGE_COMMANDS = tuple(GOOD)  # the commands that write one image to --output
+GOOD["train-wct"] = ("--out_dir", "{out}_run", "--levels", "relu1_1", "--width", "4", "--crop", "16", "--batch", "1",
+                     "--steps", "1", "--content_dirs", "{root}/photos", "--style_dirs", "{root}/paintings",
+                     "--weights", "{root}/fake.npz")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,7 +75,8 @@ def output_cases() -> list:
   cases += every_command(["--output", "{root}/mask.png", "--style_masks", "{root}/mask.png"], "--style_masks",
                          name="output-is-mask", commands=("stylize", "adain", "wct"))
   cases += [
-      case("stylize", ["--output", "{root}/depth.png", "--depth", "{root}/depth.png"], "--depth", name="output-is-depth"),
+      case("stylize", ["--output", "{root}/depth.png", "--depth", "{root}/depth.png"], "--depth",
+           name="output-is-depth"),
       case("stylize", ["--output", "{root}/init.png", "--init", "{root}/init.png"], "--init", name="output-is-init"),
       case("photoreal", ["--output", "{root}/seg.png", "--content_seg", "{root}/seg.png", "--style_seg",
                          "{root}/seg2.png"], "--content_seg", name="output-is-content-seg"),
@@ -217,7 +220,26 @@ def feedforward_cases() -> list:
   return cases
 
 
-CASES = output_cases() + image_file_cases() + stylize_cases() + photoreal_cases() + feedforward_cases()
+def train_wct_cases() -> list:
+  return [
+      case("train-wct", ["--width", "0"], "--width", name="width-zero"),
+      case("train-wct", ["--batch", "0"], "--batch", name="batch-zero"),
+      case("train-wct", ["--steps", "-1"], "--steps", name="steps-negative"),
+      case("train-wct", ["--lr", "-1"], "--lr", name="lr-negative"),
+      case("train-wct", ["--lr", "nan"], "--lr", "nan", name="lr-nan"),
+      case("train-wct", ["--pixel_weight", "inf"], "--pixel_weight", "inf", name="pixel-weight-inf"),
+      case("train-wct", ["--crop", "0"], "--crop", name="crop-zero"),
+      case("train-wct", ["--levels", "relu9_1"], "--levels", "relu9_1", name="levels-unknown"),
+      case("train-wct", ["--content_dirs", "{root}/missing"], "missing", "does not exist", name="content-dirs-missing"),
+      case("train-wct", ["--padding", "circular"], "--padding", name="padding-unknown"),
+      case("train-wct", ["--weights", "nosuchname"], "nosuchname", name="weights-unknown"),
+      case("train-wct", ["--init_decoders", "{root}/content.png"], "content.png", "WCT decoder",
+           name="init-decoders-not-npz"),
+  ]
+
+
+CASES = (output_cases() + image_file_cases() + stylize_cases() + photoreal_cases() + feedforward_cases()
+         + train_wct_cases())
 
 
 def write_image(path: pathlib.Path, array: np.ndarray) -> None:
@@ -249,6 +271,8 @@ def inputs(cli_setup, tmp_path_factory) -> pathlib.Path:
   Image.fromarray(np.full((24, 32), np.inf, np.float32), mode="F").save(root / "inf.tif")
   (root / "notes.png").write_text("shopping list: eggs, flour\n")
   (root / "empty.png").write_bytes(b"")
+  for folder, image in (("photos", rgb), ("paintings", rgb[::-1])):
+    write_image(root / folder / "0.png", image)
   (root / "folder").mkdir()
   (root / "sub").mkdir()
   (root / "link_to_content.png").symlink_to(root / "content.png")

@@ -10,7 +10,6 @@ import re
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from PIL import Image
 
 from cli_helpers import run_cli
 from nst_jax.methods import photoreal

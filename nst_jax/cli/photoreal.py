@@ -42,7 +42,8 @@ def define_flags(fv: flags.FlagValues) -> Sections:
   optimisation = optimization_flags.define_optimizer(
       fv, iterations=None, iterations_help=f"Iterations of each stage that runs (default: stage 2 only, "
       f"{ref.stage2_iterations}; with --preset paper both stages, {photoreal.PAPER_PRESET.stage1_iterations} + "
-      f"{photoreal.PAPER_PRESET.stage2_iterations}); --stage1_iterations/--stage2_iterations override it.", optimizer=ref.optimizer,
+      f"{photoreal.PAPER_PRESET.stage2_iterations}); --stage1_iterations/--stage2_iterations override it.",
+      optimizer=ref.optimizer,
       log_every=ref.log_every, stall_rtol=ref.stall_rtol, seed=ref.seed)
   flags.DEFINE_integer("stage1_iterations", None, "Iterations of stage 1 (segmented style transfer).",
                        flag_values=fv)
@@ -184,7 +185,7 @@ COMMAND = Command(
     name="photoreal", prog="python -m nst_jax photoreal",
     usage="--content PHOTO --style PHOTO [--content_seg MAP --style_seg MAP] [flags]",
     description="Photorealistic style transfer: optimisation (stage 2 with the matting Laplacian; stage 1 without "
-                "it on request), then local-affine post-processing. Run times measured on a 2-core CPU are in the README "
-                "(section Photorealistic transfer).",
+                "it on request), then local-affine post-processing. Run times measured on a 2-core CPU are in the "
+                "README (section Photorealistic transfer).",
     define_flags=define_flags, run=run,
     input_flags=("content", "style", "content_seg", "style_seg", "init", "weights"))
