@@ -9,7 +9,7 @@ import time
 import pytest
 from PIL import Image
 
-from cli_helpers import FAST, assert_one_line_error, run_cli, write_seg
+from cli_helpers import FAST, FAST_SYNTHESIS, assert_one_line_error, run_cli, write_seg
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -70,7 +70,7 @@ BAD_INPUTS = [
     ("precision-unknown", ["--precision", "fp8"], ["--precision", "fp8"]),
     ("scale-step-one", ["--start_size", "16", "--scale_step", "1"], ["--scale_step", "got 1.0"]),
     ("start-size-above-size", ["--size", "32", "--start_size", "64"], ["--start_size", "larger than --size"]),
-    ("scale-iterations-count", ["--size", "32", "--start_size", "16", "--scale_iterations", "1,2,3"],
+    ("scale-iterations-count", ["--size", "32", "--start_size", "24", "--scale_iterations", "1,2,3"],
      ["--scale_iterations", "3 entries", "2 scales"]),
     ("scale-iterations-not-int", ["--start_size", "16", "--scale_iterations", "a"], ["--scale_iterations", "'a'"]),
     ("max-memory-negative", ["--max_memory_gb", "-1"], ["--max_memory_gb", "got -1"]),
@@ -147,7 +147,7 @@ def test_stray_positional_argument(cli_setup):
 
 def test_synthesize_refuses_content_and_needs_style(cli_setup):
   root = cli_setup["root"]
-  common = ["--weights", str(cli_setup["weights"]), "--output", str(root / "texture.png"), *FAST]
+  common = ["--weights", str(cli_setup["weights"]), "--output", str(root / "texture.png"), *FAST_SYNTHESIS]
   assert_one_line_error(run_cli(cli_setup, "synthesize", "--content", str(root / "content.png"),
                                 "--style", str(root / "style.png"), *common), "synthesize takes no --content")
   assert_one_line_error(run_cli(cli_setup, "synthesize", *common), "synthesize needs --style")

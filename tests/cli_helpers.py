@@ -25,6 +25,8 @@ TIMEOUT_S = 180
 CONTENT_TOLERANCE = 0.08
 FAST = ["--optimizer", "adam", "--iterations", "2", "--size", "32", "--content_layers", "relu1_2",
         "--style_layers", "relu1_1,relu2_1"]
+# The same for synthesize, which has no content flags.
+FAST_SYNTHESIS = ["--optimizer", "adam", "--iterations", "2", "--size", "32", "--style_layers", "relu1_1,relu2_1"]
 # For tests that compare the output with the content: start from the content itself (the default start is the
 # content in the style's colours plus noise).
 FROM_CONTENT = ["--init", "content", "--init_noise", "0"]

@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cli_helpers import (ABSL_LOG_PREFIX, CONTENT_TOLERANCE, FAST, FROM_CONTENT, REPO, assert_one_line_error,
-                         expected_content, read_output, run_cli, run_process, write_seg)
+from cli_helpers import (ABSL_LOG_PREFIX, CONTENT_TOLERANCE, FAST, FAST_SYNTHESIS, FROM_CONTENT, REPO,
+                         assert_one_line_error, expected_content, read_output, run_cli, run_process, write_seg)
 from nst_jax.cli import command as command_module
 from nst_jax.cli import main as cli_main
 from nst_jax.io import image_io
@@ -147,7 +147,7 @@ def test_16bit_png_content_and_palette_style(cli_setup, tmp_path):
   ramp = np.tile(np.linspace(0, 65535, 40).astype(np.uint16), (20, 1))  # 40 x 20 -> 32 x 16
   ramp[:, :8] = 700  # dark but not black: 8-bit misreading (700 > 255) would clip it to white
   Image.fromarray(ramp).save(tmp_path / "content16.png")
-  palette = Image.fromarray(np.arange(64, dtype=np.uint8).reshape(8, 8) % 4, mode="P")
+  palette = Image.fromarray(np.arange(256, dtype=np.uint8).reshape(16, 16) % 4, mode="P")  # 16 px: the minimum
   palette.putpalette([255, 0, 0, 0, 255, 0, 0, 0, 255, 255, 255, 0] + [0] * (252 * 3))
   palette.save(tmp_path / "palette.png", transparency=2)
   output = tmp_path / "result.png"
@@ -164,7 +164,7 @@ def test_16bit_png_content_and_palette_style(cli_setup, tmp_path):
 def test_synthesize_writes_a_texture_of_the_style_aspect(cli_setup, tmp_path):
   output = tmp_path / "texture.png"
   proc = run_cli(cli_setup, "synthesize", "--style", str(cli_setup["root"] / "style.png"), "--weights",
-                 str(cli_setup["weights"]), "--output", str(output), *FAST)
+                 str(cli_setup["weights"]), "--output", str(output), *FAST_SYNTHESIS)
   assert proc.returncode == 0, proc.stderr
   with Image.open(output) as im:
     assert im.size == (32, 24)  # the 32x24 style's aspect at --size 32

@@ -27,6 +27,8 @@ FILE_SECONDS = {
     "color_test.py": 2,
     # measured alone with the WCT training in the background (2026-12-07)
     "wct_test.py": 45, "wct_cli_test.py": 35, "transfer_measures_test.py": 9,
+    # measured alone, likewise (2026-12-07)
+    "compile_noise_test.py": 20, "interrupt_test.py": 11, "bad_input_test.py": 7,
 }
 
 

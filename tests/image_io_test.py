@@ -416,7 +416,7 @@ def test_save_creates_missing_folders(tmp_path):
     ("noextension", 8, "unknown image extension"),
     ("x.jpg", 16, "cannot hold 16-bit"),
     ("x.bmp", 16, "cannot hold 16-bit"),
-    ("folder.png", 8, "is a directory"),
+    ("folder.png", 8, "is a folder"),
     ("blocker.txt/x.png", 8, "is a file, not a folder"),
     ("blocker.txt/deeper/x.png", 8, "is a file, not a folder"),
 ])

@@ -13,11 +13,11 @@ import time
 import numpy as np
 from absl import flags
 
-from nst_jax.cli import shared_flags
+from nst_jax.cli import shared_flags, validation
 from nst_jax.cli.command import Command, Sections
 from nst_jax.errors import NSTError
 from nst_jax.io import image_io
-from nst_jax.losses import color, guidance
+from nst_jax.losses import color
 from nst_jax.methods import adain, adain_cache
 from nst_jax.models import adain_decoder
 from nst_jax.weights.store import resolve_weights
@@ -64,15 +64,20 @@ def run(fv: flags.FlagValues, positional: list[str]) -> pathlib.Path:
     tiling = adain.Tiling(tile=fv.tile_size, overlap=max(8, fv.tile_size // 8 // 8 * 8), thumbnail=fv.tile_size)
   content = shared_flags.load_content(fv.content)
   if fv["size"].present:
+    validation.check_working_size(content.shape, fv.size, what=f"content image {fv.content or '(demo)'!r}",
+                                  minimum=validation.min_side("vgg16", ("relu4_1",)))  # the encoder's depth
     content = image_io.resize_long_side(content, fv.size)
-  num_styles = len(fv.style) if fv.style else 1
+  styles = shared_flags.load_styles(fv.style)  # decoded here to refuse bad files before any compilation
+  cache = adain_cache.resolve(fv.style_cache)
+  if cache is not None and fv.style_cache is not None:
+    validation.check_writable_folder(cache, "--style_cache")
+  num_styles = len(styles)
   blend = shared_flags.floats(fv.style_blend, "--style_blend") or None
   masks = None
   if fv.style_masks:
     if len(fv.style_masks) != num_styles:
       raise NSTError(f"--style_masks needs one mask per style ({num_styles}), got {len(fv.style_masks)}")
-    masks = np.stack([guidance.load_mask(p, height=content.shape[0], width=content.shape[1])
-                      for p in fv.style_masks])
+    masks = np.stack(shared_flags.load_masks(fv.style_masks, height=content.shape[0], width=content.shape[1]))
   ckpt = adain_decoder.resolve_decoder(fv.decoder)
   # A decoder file with its own (student) encoder needs no VGG weights, unless --weights names one to check.
   weights = resolve_weights(fv.weights) if ckpt.student is None or fv["weights"].present else None
@@ -81,11 +86,10 @@ def run(fv: flags.FlagValues, positional: list[str]) -> pathlib.Path:
   kw = dict(model=model, alpha=fv.alpha, style_weights=blend, masks=masks, preserve_colors=fv.preserve_colors,
             max_pixels=int(fv.max_megapixels * 2**20), tiling=tiling, style_colors=fv.style_colors)
   if fv.style and fv.preserve_colors == "none":  # style statistics from the per-file cache
-    folder = adain_cache.resolve(fv.style_cache)
-    stats = [adain_cache.style_stats(p, model=model, folder=folder) for p in fv.style]
+    stats = [adain_cache.style_stats(p, model=model, folder=cache) for p in fv.style]
     result = adain.stylize(content, [], style_stats=stats, **kw)
   else:
-    result = adain.stylize(content, shared_flags.load_styles(fv.style), **kw)
+    result = adain.stylize(content, styles, **kw)
   image_io.save_image(output, result)
   print(f"wrote {output} ({result.shape[1]}x{result.shape[0]}, alpha {fv.alpha}, "
         f"{time.perf_counter() - start:.1f} s)")
@@ -94,6 +98,7 @@ def run(fv: flags.FlagValues, positional: list[str]) -> pathlib.Path:
 
 COMMAND = Command(
     name="adain", prog="python -m nst_jax adain", usage="--content PHOTO --style PAINTING[,...] [flags]",
-    description="One encoder-AdaIN-decoder pass with the shipped decoder. Time on a 2-core CPU: 0.6 s at 512x512 "
-                "plus ~3.5 s of start-up (plus compilation on the first call), ~36 s at 4K in tiles.",
-    define_flags=define_flags, run=run)
+    description="One encoder-AdaIN-decoder pass with the shipped decoder. Run times measured on a 2-core CPU "
+                "are in experiments/benchmark_adain_cli.md (3 s a call at 1024x768, 4 s with compilation).",
+    define_flags=define_flags, run=run,
+    input_flags=("content", "style", "style_masks", "weights", "decoder"))

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
+import pathlib
 import shutil
 import sys
 import textwrap
@@ -21,8 +23,10 @@ from typing import Any
 
 from absl import flags
 
+from nst_jax.cli import output_guard
 from nst_jax.errors import NSTError, NSTWarning, one_line
 
+RESUME_FLAGS = ("checkpoint_dir", "out_dir")  # folders of resume state, named when a command is interrupted
 HELP_FLAGS = ("-h", "--help", "-help", "--helpfull", "--helpshort")
 Sections = list[tuple[str, list[str]]]  # (title, flag names) in the order `--help` shows them
 
@@ -40,6 +44,8 @@ class Command:
   positional: bool = False  # whether positional arguments are passed to `run` (else they are an error)
   description: str = ""
   compilation_cache: bool = True  # whether the command takes --compilation_cache (it compiles with JAX)
+  # Flags that name files the command reads: --output may not resolve to any of them (`output_guard`).
+  input_flags: tuple[str, ...] = ()
 
 
 def define_all_flags(command: Command, fv: flags.FlagValues) -> Sections:
@@ -63,7 +69,7 @@ def format_help(command: Command, fv: flags.FlagValues, sections: Sections) -> s
   width = min(120, max(60, shutil.get_terminal_size((100, 24)).columns))
   lines = [f"usage: {command.prog} {command.usage}", ""]
   if command.description:
-    lines += [textwrap.fill(command.description, width), ""]
+    lines += [textwrap.fill(command.description, width, break_on_hyphens=False), ""]
   for title, names in sections:
     lines.append(f"{title}:")
     for name in names:
@@ -71,7 +77,8 @@ def format_help(command: Command, fv: flags.FlagValues, sections: Sections) -> s
       left = f"  --{name}"
       default = flag.default_as_str if flag.default is not None else ""
       text = flag.help + (f" [default: {default.strip(chr(39))}]" if default not in ("", "''") else "")
-      body = textwrap.wrap(text, width - 30) or [""]
+      # Never inside a word: a default such as hed-vgg16 stays whole.
+      body = textwrap.wrap(text, width - 30, break_on_hyphens=False, break_long_words=False) or [""]
       if len(left) > 27:
         lines.append(left)
         lines += [" " * 30 + part for part in body]
@@ -102,10 +109,45 @@ def parse(command: Command, args: Sequence[str], others: Callable[[], Sequence[C
     raise NSTError(_unknown_flag_message(command, e.flagname, others)) from None
   except flags.Error as e:  # a bad value: absl's own message names the flag
     raise NSTError(one_line(str(e))) from None
+  check_finite_floats(fv)
   if positional and not command.positional:
     raise NSTError(f"unexpected argument {' '.join(positional)}: expected one command and its flags; "
                    f"`{command.prog} --help` lists them")
   return fv, sections, positional
+
+
+def check_finite_floats(fv: flags.FlagValues) -> None:
+  """No float flag is NaN or infinite: absl parses 'nan' and 'inf' as numbers, and no flag means either."""
+  for name in sorted(fv):
+    flag = fv[name]
+    if isinstance(flag.parser, flags.FloatParser) and flag.value is not None and not math.isfinite(flag.value):
+      raise NSTError(f"--{name} must be a finite number, got {flag.value}")
+
+
+def saved_images() -> tuple[int, pathlib.Path | None]:
+  """`image_io.saved_images()`, or none when no command has imported image_io yet (then nothing was saved)."""
+  image_io = sys.modules.get("nst_jax.io.image_io")
+  return image_io.saved_images() if image_io is not None else (0, None)
+
+
+def interrupted_message(fv: flags.FlagValues | None, saves_before: int) -> str:
+  """What Ctrl-C leaves behind: the last image this command saved, and its resume state if it keeps one."""
+  count, last = saved_images()
+  parts = [f"interrupted; the last saved image is {last}" if count > saves_before and last else
+           "interrupted; no image was saved"]
+  for name in RESUME_FLAGS:
+    folder = fv[name].value if fv is not None and name in fv else None
+    if folder and pathlib.Path(folder).is_dir() and any(pathlib.Path(folder).iterdir()):
+      parts.append(f"the checkpoints are in {folder} (rerun the same command to continue)")
+  return "; ".join(parts)
+
+
+_running: dict = {"fv": None, "saves": 0}  # the flags of the command `main` runs, for `current_interruption`
+
+
+def current_interruption() -> str:
+  """`interrupted_message` for the command running now (a signal handler's message)."""
+  return interrupted_message(_running["fv"], _running["saves"])
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
@@ -125,11 +167,15 @@ def main(command: Command, args: Sequence[str], *, others: Callable[[], Sequence
     sections = define_all_flags(command, fv)
     sys.stdout.write(format_help(command, fv, sections) + "\n")
     return 0
+  fv, saves = None, saved_images()[0]
+  _running.update(fv=None, saves=saves)
   with warnings.catch_warnings():
     warnings.simplefilter("always", NSTWarning)
     warnings.showwarning = _show_warning
     try:
       fv, _, positional = parse(command, args, others)
+      _running["fv"] = fv
+      output_guard.check_flags(fv.flag_values_dict(), command.input_flags)
       if command.compilation_cache:
         from nst_jax.io import compile_cache  # pylint: disable=import-outside-toplevel  # JAX only once running
         compile_cache.enable(compile_cache.resolve(fv.compilation_cache))
@@ -141,6 +187,6 @@ def main(command: Command, args: Sequence[str], *, others: Callable[[], Sequence
       sys.stderr.write("error: out of memory; choose a smaller --size\n")
       return 2
     except KeyboardInterrupt:
-      sys.stderr.write("error: interrupted\n")
+      sys.stderr.write(f"error: {interrupted_message(fv, saves)}\n")
       return 130
   return 0

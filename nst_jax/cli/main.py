@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import importlib
+import os
+import signal
 import sys
 from collections.abc import Sequence
 
 from nst_jax.cli import command
+from nst_jax.io import atomic
 
 PROG = "python -m nst_jax"
 # name: (module, attribute, one line for `--help`). Modules are imported only to run a command (or to name the
@@ -48,10 +51,44 @@ def main(argv: Sequence[str]) -> int:
   if argv[0] not in COMMANDS:
     sys.stdout.write(format_commands() + "\n")
     return 0
+  try:
+    chosen = load(argv[0])
+  except KeyboardInterrupt:  # while importing JAX
+    sys.stderr.write("error: interrupted while starting; nothing was written\n")
+    return 130
   # The other commands are loaded only to name the owner of a foreign flag: importing them all costs ~1 s.
-  return command.main(load(argv[0]), argv[1:], others=lambda: [load(name) for name in COMMANDS if name != argv[0]])
+  return command.main(chosen, argv[1:], others=lambda: [load(name) for name in COMMANDS if name != argv[0]])
+
+
+def leave(message: str) -> None:
+  """Ends the process at once with `message` and status 130. XLA's compiler and runtime threads may still be busy:
+  a normal interpreter exit tears the runtime down under them, which can end in a segmentation fault."""
+  # A progress bar may be mid-line: start over at its beginning (and clear it on a terminal).
+  sys.stderr.write(("\r\033[K" if sys.stderr.isatty() else "\r") + f"error: {message}\n")
+  sys.stdout.flush()
+  sys.stderr.flush()
+  os._exit(130)  # pylint: disable=protected-access
+
+
+def on_sigint(signum, frame) -> None:
+  """Ctrl-C in a console run: leave at once (a KeyboardInterrupt raised inside an import or library call can be
+  swallowed by its broad `except`, and the run would go on), except while a file is being written: then the
+  KeyboardInterrupt lets the write remove its temporary file, and `command.main` reports."""
+  del signum, frame
+  if atomic.writing():
+    raise KeyboardInterrupt
+  leave(command.current_interruption())
 
 
 def run() -> None:
   """Console-script entry point."""
-  sys.exit(main(sys.argv[1:]))
+  signal.signal(signal.SIGINT, on_sigint)
+  try:
+    code = main(sys.argv[1:])
+  except KeyboardInterrupt:  # a second Ctrl-C while the first was being reported
+    code = 130
+  if code == 130:  # reported by command.main
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(130)  # pylint: disable=protected-access  # as in `leave`
+  sys.exit(code)

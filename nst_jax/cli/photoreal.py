@@ -18,7 +18,7 @@ import time
 from absl import flags
 
 from nst_jax import optim
-from nst_jax.cli import optimization_flags, shared_flags
+from nst_jax.cli import optimization_flags, shared_flags, validation
 from nst_jax.cli.command import Command, Sections
 from nst_jax.errors import NSTError
 from nst_jax.highres import memory
@@ -26,6 +26,7 @@ from nst_jax.io import image_io
 from nst_jax.losses import segmentation
 from nst_jax.methods import photoreal
 from nst_jax.methods.optimize import NonFiniteLossError
+from nst_jax.methods.stylize_config import check_request
 from nst_jax.models import vgg
 from nst_jax.weights.store import resolve_weights
 
@@ -39,8 +40,10 @@ def define_flags(fv: flags.FlagValues) -> Sections:
   flags.DEFINE_string("style_seg", None, "Colour-coded segmentation map of the style image.", flag_values=fv)
   images[1].extend(["content_seg", "style_seg"])
   optimisation = optimization_flags.define_optimizer(
-      fv, iterations=None, iterations_help=f"Iterations of each stage (default: {ref.stage1_iterations} + "
-      f"{ref.stage2_iterations}); --stage1_iterations/--stage2_iterations override it.", optimizer=ref.optimizer,
+      fv, iterations=None, iterations_help=f"Iterations of each stage that runs (default: stage 2 only, "
+      f"{ref.stage2_iterations}; with --preset paper both stages, {photoreal.PAPER_PRESET.stage1_iterations} + "
+      f"{photoreal.PAPER_PRESET.stage2_iterations}); --stage1_iterations/--stage2_iterations override it.",
+      optimizer=ref.optimizer,
       log_every=ref.log_every, stall_rtol=ref.stall_rtol, seed=ref.seed)
   flags.DEFINE_integer("stage1_iterations", None, "Iterations of stage 1 (segmented style transfer).",
                        flag_values=fv)
@@ -84,14 +87,23 @@ def define_flags(fv: flags.FlagValues) -> Sections:
   return [images, optimisation, losses, post, optimization_flags.define_tiles(fv)]
 
 
+def stage_iterations(fv: flags.FlagValues, ref: photoreal.PhotorealConfig) -> tuple[int, int]:
+  """(stage 1, stage 2) iterations: --iterations sets each stage that runs by default (only stage 2, or both
+  with --preset paper), never switching stage 1 on; --stage1_iterations/--stage2_iterations override it."""
+  validation.check_iterations(fv.iterations)
+  stage1 = ref.stage1_iterations if fv.iterations is None or not ref.stage1_iterations else fv.iterations
+  stage2 = ref.stage2_iterations if fv.iterations is None else fv.iterations
+  return (stage1 if fv.stage1_iterations is None else fv.stage1_iterations,
+          stage2 if fv.stage2_iterations is None else fv.stage2_iterations)
+
+
 def config_from_flags(fv: flags.FlagValues) -> photoreal.PhotorealConfig:
-  stage1, stage2 = ((v if v is not None else fv.iterations) for v in (fv.stage1_iterations, fv.stage2_iterations))
   ref = photoreal.PAPER_PRESET if fv.preset == "paper" else photoreal.PhotorealConfig()
+  stage1, stage2 = stage_iterations(fv, ref)
   layer_weights = optim.parse_options(fv.style_layer_weights, flag="--style_layer_weights") or None
   return photoreal.PhotorealConfig(
       size=fv.size if fv["size"].present else ref.size, objective=fv.objective, stage1_size=fv.stage1_size,
-      style_layer_weights=layer_weights, stage1_iterations=ref.stage1_iterations if stage1 is None else stage1,
-      stage2_iterations=ref.stage2_iterations if stage2 is None else stage2, optimizer=fv.optimizer,
+      style_layer_weights=layer_weights, stage1_iterations=stage1, stage2_iterations=stage2, optimizer=fv.optimizer,
       learning_rate=fv.learning_rate, optimizer_options=optimization_flags.optimizer_options(fv),
       content_weight=fv.content_weight, style_weight=fv.style_weight, tv_weight=fv.tv_weight,
       range_weight=fv.range_weight, matting_weight=fv.matting_weight, matting_eps=fv.matting_eps,
@@ -113,10 +125,11 @@ def run(fv: flags.FlagValues, positional: list[str]) -> pathlib.Path:
     raise NSTError(f"photoreal takes one --style image, got {len(fv.style)}")
   if (fv.content_seg is None) != (fv.style_seg is None):
     raise NSTError("give both --content_seg and --style_seg, or neither")
+  validation.check_learning_rate(fv.learning_rate)
   config = config_from_flags(fv)
   photoreal.check_tiled_request(config, hr)
   content = shared_flags.load_content(fv.content)
-  style = image_io.load_image(fv.style[0], what="style image")
+  style = shared_flags.load_style(fv.style[0])
   content_seg = style_seg = None
   if fv.content_seg:
     content_seg = segmentation.load_map(fv.content_seg, what="--content_seg map")
@@ -127,6 +140,18 @@ def run(fv: flags.FlagValues, positional: list[str]) -> pathlib.Path:
   if config.init not in (*photoreal.INITS, "style"):
     image_io.load_image(config.init, what="--init image")  # fail before loading weights
   weights = resolve_weights(fv.weights)
+  # Layer names of this network, before the memory estimate below needs them.
+  for stage in [n for n, its in ((1, config.stage1_iterations), (2, config.stage2_iterations)) if its]:
+    check_request(photoreal.stylize_config(config, stage=stage, shape=(config.size, config.size), input_scale=1.0),
+                  weights.arch)
+  for size, flag in ((config.size, "--size"), (config.stage1_size if config.stage1_iterations else 0,
+                                                "--stage1_size")):
+    if size:
+      validation.check_working_size(content.shape, size, what=f"content image {fv.content!r}", flag=flag,
+                                    minimum=validation.min_side(weights.arch, config.content_layers
+                                                                + config.style_layers))
+  validation.check_style_working_sizes([style], fv.style, [config.size],
+                                       validation.min_side(weights.arch, config.style_layers))
   # The tiled engine on request (any tile flag), or when one untiled VGG pass would not fit the memory budget.
   shape = image_io.long_side_shape(content.shape, config.size)
   use_tiles = optimization_flags.tiles_requested(fv) or vgg.estimate_training_bytes(
@@ -160,6 +185,7 @@ COMMAND = Command(
     name="photoreal", prog="python -m nst_jax photoreal",
     usage="--content PHOTO --style PHOTO [--content_seg MAP --style_seg MAP] [flags]",
     description="Photorealistic style transfer: optimisation (stage 2 with the matting Laplacian; stage 1 without "
-                "it on request), then local-affine post-processing. Time on a 2-core CPU: 9 min at the default 512 px, "
-                "4-10 min at --size 384 (measured on the paper's examples); --preset paper about 2 hours.",
-    define_flags=define_flags, run=run)
+                "it on request), then local-affine post-processing. Run times measured on a 2-core CPU are in the "
+                "README (section Photorealistic transfer).",
+    define_flags=define_flags, run=run,
+    input_flags=("content", "style", "content_seg", "style_seg", "init", "weights"))

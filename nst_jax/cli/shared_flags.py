@@ -4,13 +4,17 @@ The optimisation commands' own shared flags are in `optimization_flags`; this mo
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from absl import flags
 
 from nst_jax.errors import NSTError
 from nst_jax.io import image_io
+from nst_jax.losses import guidance
 
 Section = tuple[str, list[str]]
+MIN_MASK_COVER = 1.0 / 255  # a mask whose brightest pixel is darker than one 8-bit step selects nothing
 
 
 def define_images(fv: flags.FlagValues, *, content: str | None, style: str, output: str, size: int | None,
@@ -28,9 +32,12 @@ def define_images(fv: flags.FlagValues, *, content: str | None, style: str, outp
 
 def floats(values: list[str], flag: str) -> tuple[float, ...]:
   try:
-    return tuple(float(v) for v in values)
+    numbers = tuple(float(v) for v in values)
   except ValueError:
-    raise NSTError(f"{flag} expects comma-separated numbers, got {','.join(values)!r}") from None
+    numbers = ()
+  if len(numbers) != len(values) or not all(math.isfinite(v) for v in numbers):
+    raise NSTError(f"{flag} expects comma-separated finite numbers, got {','.join(values)!r}")
+  return numbers
 
 
 def integers(values: list[str], flag: str) -> tuple[int, ...]:
@@ -53,5 +60,19 @@ def load_content(path: str | None) -> np.ndarray:
   return image_io.check_min_size(content, what=f"content image {path!r}" if path else "content image")
 
 
+def load_style(path: str) -> np.ndarray:
+  """A style image, refused when it is too small to hold any texture (it would be blown up from a few pixels)."""
+  return image_io.check_min_size(image_io.load_image(path, what="style image"), what=f"style image {path!r}")
+
+
 def load_styles(paths: list[str] | None) -> list[np.ndarray]:
-  return [image_io.load_image(p, what="style image") for p in paths] if paths else [_demo().default_style()]
+  return [load_style(p) for p in paths] if paths else [_demo().default_style()]
+
+
+def load_masks(paths: list[str], *, height: int, width: int) -> list[np.ndarray]:
+  """The --style_masks in content space, each refused when it selects nothing (black everywhere)."""
+  masks = [guidance.load_mask(p, height=height, width=width) for p in paths]
+  for path, mask in zip(paths, masks):
+    if not mask.max(initial=0.0) >= MIN_MASK_COVER:
+      raise NSTError(f"--style_masks {path!r} covers nothing (black everywhere): paint white where its style goes")
+  return masks

@@ -17,21 +17,27 @@ import time
 from absl import flags
 
 from nst_jax import optim
-from nst_jax.cli import optimization_flags, shared_flags
+from nst_jax.cli import optimization_flags, shared_flags, validation
 from nst_jax.cli.command import Command, Sections
 from nst_jax.errors import NSTError
 from nst_jax.highres import distributed, highres_config, memory, pyramid
 from nst_jax.io import image_io
-from nst_jax.losses import color, guidance, octaves, structure
+from nst_jax.losses import color, octaves, structure
 from nst_jax.methods import gatys
 from nst_jax.methods.optimize import NonFiniteLossError
-from nst_jax.methods.stylize_config import STYLE_LAYER_BALANCES, STYLE_LOSSES, StylizeConfig, check_request
+from nst_jax.methods.stylize_config import (STYLE_LAYER_BALANCES, STYLE_LOSSES, StylizeConfig, check_request,
+                                            per_style)
 from nst_jax.models import vgg
 from nst_jax.weights.store import resolve_weights
 
 # Flags that send a run through the high-resolution engine when given.
 HIGHRES_FLAGS = optimization_flags.TILE_FLAGS + ("start_size", "scale_step", "scale_iterations", "checkpoint_dir",
                                                  "checkpoint_every", "coordinator_address")
+# Flags about the content image, which synthesize does not define.
+CONTENT_ONLY_FLAGS = ("content_weight", "content_layers", "preserve_colors", "color_method", "laplacian_weight",
+                      "edge_weight", "hed_weights", "depth", "depth_regions")
+# Flags that name files the command reads (never overwritten by --output).
+INPUT_FLAGS = ("content", "style", "style_masks", "depth", "init", "weights", "hed_weights", "checkpoint_dir")
 
 
 def define_flags(fv: flags.FlagValues, *, synthesis: bool = False) -> Sections:
@@ -118,28 +124,39 @@ def define_flags(fv: flags.FlagValues, *, synthesis: bool = False) -> Sections:
   pyramid_flags = ("high resolution (pyramid, resume, several hosts)",
                    ["start_size", "scale_step", "scale_iterations", "checkpoint_dir", "checkpoint_every",
                     "coordinator_address", "num_processes", "process_id"])
-  return [images, optimisation, losses, controls, tiles, pyramid_flags]
+  sections = [images, optimisation, losses, controls, tiles, pyramid_flags]
+  if synthesis:  # no content image: its flags are not synthesize's (and are refused as stylize's)
+    for name in CONTENT_ONLY_FLAGS:
+      delattr(fv, name)
+    sections = [(title, [n for n in names if n not in CONTENT_ONLY_FLAGS]) for title, names in sections]
+  return sections
+
+
+def flag_value(fv: flags.FlagValues, name: str, default):
+  """The value of flag `name`, or `default` where the command does not define it (synthesize)."""
+  return fv[name].value if name in fv else default
 
 
 def config_from_flags(fv: flags.FlagValues) -> StylizeConfig:
   layer_sets = tuple(optimization_flags.layers([n.strip() for n in part.split(",") if n.strip()])
                      for part in fv.style_layer_sets.split(";")) if fv.style_layer_sets else ()
+  defaults = StylizeConfig()
+  content_flags = {name: flag_value(fv, name, getattr(defaults, name)) for name in CONTENT_ONLY_FLAGS
+                   if hasattr(defaults, name)}  # synthesize: the defaults, which its checks ignore
+  content_flags["content_layers"] = tuple(content_flags["content_layers"])
   return StylizeConfig(
       size=fv.size, iterations=fv.iterations, optimizer=fv.optimizer, learning_rate=fv.learning_rate,
       optimizer_options=optimization_flags.optimizer_options(fv), lr_schedule=fv.lr_schedule,
-      normalize_gradients=fv.normalize_gradients, content_weight=fv.content_weight,
-      style_weight=fv.style_weight, tv_weight=fv.tv_weight, range_weight=fv.range_weight,
-      content_layers=tuple(fv.content_layers), style_layers=optimization_flags.layers(fv.style_layers),
+      normalize_gradients=fv.normalize_gradients, style_weight=fv.style_weight, tv_weight=fv.tv_weight,
+      range_weight=fv.range_weight, style_layers=optimization_flags.layers(fv.style_layers),
       style_blend=shared_flags.floats(fv.style_blend, "--style_blend"),
       style_scale=shared_flags.floats(fv.style_scale, "--style_scale"), style_layer_sets=layer_sets,
       style_layer_weights=optim.parse_options(fv.style_layer_weights, flag="--style_layer_weights"),
-      style_loss=fv.style_loss, preserve_colors=fv.preserve_colors, color_method=fv.color_method,
-      style_colors=fv.style_colors,
-      laplacian_weight=fv.laplacian_weight, edge_weight=fv.edge_weight, depth_regions=fv.depth_regions,
+      style_loss=fv.style_loss, style_colors=fv.style_colors,
       init=fv.init, init_noise=fv.init_noise, start_colors=fv.start_colors, pooling=fv.pooling,
       normalize_network=fv.normalize_network,
       style_layer_balance=fv.style_layer_balance, seed=fv.seed, save_every=max(0, fv.save_every),
-      log_every=max(1, fv.log_every), stall_rtol=optimization_flags.stall_rtol(fv))
+      log_every=max(1, fv.log_every), stall_rtol=optimization_flags.stall_rtol(fv), **content_flags)
 
 
 def _start_distributed(fv: flags.FlagValues) -> None:
@@ -159,6 +176,9 @@ def run(fv: flags.FlagValues, positional: list[str], *, synthesis: bool = False)
       scale_iterations=shared_flags.integers(fv.scale_iterations, "--scale_iterations"),
       checkpoint_dir=fv.checkpoint_dir, checkpoint_every=fv.checkpoint_every)
   output = image_io.check_output_path(fv.output, bits=fv.output_bits)
+  validation.check_learning_rate(fv.learning_rate)
+  if fv.checkpoint_dir:
+    validation.check_writable_folder(fv.checkpoint_dir, "--checkpoint_dir")
   config = config_from_flags(fv)
   _start_distributed(fv)
   if synthesis and not fv.style:
@@ -166,16 +186,24 @@ def run(fv: flags.FlagValues, positional: list[str], *, synthesis: bool = False)
   content = None if synthesis else shared_flags.load_content(fv.content)
   styles = shared_flags.load_styles(fv.style)
   shape = image_io.long_side_shape((content if content is not None else styles[0]).shape, config.size)
-  masks = [guidance.load_mask(p, height=shape[0], width=shape[1]) for p in fv.style_masks] or None
-  depth = structure.load_depth(fv.depth, height=shape[0], width=shape[1]) if fv.depth else None
-  if depth is not None and synthesis:
-    raise NSTError("--depth needs a content image")
+  masks = shared_flags.load_masks(fv.style_masks, height=shape[0], width=shape[1]) or None
+  depth = structure.load_depth(fv.depth, height=shape[0], width=shape[1]) if not synthesis and fv.depth else None
   if config.init not in ("colors", "content", "noise", "style"):
     image_io.load_image(config.init, what="--init image")  # fail before loading weights
   weights = resolve_weights(fv.weights)
   hed = resolve_weights(fv.hed_weights) if config.edge_weight > 0 and not weights.extras else None
   # Refuse bad layer names etc. before the memory estimate below needs them.
   check_request(config, weights.arch, num_styles=len(styles), has_content=content is not None)
+  # Every scale's working size, the smallest (first) one for the content and each style.
+  sizes = highres_config.scale_sizes(config.size, hr.start_size, hr.scale_step)
+  if content is not None:
+    validation.check_working_size(
+        content.shape, sizes[0], what=f"content image {fv.content or '(demo)'!r}",
+        minimum=validation.min_side(weights.arch, config.content_layers + config.style_layers),
+        flag="--start_size" if len(sizes) > 1 else "--size")
+  scales = per_style(config.style_scale, len(styles), "--style_scale")
+  validation.check_style_working_sizes(styles, fv.style, [round(sizes[0] * k) for k in scales],
+                                       validation.min_side(weights.arch, config.style_layers))
   layers = (config.content_layers if content is not None else ()) + tuple(
       octaves.split(name)[0] for name in config.style_layers)
   use_highres = any(fv[name].present for name in HIGHRES_FLAGS) or (
@@ -212,11 +240,10 @@ def run(fv: flags.FlagValues, positional: list[str], *, synthesis: bool = False)
 STYLIZE = Command(
     name="stylize", prog="python -m nst_jax stylize", usage="--content PHOTO --style PAINTING[,...] [flags]",
     description="Optimises the image so that its VGG features match the content photo's and its Gram matrices the "
-                "style's. Time: about 20 s per 100 L-BFGS iterations at 256 px on a 2-core CPU (plus ~40 s to "
-                "compile), 4x that at 512 px.",
-    define_flags=define_flags, run=run)
+                "style's. Run times measured on a 2-core CPU are in the README (section Use).",
+    define_flags=define_flags, run=run, input_flags=INPUT_FLAGS)
 SYNTHESIZE = Command(
     name="synthesize", prog="python -m nst_jax synthesize", usage="--style PAINTING[,...] [flags]",
     description="Gatys et al.'s texture synthesis: optimises noise until its Gram matrices match the style's.",
     define_flags=lambda fv: define_flags(fv, synthesis=True),
-    run=lambda fv, positional: run(fv, positional, synthesis=True))
+    run=lambda fv, positional: run(fv, positional, synthesis=True), input_flags=INPUT_FLAGS)

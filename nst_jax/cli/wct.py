@@ -13,11 +13,11 @@ import time
 import numpy as np
 from absl import flags
 
-from nst_jax.cli import shared_flags
+from nst_jax.cli import shared_flags, validation
 from nst_jax.cli.command import Command, Sections
 from nst_jax.errors import NSTError
 from nst_jax.io import image_io
-from nst_jax.losses import color, guidance
+from nst_jax.losses import color
 from nst_jax.methods import adain_cache, blend_tiles
 from nst_jax.methods.wct import cache as wct_cache, stylize as wct
 from nst_jax.models import wct_decoder
@@ -102,7 +102,14 @@ def run(fv: flags.FlagValues, positional: list[str]) -> pathlib.Path:
   passes = dict(zip(levels, passes if len(passes) > 1 else passes * len(levels)))
   content = shared_flags.load_content(fv.content)
   if fv["size"].present:
+    validation.check_working_size(content.shape, fv.size, what=f"content image {fv.content or '(demo)'!r}",
+                                  minimum=validation.min_side(decoders.arch, levels))
     content = image_io.resize_long_side(content, fv.size)
+  if fv.style:
+    shared_flags.load_styles(fv.style)  # bad style files are refused before any compilation
+  cache = adain_cache.resolve(fv.style_cache)
+  if cache is not None and fv.style_cache is not None:
+    validation.check_writable_folder(cache, "--style_cache")
   if not 0.1 <= fv.deep_scale <= 1.0:
     raise NSTError(f"--deep_scale must be in [0.1, 1], got {fv.deep_scale}")
   scales = {layer: fv.deep_scale for layer in DEEP_LEVELS} if fv.deep_scale != 1.0 else {}
@@ -119,8 +126,7 @@ def run(fv: flags.FlagValues, positional: list[str]) -> pathlib.Path:
   if fv.style_masks:
     if len(fv.style_masks) != num_styles:
       raise NSTError(f"--style_masks needs one mask per style ({num_styles}), got {len(fv.style_masks)}")
-    masks = np.stack([guidance.load_mask(p, height=content.shape[0], width=content.shape[1])
-                      for p in fv.style_masks])
+    masks = np.stack(shared_flags.load_masks(fv.style_masks, height=content.shape[0], width=content.shape[1]))
   model = wct.make_model(resolve_weights(fv.weights), decoders)
   start = time.perf_counter()
   kw = dict(model=model, alpha=alpha, style_weights=blend, masks=masks, preserve_colors=fv.preserve_colors,
@@ -128,9 +134,8 @@ def run(fv: flags.FlagValues, positional: list[str]) -> pathlib.Path:
             passes=passes)
   long_side = max(16, round(max(content.shape[:2]) * fv.style_scale))
   if fv.style and fv.preserve_colors == "none":  # style transforms from the per-file cache
-    folder = adain_cache.resolve(fv.style_cache)
-    transforms = [wct_cache.style_transforms(p, model=model, folder=folder, long_side=long_side,
-                                             scales=scales) for p in fv.style]
+    transforms = [wct_cache.style_transforms(p, model=model, folder=cache, long_side=long_side, scales=scales)
+                  for p in fv.style]
     result = wct.stylize(content, [], transforms=transforms, **kw)
   else:
     styles = ([wct_cache.load_style(p, long_side) for p in fv.style] if fv.style else
@@ -146,4 +151,5 @@ COMMAND = Command(
     name="wct", prog="python -m nst_jax wct", usage="--content PHOTO --style PAINTING[,...] [flags]",
     description="Universal style transfer: whitening and colouring of the encoder's features at every level, "
                 "coarse to fine, each decoded by its reconstruction decoder. Any style, no optimisation.",
-    define_flags=define_flags, run=run)
+    define_flags=define_flags, run=run,
+    input_flags=("content", "style", "style_masks", "weights", "decoders"))

@@ -31,6 +31,14 @@ def _create_temp_beside(path: pathlib.Path, suffix: str = ".tmp") -> tuple[int, 
   raise FileExistsError(f"no free temporary name next to {path}")
 
 
+_open_writes = [0]  # atomic writes in progress in this process
+
+
+def writing() -> bool:
+  """Whether an `atomic_write` is in progress: a Ctrl-C handler then lets its cleanup run before leaving."""
+  return _open_writes[0] > 0
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "wb", *,
                  verify: Callable[[pathlib.Path], None] | None = None) -> Iterator[IO]:
@@ -41,16 +49,20 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", *,
   """
   path = pathlib.Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp = _create_temp_beside(path)
+  _open_writes[0] += 1
   try:
-    with os.fdopen(fd, mode) as f:
-      yield f
-    if verify is not None:
-      verify(pathlib.Path(tmp))
-    os.replace(tmp, path)
+    fd, tmp = _create_temp_beside(path)
+    try:
+      with os.fdopen(fd, mode) as f:
+        yield f
+      if verify is not None:
+        verify(pathlib.Path(tmp))
+      os.replace(tmp, path)
+    finally:
+      if os.path.exists(tmp):
+        os.unlink(tmp)
   finally:
-    if os.path.exists(tmp):
-      os.unlink(tmp)
+    _open_writes[0] -= 1
 
 
 def write_text(path: str | os.PathLike, text: str) -> pathlib.Path:

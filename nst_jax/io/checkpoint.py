@@ -22,6 +22,7 @@ import json
 import os
 import pathlib
 import zipfile
+import zlib
 from collections.abc import Collection, Mapping
 from typing import Any
 
@@ -46,15 +47,27 @@ def write(path: str | os.PathLike, *, kind: str, version: int, arrays: Mapping[s
   return pathlib.Path(path)
 
 
-def read(path: str | os.PathLike, *, what: str, hint: str = "", error: type[NSTError] = NSTError
-         ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+def _starts_like_zip(path: str | os.PathLike) -> bool:
+  try:
+    with open(path, "rb") as f:
+      return f.read(4) == b"PK\x03\x04"
+  except OSError:
+    return False
+
+
+def read(path: str | os.PathLike, *, what: str, hint: str = "", error: type[NSTError] = NSTError,
+         damaged_hint: str = "") -> tuple[dict[str, Any], dict[str, np.ndarray]]:
   """(metadata, arrays) of a state file, after checking that it is one; `what` names the kind in messages ("AdaIN
-  decoder"), `hint` says what to do instead, `error` is the exception type raised."""
+  decoder"), `hint` says what to do instead of a file that is no archive, `damaged_hint` how to replace an archive
+  whose data is damaged (default: an intact copy), `error` is the exception type raised."""
   where = str(path)
   hint = f"; {hint}" if hint else ""
   try:
     npz = np.load(path, allow_pickle=False)
   except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+    if _starts_like_zip(path):  # an archive cut short or altered, not a file of another kind
+      raise error(f"{where}: damaged {what} file ({type(e).__name__}: {e}); "
+                  f"{damaged_hint or 'replace it with an intact copy'}") from None
     raise error(f"{where}: not an nst_jax {what} .npz ({type(e).__name__}: {e}){hint}") from None
   if not isinstance(npz, np.lib.npyio.NpzFile):
     raise error(f"{where}: not an nst_jax {what} .npz (a single array){hint}")
@@ -71,8 +84,9 @@ def read(path: str | os.PathLike, *, what: str, hint: str = "", error: type[NSTE
         continue
       try:
         arrays[key] = npz[key]
-      except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:  # e.g. an object array, a damaged member
-        raise error(f"{where}: cannot read array {key!r} ({e})") from None
+      except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as e:  # an object array, damaged bytes
+        raise error(f"{where}: damaged {what} file: array {key!r} cannot be read ({type(e).__name__}: {e}); "
+                    f"{damaged_hint or 'replace it with an intact copy'}") from None
   if raw.shape != () or raw.dtype.kind != "U":
     raise error(f"{where}: {META_KEY!r} must be a JSON string, got an array of {raw.dtype} {raw.shape}")
   try:

@@ -65,17 +65,20 @@ def load_image(path: str | os.PathLike, *, what: str = "image") -> np.ndarray:
                                              f"{Image.MAX_IMAGE_PIXELS}")
         im.seek(0)  # first frame of animations
         im = ImageOps.exif_transpose(im)
-        return _to_rgb_float(im)
+        image = _to_rgb_float(im)
   except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
     raise NSTError(f"{what} {str(path)!r} is too large to decode safely ({e})") from None
   except UnidentifiedImageError:
     raise NSTError(f"{what} {str(path)!r} is not an image file Pillow can read") from None
+  except NSTError as e:
+    raise NSTError(f"{what} {str(path)!r} {e}") from None
   except MemoryError:
     raise  # a valid but huge image: not the file's fault, and the CLI reports it as such
   except Exception as e:  # pylint: disable=broad-except
     # Truncated or corrupt data surfaces as OSError, SyntaxError, ValueError, EOFError, but also as TypeError or
     # struct.error from deep inside Pillow's plugins (e.g. a TIFF whose StripOffsets tag is a fraction).
     raise NSTError(f"{what} {str(path)!r} could not be decoded: {type(e).__name__}: {e}") from None
+  return image
 
 
 def _to_rgb_float(im) -> np.ndarray:
@@ -91,6 +94,8 @@ def _to_rgb_float(im) -> np.ndarray:
     return _gray_to_rgb(np.clip(arr / 65535.0, 0, 1).astype(np.float32))
   if im.mode == "F":
     arr = np.asarray(im, dtype=np.float32)
+    if not np.isfinite(arr).all():  # float TIFFs can hold them: clipped, they would pass for black or white
+      raise NSTError("has NaN or infinite pixel values; save it with finite values")
     top = 255.0 if arr.max(initial=0) > 1.0 else 1.0
     return _gray_to_rgb(np.clip(arr / top, 0, 1))
   if im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (im.mode == "P" and "transparency" in im.info):
@@ -148,14 +153,14 @@ def warn_if_stretched(shape: tuple[int, ...], target: tuple[int, ...], *, what: 
 def check_output_path(path: str | os.PathLike, *, bits: int = 8) -> pathlib.Path:
   """Validates an output path before any work is done: known extension, bit depth, writable folder."""
   path = pathlib.Path(path)
+  if path.is_dir():
+    raise NSTError(f"output {str(path)!r} is a folder; give an image file path, e.g. {str(path / 'out.png')!r}")
   ext = path.suffix.lower()
   if ext not in _WRITERS:
     raise NSTError(f"output {str(path)!r}: unknown image extension {ext or '(none)'!r}; use one of "
                    f"{', '.join(sorted(_WRITERS))}")
   if bits not in _WRITERS[ext][1]:
     raise NSTError(f"output {str(path)!r}: {ext} cannot hold {bits}-bit images; use .png or .tif")
-  if path.is_dir():
-    raise NSTError(f"output {str(path)!r} is a directory")
   # Missing folders are created at save time, so check the nearest one that exists: a file in the way
   # (out.txt/result.png) or a read-only ancestor would otherwise only fail after the whole optimisation.
   folder = path.absolute().parent
@@ -166,6 +171,15 @@ def check_output_path(path: str | os.PathLike, *, bits: int = 8) -> pathlib.Path
   if not os.access(folder, os.W_OK):
     raise NSTError(f"output folder {str(folder)!r} is not writable")
   return path
+
+
+# How many images this process has saved, and the last one: what an interrupted command reports.
+_saved: dict = {"count": 0, "last": None}
+
+
+def saved_images() -> tuple[int, pathlib.Path | None]:
+  """(number of images `save_image` has written in this process, the last one's path)."""
+  return _saved["count"], _saved["last"]
 
 
 def save_image(path: str | os.PathLike, image: np.ndarray, *, bits: int = 8) -> pathlib.Path:
@@ -188,6 +202,7 @@ def save_image(path: str | os.PathLike, image: np.ndarray, *, bits: int = 8) -> 
         pil.save(f, format=fmt, **options)
   except OSError as e:  # disk full, permissions changed meanwhile, ...: a user problem, not a bug
     raise NSTError(f"cannot write {str(path)!r}: {e.strerror or e}") from None
+  _saved.update(count=_saved["count"] + 1, last=path)
   return path
 
 

@@ -297,10 +297,11 @@ def photoreal(*, content: np.ndarray, style: np.ndarray, weights: VGGWeights, co
     else:
       x0 = start
     if hr is None:
-      result = optimize_image(problem.terms_fn, problem.inputs, x0, config=cfg, progress=progress)
+      result = optimize_image(problem.terms_fn, problem.inputs, x0, config=cfg, progress=progress,
+                              label=f"stage {stage} {cfg.optimizer} ")
     else:
       result = pyramid.optimize_scale(tiled, x0, config=cfg, mesh=mesh, progress=progress,
-                                      label=f"stage {stage} {grid.num_tiles} tile(s) ")
+                                      label=f"stage {stage} {cfg.optimizer}, {grid.num_tiles} tile(s) ")
     results[stage] = result
     image = result.image
     if on_stage:
@@ -335,16 +336,25 @@ def _auto_tile(config: PhotorealConfig, shape: tuple[int, int], hr: highres_conf
 # Post-processing
 
 
+def window_counts(height: int, width: int, radius: int) -> np.ndarray:
+  """(H, W) number of in-image pixels in the (2r+1)² window around each pixel: rows in range times columns in
+  range, exact integers."""
+  def in_range(n: int) -> np.ndarray:
+    i = np.arange(n)
+    return np.minimum(i + radius, n - 1) - np.maximum(i - radius, 0) + 1
+  return np.outer(in_range(height), in_range(width)).astype(np.float32)
+
+
 def _box_mean(x: jax.Array, radius: int) -> jax.Array:
   """Mean over the in-image part of the (2r+1)² window around each pixel of (H, W, ...)."""
   size = 2 * radius + 1
-
-  def window_sum(v):
-    pads = ((radius, radius), (radius, radius)) + ((0, 0),) * (v.ndim - 2)
-    dims = (size, size) + (1,) * (v.ndim - 2)
-    return jax.lax.reduce_window(v, jnp.zeros((), v.dtype), jax.lax.add, dims, (1,) * v.ndim, pads)
-  count = window_sum(jnp.ones(x.shape[:2], x.dtype))
-  return window_sum(x) / count.reshape(count.shape + (1,) * (x.ndim - 2))
+  pads = ((radius, radius), (radius, radius)) + ((0, 0),) * (x.ndim - 2)
+  dims = (size, size) + (1,) * (x.ndim - 2)
+  total = jax.lax.reduce_window(x, jnp.zeros((), x.dtype), jax.lax.add, dims, (1,) * x.ndim, pads)
+  # The count depends on the shape alone: computed in NumPy it is a trace-time constant. As a window sum of ones
+  # inside jit, XLA constant-folded it at every compilation (seconds at radius 8, with a slow-operation alarm).
+  count = window_counts(x.shape[0], x.shape[1], radius)
+  return total / jnp.asarray(count.reshape(count.shape + (1,) * (x.ndim - 2)), x.dtype)
 
 
 @functools.partial(jax.jit, static_argnames=("radius",))

@@ -8,8 +8,11 @@
 
 from __future__ import annotations
 
+import json
 import pathlib
 import sys
+
+import numpy as np
 
 from absl import flags
 
@@ -62,12 +65,14 @@ def run(fv: flags.FlagValues, args: list[str]) -> None:
   elif command == "list" and not rest:
     directory = weights_dir()
     print(f"weights directory: {directory} (downloaded originals: {download_cache_dir()})")
+    local = sorted(p.stem for p in directory.glob("*.npz")) if directory.is_dir() else []
+    others = [stem for stem in local if stem not in KNOWN_SOURCES]
+    width = max(len(name) for name in [*KNOWN_SOURCES, *others])
     for known, source in KNOWN_SOURCES.items():
       state = "present" if (directory / f"{known}.npz").is_file() else "missing"
-      print(f"{known:18} {state:8} {source.description} <{source.url}>")
-    local = sorted(p.stem for p in directory.glob("*.npz")) if directory.is_dir() else []
-    for other in (stem for stem in local if stem not in KNOWN_SOURCES):
-      print(f"{other:18} present  converted locally")
+      print(f"{known:{width}}  {state:8} {source.description} <{source.url}>")
+    for other in others:
+      print(f"{other:{width}}  {'present':8} {file_kind(directory / f'{other}.npz')}")
   elif command == "info" and len(rest) == 1:
     for line in describe(resolve_weights(rest[0])):
       print(line)
@@ -75,6 +80,21 @@ def run(fv: flags.FlagValues, args: list[str]) -> None:
     raise NSTError(f"wrong arguments for {command!r}; usage: {USAGE}")
   else:
     raise NSTError(f"unknown command {command!r}; expected one of: {USAGE}")
+
+
+# What `list` says of an .npz that is not a known download, by the "format" field of its metadata.
+KINDS = {"nst_jax-vgg-weights": "VGG weights, converted locally", "nst_jax-adain-decoder": "AdaIN decoder",
+         "nst_jax-wct-decoders": "WCT decoders", "nst_jax-adain-student": "AdaIN student encoder"}
+
+
+def file_kind(path: pathlib.Path) -> str:
+  """A few words on what the state file at `path` holds, read from its metadata entry alone."""
+  try:
+    with np.load(path, allow_pickle=False) as npz:
+      fmt = json.loads(str(npz["__meta__"])).get("format", "nst_jax-vgg-weights")  # old weights have no field
+  except Exception:  # pylint: disable=broad-except  # a listing reports any unreadable file the same way
+    return "unreadable (not an nst_jax .npz, or damaged)"
+  return KINDS.get(fmt, f"other nst_jax file ({fmt})")
 
 
 COMMAND = Command(name="weights", prog="python -m nst_jax.weights", usage=USAGE + " [flags]",

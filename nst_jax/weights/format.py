@@ -204,13 +204,15 @@ def _parse_meta(meta: dict[str, Any], where: str) -> dict[str, Any]:
   return meta
 
 
-def load_weights(path: PathLike) -> VGGWeights:
-  """Reads an nst_jax weights .npz, strictly: exactly the arrays its metadata promises, with the right shapes."""
+def load_weights(path: PathLike, *, damaged_hint: str = "") -> VGGWeights:
+  """Reads an nst_jax weights .npz, strictly: exactly the arrays its metadata promises, with the right shapes.
+  `damaged_hint` says how to replace a damaged file (e.g. fetch it again)."""
   path = pathlib.Path(path)
   where = str(path)
   if not path.is_file():
     raise WeightsError(f"{where}: no such weights file")
-  meta, arrays = checkpoint.read(path, what="weights", hint=_convert_hint(path), error=WeightsError)
+  meta, arrays = checkpoint.read(path, what="weights", hint=_convert_hint(path), error=WeightsError,
+                                 damaged_hint=damaged_hint or "convert or fetch it again")
   meta = _parse_meta(meta, where)
   checked = checked_arrays(arrays, expected_shapes(meta["arch"], meta["extras"]), where)
   params, extras = split_conv_and_extras(checked)

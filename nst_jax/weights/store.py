@@ -35,7 +35,7 @@ def resolve_weights(name_or_path: str) -> VGGWeights:
     if not local.is_file():
       raise WeightsError(f"weights {name_or_path!r} are not downloaded yet (expected {local}); "
                          f"run `python -m nst_jax.weights fetch {name_or_path}`")
-    return load_weights(local)
+    return load_weights(local, damaged_hint=f"run `python -m nst_jax.weights fetch {name_or_path} --force`")
   # Names made with `convert --name NAME` resolve too.
   if "/" not in name_or_path and os.sep not in name_or_path and local.is_file():
     return load_weights(local)
