@@ -235,6 +235,11 @@ def train_wct_cases() -> list:
       case("train-wct", ["--weights", "nosuchname"], "nosuchname", name="weights-unknown"),
       case("train-wct", ["--init_decoders", "{root}/content.png"], "content.png", "WCT decoder",
            name="init-decoders-not-npz"),
+      case("train-wct", ["--out_dir", "{root}/content.png"], "--out_dir", "is a file", name="out-dir-is-a-file"),
+      case("train-wct", ["--export", "{root}/fake.npz"], "--export", "weights file", name="export-is-weights"),
+      case("train-wct", ["--export", "{root}/content.png"], "--export", "not a WCT decoder file",
+           name="export-is-an-image"),
+      case("train-wct", ["--export", "{root}/folder"], "--export", "is a folder", name="export-is-folder"),
   ]
 
 

@@ -16,12 +16,13 @@ import pathlib
 from absl import flags
 
 from nst_jax import demo
+from nst_jax.cli import output_guard
 from nst_jax.cli.command import Command, Sections
 from nst_jax.errors import NSTError
 from nst_jax.methods import adain_data, adain_eval
 from nst_jax.methods.wct import runs, train as wct_train
 from nst_jax.models import wct_decoder
-from nst_jax.weights.store import resolve_weights
+from nst_jax.weights import store
 
 DATA = pathlib.Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
@@ -74,6 +75,22 @@ def configs(fv: flags.FlagValues) -> list[wct_train.TrainConfig]:
           for layer, n in zip(fv.levels, steps)]
 
 
+def check_export_path(export: pathlib.Path, *, weights_file: pathlib.Path | None) -> None:
+  """--export may replace an earlier decoder file (e.g. the shipped one, to update it), never a folder, the
+  encoder's weights or any other file."""
+  if export.is_dir():
+    raise NSTError(f"--export {str(export)!r} is a folder; give a file path, e.g. {str(export / 'decoders.npz')!r}")
+  if weights_file is not None and output_guard.same_file(export, weights_file):
+    raise NSTError(f"--export {str(export)!r} is the encoder's weights file: it would be overwritten; choose another "
+                   "path")
+  if export.exists():
+    try:
+      wct_decoder.load_decoders(export)
+    except NSTError:
+      raise NSTError(f"--export {str(export)!r} exists and is not a WCT decoder file: it would be overwritten; "
+                     "choose another path") from None
+
+
 def run(fv: flags.FlagValues, positional: list[str]) -> None:
   del positional
   if not fv.out_dir:
@@ -81,9 +98,12 @@ def run(fv: flags.FlagValues, positional: list[str]) -> None:
   for layer in fv.levels:
     if layer not in wct_decoder.LEVELS:
       raise NSTError(f"--levels: unknown level {layer!r}; expected some of {', '.join(wct_decoder.LEVELS)}")
-  weights = resolve_weights(fv.weights)
+  if pathlib.Path(fv.out_dir).exists() and not pathlib.Path(fv.out_dir).is_dir():
+    raise NSTError(f"--out_dir {fv.out_dir!r} is a file; give the run's folder (created if missing)")
+  weights = store.resolve_weights(fv.weights)
   holdout = adain_eval.holdout_names()
   if fv.export:
+    check_export_path(pathlib.Path(fv.export), weights_file=store.find_trained_file(fv.weights))
     if set(fv.default_levels) - set(fv.levels):
       raise NSTError(f"--default_levels must be among --levels, got {','.join(fv.default_levels)}")
     if (DATA / "train").is_dir():
