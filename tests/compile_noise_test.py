@@ -13,6 +13,7 @@ import pytest
 
 from cli_helpers import run_cli
 from nst_jax.methods import photoreal
+from nst_jax.models import wct_decoder
 
 XLA_NOISE = re.compile(r"slow_operation_alarm|Constant folding|constant_folding|HloModule|^[IWEF]\d{4} ", re.M)
 
@@ -37,13 +38,18 @@ def test_local_affine_sums_windows_of_the_images_only():
     ("photoreal", ["--iterations", "1", "--optimizer", "adam", "--style_layers", "relu1_1,relu2_1",
                    "--content_layers", "relu1_2"]),
     ("adain", ["--decoder", "{root}/decoder.npz"]),
+    ("wct", ["--decoders", "{tmp}/decoders.npz", "--levels", "relu2_1,relu1_1"]),
 ])
 def test_commands_print_no_compiler_messages(adain_cli_setup, tmp_path, capfd, command, extra):
   root = adain_cli_setup["root"]
   output = tmp_path / "out.png"
+  if command == "wct":
+    wct_decoder.save_decoders(tmp_path / "decoders.npz", wct_decoder.DecoderSet(
+        {layer: wct_decoder.LevelDecoder(wct_decoder.init_decoder("vgg16", layer, 4, seed=1), 4)
+         for layer in ("relu2_1", "relu1_1")}, "vgg16", "0" * 64, "test"))
   proc = run_cli(adain_cli_setup, command, "--content", str(root / "content.png"), "--style", str(root / "style.png"),
                  "--weights", str(adain_cli_setup["weights"]), "--output", str(output), "--size", "32",
-                 *(a.format(root=root) for a in extra))
+                 *(a.format(root=root, tmp=tmp_path) for a in extra))
   assert proc.returncode == 0, proc.stderr
   native = capfd.readouterr().err  # what C++ wrote to file descriptor 2
   assert not XLA_NOISE.search(native + proc.stderr), native + proc.stderr
