@@ -211,6 +211,13 @@ def test_cli_convert_then_info(tmp_path, flats, monkeypatch):
                    weights_dir_path=store, monkeypatch=monkeypatch)
   assert result.returncode == 0 and "float16" in result.stdout, result.stderr
   half = load_weights(tmp_path / "half.npz")
+  # Converting a file onto itself, or into a folder, is refused before anything is read or written.
+  before = (store / "mine.npz").read_bytes()
+  for extra, needle in ((("--output", str(store / "mine.npz")), "it would be overwritten"),
+                        (("--name", "mine"), "it would be overwritten"), (("--output", str(tmp_path)), "is a folder")):
+    result = run_cli("convert", str(store / "mine.npz"), *extra, weights_dir_path=store, monkeypatch=monkeypatch)
+    assert result.returncode == 2 and result.stderr.startswith("error: ") and needle in result.stderr, result.stderr
+  assert (store / "mine.npz").read_bytes() == before
   assert (tmp_path / "half.npz").stat().st_size < 0.55 * (store / "mine.npz").stat().st_size
   kernel = half.params["conv3_1"]["kernel"]
   assert kernel.dtype == np.float32

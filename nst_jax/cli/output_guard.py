@@ -46,8 +46,8 @@ def check_output(output: str, inputs: Iterable[tuple[str, pathlib.Path]]) -> Non
   """NSTError when `output` is a folder or would overwrite one of `inputs` ((flag, path) pairs)."""
   path = pathlib.Path(output)
   if path.is_dir():
-    raise NSTError(f"--output {output!r} is a folder; give an image file path, e.g. "
-                   f"{str(path / 'stylized.png')!r}")
+    raise NSTError(f"--output {output!r} is a folder; give a file path in it, e.g. "
+                   f"{str(path / ('out' + (path.suffix or '.png')))!r}")
   for flag, source in inputs:
     if source.is_dir():
       continue

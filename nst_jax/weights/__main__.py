@@ -56,8 +56,13 @@ def run(fv: flags.FlagValues, args: list[str]) -> None:
     print(fetch(*rest, force=fv.force))
   elif command == "convert" and len(rest) == 1:
     source = pathlib.Path(rest[0])
-    weights = convert_file(source)
     out = pathlib.Path(fv.output) if fv.output else weights_dir() / f"{fv.name or source.stem}.npz"
+    if out.is_dir():
+      raise NSTError(f"convert: the output {str(out)!r} is a folder; give a file path (--output) or a --name")
+    if source.exists() and out.exists() and out.samefile(source):
+      raise NSTError(f"convert: the output {str(out)!r} is the file being converted: it would be overwritten; give "
+                     "another --output or --name")
+    weights = convert_file(source)
     save_weights(out, weights, dtype=fv.dtype)
     load_weights(out)
     print(f"wrote {out} ({weights.arch}, {weights.preprocessing.channel_order} input, {fv.dtype}, sha256 of source "
