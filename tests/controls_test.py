@@ -136,17 +136,19 @@ def test_style_scale_grows_texture_wavelength(weights, mosaic):
   assert wavelengths[2.0] > 1.3 * wavelengths[0.5], wavelengths
 
 
-@pytest.mark.parametrize("style_weight,structure", [
-    (100.0, dict(laplacian_weight=1e5, laplacian_pool_sizes=(2, 4))),
-    (10.0, dict(edge_weight=1e6)),
+@pytest.mark.parametrize("style_weight,iterations,structure", [
+    (100.0, 40, dict(laplacian_weight=1e5, laplacian_pool_sizes=(2, 4))),
+    # The HED edge term's iterations cost ~5x the plain run's; its gain is clear well before 40 (+0.067 at 20).
+    (10.0, 20, dict(edge_weight=1e6)),
 ])
-def test_structure_losses_raise_ssim_to_content(weights, content, swirl, style_weight, structure):
+def test_structure_losses_raise_ssim_to_content(weights, content, swirl, style_weight, iterations, structure):
   """At equal iterations from the content itself, the Laplacian (Li et al. 2017) and HED edge losses keep more of
-  the content's structure (measured: +0.085 and +0.084 SSIM here; asserted with margin). The start is pinned to
-  the content: a recoloured, noisy start moves both runs, and this measures the structure terms alone."""
+  the content's structure (measured: +0.086 SSIM after 40 iterations and +0.067 after 20; asserted with margin).
+  The start is pinned to the content: a recoloured, noisy start moves both runs, and this measures the structure
+  terms alone."""
   gray_content = metrics.gray(content)
   ssim = lambda r: metrics.ssim(metrics.gray(r.image), gray_content)
-  start = dict(iterations=40, style_weight=style_weight, init="content", init_noise=0.0)
+  start = dict(iterations=iterations, style_weight=style_weight, init="content", init_noise=0.0)
   plain = ssim(run(weights, content, [swirl], **start))
   kept = ssim(run(weights, content, [swirl], **start, **structure))
   assert kept > plain + 0.03, (plain, kept)
