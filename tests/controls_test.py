@@ -127,10 +127,11 @@ def test_blend_one_zero_equals_single_style_and_order_does_not_matter(weights, c
 
 
 def test_style_scale_grows_texture_wavelength(weights, mosaic):
+  # The wavelength ratio measured 1.77x at 48 px (1.60x at 64 px); bound 1.3x.
   wavelengths = {}
   for scale in (0.5, 2.0):
     result = gatys.stylize(content=None, styles=[mosaic], weights=weights, progress=False,
-                           config=StylizeConfig(size=64, iterations=60, style_scale=(scale,),
+                           config=StylizeConfig(size=48, iterations=60, style_scale=(scale,),
                                                 init="noise", **FAST))
     wavelengths[scale] = metrics.dominant_wavelength(result.image)
   assert wavelengths[2.0] > 1.3 * wavelengths[0.5], wavelengths
