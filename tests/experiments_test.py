@@ -3,6 +3,7 @@
 import dataclasses
 import importlib
 import json
+import os
 import pathlib
 import subprocess
 import sys
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 
 from nst_jax import demo
-from nst_jax.io import image_io
+from nst_jax.io import compile_cache, image_io
 from nst_jax.models import adain_decoder
 
 EXPERIMENTS = pathlib.Path(__file__).resolve().parent.parent / "experiments"
@@ -71,9 +72,13 @@ def test_color_figure_end_to_end(modules, default_weights, tmp_path):
 
 
 def _train_adain(tmp_path, *flags):
+  # The script has no compilation-cache flag; JAX's own environment variables point it at the test run's cache, so
+  # the fine-tuning run loads the training step that the first run compiled (the same shapes and program).
+  env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=os.environ[compile_cache.ENV],
+             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.2")
   return subprocess.run([sys.executable, "-m", "experiments.train_adain", "--content_dirs", str(tmp_path / "c"),
                          "--style_dirs", str(tmp_path / "s"), "--nohighres", "--nodemo_images", "--crop", "32",
-                         "--batch", "2", "--width", "4", "--lr", "0.01", *flags], cwd=EXPERIMENTS.parent,
+                         "--batch", "2", "--width", "4", "--lr", "0.01", *flags], cwd=EXPERIMENTS.parent, env=env,
                         capture_output=True, text=True, timeout=600, check=False)
 
 

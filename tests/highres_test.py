@@ -1,7 +1,7 @@
 """The tiled high-resolution engine against the untiled loss, across devices and processes, and through resume.
 
 The issue asks for 768 px with 384 px tiles; on this CI's 2 CPU cores with real weights that is minutes per run,
-so the same tile-to-image ratio (2 x 2 tiles) is tested at 128 px with 64 px tiles and shallow layers (up to
+so the same tile-to-image ratio (2 x 2 tiles) is tested at 64 px with 32 px tiles and shallow layers (up to
 relu3_1, receptive radius 12 px). Multi-device and multi-process runs go through subprocesses (the test process
 already has JAX with one device); run as `python tests/highres_test.py worker ...` they compute one result.
 """
@@ -150,10 +150,10 @@ def tiled_vs_untiled(weights):
   from nst_jax.highres import highres_config, pyramid
   from nst_jax.methods import gatys
   from nst_jax.methods.stylize_config import StylizeConfig
-  content, style = _problem(128)
-  config = StylizeConfig(size=128, iterations=20, log_every=20, **SHALLOW)
+  content, style = _problem(64)
+  config = StylizeConfig(size=64, iterations=20, log_every=20, **SHALLOW)
   untiled = gatys.stylize(content=content, styles=style, weights=weights, config=config, progress=False)
-  hr = highres_config.HighresConfig(tile_size=64, tile_overlap=0)  # the exact default halo: 12 px (relu3_1's radius)
+  hr = highres_config.HighresConfig(tile_size=32, tile_overlap=0)  # the exact default halo: 12 px (relu3_1's radius)
   tiled = pyramid.stylize_highres(content=content, styles=[style], weights=weights, config=config, hr=hr,
                                   progress=False)[0]
   return untiled, tiled
@@ -165,8 +165,10 @@ def test_tiled_run_matches_untiled_losses_without_seams(tiled_vs_untiled):
   for key in ("content", "style"):
     assert tiled.final_terms[key] == pytest.approx(untiled.final_terms[key], rel=0.05), key
   assert tiled.final_terms["style"] < 0.2 * tiled.initial_terms["style"]  # it did stylise
-  assert tiling.seam_ratio(tiled.image, 64) <= 1.1
-  # The same optimisation up to float rounding (L-BFGS amplifies it a little over 20 steps).
+  # Measured 1.05 here, as for the untiled image at the same borders: the image's own gradients, no seam.
+  assert tiling.seam_ratio(tiled.image, 32) <= 1.1
+  # The same optimisation up to float rounding (L-BFGS amplifies it a little over 20 steps: measured max 3e-6 at
+  # 64 px, 9e-3 at 128 px).
   np.testing.assert_allclose(tiled.image, untiled.image, atol=0.02)
 
 
@@ -395,11 +397,13 @@ def test_pyramid_schedule():
   assert highres_config.iterations_rule(200, [480, 960, 1920]) == [200, 50, 13]
 
 
-MEMORY_SIZE = 384
+# Large enough that the growth (~120 MB from 64 px tiles to one 256 px tile) dwarfs the allocator's noise: the
+# model's error measured -10% here (+4..7% at 384 px, where each worker takes 1.5x longer).
+MEMORY_SIZE = 256
 
 
 def memory_worker(tile: int) -> None:
-  """One 384 px scale in tiles of `tile` px (layers up to relu3_1, which compile quickly; one Adam step: one
+  """One MEMORY_SIZE px scale in tiles of `tile` px (layers up to relu3_1, which compile quickly; one Adam step: one
   evaluation of the tiled value and gradient, where the peak lies; L-BFGS's line search repeats that evaluation and
   its history is the same for both tile sizes, so it would only make the test 4x slower), run twice: the first run
   fills a persistent compilation cache, so the second, measured one adds only execution memory to the process. Prints its RSS before (after returning freed heap to the system) and its peak RSS
@@ -444,7 +448,7 @@ def test_memory_model_predicts_how_the_peak_rss_grows_with_the_tile(default_weig
   at once, so RSS follows live memory (with glibc's default adaptive threshold the growth varied from 240 to 335
   MB between runs)."""
   env = {"NST_JAX_TEST_CACHE": str(tmp_path / "cache"), "MALLOC_MMAP_THRESHOLD_": "65536"}
-  small, large = _run_worker("memory", "96", env_extra=env), _run_worker("memory", str(MEMORY_SIZE), env_extra=env)
+  small, large = (_run_worker("memory", str(tile), env_extra=env) for tile in (MEMORY_SIZE // 4, MEMORY_SIZE))
   small, large = _finish(small), _finish(large)
   measured = (large["peak"] - large["before"]) - (small["peak"] - small["before"])
   predicted = large["predicted"] - small["predicted"]
