@@ -16,6 +16,7 @@ import numpy as np
 
 from absl import flags
 
+from nst_jax.cli import output_guard
 from nst_jax.cli.command import Command, Sections, main
 from nst_jax.errors import NSTError
 from nst_jax.weights.converters import convert_file
@@ -59,7 +60,7 @@ def run(fv: flags.FlagValues, args: list[str]) -> None:
     out = pathlib.Path(fv.output) if fv.output else weights_dir() / f"{fv.name or source.stem}.npz"
     if out.is_dir():
       raise NSTError(f"convert: the output {str(out)!r} is a folder; give a file path (--output) or a --name")
-    if source.exists() and out.exists() and out.samefile(source):
+    if output_guard.same_file(out, source):
       raise NSTError(f"convert: the output {str(out)!r} is the file being converted: it would be overwritten; give "
                      "another --output or --name")
     weights = convert_file(source)
