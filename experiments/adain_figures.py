@@ -34,8 +34,9 @@ from absl import app, flags
 from nst_jax import demo, figures
 from nst_jax.errors import NSTError, exit_on_error
 from nst_jax.io import atomic, image_io
-from nst_jax.methods import adain, adain_eval, adain_train
+from nst_jax.methods.adain import evaluation as adain_eval, objective as adain_objective, stylize as adain
 from nst_jax.models import adain_decoder
+from nst_jax.weights import adain_decoders
 from nst_jax.weights.store import resolve_weights
 
 DATA = pathlib.Path(__file__).resolve().parent.parent / ".." / "shared" / "data"
@@ -56,7 +57,7 @@ def images(data: pathlib.Path, quick: bool) -> tuple[dict, dict]:
 def optimum_record(model: adain.Model, teacher: adain_eval.Teacher, content: np.ndarray, style: np.ndarray,
                    output: np.ndarray, *, before: float, steps: int, style_weight: float) -> dict:
   """The decoder's output against direct optimisation of its own training objective for this pair."""
-  out_terms, optimum, opt_terms = adain_train.objective_optimum(model, content, style, output,
+  out_terms, optimum, opt_terms = adain_objective.objective_optimum(model, content, style, output,
                                                                 style_weight=style_weight, steps=steps)
   after = adain_eval.stats_distance(teacher.stats(optimum), teacher.stats(style))
   return {"steps": steps, "style_weight": style_weight, "decoder_terms": out_terms, "terms": opt_terms,
@@ -81,7 +82,7 @@ def run(*, size: int, quick: bool, decoder: str, weights: str, data_dir: pathlib
   if optimum_steps < 0:
     raise NSTError(f"--optimum_steps must be >= 0, got {optimum_steps}")
   vgg_weights = resolve_weights(weights)
-  ckpt = adain_decoder.resolve_decoder(decoder)
+  ckpt = adain_decoders.resolve_decoder(decoder)
   model = adain.make_model(vgg_weights, ckpt)
   if optimum_steps and model.student_width:
     raise NSTError("--optimum_steps needs a decoder that runs the VGG encoder")

@@ -31,8 +31,9 @@ from absl import app, flags
 
 from nst_jax import demo
 from nst_jax.io import atomic, image_io
-from nst_jax.methods import adain
+from nst_jax.methods.adain import stylize as adain
 from nst_jax.models import adain_decoder
+from nst_jax.weights import adain_decoders
 
 flags.DEFINE_string("decoder", adain_decoder.DEFAULT_DECODER, "Decoder .npz or name.")
 flags.DEFINE_integer("repeats", 3, "Repeats of the second call and of the 512x512 stylisation.")
@@ -52,7 +53,7 @@ def shell_call(args: list[str], env: dict) -> float:
 
 
 def stylize_512(decoder: str, repeats: int) -> list[float]:
-  ckpt = adain_decoder.resolve_decoder(decoder)
+  ckpt = adain_decoders.resolve_decoder(decoder)
   weights = None
   if ckpt.student is None:
     from nst_jax.weights.store import resolve_weights  # pylint: disable=import-outside-toplevel

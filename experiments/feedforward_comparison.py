@@ -39,8 +39,10 @@ from nst_jax import figures, metrics
 from nst_jax.errors import NSTError
 from nst_jax.io import image_io
 from nst_jax.losses import color
-from nst_jax.methods import adain, transfer_measures
+from nst_jax.methods.adain import stylize as adain
+from nst_jax.methods import transfer_measures
 from nst_jax.models import adain_decoder
+from nst_jax.weights import adain_decoders
 from nst_jax.weights.store import resolve_weights
 
 import classic_comparison
@@ -110,7 +112,7 @@ def run(settings: common.Settings, *, pictures: list[str] | None = None, methods
   measurer = transfer_measures.Measurer(weights)
   runners = {}
   if "adain" in methods:
-    runners["adain"] = (run_adain, adain.make_model(weights, adain_decoder.resolve_decoder(adain_decoder_name)))
+    runners["adain"] = (run_adain, adain.make_model(weights, adain_decoders.resolve_decoder(adain_decoder_name)))
   if "wct" in methods:
     from nst_jax.cli.wct import resolve_decoders  # pylint: disable=import-outside-toplevel
     from nst_jax.methods.wct import stylize as wct  # pylint: disable=import-outside-toplevel

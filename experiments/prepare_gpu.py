@@ -29,7 +29,7 @@ from PIL import Image
 
 from nst_jax.errors import NSTError, exit_on_error
 from nst_jax.io import atomic, image_io
-from nst_jax.methods import adain_eval
+from nst_jax.methods.adain import evaluation as adain_eval
 from nst_jax.weights.store import resolve_weights
 
 DATA = pathlib.Path(__file__).resolve().parent.parent / ".." / "shared" / "data"

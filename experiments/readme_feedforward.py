@@ -14,9 +14,10 @@ from absl import app, flags
 from nst_jax import demo, figures, metrics
 from nst_jax.cli.wct import resolve_decoders
 from nst_jax.io import image_io
-from nst_jax.methods import adain
+from nst_jax.methods.adain import stylize as adain
 from nst_jax.methods.wct import stylize as wct
 from nst_jax.models import adain_decoder
+from nst_jax.weights import adain_decoders
 from nst_jax.weights.store import resolve_weights
 
 _OUT = flags.DEFINE_string("out", "experiments/readme_feedforward.jpg", "Where to write the picture.")
@@ -27,7 +28,7 @@ _DECODERS = flags.DEFINE_string("decoders", "wct-decoders-hed-vgg16", "WCT decod
 def main(argv):
   del argv
   weights = resolve_weights("hed-vgg16")
-  adain_model = adain.make_model(weights, adain_decoder.resolve_decoder(adain_decoder.DEFAULT_DECODER))
+  adain_model = adain.make_model(weights, adain_decoders.resolve_decoder(adain_decoder.DEFAULT_DECODER))
   wct_model = wct.make_model(weights, resolve_decoders(_DECODERS.value))
   content = image_io.resize_long_side(demo.default_content(), _SIZE.value)
   rows, labels = [], []

@@ -30,7 +30,7 @@ import numpy as np
 
 from nst_jax import demo
 from nst_jax.errors import NSTError, exit_on_error
-from nst_jax.methods import adain, adain_eval, adain_train
+from nst_jax.methods.adain import evaluation as adain_eval, stylize as adain, train as adain_train
 from nst_jax.models import adain_decoder, adain_student
 from nst_jax.weights.store import resolve_weights
 
@@ -109,8 +109,8 @@ def folders(flag: str) -> list[str]:
 
 
 def sources() -> tuple[list, list]:
-  contents = adain_train.list_images(folders("content_dirs"), exclude=FLAGS.holdout)
-  styles = adain_train.list_images(folders("style_dirs"), exclude=FLAGS.holdout)
+  contents = training_images.list_images(folders("content_dirs"), exclude=FLAGS.holdout)
+  styles = training_images.list_images(folders("style_dirs"), exclude=FLAGS.holdout)
   if FLAGS.highres and (DATA / "highres").is_dir():
     contents += [p for p in sorted((DATA / "highres").glob("*_input.jpg")) if p.stem not in FLAGS.holdout]
   if FLAGS.demo_images:
@@ -133,13 +133,13 @@ def run() -> None:
       loss_net=FLAGS.loss_net, skips=FLAGS.skips, input_scale=FLAGS.input_scale, color_weight=FLAGS.color_weight)
   init = None
   if FLAGS.init_decoder:
-    init = adain_decoder.resolve_decoder(FLAGS.init_decoder)
-    adain_decoder.check_encoder(init, weights)
+    init = adain_decoders.resolve_decoder(FLAGS.init_decoder)
+    adain_decoders.check_encoder(init, weights)
   content_src, style_src = sources()
   pool = dict(max_side=FLAGS.max_side, cache_bytes=int(FLAGS.cache_gb * 2**30 / 2),  # half each
               threads=FLAGS.input_threads)
-  contents = adain_train.ImagePool(content_src, **pool)
-  styles = adain_train.ImagePool(style_src, **pool)
+  contents = training_images.ImagePool(content_src, **pool)
+  styles = training_images.ImagePool(style_src, **pool)
   print(f"{len(contents)} content and {len(styles)} style images; holdout {','.join(FLAGS.holdout)}")
   student = student_for(config, weights, init, contents, styles)
   trainer = adain_train.make_trainer(config, weights, student=student)
@@ -184,7 +184,7 @@ def student_for(config, weights, init, contents, styles) -> adain_student.Studen
     try:
       student = adain_student.load_student(FLAGS.student)
     except NSTError:
-      student = adain_decoder.resolve_decoder(FLAGS.student).student
+      student = adain_decoders.resolve_decoder(FLAGS.student).student
     if student is None:
       raise NSTError(f"--student {FLAGS.student!r} holds no student encoder")
   elif init is not None and init.student is not None:
@@ -193,7 +193,7 @@ def student_for(config, weights, init, contents, styles) -> adain_student.Studen
     student = adain_student.load_student(pruned)
   elif config.stage == "distill":
     rng = np.random.default_rng(config.seed)
-    sample = [adain_train.random_crop(pool[int(rng.integers(len(pool)))], rng, crop=128, min_scale=1.0,
+    sample = [training_images.random_crop(pool[int(rng.integers(len(pool)))], rng, crop=128, min_scale=1.0,
                                       max_scale=3.0) for pool in (contents, styles) for _ in range(16)]
     params, channels = adain_student.prune_teacher(weights.params, np.stack(sample), width=config.encoder_width,
                                                    preprocessing=weights.preprocessing)

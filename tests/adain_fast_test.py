@@ -22,8 +22,10 @@ from PIL import Image
 
 from nst_jax import demo
 from nst_jax.errors import NSTError
-from nst_jax.io import compile_cache, image_io
-from nst_jax.methods import adain, adain_cache, adain_eval, adain_train
+from nst_jax.io import compile_cache, image_io, training_images
+from nst_jax.methods import blend_tiles
+from nst_jax.methods.adain import (cache as adain_cache, evaluation as adain_eval, ops as adain_ops, stylize as adain,
+                                   train as adain_train)
 from nst_jax.models import adain_decoder, adain_student, vgg
 from nst_jax.models.preprocessing import CAFFE_VGG
 from nst_jax.weights.format import VGGWeights
@@ -101,12 +103,12 @@ def test_pruned_student_reproduces_relu1_1_and_approximates_the_teacher(default_
   test = np.stack([content[-40:, -40:], content[12:52, 8:48]])
   params, channels = adain_student.prune_teacher(default_weights.params, fit, width=16,
                                                  preprocessing=default_weights.preprocessing)
-  t = adain.encode(jax.device_put(default_weights.params), jnp.asarray(test), arch="vgg16",
-                   preprocessing=default_weights.preprocessing, layers=adain.STYLE_LAYERS)
+  t = adain_ops.encode(jax.device_put(default_weights.params), jnp.asarray(test), arch="vgg16",
+                   preprocessing=default_weights.preprocessing, layers=adain_ops.STYLE_LAYERS)
   s = adain_student.encode(params, jnp.asarray(test), preprocessing=default_weights.preprocessing,
-                           layers=adain.STYLE_LAYERS)
+                           layers=adain_ops.STYLE_LAYERS)
   errors = {layer: float(adain_student.distill_loss(student_feats=s, teacher_feats=t, channels=channels,
-                                                    layers=(layer,))) for layer in adain.STYLE_LAYERS}
+                                                    layers=(layer,))) for layer in adain_ops.STYLE_LAYERS}
   assert errors["relu1_1"] < 1e-4, errors
   assert max(errors.values()) < 0.6, errors  # ~0.1-0.2 when fitted on 32 crops of the training set
   assert [len(channels[layer]) for layer in adain_student.LAYERS] == [16, 32, 64, 512]
@@ -182,9 +184,9 @@ def test_sizes_in_one_bucket_share_one_compilation_and_equal_the_unpadded_result
   # The same stylisation of the unpadded image (88x72 is a multiple of 8; with the mirrored margin every
   # bucketed model adds and crops) with the public pieces.
   feats = lambda x: adain_student.encode(model.enc_params, jnp.asarray(x)[None],  # noqa: E731
-                                         preprocessing=model.preprocessing, layers=adain.STYLE_LAYERS)
+                                         preprocessing=model.preprocessing, layers=adain_ops.STYLE_LAYERS)
   c, s = feats(adain.add_margin(second, adain.MARGIN)), feats(style)
-  targets = {layer: adain.adain(c[layer], s[layer]) for layer in adain.STYLE_LAYERS}
+  targets = {layer: adain_ops.adain(c[layer], s[layer]) for layer in adain_ops.STYLE_LAYERS}
   ref = np.clip(np.asarray(adain.decode(
       model.dec_params, targets["relu4_1"], arch=model.arch, width=model.width, padding=model.padding,
       skips={k: v for k, v in targets.items() if k != "relu4_1"}, skip_width=model.skip_width))[0], 0, 1)
@@ -203,7 +205,7 @@ def test_style_statistics_are_cached_per_file(fast_model, content, tmp_path, mon
   assert len(decoded) == 1 and len(list(folder.glob("*.npz"))) == 1
   again = adain_cache.style_stats(style, model=fast_model, folder=folder)
   assert len(decoded) == 1  # a hit does not decode the image
-  assert set(first) == {*adain.STYLE_LAYERS, adain.COLORS}  # skips: four layers, and the pixels' chroma
+  assert set(first) == {*adain_ops.STYLE_LAYERS, adain.COLORS}  # skips: four layers, and the pixels' chroma
   direct = adain.style_statistics(fast_model, image_io.load_image(style))
   for layer in first:
     for a, b, c in zip(first[layer], again[layer], direct[layer]):
@@ -281,7 +283,7 @@ def test_grayscale_style_gives_a_gray_output_and_keeps_the_luma(varied_model, co
   np.testing.assert_allclose(luma(out)[inside], luma(colored)[inside], atol=1e-4)
   half = adain.stylize(content, [gray_style], model=varied_model, alpha=0.5)
   assert GRAY_CHROMA < adain_eval.chroma(half)  # alpha blends the correction too
-  tiled = adain.stylize(content, [gray_style], model=varied_model, tiling=adain.Tiling(tile=32, overlap=8,
+  tiled = adain.stylize(content, [gray_style], model=varied_model, tiling=blend_tiles.Tiling(tile=32, overlap=8,
                                                                                       thumbnail=64))
   assert adain_eval.chroma(tiled) < GRAY_CHROMA  # tiles use the thumbnail's output statistics
 
@@ -296,7 +298,7 @@ def _pools(content):
 
 def _losses(trainer, pools, steps, key="loss"):
   state, out = trainer.init_state(), []
-  for _, c, s in adain_train.batches(*pools, start=0, stop=steps, config=trainer.config):
+  for _, c, s in training_images.batches(*pools, start=0, stop=steps, config=trainer.config):
     state, terms = trainer.step(state, *trainer.shard_batch(c, s))
     out.append(float(terms[key]))
   return state, out
@@ -336,6 +338,6 @@ def test_ema_is_exported_and_resumed(teacher, student, content, tmp_path):
 
 def test_gray_style_crops_are_gray_and_chroma_measures_colour(content):
   config = adain_train.TrainConfig(crop=32, batch=4, gray_styles=1.0)
-  _, styles = adain_train.make_batch(*_pools(content), 0, config=config, seed=0)
+  _, styles = training_images.make_batch(*_pools(content), 0, config=config, seed=0)
   assert np.all(styles.max(-1) - styles.min(-1) < 1e-6)
   assert adain_eval.chroma(styles[0]) == 0.0 and adain_eval.chroma(content) > 0.05

@@ -16,15 +16,17 @@ import pytest
 
 from adain_helpers import decoder_checkpoint
 from nst_jax.errors import NSTError
-from nst_jax.methods import adain
+from nst_jax.methods import blend_tiles
+from nst_jax.methods.adain import ops as adain_ops, stylize as adain
 from nst_jax.models import adain_decoder, vgg
 from nst_jax.models.preprocessing import CAFFE_VGG
+from nst_jax.weights import adain_decoders
 from nst_jax.weights.format import VGGWeights
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
-def np_stats(x, mask=None, eps=adain.EPS):
+def np_stats(x, mask=None, eps=adain_ops.EPS):
   x = np.asarray(x, np.float64)
   if mask is None:
     mask = np.ones(x.shape[1:3])
@@ -44,7 +46,7 @@ def feats():
 
 def test_adain_gives_exactly_the_style_mean_and_std(feats):
   content, (style, _) = feats
-  out = np.asarray(adain.adain(jnp.asarray(content), jnp.asarray(style)), np.float64)
+  out = np.asarray(adain_ops.adain(jnp.asarray(content), jnp.asarray(style)), np.float64)
   s_mean, s_std = np_stats(style)
   c_mean, c_std = np_stats(content)
   np.testing.assert_allclose(out, s_std * (content - c_mean) / c_std + s_mean, rtol=1e-5, atol=1e-4)
@@ -56,21 +58,21 @@ def test_adain_gives_exactly_the_style_mean_and_std(feats):
 
 def test_alpha_zero_returns_content_and_alpha_interpolates(feats):
   content, styles = feats
-  stats = [adain.feature_stats(jnp.asarray(s)) for s in styles]
+  stats = [adain_ops.feature_stats(jnp.asarray(s)) for s in styles]
   c = jnp.asarray(content)
-  np.testing.assert_array_equal(adain.adain_target(c, style_stats=stats, alpha=0.0), content)
-  full = np.asarray(adain.adain_target(c, style_stats=stats[:1], alpha=1.0))
-  np.testing.assert_allclose(full, adain.adain(c, jnp.asarray(styles[0])), rtol=1e-6, atol=1e-5)
-  np.testing.assert_allclose(adain.adain_target(c, style_stats=stats[:1], alpha=0.3), 0.3 * full + 0.7 * content,
+  np.testing.assert_array_equal(adain_ops.adain_target(c, style_stats=stats, alpha=0.0), content)
+  full = np.asarray(adain_ops.adain_target(c, style_stats=stats[:1], alpha=1.0))
+  np.testing.assert_allclose(full, adain_ops.adain(c, jnp.asarray(styles[0])), rtol=1e-6, atol=1e-5)
+  np.testing.assert_allclose(adain_ops.adain_target(c, style_stats=stats[:1], alpha=0.3), 0.3 * full + 0.7 * content,
                              rtol=1e-5, atol=1e-4)
 
 
 def test_style_interpolation_is_the_weighted_sum_of_single_style_targets(feats):
   content, styles = feats
   c = jnp.asarray(content)
-  stats = [adain.feature_stats(jnp.asarray(s)) for s in styles]
-  mixed = adain.adain_target(c, style_stats=stats, style_weights=jnp.asarray([3.0, 1.0]))
-  singles = [np.asarray(adain.adain(c, jnp.asarray(s))) for s in styles]
+  stats = [adain_ops.feature_stats(jnp.asarray(s)) for s in styles]
+  mixed = adain_ops.adain_target(c, style_stats=stats, style_weights=jnp.asarray([3.0, 1.0]))
+  singles = [np.asarray(adain_ops.adain(c, jnp.asarray(s))) for s in styles]
   np.testing.assert_allclose(mixed, 0.75 * singles[0] + 0.25 * singles[1], rtol=1e-5, atol=1e-4)
 
 
@@ -78,8 +80,8 @@ def test_masks_give_each_region_its_style_statistics(feats):
   content, styles = feats
   masks = np.zeros((2, 8, 10), np.float32)
   masks[0, :, :4], masks[1, :, 4:] = 1.0, 1.0
-  stats = [adain.feature_stats(jnp.asarray(s)) for s in styles]
-  out = np.asarray(adain.adain_target(jnp.asarray(content), style_stats=stats, masks=jnp.asarray(masks)))
+  stats = [adain_ops.feature_stats(jnp.asarray(s)) for s in styles]
+  out = np.asarray(adain_ops.adain_target(jnp.asarray(content), style_stats=stats, masks=jnp.asarray(masks)))
   for k in range(2):
     # Region k standardised with its own content statistics takes style k's mean and std.
     o_mean, o_std = np_stats(out, masks[k], eps=0.0)
@@ -90,16 +92,16 @@ def test_masks_give_each_region_its_style_statistics(feats):
 
 def test_style_loss_matches_numpy(feats):
   content, (style, _) = feats
-  out = {layer: content * (i + 1) for i, layer in enumerate(adain.STYLE_LAYERS)}
-  sty = {layer: style + i for i, layer in enumerate(adain.STYLE_LAYERS)}
+  out = {layer: content * (i + 1) for i, layer in enumerate(adain_ops.STYLE_LAYERS)}
+  sty = {layer: style + i for i, layer in enumerate(adain_ops.STYLE_LAYERS)}
   want = 0.0
-  for layer in adain.STYLE_LAYERS:
+  for layer in adain_ops.STYLE_LAYERS:
     (om, os_), (sm, ss) = np_stats(out[layer]), np_stats(sty[layer])
     want += np.mean((om - sm) ** 2) + np.mean((os_ - ss) ** 2)
-  got = adain.style_stats_loss(output_feats={k: jnp.asarray(v) for k, v in out.items()},
+  got = adain_ops.style_stats_loss(output_feats={k: jnp.asarray(v) for k, v in out.items()},
                                style_feats={k: jnp.asarray(v) for k, v in sty.items()})
   np.testing.assert_allclose(float(got), want, rtol=1e-5)
-  np.testing.assert_allclose(float(adain.content_loss(output_feats=jnp.asarray(content), target=jnp.asarray(content)
+  np.testing.assert_allclose(float(adain_ops.content_loss(output_feats=jnp.asarray(content), target=jnp.asarray(content)
                                                       + 2.0)), 4.0, rtol=1e-6)
 
 
@@ -147,10 +149,10 @@ def test_decoder_checkpoint_round_trip_fp16(encoder, tmp_path):
   assert (loaded.arch, loaded.width, loaded.encoder_sha256, loaded.info) == ("vgg16", 8, "ab" * 32, {"note": "test"})
   for key, value in ckpt.params.items():
     np.testing.assert_array_equal(loaded.params[key], np.asarray(value).astype(np.float16).astype(np.float32))
-  adain_decoder.check_encoder(loaded, encoder)
+  adain_decoders.check_encoder(loaded, encoder)
   other = VGGWeights(arch="vgg16", params={}, preprocessing=CAFFE_VGG, source="other", source_sha256="cd" * 32)
   with pytest.raises(NSTError, match="trained with the vgg16 encoder sha256 abab.*--weights") as e:
-    adain_decoder.check_encoder(loaded, other)
+    adain_decoders.check_encoder(loaded, other)
   assert "\n" not in str(e.value)
 
 
@@ -225,12 +227,12 @@ def test_thumbnail_statistics_tiling_agrees_with_the_whole_image(shipped_model):
   image = adain.image_io.resize(demo.default_content(), 256, 192)
   style = demo.swirl_painting(128)
   whole = adain.stylize(image, [style], model=shipped_model)
-  tiled = adain.stylize(image, [style], model=shipped_model, tiling=adain.Tiling(tile=128, overlap=48,
+  tiled = adain.stylize(image, [style], model=shipped_model, tiling=blend_tiles.Tiling(tile=128, overlap=48,
                                                                                  thumbnail=256))
   assert tiled.shape == whole.shape == image.shape
   diff = np.abs(tiled - whole).mean()
   assert diff < TILING_TOLERANCE, diff
-  ys, xs = adain.tile_starts(256, 128, 48), adain.tile_starts(192, 128, 48)
+  ys, xs = blend_tiles.tile_starts(256, 128, 48), blend_tiles.tile_starts(192, 128, 48)
   own = np.mean([np.abs(adain.stylize(image[y:y + 128, x:x + 128], [style], model=shipped_model)
                         - whole[y:y + 128, x:x + 128]).mean() for y in ys for x in xs])
   assert diff < 0.7 * own, (diff, own)

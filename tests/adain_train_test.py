@@ -22,8 +22,9 @@ import pytest
 
 from adain_helpers import decoder_checkpoint
 from nst_jax.errors import NSTError
-from nst_jax.io import image_io
-from nst_jax.methods import adain, adain_train
+from nst_jax.io import image_io, training_images
+from nst_jax.methods.adain import (objective as adain_objective, ops as adain_ops, stylize as adain,
+                                   train as adain_train)
 from nst_jax.models import adain_decoder
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -50,7 +51,7 @@ def pools(content):
 
 def _run(trainer, state, pools, start, stop):
   losses = []
-  for _, c, s in adain_train.batches(*pools, start=start, stop=stop, config=trainer.config):
+  for _, c, s in training_images.batches(*pools, start=start, stop=stop, config=trainer.config):
     state, terms = trainer.step(state, *trainer.shard_batch(c, s))
     losses.append(float(terms["loss"]))
   return state, losses
@@ -68,7 +69,7 @@ def test_image_pool_decodes_on_demand_within_its_budget_and_skips_bad_files(cont
   paths[3].write_bytes(full[:len(full) // 2])  # a header, then truncated data
   Image.fromarray(255 - img).save(paths[4])
   logged = []
-  eager = [adain_train.to_uint8(image_io.load_image(p), 48)
+  eager = [training_images.to_uint8(image_io.load_image(p), 48)
            for p in (paths[0], paths[2], paths[4])]
   one_image = max(x.nbytes for x in eager)
   decoded, load_image = {}, adain.image_io.load_image
@@ -78,7 +79,7 @@ def test_image_pool_decodes_on_demand_within_its_budget_and_skips_bad_files(cont
     return load_image(path, **kw)
 
   monkeypatch.setattr(adain.image_io, "load_image", counting_load_image)
-  pool = adain_train.ImagePool(paths + [content], max_side=48, cache_bytes=one_image, log=logged.append)
+  pool = training_images.ImagePool(paths + [content], max_side=48, cache_bytes=one_image, log=logged.append)
   assert len(pool) == 5 and len(logged) == 1 and "b.jpg" in logged[0] and "not an image file" in logged[0]
   assert pool.cached_bytes == 0  # nothing decoded yet
   for _ in range(2):  # the second pass decodes again what the budget did not keep
@@ -86,7 +87,7 @@ def test_image_pool_decodes_on_demand_within_its_budget_and_skips_bad_files(cont
     np.testing.assert_array_equal(pool[1], eager[1])
     np.testing.assert_array_equal(pool[2], eager[2])  # d.jpg is truncated: replaced by the next image, e.png
     np.testing.assert_array_equal(pool[3], eager[2])
-    np.testing.assert_array_equal(pool[4], adain_train.to_uint8(content, 48))
+    np.testing.assert_array_equal(pool[4], training_images.to_uint8(content, 48))
   # a.png stays cached (the budget holds one image), c.png and e.png are decoded on every use, d.jpg is tried twice
   # (a second chance for a flaky file system) and then never again, e.png standing in for it.
   assert decoded == {"a.png": 1, "c.png": 2, "d.jpg": 2, "e.png": 4}, decoded
@@ -94,32 +95,32 @@ def test_image_pool_decodes_on_demand_within_its_budget_and_skips_bad_files(cont
   assert 0 < pool.cached_bytes <= one_image
   assert len(logged) == 2 and "d.jpg" in logged[1]  # the broken file is reported once
   listed = [pool[i] for i in range(len(pool))]
-  threaded = adain_train.batches(pool, pool, start=0, stop=6, config=TINY, threads=4)
-  serial = adain_train.batches(listed, listed, start=0, stop=6, config=TINY, threads=1)
+  threaded = training_images.batches(pool, pool, start=0, stop=6, config=TINY, threads=4)
+  serial = training_images.batches(listed, listed, start=0, stop=6, config=TINY, threads=1)
   for (step_a, *a), (step_b, *b) in zip(threaded, serial, strict=True):
     assert step_a == step_b
     np.testing.assert_array_equal(a, b)
   assert pool.cached_bytes <= one_image
   with pytest.raises(NSTError, match="no readable training images"):
-    adain_train.ImagePool([paths[1]], max_side=48, log=logged.append)
+    training_images.ImagePool([paths[1]], max_side=48, log=logged.append)
 
 
 def test_batches_are_a_function_of_seed_and_step(pools):
-  a = adain_train.make_batch(*pools, 5, config=TINY, seed=0)
-  b = list(adain_train.batches(*pools, start=4, stop=6, config=TINY))[1]
+  a = training_images.make_batch(*pools, 5, config=TINY, seed=0)
+  b = list(training_images.batches(*pools, start=4, stop=6, config=TINY))[1]
   assert b[0] == 5
   np.testing.assert_array_equal(a[0], b[1])
   np.testing.assert_array_equal(a[1], b[2])
   assert a[0].shape == (2, 32, 32, 3) and a[0].dtype == np.float32 and 0 <= a[0].min() and a[0].max() <= 1
-  assert not np.array_equal(a[0], adain_train.make_batch(*pools, 6, config=TINY, seed=0)[0])
+  assert not np.array_equal(a[0], training_images.make_batch(*pools, 6, config=TINY, seed=0)[0])
 
 
 def test_hue_rotation_keeps_grey_level_and_chroma_and_permutes_at_120_degrees():
   x = np.random.default_rng(0).uniform(0.3, 0.7, (8, 8, 3)).astype(np.float32)  # no clipping for any angle
-  np.testing.assert_allclose(adain_train.rotate_hue(x, 0), x, atol=1e-6)
-  np.testing.assert_allclose(adain_train.rotate_hue(x, 360), x, atol=1e-6)
-  np.testing.assert_allclose(adain_train.rotate_hue(x, 120), x[..., [2, 0, 1]], atol=1e-6)  # r -> g -> b -> r
-  y = adain_train.rotate_hue(x, 73)
+  np.testing.assert_allclose(training_images.rotate_hue(x, 0), x, atol=1e-6)
+  np.testing.assert_allclose(training_images.rotate_hue(x, 360), x, atol=1e-6)
+  np.testing.assert_allclose(training_images.rotate_hue(x, 120), x[..., [2, 0, 1]], atol=1e-6)  # r -> g -> b -> r
+  y = training_images.rotate_hue(x, 73)
   np.testing.assert_allclose(y.mean(-1), x.mean(-1), atol=1e-6)
   chroma = lambda im: np.linalg.norm(im - im.mean(-1, keepdims=True), axis=-1)  # noqa: E731
   np.testing.assert_allclose(chroma(y), chroma(x), atol=1e-6)
@@ -127,8 +128,8 @@ def test_hue_rotation_keeps_grey_level_and_chroma_and_permutes_at_120_degrees():
 
 
 def test_style_hue_recolours_only_the_style_crops(pools):
-  plain = adain_train.make_batch(*pools, 3, config=TINY, seed=0)
-  hued = adain_train.make_batch(*pools, 3, config=dataclasses.replace(TINY, style_hue=1.0), seed=0)
+  plain = training_images.make_batch(*pools, 3, config=TINY, seed=0)
+  hued = training_images.make_batch(*pools, 3, config=dataclasses.replace(TINY, style_hue=1.0), seed=0)
   np.testing.assert_array_equal(hued[0], plain[0])
   assert hued[1].shape == plain[1].shape and 0 <= hued[1].min() and hued[1].max() <= 1
   assert np.abs(hued[1] - plain[1]).max() > 0.05
@@ -139,7 +140,7 @@ def test_style_hue_recolours_only_the_style_crops(pools):
 
 def test_training_lowers_the_loss(trainer, pools):
   state = trainer.init_state()
-  c, s = adain_train.make_batch(*pools, 0, config=TINY, seed=0)
+  c, s = training_images.make_batch(*pools, 0, config=TINY, seed=0)
   losses = []
   for _ in range(8):  # one fixed batch: the loss must fall
     state, terms = trainer.step(state, *trainer.shard_batch(c, s))
@@ -153,23 +154,23 @@ def test_objective_optimum_beats_the_decoder_and_the_content(model, content):
   output and the style loss far below the content's own."""
   style = content[::-1, ::-1] ** 2  # darker, flipped: different channel statistics
   output = adain.stylize(content, [style], model=model)
-  out_terms, optimum, opt_terms = adain_train.objective_optimum(model, content, style, output, style_weight=10.0,
+  out_terms, optimum, opt_terms = adain_objective.objective_optimum(model, content, style, output, style_weight=10.0,
                                                                 steps=80, learning_rate=0.02)
-  feats = {name: adain.encode(model.enc_params, jnp.asarray(x)[None], arch=model.arch,
-                             preprocessing=model.preprocessing, layers=adain.STYLE_LAYERS)
+  feats = {name: adain_ops.encode(model.enc_params, jnp.asarray(x)[None], arch=model.arch,
+                             preprocessing=model.preprocessing, layers=adain_ops.STYLE_LAYERS)
            for name, x in (("content", content), ("style", style), ("output", output))}
-  target = adain.adain(feats["content"][adain_decoder.ENCODER_LAYER], feats["style"][adain_decoder.ENCODER_LAYER])
-  np.testing.assert_allclose(out_terms["style"], adain.style_stats_loss(output_feats=feats["output"],
+  target = adain_ops.adain(feats["content"][adain_decoder.ENCODER_LAYER], feats["style"][adain_decoder.ENCODER_LAYER])
+  np.testing.assert_allclose(out_terms["style"], adain_ops.style_stats_loss(output_feats=feats["output"],
                                                                       style_feats=feats["style"]), rtol=1e-4)
-  np.testing.assert_allclose(out_terms["content"], adain.content_loss(
+  np.testing.assert_allclose(out_terms["content"], adain_ops.content_loss(
       output_feats=feats["output"][adain_decoder.ENCODER_LAYER], target=target), rtol=1e-4)
   assert optimum.shape == content.shape and optimum.min() >= 0.0 and optimum.max() <= 1.0
   np.testing.assert_allclose(out_terms["objective"], out_terms["content"] + 10.0 * out_terms["style"], rtol=1e-5)
   assert opt_terms["objective"] < 0.05 * out_terms["objective"], (opt_terms, out_terms)
-  content_style = float(adain.style_stats_loss(output_feats=feats["content"], style_feats=feats["style"]))
+  content_style = float(adain_ops.style_stats_loss(output_feats=feats["content"], style_feats=feats["style"]))
   assert opt_terms["style"] < 0.2 * content_style, (opt_terms, content_style)
   with pytest.raises(NSTError, match="differs from the content"):
-    adain_train.objective_optimum(model, content, style, output[:32], style_weight=1.0)
+    adain_objective.objective_optimum(model, content, style, output[:32], style_weight=1.0)
 
 
 def test_checkpoint_resume_gives_identical_next_steps(trainer, pools, tmp_path):
@@ -223,7 +224,7 @@ def test_fine_tuning_starts_from_the_given_decoder_with_fresh_adam(trainer, pool
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   assert all(not np.any(np.asarray(m)) for m in jax.tree_util.tree_leaves(tuned["opt_state"][0].mu))
   # The first step's loss is that of the given decoder, not of a random one.
-  c, s = adain_train.make_batch(*pools, 3, config=TINY, seed=0)
+  c, s = training_images.make_batch(*pools, 3, config=TINY, seed=0)
   _, from_trained = trainer.step(trained, *trainer.shard_batch(c, s))
   _, from_tuned = trainer.step(tuned, *trainer.shard_batch(c, s))
   _, from_random = trainer.step(trainer.init_state(), *trainer.shard_batch(c, s))
@@ -240,7 +241,7 @@ def test_fine_tuning_starts_from_the_given_decoder_with_fresh_adam(trainer, pool
 _MULTI_DEVICE = textwrap.dedent("""
   import json, sys
   import jax, numpy as np
-  from nst_jax.methods import adain_train
+  from nst_jax.methods.adain import train as adain_train
   from nst_jax.models import adain_decoder
   from nst_jax.models import vgg
   from nst_jax.models.preprocessing import CAFFE_VGG

@@ -183,13 +183,14 @@ def time_tiled(settings: BenchmarkSettings, shape: tuple[int, int]) -> dict[str,
 def adain_model(settings: BenchmarkSettings) -> tuple[Any, str]:
   """The AdaIN model to time: the benchmark's encoder weights with the project's decoder trained for them, or a
   freshly initialised decoder (the timing does not depend on the values)."""
-  from nst_jax.methods import adain  # noqa: PLC0415
+  from nst_jax.methods.adain import stylize as adain  # noqa: PLC0415
   from nst_jax.models import adain_decoder
+  from nst_jax.weights import adain_decoders
 
   weights, note = load_benchmark_weights(settings)
   try:
-    ckpt = adain_decoder.resolve_decoder(adain_decoder.DEFAULT_DECODER)
-    adain_decoder.check_encoder(ckpt, weights)
+    ckpt = adain_decoders.resolve_decoder(adain_decoder.DEFAULT_DECODER)
+    adain_decoders.check_encoder(ckpt, weights)
     return adain.make_model(weights, ckpt), f"{note} + decoder {adain_decoder.DEFAULT_DECODER}"
   except NSTError:
     ckpt = adain_decoder.DecoderCheckpoint(params=adain_decoder.init_decoder(weights.arch), arch=weights.arch, width=64,
@@ -201,7 +202,7 @@ def time_adain(settings: BenchmarkSettings, shape: tuple[int, int], *, max_pixel
                images: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, Any]:
   """Latency of one `adain.stylize` call on an (H, W) content with a style of the same size (host to host);
   `images` (content, style) default to the demo pair."""
-  from nst_jax.methods import adain  # noqa: PLC0415
+  from nst_jax.methods.adain import stylize as adain  # noqa: PLC0415
 
   model, note = adain_model(settings)
   h, w = shape

@@ -18,8 +18,9 @@ from nst_jax.cli.command import Command, Sections
 from nst_jax.errors import NSTError
 from nst_jax.io import image_io
 from nst_jax.losses import color
-from nst_jax.methods import adain, adain_cache
+from nst_jax.methods.adain import cache as adain_cache, stylize as adain
 from nst_jax.models import adain_decoder
+from nst_jax.weights import adain_decoders
 from nst_jax.weights.store import resolve_weights
 
 
@@ -78,7 +79,7 @@ def run(fv: flags.FlagValues, positional: list[str]) -> pathlib.Path:
     if len(fv.style_masks) != num_styles:
       raise NSTError(f"--style_masks needs one mask per style ({num_styles}), got {len(fv.style_masks)}")
     masks = np.stack(shared_flags.load_masks(fv.style_masks, height=content.shape[0], width=content.shape[1]))
-  ckpt = adain_decoder.resolve_decoder(fv.decoder)
+  ckpt = adain_decoders.resolve_decoder(fv.decoder)
   # A decoder file with its own (student) encoder needs no VGG weights, unless --weights names one to check.
   weights = resolve_weights(fv.weights) if ckpt.student is None or fv["weights"].present else None
   model = adain.make_model(weights, ckpt)

@@ -19,7 +19,8 @@ from nst_jax import demo
 from nst_jax.cli import output_guard
 from nst_jax.cli.command import Command, Sections
 from nst_jax.errors import NSTError
-from nst_jax.methods import adain_data, adain_eval
+from nst_jax.io import training_images
+from nst_jax.methods.adain import evaluation as adain_eval
 from nst_jax.methods.wct import runs, train as wct_train
 from nst_jax.models import wct_decoder
 from nst_jax.weights import store
@@ -118,8 +119,8 @@ def run(fv: flags.FlagValues, positional: list[str]) -> None:
                       "default_levels": fv.default_levels or list(fv.levels)})
     print(f"wrote {fv.export}")
     return
-  contents = adain_data.ImagePool(adain_data.list_images(fv.content_dirs, exclude=holdout), max_side=512)
-  styles = adain_data.ImagePool(adain_data.list_images(fv.style_dirs, exclude=holdout), max_side=512)
+  contents = training_images.ImagePool(training_images.list_images(fv.content_dirs, exclude=holdout), max_side=512)
+  styles = training_images.ImagePool(training_images.list_images(fv.style_dirs, exclude=holdout), max_side=512)
   print(f"{len(contents)} photos, {len(styles)} paintings; levels {', '.join(fv.levels)}")
   init = None
   if fv.init_decoders:

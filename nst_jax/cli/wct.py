@@ -18,7 +18,8 @@ from nst_jax.cli.command import Command, Sections
 from nst_jax.errors import NSTError
 from nst_jax.io import image_io
 from nst_jax.losses import color
-from nst_jax.methods import adain_cache, blend_tiles
+from nst_jax.methods.adain import cache as adain_cache
+from nst_jax.methods import blend_tiles
 from nst_jax.methods.wct import cache as wct_cache, stylize as wct
 from nst_jax.models import wct_decoder
 from nst_jax.weights.store import find_trained_file, resolve_weights

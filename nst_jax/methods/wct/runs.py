@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nst_jax.methods import adain_eval
+from nst_jax.methods.adain import evaluation as adain_eval
 from nst_jax.methods.wct import train as wct_train
 from nst_jax.models import adain_decoder, wct_decoder
 from nst_jax.weights.format import VGGWeights

@@ -38,7 +38,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from nst_jax.errors import NSTError
 from nst_jax.io import atomic, checkpoint
-from nst_jax.methods import adain_data
+from nst_jax.io import training_images
 from nst_jax.methods.wct import ops as wct_ops
 from nst_jax.models import layers, vgg, wct_decoder
 from nst_jax.models.preprocessing import Preprocessing
@@ -186,7 +186,7 @@ class Trainer:
 
 def first_batch(contents: Sequence[np.ndarray], styles: Sequence[np.ndarray], config: TrainConfig) -> np.ndarray:
   """The images of step 0: photos then paintings."""
-  c, s = adain_data.make_batch(contents, styles, 0, config=config, seed=config.seed)
+  c, s = training_images.make_batch(contents, styles, 0, config=config, seed=config.seed)
   return np.concatenate([c, s])
 
 
@@ -272,7 +272,7 @@ def train(trainer: Trainer, contents: Sequence[np.ndarray], styles: Sequence[np.
     state, history = trainer.fresh_state(), []
   start, start_step = time.perf_counter(), state["step"]
   window: list[dict] = []
-  for step, c, s in adain_data.batches(contents, styles, start=state["step"], stop=stop, config=config):
+  for step, c, s in training_images.batches(contents, styles, start=state["step"], stop=stop, config=config):
     state, terms = trainer.step(state, np.concatenate([c, s]))
     window.append(terms)
     done = step + 1

@@ -36,11 +36,9 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from nst_jax.errors import NSTError
 from nst_jax.io import atomic, checkpoint
-from nst_jax.methods import adain
-from nst_jax.methods.adain_data import (IMAGE_SUFFIXES, ImagePool, batches, list_images,  # noqa: F401
-                                        make_batch, random_crop, rotate_hue, to_uint8)
-from nst_jax.methods.adain_objective import (color_stats_loss, distill_terms, loss_terms,  # noqa: F401
-                                             objective_optimum, output_terms, reconstruct_terms)
+from nst_jax.io.training_images import batches
+from nst_jax.methods.adain import ops as adain_ops
+from nst_jax.methods.adain.objective import distill_terms, loss_terms, reconstruct_terms
 from nst_jax.models import adain_decoder, adain_student, vgg
 from nst_jax.weights.format import VGGWeights
 
@@ -196,7 +194,7 @@ def make_trainer(config: TrainConfig, weights: VGGWeights, devices: Sequence[jax
   mesh = Mesh(np.array(devices), ("data",))
   optimizer = make_optimizer(config)
   replicated, data = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
-  enc_params = jax.device_put(vgg.params_for(weights.arch, weights.params, adain.STYLE_LAYERS), replicated)
+  enc_params = jax.device_put(vgg.params_for(weights.arch, weights.params, adain_ops.STYLE_LAYERS), replicated)
   backward = jax.device_put(vgg.backward_kernels(enc_params), replicated)
   if student is not None:
     student = dataclasses.replace(student, params=jax.device_put(student.params, replicated))

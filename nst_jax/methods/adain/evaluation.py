@@ -3,7 +3,7 @@ measurements (issue 17).
 
 Measurements, all at a given long side (512 px for the acceptance table):
   - reduction: the teacher's style-statistics distance (relu1_1..relu4_1 channel means and stds, squared
-    differences; `adain.style_stats_loss`) of the content to the style, divided by that of the stylised output;
+    differences; `adain_ops.style_stats_loss`) of the content to the style, divided by that of the stylised output;
     always measured with the teacher VGG (hed-vgg16), whatever encoder the model itself runs;
   - SSIM of the output's luma to the content's (`metrics.ssim`);
   - reconstruction PSNR: the output at alpha = 0 (the decoder's inversion of the content's features) against the
@@ -24,7 +24,7 @@ import numpy as np
 
 from nst_jax import metrics
 from nst_jax.io import image_io
-from nst_jax.methods import adain
+from nst_jax.methods.adain import ops as adain_ops
 from nst_jax.models import vgg
 from nst_jax.weights.format import VGGWeights
 
@@ -90,9 +90,9 @@ class Teacher:
   @classmethod
   def from_weights(cls, weights: VGGWeights) -> "Teacher":
     return cls(weights.arch, weights.preprocessing,
-               jax.device_put(vgg.params_for(weights.arch, weights.params, adain.STYLE_LAYERS)))
+               jax.device_put(vgg.params_for(weights.arch, weights.params, adain_ops.STYLE_LAYERS)))
 
-  def stats(self, image: np.ndarray) -> list[adain.Stats]:
+  def stats(self, image: np.ndarray) -> list[adain_ops.Stats]:
     """Channel (mean, std) at relu1_1..relu4_1 of an (H, W, 3) image."""
     return _teacher_stats(self.params, jnp.asarray(image, jnp.float32)[None], arch=self.arch,
                           preprocessing=self.preprocessing)
@@ -100,12 +100,12 @@ class Teacher:
 
 @functools.partial(jax.jit, static_argnames=("arch", "preprocessing"))
 def _teacher_stats(params, images, *, arch, preprocessing):
-  feats = adain.encode(params, images, arch=arch, preprocessing=preprocessing, layers=adain.STYLE_LAYERS)
-  return [adain.feature_stats(feats[layer]) for layer in adain.STYLE_LAYERS]
+  feats = adain_ops.encode(params, images, arch=arch, preprocessing=preprocessing, layers=adain_ops.STYLE_LAYERS)
+  return [adain_ops.feature_stats(feats[layer]) for layer in adain_ops.STYLE_LAYERS]
 
 
-def stats_distance(a: Sequence[adain.Stats], b: Sequence[adain.Stats]) -> float:
-  """`adain.style_stats_loss` from precomputed statistics."""
+def stats_distance(a: Sequence[adain_ops.Stats], b: Sequence[adain_ops.Stats]) -> float:
+  """`adain_ops.style_stats_loss` from precomputed statistics."""
   return float(sum(jnp.mean(jnp.square(ma - mb)) + jnp.mean(jnp.square(sa - sb)) for (ma, sa), (mb, sb) in zip(a, b)))
 
 

@@ -35,12 +35,12 @@ from nst_jax.errors import NSTError
 from nst_jax.io import image_io
 from nst_jax.losses import color
 from nst_jax.methods import blend_tiles
-from nst_jax.methods.blend_tiles import Tiling, tile_count, tile_starts, tiling_for_budget  # noqa: F401
-from nst_jax.methods.adain_ops import (EPS, STYLE_LAYERS, Stats, adain, adain_target, content_loss,  # noqa: F401
-                                       encode, feature_stats, style_stats_loss)
+from nst_jax.methods.adain.ops import STYLE_LAYERS, adain_target, encode, feature_stats
+from nst_jax.methods.blend_tiles import Tiling, tile_starts, tiling_for_budget
 from nst_jax.models import adain_student, vgg
-from nst_jax.models.adain_decoder import ENCODER_LAYER, DecoderCheckpoint, check_encoder, decode
+from nst_jax.models.adain_decoder import ENCODER_LAYER, DecoderCheckpoint, decode
 from nst_jax.models.preprocessing import Preprocessing
+from nst_jax.weights.adain_decoders import check_encoder
 from nst_jax.weights.format import VGGWeights
 
 COLOR_MODES = color.COLOR_MODES

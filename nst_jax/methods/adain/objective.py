@@ -14,7 +14,7 @@ import optax
 
 from nst_jax.errors import NSTError
 from nst_jax.losses import color
-from nst_jax.methods import adain
+from nst_jax.methods.adain import ops as adain_ops, stylize as adain
 from nst_jax.models import adain_decoder, adain_student, vgg
 from nst_jax.models.preprocessing import Preprocessing
 
@@ -24,7 +24,8 @@ def _encoder_features(enc_params, student, images, *, layers, arch: str, preproc
                       backward=None) -> dict[str, jax.Array]:
   """The features of the encoder that feeds the decoder: the `student`'s when given, else the teacher's."""
   if student is None:
-    return adain.encode(enc_params, images, arch=arch, preprocessing=preprocessing, layers=layers, backward=backward)
+    return adain_ops.encode(enc_params, images, arch=arch, preprocessing=preprocessing, layers=layers,
+                            backward=backward)
   return adain_student.encode(student, images, preprocessing=preprocessing, layers=layers)
 
 
@@ -47,20 +48,20 @@ def loss_terms(dec_params, enc_params, content, style, *, arch: str, width: int,
   teacher, or with loss_net='student' the student itself (~12x cheaper at width 16; its channels approximate a
   subset of the teacher's, `adain_student`)."""
   enc = dict(arch=arch, preprocessing=preprocessing, backward=backward)
-  layers = adain.STYLE_LAYERS if skip_width else (adain_decoder.ENCODER_LAYER,)
+  layers = adain_ops.STYLE_LAYERS if skip_width else (adain_decoder.ENCODER_LAYER,)
   loss_student = student if loss_net == "student" else None
-  s_feats = jax.lax.stop_gradient(_encoder_features(enc_params, loss_student, style, layers=adain.STYLE_LAYERS,
+  s_feats = jax.lax.stop_gradient(_encoder_features(enc_params, loss_student, style, layers=adain_ops.STYLE_LAYERS,
                                                     **enc))
   c_in = _encoder_features(enc_params, student, content, layers=layers, **enc)
   s_in = s_feats if loss_student is student else _encoder_features(enc_params, student, style, layers=layers, **enc)
-  targets = jax.lax.stop_gradient({layer: adain.adain(c_in[layer], s_in[layer]) for layer in layers})
+  targets = jax.lax.stop_gradient({layer: adain_ops.adain(c_in[layer], s_in[layer]) for layer in layers})
   output = _decode(dec_params, targets, arch=arch, width=width, padding=padding, skip_width=skip_width,
                    input_scale=input_scale)
   target = targets[adain_decoder.ENCODER_LAYER]
   if loss_net == "student":
-    o_feats = adain_student.encode(student, output, preprocessing=preprocessing, layers=adain.STYLE_LAYERS)
-    terms = {"content": adain.content_loss(output_feats=o_feats[adain_decoder.ENCODER_LAYER], target=target),
-             "style": adain.style_stats_loss(output_feats=o_feats, style_feats=s_feats,
+    o_feats = adain_student.encode(student, output, preprocessing=preprocessing, layers=adain_ops.STYLE_LAYERS)
+    terms = {"content": adain_ops.content_loss(output_feats=o_feats[adain_decoder.ENCODER_LAYER], target=target),
+             "style": adain_ops.style_stats_loss(output_feats=o_feats, style_feats=s_feats,
                                              relative=style_norm == "relative")}
   else:
     terms = output_terms(enc_params, output, target=target, style_feats=s_feats, style_norm=style_norm, **enc)
@@ -75,18 +76,18 @@ def color_stats_loss(*, output: jax.Array, style: jax.Array) -> jax.Array:
   """Mean squared difference of the per-image YIQ channel means and stds of `output` and `style` (N, H, W, 3):
   AdaIN's statistics one level below relu1_1, at the pixels. For a grayscale style the I and Q stds are 0, so
   the output is pushed to gray; for a coloured one, to its palette's spread."""
-  o_mean, o_std = adain.feature_stats(color.rgb_to_yiq(output))
-  s_mean, s_std = adain.feature_stats(color.rgb_to_yiq(style))
+  o_mean, o_std = adain_ops.feature_stats(color.rgb_to_yiq(output))
+  s_mean, s_std = adain_ops.feature_stats(color.rgb_to_yiq(style))
   return jnp.mean(jnp.square(o_mean - s_mean)) + jnp.mean(jnp.square(o_std - s_std))
 
 
 def output_terms(enc_params, output, *, target: jax.Array, style_feats: Mapping[str, jax.Array], arch: str,
                  preprocessing: Preprocessing, backward=None, style_norm: str = "none") -> dict[str, jax.Array]:
   """{'content', 'style'}: the two terms of the training objective for RGB outputs (N, H, W, 3)."""
-  o_feats = adain.encode(enc_params, output, layers=adain.STYLE_LAYERS, arch=arch, preprocessing=preprocessing,
+  o_feats = adain_ops.encode(enc_params, output, layers=adain_ops.STYLE_LAYERS, arch=arch, preprocessing=preprocessing,
                          backward=backward)
-  return {"content": adain.content_loss(output_feats=o_feats[adain_decoder.ENCODER_LAYER], target=target),
-          "style": adain.style_stats_loss(output_feats=o_feats, style_feats=style_feats,
+  return {"content": adain_ops.content_loss(output_feats=o_feats[adain_decoder.ENCODER_LAYER], target=target),
+          "style": adain_ops.style_stats_loss(output_feats=o_feats, style_feats=style_feats,
                                           relative=style_norm == "relative")}
 
 
@@ -97,12 +98,12 @@ def reconstruct_terms(dec_params, enc_params, content, *, arch: str, width: int,
   """(total, {'pixel', 'content'}): the decoder at alpha = 0 (no style) against the content itself, in pixels
   (MSE) and in the relu4_1 features of the encoder that feeds it (teacher, or `student`)."""
   enc = dict(arch=arch, preprocessing=preprocessing, backward=backward)
-  layers = adain.STYLE_LAYERS if skip_width else (adain_decoder.ENCODER_LAYER,)
+  layers = adain_ops.STYLE_LAYERS if skip_width else (adain_decoder.ENCODER_LAYER,)
   feats = jax.lax.stop_gradient(_encoder_features(enc_params, student, content, layers=layers, **enc))
   output = _decode(dec_params, feats, arch=arch, width=width, padding=padding, skip_width=skip_width,
                    input_scale=input_scale)
   terms = {"pixel": jnp.mean(jnp.square(output - content))}
-  terms["content"] = (adain.content_loss(
+  terms["content"] = (adain_ops.content_loss(
       output_feats=_encoder_features(enc_params, student, output, layers=(adain_decoder.ENCODER_LAYER,),
                                      **enc)[adain_decoder.ENCODER_LAYER], target=feats[adain_decoder.ENCODER_LAYER])
                       if content_weight else jnp.zeros(()))
@@ -112,7 +113,7 @@ def reconstruct_terms(dec_params, enc_params, content, *, arch: str, width: int,
 def distill_terms(student_params, enc_params, images, *, channels: Mapping[str, Sequence[int]], arch: str,
                   preprocessing: Preprocessing) -> tuple[jax.Array, dict[str, jax.Array]]:
   """(total, {'distill', layer: relative error}) of the student encoder against the teacher on `images`."""
-  teacher = jax.lax.stop_gradient(adain.encode(enc_params, images, layers=adain_student.LAYERS, arch=arch,
+  teacher = jax.lax.stop_gradient(adain_ops.encode(enc_params, images, layers=adain_student.LAYERS, arch=arch,
                                                preprocessing=preprocessing))
   student = adain_student.encode(student_params, images, preprocessing=preprocessing, layers=adain_student.LAYERS)
   per_layer = {layer: adain_student.distill_loss(student_feats=student, teacher_feats=teacher, channels=channels,
@@ -125,8 +126,9 @@ def distill_terms(student_params, enc_params, images, *, channels: Mapping[str, 
 def _objective_and_optimum(enc_params, content, style, output, style_weight, content_weight, learning_rate, *,
                            arch, preprocessing, steps):
   enc = dict(arch=arch, preprocessing=preprocessing)
-  s_feats = adain.encode(enc_params, style, layers=adain.STYLE_LAYERS, **enc)
-  target = adain.adain(adain.encode(enc_params, content, **enc)[adain_decoder.ENCODER_LAYER], s_feats[adain_decoder.ENCODER_LAYER])
+  s_feats = adain_ops.encode(enc_params, style, layers=adain_ops.STYLE_LAYERS, **enc)
+  layer = adain_decoder.ENCODER_LAYER
+  target = adain_ops.adain(adain_ops.encode(enc_params, content, **enc)[layer], s_feats[layer])
   backward = vgg.backward_kernels(enc_params)  # once, not per step (same gradients, cheaper input gradients)
 
   def terms(image):

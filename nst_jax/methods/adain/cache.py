@@ -19,7 +19,7 @@ import numpy as np
 
 from nst_jax.errors import NSTError
 from nst_jax.io import checkpoint, compile_cache, image_io
-from nst_jax.methods import adain
+from nst_jax.methods.adain import stylize as adain
 
 ENV = "NST_JAX_STYLE_CACHE"
 _VERSION = b"adain-style-stats-v1"  # bump when style_statistics changes what it computes
