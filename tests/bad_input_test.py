@@ -38,9 +38,12 @@ GOOD = {
             "--weights", "{root}/fake.npz", "--decoders", "{root}/decoders.npz"),
 }
 IMAGE_COMMANDS = tuple(GOOD)  # the commands that write one image to --output
-GOOD["train-wct"] = ("--out_dir", "{out}_run", "--levels", "relu1_1", "--width", "4", "--crop", "16", "--batch", "1",
+GOOD["train wct"] = ("--out_dir", "{out}_run", "--levels", "relu1_1", "--width", "4", "--crop", "16", "--batch", "1",
                      "--steps", "1", "--content_dirs", "{root}/photos", "--style_dirs", "{root}/paintings",
                      "--weights", "{root}/fake.npz")
+GOOD["train adain"] = ("--out_dir", "{out}_run", "--width", "4", "--crop", "16", "--batch", "1", "--steps", "1",
+                       "--content_dirs", "{root}/photos", "--style_dirs", "{root}/paintings",
+                       "--weights", "{root}/fake.npz")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,7 +59,7 @@ class Case:
 def case(command: str, args: list[str] | tuple[str, ...], *needles: str, name: str, code: int = 2,
          outputs: tuple[str, ...] = (), env: dict[str, str] | None = None):
   return pytest.param(Case(command, tuple(args), needles, code, outputs, tuple((env or {}).items())),
-                      id=f"{command}-{name}")
+                      id=f"{command.replace(' ', '-')}-{name}")
 
 
 def every_command(args: list[str], *needles: str, name: str, commands=IMAGE_COMMANDS) -> list:
@@ -222,29 +225,53 @@ def feedforward_cases() -> list:
 
 def train_wct_cases() -> list:
   return [
-      case("train-wct", ["--width", "0"], "--width", name="width-zero"),
-      case("train-wct", ["--batch", "0"], "--batch", name="batch-zero"),
-      case("train-wct", ["--steps", "-1"], "--steps", name="steps-negative"),
-      case("train-wct", ["--lr", "-1"], "--lr", name="lr-negative"),
-      case("train-wct", ["--lr", "nan"], "--lr", "nan", name="lr-nan"),
-      case("train-wct", ["--pixel_weight", "inf"], "--pixel_weight", "inf", name="pixel-weight-inf"),
-      case("train-wct", ["--crop", "0"], "--crop", name="crop-zero"),
-      case("train-wct", ["--levels", "relu9_1"], "--levels", "relu9_1", name="levels-unknown"),
-      case("train-wct", ["--content_dirs", "{root}/missing"], "missing", "does not exist", name="content-dirs-missing"),
-      case("train-wct", ["--padding", "circular"], "--padding", name="padding-unknown"),
-      case("train-wct", ["--weights", "nosuchname"], "nosuchname", name="weights-unknown"),
-      case("train-wct", ["--init_decoders", "{root}/content.png"], "content.png", "WCT decoder",
+      case("train wct", ["--width", "0"], "--width", name="width-zero"),
+      case("train wct", ["--batch", "0"], "--batch", name="batch-zero"),
+      case("train wct", ["--steps", "-1"], "--steps", name="steps-negative"),
+      case("train wct", ["--lr", "-1"], "--lr", name="lr-negative"),
+      case("train wct", ["--lr", "nan"], "--lr", "nan", name="lr-nan"),
+      case("train wct", ["--pixel_weight", "inf"], "--pixel_weight", "inf", name="pixel-weight-inf"),
+      case("train wct", ["--crop", "0"], "--crop", name="crop-zero"),
+      case("train wct", ["--levels", "relu9_1"], "--levels", "relu9_1", name="levels-unknown"),
+      case("train wct", ["--content_dirs", "{root}/missing"], "missing", "does not exist", name="content-dirs-missing"),
+      case("train wct", ["--padding", "circular"], "--padding", name="padding-unknown"),
+      case("train wct", ["--weights", "nosuchname"], "nosuchname", name="weights-unknown"),
+      case("train wct", ["--init_decoders", "{root}/content.png"], "content.png", "WCT decoder",
            name="init-decoders-not-npz"),
-      case("train-wct", ["--out_dir", "{root}/content.png"], "--out_dir", "is a file", name="out-dir-is-a-file"),
-      case("train-wct", ["--export", "{root}/fake.npz"], "--export", "weights file", name="export-is-weights"),
-      case("train-wct", ["--export", "{root}/content.png"], "--export", "not a WCT decoder file",
+      case("train wct", ["--out_dir", "{root}/content.png"], "--out_dir", "is a file", name="out-dir-is-a-file"),
+      case("train wct", ["--export", "{root}/fake.npz"], "--export", "weights file", name="export-is-weights"),
+      case("train wct", ["--export", "{root}/content.png"], "--export", "not a WCT decoder file",
            name="export-is-an-image"),
-      case("train-wct", ["--export", "{root}/folder"], "--export", "is a folder", name="export-is-folder"),
+      case("train wct", ["--export", "{root}/folder"], "--export", "is a folder", name="export-is-folder"),
+  ]
+
+
+def train_adain_cases() -> list:
+  return [
+      case("train adain", ["--cache_gb", "-1"], "--cache_gb", name="cache-gb-negative"),
+      case("train adain", ["--batch", "abc"], "--batch", "abc", name="batch-not-number"),
+      case("train adain", ["--lr", "nan"], "--lr", "nan", name="lr-nan"),
+      case("train adain", ["--stage", "finetune"], "--stage", name="stage-unknown"),
+      case("train adain", ["--content_dirs", "{root}/missing"], "missing", "does not exist",
+           name="content-dirs-missing"),
+      case("train adain", ["--weights", "nosuchname"], "nosuchname", name="weights-unknown"),
+      case("train adain", ["--init_decoder", "{root}/missing.npz"], "--decoder", "missing.npz",
+           name="init-decoder-missing"),
+      case("train adain", ["--init_decoder", "{root}/content.png"], "content.png", name="init-decoder-not-npz"),
+      case("train adain", ["--out_dir", "{root}/content.png"], "--out_dir", "is a file", name="out-dir-is-a-file"),
+      case("train adain", ["--export", "{root}/fake.npz"], "--export", "--weights", "overwritten",
+           name="export-is-weights"),
+      case("train adain", ["--export", "{root}/decoder.npz", "--init_decoder", "{root}/decoder.npz"], "--export",
+           "--init_decoder", name="export-is-init-decoder"),
+      case("train adain", ["--export", "{root}/content.png"], "--export", "not an AdaIN decoder or student file",
+           name="export-is-an-image"),
+      case("train adain", ["--export", "{root}/folder"], "--export", "is a folder", name="export-is-folder"),
+      case("train adain", ["stray"], "stray", name="positional-argument"),
   ]
 
 
 CASES = (output_cases() + image_file_cases() + stylize_cases() + photoreal_cases() + feedforward_cases()
-         + train_wct_cases())
+         + train_wct_cases() + train_adain_cases())
 
 
 def write_image(path: pathlib.Path, array: np.ndarray) -> None:
@@ -322,7 +349,8 @@ def test_bad_input(cli_setup, inputs, tmp_path, bad: Case):
   out = tmp_path / "out.png"
   before = snapshot(inputs)
   env = {**cli_setup["env"], **{k: v.format(root=inputs) for k, v in bad.env}}
-  proc = run_cli({**cli_setup, "env": env}, bad.command, *expand(GOOD.get(bad.command, ()) + bad.args, inputs, out))
+  args = expand(GOOD.get(bad.command, ()) + bad.args, inputs, out)
+  proc = run_cli({**cli_setup, "env": env}, *bad.command.split(), *args)  # a command may be two words
   assert "Traceback" not in proc.stderr, proc.stderr
   assert proc.returncode == bad.code, (proc.returncode, proc.stderr)
   if bad.code != 0:

@@ -3,17 +3,14 @@
 import dataclasses
 import importlib
 import json
-import os
 import pathlib
-import subprocess
 import sys
 
 import numpy as np
 import pytest
 
 from nst_jax import demo
-from nst_jax.io import compile_cache, image_io
-from nst_jax.models import adain_decoder
+from nst_jax.io import image_io
 
 EXPERIMENTS = pathlib.Path(__file__).resolve().parent.parent / "experiments"
 SCRIPTS = ("gatys2016_fig3", "gatys2016_fig4", "gatys2017_color", "gatys2017_scale", "gatys2017_spatial",
@@ -69,44 +66,6 @@ def test_color_figure_end_to_end(modules, default_weights, tmp_path):
     assert set(output) >= {"y_mae", "i_mae", "q_mae", "iq_mae", "initial_terms", "final_terms", "seconds"}
   # Luminance-only transfer keeps the content's chroma; plain transfer does not.
   assert on_disk["outputs"]["luminance"]["iq_mae"] < 0.01 < on_disk["outputs"]["plain"]["iq_mae"]
-
-
-def _train_adain(tmp_path, *flags):
-  # The script has no compilation-cache flag; JAX's own environment variables point it at the test run's cache, so
-  # the fine-tuning run loads the training step that the first run compiled (the same shapes and program).
-  env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=os.environ[compile_cache.ENV],
-             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.2")
-  return subprocess.run([sys.executable, "-m", "experiments.train_adain", "--content_dirs", str(tmp_path / "c"),
-                         "--style_dirs", str(tmp_path / "s"), "--nohighres", "--nodemo_images", "--crop", "32",
-                         "--batch", "2", "--width", "4", "--lr", "0.01", *flags], cwd=EXPERIMENTS.parent, env=env,
-                        capture_output=True, text=True, timeout=600, check=False)
-
-
-@pytest.mark.slow
-def test_train_adain_trains_exports_and_fine_tunes(default_weights, content, tmp_path):
-  del default_weights  # the script loads hed-vgg16 by name
-  image_io.save_image(tmp_path / "c" / "a.png", content)
-  image_io.save_image(tmp_path / "s" / "b.png", demo.swirl_painting(64, seed=1))
-  first = _train_adain(tmp_path, "--steps", "2", "--out_dir", str(tmp_path / "run1"), "--export",
-                       str(tmp_path / "d1.npz"))
-  assert first.returncode == 0, first.stderr[-2000:]
-  history = json.loads((tmp_path / "run1" / "metrics.json").read_text())["history"]
-  assert [h["step"] for h in history] == [2]
-  second = _train_adain(tmp_path, "--steps", "1", "--min_scale", "1", "--max_scale", "3", "--init_decoder",
-                        str(tmp_path / "d1.npz"), "--out_dir", str(tmp_path / "run2"), "--export",
-                        str(tmp_path / "d2.npz"))
-  assert second.returncode == 0, second.stderr[-2000:]
-  d1, d2 = adain_decoder.load_decoder(tmp_path / "d1.npz"), adain_decoder.load_decoder(tmp_path / "d2.npz")
-  assert d2.info["init_decoder"] == str(tmp_path / "d1.npz") and d2.info["steps"] == 1
-  assert d2.info["init_decoder_info"]["steps"] == 2 and d2.info["max_scale"] == 3.0
-  # One Adam step from d1 moves every parameter by at most lr (plus fp16 rounding); a fresh decoder would not.
-  moved = np.concatenate([np.ravel(d2.params[k] - d1.params[k]) for k in d1.params])
-  assert np.max(np.abs(moved)) < 0.011 and np.mean(np.abs(moved)) > 0.002, (np.max(np.abs(moved)),
-                                                                             np.mean(np.abs(moved)))
-  bad = _train_adain(tmp_path, "--steps", "1", "--init_decoder", str(tmp_path / "missing.npz"), "--out_dir",
-                     str(tmp_path / "run3"))
-  assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
-      f"error: --decoder {str(tmp_path / 'missing.npz')!r}: no such decoder file or name"], bad.stderr
 
 
 @pytest.fixture(scope="module")

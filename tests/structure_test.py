@@ -185,7 +185,7 @@ def test_require_hed():
   structure.require_hed(hed)
   for plain in (VGGWeights("vgg19", {}, CAFFE_VGG, "vgg19-keras", "0" * 64),
                 VGGWeights("vgg16", params, CAFFE_VGG, "vgg16-keras", "0" * 64)):
-    with pytest.raises(NSTError, match="the edge loss needs HED weights: run python -m nst_jax.weights fetch "
+    with pytest.raises(NSTError, match="the edge loss needs HED weights: run python -m nst_jax weights fetch "
                                        "hed-vgg16"):
       structure.require_hed(plain)
 

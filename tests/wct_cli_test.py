@@ -1,4 +1,4 @@
-"""The `wct` and `train-wct` commands, run in-process on tiny images with a random encoder: training, resuming
+"""The `wct` and `train wct` commands, run in-process on tiny images with a random encoder: training, resuming
 and exporting decoders, then stylising with the exported file and every control; bad input ends in one line."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from nst_jax.models import wct_decoder
 
 @pytest.fixture(scope="module")
 def trained(cli_setup, tmp_path_factory):
-  """A two-level decoder file made by `train-wct` from tiny folders of photos and paintings."""
+  """A two-level decoder file made by `train wct` from tiny folders of photos and paintings."""
   root = tmp_path_factory.mktemp("wct_cli")
   rng = np.random.default_rng(1)
   for folder in ("photos", "paintings"):
@@ -31,7 +31,7 @@ def run(monkeypatch, cli_setup, *args: str) -> int:
 
 
 def train_args(root, cli_setup, *extra):
-  return ["train-wct", "--out_dir", str(root / "run"), "--levels", "relu2_1,relu1_1", "--width", "4", "--crop", "16",
+  return ["train", "wct", "--out_dir", str(root / "run"), "--levels", "relu2_1,relu1_1", "--width", "4", "--crop", "16",
           "--batch", "1", "--content_dirs", str(root / "photos"), "--style_dirs", str(root / "paintings"),
           "--weights", str(cli_setup["weights"]), *extra]
 

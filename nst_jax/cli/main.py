@@ -13,7 +13,8 @@ from nst_jax.io import atomic
 
 PROG = "python -m nst_jax"
 # name: (module, attribute, one line for `--help`). Modules are imported only to run a command (or to name the
-# command a foreign flag belongs to), so that `--help` answers without importing JAX.
+# command a foreign flag belongs to), so that `--help` answers without importing JAX. A two-word name (`train
+# adain`) is typed as two words.
 COMMANDS = {
     "stylize": ("nst_jax.cli.stylize", "STYLIZE",
                 "Gatys et al. style transfer by optimisation, with colour, stroke, region and structure controls"),
@@ -23,8 +24,14 @@ COMMANDS = {
     "adain": ("nst_jax.cli.adain", "COMMAND", "AdaIN (Huang & Belongie 2017): any style in one forward pass"),
     "wct": ("nst_jax.cli.wct", "COMMAND", "universal style transfer (Li et al. 2017): whitening and colouring, "
             "coarse to fine"),
-    "train-wct": ("nst_jax.cli.train_wct", "COMMAND", "train, resume or export the WCT reconstruction decoders"),
+    "train adain": ("nst_jax.cli.train_adain", "COMMAND", "train, fine-tune, resume or export the AdaIN decoder (or "
+                    "its student encoder)"),
+    "train wct": ("nst_jax.cli.train_wct", "COMMAND", "train, resume or export the WCT reconstruction decoders"),
+    "train-wct": ("nst_jax.cli.train_wct", "DEPRECATED_NAME", "deprecated: the old name of `train wct`"),
+    "weights": ("nst_jax.cli.weights", "COMMAND", "fetch, convert, list and describe weight sets"),
 }
+DEPRECATED = ("train-wct",)  # still run, but neither offered in errors nor named as the owner of a foreign flag
+HELP = command.HELP_FLAGS + ("help",)
 
 
 def load(name: str) -> command.Command:
@@ -32,32 +39,45 @@ def load(name: str) -> command.Command:
   return getattr(importlib.import_module(module), attribute)
 
 
+def command_name(argv: Sequence[str]) -> str | None:
+  """The command that argv (without the program name) starts with, in one word or two; None if none."""
+  for words in (2, 1):
+    name = " ".join(argv[:words])
+    if len(argv) >= words and name in COMMANDS:
+      return name
+  return None
+
+
 def format_commands() -> str:
   width = max(len(name) for name in COMMANDS) + 4
   lines = [f"usage: {PROG} COMMAND [flags]", "", "commands:"]
   lines += [f"  {name.ljust(width)}{summary}" for name, (_, _, summary) in COMMANDS.items()]
-  lines += ["", f"`{PROG} COMMAND --help` lists the flags of a command; `python -m nst_jax.weights --help` the "
-            "weights tool's."]
+  lines += ["", f"`{PROG} COMMAND --help` lists the flags of a command."]
   return "\n".join(lines)
 
 
 def main(argv: Sequence[str]) -> int:
-  """Runs the command named by argv[0] (argv without the program name); returns the exit status."""
-  if not argv or argv[0] not in COMMANDS and argv[0] not in command.HELP_FLAGS + ("help",):
+  """Runs the command named by argv's first word or two (argv without the program name); returns the exit
+  status."""
+  name = command_name(argv)
+  # `--help` alone, or after the first word of a two-word command (`train --help`), lists the commands.
+  asks_help = argv[:1] in [[flag] for flag in HELP] or (argv[:1] == ["train"] and argv[1:2] in [[f] for f in HELP])
+  if name is None and not asks_help:
     got = " ".join(argv) or "(none)"
-    sys.stderr.write(f"error: expected one command from {', '.join(COMMANDS)}, got {got}; `{PROG} --help` lists "
-                     f"them\n")
+    current = ", ".join(other for other in COMMANDS if other not in DEPRECATED)
+    sys.stderr.write(f"error: expected one command from {current}, got {got}; `{PROG} --help` lists them\n")
     return 2
-  if argv[0] not in COMMANDS:
+  if name is None:
     sys.stdout.write(format_commands() + "\n")
     return 0
   try:
-    chosen = load(argv[0])
+    chosen = load(name)
   except KeyboardInterrupt:  # while importing JAX
     sys.stderr.write("error: interrupted while starting; nothing was written\n")
     return 130
   # The other commands are loaded only to name the owner of a foreign flag: importing them all costs ~1 s.
-  return command.main(chosen, argv[1:], others=lambda: [load(name) for name in COMMANDS if name != argv[0]])
+  others = [other for other in COMMANDS if other != name and other not in DEPRECATED]
+  return command.main(chosen, argv[len(name.split()):], others=lambda: [load(other) for other in others])
 
 
 def leave(message: str) -> None:

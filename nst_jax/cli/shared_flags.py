@@ -25,7 +25,7 @@ def define_images(fv: flags.FlagValues, *, content: str | None, style: str, outp
   flags.DEFINE_list("style", None, style, flag_values=fv)
   flags.DEFINE_string("output", output, "Output image (.png, .jpg, .tif, ...), written atomically.", flag_values=fv)
   flags.DEFINE_integer("size", size, size_help, flag_values=fv)
-  flags.DEFINE_string("weights", "hed-vgg16", "VGG weights: a name known to `python -m nst_jax.weights list` or a "
+  flags.DEFINE_string("weights", "hed-vgg16", "VGG weights: a name known to `python -m nst_jax weights list` or a "
                       ".npz file.", flag_values=fv)
   return "images", (["content"] if content is not None else []) + ["style", "output", "size", "weights"]
 

@@ -1,8 +1,8 @@
-"""`python -m nst_jax train-wct`: trains the WCT decoders for reconstruction (`nst_jax.methods.wct.train`) as one
+"""`python -m nst_jax train wct`: trains the WCT decoders for reconstruction (`nst_jax.methods.wct.train`) as one
 resumable job, and exports them as the shipped decoder file.
 
-  python -m nst_jax train-wct --out_dir runs/wct                   # train (rerun the same command to resume)
-  python -m nst_jax train-wct --out_dir runs/wct --export weights/wct-decoders-hed-vgg16.npz
+  python -m nst_jax train wct --out_dir runs/wct                   # train (rerun the same command to resume)
+  python -m nst_jax train wct --out_dir runs/wct --export weights/wct-decoders-hed-vgg16.npz
 
 Data: --content_dirs and --style_dirs (default ../shared/data/train/photos and paintings, relative to the
 repository); the held-out split of `nst_jax.methods.adain_eval` is never trained on, and export measures each
@@ -11,6 +11,7 @@ level's reconstruction PSNR on it.
 
 from __future__ import annotations
 
+import dataclasses
 import pathlib
 
 from absl import flags
@@ -115,7 +116,7 @@ def run(fv: flags.FlagValues, positional: list[str]) -> None:
       print(f"[data] no {DATA / 'train'}: held-out PSNR measured on the demo images instead")
     runs.export(fv.out_dir, fv.levels, weights, fv.export, holdout=images,
                 info={"data": {"content_dirs": fv.content_dirs, "style_dirs": fv.style_dirs,
-                               "holdout": list(holdout)}, "command": "python -m nst_jax train-wct",
+                               "holdout": list(holdout)}, "command": "python -m nst_jax train wct",
                       "default_levels": fv.default_levels or list(fv.levels)})
     print(f"wrote {fv.export}")
     return
@@ -133,6 +134,10 @@ def run(fv: flags.FlagValues, positional: list[str]) -> None:
 
 
 COMMAND = Command(
-    name="train-wct", prog="python -m nst_jax train-wct", usage="--out_dir DIR [--export FILE] [flags]",
+    name="train wct", prog="python -m nst_jax train wct", usage="--out_dir DIR [--export FILE] [flags]",
     description="Trains (or resumes, or exports) the reconstruction decoders of WCT, one per level.",
     define_flags=define_flags, run=run)
+# The command's name before `train adain` joined it; kept so that existing scripts and notes still run.
+DEPRECATED_NAME = dataclasses.replace(
+    COMMAND, name="train-wct", prog="python -m nst_jax train-wct",
+    description="Deprecated name of `python -m nst_jax train wct` (the same command). " + COMMAND.description)

@@ -145,7 +145,7 @@ HED_EXTRA_KEYS = tuple([f"hed/dsn{k}/{part}" for k in range(1, 6) for part in ("
                        + ["hed/fuse/kernel", "hed/fuse/bias"])
 _HED_STRIDE = 16  # total downsampling at relu5_3: four 2x2 pools
 
-_HED_HINT = "the edge loss needs HED weights: run python -m nst_jax.weights fetch hed-vgg16"
+_HED_HINT = "the edge loss needs HED weights: run python -m nst_jax weights fetch hed-vgg16"
 
 
 def require_hed(weights: VGGWeights) -> None:

@@ -64,8 +64,8 @@ def verify_digest(path: pathlib.Path, name: str, source: WeightSource, *, log: L
 
 
 def _manual_instructions(name: str, source: WeightSource, raw: pathlib.Path) -> str:
-  return (f"save it as {raw} and run `python -m nst_jax.weights fetch {name}` again, or save it anywhere and run "
-          f"`python -m nst_jax.weights convert <that path> --name {name}`")
+  return (f"save it as {raw} and run `python -m nst_jax weights fetch {name}` again, or save it anywhere and run "
+          f"`python -m nst_jax weights convert <that path> --name {name}`")
 
 
 def _download(name: str, source: WeightSource, raw: pathlib.Path, *, manual: pathlib.Path, log: Log) -> None:

@@ -9,7 +9,7 @@ strict: a missing, unexpected, misshapen or non-float array is an error that nam
 load time and not as odd images later.
 
 Converters from the published checkpoints are in `converters`, the known sources in `sources`, fetching in `fetch`
-and the command line in `__main__` (`python -m nst_jax.weights`).
+and the command line `python -m nst_jax weights` in `nst_jax.cli.weights`.
 """
 
 from __future__ import annotations
@@ -179,7 +179,7 @@ def save_weights(path: PathLike, weights: VGGWeights, *, dtype: str = "float32")
 
 
 def _convert_hint(path: pathlib.Path) -> str:
-  return f"to use an original checkpoint run `python -m nst_jax.weights convert {path}`"
+  return f"to use an original checkpoint run `python -m nst_jax weights convert {path}`"
 
 
 def _parse_meta(meta: dict[str, Any], where: str) -> dict[str, Any]:

@@ -34,15 +34,15 @@ def resolve_weights(name_or_path: str) -> VGGWeights:
   if name_or_path in KNOWN_SOURCES:
     if not local.is_file():
       raise WeightsError(f"weights {name_or_path!r} are not downloaded yet (expected {local}); "
-                         f"run `python -m nst_jax.weights fetch {name_or_path}`")
-    return load_weights(local, damaged_hint=f"run `python -m nst_jax.weights fetch {name_or_path} --force`")
+                         f"run `python -m nst_jax weights fetch {name_or_path}`")
+    return load_weights(local, damaged_hint=f"run `python -m nst_jax weights fetch {name_or_path} --force`")
   # Names made with `convert --name NAME` resolve too.
   if "/" not in name_or_path and os.sep not in name_or_path and local.is_file():
     return load_weights(local)
   if path.suffix or "/" in name_or_path or os.sep in name_or_path:
     raise WeightsError(f"{name_or_path}: no such weights file")
   raise WeightsError(f"unknown weights {name_or_path!r}: not a file and not a known name "
-                     f"({', '.join(KNOWN_SOURCES)}); see `python -m nst_jax.weights list`")
+                     f"({', '.join(KNOWN_SOURCES)}); see `python -m nst_jax weights list`")
 
 
 

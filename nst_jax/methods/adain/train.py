@@ -44,6 +44,7 @@ from nst_jax.weights.format import VGGWeights
 
 CHECKPOINT_FORMAT = "nst_jax-adain-training"
 CHECKPOINT_FORMAT_VERSION = 1
+CHECKPOINT_NAME = "checkpoint.npz"  # in the run's folder
 
 
 @dataclasses.dataclass(frozen=True)
@@ -251,7 +252,7 @@ def load_checkpoint(path: str | os.PathLike, trainer: Trainer) -> tuple[dict, li
   if not pathlib.Path(path).is_file():
     raise NSTError(f"--resume: {where} is not a training checkpoint (no such file)")
   meta, arrays = checkpoint.read(path, what="AdaIN training checkpoint", hint="--resume takes the checkpoint.npz of a "
-                                 "train_adain --out_dir")
+                                 "`train adain` --out_dir")
   checkpoint.check_format(meta, path=path, kind=CHECKPOINT_FORMAT, versions=(CHECKPOINT_FORMAT_VERSION,),
                           what="AdaIN training checkpoint", legacy="num_leaves" in meta)
   for field in ("step", "config", "arch", "encoder_sha256", "history"):
@@ -321,7 +322,7 @@ def train(trainer: Trainer, contents: Sequence[np.ndarray], styles: Sequence[np.
   if input_threads < 1:
     raise NSTError(f"--input_threads must be >= 1, got {input_threads}")
   out_dir = pathlib.Path(out_dir)
-  ckpt_path = out_dir / "checkpoint.npz"
+  ckpt_path = out_dir / CHECKPOINT_NAME
   config = trainer.config
   if resume and ckpt_path.exists():
     state, history = load_checkpoint(ckpt_path, trainer)

@@ -1,23 +1,24 @@
-"""`python -m nst_jax.weights`: fetch, convert, list and describe weight sets.
+"""`python -m nst_jax weights`: fetch, convert, list and describe weight sets.
 
-  python -m nst_jax.weights fetch [NAME] [--force]    download (or reuse) and convert a known weight set
-  python -m nst_jax.weights convert FILE [--name NAME] [--output PATH] [--dtype float16]
-  python -m nst_jax.weights list                       known weight sets and whether they are present
-  python -m nst_jax.weights info FILE_OR_NAME          what a weights file holds
+  python -m nst_jax weights fetch [NAME] [--force]    download (or reuse) and convert a known weight set
+  python -m nst_jax weights convert FILE [--name NAME] [--output PATH] [--dtype float16]
+  python -m nst_jax weights list                       known weight sets and whether they are present
+  python -m nst_jax weights info FILE_OR_NAME          what a weights file holds
+
+A command of the main command line (not of the weights package), so that the weights layer stays below the CLI.
 """
 
 from __future__ import annotations
 
 import json
 import pathlib
-import sys
 
 import numpy as np
 
 from absl import flags
 
 from nst_jax.cli import output_guard
-from nst_jax.cli.command import Command, Sections, main
+from nst_jax.cli.command import Command, Sections
 from nst_jax.errors import NSTError
 from nst_jax.weights.converters import convert_file
 from nst_jax.weights.fetch import download_cache_dir, fetch
@@ -103,11 +104,8 @@ def file_kind(path: pathlib.Path) -> str:
   return KINDS.get(fmt, f"other nst_jax file ({fmt})")
 
 
-COMMAND = Command(name="weights", prog="python -m nst_jax.weights", usage=USAGE + " [flags]",
+COMMAND = Command(name="weights", prog="python -m nst_jax weights", usage=USAGE + " [flags]",
                   define_flags=define_flags, run=run, positional=True, compilation_cache=False,
                   description="Converted weights live in the weights folder ($NST_JAX_WEIGHTS_DIR, else weights/ in a "
                   "source checkout, else ~/.cache/nst_jax/weights); downloaded originals in the download cache "
                   "($NST_JAX_CACHE_DIR, else ~/.cache/nst_jax/downloads).")
-
-if __name__ == "__main__":
-  sys.exit(main(COMMAND, sys.argv[1:]))
