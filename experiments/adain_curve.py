@@ -1,7 +1,7 @@
 """Held-out learning curves of AdaIN training runs (issue 17): reduction, SSIM and PSNR against steps, images seen
 and process CPU seconds, with a log-linear extrapolation of the reduction to the acceptance bar.
 
-Run (from the repository root, after runs of experiments/train_adain.py with --eval_every):
+Run (from the repository root, after runs of `python -m nst_jax train adain` with --eval_every):
   python -m experiments.adain_curve --runs outputs/A1,outputs/A2,outputs/A3 --out outputs/adain_curve
 
 Reads each run's metrics.json (the 'eval' entries: adain_eval.CURVE_* pairs at 256 px); writes OUT.png (three

@@ -33,7 +33,7 @@ def resolve_decoders(name_or_path: str) -> wct_decoder.DecoderSet:
   path = find_trained_file(name_or_path)
   if path is None:
     raise NSTError(f"--decoders {name_or_path!r}: no such WCT decoder file or name (train and export one with "
-                   "`python -m nst_jax train-wct`)")
+                   "`python -m nst_jax train wct`)")
   return wct_decoder.load_decoders(path)
 
 

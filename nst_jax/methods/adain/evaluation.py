@@ -28,7 +28,7 @@ from nst_jax.methods.adain import ops as adain_ops
 from nst_jax.models import vgg
 from nst_jax.weights.format import VGGWeights
 
-# Held out of ../shared/data/train: never trained on (experiments/train_adain.py excludes them). Ten photographs
+# Held out of ../shared/data/train: never trained on (`train adain` excludes them). Ten photographs
 # (landscape, city, animals, a building, a grayscale portrait of a lion) and eight paintings (Van Gogh, Kandinsky,
 # Dali, a pencil sketch -- the grayscale style --, Cezanne-like still life, Feininger-like cubism, fluid marbling,
 # pointillism).

@@ -139,7 +139,7 @@ def export(out_dir: str | pathlib.Path, layers: Sequence[str], weights: VGGWeigh
 
 def as_adain_decoder(decoders: wct_decoder.DecoderSet, layer: str = "relu4_1") -> adain_decoder.DecoderCheckpoint:
   """The relu4_1 reconstruction decoder as an AdaIN decoder file: the same network (the encoder's mirror up to
-  relu4_1, no skips), so it can start an AdaIN training (`experiments/train_adain.py --init_decoder`) from a
+  relu4_1, no skips), so it can start an AdaIN training (`python -m nst_jax train adain --init_decoder`) from a
   decoder that already inverts the encoder instead of from random."""
   if layer != adain_decoder.ENCODER_LAYER:
     raise ValueError(f"AdaIN decodes {adain_decoder.ENCODER_LAYER}, not {layer}")
