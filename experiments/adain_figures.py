@@ -6,7 +6,7 @@ Run (from the repository root):
   python -m experiments.adain_figures --quick              # 256 px, the 4 x 4 learning-curve subset: ~1 min
   python -m experiments.adain_figures --decoder outputs/x.npz --out_dir outputs/adain_eval_x   # another decoder
 
-The held-out split is `nst_jax/methods/adain_eval.py` (10 photos and 8 paintings of ../shared/data/train never
+The held-out split is `nst_jax/methods/adain/evaluation.py` (10 photos and 8 paintings of ../shared/data/train never
 trained on, plus the issue's golden_gate.jpg). Writes to --out_dir (default outputs/adain_figures; never commit it, the images
 are third-party): results.json with per pair the teacher's style-statistics reduction and the SSIM of the output's
 luma to the content's, per content the reconstruction PSNR at alpha = 0, the chroma of the outputs with the

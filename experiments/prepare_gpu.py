@@ -11,7 +11,7 @@ Writes:
     file's sha256, so decoders trained with it pair with hed-vgg16 (the fp16 rounding changes relu4_1 features by
     ~1e-3 relative, far below the training noise);
   - outputs/gpu/train/photos, outputs/gpu/train/paintings: ../shared/data/train without the held-out split of
-    nst_jax/methods/adain_eval.py, short side 256 px (a 256-px crop always fits), JPEG quality 90: ~20 MB;
+    nst_jax/methods/adain/evaluation.py, short side 256 px (a 256-px crop always fits), JPEG quality 90: ~20 MB;
   - outputs/gpu/student.npz, outputs/gpu/init.npz: copies of --student and --init_decoder (if given).
 Expected: "wrote outputs/gpu: N photos, M paintings, X MB in all"; the GPU command is in README ("AdaIN", "On a
 GPU"). Never commit outputs/: the images are third-party.

@@ -1,4 +1,4 @@
-"""AdaIN decoder training (nst_jax.methods.adain_train): the input pipeline, the loss falls, the objective's
+"""AdaIN decoder training (nst_jax.methods.adain.train): the input pipeline, the loss falls, the objective's
 optimum, exact resume from checkpoints of this and the previous format, fine-tuning, 8 devices = 1 device.
 
 The encoder is a random VGG16 with Caffe preprocessing and the decoders are tiny (width 4-8), so everything runs

@@ -1,6 +1,6 @@
 """`python -m nst_jax adain`: arbitrary style transfer in one forward pass (Huang & Belongie 2017), with alpha, style
 blending, masks, colour control and thumbnail-normalised tiles for large images. A decoder file with its own
-(student) encoder needs no VGG weights; style statistics are cached per style file (`nst_jax.methods.adain_cache`).
+(student) encoder needs no VGG weights; style statistics are cached per style file (`nst_jax.methods.adain.cache`).
 
   python -m nst_jax adain --content A.jpg --style B.jpg[,C.jpg] --style_blend 0.7,0.3 --alpha 0.8 --output C.png
 """

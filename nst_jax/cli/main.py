@@ -35,6 +35,7 @@ HELP = command.HELP_FLAGS + ("help",)
 
 
 def load(name: str) -> command.Command:
+  """The command called `name` (importing its module)."""
   module, attribute, _ = COMMANDS[name]
   return getattr(importlib.import_module(module), attribute)
 
@@ -49,6 +50,7 @@ def command_name(argv: Sequence[str]) -> str | None:
 
 
 def format_commands() -> str:
+  """The top-level `--help`: the usage line and one line per command."""
   width = max(len(name) for name in COMMANDS) + 4
   lines = [f"usage: {PROG} COMMAND [flags]", "", "commands:"]
   lines += [f"  {name.ljust(width)}{summary}" for name, (_, _, summary) in COMMANDS.items()]

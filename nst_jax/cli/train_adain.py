@@ -113,6 +113,7 @@ def define_flags(fv: flags.FlagValues) -> Sections:
 
 
 def config_from(fv: flags.FlagValues) -> adain_train.TrainConfig:
+  """The run's `TrainConfig` from the parsed flags."""
   return adain_train.TrainConfig(
       crop=fv.crop, batch=fv.batch, steps=fv.steps, lr=fv.lr, lr_decay=fv.lr_decay, style_weight=fv.style_weight,
       content_weight=fv.content_weight, width=fv.width, seed=fv.seed, min_scale=fv.min_scale,

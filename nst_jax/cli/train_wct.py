@@ -5,7 +5,7 @@ resumable job, and exports them as the shipped decoder file.
   python -m nst_jax train wct --out_dir runs/wct --export weights/wct-decoders-hed-vgg16.npz
 
 Data: --content_dirs and --style_dirs (default ../shared/data/train/photos and paintings, relative to the
-repository); the held-out split of `nst_jax.methods.adain_eval` is never trained on, and export measures each
+repository); the held-out split of `nst_jax.methods.adain.evaluation` is never trained on, and export measures each
 level's reconstruction PSNR on it.
 """
 

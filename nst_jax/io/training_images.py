@@ -1,5 +1,6 @@
-"""The AdaIN training input pipeline: image lists, a bounded decoded-image pool, and batches of random crops that
-are a pure function of (seed, step), built on host threads ahead of the device."""
+"""The training input pipeline of the feed-forward decoders (AdaIN, WCT): image lists, a bounded decoded-image pool,
+and batches of random crops that are a pure function of (seed, step), built on host threads ahead of the device.
+Images and NumPy only, no model: so it sits with the other file input and both methods' training share it."""
 
 from __future__ import annotations
 

@@ -44,6 +44,8 @@ def tile_count(shape: tuple[int, int], tiling: Tiling) -> int:
 
 
 def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
+  """Start offsets of tiles of `tile` px covering `length` px with at least `overlap` px of overlap (the last
+  one flush with the end)."""
   if length <= tile:
     return [0]
   step = tile - overlap

@@ -3,7 +3,8 @@
 The decoder mirrors the encoder up to relu4_1 (reflection-padded 3x3 convolutions, nearest-neighbour upsampling
 instead of pooling; `width` / 64 of the paper's inner channels). Its checkpoint (`save_decoder` / `load_decoder`, a
 state file of `nst_jax.io.checkpoint` with format "nst_jax-adain-decoder") names the encoder architecture and the
-sha256 and source of the encoder weights it was trained with, and `check_encoder` refuses any other pairing. Format
+sha256 and source of the encoder weights it was trained with, and `nst_jax.weights.adain_decoders.check_encoder`
+refuses any other pairing (there, because it reads VGG weights: models sit below the weights layer). Format
 version 2 may also carry a student encoder (`nst_jax.models.adain_student`) that replaces the VGG encoder at
 inference: such a file is a whole model on its own.
 """
@@ -77,8 +78,7 @@ class Decoder(nn.Module):
 
   Reflection padding, ReLU after every convolution but the last, 2x nearest upsampling after the mirror of each
   block's first convolution (conv4_1, conv3_1, conv2_1), as in the paper's decoder. padding='zero' uses zero
-  padding instead: a thin decoder's pad and crop copies cost as much as its convolutions on a CPU (2x measured at
-  width 16, experiments/ADAIN_NOTES.md).
+  padding instead: a thin decoder's pad and crop copies cost as much as its convolutions on a CPU.
   """
 
   arch: str = "vgg16"

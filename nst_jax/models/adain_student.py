@@ -98,6 +98,7 @@ def load_student(path: str | os.PathLike) -> Student:
 
 
 def preprocessing_dict(preprocessing: Preprocessing | None) -> dict | None:
+  """`preprocessing` as the JSON-able dict a student file stores (None stays None)."""
   return None if preprocessing is None else dataclasses.asdict(preprocessing)
 
 

@@ -86,6 +86,7 @@ class Preprocessing:
 
 
 def check_channels(x: jnp.ndarray) -> None:
+  """ValueError unless `x` has 3 channels last."""
   if x.ndim == 0 or x.shape[-1] != 3:
     raise ValueError(f"expected an image with 3 channels last, got shape {x.shape}")
 

@@ -94,6 +94,7 @@ def expected_shapes(arch: str, extras: Iterable[str] = ()) -> dict[str, tuple[in
 
 
 def format_shape(shape: Iterable[int]) -> str:
+  """A shape as error messages print it, e.g. (3, 3, 64, 64)."""
   return str(tuple(int(n) for n in shape))
 
 
@@ -151,12 +152,14 @@ def _unflatten_params(flat: Mapping[str, np.ndarray]) -> dict[str, dict[str, np.
 
 
 def split_conv_and_extras(flat: Mapping[str, np.ndarray]) -> tuple[dict, dict]:
+  """({conv: {'kernel', 'bias'}}, {extra key: array}) of a flat {'convX_Y/kernel': ...} dict."""
   convs = {k: v for k, v in flat.items() if k.startswith("conv")}
   extras = {k: v for k, v in flat.items() if not k.startswith("conv")}
   return _unflatten_params(convs), extras
 
 
 def extra_names(extras: Mapping[str, Any]) -> list[str]:
+  """The groups of extra arrays (e.g. 'hed'), sorted."""
   return sorted({key.split("/", 1)[0] for key in extras})
 
 
@@ -221,6 +224,7 @@ def load_weights(path: PathLike, *, damaged_hint: str = "") -> VGGWeights:
 
 
 def sha256_of(path: PathLike) -> str:
+  """Hex sha256 of a file."""
   return file_digests(path, ("sha256",))["sha256"]
 
 

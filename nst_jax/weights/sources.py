@@ -73,6 +73,7 @@ KNOWN_SOURCES: dict[str, WeightSource] = {
 
 
 def known_source(name: str) -> WeightSource:
+  """The known weight set called `name`; WeightsError naming the known ones otherwise."""
   if name not in KNOWN_SOURCES:
     raise WeightsError(f"unknown weights name {name!r}; known names: {', '.join(KNOWN_SOURCES)}")
   return KNOWN_SOURCES[name]

@@ -6,6 +6,7 @@ decoder.
   cache       style statistics cached per style file, so a repeated call does not encode its style again
   objective   the training objectives: the paper's terms, reconstruction, distillation, colour, the optimum
   train       decoder (and student encoder) training: `TrainConfig`, `make_trainer`, `train`, checkpoints
+  runs        one `train adain` run: its student encoder, learning curve and exported file
   evaluation  the held-out split and the measurements a trained model is judged by
 
 The training images come from `nst_jax.io.training_images` (shared with WCT training); the networks and their

@@ -1,6 +1,6 @@
 """Style statistics cached per style file, so that a repeated `adain` call does not encode its style again.
 
-AdaIN needs of a style image only the channel means and stds of its encoder features (`adain.style_statistics`:
+AdaIN needs of a style image only the channel means and stds of its encoder features (`stylize.style_statistics`:
 2 x 512 numbers at relu4_1, those of relu1_1..relu3_1 for a decoder with skips, and the pixels' YIQ statistics).
 They are kept in a per-user folder, one small state file of `nst_jax.io.checkpoint` (format
 "nst_jax-adain-style-stats") per (file content, encoder) pair: the key is the sha256 of the file's bytes and of the

@@ -1,9 +1,9 @@
-"""Held-out evaluation of an AdaIN model: the fixed held-out split of the shared training set and the acceptance
-measurements (issue 17).
+"""Held-out evaluation of an AdaIN model: the fixed held-out split of the shared training set and the measurements
+a trained model is accepted by.
 
 Measurements, all at a given long side (512 px for the acceptance table):
   - reduction: the teacher's style-statistics distance (relu1_1..relu4_1 channel means and stds, squared
-    differences; `adain_ops.style_stats_loss`) of the content to the style, divided by that of the stylised output;
+    differences; `ops.style_stats_loss`) of the content to the style, divided by that of the stylised output;
     always measured with the teacher VGG (hed-vgg16), whatever encoder the model itself runs;
   - SSIM of the output's luma to the content's (`metrics.ssim`);
   - reconstruction PSNR: the output at alpha = 0 (the decoder's inversion of the content's features) against the
@@ -44,7 +44,7 @@ HOLDOUT_PAINTINGS = (
     "endywon__aesust__style_13", "magenta__magenta__towers_1916_sq", "cysmith__neural-style-tf__oil_crop",
     "endywon__aesust__style_4")
 GRAY_STYLES = ("xunhuang1995__adain-style__sketch",)
-# Also evaluated: the issue's content, kept out of the training set by its curators.
+# Also evaluated: a content photo that the shared data's curators kept out of the training set.
 EXTRA_CONTENTS = ("artistic/content/golden_gate.jpg",)
 # The learning-curve subset (cheap enough to run every few hundred steps).
 CURVE_PHOTOS = HOLDOUT_PHOTOS[2:6]
@@ -52,6 +52,7 @@ CURVE_PAINTINGS = HOLDOUT_PAINTINGS[:4]
 
 
 def holdout_names() -> tuple[str, ...]:
+  """The file stems that training never reads: the held-out photos and paintings."""
   return HOLDOUT_PHOTOS + HOLDOUT_PAINTINGS
 
 
@@ -66,6 +67,7 @@ def load_holdout(data: pathlib.Path, *, photos: Sequence[str] = HOLDOUT_PHOTOS,
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
+  """Peak signal-to-noise ratio in dB of two images in [0, 1] (the MSE floored at 1e-12)."""
   return float(10 * np.log10(1.0 / max(float(np.mean(np.square(np.asarray(a) - np.asarray(b)))), 1e-12)))
 
 
@@ -76,6 +78,7 @@ def chroma(image: np.ndarray) -> float:
 
 
 def geomean(values: Sequence[float]) -> float:
+  """Geometric mean of positive values (of ratios, such as the style reductions)."""
   return float(np.exp(np.mean(np.log(values))))
 
 

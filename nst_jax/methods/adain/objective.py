@@ -1,4 +1,4 @@
-"""The objectives of AdaIN training (`nst_jax.methods.adain_train`): the paper's content and style terms, the
+"""The objectives of AdaIN training (`nst_jax.methods.adain.train`): the paper's content and style terms, the
 reconstruction and distillation stages, a pixel-colour term, and the per-image optimum of the objective that a
 decoder's output can be compared with."""
 

@@ -4,7 +4,7 @@
 
 Controls (paper, section 7): the content-style trade-off alpha, interpolation between styles with weights, spatial
 control with masks (each region's content features are normalised with that region's own statistics and take one
-style's statistics). `nst_jax.methods.adain` re-exports everything here.
+style's statistics).
 """
 
 from __future__ import annotations

@@ -1,22 +1,22 @@
 """Arbitrary style transfer in real time with adaptive instance normalisation (Huang & Belongie 2017): inference.
 
-An encoder maps an image to its relu4_1 features; AdaIN (`nst_jax.methods.adain_ops`, re-exported here) gives the
-content features the channel-wise mean and standard deviation of the style's, and a decoder
-(`nst_jax.models.adain_decoder`) maps the result back to an image, trained (`nst_jax.methods.adain_train`) so that the
-encoder of its output reproduces the AdaIN target at relu4_1 and the style's statistics at relu1_1..relu4_1.
+An encoder maps an image to its relu4_1 features; AdaIN (`ops`) gives the content features the channel-wise mean and
+standard deviation of the style's, and a decoder (`nst_jax.models.adain_decoder`) maps the result back to an image,
+trained (`train`) so that the encoder of its output reproduces the AdaIN target at relu4_1 and the style's statistics
+at relu1_1..relu4_1.
 
 Two kinds of model, both one decoder file: the paper's (the hed-vgg16 encoder, a decoder from relu4_1 alone) and the
-fast one shipped for issue 17: a student encoder pruned from hed-vgg16 (`nst_jax.models.adain_student`, 12x fewer FLOPs)
-whose relu1_1..relu3_1 are AdaIN-normalised too and fed to the decoder as skips, with zero padding. The fast model pads
-images to a few size buckets (reusing compiled executables; every activation outside the image is masked, so the result
-is exactly the unpadded one) after a mirrored margin that keeps zero padding's frame out of the picture.
+fast one that ships: a student encoder pruned from hed-vgg16 (`nst_jax.models.adain_student`, 12x fewer FLOPs) whose
+relu1_1..relu3_1 are AdaIN-normalised too and fed to the decoder as skips, with zero padding. The fast model pads
+images to a few size buckets (reusing compiled executables; every activation outside the image is masked, so the
+result is exactly the unpadded one) after a mirrored margin that keeps zero padding's frame out of the picture.
 
 Controls (paper, section 7): the content-style trade-off alpha, interpolation between several styles with weights,
 spatial control with masks, colour preservation (`nst_jax.losses.color`), and by default the styles' chroma statistics
 on the output (YIQ, luma untouched; a grayscale style gives a gray image). Above a pixel budget the content is processed
 in overlapping tiles blended with linear ramps, every tile normalised with the statistics of a thumbnail of the whole
 image (Chen et al. 2022, URST). A style is needed only as its statistics (`style_statistics`), which callers may cache
-(`nst_jax.methods.adain_cache`).
+(`cache`).
 """
 
 from __future__ import annotations
@@ -231,6 +231,8 @@ def pad_input(image: np.ndarray, *, bucket: bool) -> tuple[np.ndarray, np.ndarra
 
 
 def pad_to_multiple(image: np.ndarray, multiple: int = 8) -> np.ndarray:
+  """`image` padded at the bottom and right to sides that are multiples of `multiple` (reflected, or repeated
+  where it is too small to reflect)."""
   h, w = image.shape[:2]
   ph, pw = (-h) % multiple, (-w) % multiple
   if ph == 0 and pw == 0:
@@ -240,6 +242,7 @@ def pad_to_multiple(image: np.ndarray, multiple: int = 8) -> np.ndarray:
 
 
 def features(model: Model, image: np.ndarray, valid: np.ndarray | None = None) -> dict:
+  """{layer: features} of one (H, W, 3) image by the model's encoder, at the layers the model normalises."""
   return _encode_jit(model.enc_params, np.asarray(image, np.float32)[None], valid, spec=model.spec)
 
 

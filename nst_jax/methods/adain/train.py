@@ -10,10 +10,10 @@ pipeline, atomic checkpoints with exact resume, and a metrics record.
 - Step: one `jax.jit` over a `Mesh` of all devices; the content and style batches are sharded along the batch axis
   (`NamedSharding(mesh, P("data"))`), decoder/encoder parameters and optimiser state replicated. The loss is a
   mean over the global batch, so the result does not depend on the number of devices (up to summation order).
-- Input (`nst_jax.methods.adain_data`): an `ImagePool` decodes images on first use (capped at `max_side` px) and keeps them up to a memory budget,
-  so folders of the paper's size fit; every batch is made on a thread pool from its own generator seeded by
-  (seed, step) -- random scale, crop, flip -- and kept `prefetch` steps ahead, so the device does not wait on
-  decoding and batch k is the same whether or not the run was resumed.
+- Input (`nst_jax.io.training_images`): an `ImagePool` decodes images on first use (capped at `max_side` px) and
+  keeps them up to a memory budget, so folders of the paper's size fit; every batch is made on a thread pool from
+  its own generator seeded by (seed, step) -- random scale, crop, flip -- and kept `prefetch` steps ahead, so the
+  device does not wait on decoding and batch k is the same whether or not the run was resumed.
 - Checkpoint: one state file of `nst_jax.io.checkpoint` (format "nst_jax-adain-training": trained parameters, Adam
   state, moving average, step, config) written atomically; resuming from it gives bit-identical next steps.
   Checkpoints from before that format (arrays "leaf0000"...) still resume.
@@ -49,6 +49,8 @@ CHECKPOINT_NAME = "checkpoint.npz"  # in the run's folder
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
+  """Everything that defines a training run; a checkpoint stores it and resuming checks it."""
+
   crop: int = 256
   batch: int = 8
   steps: int = 160_000

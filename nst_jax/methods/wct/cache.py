@@ -2,9 +2,9 @@
 
 A style is needed only as its per-level mean and colouring matrix (`stylize.style_transforms`); they are kept as
 one state file of `nst_jax.io.checkpoint` (format "nst_jax-wct-style") per (file bytes, size, encoder, levels and
-their scales, eps), in the folder of the AdaIN style statistics (`adain_cache.resolve`: --style_cache, $NST_JAX_STYLE_CACHE, or
-~/.cache/nst_jax/adain_styles; 'off' disables it). A damaged entry is recomputed; a read-only folder only costs
-time.
+their scales, eps), in the folder of the AdaIN style statistics (`nst_jax.methods.adain.cache.resolve`:
+--style_cache, $NST_JAX_STYLE_CACHE, or ~/.cache/nst_jax/adain_styles; 'off' disables it). A damaged entry is
+recomputed; a read-only folder only costs time.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ FORMAT_VERSION = 1
 
 def style_key(data: bytes, model: stylize.Model, *, long_side: int | None, eps: float,
               scales: dict | None = None) -> str:
+  """The cache key of a style file's transforms: sha256 of its bytes and of everything the transforms depend on."""
   levels = ",".join(f"{layer}@{(scales or {}).get(layer, 1.0)!r}" for layer in model.levels)
   identity = f"{model.encoder_id}|{levels}|{long_side!r}|{eps!r}".encode()
   return hashlib.sha256(_VERSION + identity + b"\0" + data).hexdigest()

@@ -27,6 +27,7 @@ DEFAULT_STEPS = {"relu1_1": 800, "relu2_1": 1500, "relu3_1": 2000, "relu4_1": 30
 
 
 def level_dir(out_dir: str | pathlib.Path, layer: str) -> pathlib.Path:
+  """The checkpoint folder of one level in the run's folder."""
   return pathlib.Path(out_dir) / layer
 
 
@@ -110,6 +111,7 @@ def reconstruction_psnr(level: wct_decoder.LevelDecoder, layer: str, weights: VG
 
 
 def level_encoder_params(weights: VGGWeights, layer: str) -> dict:
+  """The encoder's convolutions up to `layer`, the only ones that level's training runs."""
   return {k: v for k, v in weights.params.items() if k in wct_decoder.encoder_convs(weights.arch, layer)}
 
 

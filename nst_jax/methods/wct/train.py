@@ -13,8 +13,9 @@ given at transfer time: each photo i of the batch is transformed with painting i
   L += stylized_weight * mean((enc_l(dec(t)) - t)^2) / mean(t^2).
 
 Such t lie off the features of natural images (the painting's covariance on the photo's layout); a decoder trained
-only on reconstruction inverts them loosely, and whatever it misses is style statistics lost in the picture. Batches are random crops of the content photos and of the paintings alike (the
-decoder must invert features of both), made by `nst_jax.methods.adain_data` as a pure function of (seed, step).
+only on reconstruction inverts them loosely, and whatever it misses is style statistics lost in the picture.
+Batches are random crops of the content photos and of the paintings alike (the decoder must invert features of
+both), made by `nst_jax.io.training_images` as a pure function of (seed, step).
 The step is one `jax.jit` over a `Mesh` of all devices, the batch sharded along its first axis, parameters and
 Adam state replicated. The checkpoint (format "nst_jax-wct-training": parameters, Adam state, step, config,
 the decoder's input scale, history) is written atomically; resuming from it gives the same next steps as an
@@ -105,6 +106,7 @@ DEFAULT_CONFIG = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
 
 
 def learning_rate(config: TrainConfig) -> optax.Schedule:
+  """Linear warm-up over 2% of the steps, then cosine decay to 1% of `config.lr`."""
   warmup = max(1, config.steps // 50)
   return optax.warmup_cosine_decay_schedule(0.0, config.lr, warmup, max(warmup + 1, config.steps),
                                             end_value=config.lr * 0.01)
