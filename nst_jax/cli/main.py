@@ -63,7 +63,9 @@ def main(argv: Sequence[str]) -> int:
   status."""
   name = command_name(argv)
   # `--help` alone, or after the first word of a two-word command (`train --help`), lists the commands.
-  asks_help = argv[:1] in [[flag] for flag in HELP] or (argv[:1] == ["train"] and argv[1:2] in [[f] for f in HELP])
+  first_words = {name.split()[0] for name in COMMANDS if " " in name}
+  leading = argv[:2] if argv[:1] and argv[0] in first_words else argv[:1]
+  asks_help = bool(leading) and leading[-1] in HELP
   if name is None and not asks_help:
     got = " ".join(argv) or "(none)"
     current = ", ".join(other for other in COMMANDS if other not in DEPRECATED)
