@@ -23,6 +23,7 @@ from PIL import Image
 from nst_jax import demo
 from nst_jax.errors import NSTError
 from nst_jax.io import compile_cache, image_io, training_images
+from nst_jax.losses import color
 from nst_jax.methods import blend_tiles
 from nst_jax.methods.adain import (cache as adain_cache, evaluation as adain_eval, ops as adain_ops, stylize as adain,
                                    train as adain_train)
@@ -90,7 +91,7 @@ def test_decoder_convolutions_equal_the_explicitly_padded_reference(padding):
   params = {k: v * 20 if k.endswith("dec1_1/kernel") else v
             for k, v in adain_decoder.init_decoder("vgg16", 4, seed=1).items()}
   x = jax.random.normal(jax.random.PRNGKey(0), (1, 5, 6, 512))
-  out = adain.decode(params, x, arch="vgg16", width=4, padding=padding)
+  out = adain_decoder.decode(params, x, arch="vgg16", width=4, padding=padding)
   ref = _reference_decoder(params, x, padding)
   assert out.shape == (1, 40, 48, 3) and float(jnp.std(out)) > 0.01
   np.testing.assert_allclose(np.asarray(out), np.asarray(ref), atol=1e-5)
@@ -187,7 +188,7 @@ def test_sizes_in_one_bucket_share_one_compilation_and_equal_the_unpadded_result
                                          preprocessing=model.preprocessing, layers=adain_ops.STYLE_LAYERS)
   c, s = feats(adain.add_margin(second, adain.MARGIN)), feats(style)
   targets = {layer: adain_ops.adain(c[layer], s[layer]) for layer in adain_ops.STYLE_LAYERS}
-  ref = np.clip(np.asarray(adain.decode(
+  ref = np.clip(np.asarray(adain_decoder.decode(
       model.dec_params, targets["relu4_1"], arch=model.arch, width=model.width, padding=model.padding,
       skips={k: v for k, v in targets.items() if k != "relu4_1"}, skip_width=model.skip_width))[0], 0, 1)
   ref = ref[adain.MARGIN:-adain.MARGIN, adain.MARGIN:-adain.MARGIN]
@@ -279,7 +280,7 @@ def test_grayscale_style_gives_a_gray_output_and_keeps_the_luma(varied_model, co
   assert adain_eval.chroma(colored) > 5 * GRAY_CHROMA  # this random decoder alone would not give gray
   assert adain_eval.chroma(out) < GRAY_CHROMA, adain_eval.chroma(out)
   inside = (colored > 0.02).all(-1) & (colored < 0.98).all(-1) & (out > 0.02).all(-1) & (out < 0.98).all(-1)
-  luma = lambda x: np.asarray(adain.color.rgb_to_yiq(x))[..., 0]  # noqa: E731
+  luma = lambda x: np.asarray(color.rgb_to_yiq(x))[..., 0]  # noqa: E731
   np.testing.assert_allclose(luma(out)[inside], luma(colored)[inside], atol=1e-4)
   half = adain.stylize(content, [gray_style], model=varied_model, alpha=0.5)
   assert GRAY_CHROMA < adain_eval.chroma(half)  # alpha blends the correction too

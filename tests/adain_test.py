@@ -16,6 +16,8 @@ import pytest
 
 from adain_helpers import decoder_checkpoint
 from nst_jax.errors import NSTError
+from nst_jax.io import image_io
+from nst_jax.losses import color
 from nst_jax.methods import blend_tiles
 from nst_jax.methods.adain import ops as adain_ops, stylize as adain
 from nst_jax.models import adain_decoder, vgg
@@ -224,7 +226,7 @@ def test_thumbnail_statistics_tiling_agrees_with_the_whole_image(shipped_model):
   through the receptive field at tile borders (softened by the overlap ramps); tiles normalised with their own
   statistics (plain tiling, what URST avoids) disagree with the whole image much more."""
   from nst_jax import demo  # pylint: disable=import-outside-toplevel
-  image = adain.image_io.resize(demo.default_content(), 256, 192)
+  image = image_io.resize(demo.default_content(), 256, 192)
   style = demo.swirl_painting(128)
   whole = adain.stylize(image, [style], model=shipped_model)
   tiled = adain.stylize(image, [style], model=shipped_model, tiling=blend_tiles.Tiling(tile=128, overlap=48,
@@ -244,9 +246,9 @@ def test_stylize_controls_and_errors(model, content):
   a0b = adain.stylize(content, [content], model=model, alpha=0.0)
   np.testing.assert_allclose(a0, a0b, atol=1e-6)  # alpha = 0: the content's reconstruction, whatever the style
   lum = adain.stylize(content, [style], model=model, preserve_colors="luminance")
-  yiq = np.asarray(adain.color.rgb_to_yiq(lum))[..., 1:]
+  yiq = np.asarray(color.rgb_to_yiq(lum))[..., 1:]
   inside = (lum > 0.02).all(-1) & (lum < 0.98).all(-1)
-  np.testing.assert_allclose(yiq[inside], np.asarray(adain.color.rgb_to_yiq(content))[..., 1:][inside], atol=2e-3)
+  np.testing.assert_allclose(yiq[inside], np.asarray(color.rgb_to_yiq(content))[..., 1:][inside], atol=2e-3)
   with pytest.raises(NSTError, match="--alpha"):
     adain.stylize(content, [style], model=model, alpha=1.5)
   with pytest.raises(NSTError, match="--style_blend needs one weight per style"):

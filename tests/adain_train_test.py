@@ -72,13 +72,13 @@ def test_image_pool_decodes_on_demand_within_its_budget_and_skips_bad_files(cont
   eager = [training_images.to_uint8(image_io.load_image(p), 48)
            for p in (paths[0], paths[2], paths[4])]
   one_image = max(x.nbytes for x in eager)
-  decoded, load_image = {}, adain.image_io.load_image
+  decoded, load_image = {}, image_io.load_image
 
   def counting_load_image(path, **kw):
     decoded[path.name] = decoded.get(path.name, 0) + 1
     return load_image(path, **kw)
 
-  monkeypatch.setattr(adain.image_io, "load_image", counting_load_image)
+  monkeypatch.setattr(image_io, "load_image", counting_load_image)
   pool = training_images.ImagePool(paths + [content], max_side=48, cache_bytes=one_image, log=logged.append)
   assert len(pool) == 5 and len(logged) == 1 and "b.jpg" in logged[0] and "not an image file" in logged[0]
   assert pool.cached_bytes == 0  # nothing decoded yet

@@ -202,13 +202,14 @@ def time_adain(settings: BenchmarkSettings, shape: tuple[int, int], *, max_pixel
                images: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, Any]:
   """Latency of one `adain.stylize` call on an (H, W) content with a style of the same size (host to host);
   `images` (content, style) default to the demo pair."""
+  from nst_jax.methods import blend_tiles  # noqa: PLC0415
   from nst_jax.methods.adain import stylize as adain  # noqa: PLC0415
 
   model, note = adain_model(settings)
   h, w = shape
   content_img, style_img = (image_io.resize(img, h, w) for img in (images or demo_images()))
   max_pixels = max_pixels or adain.DEFAULT_MAX_PIXELS
-  tiling = adain.tiling_for_budget(max_pixels) if h * w > max_pixels else None
+  tiling = blend_tiles.tiling_for_budget(max_pixels) if h * w > max_pixels else None
 
   def call() -> np.ndarray:
     return adain.stylize(content_img, [style_img], model=model, alpha=1.0, max_pixels=max_pixels)
@@ -220,7 +221,7 @@ def time_adain(settings: BenchmarkSettings, shape: tuple[int, int], *, max_pixel
     timing = time_calls(call, warmup=0, repeats=settings.repeats)
   path = "whole image"
   if tiling is not None:
-    path = f"{adain.tile_count(shape, tiling)} tiles of {tiling.tile} px, {tiling.thumbnail} px thumbnail"
+    path = f"{blend_tiles.tile_count(shape, tiling)} tiles of {tiling.tile} px, {tiling.thumbnail} px thumbnail"
   padded = (h + (-h) % 8, w + (-w) % 8)
   gflop = adain_flops(model.enc_params, model.dec_params, padded, padded) / 1e9
   return {"weights": note, "shape": [h, w], "megapixels": h * w / 1e6, "path": path, "first_call_s": first_s,

@@ -18,6 +18,7 @@ from nst_jax.cli.command import Command, Sections
 from nst_jax.errors import NSTError
 from nst_jax.io import image_io
 from nst_jax.losses import color
+from nst_jax.methods import blend_tiles
 from nst_jax.methods.adain import cache as adain_cache, stylize as adain
 from nst_jax.models import adain_decoder
 from nst_jax.weights import adain_decoders
@@ -62,7 +63,7 @@ def run(fv: flags.FlagValues, positional: list[str]) -> pathlib.Path:
     raise NSTError(f"--max_megapixels must be positive, got {fv.max_megapixels}")
   tiling = None
   if fv.tile_size:
-    tiling = adain.Tiling(tile=fv.tile_size, overlap=max(8, fv.tile_size // 8 // 8 * 8), thumbnail=fv.tile_size)
+    tiling = blend_tiles.Tiling(tile=fv.tile_size, overlap=max(8, fv.tile_size // 8 // 8 * 8), thumbnail=fv.tile_size)
   content = shared_flags.load_content(fv.content)
   if fv["size"].present:
     validation.check_working_size(content.shape, fv.size, what=f"content image {fv.content or '(demo)'!r}",
