@@ -66,18 +66,17 @@ def weights(default_weights):
 def test_receptive_radius_is_the_support_of_a_units_input_gradient():
   import jax
   import jax.numpy as jnp
-  from nst_jax.highres import tiling
   from nst_jax.models import vgg
   params = vgg.random_params("vgg16")
   for layer in ("relu2_2", "relu3_1", "relu4_2"):
     model = vgg.VGG("vgg16", (layer,), pooling="avg")
-    stride = tiling.layer_stride("vgg16", layer)
+    stride = vgg.layer_stride("vgg16", layer)
     size = 192
     x = jnp.asarray(np.random.default_rng(0).uniform(-1, 1, (1, size, size, 3)), jnp.float32)
     cell = size // stride // 2
     grad = jax.grad(lambda x: jnp.sum(model.apply({"params": params}, x)[layer][0, cell, cell]))(x)
     rows = np.nonzero(np.abs(np.asarray(grad[0])).sum(axis=(1, 2)) > 0)[0]
-    radius = tiling.receptive_radius("vgg16", layer)
+    radius = vgg.receptive_radius("vgg16", layer)
     assert rows.max() - rows.min() + 1 in (2 * radius, 2 * radius + 1), (layer, rows.min(), rows.max(), radius)
 
 

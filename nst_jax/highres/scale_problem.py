@@ -16,7 +16,7 @@ from nst_jax.errors import NSTError
 from nst_jax.highres.distributed import AXIS, put
 from nst_jax.highres.highres_config import PRECISIONS, HighresConfig
 from nst_jax.highres.tiled_loss import TiledSpec, make_tiled_terms, tiled_features
-from nst_jax.highres.tiling import TileGrid, layer_stride, make_grid, ownership, strides_upto, tile_windows, validity
+from nst_jax.highres.tiling import TileGrid, make_grid, ownership, tile_windows, validity
 from nst_jax.io import image_io
 from nst_jax.losses import color, guidance, matting, segmentation
 from nst_jax.methods import gatys, layer_balance
@@ -63,9 +63,9 @@ def build_scale_problem(*, content: np.ndarray | None, styles: Sequence[np.ndarr
   params = jax.tree.map(lambda a: put(a, replicated), vgg.params_for(weights.arch, source, layers))
   inputs: dict[str, Any] = {"params": params}
   tile_sharding = NamedSharding(mesh, P(AXIS))
-  owned = {name: ownership(grid, layer_stride(weights.arch, name)) for name in layers}
+  owned = {name: ownership(grid, vgg.layer_stride(weights.arch, name)) for name in layers}
   inputs["ownership"] = {name: put(owned[name], tile_sharding) for name in content_layers}
-  inputs["valid"] = {s: put(validity(grid, s), tile_sharding) for s in strides_upto(weights.arch, layers)}
+  inputs["valid"] = {s: put(validity(grid, s), tile_sharding) for s in vgg.strides_upto(weights.arch, layers)}
   inputs["mass"] = {name: float(np.sum(owned[name])) for name in layers}
   net_content = None
   if content is not None:
@@ -106,7 +106,7 @@ def build_scale_problem(*, content: np.ndarray | None, styles: Sequence[np.ndarr
                             for name in style_layers}
     present = {name: guidance.present(guides[name]) for name in style_layers}
     style_weights = {name: owned[name][:, None] * np.square(tile_windows(
-        np.asarray(guides[name]), grid, layer_stride(weights.arch, name))) for name in style_layers}
+        np.asarray(guides[name]), grid, vgg.layer_stride(weights.arch, name))) for name in style_layers}
   else:
     def style_grams(images: list[np.ndarray], i: int) -> dict[str, jax.Array]:
       # The whole style image, resized for this scale, tiled like the output (one more compilation per style shape).

@@ -35,8 +35,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from nst_jax import losses
 from nst_jax.highres.distributed import AXIS, put
-from nst_jax.highres.tiling import (TileGrid, extract_tiles, layer_stride, ownership, strides_upto, tile_windows,
-                                    validity)
+from nst_jax.highres.tiling import TileGrid, extract_tiles, ownership, tile_windows, validity
 from nst_jax.losses import guidance, matting
 from nst_jax.models import vgg
 
@@ -171,17 +170,17 @@ def tiled_features(*, arch: str, layers: Sequence[str], pooling: str, dtype: Any
   `guides` {layer: (R, h, w)}: the whole image's guides at each layer (`guidance.masks_at_layers`); the Gram
   matrices are then the (R, C, C) guided ones of `guidance.guided_gram` with `normalization`."""
   layers = tuple(layers)
-  owned = {name: ownership(grid, layer_stride(arch, name)) for name in layers}
+  owned = {name: ownership(grid, vgg.layer_stride(arch, name)) for name in layers}
   if guides is None:
     weights = {name: owned[name][:, None] for name in layers}
     mass = {name: np.full((1,), np.sum(owned[name]), np.float32) for name in layers}
   else:
-    weights = {name: owned[name][:, None] * np.square(tile_windows(guides[name], grid, layer_stride(arch, name)))
+    weights = {name: owned[name][:, None] * np.square(tile_windows(guides[name], grid, vgg.layer_stride(arch, name)))
                for name in layers}
     mass = {name: np.asarray(guidance.gram_mass(guides[name], channels=1, normalization=normalization), np.float32)
             for name in layers}
   weights = {name: put(w, NamedSharding(mesh, P(AXIS))) for name, w in weights.items()}
-  valid = {s: put(validity(grid, s), NamedSharding(mesh, P(AXIS))) for s in strides_upto(arch, layers)}
+  valid = {s: put(validity(grid, s), NamedSharding(mesh, P(AXIS))) for s in vgg.strides_upto(arch, layers)}
   run = _tiled_features_runner(arch, layers, pooling, dtype, grid, preprocessing, mesh, guided=guides is not None,
                                channels_mass=guides is not None and normalization == "channels_mass")
   return lambda params, image: run(params, image, weights, valid, mass)
