@@ -36,8 +36,9 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from nst_jax import losses
 from nst_jax.highres.distributed import AXIS, put
 from nst_jax.highres.tiling import TileGrid, extract_tiles, ownership, tile_windows, validity
-from nst_jax.losses import guidance, matting
+from nst_jax.losses import guidance
 from nst_jax.models import vgg
+from nst_jax.objective.registry import ImageTerm
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,11 +51,11 @@ class TiledSpec:
   layer_weights: tuple[tuple[str, float], ...]  # style w_l
   content_weight: float
   style_weight: float
-  tv_weight: float
-  range_weight: float
   pooling: str
   dtype: Any
-  matting_weight: float = 0.0       # > 0: inputs hold the content's `matting.precompute` fields
+  # The image terms that are on (`registry.ImageTerm`, all supporting tiling) and their weights; their inputs
+  # (`ImageTerm.prepare`) are in `inputs`.
+  image_terms: tuple[tuple[ImageTerm, float], ...] = ()
 
 
 
@@ -95,11 +96,11 @@ def _region_grams(features: jax.Array, weights: jax.Array) -> jax.Array:
 @functools.lru_cache(maxsize=16)
 def make_tiled_terms(spec: TiledSpec, grid: TileGrid, preprocessing, mesh: Mesh
                      ) -> Callable[[jax.Array, Mapping[str, Any]], dict[str, jax.Array]]:
-  """`terms(image, inputs) -> {content, style, tv[, matting]}` (weighted), one differentiable function of the whole
+  """`terms(image, inputs) -> {content, style, and the image terms}` (weighted), one differentiable function of the whole
   (H, W, 3) image. `inputs` (see `build_scale_problem`): params; style targets {layer: (R, C, C)} with region weights
   {layer: (R,)}, per-tile region weights 'style_weights' {layer: (tiles, R, h, w)} (ownership x guide^2) and the
   whole image's Gram divisors 'style_norm' {layer: (R,)}; with content, ownership {layer: (tiles, h, w)}, masses
-  {layer: scalar} and per-tile targets; with matting, the content's `matting.precompute` fields.
+  {layer: scalar} and per-tile targets; and the image terms' inputs.
 
   Remembered for equal arguments (the last 16): runs and resumed runs of the same structure get the same function,
   and with it the compiled loop of `nst_jax.optim.make_chunk_runner`, instead of tracing it again."""
@@ -148,14 +149,11 @@ def make_tiled_terms(spec: TiledSpec, grid: TileGrid, preprocessing, mesh: Mesh
         layer_weight[name] * jnp.sum(inputs["region_weights"][name] * losses.style_layer_loss(
             gram=grams[name] / inputs["style_norm"][name][:, None, None], target_gram=inputs["style"][name]))
         for name in spec.style_layers)
-    out["tv"] = spec.tv_weight * losses.total_variation_loss(image=image)
-    if spec.range_weight > 0:  # elementwise over the whole image: no VGG, nothing to tile
-      out["range"] = spec.range_weight * losses.range_penalty(image=image)
-    if spec.matting_weight > 0:
-      # Not tiled: the matting energy is elementwise and 3x3-box work on the whole image (no VGG); its memory, ~92
-      # floats per pixel (`estimate_peak_bytes`), is of the order of L-BFGS's whole-image history. Its 2-pixel
-      # support (`nst_jax.losses.matting`) would allow tiles with a 2-pixel halo if that ever mattered.
-      out["matting"] = spec.matting_weight * matting.matting_energy(image=image, laplacian=inputs["matting"])
+    # Image terms are elementwise or small-window work on the whole image (no VGG), so they are not tiled; the
+    # matting energy's memory, ~92 floats per pixel (`estimate_peak_bytes`), is of the order of L-BFGS's
+    # whole-image history.
+    for term, weight in spec.image_terms:
+      out[term.name] = weight * term.loss(image, inputs, spec)
     return out
 
   return terms

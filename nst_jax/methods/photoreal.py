@@ -1,64 +1,17 @@
 """Photorealistic style transfer (Luan et al. 2017, "Deep Photo Style Transfer").
 
-Two optimisations of the same objective family, both through `nst_jax.methods.gatys.build_problem` and
-`nst_jax.methods.optimize.optimize_image` (the matting term is one more loss term there,
-`StylizeConfig.matting_weight`):
+Two optimisations of the same objective (`gatys.build_problem`, or the tiled engine of `nst_jax.highres` with a
+`HighresConfig`; the matting term is one more loss term, `StylizeConfig.matting_weight`): 1. segmented style
+transfer without the photorealism term (off by default, `stage1_iterations=0`), optionally at `stage1_size` and
+upsampled; 2. the same plus λ · sum_c p_cᵀ L p_c (`nst_jax.losses.matting`, L the content's matting Laplacian).
+Then the paper's post-processing: `smooth_local_affine` (a per-pixel affine colour map content -> output, its
+coefficients joint-bilaterally filtered with the content as guide) and by default a 5x5 `guided_filter`.
 
-1. Segmented style transfer without the photorealism term, from a near-constant image (the reference starts at
-   1e-4 Gaussian noise around the Caffe mean pixel). Off by default (`stage1_iterations=0`): the default start
-   (`init="colors"`, `colors_init`) is already in the style's palette and photorealistic, and stage 1's texture
-   was mostly undone by stage 2 (experiments/PHOTOREAL_NOTES.md). With `stage1_size` it is solved at a smaller
-   size and upsampled.
-2. The same plus λ · sum_c p_cᵀ L p_c (`nst_jax.losses.matting`, L the content's matting Laplacian), from stage 1's
-   result.
-
-With a `HighresConfig` each stage runs through the tiled engine of `nst_jax.highres` instead, at the final
-size (one scale: no coarse-to-fine pyramid, no checkpoints; stage 2 starts from stage 1's result as untiled): the
-segmentation-guided Gram matrices are accumulated tile by tile with the whole image's guide masses, and the
-matting term is evaluated on the whole image (it is cheap and needs no VGG), so the tiled objective and its
-gradient equal the untiled ones (tests/highres_test.py) and a run gives the same image (tests/photoreal_test.py).
-
-Then the post-processing that produced the paper's final results (`smooth_local_affine`): a per-pixel affine
-colour map content -> output fitted in 3x3 windows, its coefficients joint-bilaterally filtered with the content
-as guide, applied to the content; then (by default) a 5x5 guided filter of that with the content as guide
-(`guided_filter`, radius 2, eps 1e-4), which fits the result once more to a local affine map of the content where
-the bilateral filtering of the maps left them off at edges.
-
-Objectives (`PhotorealConfig.objective`; `loss_weights` fills the weights left at None).
-
-"calibrated" (the default) makes every term independent of the scale of the network's activations, so that its
-weights mean the same on hed-vgg16 as on VGG19 (`stylize_config`):
-
-* content: Σ_l mean((F_l − P_l)²) / mean(P_l²) / L, a relative error per layer (`content_layer_balance="target"`);
-* style: per layer and region E(G, A) / E(0, A) (`style_layer_balance="target"`), the layers weighted by
-  `CALIBRATED_LAYER_WEIGHTS`, the inverse of the median relative error of the paper's own results on this network
-  (experiments/photoreal_calibration.py), so each layer counts as much as it did at the reference's operating point;
-* matting: λ · sum_c p_cᵀ L p_c / (H·W), per pixel, so λ does not change with the image size; no TV term.
-Multiplying a layer's activations by a constant changes none of the terms (tests/photoreal_test.py).
-
-"reference" is the reference code's objective (content relu4_2 weight 5, style relu1_1..relu5_1 weight 100 each,
-TV 1e-3, λ = 1e4, ε = 1e-7); `stylize_config` maps it onto nst_jax's normalised losses so that it is the
-reference's one as a function of the image (up to its 256 vs our 255 input scale):
-
-* content: the reference's 5 · MSE(F, P) per layer is our `content_loss` (a mean) with weight 5 · #layers
-  (our layer weights are 1/#layers).
-* style: the reference's Gram is (F⊙m)(F⊙m)ᵀ / (C·H·W·mean(m)) (`gram_normalization="channels_mass"`), its
-  per-layer loss 100 · mean(m_content) · MSE(G, A) over the C² entries, summed over layers. Ours is
-  E = sum((G − A)²) / (4C²) = MSE / 4 with region weight mean(m_content) and layer weights 1/#layers, so the
-  style weight is 100 · 4 · #layers.
-* TV: the reference adds the gradient of tv · ½ · sum over its (H−1)(W−1) grid of both squared neighbour
-  differences of the network input (image × 256 − mean), a sum; ours is the mean of the squared differences of
-  the [0, 1] image, so the weight is tv · ½ · s² · 3 · (H−1)(W−1) with s the network's input scale.
-* matting: the reference's gradient is λ · 2 L p for p in [0, 1], the gradient of λ · sum_c p_cᵀ L p_c: our term
-  with the same λ. It is a sum over pixels while the VGG terms are means, so (as in the reference) the balance
-  between photorealism and style shifts with the image size; 700 px is the reference's operating point.
-
-One term is not the reference's: `range_weight` (default 1e6) · mean squared distance of the image's values to
-[0, 1] (`losses.range_penalty`). The reference optimises an unconstrained image and clips it when saving; left
-free, L-BFGS reaches dark targets (night photos) with values below 0, and the clipped image loses much of the
-style: at 128 px after 80 stage-1 iterations the clipped result's style loss was 3.6x the optimised one on pair 7
-(6512 vs 1796) and 3.7x on pair 20; with the penalty the clipped results reach 2604 and 2709. 1e4 changed
-nothing, 1e8 slowed the optimisation (5246 on pair 7); 1e6 and 3e6 were equally good.
+Objectives (`PhotorealConfig.objective`; `loss_weights` fills the weights left at None): "calibrated" (the
+default) makes every term independent of the scale of the network's activations (relative content and style
+errors per layer, `CALIBRATED_LAYER_WEIGHTS`, per-pixel matting energy, no TV); "reference" is the reference
+code's objective mapped onto nst_jax's normalised losses (`stylize_config`). `range_weight` keeps the optimised
+image inside [0, 1], where the reference clips only when saving.
 """
 
 from __future__ import annotations
@@ -74,13 +27,15 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
+from nst_jax.engines.optimize import StylizeResult, optimize_image
 from nst_jax.errors import NSTError
 from nst_jax.highres import distributed, highres_config, memory, pyramid, scale_problem, tiling
 from nst_jax.io import image_io
 from nst_jax.losses import color, matting, segmentation
 from nst_jax.methods import gatys
-from nst_jax.methods.optimize import StylizeResult, optimize_image
-from nst_jax.methods.stylize_config import CONTENT_LAYERS, STYLE_LAYERS, StylizeConfig
+from nst_jax.objective import images as objective_images
+from nst_jax.objective.config import CONTENT_LAYERS, STYLE_LAYERS, StylizeConfig
+from nst_jax.objective.plan import resolve_plan
 from nst_jax.weights.format import VGGWeights
 
 CAFFE_MEAN_RGB = (123.68 / 256, 116.779 / 256, 103.939 / 256)  # the reference's init, in [0, 1]
@@ -89,7 +44,7 @@ CAFFE_MEAN_RGB = (123.68 / 256, 116.779 / 256, 103.939 / 256)  # the reference's
 OBJECTIVES = ("calibrated", "reference")
 INITS = ("colors", "mean", "content", "noise")  # or the path of an image
 # Loss weights of each objective (module docstring): the reference code's numbers in its units, and this
-# project's numbers for the calibrated terms, chosen by `experiments/dpst_examples.py` (PHOTOREAL_NOTES.md).
+# project's numbers for the calibrated terms.
 REFERENCE_WEIGHTS = {"content": 5.0, "style": 100.0, "tv": 1e-3, "matting": 1e4}
 CALIBRATED_WEIGHTS = {"content": 2.0, "style": 30.0, "tv": 0.0, "matting": 1e4}
 CALIBRATED_LAYER_WEIGHTS = {"relu1_1": 1.0, "relu2_1": 0.56, "relu3_1": 0.37, "relu4_1": 0.27, "relu5_1": 0.10}
@@ -126,7 +81,7 @@ class PhotorealConfig:
   smooth_sigma_s: float = 5.0
   smooth_sigma_r: float = 0.01
   # A 5x5 guided filter after the smoothing: the bilateral filtering of the affine maps leaves them slightly off at
-  # the content's edges, which this removes (matting energy 0.44x the paper's at most, was 1.39x; PHOTOREAL_NOTES).
+  # the content's edges, which this removes.
   refine: bool = True
   refine_radius: int = 2
   refine_eps: float = 1e-4
@@ -184,16 +139,17 @@ class PhotorealResult:
   grid: tiling.TileGrid | None = None     # the tiles, when run through the high-resolution engine
 
 
-def check_tiled_request(config: PhotorealConfig, hr: highres_config.HighresConfig) -> None:
-  """What the tiled engine needs of a photoreal run: one scale, no checkpoints, and settings it supports."""
+def check_tiled_request(config: PhotorealConfig, hr: highres_config.HighresConfig, *, arch: str = "vgg19") -> None:
+  """What the tiled engine needs of a photoreal run: one scale, no checkpoints, and settings it supports; `arch`
+  names the network whose layer names are checked (every VGG16 layer name is also a VGG19 one)."""
   for flag, value in (("--start_size", hr.start_size), ("--scale_iterations", hr.scale_iterations),
                       ("--checkpoint_dir", hr.checkpoint_dir), ("--checkpoint_every", hr.checkpoint_every)):
     if value:
       raise NSTError(f"photoreal runs both stages at --size (tiled, without a pyramid or checkpoints); {flag} "
                      f"does not apply")
-  highres_config.check_highres_request(
-      hr, stylize_config(config, stage=2 if config.stage2_iterations else 1, shape=(config.size, config.size),
-                         input_scale=1.0))
+  stage_config = stylize_config(config, stage=2 if config.stage2_iterations else 1,
+                                shape=(config.size, config.size), input_scale=1.0)
+  highres_config.check_highres_request(hr, resolve_plan(stage_config, arch=arch))
 
 
 def stylize_config(config: PhotorealConfig, *, stage: int, shape: tuple[int, int],
@@ -262,7 +218,7 @@ def photoreal(*, content: np.ndarray, style: np.ndarray, weights: VGGWeights, co
   through the tiled engine (`scale_problem.build_scale_problem` + `pyramid.optimize_scale`, over `mesh`, default
   every device) at `config.size`, in tiles of `hr.tile_size` px (0: the largest that fits `hr.max_memory_gb`)."""
   if hr is not None:
-    check_tiled_request(config, hr)
+    check_tiled_request(config, hr, arch=weights.arch)
   shapes = stage_shapes(config, content.shape)
   shape = shapes[1]
   grid = tile = None
@@ -283,11 +239,12 @@ def photoreal(*, content: np.ndarray, style: np.ndarray, weights: VGGWeights, co
                                     content_seg=content_seg, style_seg=style_seg)
       guide, start = problem.content, problem.x0
     else:
-      tiled = scale_problem.build_scale_problem(content=content, styles=[style], weights=weights, config=cfg,
+      plan = resolve_plan(cfg, arch=weights.arch, segmented=content_seg is not None or style_seg is not None)
+      tiled = scale_problem.build_scale_problem(content=content, styles=[style], weights=weights, plan=plan,
                                                 shape=stage_shape, tile=tile, hr=hr, mesh=mesh,
                                                 content_seg=content_seg, style_seg=style_seg)
       guide, grid = tiled.content, tiled.grid
-      start = gatys.initial_image(cfg.init, content=guide, styles=[style], seed=cfg.seed, shape=stage_shape)
+      start = objective_images.initial_image(cfg.init, content=guide, styles=[style], seed=cfg.seed, shape=stage_shape)
     if image is not None:  # stage 2 after stage 1
       x0 = image_io.resize(image, *stage_shape) if image.shape[:2] != stage_shape else image
     elif config.init == "mean":

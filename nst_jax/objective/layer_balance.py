@@ -3,7 +3,7 @@ rescalings that keep the default loss weights meaningful when the targets' magni
 style, layers balanced by their targets, scale mixing of one painting's deep layers with another's shallow ones).
 
 All are computed once from the targets, outside the jitted step, and multiply the 'content_weights' and
-'region_weights' inputs of `nst_jax.methods.gatys_terms.LossTerms`.
+'region_weights' inputs of `nst_jax.objective.terms.LossTerms` and of the tiled loss.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import jax
 import jax.numpy as jnp
 
 from nst_jax import losses
-from nst_jax.methods.stylize_config import StylizeConfig
 
 
 def content_layer_weights(mean_squares: Mapping[str, jax.Array], *, balance: str) -> dict[str, jax.Array]:
@@ -54,13 +53,6 @@ def balance_by_target(targets: Mapping[str, jax.Array], region_weights: Mapping[
   Raw VGG activations shrink by ~100x from relu1_1 to relu5_1, so E_l (fourth power of the activations) spans
   ~6 orders of magnitude and the deep layers (large strokes, Gatys et al. 2016 fig. 4) would barely count."""
   return {name: region_weights[name] / jnp.maximum(zero_gram_loss(grams), 1e-12) for name, grams in targets.items()}
-
-
-def balances_layer_sets(config: StylizeConfig, num_styles: int) -> bool:
-  """Whether scale mixing (`style_layer_sets`, several styles) gets `layer_set_gains`: with the Gram loss and
-  unbalanced layers, where one painting's deep set would otherwise weigh ~1% of another's shallow set."""
-  return (bool(config.style_layer_sets) and num_styles > 1 and config.style_loss == "gram"
-          and config.style_layer_balance == "none")
 
 
 def layer_set_gains(*, style_grams: Sequence[Mapping[str, jax.Array] | None], style_sets: Sequence[Sequence[str]],
