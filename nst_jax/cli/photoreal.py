@@ -18,7 +18,7 @@ import time
 from absl import flags
 
 from nst_jax import optim
-from nst_jax.cli import optimization_flags, shared_flags, validation
+from nst_jax.cli import field_flags, optimization_flags, shared_flags, validation
 from nst_jax.cli.command import Command, Sections
 from nst_jax.engines.optimize import NonFiniteLossError
 from nst_jax.errors import NSTError
@@ -115,7 +115,7 @@ def config_from_flags(fv: flags.FlagValues) -> photoreal.PhotorealConfig:
       stall_rtol=optimization_flags.stall_rtol(fv))
 
 
-@validation.fields_as_flags
+@field_flags.fields_as_flags
 def run(fv: flags.FlagValues, positional: list[str]) -> pathlib.Path:
   del positional
   hr = optimization_flags.highres_config(fv)

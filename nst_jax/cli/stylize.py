@@ -17,7 +17,7 @@ import time
 from absl import flags
 
 from nst_jax import optim
-from nst_jax.cli import optimization_flags, shared_flags, validation
+from nst_jax.cli import field_flags, optimization_flags, shared_flags, validation
 from nst_jax.cli.command import Command, Sections
 from nst_jax.engines.optimize import NonFiniteLossError
 from nst_jax.errors import NSTError
@@ -169,7 +169,7 @@ def _start_distributed(fv: flags.FlagValues) -> None:
     distributed.init_distributed()  # from the environment, if set
 
 
-@validation.fields_as_flags
+@field_flags.fields_as_flags
 def run(fv: flags.FlagValues, positional: list[str], *, synthesis: bool = False) -> pathlib.Path:
   del positional
   hr = optimization_flags.highres_config(

@@ -4,13 +4,10 @@ Each failure is an `NSTError` of one line that names the flag, the value and wha
 
 from __future__ import annotations
 
-import dataclasses
-import functools
 import math
 import os
 import pathlib
-import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -18,30 +15,8 @@ from nst_jax.errors import NSTError
 from nst_jax.io import image_io
 from nst_jax.losses import octaves
 from nst_jax.models import vgg
-from nst_jax.objective.config import StylizeConfig
 
 MIN_WORKING_SIDE = 4  # fewer pixels than a 3x3 filter's reach on a side: an image of border only
-# The flag of each config field that library errors name (`StylizeConfig.style_weight`): every field's flag has
-# the field's name.
-FIELD_FLAGS = {f"StylizeConfig.{field.name}": f"--{field.name}" for field in dataclasses.fields(StylizeConfig)}
-
-
-def flag_message(message: str) -> str:
-  """`message` with every config field it names (FIELD_FLAGS) replaced by that field's flag."""
-  return re.sub(r"StylizeConfig\.\w+", lambda m: FIELD_FLAGS.get(m.group(0), m.group(0)), message)
-
-
-def fields_as_flags(run: Callable) -> Callable:
-  """`run` (a command's), with the config fields that its errors name given as the flags that set them."""
-  @functools.wraps(run)
-  def wrapped(*args, **kwargs):
-    try:
-      return run(*args, **kwargs)
-    except NSTError as e:
-      if "StylizeConfig." not in str(e):
-        raise
-      raise NSTError(flag_message(str(e))) from None
-  return wrapped
 
 
 def check_learning_rate(value: float | None) -> None:
