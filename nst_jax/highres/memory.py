@@ -53,17 +53,14 @@ def estimate_peak_bytes(grid: TileGrid, *, arch: str, layers: Sequence[str], con
 
   Tile work: the backward pass of one remat-ed batch holds every forward activation of its `grid.batch` windows
   plus the gradient flowing back and the one being produced (2 x the largest activation); executing it takes
-  about 2 largest activations more than XLA's buffer assignment reports (convolution scratch; measured on XLA:CPU
-  by running the compiled step alone: +75 MB over 368 MB of temporaries for a 384 px window, +18 MB over 114 MB
-  for 16 windows of 152 px). Values take 4 bytes in fp32 and 2 in bf16 on accelerators; XLA:CPU computes bf16
-  convolutions by converting to f32, so there both copies live (6 bytes, measured: bf16 saves no memory on CPU).
-  Whole-image buffers: the image, its gradient and
+  about 2 largest activations more than XLA's buffer assignment reports (convolution scratch). Values take 4 bytes
+  in fp32 and 2 in bf16 on accelerators; XLA:CPU computes bf16 convolutions by converting to f32, so there both
+  copies live (6 bytes). Whole-image buffers: the image, its gradient and
   the optimizer's history (L-BFGS: 2 * memory images plus ~8 more for the line search), the padded image, every
   tile window and its gradient, the ownership maps (per region at the style layers, `style_layers`, default the
   layers that are not content layers) and the per-tile content targets. With `matting`, the untiled matting term:
   its precomputed fields (29 floats per pixel) and the intermediates of `matting.apply_laplacian` kept for the
-  backward pass (9 shifted copies of the image, 9 residuals, the 3x3 z: 63 floats per pixel, counted from the
-  code, not measured).
+  backward pass (9 shifted copies of the image, 9 residuals, the 3x3 z: 63 floats per pixel).
   """
   platform = platform or jax.local_devices()[0].platform
   bpv = 4 if precision == "fp32" else (6 if platform == "cpu" else 2)

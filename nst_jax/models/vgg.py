@@ -8,7 +8,7 @@ the whole image's network computes.
 
 Optimising an image differentiates through every convolution with respect to its input, which is a convolution
 with the kernel flipped and its in/out channels swapped. Left to autodiff, XLA:CPU re-lays-out every kernel that
-way on every evaluation (a strided transpose, ~10% of an eval at 128 px, experiments/PERF_NOTES.md); passing
+way on every evaluation (a strided transpose); passing
 `backward_kernels(params)` as the `BACKWARD_KERNELS` variable collection makes the convolutions use those,
 computed once per run. Forward values and gradients are the same either way.
 """

@@ -37,9 +37,8 @@ def luminance_style_gain(*, colour_targets: Mapping[str, jax.Array], luminance_t
   """The factor that gives luminance-only transfer the style loss scale of colour transfer: the weighted style loss
   of an all-zero Gram matrix against the colour style's targets divided by the same against the luminance style's.
 
-  A gray, luminance-matched style has smaller Gram matrices than the colour style's (on hed-vgg16 this factor is
-  4.7 for tubingen + the_scream at 128 px), so at the same weights the content term would count for more than in
-  the colour run the weights were chosen on."""
+  A gray, luminance-matched style has smaller Gram matrices than the colour style's, so at the same weights the
+  content term would count for more than in the colour run the weights were chosen on."""
   def weighted(targets: Mapping[str, jax.Array]) -> float:
     return sum(layer_weights[name] * float(jnp.sum(region_weights[name] * zero_gram_loss(t)))
                for name, t in targets.items())
@@ -61,10 +60,8 @@ def layer_set_gains(*, style_grams: Sequence[Mapping[str, jax.Array] | None], st
   sum over its layers of w_l ||A_l||^2 / (4 N_l^2), of the strongest set (whose factor is 1).
 
   Scale mixing (Gatys et al. 2017) takes the coarse structure (relu3_1..relu5_1) of one painting and the fine
-  texture (relu1_1, relu2_1) of another. With raw VGG activations the deep set's loss is ~1% of the shallow set's
-  (on hed-vgg16 the factor is 118 for Starry Night's structure against the Scream's texture at 256 px, 200 the
-  other way round), so at the
-  default weights the first painting would not show. `style_grams[i]` holds style i's (C, C) Gram matrices of (at
+  texture (relu1_1, relu2_1) of another. With raw VGG activations the deep set's loss is a small fraction of the
+  shallow set's, so at the default weights the first painting would not show. `style_grams[i]` holds style i's (C, C) Gram matrices of (at
   least) its set; None for a style that is not used (blend weight 0), whose factor is 1."""
   zero = [None if grams is None else sum(layer_weights[name] * float(jnp.sum(zero_gram_loss(grams[name])))
                                          for name in names)
