@@ -79,7 +79,7 @@ class StylizeConfig:
   depth_near_scale: float = 2.0
   depth_far_scale: float = 0.5
   # colors | content | noise | style | path of an image; colors: the content in the styles' colours (see
-  # `start_kind` and `gatys.initial_image`)
+  # `start_kind` and `images.initial_image`)
   init: str = "colors"
   # Share of white noise blended into a content, colours, style or file start: an area of the start that is flat
   # gets the same gradient at every pixel and stays flat, so without it skies and walls stay un-styled. None:
