@@ -44,7 +44,7 @@ from absl import app, flags  # noqa: E402 (after the XLA_FLAGS set-up above)
 from benchmarking.harness import run_benchmark  # noqa: E402
 from benchmarking.problem import BenchmarkSettings, parse_image_size  # noqa: E402
 from benchmarking.report import write_report  # noqa: E402
-from nst_jax.methods.stylize_config import CONTENT_LAYERS, STYLE_LAYERS
+from nst_jax.objective.config import CONTENT_LAYERS, STYLE_LAYERS
 from nst_jax.errors import NSTError  # noqa: E402
 
 _SIZES = flags.DEFINE_list("sizes", ["256", "512"], "Image heights; width = height x --aspect.")

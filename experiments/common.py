@@ -25,8 +25,8 @@ from nst_jax import demo, losses
 from nst_jax.io import atomic, image_io
 from nst_jax.losses import guidance
 from nst_jax.methods import gatys
-from nst_jax.methods.optimize import StylizeResult
-from nst_jax.methods.stylize_config import StylizeConfig
+from nst_jax.engines.optimize import StylizeResult
+from nst_jax.objective.config import StylizeConfig
 from nst_jax.models import vgg
 from nst_jax.errors import NSTError, exit_on_error
 from nst_jax.weights.format import VGGWeights

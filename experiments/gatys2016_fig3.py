@@ -19,7 +19,7 @@ relu1_1..relu5_1 style layers, relu4_2 content layer, average pooling).
 import time
 
 from nst_jax import figures
-from nst_jax.methods.stylize_config import StylizeConfig
+from nst_jax.objective.config import StylizeConfig
 from nst_jax.weights.store import resolve_weights
 
 import common

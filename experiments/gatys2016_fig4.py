@@ -39,7 +39,7 @@ import time
 import numpy as np
 
 from nst_jax import figures
-from nst_jax.methods.stylize_config import STYLE_LAYERS, StylizeConfig
+from nst_jax.objective.config import STYLE_LAYERS, StylizeConfig
 from nst_jax.weights.store import resolve_weights
 
 import common

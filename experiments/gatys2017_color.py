@@ -27,8 +27,8 @@ import numpy as np
 from nst_jax import figures
 from nst_jax.io import image_io
 from nst_jax.losses import color
-from nst_jax.methods import gatys
-from nst_jax.methods.stylize_config import StylizeConfig
+from nst_jax.objective.images import prepare_styles
+from nst_jax.objective.config import StylizeConfig
 from nst_jax.weights.store import resolve_weights
 
 import common
@@ -68,8 +68,7 @@ def run(settings: common.Settings, variants: tuple[str, ...] = tuple(VARIANTS)) 
     top.append(result.image)
     top_labels.append(f"{name}  IQ err {errors['iq_mae']:.2g}")
     small = image_io.resize_long_side(content, settings.size)
-    (seen,) = gatys.prepare_styles([image_io.resize_long_side(style, settings.size)], content=small,
-                                   config=config)
+    (seen,) = prepare_styles([image_io.resize_long_side(style, settings.size)], content=small, config=config)
     bottom.append(np.clip(seen, 0, 1))
     bottom_labels.append("style as the network sees it")
   sheet = figures.contact_sheet([top, bottom], [top_labels, bottom_labels], cell_height=settings.cell_height)

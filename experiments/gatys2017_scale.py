@@ -13,7 +13,7 @@ Three rows, all on Tübingen with Starry Night:
       4x), structure (relu3_1..relu5_1 only).
   (c) scale mixing: coarse structure (relu3_1..relu5_1) from one painting with fine texture (relu1_1, relu2_1)
       from the other, both ways round (style_layer_sets, one layer set per style), at the defaults: each set is
-      weighted to the strongest set's loss scale (`nst_jax.methods.layer_balance.layer_set_gains`), so the deep
+      weighted to the strongest set's loss scale (`nst_jax.objective.layer_balance.layer_set_gains`), so the deep
       set counts without re-weighting (GATYS_NOTES §11). Octave layers do not mix this way: relu1_1@4 of one
       painting against relu1_1 of another asks for two palettes, and the optimiser meets both with a low-pass
       image in one and a high-frequency pattern in the other (GATYS_NOTES §10).
@@ -36,7 +36,7 @@ import numpy as np
 
 from nst_jax import figures, metrics
 from nst_jax.io import image_io
-from nst_jax.methods.stylize_config import STYLE_LAYER_PRESETS, StylizeConfig
+from nst_jax.objective.config import STYLE_LAYER_PRESETS, StylizeConfig
 from nst_jax.weights.store import resolve_weights
 
 import common

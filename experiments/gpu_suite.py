@@ -130,7 +130,8 @@ def section_gatys(sizes: dict, tiny: bool, data: dict) -> list[dict]:
 def _tiled_run(sizes: dict, tiny: bool, data: dict, devices: int) -> dict:
   # pylint: disable=import-outside-toplevel (the sections import what they use, in their own process on the GPU)
   from nst_jax.highres import distributed, highres_config, pyramid, scale_problem
-  from nst_jax.methods.stylize_config import StylizeConfig  # pylint: disable=import-outside-toplevel
+  from nst_jax.objective.config import StylizeConfig  # pylint: disable=import-outside-toplevel
+  from nst_jax.objective.plan import resolve_plan  # pylint: disable=import-outside-toplevel
   from nst_jax.weights.store import resolve_weights  # pylint: disable=import-outside-toplevel
   from benchmarking import problem  # pylint: disable=import-outside-toplevel
   shape = sizes["tiled"]
@@ -142,8 +143,8 @@ def _tiled_run(sizes: dict, tiny: bool, data: dict, devices: int) -> dict:
   mesh = distributed.make_mesh(jax.devices()[:devices])
   content, style = resize(data["content"], shape), resize(data["style"], shape)
   t0 = time.perf_counter()
-  prob = scale_problem.build_scale_problem(content=content, styles=[style], weights=weights, config=config,
-                                           shape=shape, tile=sizes["tile"], hr=hr, mesh=mesh)
+  prob = scale_problem.build_scale_problem(content=content, styles=[style], weights=weights,
+                                           plan=resolve_plan(config, arch=weights.arch), shape=shape, tile=sizes["tile"], hr=hr, mesh=mesh)
   targets_s = time.perf_counter() - t0
   t0 = time.perf_counter()
   result = pyramid.optimize_scale(prob, content, config=config, mesh=mesh, progress=False)

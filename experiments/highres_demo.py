@@ -29,7 +29,7 @@ from absl import app, flags
 from nst_jax import figures
 from nst_jax.highres import highres_config, pyramid, tiling
 from nst_jax.io import atomic, image_io
-from nst_jax.methods.stylize_config import StylizeConfig
+from nst_jax.objective.config import StylizeConfig
 from nst_jax.weights.store import resolve_weights
 
 flags.DEFINE_string("content", "../shared/data/artistic/content/tubingen.jpg", "Content image.")

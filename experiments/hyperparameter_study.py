@@ -43,8 +43,8 @@ import matplotlib.pyplot as plt  # pylint: disable=wrong-import-position
 import numpy as np  # pylint: disable=wrong-import-position
 
 from nst_jax import figures  # pylint: disable=wrong-import-position
-from nst_jax.methods.optimize import NonFiniteLossError
-from nst_jax.methods.stylize_config import StylizeConfig
+from nst_jax.engines.optimize import NonFiniteLossError
+from nst_jax.objective.config import StylizeConfig
 from nst_jax.weights.store import resolve_weights  # pylint: disable=wrong-import-position
 
 import common  # pylint: disable=wrong-import-position

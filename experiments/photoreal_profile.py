@@ -25,7 +25,7 @@ from nst_jax import demo
 from nst_jax.errors import exit_on_error
 from nst_jax.io import image_io
 from nst_jax.methods import gatys, photoreal
-from nst_jax.methods.optimize import optimize_image
+from nst_jax.engines.optimize import optimize_image
 from nst_jax.weights.store import resolve_weights
 
 import common

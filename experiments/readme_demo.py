@@ -12,7 +12,7 @@ from absl import app, flags
 from nst_jax import demo, figures
 from nst_jax.io import image_io
 from nst_jax.methods import gatys
-from nst_jax.methods.stylize_config import StylizeConfig
+from nst_jax.objective.config import StylizeConfig
 from nst_jax.weights.store import resolve_weights
 
 _OUT = flags.DEFINE_string("out", "experiments/readme_demo.jpg", "Where to write the picture.")

@@ -28,7 +28,7 @@ import numpy as np
 
 from nst_jax import figures
 from nst_jax.io import image_io
-from nst_jax.methods.stylize_config import StylizeConfig
+from nst_jax.objective.config import StylizeConfig
 from nst_jax.weights.store import resolve_weights
 
 import common

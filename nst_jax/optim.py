@@ -143,7 +143,7 @@ def make_chunk_runner(loss_fn: LossFn, optimizer: optax.GradientTransformationEx
   entries, those past num_steps are NaN. `reuse_linesearch_value` = `has_linesearch_state(opt_state)`.
 
   Remembered for equal arguments (the last 16), so that a hashable `loss_fn` that compares equal across runs
-  (`nst_jax.methods.gatys_terms.LossTerms`) and the same optimizer object (`cached_optimizer`) reuse the traced and
+  (`nst_jax.objective.terms.LossTerms`) and the same optimizer object (`cached_optimizer`) reuse the traced and
   compiled loop instead of tracing it again."""
 
   def step(x, opt_state, inputs):

@@ -283,7 +283,7 @@ def test_process_help_and_error(cli_setup):
 def test_adain_command_imports_no_optimisation_machinery():
   """`adain` is meant to answer in seconds: its module must not import optax, the high-resolution engine, the Gatys
   method or scipy.ndimage (the demo painting), which together cost 0.4-0.5 s of start-up (measured)."""
-  heavy = ("optax", "nst_jax.highres", "nst_jax.methods.gatys", "nst_jax.methods.optimize", "nst_jax.demo",
+  heavy = ("optax", "nst_jax.highres", "nst_jax.methods.gatys", "nst_jax.engines.optimize", "nst_jax.demo",
            "scipy.ndimage")
   probe = subprocess.run([sys.executable, "-c", "import sys, nst_jax.cli.adain; print(sorted(m for m in sys.modules "
                           f"if m.startswith({heavy!r})))"], cwd=REPO, capture_output=True, text=True, timeout=120)

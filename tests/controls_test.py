@@ -13,8 +13,10 @@ from nst_jax import demo, losses, metrics
 from nst_jax.errors import NSTError
 from nst_jax.io import image_io
 from nst_jax.losses import color, guidance
-from nst_jax.methods import gatys, optimize
-from nst_jax.methods.stylize_config import STYLE_LAYER_PRESETS, STYLE_LAYERS, StylizeConfig
+from nst_jax.engines import optimize
+from nst_jax.methods import gatys
+from nst_jax.objective import images
+from nst_jax.objective.config import STYLE_LAYER_PRESETS, STYLE_LAYERS, StylizeConfig, style_layer_weights
 from nst_jax.models import vgg
 
 FAST = dict(log_every=100)
@@ -63,7 +65,7 @@ def test_luminance_mode_keeps_the_colour_runs_style_scale(weights, content, swir
   def zero_gram_loss(mode):
     config = StylizeConfig(size=48, preserve_colors=mode)
     problem = gatys.build_problem(content=content, styles=[swirl], weights=weights, config=config)
-    layer_w = gatys.style_layer_weights(config, STYLE_LAYERS)
+    layer_w = style_layer_weights(config, STYLE_LAYERS)
     raw = sum(layer_w[n] * float(jnp.sum(losses.style_layer_loss(gram=jnp.zeros_like(t), target_gram=t)))
               for n, t in problem.inputs["style"].items())
     weighted = sum(layer_w[n] * float(jnp.sum(problem.inputs["region_weights"][n] * losses.style_layer_loss(
@@ -78,7 +80,7 @@ def test_luminance_mode_keeps_the_colour_runs_style_scale(weights, content, swir
 
 def test_histogram_mode_matches_style_colours_to_content(content, swirl):
   for method in ("cholesky", "eigen"):
-    (matched,) = gatys.prepare_styles([swirl], content=content,
+    (matched,) = images.prepare_styles([swirl], content=content,
                                       config=StylizeConfig(preserve_colors="histogram",
                                                            color_method=method))
     pixels, target = matched.reshape(-1, 3), content.reshape(-1, 3)
@@ -169,7 +171,7 @@ def test_mrf_with_a_gray_style_gives_a_gray_result(weights, content, swirl):
   gray = run(weights, content, [gray_swirl], style_loss="mrf", iterations=20, size=48)
   assert chroma(kept.image) > 0.05 and chroma(gray.image) < 0.005, (chroma(kept.image), chroma(gray.image))
   assert gray.final_terms == kept.final_terms  # the same optimisation; only the colour step differs
-  with pytest.raises(NSTError, match="--style_colors on"):
+  with pytest.raises(NSTError, match="StylizeConfig.style_colors on"):
     gatys.stylize(content=content, styles=[swirl], weights=weights, progress=False,
                   config=StylizeConfig(size=32, iterations=1, style_colors="on", preserve_colors="luminance"))
 

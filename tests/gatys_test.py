@@ -10,8 +10,9 @@ from nst_jax import demo, metrics, optim
 from nst_jax.io import image_io
 from nst_jax.losses import color
 from nst_jax.methods import gatys
-from nst_jax.methods.optimize import NonFiniteLossError, SummedTerms, optimize_image, STALL_WINDOW, stalled
-from nst_jax.methods.stylize_config import StylizeConfig, make_optimizer, start_kind, start_noise
+from nst_jax.objective import images
+from nst_jax.engines.optimize import NonFiniteLossError, SummedTerms, optimize_image, STALL_WINDOW, stalled
+from nst_jax.objective.config import StylizeConfig, make_optimizer, start_kind, start_noise
 from nst_jax.errors import NSTError
 from nst_jax.models.preprocessing import CAFFE_VGG
 from nst_jax.weights.format import VGGWeights
@@ -121,7 +122,7 @@ def test_lbfgs_stops_once_the_loss_stalls_and_adam_does_not():
 @pytest.mark.parametrize("init", ["colors", "content", "noise", "style"])
 def test_initial_images(init, demo_pair):
   content = image_io.resize_long_side(demo_pair[0], 40)
-  x0 = gatys.initial_image(init, content=content, styles=[demo_pair[1]], seed=3)
+  x0 = images.initial_image(init, content=content, styles=[demo_pair[1]], seed=3)
   assert x0.shape == content.shape and x0.dtype == np.float32
   if init == "colors":  # the style's colour mean (up to clipping), the content's layout
     style = image_io.resize_long_side(demo_pair[1], 512)
@@ -131,7 +132,7 @@ def test_initial_images(init, demo_pair):
   if init == "content":
     np.testing.assert_array_equal(x0, content)
   if init == "noise":
-    np.testing.assert_array_equal(x0, gatys.initial_image(init, content=content, styles=[demo_pair[1]], seed=3))
+    np.testing.assert_array_equal(x0, images.initial_image(init, content=content, styles=[demo_pair[1]], seed=3))
     assert 0.45 < x0.mean() < 0.55
 
 
@@ -140,12 +141,12 @@ def test_colors_start_follows_the_blend_and_yields_to_preserved_colors(demo_pair
   red, blue = np.full((16, 16, 3), 0.3, np.float32), np.full((16, 16, 3), 0.3, np.float32)
   red[..., 0], blue[..., 2] = 0.8, 0.8
   red[::2, :, 0], blue[::2, :, 2] = 0.6, 0.6  # some variance
-  x0 = gatys.initial_image("colors", content=content, styles=[red, blue], seed=0, style_weights=(0.75, 0.25))
+  x0 = images.initial_image("colors", content=content, styles=[red, blue], seed=0, style_weights=(0.75, 0.25))
   np.testing.assert_allclose(x0.reshape(-1, 3).mean(0), [0.6, 0.3, 0.4], atol=0.02)  # the 3:1 mixture's
-  white = gatys.initial_image("noise", content=content, styles=[red], seed=5)
+  white = images.initial_image("noise", content=content, styles=[red], seed=5)
   for init in ("colors", "content"):
-    plain = gatys.initial_image(init, content=content, styles=[red], seed=5)
-    blended = gatys.initial_image(init, content=content, styles=[red], seed=5, noise=0.1)
+    plain = images.initial_image(init, content=content, styles=[red], seed=5)
+    blended = images.initial_image(init, content=content, styles=[red], seed=5, noise=0.1)
     np.testing.assert_allclose(blended, 0.9 * plain + 0.1 * white, atol=1e-6)
   assert start_kind(StylizeConfig()) == "colors"
   assert start_kind(StylizeConfig(preserve_colors="luminance")) == "content"
@@ -175,12 +176,12 @@ def test_bad_layer_names_and_sizes_are_clear_errors(random_weights, demo_pair):
   # Settings that are wrong on their own are refused when the config is made (`StylizeConfig.__post_init__`); the
   # rest (layer names of the architecture, memory for the size) when stylize looks at the weights.
   for settings, message in [
-      (dict(style_layers=("relu9_9",)), "--style_layers: vgg16 has no layer 'relu9_9'"),
-      (dict(content_layers=("conv5_4",)), "--content_layers: vgg16 has no layer 'conv5_4'"),
-      (dict(iterations=0), "--iterations"),
-      (dict(size=8), "--size"),
-      (dict(init_noise=1.5), "--init_noise must lie in"),
-      (dict(start_colors="histogram"), "--start_colors must be one of"),
+      (dict(style_layers=("relu9_9",)), "StylizeConfig.style_layers: vgg16 has no layer 'relu9_9'"),
+      (dict(content_layers=("conv5_4",)), "StylizeConfig.content_layers: vgg16 has no layer 'conv5_4'"),
+      (dict(iterations=0), "StylizeConfig.iterations"),
+      (dict(size=8), "StylizeConfig.size"),
+      (dict(init_noise=1.5), "StylizeConfig.init_noise must lie in"),
+      (dict(start_colors="histogram"), "StylizeConfig.start_colors must be one of"),
       (dict(size=1_000_000), "GiB"),
   ]:
     with pytest.raises(NSTError, match=message):

@@ -38,7 +38,7 @@ def worker(argv: list[str]) -> None:
   if len(argv) > 2:
     distributed.init_distributed(coordinator=argv[2], num_processes=int(argv[3]), process_id=int(argv[4]))
   import jax
-  from nst_jax.methods.stylize_config import StylizeConfig
+  from nst_jax.objective.config import StylizeConfig
   from nst_jax.weights.store import resolve_weights
   weights = resolve_weights("hed-vgg16")
   content, style = _problem(64)
@@ -66,18 +66,17 @@ def weights(default_weights):
 def test_receptive_radius_is_the_support_of_a_units_input_gradient():
   import jax
   import jax.numpy as jnp
-  from nst_jax.highres import tiling
   from nst_jax.models import vgg
   params = vgg.random_params("vgg16")
   for layer in ("relu2_2", "relu3_1", "relu4_2"):
     model = vgg.VGG("vgg16", (layer,), pooling="avg")
-    stride = tiling.layer_stride("vgg16", layer)
+    stride = vgg.layer_stride("vgg16", layer)
     size = 192
     x = jnp.asarray(np.random.default_rng(0).uniform(-1, 1, (1, size, size, 3)), jnp.float32)
     cell = size // stride // 2
     grad = jax.grad(lambda x: jnp.sum(model.apply({"params": params}, x)[layer][0, cell, cell]))(x)
     rows = np.nonzero(np.abs(np.asarray(grad[0])).sum(axis=(1, 2)) > 0)[0]
-    radius = tiling.receptive_radius("vgg16", layer)
+    radius = vgg.receptive_radius("vgg16", layer)
     assert rows.max() - rows.min() + 1 in (2 * radius, 2 * radius + 1), (layer, rows.min(), rows.max(), radius)
 
 
@@ -115,7 +114,7 @@ def test_tiled_loss_and_gradient_equal_the_untiled_ones(weights, layers, tile, h
   import jax.numpy as jnp
   from nst_jax.highres import distributed, highres_config, scale_problem
   from nst_jax.methods import gatys
-  from nst_jax.methods.stylize_config import StylizeConfig
+  from nst_jax.objective.config import StylizeConfig
   content, style = _problem(64)
   config = StylizeConfig(size=64, iterations=1, **layers)
   styles = [style, content] if config.style_layer_sets else [style]
@@ -125,7 +124,7 @@ def test_tiled_loss_and_gradient_equal_the_untiled_ones(weights, layers, tile, h
   hr = highres_config.HighresConfig(tile_size=tile, tile_halo=halo, tile_overlap=8)
   if config.style_layer_sets:  # the deep set of one style against the shallow set of the other
     assert float(untiled.inputs["region_weights"]["relu3_1"][0]) > 10.0
-  tiled = scale_problem.build_scale_problem(content=content, styles=styles, weights=weights, config=config,
+  tiled = scale_problem.build_scale_problem(content=content, styles=styles, weights=weights, plan=untiled.plan,
                                             shape=(64, 64), tile=tile, hr=hr, mesh=distributed.make_mesh())
   assert tiled.grid.num_tiles == 4
   if halo is None:
@@ -149,7 +148,7 @@ def test_tiled_loss_and_gradient_equal_the_untiled_ones(weights, layers, tile, h
 def tiled_vs_untiled(weights):
   from nst_jax.highres import highres_config, pyramid
   from nst_jax.methods import gatys
-  from nst_jax.methods.stylize_config import StylizeConfig
+  from nst_jax.objective.config import StylizeConfig
   content, style = _problem(64)
   config = StylizeConfig(size=64, iterations=20, log_every=20, **SHALLOW)
   untiled = gatys.stylize(content=content, styles=style, weights=weights, config=config, progress=False)
@@ -214,7 +213,7 @@ def test_tiled_photoreal_terms_and_gradients_equal_the_untiled_ones(weights, cas
   assert config.gram_normalization == "channels_mass" and config.matting_weight > 0
   untiled = gatys.build_problem(content=content, styles=[style], weights=weights, config=config,
                                 content_seg=content_seg, style_seg=style_seg)
-  tiled = scale_problem.build_scale_problem(content=content, styles=[style], weights=weights, config=config,
+  tiled = scale_problem.build_scale_problem(content=content, styles=[style], weights=weights, plan=untiled.plan,
                                             shape=(64, 64), tile=32, hr=highres_config.HighresConfig(tile_size=32),
                                             mesh=distributed.make_mesh(), content_seg=content_seg, style_seg=style_seg)
   assert tiled.grid.num_tiles == 4 and tiled.grid.halo == 28  # relu3_1: radius 12 + overlap 16
@@ -318,7 +317,7 @@ def test_interrupted_run_resumes_to_the_same_result(weights, tmp_path, monkeypat
   kill_at = (1, 2)
   from nst_jax.errors import NSTError
   from nst_jax.highres import highres_config, pyramid
-  from nst_jax.methods.stylize_config import StylizeConfig
+  from nst_jax.objective.config import StylizeConfig
   content, style = _problem(64)
   config = StylizeConfig(size=64, iterations=6, log_every=2, **SHALLOW)
   hr = highres_config.HighresConfig(start_size=32, scale_step=2, scale_iterations=(6, 4), tile_size=32, tile_overlap=4,
@@ -414,14 +413,16 @@ def memory_worker(tile: int) -> None:
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
   jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
   from nst_jax.highres import distributed, highres_config, memory, pyramid, scale_problem
-  from nst_jax.methods.stylize_config import StylizeConfig
+  from nst_jax.objective.config import StylizeConfig
+  from nst_jax.objective.plan import resolve_plan
   from nst_jax.weights.store import resolve_weights
   content, style = _problem(MEMORY_SIZE)
   config = StylizeConfig(size=MEMORY_SIZE, iterations=1, log_every=1, optimizer="adam", content_layers=("relu2_2",),
                          style_layers=("relu1_1", "relu2_1", "relu3_1"))
   mesh = distributed.make_mesh()
   problem = scale_problem.build_scale_problem(content=content, styles=[style], weights=resolve_weights("hed-vgg16"),
-                                              config=config, shape=(MEMORY_SIZE, MEMORY_SIZE), tile=tile,
+                                              plan=resolve_plan(config, arch="vgg16"),
+                                              shape=(MEMORY_SIZE, MEMORY_SIZE), tile=tile,
                                               hr=highres_config.HighresConfig(tile_size=tile), mesh=mesh)
   pyramid.optimize_scale(problem, problem.content, config=config, mesh=mesh, progress=False)
   ctypes.CDLL("libc.so.6").malloc_trim(0)

@@ -1,4 +1,4 @@
-"""Layer and region weights of the style loss (`nst_jax.methods.layer_balance`): NumPy references for the
+"""Layer and region weights of the style loss (`nst_jax.objective.layer_balance`): NumPy references for the
 rescalings, and scale mixing at the default weights end to end with the real default weights at 64 px."""
 
 import jax.numpy as jnp
@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 from nst_jax import demo, losses
-from nst_jax.methods import gatys, layer_balance
-from nst_jax.methods.optimize import optimize_image
-from nst_jax.methods.stylize_config import STYLE_LAYER_PRESETS, StylizeConfig
+from nst_jax.methods import gatys
+from nst_jax.objective import layer_balance, network
+from nst_jax.engines.optimize import optimize_image
+from nst_jax.objective.config import STYLE_LAYER_PRESETS, StylizeConfig
 
 STRUCTURE, FINE = STYLE_LAYER_PRESETS["structure"], STYLE_LAYER_PRESETS["fine"]
 
@@ -65,7 +66,7 @@ def test_scale_mixing_at_default_weights_matches_both_paintings(default_weights)
   targets, model = problem.inputs["style"], problem.terms_fn.model
 
   def relative_error(image, names):
-    feats = gatys.network_features(model, default_weights.preprocessing, problem.inputs["params"], jnp.asarray(image))
+    feats = network.network_features(model, default_weights.preprocessing, problem.inputs["params"], jnp.asarray(image))
     return sum(float(jnp.sum(jnp.square(losses.gram_matrix(feats[n])[0] - targets[n][0]))
                      / jnp.sum(jnp.square(targets[n][0]))) for n in names)
 

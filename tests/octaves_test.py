@@ -9,8 +9,10 @@ from nst_jax import demo
 from nst_jax.errors import NSTError
 from nst_jax.highres import highres_config
 from nst_jax.losses import guidance, octaves
-from nst_jax.methods import gatys, optimize
-from nst_jax.methods.stylize_config import StylizeConfig, check_request
+from nst_jax.engines import optimize
+from nst_jax.methods import gatys
+from nst_jax.objective.config import StylizeConfig, check_request
+from nst_jax.objective.plan import resolve_plan
 from nst_jax.models import vgg
 
 
@@ -100,13 +102,14 @@ def test_octave_layers_are_optimised(default_weights, pair):
 
 def test_octave_layers_are_refused_where_they_are_not_supported(default_weights, pair):
   content, style = pair
-  with pytest.raises(NSTError, match="--style_layers: .*factor"):
+  with pytest.raises(NSTError, match="StylizeConfig.style_layers: .*factor"):
     check_request(StylizeConfig(style_layers=("relu2_1@1",)), "vgg16")
-  with pytest.raises(NSTError, match="--style_layer_weights: .*no layer"):
+  with pytest.raises(NSTError, match="StylizeConfig.style_layer_weights: .*no layer"):
     check_request(StylizeConfig(style_layer_weights={"relu9_1@2": 1.0}), "vgg16")
   with pytest.raises(NSTError, match="gram style loss"):
     gatys.build_problem(content=content, styles=[style], weights=default_weights,
                         config=StylizeConfig(size=32, style_loss="swd", style_layers=("relu1_1@2",)))
   with pytest.raises(NSTError, match="high-resolution engine"):
     highres_config.check_highres_request(highres_config.HighresConfig(),
-                                         StylizeConfig(style_layers=("relu1_1", "relu1_1@2")))
+                                         resolve_plan(StylizeConfig(style_layers=("relu1_1", "relu1_1@2")),
+                                                      arch="vgg16"))

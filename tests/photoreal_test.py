@@ -11,7 +11,7 @@ from nst_jax import metrics
 from nst_jax.io import image_io
 from nst_jax.losses import guidance, matting, segmentation
 from nst_jax.methods import gatys, photoreal
-from nst_jax.methods.optimize import optimize_image
+from nst_jax.engines.optimize import optimize_image
 from nst_jax.models import vgg
 from nst_jax.errors import NSTError
 from nst_jax.models.preprocessing import CAFFE_VGG

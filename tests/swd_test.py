@@ -9,8 +9,8 @@ from nst_jax import demo, metrics
 from nst_jax.errors import NSTError
 from nst_jax.losses import swd
 from nst_jax.methods import gatys
-from nst_jax.methods.optimize import optimize_image
-from nst_jax.methods.stylize_config import StylizeConfig
+from nst_jax.engines.optimize import optimize_image
+from nst_jax.objective.config import StylizeConfig
 
 
 def relu_features(seed: int, shape=(1, 6, 7, 5), scale: float = 1.0) -> np.ndarray:

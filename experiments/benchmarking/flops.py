@@ -8,7 +8,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from nst_jax.methods.stylize_config import CONTENT_LAYERS, STYLE_LAYERS
+from nst_jax.objective.config import CONTENT_LAYERS, STYLE_LAYERS
 from nst_jax.models import vgg
 
 

@@ -15,7 +15,8 @@ import numpy as np
 from nst_jax import optim
 from nst_jax.errors import NSTError
 from nst_jax.io import image_io
-from nst_jax.methods.stylize_config import make_optimizer
+from nst_jax.objective.config import make_optimizer
+from nst_jax.objective.plan import resolve_plan
 
 from benchmarking.flops import adain_flops
 from benchmarking.machine import PeakMemory, time_calls
@@ -161,8 +162,8 @@ def time_tiled(settings: BenchmarkSettings, shape: tuple[int, int]) -> dict[str,
   config = dataclasses.replace(settings.config(), size=max(h, w))
   hr = highres_config.HighresConfig(tile_size=settings.tile_size, precision=settings.precision)
   mesh = distributed.make_mesh()
-  problem = scale_problem.build_scale_problem(content=content_img, styles=[style_img], weights=weights, config=config,
-                                              shape=shape, tile=settings.tile_size, hr=hr, mesh=mesh)
+  problem = scale_problem.build_scale_problem(content=content_img, styles=[style_img], weights=weights,
+                                              plan=resolve_plan(config, arch=weights.arch), shape=shape, tile=settings.tile_size, hr=hr, mesh=mesh)
   noise = np.random.default_rng(1).uniform(0.0, 1.0, content_img.shape)
   x = jnp.asarray(np.clip(0.8 * content_img + 0.2 * noise, 0.0, 1.0).astype(np.float32))
   fn = jax.jit(jax.value_and_grad(lambda x, inputs: sum(problem.terms_fn(x, inputs).values())))

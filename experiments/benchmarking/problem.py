@@ -14,7 +14,9 @@ from nst_jax import demo
 from nst_jax.errors import NSTError
 from nst_jax.io import image_io
 from nst_jax.methods import gatys
-from nst_jax.methods.stylize_config import CONTENT_LAYERS, STYLE_LAYERS, StylizeConfig
+from nst_jax.objective.images import build_regions, needs_guidance
+from nst_jax.objective.terms import make_loss_terms
+from nst_jax.objective.config import CONTENT_LAYERS, STYLE_LAYERS, StylizeConfig
 from nst_jax.models import vgg
 from nst_jax.models.preprocessing import CAFFE_VGG
 from nst_jax.weights.format import VGGWeights
@@ -133,9 +135,8 @@ def build_problem(settings: BenchmarkSettings, shape: tuple[int, int], *,
   model = vgg.VGG(settings.arch, settings.layers, pooling=settings.pooling, dtype=DTYPES[settings.precision])
   terms_fn = problem.terms_fn
   if settings.precision != "fp32":
-    guided = gatys.needs_guidance(gatys.build_regions(config, shape, 1))
-    terms_fn = gatys.make_loss_terms(model, weights.preprocessing, config, style_layers=settings.style_layers,
-                                     has_content=True, guided=guided)
+    guided = needs_guidance(build_regions(problem.plan, shape))
+    terms_fn = make_loss_terms(model, weights.preprocessing, problem.plan, guided=guided)
   noise = np.random.default_rng(1).uniform(0.0, 1.0, content_img.shape)
   x0 = np.clip(0.8 * content_img + 0.2 * noise, 0.0, 1.0).astype(np.float32)
   return BenchmarkProblem(settings=settings, shape=(h, w), weights=weights, weights_note=note, model=model,

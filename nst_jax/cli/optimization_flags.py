@@ -11,7 +11,7 @@ from nst_jax import optim
 from nst_jax.cli.shared_flags import Section
 from nst_jax.errors import NSTError
 from nst_jax.highres.highres_config import HighresConfig
-from nst_jax.methods.stylize_config import STYLE_LAYER_PRESETS
+from nst_jax.objective.config import STYLE_LAYER_PRESETS
 
 
 def define_optimizer(fv: flags.FlagValues, *, iterations: int | None, iterations_help: str, optimizer: str,

@@ -18,16 +18,16 @@ import time
 from absl import flags
 
 from nst_jax import optim
-from nst_jax.cli import optimization_flags, shared_flags, validation
+from nst_jax.cli import field_flags, optimization_flags, shared_flags, validation
 from nst_jax.cli.command import Command, Sections
+from nst_jax.engines.optimize import NonFiniteLossError
 from nst_jax.errors import NSTError
 from nst_jax.highres import memory
 from nst_jax.io import image_io
 from nst_jax.losses import segmentation
 from nst_jax.methods import photoreal
-from nst_jax.methods.optimize import NonFiniteLossError
-from nst_jax.methods.stylize_config import check_request
 from nst_jax.models import vgg
+from nst_jax.objective.config import check_request
 from nst_jax.weights.store import resolve_weights
 
 
@@ -115,6 +115,7 @@ def config_from_flags(fv: flags.FlagValues) -> photoreal.PhotorealConfig:
       stall_rtol=optimization_flags.stall_rtol(fv))
 
 
+@field_flags.fields_as_flags
 def run(fv: flags.FlagValues, positional: list[str]) -> pathlib.Path:
   del positional
   hr = optimization_flags.highres_config(fv)

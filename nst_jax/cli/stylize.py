@@ -17,17 +17,17 @@ import time
 from absl import flags
 
 from nst_jax import optim
-from nst_jax.cli import optimization_flags, shared_flags, validation
+from nst_jax.cli import field_flags, optimization_flags, shared_flags, validation
 from nst_jax.cli.command import Command, Sections
+from nst_jax.engines.optimize import NonFiniteLossError
 from nst_jax.errors import NSTError
 from nst_jax.highres import distributed, highres_config, memory, pyramid
 from nst_jax.io import image_io
 from nst_jax.losses import color, octaves, structure
 from nst_jax.methods import gatys
-from nst_jax.methods.optimize import NonFiniteLossError
-from nst_jax.methods.stylize_config import (STYLE_LAYER_BALANCES, STYLE_LOSSES, StylizeConfig, check_request,
-                                            per_style)
 from nst_jax.models import vgg
+from nst_jax.objective.config import STYLE_LAYER_BALANCES, STYLE_LOSSES, StylizeConfig, check_request, per_style
+from nst_jax.objective.plan import resolve_plan
 from nst_jax.weights.store import resolve_weights
 
 # Flags that send a run through the high-resolution engine when given.
@@ -169,6 +169,7 @@ def _start_distributed(fv: flags.FlagValues) -> None:
     distributed.init_distributed()  # from the environment, if set
 
 
+@field_flags.fields_as_flags
 def run(fv: flags.FlagValues, positional: list[str], *, synthesis: bool = False) -> pathlib.Path:
   del positional
   hr = optimization_flags.highres_config(
@@ -213,7 +214,8 @@ def run(fv: flags.FlagValues, positional: list[str], *, synthesis: bool = False)
     if use_highres:
       if masks or depth is not None:
         raise NSTError("--style_masks and --depth are not supported by the high-resolution engine (tiling/pyramid)")
-      highres_config.check_highres_request(hr, config)
+      highres_config.check_highres_request(hr, resolve_plan(config, arch=weights.arch, num_styles=len(styles),
+                                                            has_content=content is not None))
       result, reports = pyramid.stylize_highres(content=content, styles=styles, weights=weights, config=config, hr=hr,
                                                 synthesis_shape=shape if synthesis else None)
       done = " -> ".join(f"{r.shape[1]}x{r.shape[0]} ({r.iterations} it, {r.tiles} tile(s) of {r.tile}+2*{r.halo})"

@@ -9,8 +9,7 @@ from collections.abc import Sequence
 import jax.numpy as jnp
 
 from nst_jax.errors import NSTError
-from nst_jax.losses import octaves
-from nst_jax.methods.stylize_config import StylizeConfig
+from nst_jax.objective.plan import ObjectivePlan
 
 PRECISIONS = {"fp32": jnp.float32, "bf16": jnp.bfloat16}
 
@@ -56,24 +55,25 @@ class HighresConfig:
       raise NSTError(f"--checkpoint_every must be >= 0, got {self.checkpoint_every}")
 
 
-def check_highres_request(hr: HighresConfig, config: StylizeConfig) -> None:
-  """What a valid `HighresConfig` must also agree on with the `StylizeConfig` it runs."""
+def check_highres_request(hr: HighresConfig, plan: ObjectivePlan) -> None:
+  """What a valid `HighresConfig` must also agree on with the objective it runs: the tiled engine computes the
+  terms that support tiling (`registry`) and no octave layers."""
+  config = plan.config
   if hr.start_size > config.size:
     raise NSTError(f"--start_size {hr.start_size} is larger than --size {config.size}")
   sizes = scale_sizes(config.size, hr.start_size, hr.scale_step)
   if hr.scale_iterations and len(hr.scale_iterations) != len(sizes):
     raise NSTError(f"--scale_iterations has {len(hr.scale_iterations)} entries for {len(sizes)} scales "
                    f"({','.join(map(str, sizes))})")
-  if config.style_loss != "gram":
-    raise NSTError(f"the high-resolution engine uses Gram matrices; --style_loss {config.style_loss} is not "
-                   "supported with it")
-  octave_layers = octaves.octave_layers([n for names in (config.style_layers, *config.style_layer_sets)
-                                          for n in names])
-  if octave_layers:
-    raise NSTError(f"octave style layers ({octave_layers[0]}) are not supported by the high-resolution engine")
-  for flag, value in (("--laplacian_weight", config.laplacian_weight), ("--edge_weight", config.edge_weight)):
-    if value:
-      raise NSTError(f"{flag} is not supported by the high-resolution engine")
+  if not plan.style_loss.tiling:
+    raise NSTError(f"the high-resolution engine uses Gram matrices; StylizeConfig.style_loss {plan.style_loss.name} "
+                   "is not supported with it")
+  if plan.octave_layers:
+    raise NSTError(f"octave style layers ({plan.octave_layers[0]}) are not supported by the high-resolution "
+                   "engine")
+  for term in plan.image_terms:
+    if not term.tiling:
+      raise NSTError(f"StylizeConfig.{term.name}_weight is not supported by the high-resolution engine")
 
 
 def scale_sizes(size: int, start_size: int, step: float) -> list[int]:

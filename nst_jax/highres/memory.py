@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import jax
 
 from nst_jax.errors import NSTError
-from nst_jax.highres.tiling import TileGrid, layer_stride, make_grid
+from nst_jax.highres.tiling import TileGrid, make_grid
 from nst_jax.models import vgg
 
 
@@ -45,22 +45,6 @@ def device_memory_bytes(device: jax.Device | None = None) -> int:
   return physical_memory_bytes()
 
 
-def activation_values(arch: str, shape: tuple[int, int], layers: Sequence[str]) -> tuple[int, int]:
-  """(sum, largest) of the activation sizes (values) of a VGG forward pass over an (H, W) input, up to the deepest
-  of `layers`, input included."""
-  h, w = shape
-  order = vgg.layer_names(arch)
-  widths = {name: shape[1][0] for name, shape in vgg.conv_shapes(arch).items()}
-  channels, sizes = 3, [h * w * 3]
-  for name in order[: order.index(vgg.deepest_layer(arch, layers)) + 1]:
-    if name.startswith("conv"):
-      channels = widths[name]
-    elif name.startswith("pool"):
-      h, w = h // 2, w // 2
-    sizes.append(h * w * channels)
-  return sum(sizes), max(sizes)
-
-
 def estimate_peak_bytes(grid: TileGrid, *, arch: str, layers: Sequence[str], content_layers: Sequence[str] = (),
                         precision: str = "fp32", lbfgs_memory: int = 10, platform: str | None = None,
                         style_layers: Sequence[str] | None = None, regions: int = 1, matting: bool = False) -> int:
@@ -69,21 +53,18 @@ def estimate_peak_bytes(grid: TileGrid, *, arch: str, layers: Sequence[str], con
 
   Tile work: the backward pass of one remat-ed batch holds every forward activation of its `grid.batch` windows
   plus the gradient flowing back and the one being produced (2 x the largest activation); executing it takes
-  about 2 largest activations more than XLA's buffer assignment reports (convolution scratch; measured on XLA:CPU
-  by running the compiled step alone: +75 MB over 368 MB of temporaries for a 384 px window, +18 MB over 114 MB
-  for 16 windows of 152 px). Values take 4 bytes in fp32 and 2 in bf16 on accelerators; XLA:CPU computes bf16
-  convolutions by converting to f32, so there both copies live (6 bytes, measured: bf16 saves no memory on CPU).
-  Whole-image buffers: the image, its gradient and
+  about 2 largest activations more than XLA's buffer assignment reports (convolution scratch). Values take 4 bytes
+  in fp32 and 2 in bf16 on accelerators; XLA:CPU computes bf16 convolutions by converting to f32, so there both
+  copies live (6 bytes). Whole-image buffers: the image, its gradient and
   the optimizer's history (L-BFGS: 2 * memory images plus ~8 more for the line search), the padded image, every
   tile window and its gradient, the ownership maps (per region at the style layers, `style_layers`, default the
   layers that are not content layers) and the per-tile content targets. With `matting`, the untiled matting term:
   its precomputed fields (29 floats per pixel) and the intermediates of `matting.apply_laplacian` kept for the
-  backward pass (9 shifted copies of the image, 9 residuals, the 3x3 z: 63 floats per pixel, counted from the
-  code, not measured).
+  backward pass (9 shifted copies of the image, 9 residuals, the 3x3 z: 63 floats per pixel).
   """
   platform = platform or jax.local_devices()[0].platform
   bpv = 4 if precision == "fp32" else (6 if platform == "cpu" else 2)
-  total, largest = activation_values(arch, grid.window, layers)
+  total, largest = vgg.activation_values(arch, grid.window, layers)
   tile_work = grid.batch * bpv * (total + 4 * largest)
   pixels = grid.height * grid.width * 3
   padded_pixels = (grid.ny * grid.tile_y + 2 * grid.halo) * (grid.nx * grid.tile_x + 2 * grid.halo) * 3
@@ -93,18 +74,13 @@ def estimate_peak_bytes(grid: TileGrid, *, arch: str, layers: Sequence[str], con
   widths = dict((name, shape[1][0]) for name, shape in vgg.conv_shapes(arch).items())
   style_layers = [n for n in layers if n not in content_layers] if style_layers is None else style_layers
   for name in set(layers) | set(content_layers):
-    cells = math.prod(w // layer_stride(arch, name) for w in grid.window) * grid.padded_tiles
+    cells = math.prod(w // vgg.layer_stride(arch, name) for w in grid.window) * grid.padded_tiles
     per_layer += 4 * cells * ((name in content_layers) + regions * (name in style_layers))  # ownership x guides
     if name in content_layers:
-      conv = "conv" + name[len("relu"):] if name.startswith("relu") else _conv_before(arch, name)
+      conv = "conv" + name[len("relu"):] if name.startswith("relu") else vgg.conv_before(arch, name)
       per_layer += 4 * cells * widths[conv]
   matting_bytes = 4 * (29 + 63) * grid.height * grid.width if matting else 0
   return int(tile_work + image_buffers + tiles + per_layer + matting_bytes)
-
-
-def _conv_before(arch: str, name: str) -> str:
-  order = vgg.layer_names(arch)
-  return [n for n in order[: order.index(name) + 1] if n.startswith("conv")][-1]
 
 
 def auto_tile_size(shape: tuple[int, int], *, budget_bytes: int, arch: str, layers: Sequence[str],
@@ -114,7 +90,7 @@ def auto_tile_size(shape: tuple[int, int], *, budget_bytes: int, arch: str, laye
   """The largest tile (fewest tiles along the long side) whose predicted peak fits `budget_bytes`; `NSTError`
   when even the smallest tile does not fit (the whole-image buffers alone may not). `regions`, `matting`: see
   `estimate_peak_bytes`."""
-  stride = layer_stride(arch, vgg.deepest_layer(arch, layers))
+  stride = vgg.layer_stride(arch, vgg.deepest_layer(arch, layers))
   long_side = max(shape)
 
   def peak(tile: int) -> int:

@@ -22,17 +22,16 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from nst_jax import optim
+from nst_jax.engines.optimize import StylizeResult, optimize_image
 from nst_jax.errors import NSTError
 from nst_jax.highres.distributed import make_mesh, put
 from nst_jax.highres.highres_config import HighresConfig, check_highres_request, iterations_rule, scale_sizes
 from nst_jax.highres.memory import auto_tile_size, budget_bytes, estimate_peak_bytes
 from nst_jax.highres.scale_problem import ScaleProblem, build_scale_problem, region_count
 from nst_jax.io import checkpoint, image_io
-from nst_jax.methods import gatys
-from nst_jax.methods.optimize import StylizeResult, optimize_image
-from nst_jax.methods.stylize_config import (StylizeConfig, blend_weights, check_request, make_optimizer,
-                                            start_kind, start_noise, style_layer_sets,
-                                            uses_style_colors)
+from nst_jax.objective.config import StylizeConfig, make_optimizer
+from nst_jax.objective.images import as_style_list, finish_colors, initial_image
+from nst_jax.objective.plan import resolve_plan
 from nst_jax.weights.format import VGGWeights
 
 
@@ -156,10 +155,10 @@ def stylize_highres(*, content: np.ndarray | None, styles: Sequence[np.ndarray] 
   `on_scale_done(scale index, image)` runs after each scale's checkpoint is written (a test hook). `content_seg`,
   `style_seg`: segmentation maps as in `build_scale_problem`.
   """
-  styles = gatys.as_style_list(styles)
-  check_request(config, weights.arch, num_styles=len(styles), has_content=content is not None)
-  check_highres_request(hr, config)
-  style_colors = uses_style_colors(config, masked=content_seg is not None)
+  styles = as_style_list(styles)
+  plan = resolve_plan(config, arch=weights.arch, num_styles=len(styles), has_content=content is not None,
+                      segmented=content_seg is not None)
+  check_highres_request(hr, plan)
   mesh = mesh or make_mesh()
   sizes = scale_sizes(config.size, hr.start_size, hr.scale_step)
   iterations = list(hr.scale_iterations) or iterations_rule(config.iterations, sizes)
@@ -172,11 +171,8 @@ def stylize_highres(*, content: np.ndarray | None, styles: Sequence[np.ndarray] 
   ckpt = Checkpointer(hr.checkpoint_dir, fingerprint(*inputs_for_hash, settings=settings),
                       writer=jax.process_index() == 0)
   resume = ckpt.load()
-  style_sets = style_layer_sets(config, len(styles))
-  style_layers = tuple(dict.fromkeys(name for s in style_sets for name in s))
-  use_content = content is not None and config.content_weight > 0
-  content_layers = tuple(config.content_layers) if use_content else ()
-  layers = tuple(dict.fromkeys(content_layers + style_layers))
+  content_layers = plan.content_layers
+  layers = tuple(dict.fromkeys(content_layers + plan.style_layers))
   regions = region_count(content_seg, style_seg)
   matting_on = content is not None and config.matting_weight > 0
   budget = budget_bytes(hr.max_memory_gb)
@@ -196,7 +192,8 @@ def stylize_highres(*, content: np.ndarray | None, styles: Sequence[np.ndarray] 
                                           content_layers=content_layers, halo=hr.tile_halo, overlap=hr.tile_overlap,
                                           precision=hr.precision, batch=hr.tile_batch,
                                           devices=int(mesh.devices.size), regions=regions, matting=matting_on)
-    problem = build_scale_problem(content=content, styles=styles, weights=weights, config=scale_config, shape=shape,
+    scale_plan = dataclasses.replace(plan, config=scale_config)
+    problem = build_scale_problem(content=content, styles=styles, weights=weights, plan=scale_plan, shape=shape,
                                   tile=tile, hr=hr, mesh=mesh, content_seg=content_seg, style_seg=style_seg)
     start, opt_leaves = 0, None
     if resume is not None and resume[0] == k:
@@ -204,9 +201,9 @@ def stylize_highres(*, content: np.ndarray | None, styles: Sequence[np.ndarray] 
     elif image is not None:
       x0 = image_io.resize(image, *shape)
     else:
-      x0 = gatys.initial_image(start_kind(config), content=problem.content, styles=styles, seed=config.seed,
-                               shape=shape, style_weights=blend_weights(config, len(styles)),
-                               noise=start_noise(config), start_colors=config.start_colors)
+      x0 = initial_image(plan.start_kind, content=problem.content, styles=styles, seed=config.seed,
+                         shape=shape, style_weights=plan.blend, noise=plan.start_noise,
+                         start_colors=config.start_colors)
     result = optimize_scale(problem, x0, config=scale_config, mesh=mesh, start=start, opt_leaves=opt_leaves,
                             save=lambda i, x, s, k=k: ckpt.save(k, i, x, s), checkpoint_every=hr.checkpoint_every,
                             label=f"scale {k + 1}/{len(sizes)} {shape[1]}x{shape[0]} ", progress=progress)
@@ -223,8 +220,8 @@ def stylize_highres(*, content: np.ndarray | None, styles: Sequence[np.ndarray] 
                                    precision=hr.precision, regions=regions, matting=matting_on),
                                final_terms=result.final_terms))
   final = reports[-1].final_terms if reports else {}
-  image = gatys.finish_colors(image, content=None if content is None else image_io.resize(content, *image.shape[:2]),
-                              styles=styles, config=config, style_colors=style_colors)
+  image = finish_colors(image, content=None if content is None else image_io.resize(content, *image.shape[:2]),
+                        styles=styles, plan=plan)
   return StylizeResult(image=image, loss_history=np.concatenate(history) if history else np.zeros((0,)),
                        initial_terms=initial_terms or {}, final_terms=final), reports
 

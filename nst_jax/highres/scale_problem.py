@@ -16,13 +16,15 @@ from nst_jax.errors import NSTError
 from nst_jax.highres.distributed import AXIS, put
 from nst_jax.highres.highres_config import PRECISIONS, HighresConfig
 from nst_jax.highres.tiled_loss import TiledSpec, make_tiled_terms, tiled_features
-from nst_jax.highres.tiling import TileGrid, layer_stride, make_grid, ownership, strides_upto, tile_windows, validity
+from nst_jax.highres.tiling import TileGrid, make_grid, ownership, tile_windows, validity
 from nst_jax.io import image_io
-from nst_jax.losses import color, guidance, matting, segmentation
-from nst_jax.methods import gatys, layer_balance
-from nst_jax.methods.stylize_config import (StylizeConfig, blend_weights, per_style, style_layer_sets,
-                                            style_layer_weights)
+from nst_jax.losses import color, guidance, segmentation
 from nst_jax.models import vgg
+from nst_jax.objective import layer_balance
+from nst_jax.objective.images import prepare_styles
+from nst_jax.objective.network import masks_at_layers, normalized_params
+from nst_jax.objective.plan import ObjectivePlan
+from nst_jax.objective.registry import TermSources
 from nst_jax.weights.format import VGGWeights
 
 
@@ -35,44 +37,42 @@ class ScaleProblem:
 
 
 def build_scale_problem(*, content: np.ndarray | None, styles: Sequence[np.ndarray], weights: VGGWeights,
-                        config: StylizeConfig, shape: tuple[int, int], tile: int, hr: HighresConfig,
+                        plan: ObjectivePlan, shape: tuple[int, int], tile: int, hr: HighresConfig,
                         mesh: Mesh, content_seg: np.ndarray | None = None,
                         style_seg: np.ndarray | None = None) -> ScaleProblem:
-  """Targets and the tiled loss for one scale of long side `config.size` and output `shape`.
+  """Targets and the tiled loss of `plan` for one scale of long side `plan.config.size` and output `shape`.
 
   `content_seg`/`style_seg` (both or neither, any size): Luan et al.'s colour-coded maps, matched into regions as in
-  `gatys.build_problem` (`nst_jax.losses.segmentation`). The content guides are carried through the network once on the
+  the whole-image problem (`nst_jax.losses.segmentation`). The content guides are carried through the network once on the
   whole image (`guidance.masks_at_layers`) and cut into per-tile windows; the style image's guided Gram targets
   are computed the same way, tiled, with the whole-image normalisation of `guidance.guided_gram`.
   """
-  raw_styles, styles = list(styles), gatys.prepare_styles(list(styles), content=content, config=config)
+  config = plan.config
+  raw_styles, styles = list(styles), prepare_styles(list(styles), content=content, config=config)
   segmented = content_seg is not None or style_seg is not None
   if segmented and (len(styles) != 1 or content is None):
     raise NSTError("segmentation maps (--content_seg/--style_seg) take a content image and one style image")
-  use_content = content is not None and config.content_weight > 0
-  style_sets = style_layer_sets(config, len(styles))
-  style_layers = tuple(dict.fromkeys(name for s in style_sets for name in s))
-  content_layers = tuple(config.content_layers) if use_content else ()
+  style_sets, style_layers, content_layers = plan.style_sets, plan.style_layers, plan.content_layers
   layers = tuple(dict.fromkeys(content_layers + style_layers))
   dtype = PRECISIONS[hr.precision]
   devices = mesh.devices.size
   grid = make_grid(shape, arch=weights.arch, layers=layers, tile=tile, halo=hr.tile_halo,
                    overlap=hr.tile_overlap, batch=hr.tile_batch, devices=devices)
-  source = gatys.normalized_params(weights, config.pooling) if config.normalize_network else weights.params
+  source = normalized_params(weights, config.pooling) if config.normalize_network else weights.params
   replicated = NamedSharding(mesh, P())
   params = jax.tree.map(lambda a: put(a, replicated), vgg.params_for(weights.arch, source, layers))
   inputs: dict[str, Any] = {"params": params}
   tile_sharding = NamedSharding(mesh, P(AXIS))
-  owned = {name: ownership(grid, layer_stride(weights.arch, name)) for name in layers}
+  owned = {name: ownership(grid, vgg.layer_stride(weights.arch, name)) for name in layers}
   inputs["ownership"] = {name: put(owned[name], tile_sharding) for name in content_layers}
-  inputs["valid"] = {s: put(validity(grid, s), tile_sharding) for s in strides_upto(weights.arch, layers)}
+  inputs["valid"] = {s: put(validity(grid, s), tile_sharding) for s in vgg.strides_upto(weights.arch, layers)}
   inputs["mass"] = {name: float(np.sum(owned[name])) for name in layers}
   net_content = None
   if content is not None:
     content = image_io.resize(content, *shape)
     net_content = color.luminance_image(content) if config.preserve_colors == "luminance" else content
   inputs["content"] = {}
-  if use_content:
+  if content_layers:
     feats_fn = tiled_features(arch=weights.arch, layers=content_layers, pooling=config.pooling, dtype=dtype,
                               grid=grid, preprocessing=weights.preprocessing, mesh=mesh)
     feats, grams = feats_fn(params, put(np.asarray(net_content, np.float32), replicated))
@@ -82,13 +82,13 @@ def build_scale_problem(*, content: np.ndarray | None, styles: Sequence[np.ndarr
         {name: jnp.trace(grams[name]) / grams[name].shape[-1] for name in content_layers},
         balance=config.content_layer_balance)
 
-  scales = per_style(config.style_scale, len(styles), "--style_scale")
+  scales = plan.style_scales
   channels_mass = config.gram_normalization == "channels_mass"
   if segmented:
     style = image_io.resize_long_side(styles[0], max(16, round(config.size * scales[0])))
     seg = segmentation.match(content_seg, style_seg, content_shape=shape, style_shape=style.shape[:2])
     mask_pooling = config.mask_pooling or config.pooling
-    carry = lambda m: gatys.masks_at_layers(masks=m, arch=weights.arch, layers=tuple(style_layers),  # noqa: E731
+    carry = lambda m: masks_at_layers(masks=m, arch=weights.arch, layers=tuple(style_layers),  # noqa: E731
                                             pooling=mask_pooling)
     # The style's guided Gram targets, tiled like the output (the style is resized to about the output's size).
     style_grid = make_grid(style.shape[:2], arch=weights.arch, layers=style_layers, tile=grid.tile, halo=grid.halo,
@@ -106,7 +106,7 @@ def build_scale_problem(*, content: np.ndarray | None, styles: Sequence[np.ndarr
                             for name in style_layers}
     present = {name: guidance.present(guides[name]) for name in style_layers}
     style_weights = {name: owned[name][:, None] * np.square(tile_windows(
-        np.asarray(guides[name]), grid, layer_stride(weights.arch, name))) for name in style_layers}
+        np.asarray(guides[name]), grid, vgg.layer_stride(weights.arch, name))) for name in style_layers}
   else:
     def style_grams(images: list[np.ndarray], i: int) -> dict[str, jax.Array]:
       # The whole style image, resized for this scale, tiled like the output (one more compilation per style shape).
@@ -126,7 +126,7 @@ def build_scale_problem(*, content: np.ndarray | None, styles: Sequence[np.ndarr
         out[name] = target / (target.shape[-1] if channels_mass else 1)
       return out
 
-    blend = blend_weights(config, len(styles))
+    blend = plan.blend
     grams_of = lambda images: [style_grams(images, i) if b > 0 else None for i, b in enumerate(blend)]  # noqa: E731
     grams = grams_of(styles)
     inputs["style"], inputs["region_weights"], inputs["style_norm"], present = blended_targets(grams), {}, {}, {}
@@ -142,26 +142,26 @@ def build_scale_problem(*, content: np.ndarray | None, styles: Sequence[np.ndarr
     gain = layer_balance.luminance_style_gain(colour_targets=blended_targets(grams_of(raw_styles)),
                                               luminance_targets=inputs["style"],
                                               region_weights=inputs["region_weights"],
-                                              layer_weights=style_layer_weights(config, style_layers))
+                                              layer_weights=plan.layer_weights)
     inputs["region_weights"] = {name: w * gain for name, w in inputs["region_weights"].items()}
-  if layer_balance.balances_layer_sets(config, len(styles)):  # several styles, so not segmented
+  if plan.balance_layer_sets:  # several styles, so not segmented
     gains = layer_balance.layer_set_gains(style_grams=grams, style_sets=style_sets,
-                                          layer_weights=style_layer_weights(config, style_layers))
+                                          layer_weights=plan.layer_weights)
     inputs["region_weights"] = layer_balance.apply_layer_set_gains(inputs["region_weights"], gains=gains,
                                                                    style_sets=style_sets, region_style_weights=[blend])
   inputs["region_weights"] = {name: jnp.where(present[name], w, 0.0) for name, w in inputs["region_weights"].items()}
   inputs["style_weights"] = {name: put(w.astype(np.float32), tile_sharding) for name, w in style_weights.items()}
-  if config.matting_weight > 0:
-    inputs["matting"] = matting.precompute(content, eps=config.matting_eps)  # the colour content is the guide
+  sources = TermSources(content=content, net_content=net_content, config=config)
+  for term in plan.image_terms:
+    if term.prepare is not None:
+      inputs.update(term.prepare(sources))
   inputs = jax.tree.map(lambda a: put(np.asarray(a), replicated) if isinstance(a, jax.Array) and
                         not isinstance(a.sharding, NamedSharding) else a, inputs)
   inputs[vgg.BACKWARD_KERNELS] = jax.jit(vgg.backward_kernels, out_shardings=replicated)(params)
-  layer_weights = style_layer_weights(config, style_layers)
   spec = TiledSpec(arch=weights.arch, style_layers=style_layers, content_layers=content_layers,
-                   layer_weights=tuple(layer_weights.items()), content_weight=config.content_weight,
-                   style_weight=config.style_weight, tv_weight=config.tv_weight, range_weight=config.range_weight,
-                   pooling=config.pooling, dtype=dtype,
-                   matting_weight=config.matting_weight if content is not None else 0.0)
+                   layer_weights=tuple(plan.layer_weights.items()), content_weight=plan.term_weights["content"],
+                   style_weight=plan.term_weights["style"], pooling=config.pooling, dtype=dtype,
+                   image_terms=tuple((term, plan.term_weights[term.name]) for term in plan.image_terms))
   terms_fn = make_tiled_terms(spec, grid, weights.preprocessing, mesh)
   return ScaleProblem(terms_fn=terms_fn, inputs=inputs, grid=grid, content=content if content is None else
                       np.asarray(net_content if net_content is not None else content))

@@ -35,10 +35,10 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from nst_jax import losses
 from nst_jax.highres.distributed import AXIS, put
-from nst_jax.highres.tiling import (TileGrid, extract_tiles, layer_stride, ownership, strides_upto, tile_windows,
-                                    validity)
-from nst_jax.losses import guidance, matting
+from nst_jax.highres.tiling import TileGrid, extract_tiles, ownership, tile_windows, validity
+from nst_jax.losses import guidance
 from nst_jax.models import vgg
+from nst_jax.objective.registry import ImageTerm
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,11 +51,11 @@ class TiledSpec:
   layer_weights: tuple[tuple[str, float], ...]  # style w_l
   content_weight: float
   style_weight: float
-  tv_weight: float
-  range_weight: float
   pooling: str
   dtype: Any
-  matting_weight: float = 0.0       # > 0: inputs hold the content's `matting.precompute` fields
+  # The image terms that are on (`registry.ImageTerm`, all supporting tiling) and their weights; their inputs
+  # (`ImageTerm.prepare`) are in `inputs`.
+  image_terms: tuple[tuple[ImageTerm, float], ...] = ()
 
 
 
@@ -96,11 +96,11 @@ def _region_grams(features: jax.Array, weights: jax.Array) -> jax.Array:
 @functools.lru_cache(maxsize=16)
 def make_tiled_terms(spec: TiledSpec, grid: TileGrid, preprocessing, mesh: Mesh
                      ) -> Callable[[jax.Array, Mapping[str, Any]], dict[str, jax.Array]]:
-  """`terms(image, inputs) -> {content, style, tv[, matting]}` (weighted), one differentiable function of the whole
+  """`terms(image, inputs) -> {content, style, and the image terms}` (weighted), one differentiable function of the whole
   (H, W, 3) image. `inputs` (see `build_scale_problem`): params; style targets {layer: (R, C, C)} with region weights
   {layer: (R,)}, per-tile region weights 'style_weights' {layer: (tiles, R, h, w)} (ownership x guide^2) and the
   whole image's Gram divisors 'style_norm' {layer: (R,)}; with content, ownership {layer: (tiles, h, w)}, masses
-  {layer: scalar} and per-tile targets; with matting, the content's `matting.precompute` fields.
+  {layer: scalar} and per-tile targets; and the image terms' inputs.
 
   Remembered for equal arguments (the last 16): runs and resumed runs of the same structure get the same function,
   and with it the compiled loop of `nst_jax.optim.make_chunk_runner`, instead of tracing it again."""
@@ -149,14 +149,11 @@ def make_tiled_terms(spec: TiledSpec, grid: TileGrid, preprocessing, mesh: Mesh
         layer_weight[name] * jnp.sum(inputs["region_weights"][name] * losses.style_layer_loss(
             gram=grams[name] / inputs["style_norm"][name][:, None, None], target_gram=inputs["style"][name]))
         for name in spec.style_layers)
-    out["tv"] = spec.tv_weight * losses.total_variation_loss(image=image)
-    if spec.range_weight > 0:  # elementwise over the whole image: no VGG, nothing to tile
-      out["range"] = spec.range_weight * losses.range_penalty(image=image)
-    if spec.matting_weight > 0:
-      # Not tiled: the matting energy is elementwise and 3x3-box work on the whole image (no VGG); its memory, ~92
-      # floats per pixel (`estimate_peak_bytes`), is of the order of L-BFGS's whole-image history. Its 2-pixel
-      # support (`nst_jax.losses.matting`) would allow tiles with a 2-pixel halo if that ever mattered.
-      out["matting"] = spec.matting_weight * matting.matting_energy(image=image, laplacian=inputs["matting"])
+    # Image terms are elementwise or small-window work on the whole image (no VGG), so they are not tiled; the
+    # matting energy's memory, ~92 floats per pixel (`estimate_peak_bytes`), is of the order of L-BFGS's
+    # whole-image history.
+    for term, weight in spec.image_terms:
+      out[term.name] = weight * term.loss(image, inputs, spec)
     return out
 
   return terms
@@ -171,17 +168,17 @@ def tiled_features(*, arch: str, layers: Sequence[str], pooling: str, dtype: Any
   `guides` {layer: (R, h, w)}: the whole image's guides at each layer (`guidance.masks_at_layers`); the Gram
   matrices are then the (R, C, C) guided ones of `guidance.guided_gram` with `normalization`."""
   layers = tuple(layers)
-  owned = {name: ownership(grid, layer_stride(arch, name)) for name in layers}
+  owned = {name: ownership(grid, vgg.layer_stride(arch, name)) for name in layers}
   if guides is None:
     weights = {name: owned[name][:, None] for name in layers}
     mass = {name: np.full((1,), np.sum(owned[name]), np.float32) for name in layers}
   else:
-    weights = {name: owned[name][:, None] * np.square(tile_windows(guides[name], grid, layer_stride(arch, name)))
+    weights = {name: owned[name][:, None] * np.square(tile_windows(guides[name], grid, vgg.layer_stride(arch, name)))
                for name in layers}
     mass = {name: np.asarray(guidance.gram_mass(guides[name], channels=1, normalization=normalization), np.float32)
             for name in layers}
   weights = {name: put(w, NamedSharding(mesh, P(AXIS))) for name, w in weights.items()}
-  valid = {s: put(validity(grid, s), NamedSharding(mesh, P(AXIS))) for s in strides_upto(arch, layers)}
+  valid = {s: put(validity(grid, s), NamedSharding(mesh, P(AXIS))) for s in vgg.strides_upto(arch, layers)}
   run = _tiled_features_runner(arch, layers, pooling, dtype, grid, preprocessing, mesh, guided=guides is not None,
                                channels_mass=guides is not None and normalization == "channels_mass")
   return lambda params, image: run(params, image, weights, valid, mass)

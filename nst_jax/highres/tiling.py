@@ -7,15 +7,13 @@ every layer's resolution because it is evaluated at each feature cell's centre).
 is multiplied by the window's *validity* (1 on cells wholly inside the image), so a window computes what the whole
 image's network computes, which zero-pads at the image border, up to the halo's edge.
 
-**Halo.** A feature at layer l depends on a square of the input (its receptive field; radius 38 px for relu4_2 and
-66 px for relu5_1 of VGG16/19-style stacks, see `receptive_radius`). Inside a tile window every convolution
+**Halo.** A feature at layer l depends on a square of the input (its receptive field, `vgg.receptive_radius`). Inside a tile window every convolution
 zero-pads at the window edge, so features closer than the radius to the window edge differ from the untiled
 network's. With `halo >= radius + overlap` every owned feature is exactly the untiled one, image borders included (the
 validity masks), and the tiled loss and gradient equal the untiled ones to float rounding (tests). The *effective*
 receptive field is much smaller than the theoretical one (activations are dominated by the central few pixels), so
 a halo below the radius is a cheaper approximation; the default is the exact choice (the theoretical radius of the
-deepest layer used, rounded up to that layer's stride), measured against smaller halos in tests/highres_test.py and
-README.md.
+deepest layer used, rounded up to that layer's stride).
 """
 
 from __future__ import annotations
@@ -32,33 +30,12 @@ from nst_jax.errors import NSTError
 from nst_jax.models import vgg
 
 
-def receptive_radius(arch: str, layer: str) -> int:
-  """Half the theoretical receptive field (in input pixels) of one unit of `layer`, rounded up."""
-  vgg.check_layers(arch, [layer])
-  size, jump = 1, 1
-  for name in vgg.layer_names(arch):
-    if name.startswith("conv"):
-      size += 2 * jump
-    elif name.startswith("pool"):
-      size += jump
-      jump *= 2
-    if name == layer:
-      break
-  return math.ceil((size - 1) / 2)
-
-
-def layer_stride(arch: str, layer: str) -> int:
-  """Input pixels per feature cell at `layer`: 2 ** (pools before it)."""
-  order = vgg.layer_names(arch)
-  return 2 ** sum(1 for name in order[: order.index(layer) + 1] if name.startswith("pool"))
-
-
 def default_halo(arch: str, layers: Sequence[str], *, overlap: int = 0) -> int:
   """The exact halo: a tile owns cells up to `overlap` pixels beyond its interior, and those need the deepest
   layer's receptive radius of context, so radius + overlap, rounded up to a multiple of the deepest stride."""
   deepest = vgg.deepest_layer(arch, layers)
-  stride = layer_stride(arch, deepest)
-  return stride * math.ceil((receptive_radius(arch, deepest) + overlap) / stride)
+  stride = vgg.layer_stride(arch, deepest)
+  return stride * math.ceil((vgg.receptive_radius(arch, deepest) + overlap) / stride)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,7 +95,7 @@ def make_grid(shape: tuple[int, int], *, arch: str, layers: Sequence[str], tile:
               overlap: int = 0, batch: int = 1, devices: int = 1) -> TileGrid:
   """A grid for an (H, W) image; `tile` and `halo` are rounded up to the deepest layer's stride so that pooled
   grids of all tiles line up with the whole image's. `halo=None`: `default_halo`."""
-  stride = layer_stride(arch, vgg.deepest_layer(arch, layers))
+  stride = vgg.layer_stride(arch, vgg.deepest_layer(arch, layers))
   if tile < 1:
     raise NSTError(f"--tile_size must be positive here, got {tile}")
   overlap = min(overlap, stride * math.ceil(min(tile, max(shape)) / stride) // 2)  # a ramp fits in half a tile
@@ -183,10 +160,6 @@ def validity(grid: TileGrid, stride: int) -> np.ndarray:
     x = np.arange(out.shape[2]) * stride - grid.halo + tx * grid.tile_x
     out[i] = np.outer((y >= 0) & (y + stride <= grid.height), (x >= 0) & (x + stride <= grid.width))
   return out
-
-
-def strides_upto(arch: str, layers: Sequence[str]) -> tuple[int, ...]:
-  return tuple(2 ** i for i in range(int(math.log2(layer_stride(arch, vgg.deepest_layer(arch, layers)))) + 1))
 
 
 def tile_windows(maps: np.ndarray, grid: TileGrid, stride: int) -> np.ndarray:

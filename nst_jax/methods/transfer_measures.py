@@ -19,8 +19,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from nst_jax import losses
-from nst_jax.methods.stylize_config import StylizeConfig
 from nst_jax.models import vgg
+from nst_jax.objective.config import StylizeConfig
 from nst_jax.weights.format import VGGWeights
 
 GRAM_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")

@@ -8,7 +8,7 @@ the whole image's network computes.
 
 Optimising an image differentiates through every convolution with respect to its input, which is a convolution
 with the kernel flipped and its in/out channels swapped. Left to autodiff, XLA:CPU re-lays-out every kernel that
-way on every evaluation (a strided transpose, ~10% of an eval at 128 px, experiments/PERF_NOTES.md); passing
+way on every evaluation (a strided transpose); passing
 `backward_kernels(params)` as the `BACKWARD_KERNELS` variable collection makes the convolutions use those,
 computed once per run. Forward values and gradients are the same either way.
 """
@@ -73,6 +73,54 @@ def deepest_layer(arch: str, layers: Sequence[str]) -> str:
   check_layers(arch, layers)
   order = layer_names(arch)
   return max(layers, key=order.index)
+
+
+def receptive_radius(arch: str, layer: str) -> int:
+  """Half the theoretical receptive field (in input pixels) of one unit of `layer`, rounded up."""
+  check_layers(arch, [layer])
+  size, jump = 1, 1
+  for name in layer_names(arch):
+    if name.startswith("conv"):
+      size += 2 * jump
+    elif name.startswith("pool"):
+      size += jump
+      jump *= 2
+    if name == layer:
+      break
+  return math.ceil((size - 1) / 2)
+
+
+def layer_stride(arch: str, layer: str) -> int:
+  """Input pixels per feature cell at `layer`: 2 ** (pools before it)."""
+  order = layer_names(arch)
+  return 2 ** sum(1 for name in order[: order.index(layer) + 1] if name.startswith("pool"))
+
+
+def strides_upto(arch: str, layers: Sequence[str]) -> tuple[int, ...]:
+  """Every stride from 1 up to that of the deepest of `layers`: 1, 2, 4, ..."""
+  return tuple(2 ** i for i in range(int(math.log2(layer_stride(arch, deepest_layer(arch, layers)))) + 1))
+
+
+def conv_before(arch: str, layer: str) -> str:
+  """The last convolution at or before `layer`."""
+  order = layer_names(arch)
+  return [n for n in order[: order.index(layer) + 1] if n.startswith("conv")][-1]
+
+
+def activation_values(arch: str, shape: tuple[int, int], layers: Sequence[str]) -> tuple[int, int]:
+  """(sum, largest) of the activation sizes (values) of a forward pass over an (H, W) input, up to the deepest
+  of `layers`, input included."""
+  h, w = shape
+  order = layer_names(arch)
+  widths = {name: shape[1][0] for name, shape in conv_shapes(arch).items()}
+  channels, sizes = 3, [h * w * 3]
+  for name in order[: order.index(deepest_layer(arch, layers)) + 1]:
+    if name.startswith("conv"):
+      channels = widths[name]
+    elif name.startswith("pool"):
+      h, w = h // 2, w // 2
+    sizes.append(h * w * channels)
+  return sum(sizes), max(sizes)
 
 
 def pool(x: jax.Array, kind: str) -> jax.Array:

@@ -1,9 +1,10 @@
-"""The settings of one optimisation-based stylisation (`StylizeConfig`), validated once when they are made.
+"""The settings of one optimisation-based stylisation (`StylizeConfig`), validated once when they are made, and
+the rules that derive values from them (`nst_jax.objective.plan.resolve_plan` applies them once per run).
 
 Field-level checks (ranges, names, the optimizer) run in `StylizeConfig.__post_init__`, so a config that exists is
 valid; what also depends on the network or the images (layer names of an architecture, one entry per style, a
 content image for colour and structure controls) is checked once by `check_request`, before any expensive work.
-Every message names the command-line flag.
+Every message names the field (`StylizeConfig.style_weight`); the command line puts its flag in its place.
 """
 
 from __future__ import annotations
@@ -19,21 +20,21 @@ from nst_jax import optim
 from nst_jax.errors import NSTError
 from nst_jax.losses import color, guidance, matting, octaves
 from nst_jax.models import vgg
+from nst_jax.objective.registry import STYLE_LOSS_TERMS
 
 CONTENT_LAYERS = ("relu4_2",)
 STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 # Stroke-size presets (Gatys et al. 2016, fig. 4 / 2017 sec. 4). Larger marks come from matching the shallow
 # layers on the image downsampled 2x (medium) or 4x (coarse) as well (`nst_jax.losses.octaves`): on hed-vgg16 the
-# deep layers carry ~1% of the style loss, and weighting them up prints their pooling grid before the strokes grow
-# (experiments/GATYS_NOTES.md §6, §10). `structure` is the deep layers alone.
+# deep layers carry a small share of the style loss, and weighting them up prints their pooling grid before the
+# strokes grow. `structure` is the deep layers alone.
 STYLE_LAYER_PRESETS = {
     "fine": ("relu1_1", "relu2_1"),
     "medium": STYLE_LAYERS + ("relu1_1@2", "relu2_1@2"),
     "coarse": STYLE_LAYERS + ("relu1_1@4", "relu2_1@4"),
     "structure": ("relu3_1", "relu4_1", "relu5_1"),
 }
-MRF_LAYERS = ("relu3_1", "relu4_1")  # Li & Wand (2016)
-STYLE_LOSSES = ("gram", "mrf", "swd")
+STYLE_LOSSES = tuple(STYLE_LOSS_TERMS)
 STYLE_LAYER_BALANCES = ("none", "target")
 CONTENT_LAYER_BALANCES = ("none", "target")
 
@@ -61,11 +62,11 @@ class StylizeConfig:
   style_scale: tuple[float, ...] = (1.0,)        # style image long side = size * scale
   style_layer_sets: tuple[tuple[str, ...], ...] = ()  # per style; scale mixing (Gatys et al. 2017)
   style_layer_weights: Mapping[str, float] = dataclasses.field(default_factory=dict)  # relative w_l, default 1
-  style_loss: str = "gram"                       # gram | mrf | swd (sliced Wasserstein)
+  style_loss: str = "gram"                       # a name of `registry.STYLE_LOSS_TERMS`: gram | mrf | swd
   preserve_colors: str = "none"                  # none | luminance | histogram
   # The result's chroma statistics set to the styles' (`color.match_chroma_statistics`): on, off, or auto = on
   # for the MRF loss alone, whose patch matching leaves the pixels' chroma free (a gray style otherwise gives a
-  # coloured, fringed result), and only without --preserve_colors, masks or segmentation.
+  # coloured, fringed result), and only without preserve_colors, masks or segmentation.
   style_colors: str = "auto"
   color_method: str = "cholesky"                 # histogram matching: cholesky | eigen
   laplacian_weight: float = 0.0
@@ -78,7 +79,7 @@ class StylizeConfig:
   depth_near_scale: float = 2.0
   depth_far_scale: float = 0.5
   # colors | content | noise | style | path of an image; colors: the content in the styles' colours (see
-  # `start_kind` and `gatys.initial_image`)
+  # `start_kind` and `images.initial_image`)
   init: str = "colors"
   # Share of white noise blended into a content, colours, style or file start: an area of the start that is flat
   # gets the same gradient at every pixel and stays flat, so without it skies and walls stay un-styled. None:
@@ -86,7 +87,7 @@ class StylizeConfig:
   init_noise: float | None = None
   # How 'colors' moves the content's colours to the styles': distribution (the whole colour distribution,
   # `color.match_region_distributions`) or moments (mean and covariance, a linear map, which turns a painting of a
-  # few distinct colour groups into a blend of them; experiments/GATYS_NOTES.md section 7).
+  # few distinct colour groups into a blend of them).
   start_colors: str = "distribution"
   pooling: str = "avg"
   mask_pooling: str | None = None  # how guides cross pooling layers; None: like `pooling`
@@ -104,42 +105,38 @@ class StylizeConfig:
       object.__setattr__(self, name, tuple(getattr(self, name)))
     object.__setattr__(self, "style_layer_sets", tuple(tuple(s) for s in self.style_layer_sets))
     if self.iterations < 1:
-      raise NSTError(f"--iterations must be at least 1, got {self.iterations}")
+      raise NSTError(f"StylizeConfig.iterations must be at least 1, got {self.iterations}")
     if self.size < 16:
-      raise NSTError(f"--size must be at least 16 pixels, got {self.size}")
+      raise NSTError(f"StylizeConfig.size must be at least 16 pixels, got {self.size}")
     if not self.style_layers:
-      raise NSTError("--style_layers is empty")
-    for flag, value in (("--content_weight", self.content_weight), ("--style_weight", self.style_weight),
-                        ("--tv_weight", self.tv_weight), ("--range_weight", self.range_weight),
-                        ("--laplacian_weight", self.laplacian_weight),
-                        ("--edge_weight", self.edge_weight), ("--matting_weight", self.matting_weight)):
+      raise NSTError("StylizeConfig.style_layers is empty")
+    for name in ("content_weight", "style_weight", "tv_weight", "range_weight", "laplacian_weight", "edge_weight",
+                 "matting_weight"):
+      value = getattr(self, name)
       if not math.isfinite(value) or value < 0:
-        raise NSTError(f"{flag} must be a finite number >= 0, got {value}")
+        raise NSTError(f"StylizeConfig.{name} must be a finite number >= 0, got {value}")
     for name, value in self.style_layer_weights.items():
       if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
-        raise NSTError(f"--style_layer_weights: {name}={value} must be a finite number >= 0")
+        raise NSTError(f"StylizeConfig.style_layer_weights: {name}={value} must be a finite number >= 0")
     for scale in self.style_scale:
       if not (math.isfinite(scale) and 0.05 <= scale <= 8):
-        raise NSTError(f"--style_scale values must lie in [0.05, 8], got {scale}")
-    choices = (("--pooling", self.pooling, ("max", "avg")), ("--style_loss", self.style_loss, STYLE_LOSSES),
-               ("--style_layer_balance", self.style_layer_balance, STYLE_LAYER_BALANCES),
-               ("--content_layer_balance", self.content_layer_balance, CONTENT_LAYER_BALANCES),
-               ("--preserve_colors", self.preserve_colors, color.COLOR_MODES),
-               ("--style_colors", self.style_colors, color.STYLE_COLOR_MODES),
-               ("--color_method", self.color_method, ("cholesky", "eigen")),
-               ("--start_colors", self.start_colors, color.START_COLOR_METHODS),
-               ("--gram_normalization", self.gram_normalization, guidance.GRAM_NORMALIZATIONS))
-    for flag, value, allowed in choices:
-      if value not in allowed:
-        raise NSTError(f"{flag} must be one of {', '.join(allowed)}, got {value!r}")
+        raise NSTError(f"StylizeConfig.style_scale values must lie in [0.05, 8], got {scale}")
+    choices = (("pooling", ("max", "avg")), ("style_loss", STYLE_LOSSES),
+               ("style_layer_balance", STYLE_LAYER_BALANCES), ("content_layer_balance", CONTENT_LAYER_BALANCES),
+               ("preserve_colors", color.COLOR_MODES), ("style_colors", color.STYLE_COLOR_MODES),
+               ("color_method", ("cholesky", "eigen")), ("start_colors", color.START_COLOR_METHODS),
+               ("gram_normalization", guidance.GRAM_NORMALIZATIONS))
+    for name, allowed in choices:
+      if getattr(self, name) not in allowed:
+        raise NSTError(f"StylizeConfig.{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
     if self.mask_pooling not in (None, "max", "avg"):
-      raise NSTError(f"--mask_pooling must be 'max' or 'avg', got {self.mask_pooling!r}")
+      raise NSTError(f"StylizeConfig.mask_pooling must be 'max' or 'avg', got {self.mask_pooling!r}")
     if self.init_noise is not None and not (math.isfinite(self.init_noise) and 0 <= self.init_noise <= 1):
-      raise NSTError(f"--init_noise must lie in [0, 1], got {self.init_noise}")
+      raise NSTError(f"StylizeConfig.init_noise must lie in [0, 1], got {self.init_noise}")
     if not (math.isfinite(self.matting_eps) and self.matting_eps > 0):
-      raise NSTError(f"--matting_eps must be a finite number > 0, got {self.matting_eps}")
+      raise NSTError(f"StylizeConfig.matting_eps must be a finite number > 0, got {self.matting_eps}")
     if self.depth_regions < 1:
-      raise NSTError(f"--depth_regions must be at least 1, got {self.depth_regions}")
+      raise NSTError(f"StylizeConfig.depth_regions must be at least 1, got {self.depth_regions}")
     # Building the optimizer is cheap; doing it here refuses bad settings before weights and features are used.
     make_optimizer(self)
 
@@ -160,31 +157,34 @@ def make_optimizer(config: StylizeConfig):
                                 normalize_gradients=config.normalize_gradients)
 
 
-def per_style(values: Sequence, count: int, flag: str) -> list:
-  """`values` for each of `count` styles: one entry serves them all, otherwise there must be one per style."""
+def per_style(values: Sequence, count: int, field: str) -> list:
+  """`values` for each of `count` styles: one entry serves them all, otherwise there must be one per style;
+  `field` names them in the error."""
   if len(values) == 1:
     return list(values) * count
   if len(values) != count:
-    raise NSTError(f"{flag} has {len(values)} entries for {count} style image(s); give one or one per style")
+    raise NSTError(f"{field} has {len(values)} entries for {count} style image(s); give one or one per style")
   return list(values)
 
 
 def style_layer_sets(config: StylizeConfig, num_styles: int) -> list[tuple[str, ...]]:
+  """Each style's layers: its entry of `style_layer_sets`, or `style_layers` for every style."""
   if config.style_layer_sets:
-    return [tuple(s) for s in per_style(config.style_layer_sets, num_styles, "--style_layer_sets")]
+    return [tuple(s) for s in per_style(config.style_layer_sets, num_styles, "StylizeConfig.style_layer_sets")]
   return [config.style_layers] * num_styles
 
 
 def uses_style_colors(config: StylizeConfig, *, masked: bool) -> bool:
-  """Whether the result takes the styles' chroma statistics (`StylizeConfig.style_colors`); `masked`: style masks
+  """Whether the result takes the styles' chroma statistics (`StylizeConfig.style_colors`; 'auto': on for a style
+  loss that leaves the chroma free, `registry.StyleLoss.free_chroma`); `masked`: style masks
   or segmentation are in use (each region has its own style, so one set of statistics does not fit)."""
   if config.style_colors == "off":
     return False
   if config.style_colors == "auto":
-    return config.style_loss == "mrf" and config.preserve_colors == "none" and not masked
+    return STYLE_LOSS_TERMS[config.style_loss].free_chroma and config.preserve_colors == "none" and not masked
   if config.preserve_colors != "none" or masked:
-    raise NSTError("--style_colors on gives the whole result the styles' colours: not with --preserve_colors, "
-                   "--style_masks or segmentation maps")
+    raise NSTError("StylizeConfig.style_colors on gives the whole result the styles' colours: not with "
+                   "StylizeConfig.preserve_colors, --style_masks or segmentation maps")
   return True
 
 
@@ -195,22 +195,24 @@ def start_kind(config: StylizeConfig) -> str:
 
 
 def start_noise(config: StylizeConfig) -> float:
-  """Amplitude of the start image's noise: `config.init_noise` when set, otherwise 0.2, and 0.3 with
-  --preserve_colors.
+  """Amplitude of the start image's noise: `config.init_noise` when set, otherwise 0.2, and 0.3 when the
+  content's colours are preserved.
 
-  0.2: with 0.1, a dark smooth area (the water of a two-style blend at 512 px), whose style gradient per pixel is
-  ~25x weaker than the sky's, lost its texture during the run (experiments/GATYS_NOTES.md §12). 0.3 with colour
-  preservation: the gray or recoloured content is already close to the style's luminance statistics at the fine
-  layers that dominate the loss, so it needs more noise to leave the photo's flat areas (GATYS_NOTES.md §5)."""
+  0.2: with less, a dark smooth area, whose style gradient per pixel is much weaker than the rest's, loses its
+  texture during the run. 0.3 with colour preservation: the gray or recoloured content is already close to the
+  style's luminance statistics at the fine layers that dominate the loss, so it needs more noise to leave the
+  photo's flat areas."""
   if config.init_noise is not None:
     return config.init_noise
   return 0.3 if config.preserve_colors != "none" else 0.2
 
 
 def blend_weights(config: StylizeConfig, num_styles: int) -> np.ndarray:
-  raw = np.asarray(per_style(config.style_blend or (1.0,), num_styles, "--style_blend"), np.float64)
+  """The styles' blend weights (`style_blend`, default equal), normalised to sum to 1."""
+  raw = np.asarray(per_style(config.style_blend or (1.0,), num_styles, "StylizeConfig.style_blend"),
+                   np.float64)
   if np.any(raw < 0) or not np.all(np.isfinite(raw)) or raw.sum() <= 0:
-    raise NSTError(f"--style_blend must be non-negative numbers with a positive sum, got {list(raw)}")
+    raise NSTError(f"StylizeConfig.style_blend must be non-negative numbers with a positive sum, got {list(raw)}")
   return raw / raw.sum()
 
 
@@ -220,35 +222,37 @@ def style_layer_weights(config: StylizeConfig, style_layers: Sequence[str]) -> d
   raw = {name: float(config.style_layer_weights.get(name, 1.0)) for name in style_layers}
   total = sum(raw.values())
   if total <= 0:
-    raise NSTError("--style_layer_weights gives every style layer in use weight 0")
+    raise NSTError("StylizeConfig.style_layer_weights gives every style layer in use weight 0")
   return {name: w / total for name, w in raw.items()}
 
 
 
 def check_request(config: StylizeConfig, arch: str, *, num_styles: int = 1, has_content: bool = True) -> None:
   """What `__post_init__` cannot check alone: layer names of `arch`, per-style entries for `num_styles` styles,
-  and the controls that need a content image. Refuses before any expensive work, naming the flag."""
-  layer_flags = [("--style_layers", config.style_layers)]
+  and the controls that need a content image. Refuses before any expensive work, naming the field."""
+  layer_fields = [("StylizeConfig.style_layers", config.style_layers)]
   if has_content and config.content_weight > 0:
-    layer_flags.insert(0, ("--content_layers", config.content_layers))
-  layer_flags += [("--style_layer_sets", s) for s in config.style_layer_sets]
-  for flag, names in layer_flags:
+    layer_fields.insert(0, ("StylizeConfig.content_layers", config.content_layers))
+  layer_fields += [("StylizeConfig.style_layer_sets", s) for s in config.style_layer_sets]
+  for field, names in layer_fields:
     if not names:
-      raise NSTError(f"{flag} is empty")
+      raise NSTError(f"{field} is empty")
     try:
-      (vgg.check_layers if flag == "--content_layers" else octaves.check_layers)(arch, names)
+      (vgg.check_layers if field == "StylizeConfig.content_layers" else octaves.check_layers)(arch, names)
     except ValueError as e:
-      raise NSTError(f"{flag}: {e}") from None
+      raise NSTError(f"{field}: {e}") from None
   try:
     octaves.check_layers(arch, list(config.style_layer_weights))
   except ValueError as e:
-    raise NSTError(f"--style_layer_weights: {e}") from None
+    raise NSTError(f"StylizeConfig.style_layer_weights: {e}") from None
   if not has_content and config.preserve_colors != "none":
-    raise NSTError("--preserve_colors needs a content image")
+    raise NSTError("StylizeConfig.preserve_colors needs a content image")
   if not has_content and (config.laplacian_weight or config.edge_weight):
-    raise NSTError("--laplacian_weight and --edge_weight preserve a content image's structure; there is none")
+    raise NSTError("StylizeConfig.laplacian_weight and StylizeConfig.edge_weight preserve a content image's "
+                   "structure; there is none")
   if not has_content and config.matting_weight:
-    raise NSTError("--matting_weight keeps the content's local colour structure; there is no content")
+    raise NSTError("StylizeConfig.matting_weight keeps the content's local colour structure; there is no "
+                   "content")
   blend_weights(config, num_styles)
-  per_style(config.style_scale, num_styles, "--style_scale")
+  per_style(config.style_scale, num_styles, "StylizeConfig.style_scale")
   style_layer_weights(config, tuple(dict.fromkeys(n for s in style_layer_sets(config, num_styles) for n in s)))

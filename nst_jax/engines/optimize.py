@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from nst_jax import optim
 from nst_jax.errors import NSTError
-from nst_jax.methods.stylize_config import StylizeConfig, make_optimizer
+from nst_jax.objective.config import StylizeConfig, make_optimizer
 
 STALL_WINDOW = 10
 

@@ -3,7 +3,7 @@ rescalings that keep the default loss weights meaningful when the targets' magni
 style, layers balanced by their targets, scale mixing of one painting's deep layers with another's shallow ones).
 
 All are computed once from the targets, outside the jitted step, and multiply the 'content_weights' and
-'region_weights' inputs of `nst_jax.methods.gatys_terms.LossTerms`.
+'region_weights' inputs of `nst_jax.objective.terms.LossTerms` and of the tiled loss.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import jax
 import jax.numpy as jnp
 
 from nst_jax import losses
-from nst_jax.methods.stylize_config import StylizeConfig
 
 
 def content_layer_weights(mean_squares: Mapping[str, jax.Array], *, balance: str) -> dict[str, jax.Array]:
@@ -38,9 +37,8 @@ def luminance_style_gain(*, colour_targets: Mapping[str, jax.Array], luminance_t
   """The factor that gives luminance-only transfer the style loss scale of colour transfer: the weighted style loss
   of an all-zero Gram matrix against the colour style's targets divided by the same against the luminance style's.
 
-  A gray, luminance-matched style has smaller Gram matrices than the colour style's (on hed-vgg16 this factor is
-  4.7 for tubingen + the_scream at 128 px), so at the same weights the content term would count for more than in
-  the colour run the weights were chosen on."""
+  A gray, luminance-matched style has smaller Gram matrices than the colour style's, so at the same weights the
+  content term would count for more than in the colour run the weights were chosen on."""
   def weighted(targets: Mapping[str, jax.Array]) -> float:
     return sum(layer_weights[name] * float(jnp.sum(region_weights[name] * zero_gram_loss(t)))
                for name, t in targets.items())
@@ -56,23 +54,14 @@ def balance_by_target(targets: Mapping[str, jax.Array], region_weights: Mapping[
   return {name: region_weights[name] / jnp.maximum(zero_gram_loss(grams), 1e-12) for name, grams in targets.items()}
 
 
-def balances_layer_sets(config: StylizeConfig, num_styles: int) -> bool:
-  """Whether scale mixing (`style_layer_sets`, several styles) gets `layer_set_gains`: with the Gram loss and
-  unbalanced layers, where one painting's deep set would otherwise weigh ~1% of another's shallow set."""
-  return (bool(config.style_layer_sets) and num_styles > 1 and config.style_loss == "gram"
-          and config.style_layer_balance == "none")
-
-
 def layer_set_gains(*, style_grams: Sequence[Mapping[str, jax.Array] | None], style_sets: Sequence[Sequence[str]],
                     layer_weights: Mapping[str, float]) -> list[float]:
   """Per style, the factor that gives its layer set the weighted style loss of an all-zero Gram matrix,
   sum over its layers of w_l ||A_l||^2 / (4 N_l^2), of the strongest set (whose factor is 1).
 
   Scale mixing (Gatys et al. 2017) takes the coarse structure (relu3_1..relu5_1) of one painting and the fine
-  texture (relu1_1, relu2_1) of another. With raw VGG activations the deep set's loss is ~1% of the shallow set's
-  (on hed-vgg16 the factor is 118 for Starry Night's structure against the Scream's texture at 256 px, 200 the
-  other way round), so at the
-  default weights the first painting would not show. `style_grams[i]` holds style i's (C, C) Gram matrices of (at
+  texture (relu1_1, relu2_1) of another. With raw VGG activations the deep set's loss is a small fraction of the
+  shallow set's, so at the default weights the first painting would not show. `style_grams[i]` holds style i's (C, C) Gram matrices of (at
   least) its set; None for a style that is not used (blend weight 0), whose factor is 1."""
   zero = [None if grams is None else sum(layer_weights[name] * float(jnp.sum(zero_gram_loss(grams[name])))
                                          for name in names)

@@ -1,0 +1,1 @@
+"""The optimisation loop the whole-image and tiled problems run through."""
