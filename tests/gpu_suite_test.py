@@ -1,5 +1,6 @@
-"""experiments/benchmarks/gpu_suite.py --tiny: every section of the GPU suite runs its code path on CPU (2 simulated devices
-for the sharded part), as CI runs it; and the bundle a GPU machine receives holds what the suite reads."""
+"""`python -m experiments.benchmarks.gpu_suite --tiny`: every section of the GPU suite runs its code path on CPU (2
+simulated devices for the sharded part), as CI runs it; and the bundle a GPU machine receives holds what the suite
+reads."""
 
 from __future__ import annotations
 
