@@ -1,7 +1,7 @@
 """The README's results picture: demo content | generated style | Gatys stylization.
 
 Run (about 3-4 minutes on a 2-core CPU):
-  python experiments/readme_demo.py --out experiments/readme_demo.jpg
+  python -m experiments.readme_demo --out docs/images/readme_demo.jpg
 
 Expected: the Grace Hopper photo (matplotlib sample data) repainted in the blue/yellow swirling strokes of the
 generated style, face and uniform still recognisable; the final style loss is >= 20x lower than the initial one.
@@ -15,7 +15,7 @@ from nst_jax.methods import gatys
 from nst_jax.objective.config import StylizeConfig
 from nst_jax.weights.store import resolve_weights
 
-_OUT = flags.DEFINE_string("out", "experiments/readme_demo.jpg", "Where to write the picture.")
+_OUT = flags.DEFINE_string("out", "docs/images/readme_demo.jpg", "Where to write the picture.")
 _SIZE = flags.DEFINE_integer("size", 256, "Long side of the stylized image.")
 _ITERATIONS = flags.DEFINE_integer("iterations", 150, "L-BFGS iterations.")
 _WEIGHTS = flags.DEFINE_string("weights", "hed-vgg16", "Weights name or path.")

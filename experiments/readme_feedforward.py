@@ -1,7 +1,7 @@
 """The README's feed-forward picture: demo content | generated styles | AdaIN | WCT, with the shipped decoders.
 
 Run (seconds on a 2-core CPU, after compilation):
-  python experiments/readme_feedforward.py --out experiments/readme_feedforward.jpg
+  python -m experiments.readme_feedforward --out docs/images/readme_feedforward.jpg
 
 Expected: two rows (the swirl painting, the mosaic painting) on the Grace Hopper photo (matplotlib sample data);
 WCT lays the painting's colours and marks over the whole picture, face and uniform still readable; the shipped
@@ -20,7 +20,7 @@ from nst_jax.models import adain_decoder
 from nst_jax.weights import adain_decoders
 from nst_jax.weights.store import resolve_weights
 
-_OUT = flags.DEFINE_string("out", "experiments/readme_feedforward.jpg", "Where to write the picture.")
+_OUT = flags.DEFINE_string("out", "docs/images/readme_feedforward.jpg", "Where to write the picture.")
 _SIZE = flags.DEFINE_integer("size", 384, "Long side of the content.")
 _DECODERS = flags.DEFINE_string("decoders", "wct-decoders-hed-vgg16", "WCT decoder file or name.")
 

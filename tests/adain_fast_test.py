@@ -1,4 +1,4 @@
-"""Fast AdaIN inference and its training (issue 17): the student encoder, decoder files that carry it, size
+"""Fast AdaIN inference and its training: the student encoder, decoder files that carry it, size
 buckets, the style-statistics cache, the persistent compilation cache, and the new training stages.
 
 A random VGG16 is the teacher unless a test needs real features (then hed-vgg16, skipped when absent); images are

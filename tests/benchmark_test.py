@@ -7,9 +7,9 @@ import jax
 import numpy as np
 import pytest
 
-from benchmarking import flops, harness, jax_timing, machine
-from benchmarking.problem import BenchmarkSettings, build_problem, parse_image_size
-from benchmarking.report import write_report
+from experiments.benchmarks.benchmarking import flops, harness, jax_timing, machine
+from experiments.benchmarks.benchmarking.problem import BenchmarkSettings, build_problem, parse_image_size
+from experiments.benchmarks.benchmarking.report import write_report
 from nst_jax.errors import NSTError
 
 REFERENCE = "torch" if importlib.util.find_spec("torch") else "none"

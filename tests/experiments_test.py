@@ -1,4 +1,5 @@
-"""The figure scripts in experiments/: every one imports and exposes run(settings); the cheapest runs end to end."""
+"""The figure scripts in experiments/ (papers and studies packages): every one imports and exposes run(settings); the
+cheapest runs end to end."""
 
 import dataclasses
 import importlib
@@ -13,33 +14,25 @@ from nst_jax import demo
 from nst_jax.io import image_io
 
 EXPERIMENTS = pathlib.Path(__file__).resolve().parent.parent / "experiments"
-SCRIPTS = ("gatys2016_fig3", "gatys2016_fig4", "gatys2017_color", "gatys2017_scale", "gatys2017_spatial",
-           "texture_synthesis", "hyperparameter_study")
+SCRIPTS = ("papers.gatys2016_fig3", "papers.gatys2016_fig4", "papers.gatys2017_color", "papers.gatys2017_scale",
+           "papers.gatys2017_spatial", "papers.texture_synthesis", "studies.hyperparameter_study")
 
 
 @pytest.fixture(scope="module")
 def modules():
-  sys.path.insert(0, str(EXPERIMENTS))
-  try:
-    yield {name: importlib.import_module(name) for name in SCRIPTS}
-  finally:
-    sys.path.remove(str(EXPERIMENTS))
+  return {name.split(".")[-1]: importlib.import_module(f"experiments.{name}") for name in SCRIPTS}
 
 
 def test_every_script_has_run_quick_full_and_a_run_command(modules):
   for name, module in modules.items():
     assert callable(module.run), name
     assert module.QUICK["size"] <= 128 and module.FULL["size"] >= module.QUICK["size"], name
-    assert f"python experiments/{name}.py --quick" in module.__doc__, name
+    assert f"python -m {module.__name__} --quick" in module.__doc__, name
     assert "Expected" in module.__doc__, name
 
 
 def test_wct_target_inversion_lowers_the_feature_error(default_weights):
-  sys.path.insert(0, str(EXPERIMENTS))
-  try:
-    module = importlib.import_module("wct_target_inversion")
-  finally:
-    sys.path.remove(str(EXPERIMENTS))
+  module = importlib.import_module("experiments.studies.wct_target_inversion")
   rng = np.random.default_rng(3)
   content, style = rng.random((32, 32, 3), np.float32), rng.random((32, 40, 3), np.float32) ** 2
   x, history = module.invert(default_weights, content, style, level="relu2_1", steps=20, report_every=10)
@@ -70,11 +63,7 @@ def test_color_figure_end_to_end(modules, default_weights, tmp_path):
 
 @pytest.fixture(scope="module")
 def classic_comparison():
-  sys.path.insert(0, str(EXPERIMENTS))
-  try:
-    yield importlib.import_module("classic_comparison")
-  finally:
-    sys.path.remove(str(EXPERIMENTS))
+  return importlib.import_module("experiments.studies.classic_comparison")
 
 
 def test_classic_comparison_measures_ours_and_the_reference(classic_comparison, default_weights, content, tmp_path):

@@ -1,5 +1,6 @@
-"""experiments/gpu_suite.py --tiny: every section of the GPU suite runs its code path on CPU (2 simulated devices
-for the sharded part), as CI runs it; and the bundle a GPU machine receives holds what the suite reads."""
+"""`python -m experiments.benchmarks.gpu_suite --tiny`: every section of the GPU suite runs its code path on CPU (2
+simulated devices for the sharded part), as CI runs it; and the bundle a GPU machine receives holds what the suite
+reads."""
 
 from __future__ import annotations
 
@@ -21,8 +22,8 @@ pytestmark = pytest.mark.slow
 def tiny_report(tmp_path_factory) -> tuple[dict, str]:
   out = tmp_path_factory.mktemp("gpu_suite") / "suite"
   env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=2")
-  proc = subprocess.run([sys.executable, "experiments/gpu_suite.py", "--tiny", "--out", str(out)], cwd=REPO, env=env,
-                        capture_output=True, text=True, timeout=600, check=False)
+  proc = subprocess.run([sys.executable, "-m", "experiments.benchmarks.gpu_suite", "--tiny", "--out", str(out)],
+                        cwd=REPO, env=env, capture_output=True, text=True, timeout=600, check=False)
   assert proc.returncode == 0, proc.stderr[-3000:]
   return json.loads(out.with_suffix(".json").read_text()), out.with_suffix(".md").read_text()
 

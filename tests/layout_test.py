@@ -10,7 +10,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 MAX_LINES = 500
 # Import roots whose private names are off limits elsewhere: the package, the experiments' shared modules and the
 # tests' helper modules.
-OWN = ("nst_jax", "benchmarking", "common", "weights_files", "cli_helpers", "adain_helpers")
+OWN = ("nst_jax", "experiments", "weights_files", "cli_helpers", "adain_helpers")
 
 
 def python_files(*folders: str) -> list[pathlib.Path]:
@@ -76,8 +76,8 @@ def layout_tree(readme: str) -> set[str]:
 
 def test_readme_layout_lists_every_module():
   listed = {p for p in layout_tree((REPO / "README.md").read_text())
-            if p.startswith(("nst_jax/", "experiments/benchmarking/"))}
-  modules = {str(p.relative_to(REPO)) for p in python_files("nst_jax", "experiments/benchmarking")}
+            if p.startswith(("nst_jax/", "experiments/benchmarks/benchmarking/"))}
+  modules = {str(p.relative_to(REPO)) for p in python_files("nst_jax", "experiments/benchmarks/benchmarking")}
   assert listed == modules, {"missing from README": sorted(modules - listed),
                              "not in the tree": sorted(listed - modules)}
 

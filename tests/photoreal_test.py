@@ -88,7 +88,7 @@ def photo_pair(content):
 
 
 def yardstick(weights, pair):
-  """The reference's segmented style loss (as experiments/dpst_examples.py measures it) of an image."""
+  """The reference's segmented style loss (as experiments/papers/dpst_examples.py measures it) of an image."""
   shape = pair["content"].shape[:2]
   config = photoreal.PhotorealConfig(size=max(shape), objective="reference", stage1_iterations=1)
   cfg = photoreal.stylize_config(config, stage=1, shape=shape, input_scale=weights.preprocessing.input_scale)

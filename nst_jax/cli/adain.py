@@ -101,6 +101,6 @@ def run(fv: flags.FlagValues, positional: list[str]) -> pathlib.Path:
 COMMAND = Command(
     name="adain", prog="python -m nst_jax adain", usage="--content PHOTO --style PAINTING[,...] [flags]",
     description="One encoder-AdaIN-decoder pass with the shipped decoder. Run times measured on a 2-core CPU "
-                "are in experiments/benchmark_adain_cli.md (3 s a call at 1024x768, 4 s with compilation).",
+                "are in docs/performance/benchmark_adain_cli.md (3 s a call at 1024x768, 4 s with compilation).",
     define_flags=define_flags, run=run,
     input_flags=("content", "style", "style_masks", "weights", "decoder"))

@@ -5,7 +5,7 @@ rotation, animated, too small to carry structure) is either handled here or turn
 a guide or map stretched to another aspect ratio gets a one-line `NSTWarning`.
 
 Pillow is imported where it is used: an array that already has the size asked for never needs it, which lets
-experiments/gpu_suite.py run on a machine with JAX but without Pillow.
+experiments.benchmarks.gpu_suite run on a machine with JAX but without Pillow.
 """
 
 from __future__ import annotations

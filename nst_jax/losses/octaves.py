@@ -4,7 +4,7 @@ A Gram matrix of a shallow layer taken on a downsampled image describes marks th
 shallow layer's cheap, grid-free gradients (Snelgrove 2017, "High-resolution multi-scale neural texture
 synthesis"). On hed-vgg16 this is what makes strokes larger: its deep layers relu3_1-relu5_1 carry ~1% of the style
 loss, and raising their weights prints their 8-16 px pooling grid before the strokes grow
-(experiments/GATYS_NOTES.md §6 and §10). An octave layer's target is the same layer's Gram matrix of the style
+(measured in docs/gatys.md). An octave layer's target is the same layer's Gram matrix of the style
 image, downsampled by the same factor from the size it is matched at.
 
 Images and guides are downsampled by `downsample` (linear interpolation with antialiasing, `jax.image.resize`),

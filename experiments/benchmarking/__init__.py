@@ -1,1 +1,0 @@
-"""The benchmark harness (experiments/benchmark.py, experiments/gpu_suite.py), outside the installed package."""

@@ -1,0 +1,2 @@
+"""The benchmark harness behind experiments/benchmarks/benchmark.py and experiments/benchmarks/gpu_suite.py, outside
+the installed package."""
