@@ -251,16 +251,18 @@ def test_bad_settings_are_refused():
 @pytest.mark.slow
 def test_tiled_two_stage_run_equals_the_untiled_one(default_weights, content):
   """Both stages through the high-resolution engine (48 px in 2 x 2 tiles of 32 px, exact halo) against the untiled
-  run: 3 + 2 L-BFGS iterations from the same start give the same images. Measured: mean |difference| 2e-6 after
-  each stage and after post-processing; the largest, 9.7e-4 after stage 1, in a few pixels (L-BFGS's first steps
-  from the near-constant start magnify float rounding), hence max <= 3e-3 and mean <= 2e-5 here."""
+  run: 3 + 2 Adam iterations from the same start give the same images. Adam, not the default L-BFGS: its loop
+  compiles in a fraction of the time (the tiled L-BFGS loop is tested in highres_test.py), and it does not magnify
+  float rounding as L-BFGS's first steps do (with L-BFGS: max |difference| 9.7e-4, mean 2e-6). Measured with Adam:
+  max 3.4e-6 and mean 1.7e-7 after post-processing (less after each stage), hence max <= 1e-4 and mean <= 2e-6."""
   from nst_jax.highres import highres_config
   content = image_io.resize_long_side(content, 48)
   style = np.clip(content[::-1, ::-1] * [1.2, 0.8, 0.6], 0, 1).astype(np.float32)
   h, w = content.shape[:2]
   content_seg, style_seg = two_colour_map(h, w, 0.5), two_colour_map(h, w, 0.3)
   config = photoreal.PhotorealConfig(size=48, stage1_iterations=3, stage2_iterations=2, smooth_radius=3,
-                                     content_layers=("relu2_2",), style_layers=("relu1_1", "relu2_1", "relu3_1"))
+                                     optimizer="adam", content_layers=("relu2_2",),
+                                     style_layers=("relu1_1", "relu2_1", "relu3_1"))
   run = lambda hr: photoreal.photoreal(content=content, style=style, weights=default_weights, config=config,
                                        content_seg=content_seg, style_seg=style_seg, progress=False, hr=hr)
   untiled, tiled = run(None), run(highres_config.HighresConfig(tile_size=32))
@@ -273,8 +275,8 @@ def test_tiled_two_stage_run_equals_the_untiled_one(default_weights, content):
     assert sum(b.final_terms.values()) < sum(b.initial_terms.values())
   for a, b in ((untiled.stage1.image, tiled.stage1.image), (untiled.unsmoothed, tiled.unsmoothed),
                (untiled.image, tiled.image)):
-    np.testing.assert_allclose(b, a, atol=3e-3)
-    assert np.abs(b - a).mean() <= 2e-5
+    np.testing.assert_allclose(b, a, atol=1e-4)
+    assert np.abs(b - a).mean() <= 2e-6
 
 
 def test_tiled_run_refuses_the_pyramid_and_checkpoints():

@@ -167,13 +167,16 @@ def test_edge_loss_on_random_weights_vanishes_at_content_and_has_finite_gradient
   params, extras = random_params("vgg16"), random_hed_extras()
   rng = np.random.default_rng(6)
   content = rng.uniform(0, 1, (16, 24, 3)).astype(np.float32)  # 24: padded to 32 inside
-  target = structure.edge_target(content_rgb01=content, hed_params=params, hed_extras=extras,
-                                 preprocessing=HED_CAFFE)
+  # Jitted, with the parameters as arguments: run op by op, HED's forward and backward compile hundreds of
+  # single-op programs (~20 s on CI's CPU); as programs, two compilations.
+  target = jax.jit(lambda c, p, e: structure.edge_target(content_rgb01=c, hed_params=p, hed_extras=e,
+                                                         preprocessing=HED_CAFFE))(content, params, extras)
   assert target.shape == (16, 24)
-  loss = lambda x: structure.edge_loss(image_rgb01=x, target_edges=target, hed_params=params, hed_extras=extras,
-                                       preprocessing=HED_CAFFE)
-  assert float(loss(jnp.asarray(content))) < 1e-12
-  value, grad = jax.value_and_grad(loss)(jnp.asarray(rng.uniform(0, 1, content.shape), jnp.float32))
+  loss = lambda x, p, e: structure.edge_loss(image_rgb01=x, target_edges=target, hed_params=p, hed_extras=e,
+                                             preprocessing=HED_CAFFE)
+  value_and_grad = jax.jit(jax.value_and_grad(loss))
+  assert float(value_and_grad(jnp.asarray(content), params, extras)[0]) < 1e-12
+  value, grad = value_and_grad(jnp.asarray(rng.uniform(0, 1, content.shape), jnp.float32), params, extras)
   assert float(value) > 0 and grad.shape == content.shape and bool(jnp.all(jnp.isfinite(grad)))
   assert float(jnp.max(jnp.abs(grad))) > 0
 
