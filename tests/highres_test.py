@@ -1,6 +1,6 @@
 """The tiled high-resolution engine against the untiled loss, across devices and processes, and through resume.
 
-The issue asks for 768 px with 384 px tiles; on this CI's 2 CPU cores with real weights that is minutes per run,
+The target case is 768 px with 384 px tiles; on this CI's 2 CPU cores with real weights that is minutes per run,
 so the same tile-to-image ratio (2 x 2 tiles) is tested at 64 px with 32 px tiles and shallow layers (up to
 relu3_1, receptive radius 12 px). Multi-device and multi-process runs go through subprocesses (the test process
 already has JAX with one device); run as `python tests/highres_test.py worker ...` they compute one result.

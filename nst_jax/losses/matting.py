@@ -31,8 +31,8 @@ the window's block of L is 1 − 11ᵀ/9 − Y Yᵀ, so with z_k = Σ_o Y_{k,o} 
   (L p)_i = sum_o m_{i−o} (p_i − p̄_{i−o} − Y_{i−o,o}ᵀ z_{i−o}),
 
 which is the guided-filter form with a_k = Δ_k^{-1/2} z_k / 3 and b_k = p̄_k − a_kᵀ μ_k, the colour products taken
-relative to the window mean before summing (`apply_laplacian_guided_filter` is the issue's literal form, exact in
-float64, kept for comparison). Its float32 error is ~1e-7 relative on random and photo-like guides alike.
+relative to the window mean before summing (`apply_laplacian_guided_filter` is the literal guided-filter form, exact
+in float64, kept for comparison). Its float32 error is ~1e-7 relative on random and photo-like guides alike.
 
 Locality (for tiled evaluation). (L p)_i depends only on p and the precomputed fields within 2 pixels of i (the
 windows touching i and their pixels), and the energy is a sum of per-pixel terms p_i·(L p)_i
@@ -123,7 +123,7 @@ def apply_laplacian(p: jax.Array, laplacian: Laplacian) -> jax.Array:
 
 
 def precompute_guided_filter(guide: np.ndarray, *, eps: float = EPSILON, dtype=jnp.float32) -> dict[str, jax.Array]:
-  """Fields of the issue's literal guided-filter form (`apply_laplacian_guided_filter`), float64 then cast:
+  """Fields of the literal guided-filter form (`apply_laplacian_guided_filter`), float64 then cast:
   'guide' I, 'mean' μ_k, 'inverse' m_k Δ_k⁻¹, 'window' m_k, 'count' c_i."""
   window, mean, delta = _window_stats(guide, eps)
   inverse = np.linalg.inv(delta) * window[..., None, None]

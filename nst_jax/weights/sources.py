@@ -66,7 +66,7 @@ KNOWN_SOURCES: dict[str, WeightSource] = {
         url="https://www.vlfeat.org/matconvnet/models/imagenet-vgg-verydeep-19.mat",
         filename="imagenet-vgg-verydeep-19.mat", convert=convert_matconvnet,
         # MatConvNet's pretrained-models page lists the first; the second is the widely used older release
-        # (quoted in vlfeat/matconvnet issue 1254). Both hold the same Caffe weights.
+        # (its md5 is quoted on the vlfeat/matconvnet GitHub tracker). Both hold the same Caffe weights.
         md5="106118b7cf60435e6d8e04f6a6dc3657,8ee3263992981a1d26e73b3ca028a123",
         description="VGG19 (original Caffe weights) from MatConvNet, RGB 0..255 mean-subtracted input (~510 MB)"),
 }
