@@ -220,7 +220,7 @@ def test_coarse_preset_paints_the_style_at_a_larger_scale(weights):
   marks (here: 8-px discs on 64 px): seen 4x smaller, it is much closer to the style than `fine`'s result, measured with
   an independent resampler (PIL) and the plain relu1_1/relu2_1 Gram distance (measured: 0.12x at 64 px, 0.13x
   with 12-px discs on 96 px). The stroke-size figures at 256 px are experiments/papers/gatys2017_scale.py's
-  (docs/gatys.md §10)."""
+  (docs/gatys.md §3)."""
   rng = np.random.default_rng(0)
   y, x = np.mgrid[:64, :64]
   discs = np.full((64, 64, 3), 0.85, np.float32)

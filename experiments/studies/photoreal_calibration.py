@@ -19,7 +19,7 @@ Run (from the repository root; needs ../shared/data/photoreal/):
   python -m experiments.studies.photoreal_calibration                       # 12 pairs at 384 px
   python -m experiments.studies.photoreal_calibration --pairs 1,7,14 --size 256
 
-Writes outputs/photoreal_calibration/results.json. Expected: docs/photoreal.md ("Calibration").
+Writes outputs/photoreal_calibration/results.json. Expected: docs/photoreal.md §3.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ pooling) bound what better inversion buys. Expected (256 px, 200-300 steps): the
 (t is not the feature map of any image) and the reductions stay far below the classic picture's, on
 golden_gate_starry relu2_1 8x at relu2_1 (the classic: 35x), and under the reductions that the reconstruction
 decoders reach in the cascade on golden_gate_scream and tubingen_seated_nude: the decoders' inventions, not
-their fidelity, carry the style (docs/wct.md section 7). Writes results.json and one PNG
+their fidelity, carry the style (docs/wct.md §5). Writes results.json and one PNG
 per picture under --out_dir.
 """
 
