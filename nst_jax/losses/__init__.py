@@ -20,12 +20,11 @@ Features = Mapping[str, jax.Array]
 
 @jax.custom_jvp
 def gram_product(flat: jax.Array) -> jax.Array:
-  """(..., M, C) -> (..., C, C) float32 product F^T F, accumulated in float32.
+  """The float32 product F^T F of (..., M, C) features: (..., C, C), accumulated in float32.
 
   The derivative is written as d(F^T F) = T + T^T with T = F^T dF, so that its transpose (the gradient) is the one
-  product F (G + G^T) instead of the two, F G^T + F G, that autodiff of the einsum gives: a third fewer Gram FLOPs
-  per evaluation, the same values.
-  """
+  product F (G + G^T) instead of the two, F G^T + F G, that autodiff of the einsum gives: a third fewer Gram
+  FLOPs per evaluation, the same values."""
   return jnp.einsum("...mi,...mj->...ij", flat, flat, preferred_element_type=jnp.float32)
 
 
@@ -37,13 +36,13 @@ def _gram_product_jvp(primals, tangents):
 
 
 def gram_matrix(features: jax.Array) -> jax.Array:
-  """(..., H, W, C) -> (..., C, C) Gram matrix F^T F / (H W), accumulated in float32."""
+  """The Gram matrix G = F^T F / (H W) of (..., H, W, C) features: (..., C, C), accumulated in float32."""
   *batch, h, w, c = features.shape
   return gram_product(features.reshape(*batch, h * w, c)) / (h * w)
 
 
 def layer_weights_or_equal(names, layer_weights: Mapping[str, float] | None) -> dict[str, float]:
-  """The given per-layer weights for `names`, or 1/len(names) each (Gatys et al.'s w_l)."""
+  """The per-layer weights w_l for `names`: the given ones, or 1/len(names) each (Gatys et al.'s)."""
   if layer_weights is None:
     return {name: 1.0 / len(names) for name in names}
   return {name: layer_weights[name] for name in names}
@@ -51,21 +50,42 @@ def layer_weights_or_equal(names, layer_weights: Mapping[str, float] | None) -> 
 
 def content_loss(*, features: Features, targets: Features,
                  layer_weights: Mapping[str, float] | None = None) -> jax.Array:
-  """Weighted mean squared error between features and content targets, over the layers in `targets`."""
+  """Content loss L_c = sum_l w_l mean((F_l - P_l)^2) over the layers in `targets`.
+
+  Args:
+    features: {layer: F_l} of the image being optimised.
+    targets: {layer: P_l} of the content image; its keys are the content layers.
+    layer_weights: {layer: w_l}; default 1 / (number of layers).
+
+  Returns:
+    The scalar loss (float32).
+  """
   weights = layer_weights_or_equal(list(targets), layer_weights)
   return sum(weights[name] * jnp.mean(jnp.square(features[name].astype(jnp.float32) - targets[name]))
              for name in targets)
 
 
 def style_layer_loss(*, gram: jax.Array, target_gram: jax.Array) -> jax.Array:
-  """Gatys et al.'s E_l for one layer from normalised Gram matrices (N x N)."""
+  """Gatys et al.'s per-layer style loss E_l = sum((G - A)^2) / (4 N^2) of normalised (..., N, N) Gram matrices.
+
+  With G = F^T F / M this is exactly their sum((F F^T - A')^2) / (4 N^2 M^2) for unnormalised matrices. Leading
+  axes are kept (one value per batch entry or region)."""
   n = gram.shape[-1]
   return jnp.sum(jnp.square(gram - target_gram), axis=(-2, -1)) / (4.0 * n * n)
 
 
 def style_loss(*, features: Features, target_grams: Features,
                layer_weights: Mapping[str, float] | None = None) -> jax.Array:
-  """Weighted sum of E_l over the layers in `target_grams` (summed over a batch, if any)."""
+  """Style loss L_s = sum_l w_l E_l(G(F_l), A_l) over the layers in `target_grams` (`style_layer_loss`).
+
+  Args:
+    features: {layer: (..., H, W, C) features} of the image being optimised.
+    target_grams: {layer: (C, C) Gram matrix A_l of the style (`gram_matrix`)}; its keys are the style layers.
+    layer_weights: {layer: w_l}; default 1 / (number of layers).
+
+  Returns:
+    The scalar loss, summed over a batch if the features have one.
+  """
   weights = layer_weights_or_equal(list(target_grams), layer_weights)
   return sum(weights[name] * jnp.sum(style_layer_loss(gram=gram_matrix(features[name]),
                                                       target_gram=target_grams[name]))
@@ -73,13 +93,15 @@ def style_loss(*, features: Features, target_grams: Features,
 
 
 def range_penalty(*, image: jax.Array, low: float = 0.0, high: float = 1.0) -> jax.Array:
-  """Mean over all values of the squared distance to [low, high]: zero inside the range. The optimised image is
-  saved clipped to it, and an optimizer left free puts values outside it where that lowers the style loss."""
+  """Range penalty mean((max(low - x, 0))^2 + (max(x - high, 0))^2) over all values of `image`: zero inside.
+
+  The optimised image is saved clipped to [low, high], and an optimiser left free puts values outside it where that
+  lowers the style loss; this term keeps it inside."""
   return jnp.mean(jnp.square(jnp.maximum(low - image, 0.0)) + jnp.square(jnp.maximum(image - high, 0.0)))
 
 
 def total_variation_loss(*, image: jax.Array) -> jax.Array:
-  """Mean squared difference of vertically and horizontally neighbouring pixels of an (..., H, W, C) image."""
+  """Total variation L_tv = mean((x[i+1, j] - x[i, j])^2) + mean((x[i, j+1] - x[i, j])^2) of an (..., H, W, C) image."""
   dy = image[..., 1:, :, :] - image[..., :-1, :, :]
   dx = image[..., :, 1:, :] - image[..., :, :-1, :]
   return jnp.mean(jnp.square(dy)) + jnp.mean(jnp.square(dx))

@@ -46,12 +46,12 @@ def _apply_matrix(matrix: np.ndarray, image: jax.Array) -> jax.Array:
 
 
 def rgb_to_yiq(image: jax.Array) -> jax.Array:
-  """(..., 3) RGB -> (..., 3) YIQ (NTSC, FCC matrix). Jittable."""
+  """(..., 3) RGB to (..., 3) YIQ (NTSC, FCC matrix). Jittable."""
   return _apply_matrix(_RGB_TO_YIQ, jnp.asarray(image, jnp.float32))
 
 
 def yiq_to_rgb(yiq: jax.Array) -> jax.Array:
-  """(..., 3) YIQ -> (..., 3) RGB with the exact inverse of the FCC matrix; no clipping. Jittable."""
+  """(..., 3) YIQ to (..., 3) RGB with the exact inverse of the FCC matrix; no clipping. Jittable."""
   return _apply_matrix(_YIQ_TO_RGB, jnp.asarray(yiq, jnp.float32))
 
 
@@ -60,18 +60,18 @@ def _luminance(image: jax.Array) -> jax.Array:
 
 
 def luminance_image(image: jax.Array) -> jax.Array:
-  """(..., 3) RGB -> gray (..., 3) image with R = G = B = Y: what the network sees in luminance mode. Jittable."""
+  """A gray (..., 3) image with R = G = B = Y of an RGB image: what the network sees in luminance mode. Jittable."""
   y = _luminance(image)
   return jnp.stack([y, y, y], axis=-1)
 
 
 def match_luminance(style: np.ndarray, content: np.ndarray, *, eps: float = 1e-5,
                     clip: bool = False) -> np.ndarray:
-  """Gatys et al. (2017)'s luminance matching: l_s' = sigma_c / sigma_s (l_s - mu_s) + mu_c, as a gray RGB image.
+  """Gatys et al. (2017)'s luminance matching of a style to a content, as a gray RGB image.
 
-  Without `clip` the result may leave [0, 1]; clipping would change the matched mean and std, so it is the
-  caller's choice. A flat style (sigma_s < eps) becomes flat at mu_c instead of dividing by zero.
-  """
+  l_s' = sigma_c / sigma_s (l_s - mu_s) + mu_c with l the YIQ luma and mu, sigma its mean and std. Without `clip`
+  the result may leave [0, 1]; clipping would change the matched mean and std, so it is the caller's choice. A flat
+  style (sigma_s < eps) becomes flat at mu_c instead of dividing by zero."""
   l_s = np.asarray(_luminance(style), np.float64)
   l_c = np.asarray(_luminance(content), np.float64)
   sigma_s, sigma_c = l_s.std(), l_c.std()
@@ -84,10 +84,12 @@ def match_luminance(style: np.ndarray, content: np.ndarray, *, eps: float = 1e-5
 
 def colors_kept_inputs(content: np.ndarray, styles: list[np.ndarray], mode: str
                        ) -> tuple[np.ndarray, list[np.ndarray]]:
-  """(content, styles) as a feed-forward method sees them under a colour-preservation `mode`: 'histogram' gives
-  each style the content's colour distribution (`match_color_histogram`); 'luminance' turns the content and the
-  styles into gray images, each style's luma matched to the content's (`match_luminance`), and the method's result
-  is recombined with the content's chroma (`combine_luminance`); 'none' changes nothing."""
+  """The (content, styles) a feed-forward method sees under the colour-preservation `mode`.
+
+  'histogram' gives each style the content's colour distribution (`match_color_histogram`); 'luminance' turns the
+  content and the styles into gray images, each style's luma matched to the content's (`match_luminance`), and the
+  caller recombines the method's result with the content's chroma (`combine_luminance`); 'none' changes nothing.
+  Another mode raises `NSTError`."""
   if mode not in COLOR_MODES:
     raise NSTError(f"--preserve_colors must be one of {', '.join(COLOR_MODES)}, got {mode!r}")
   if mode == "histogram":
@@ -98,15 +100,14 @@ def colors_kept_inputs(content: np.ndarray, styles: list[np.ndarray], mode: str
 
 
 def combine_luminance(*, stylized: jax.Array, content: jax.Array) -> jax.Array:
-  """RGB image with the luminance Y of `stylized` and the chroma I, Q of `content`, inside [0, 1]. Jittable.
+  """The RGB image with the luma Y of `stylized` and the chroma I, Q of `content`, inside [0, 1]. Jittable.
 
-  Plain "convert, then clip to [0, 1]" shifts the hue wherever the new Y with the old chroma lies out of gamut
-  (a dark content pixel made bright, ...), which in stylised images is common. Instead, since changing Y at fixed
-  chroma moves R, G, B together, each pixel's Y is clamped to the interval that keeps all three channels in
-  [0, 1]; that interval contains the content's own Y (the content is in gamut), so it is never empty. Chroma is
-  then exact; only the luminance of out-of-gamut pixels moves, by the least amount. The final clip only removes
-  float rounding (and handles a content image that is itself outside [0, 1]).
-  """
+  Plain "convert, then clip to [0, 1]" shifts the hue wherever the new Y with the old chroma lies out of gamut (a
+  dark content pixel made bright, ...), which in stylised images is common. Instead, since changing Y at fixed
+  chroma moves R, G, B together, each pixel's Y is clamped to the interval that keeps all three channels in [0, 1];
+  that interval contains the content's own Y (the content is in gamut), so it is never empty. Chroma is then exact;
+  only the luminance of out-of-gamut pixels moves, by the least amount. The final clip only removes float rounding
+  (and handles a content image that is itself outside [0, 1])."""
   y = _luminance(stylized)
   content_yiq = rgb_to_yiq(content)
   # The RGB the content's chroma contributes on top of Y * (1, 1, 1).
@@ -134,12 +135,11 @@ def _sqrt_and_inverse_sqrt(cov: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def histogram_transform(source: np.ndarray, target: np.ndarray, *,
                         method: Literal["cholesky", "eigen"] = "cholesky",
                         eps: float = 1e-5) -> tuple[np.ndarray, np.ndarray]:
-  """(A, b), float64, such that x' = A x + b gives `source`'s pixels the mean and covariance of `target`'s.
+  """The affine colour map (A, b), float64, that gives `source`'s pixels the mean and covariance of `target`'s.
 
-  A = L_t L_s^-1 ("cholesky") or Sigma_t^1/2 Sigma_s^-1/2 ("eigen"). Eigenvalues of both covariances below eps
-  are raised to eps, so that a gray or flat image (singular covariance) still gives a finite A while ordinary
-  images, whose colour variances are all above eps, are matched exactly.
-  """
+  x' = A x + b with A = L_t L_s^-1 ("cholesky", L L^T = Sigma) or Sigma_t^1/2 Sigma_s^-1/2 ("eigen"). Eigenvalues
+  of both covariances below eps are raised to eps, so that a gray or flat image (singular covariance) still gives a
+  finite A while ordinary images, whose colour variances are all above eps, are matched exactly."""
   if method not in ("cholesky", "eigen"):
     raise ValueError(f"method must be 'cholesky' or 'eigen', not {method!r}")
   mu_s, cov_s = _mean_cov(source)
@@ -163,15 +163,23 @@ def _weighted_mean_cov(pixels: np.ndarray, weights: np.ndarray) -> tuple[np.ndar
 
 def match_region_colors(content: np.ndarray, style: np.ndarray, *, content_masks: np.ndarray,
                         style_masks: np.ndarray, eps: float = 1e-4) -> np.ndarray:
-  """`content` with each region's colours mapped to the matching style region's mean and 3x3 covariance.
+  """`content` with each region's colours moved to the matching style region's mean and 3x3 covariance.
 
-  Region r of the content (soft mask `content_masks[r]`, (R, H, W), summing to 1 at every pixel) and of the style
-  (`style_masks[r]`, (R, h, w)) have weighted colour means and covariances; the content's pixels are mapped by
-  x' = A_r (x - mu_c) + mu_s with the optimal-transport map between the two Gaussians,
-  A_r = Sigma_c^-1/2 (Sigma_c^1/2 Sigma_s Sigma_c^1/2)^1/2 Sigma_c^-1/2 (Pitié and Kokaram 2007: of all linear maps
-  that match the moments, the one that moves colours least, so hues are not rotated), each covariance floored at
-  `eps`, and the maps are blended by the content masks, so a pixel on a soft region border takes the mask-weighted mix. A
-  region empty in either image keeps its colours. Float32, not clipped (the caller decides).
+  Each region's pixels are mapped by x' = A_r (x - mu_c) + mu_s with the optimal-transport map between the two
+  Gaussians, A_r = Sigma_c^-1/2 (Sigma_c^1/2 Sigma_s Sigma_c^1/2)^1/2 Sigma_c^-1/2 (Pitié and Kokaram 2007: of all
+  linear maps that match the moments, the one that moves colours least, so hues are not rotated). The maps are
+  blended by the content masks, so a pixel on a soft region border takes the mask-weighted mix; a region empty in
+  either image keeps its colours.
+
+  Args:
+    content: (H, W, 3) RGB in [0, 1].
+    style: (h, w, 3) RGB in [0, 1].
+    content_masks: (R, H, W) soft region masks of the content, summing to 1 at every pixel.
+    style_masks: (R, h, w) the same regions in the style.
+    eps: floor of each covariance's eigenvalues.
+
+  Returns:
+    (H, W, 3) float32, not clipped (the caller decides).
   """
   def moments_map(c_pixels, c_weight, s_pixels, s_weight):
     mu_c, cov_c = _weighted_mean_cov(c_pixels, c_weight)
@@ -214,12 +222,13 @@ def _weighted_quantile_map(x: np.ndarray, x_weights: np.ndarray, y: np.ndarray,
 
 def match_region_distributions(content: np.ndarray, style: np.ndarray, *, content_masks: np.ndarray,
                                style_masks: np.ndarray, iterations: int = 20, seed: int = 0) -> np.ndarray:
-  """`content` with each region's whole colour distribution moved to the matching style region's: iterative
-  distribution transfer (Pitié, Kokaram and Dahyot 2005). Each iteration rotates the colour space at random and
-  matches the three 1-D marginals by weighted quantiles; the rotated marginals of the result converge to the
-  style's, so a blue sky can take one of the painting's colours instead of the mean-and-covariance map's blend of
-  all of them (`match_region_colors`, which it extends; the masks, weights and blending are the same). Float32,
-  not clipped."""
+  """`content` with each region's whole colour distribution moved to the matching style region's.
+
+  Iterative distribution transfer (Pitié, Kokaram and Dahyot 2005): each of `iterations` steps rotates the colour
+  space at random (seeded by `seed`) and matches the three 1-D marginals by weighted quantiles; the rotated
+  marginals of the result converge to the style's, so a blue sky can take one of the painting's colours instead of
+  the mean-and-covariance map's blend of all of them. The masks, weights and blending are those of
+  `match_region_colors`. Float32, not clipped."""
   rng = np.random.default_rng(seed)
   rotations = [np.linalg.qr(rng.standard_normal((3, 3)))[0] for _ in range(iterations)]
 
@@ -239,14 +248,21 @@ def match_region_distributions(content: np.ndarray, style: np.ndarray, *, conten
 
 def match_style_mixture(content: np.ndarray, styles: Sequence[np.ndarray], *, region_masks: np.ndarray,
                         region_style_weights: np.ndarray, method: str = "moments") -> np.ndarray:
-  """`content` with each region's colours moved to those of its mixture of `styles`: with method 'moments' the
-  colour mean and 3x3 covariance (`match_region_colors`), with 'distribution' the whole colour distribution
-  (`match_region_distributions`).
+  """`content` with each region's colours moved to those of its mixture of `styles`.
 
-  Region r (soft mask `region_masks[r]`, (R, H, W) at the content's size) takes the pooled pixels of the styles in
-  the proportions `region_style_weights[r]` ((R, S), each style counted by its weight whatever its size). Where
-  the masks sum to more than 1 they are normalised; pixels they do not cover keep their colours. Float32, clipped
-  to [0, 1] (a starting image)."""
+  Args:
+    content: (H, W, 3) RGB in [0, 1].
+    styles: RGB [0, 1] style images (any sizes).
+    region_masks: (R, H, W) soft masks at the content's size. Where they sum to more than 1 they are normalised;
+      pixels they do not cover keep their colours.
+    region_style_weights: (R, S): region r takes the pooled pixels of the styles in these proportions (each style
+      counted by its weight whatever its size).
+    method: 'moments' moves the colour mean and 3x3 covariance (`match_region_colors`), 'distribution' the whole
+      colour distribution (`match_region_distributions`).
+
+  Returns:
+    (H, W, 3) float32 clipped to [0, 1] (a starting image).
+  """
   if method not in START_COLOR_METHODS:
     raise ValueError(f"method must be one of {START_COLOR_METHODS}, got {method!r}")
   pixels = [np.asarray(s, np.float64).reshape(-1, 3) for s in styles]
@@ -275,10 +291,9 @@ def match_color_histogram(source: np.ndarray, target: np.ndarray, *,
                           clip: bool = False) -> np.ndarray:
   """`source` recoloured to the per-channel mean and 3x3 colour covariance of `target` (float32, same shape).
 
-  Used with source = style, target = content before transfer (Gatys et al. 2017's colour histogram matching).
-  The result may leave [0, 1]; clipping changes the matched statistics, so it is off unless `clip` is set and
-  otherwise left to the caller (e.g. before the image is fed to VGG or saved).
-  """
+  Used with source = style, target = content before transfer (Gatys et al. 2017's colour histogram matching;
+  `histogram_transform` gives the map). The result may leave [0, 1]; clipping changes the matched statistics, so it
+  is off unless `clip` is set and otherwise left to the caller (e.g. before the image is fed to VGG or saved)."""
   a, b = histogram_transform(source, target, method=method, eps=eps)
   source = np.asarray(source, np.float64)
   matched = source @ a.T + b
@@ -289,9 +304,11 @@ def match_color_histogram(source: np.ndarray, target: np.ndarray, *,
 
 def with_chroma_statistics(image: jax.Array, *, own_mean: jax.Array, own_std: jax.Array, mean: jax.Array,
                            std: jax.Array) -> jax.Array:
-  """RGB `image` with its YIQ chroma (I, Q) standardised by its statistics (`own_mean`, `own_std`) and given
-  (`mean`, `std`), each broadcasting against (..., 2); its luma Y untouched. AdaIN of the pixels' chroma: a gray
-  reference (std 0, mean 0) gives a gray image. Not clipped. Jittable."""
+  """RGB `image` with its YIQ chroma given the statistics (`mean`, `std`); its luma Y untouched. Jittable.
+
+  AdaIN of the pixels' chroma: (I, Q) are standardised by the image's own statistics (`own_mean`, `own_std`, each
+  broadcasting against (..., 2)) and rescaled to `std` around `mean`. A gray reference (std 0, mean 0) gives a gray
+  image. Not clipped."""
   yiq = rgb_to_yiq(image)
   chroma = (yiq[..., 1:] - own_mean) / own_std * std + mean
   return yiq_to_rgb(jnp.concatenate([yiq[..., :1], chroma], axis=-1))
@@ -299,12 +316,11 @@ def with_chroma_statistics(image: jax.Array, *, own_mean: jax.Array, own_std: ja
 
 def match_chroma_statistics(image: np.ndarray, references: Sequence[np.ndarray], *,
                             weights: Sequence[float] | None = None, eps: float = 1e-6) -> np.ndarray:
-  """`image` through `with_chroma_statistics` with the references' chroma means and stds (weighted averages of
-  each reference's, weights default equal), clipped to [0, 1].
+  """`image` given the references' chroma means and stds (`with_chroma_statistics`), clipped to [0, 1].
 
-  Used after an optimisation whose loss leaves the pixels' chroma free (the MRF loss; see
-  `StylizeConfig.style_colors`); the AdaIN decoder's colour step is the same map.
-  """
+  The statistics are weighted averages of each reference's (`weights` default equal). Used after an optimisation
+  whose loss leaves the pixels' chroma free (the MRF loss; see `StylizeConfig.style_colors`); the AdaIN decoder's
+  colour step is the same map."""
   weights = np.full(len(references), 1.0 / len(references)) if weights is None else np.asarray(weights, np.float64)
   stats = [_chroma_mean_std(ref) for ref in references]
   mean = sum(w * m for w, (m, _) in zip(weights, stats))

@@ -87,14 +87,21 @@ def masks_at_layers(arch: str, masks: jax.Array, layers: Sequence[str], *,
 
 def guided_gram(features: jax.Array, masks: jax.Array, *, normalization: str = "squared_mass",
                 partition: Sequence[Mapping[str, Any]] | None = None) -> jax.Array:
-  """Guided Gram matrices (R, C, C) of (1, h, w, C) or (h, w, C) features under (R, h, w) guides, divided by
-  sum(m^2) ('squared_mass', Gatys et al.) or C * sum(m) ('channels_mass', Luan et al.).
+  """Guided Gram matrices G_r = (F ⊙ m_r)^T (F ⊙ m_r) / mass_r of features under R guides: (R, C, C).
 
-  With 'squared_mass' a guide of ones gives `nst_jax.losses.gram_matrix`; an empty guide gives zeros (not NaN).
+  With 'squared_mass' (Gatys et al.) mass_r = sum(m_r^2), and a guide of ones gives `nst_jax.losses.gram_matrix`;
+  with 'channels_mass' (Luan et al.) mass_r = C sum(m_r). An empty guide gives zeros (not NaN).
 
-  With `partition` (`guide_partition` of the guides) the same sums are taken for each group of pixels over the
-  guides that cover it only: h·w·C² multiply-adds times the mean number of guides per pixel (about one for
-  segmentation maps) instead of R·h·w·C², and no (R, h·w, C) array of weighted features.
+  Args:
+    features: (1, h, w, C) or (h, w, C) features.
+    masks: (R, h, w) guides at the features' resolution (`masks_at_layers`).
+    normalization: 'squared_mass' or 'channels_mass' (`gram_mass`).
+    partition: `guide_partition(masks)`: the same sums taken for each group of pixels over the guides that cover
+      it only, h·w·C² multiply-adds times the mean number of guides per pixel (about one for segmentation maps)
+      instead of R·h·w·C², and no (R, h·w, C) array of weighted features.
+
+  Returns:
+    (R, C, C) float32.
   """
   if normalization not in GRAM_NORMALIZATIONS:
     raise ValueError(f"normalization must be one of {GRAM_NORMALIZATIONS}, got {normalization!r}")
@@ -119,15 +126,14 @@ def guided_gram(features: jax.Array, masks: jax.Array, *, normalization: str = "
 
 
 def guide_partition(masks: np.ndarray, *, max_groups: int = 32) -> tuple[dict[str, np.ndarray], ...]:
-  """The pixels of (R, h, w) guides grouped by which guides cover them (are nonzero there), for `guided_gram`'s
-  `partition`: one {"pixels": (n,) flat indices, "regions": (k,) the guides covering them} per set
-  of guides that occurs. Inside a segmentation region a pixel has one guide; only borders (widened at deeper layers
-  by the 3x3 carrying) have two or more. Pixels no guide covers are in no group (they add to no Gram matrix).
-  Beyond `max_groups` sets (noisy soft masks could make up to 2^R), the smallest groups are merged into one whose
-  regions are the union of theirs (still exact: a guide that is zero on a pixel adds nothing), so the loss stays
-  a bounded number of products. Computed on the host: the array sizes are part of the shapes a jitted loss is
-  traced with.
-  """
+  """The pixels of (R, h, w) guides grouped by which guides cover them (are nonzero there), for `guided_gram`.
+
+  Returns one {"pixels": (n,) flat indices, "regions": (k,) the guides covering them} per set of guides that
+  occurs. Inside a segmentation region a pixel has one guide; only borders (widened at deeper layers by the 3x3
+  carrying) have two or more. Pixels no guide covers are in no group (they add to no Gram matrix). Beyond
+  `max_groups` sets (noisy soft masks could make up to 2^R), the smallest groups are merged into one whose regions
+  are the union of theirs (still exact: a guide that is zero on a pixel adds nothing), so the loss stays a bounded
+  number of products. Computed on the host: the array sizes are part of the shapes a jitted loss is traced with."""
   flat = np.asarray(masks).reshape(np.shape(masks)[0], -1) != 0
   keys = np.packbits(flat, axis=0, bitorder="little")                      # (ceil(R / 8), h*w) bit sets
   sets, group = np.unique(keys, axis=1, return_inverse=True)
@@ -147,8 +153,9 @@ def guide_partition(masks: np.ndarray, *, max_groups: int = 32) -> tuple[dict[st
 
 
 def gram_mass(masks: jax.Array, *, channels: int, normalization: str = "squared_mass") -> jax.Array:
-  """(R,) divisors of the guided Gram matrices of (R, h, w) guides: sum(m^2) or C * sum(m), at least a tiny
-  positive number (an empty guide gives a zero Gram matrix, not NaN). Shared with the tiled engine
+  """The (R,) divisors of the guided Gram matrices of (R, h, w) guides: sum(m^2) or C * sum(m).
+
+  At least a tiny positive number (an empty guide gives a zero Gram matrix, not NaN). Shared with the tiled engine
   (`nst_jax.highres`), which accumulates the numerator tile by tile and divides by the whole image's mass."""
   masks = jnp.asarray(masks, jnp.float32)
   # max(), not + eps: the ones guide must reproduce gram_matrix's division by H*W exactly.
@@ -167,14 +174,23 @@ def guided_style_loss(*, features: Mapping[str, jax.Array], target_grams: Mappin
                       layer_weights: Mapping[str, float] | None = None,
                       normalization: str = "squared_mass",
                       partitions: Mapping[str, Mapping[str, Any]] | None = None) -> jax.Array:
-  """sum_l w_l sum_r α_r E(G_r^l, A_r^l) over the layers in `target_grams` (each (R, C, C)); G by `guided_gram`
-  with `normalization` (the targets must have been made with the same one).
+  """Guided style loss L = sum_l w_l sum_r α_r E(G_r^l, A_r^l) over the layers in `target_grams`.
 
-  `masks` are the guides of the image being synthesised at each layer (`masks_at_layers`). A region whose guide is
-  empty at a layer contributes nothing there: with no pixels of that region there is no texture to match, and its
-  constant term E(0, A_r) would only offset the loss. `region_weights` α default to 1; `layer_weights` w_l to
-  1 / (number of layers), as in `nst_jax.losses.style_loss`. `partitions` ({layer: `guide_partition` of that
-  layer's guides}) make the Gram matrices cheaper to take, with the same values (`guided_gram`).
+  E is `nst_jax.losses.style_layer_loss` and G_r^l the image's guided Gram matrix (`guided_gram`). A region whose
+  guide is empty at a layer contributes nothing there: with no pixels of that region there is no texture to match,
+  and its constant term E(0, A_r) would only offset the loss.
+
+  Args:
+    features: {layer: features} of the image being optimised.
+    target_grams: {layer: (R, C, C) guided Gram matrices A_r^l of the styles}, made with the same `normalization`.
+    masks: {layer: (R, h, w) guides of the image being optimised} (`masks_at_layers`).
+    region_weights: (R,) α_r; default 1.
+    layer_weights: {layer: w_l}; default 1 / (number of layers), as in `nst_jax.losses.style_loss`.
+    normalization: 'squared_mass' or 'channels_mass' (`guided_gram`).
+    partitions: {layer: `guide_partition` of that layer's guides}: cheaper Gram matrices, the same values.
+
+  Returns:
+    The scalar loss.
   """
   weights = layer_weights_or_equal(list(target_grams), layer_weights)
   total = jnp.zeros((), jnp.float32)
@@ -193,8 +209,7 @@ def resize_mask(mask: np.ndarray, height: int, width: int) -> np.ndarray:
 
   Bilinear rather than the Lanczos of `nst_jax.io.image_io.resize`: Lanczos rings at hard region borders, which would
   leak a few percent of a region into its neighbour and dent the inside; a triangle filter (widened by Pillow when
-  shrinking, hence antialiased) is monotone, so every value stays within the range of its neighbourhood.
-  """
+  shrinking, hence antialiased) is monotone, so every value stays within the range of its neighbourhood."""
   mask = np.asarray(mask, np.float32)
   if mask.shape == (height, width):
     return mask
@@ -205,9 +220,10 @@ def resize_mask(mask: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 def load_mask(path: str | os.PathLike, *, height: int, width: int, what: str = "mask") -> np.ndarray:
-  """Reads a guide image as an (height, width) float32 array in [0, 1]: the mean of its RGB channels (white = in
-  the region), resized if it does not have the content image's size (with an `NSTWarning` when that changes its
-  aspect ratio). Unreadable files raise `NSTError`."""
+  """A guide image read as an (height, width) float32 array in [0, 1] (white = in the region).
+
+  The mean of its RGB channels, resized if it does not have the content image's size (with an `NSTWarning` when
+  that changes its aspect ratio). Unreadable files raise `NSTError`; `what` names the file in messages."""
   gray = image_io.load_image(path, what=what).mean(axis=-1)
   image_io.warn_if_stretched(gray.shape, (height, width), what=f"{what} {str(path)!r}")
   return resize_mask(gray, height, width)

@@ -5,24 +5,20 @@ Levin et al.'s Laplacian of a guide image I (H, W, 3) with 3x3 windows w_k (only
 
   L_ij = sum_{k: i, j in w_k} ( δ_ij − (1 + (I_i − μ_k)ᵀ (Σ_k + ε/9 · I)⁻¹ (I_j − μ_k)) / 9 ).
 
-It is never built. L·p is applied with 3x3 box sums `box` (zero outside the image) in He et al.'s guided-filter
-form: with Δ_k⁻¹ = (Σ_k + ε/9 · I)⁻¹, window indicator m_k and window count c_i = box(m)_i,
+It is never built. He et al.'s guided-filter form applies it with 3x3 box sums `box` (zero outside the image):
+with Δ_k⁻¹ = (Σ_k + ε/9 · I)⁻¹, window indicator m_k and window count c_i = box(m)_i,
 
   a_k = m_k · Δ_k⁻¹ (box(I p)_k / 9 − μ_k box(p)_k / 9),     b_k = m_k · (box(p)_k / 9 − a_kᵀ μ_k),
   (L p)_i = c_i p_i − (I_iᵀ box(a)_i + box(b)_i).
 
-(Expanding L_ij's sum over the windows containing i gives exactly this: the windows containing i are the windows
-centred in i's 3x3 neighbourhood, so the sum over k ∋ i is again a 3x3 box sum, and m_k drops the partial ones.)
-
 The photorealism energy of an image p (H, W, 3) in [0, 1] is sum_c p_cᵀ L p_c, the quantity Luan et al. weight by
-λ = 1e4; its gradient (2 L p) comes from `jax.grad`.
+λ; its gradient (2 L p) comes from `jax.grad`.
 
-Precision. In flat regions Σ_k ≈ 0 and Δ_k⁻¹ ≈ 9/ε ≈ 1e8; computing μ, Σ and the inverse in float32 gives NaN
-or garbage there, so every per-guide quantity is computed once in float64 with NumPy and cast. That alone is not
-enough for the guided-filter form in float32: box(I p)/9 − μ_k box(p)/9 cancels to ~σ_k·|p| from terms of size |p|,
-and Δ_k⁻¹ ~ 1/σ_k² then amplifies the float32 rounding (tests/matting_test.py measures 4e-3 relative error on an
-8-bit photo-like guide with gentle gradients). `apply_laplacian` therefore uses the same algebra grouped so that
-nothing cancels: with the per-window whitened, centred guide (precomputed in float64, 27 numbers per pixel)
+Precision. In flat regions Σ_k ≈ 0 and Δ_k⁻¹ ≈ 9/ε; computing μ, Σ and the inverse in float32 gives NaN or garbage
+there, so every per-guide quantity is computed once in float64 with NumPy and cast. In float32 the guided-filter
+form still cancels: box(I p)/9 − μ_k box(p)/9 is ~σ_k·|p| from terms of size |p|, and Δ_k⁻¹ ~ 1/σ_k² amplifies the
+rounding. `apply_laplacian` therefore uses the same algebra grouped so that nothing cancels: with the per-window
+whitened, centred guide (precomputed in float64, 27 numbers per pixel)
 
   Y_{k,o} = Δ_k^{-1/2} (I_{k+o} − μ_k) / 3   (o one of the 9 offsets of the window; |Y| <= 1 since Σ_o Y Yᵀ <= I),
 
@@ -30,15 +26,14 @@ the window's block of L is 1 − 11ᵀ/9 − Y Yᵀ, so with z_k = Σ_o Y_{k,o} 
 
   (L p)_i = sum_o m_{i−o} (p_i − p̄_{i−o} − Y_{i−o,o}ᵀ z_{i−o}),
 
-which is the guided-filter form with a_k = Δ_k^{-1/2} z_k / 3 and b_k = p̄_k − a_kᵀ μ_k, the colour products taken
-relative to the window mean before summing (`apply_laplacian_guided_filter` is the literal guided-filter form, exact
-in float64, kept for comparison). Its float32 error is ~1e-7 relative on random and photo-like guides alike.
+the guided-filter form with a_k = Δ_k^{-1/2} z_k / 3 and b_k = p̄_k − a_kᵀ μ_k, the colour products taken relative
+to the window mean before summing. `apply_laplacian_guided_filter` keeps the literal form for comparison (exact in
+float64; the accuracy of both is in docs/photoreal.md).
 
-Locality (for tiled evaluation). (L p)_i depends only on p and the precomputed fields within 2 pixels of i (the
-windows touching i and their pixels), and the energy is a sum of per-pixel terms p_i·(L p)_i
-(`matting_energy_map`). A tile evaluated with a 2-pixel halo of p and of the precomputed fields therefore gives
-exact (L p)_i on its interior, as long as the fields were precomputed on the whole image (m_k and c_i encode the
-true image border, not the tile's).
+Locality (for tiled evaluation). (L p)_i depends only on p and the precomputed fields within 2 pixels of i, and the
+energy is a sum of per-pixel terms p_i·(L p)_i (`matting_energy_map`). A tile evaluated with a 2-pixel halo of p
+and of the precomputed fields therefore gives exact (L p)_i on its interior, as long as the fields were
+precomputed on the whole image (m_k and c_i encode the true image border, not the tile's).
 """
 
 from __future__ import annotations
@@ -82,9 +77,11 @@ def _window_stats(guide: np.ndarray, eps: float) -> tuple[np.ndarray, np.ndarray
 
 
 def precompute(guide: np.ndarray, *, eps: float = EPSILON, dtype=jnp.float32) -> dict[str, jax.Array]:
-  """Per-guide fields of `apply_laplacian`, computed in float64 and cast to `dtype`: 'whitened' Y (H, W, 9, 3),
-  zero for windows not fully inside, 'window' m_k (H, W) and 'count' c_i (H, W). Window k is centred at pixel k.
-  (Centring uses float64 window means: the window's colour statistics are only ever used relative to them.)"""
+  """The per-guide fields of `apply_laplacian`, computed in float64 and cast to `dtype`.
+
+  'whitened' Y (H, W, 9, 3), zero for windows not fully inside; 'window' m_k (H, W); 'count' c_i (H, W). Window k
+  is centred at pixel k. (Centring uses float64 window means: the window's colour statistics are only ever used
+  relative to them.)"""
   guide = np.asarray(guide, np.float64)
   window, mean, delta = _window_stats(guide, eps)
   h, w, _ = guide.shape
@@ -123,7 +120,8 @@ def apply_laplacian(p: jax.Array, laplacian: Laplacian) -> jax.Array:
 
 
 def precompute_guided_filter(guide: np.ndarray, *, eps: float = EPSILON, dtype=jnp.float32) -> dict[str, jax.Array]:
-  """Fields of the literal guided-filter form (`apply_laplacian_guided_filter`), float64 then cast:
+  """The fields of the literal guided-filter form (`apply_laplacian_guided_filter`), float64 then cast.
+
   'guide' I, 'mean' μ_k, 'inverse' m_k Δ_k⁻¹, 'window' m_k, 'count' c_i."""
   window, mean, delta = _window_stats(guide, eps)
   inverse = np.linalg.inv(delta) * window[..., None, None]
@@ -139,9 +137,10 @@ def _box(x: jax.Array) -> jax.Array:
 
 
 def apply_laplacian_guided_filter(p: jax.Array, laplacian: Laplacian) -> jax.Array:
-  """L p of (H, W, C) p in He et al.'s box-filter form: a_k = m_k Δ_k⁻¹ (box(I p)/9 − μ_k box(p)/9),
-  b_k = m_k (box(p)/9 − a_kᵀ μ_k), (L p)_i = c_i p_i − (I_iᵀ box(a)_i + box(b)_i). Exact in float64; in float32
-  it loses ~3 digits on photos (see the module docstring), so the optimisation uses `apply_laplacian`."""
+  """L p of (H, W, C) p in He et al.'s box-filter form (the module docstring's a_k, b_k).
+
+  Exact in float64; in float32 it loses digits on photos (the module docstring), so the optimisation uses
+  `apply_laplacian`."""
   guide, mean, inverse = laplacian["guide"], laplacian["mean"], laplacian["inverse"]
   window, count = laplacian["window"], laplacian["count"]
   p_mean = _box(p) / WINDOW                                                   # (H, W, C)
@@ -153,10 +152,10 @@ def apply_laplacian_guided_filter(p: jax.Array, laplacian: Laplacian) -> jax.Arr
 
 
 def matting_energy_map(*, image: jax.Array, laplacian: Laplacian) -> jax.Array:
-  """Per-pixel terms sum_c p_c,i (L p_c)_i (H, W) of the energy; local (2-pixel support), so tiles can crop it."""
+  """The per-pixel terms sum_c p_c,i (L p_c)_i (H, W) of the energy; local (2-pixel support), so tiles can crop it."""
   return jnp.sum(image * apply_laplacian(image, laplacian), axis=-1)
 
 
 def matting_energy(*, image: jax.Array, laplacian: Laplacian) -> jax.Array:
-  """sum_c p_cᵀ L p_c of an (H, W, 3) image (or (H, W, C), any C) in [0, 1]; >= 0 up to rounding."""
+  """Matting energy sum_c p_cᵀ L p_c of an (H, W, 3) image (or (H, W, C), any C) in [0, 1]; >= 0 up to rounding."""
   return jnp.sum(matting_energy_map(image=image, laplacian=laplacian))

@@ -77,8 +77,7 @@ def nearest_patch_indices(features: jax.Array, bank: PatchBank, *, stride: int =
   """NN(i) for every synthesised patch, as (P_x,) int32 indices into the bank, in `extract_patches` order.
 
   One convolution of the features with the normalised style patches as kernels (HWIO: k, k, C, P) gives every
-  <Ψ_i(x), Ψ_j(s) / |Ψ_j(s)|>; no gradient flows through the matching.
-  """
+  <Ψ_i(x), Ψ_j(s) / |Ψ_j(s)|>; no gradient flows through the matching."""
   x = jax.lax.stop_gradient(_single(features).astype(jnp.float32))
   kernels = jnp.transpose(bank["normalized"], (1, 2, 3, 0))
   corr = jax.lax.conv_general_dilated(x[None], kernels, window_strides=(stride, stride), padding="VALID",
@@ -88,11 +87,18 @@ def nearest_patch_indices(features: jax.Array, bank: PatchBank, *, stride: int =
 
 def mrf_loss(*, features: jax.Array, bank: PatchBank, patch_size: int | None = None, stride: int = 1,
              patch_weights: jax.Array | None = None) -> jax.Array:
-  """Li & Wand's E_s for one layer, as the mean squared difference of every patch to its nearest style patch.
+  """Li & Wand's E_s = mean_i ||Ψ_i(x) - Ψ_NN(i)(s)||^2 / (k k C) for one layer.
 
-  `patch_size` is implied by the bank (and checked if given); `stride` must be static under jit.
-  `patch_weights` ((h', w'), one per synthesised patch, e.g. a region mask at the patch centres) turn the mean
-  into a weighted mean, which restricts the loss to a region for spatial control.
+  Args:
+    features: (h, w, C) features of the image being optimised.
+    bank: the style's `style_patch_bank`.
+    patch_size: k; implied by the bank (and checked if given).
+    stride: of the synthesised patches; must be static under jit.
+    patch_weights: (h', w'), one per synthesised patch (e.g. a region mask at the patch centres,
+      `patch_centre_weights`): the mean becomes a weighted mean, which restricts the loss to a region.
+
+  Returns:
+    The scalar loss.
   """
   k = _patch_size(bank, patch_size)
   x = _single(features).astype(jnp.float32)
@@ -106,14 +112,14 @@ def mrf_loss(*, features: jax.Array, bank: PatchBank, patch_size: int | None = N
 
 
 def patch_centre_weights(mask: jax.Array, patch_size: int, stride: int = 1) -> jax.Array:
-  """(h, w) mask -> (h', w') values at the centres of the VALID patches, for `mrf_loss(patch_weights=...)`."""
+  """The values of an (h, w) mask at the centres of the VALID patches, (h', w'), for `mrf_loss(patch_weights=...)`."""
   r = patch_size // 2
   return mask[r:mask.shape[0] - (patch_size - 1 - r):stride, r:mask.shape[1] - (patch_size - 1 - r):stride]
 
 
 def mrf_style_loss(*, features: Mapping[str, jax.Array], banks: Mapping[str, PatchBank],
                    layer_weights: Mapping[str, float] | None = None, stride: int = 1) -> jax.Array:
-  """Weighted sum of `mrf_loss` over the layers in `banks` (one bank per layer, from `style_patch_bank`)."""
+  """MRF style loss sum_l w_l E_s,l over the layers in `banks` (one `style_patch_bank` per layer; w_l default equal)."""
   weights = layer_weights_or_equal(list(banks), layer_weights)
   return sum(weights[name] * mrf_loss(features=features[name], bank=banks[name], stride=stride)
              for name in banks)

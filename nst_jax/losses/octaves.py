@@ -1,11 +1,10 @@
-"""Style layers on a pyramid of the image: `relu2_1@4` is relu2_1 of the image downsampled 4x.
+"""Octave style layers: a style layer taken on the image downsampled by an integer factor, named 'relu2_1@4'.
 
 A Gram matrix of a shallow layer taken on a downsampled image describes marks that many times larger, with the
 shallow layer's cheap, grid-free gradients (Snelgrove 2017, "High-resolution multi-scale neural texture
-synthesis"). On hed-vgg16 this is what makes strokes larger: its deep layers relu3_1-relu5_1 carry ~1% of the style
-loss, and raising their weights prints their 8-16 px pooling grid before the strokes grow
-(measured in docs/gatys.md). An octave layer's target is the same layer's Gram matrix of the style
-image, downsampled by the same factor from the size it is matched at.
+synthesis"). On hed-vgg16 this is what makes strokes larger: its deep layers carry little of the style loss, and
+raising their weights prints their pooling grid before the strokes grow (docs/gatys.md). An octave layer's target
+is the same layer's Gram matrix of the style image, downsampled by the same factor from the size it is matched at.
 
 Images and guides are downsampled by `downsample` (linear interpolation with antialiasing, `jax.image.resize`),
 whose gradient spreads every output pixel smoothly over its footprint, so no block grid is printed.
@@ -24,8 +23,9 @@ MAX_FACTOR = 16
 
 
 def split(name: str) -> tuple[str, int]:
-  """'relu2_1@4' -> ('relu2_1', 4); a plain layer name -> (name, 1). ValueError for a factor that is not an
-  integer in [2, MAX_FACTOR]."""
+  """The (layer, factor) of an entry: 'relu2_1@4' gives ('relu2_1', 4), a plain layer name (name, 1).
+
+  Raises ValueError for a factor that is not an integer in [2, MAX_FACTOR]."""
   base, sep, factor = name.partition(SEPARATOR)
   if not sep:
     return name, 1
@@ -36,6 +36,7 @@ def split(name: str) -> tuple[str, int]:
 
 
 def name(base: str, factor: int) -> str:
+  """The entry naming `base` taken at `factor`: 'relu2_1@4', or `base` itself for factor 1."""
   return base if factor == 1 else f"{base}{SEPARATOR}{factor}"
 
 
@@ -55,13 +56,13 @@ def at_factor(names: Sequence[str], factor: int) -> tuple[str, ...]:
 
 
 def check_layers(arch: str, names: Sequence[str]) -> None:
-  """ValueError naming the first entry of `names` that is not a layer of `arch`, plain or with a factor."""
+  """Raises ValueError naming the first entry of `names` that is not a layer of `arch`, plain or with a factor."""
   for entry in names:
     vgg.check_layers(arch, [split(entry)[0]])
 
 
 def downsample(image: jax.Array, factor: int) -> jax.Array:
-  """(..., H, W, C) -> (..., round(H / factor), round(W / factor), C), antialiased linear resampling."""
+  """(..., H, W, C) to (..., round(H / factor), round(W / factor), C) by antialiased linear resampling."""
   if factor == 1:
     return image
   *lead, h, w, c = image.shape
@@ -71,8 +72,10 @@ def downsample(image: jax.Array, factor: int) -> jax.Array:
 
 def features(apply: Callable[[jax.Array, tuple[str, ...]], Mapping[str, jax.Array]], image: jax.Array,
              names: Sequence[str]) -> dict[str, jax.Array]:
-  """{entry: features} for every entry of `names`: `apply(image, layers)` gives the network's `layers` of an
-  (H, W, 3) image; it is called once on the image and once per factor on `downsample(image, factor)`."""
+  """{entry: features} for every entry of `names` (octave entries on the downsampled image).
+
+  `apply(image, layers)` gives the network's `layers` of an (H, W, 3) image; it is called once on the image and once
+  per factor on `downsample(image, factor)`."""
   out: dict[str, jax.Array] = {}
   for factor in (1, *factors(names)):
     layers = at_factor(names, factor)
@@ -84,6 +87,8 @@ def features(apply: Callable[[jax.Array, tuple[str, ...]], Mapping[str, jax.Arra
 
 def guides_at_layers(carry: Callable[[jax.Array, tuple[str, ...]], Mapping[str, jax.Array]], masks: jax.Array,
                      names: Sequence[str]) -> dict[str, jax.Array]:
-  """`features` for guides: `carry(masks, layers)` takes (R, H, W) image-space guides to `layers`
-  (`guidance.masks_at_layers`); octave entries get the guides downsampled like the image."""
+  """`features` for guides: {entry: (R, h, w) guides} for every entry of `names`.
+
+  `carry(masks, layers)` takes (R, H, W) image-space guides to `layers` (`guidance.masks_at_layers`); octave entries
+  get the guides downsampled like the image."""
   return features(lambda m, layers: carry(m[..., 0], layers), masks[..., None], names)

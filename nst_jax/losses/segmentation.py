@@ -1,8 +1,8 @@
 """Colour-coded semantic segmentation maps of Luan et al. (2017) turned into matched content/style region masks.
 
 A map paints each semantic region in one of nine colours (`COLORS`). Anti-aliased edges blend neighbouring colours;
-the reference code keeps a pixel only when every channel is within 0.1 of a colour, silently dropping 1-7% of the
-pixels of the paper's maps (they then belong to no region and get no style). Here every pixel is assigned:
+the reference code keeps a pixel only when every channel is within 0.1 of a colour, silently dropping the blended
+pixels (they then belong to no region and get no style). Here every pixel is assigned:
 
 1. A colour is *present* in a map when it has core pixels: pixels within 0.1 of it in every channel (the
    reference's test) whose whole 3x3 neighbourhood passes the test too, at least `MIN_CORE_FRACTION` of the map.
@@ -105,8 +105,9 @@ def one_hot_masks(seg: np.ndarray, colors: Sequence[str], *, height: int, width:
 
 def match(content_seg: np.ndarray | None, style_seg: np.ndarray | None, *, content_shape: tuple[int, int],
           style_shape: tuple[int, int]) -> Segmentation:
-  """Region masks for a content image of `content_shape` and a style image of `style_shape` (the maps may have
-  any size); both maps or neither. See the module docstring for the rules."""
+  """Matched region masks for a content image of `content_shape` and a style image of `style_shape`.
+
+  The maps may have any size; both maps or neither. The module docstring gives the rules."""
   if (content_seg is None) != (style_seg is None):
     raise NSTError("give both --content_seg and --style_seg, or neither")
   ones_c, ones_s = np.ones(content_shape, np.float32), np.ones(style_shape, np.float32)
@@ -146,8 +147,10 @@ def region_means(masks: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
 def style_targets(arch: str, style_features: Mapping[str, jax.Array], style_masks: np.ndarray,
                   layers: Sequence[str], *, pooling: str = "avg",
                   normalization: str = "channels_mass") -> dict[str, jax.Array]:
-  """{layer: (R, C, C)} guided Gram targets of the style image's features under its region masks (R, h, w), given
-  at the size of the image the features were computed from and carried through the network here."""
+  """{layer: (R, C, C)} guided Gram targets of the style image's features under its region masks.
+
+  `style_masks` (R, h, w) are given at the size of the image the features were computed from and carried through
+  the network here (`guidance.masks_at_layers`)."""
   carried = guidance.masks_at_layers(arch, jnp.asarray(style_masks), layers, pooling=pooling)
   return {name: guidance.guided_gram(style_features[name], carried[name], normalization=normalization)
           for name in layers}

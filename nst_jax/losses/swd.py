@@ -28,14 +28,13 @@ Target = Mapping[str, jax.Array]  # {"directions": (C, K), "sorted": (M, K)}
 
 
 def random_directions(channels: int, *, seed: int) -> np.ndarray:
-  """(C, C) random orthonormal basis (QR of a Gaussian matrix, signs fixed), float32."""
+  """A (C, C) random orthonormal basis (QR of a Gaussian matrix, signs fixed), float32."""
   q, r = np.linalg.qr(np.random.default_rng(seed).normal(size=(channels, channels)))
   return (q * np.sign(np.diag(r))[None, :]).astype(np.float32)
 
 
 def resample_sorted(sorted_values: np.ndarray, count: int) -> np.ndarray:
-  """(N, K) ascending columns -> (count, K): the values at `count` evenly spaced quantile positions (midpoints),
-  linearly interpolated."""
+  """(N, K) ascending columns resampled to (count, K) at evenly spaced quantile positions (midpoints), linearly."""
   n = sorted_values.shape[0]
   positions = (np.arange(count) + 0.5) / count * n - 0.5
   lo = np.clip(np.floor(positions).astype(int), 0, n - 1)
@@ -46,9 +45,11 @@ def resample_sorted(sorted_values: np.ndarray, count: int) -> np.ndarray:
 
 def style_target(style_features: Sequence[jax.Array], *, positions: int, seed: int,
                  blend: Sequence[float] | None = None) -> dict[str, jax.Array]:
-  """The target of one layer from one or more styles' (1, h, w, C) features: a blend's styles contribute
-  quantiles in proportion to their weights (their distributions are mixed), resampled to the output's
-  `positions` (h' * w' of the optimised image at this layer)."""
+  """The sliced Wasserstein target of one layer from one or more styles' (1, h, w, C) features.
+
+  A blend's styles contribute quantiles in proportion to their `blend` weights (their distributions are mixed),
+  resampled to the output's `positions` (h' * w' of the optimised image at this layer); `seed` picks the layer's
+  directions (`random_directions`)."""
   blend = np.asarray(blend if blend is not None else [1.0] * len(style_features), np.float64)
   blend = blend / blend.sum()
   channels = style_features[0].shape[-1]
@@ -66,7 +67,9 @@ def style_target(style_features: Sequence[jax.Array], *, positions: int, seed: i
 
 
 def swd_layer_loss(*, features: jax.Array, target: Target) -> jax.Array:
-  """E_l of the module docstring for (1, h, w, C) features; `target["sorted"]` has h * w rows."""
+  """E_l = mean_k mean_m (sort(F v_k)_m - sort(S v_k)_m)^2 / mean_k mean_m sort(S v_k)_m^2 of (1, h, w, C) features.
+
+  `target["sorted"]` (`style_target`) has h * w rows."""
   channels = features.shape[-1]
   projected = features.reshape(-1, channels).astype(jnp.float32) @ target["directions"]
   if projected.shape[0] != target["sorted"].shape[0]:
@@ -77,6 +80,6 @@ def swd_layer_loss(*, features: jax.Array, target: Target) -> jax.Array:
 
 def swd_style_loss(*, features: Mapping[str, jax.Array], targets: Mapping[str, Target],
                    layer_weights: Mapping[str, float]) -> jax.Array:
-  """sum_l w_l E_l over the layers in `targets`."""
+  """Sliced Wasserstein style loss sum_l w_l E_l over the layers in `targets`."""
   return sum(layer_weights[name] * swd_layer_loss(features=features[name], target=targets[name])
              for name in targets)
