@@ -131,8 +131,9 @@ def _variance_scale(name: str, names: Sequence[str]) -> float:
 
 
 def init_decoder(arch: str, width: int = 64, *, seed: int = 0, skip_width: int = 0) -> dict:
-  """Fresh decoder parameters: flat {'decX_Y/kernel': ..., 'decX_Y/bias': ...} (float32 NumPy arrays), drawn from
-  the distribution of `Decoder`'s initialisers (`layers.truncated_normal_convs`)."""
+  """Fresh decoder parameters: flat {'decX_Y/kernel', 'decX_Y/bias'} float32 NumPy arrays.
+
+  Drawn from the distribution of `Decoder`'s initialisers (`layers.truncated_normal_convs`)."""
   shapes = decoder_shapes(arch, width, skip_width)
   names = list(shapes)
   return layers.truncated_normal_convs(shapes, seed=seed, variance_scale=lambda name: _variance_scale(name, names))
@@ -141,7 +142,20 @@ def init_decoder(arch: str, width: int = 64, *, seed: int = 0, skip_width: int =
 def decode(dec_params: Mapping, feats: jax.Array, *, arch: str, width: int, padding: str = "reflect",
            valid: jax.Array | None = None, skips: Mapping[str, jax.Array] | None = None,
            skip_width: int = 0, input_scale: float = 1.0) -> jax.Array:
-  """The decoder's image of relu4_1 features (and, with `skip_width`, of the `skips`)."""
+  """The decoder's RGB image (N, 8H, 8W, 3) of relu4_1 features (and, with `skip_width`, of the `skips`).
+
+  Args:
+    dec_params: flat {'decX_Y/kernel', 'decX_Y/bias'} parameters.
+    feats: (N, H, W, 512) relu4_1 features, AdaIN-normalised at inference.
+    arch: the encoder's architecture.
+    width: the decoder's width (64 = the paper's).
+    padding: 'reflect' (the paper's) or 'zero'.
+    valid: (1 or N, H, W, 1) 1 on the image, 0 on padding (zero padding only): the features are multiplied by it and
+      every activation outside the image is zeroed, so a padded input decodes as the unpadded one would.
+    skips: {relu3_1, relu2_1, relu1_1: AdaIN-normalised encoder features} for a decoder with skips.
+    skip_width: the width of the encoder the skips come from (0: no skips).
+    input_scale: multiplies the decoder's inputs.
+  """
   return Decoder(arch, width, padding, skip_width, input_scale).apply(
       {"params": dec_params}, feats if valid is None else feats * valid, valid, skips)
 
@@ -183,8 +197,9 @@ def _checked_decoder_arrays(arrays: Mapping[str, Any], arch: str, width: int, wh
 
 
 def save_decoder(path: str | os.PathLike, ckpt: DecoderCheckpoint, *, dtype: str = "float16") -> pathlib.Path:
-  """Writes the decoder state file (arrays as float16 or float32, compressed), after the checks `load_decoder`
-  makes; format_version 1 unless it needs version 2's fields."""
+  """Writes the decoder state file (arrays as float16 or float32, compressed), after the checks `load_decoder` makes.
+
+  Format version 1 unless the checkpoint needs version 2's fields (a student, skips, zero padding, an input scale)."""
   path = pathlib.Path(path)
   arrays = _checked_decoder_arrays({k: np.asarray(v, np.float32) for k, v in ckpt.params.items()}, ckpt.arch,
                                    ckpt.width, str(path), ckpt.skip_width)

@@ -1,10 +1,10 @@
 """A small student encoder for fast AdaIN inference, distilled from the VGG encoder (the teacher).
 
-The teacher (hed-vgg16 up to relu4_1, ~107 GFLOP for a 512x512 image) costs more than a whole stylisation may take
-on a CPU. The student has the teacher's topology (VGG16 up to relu4_1, 3x3 zero-padded convolutions, 2x2 max
-pooling, the same input preprocessing) with `width` / 64 of its channels in blocks 1-3 and all 512 relu4_1
-channels, so AdaIN's statistics live in the teacher's relu4_1 space (Wang et al. 2020, "Collaborative Distillation
-for Ultra-Resolution Universal Style Transfer", compress the VGG encoder of AdaIN/WCT similarly).
+The teacher (hed-vgg16 up to relu4_1) costs more than a whole stylisation may take on a CPU (docs/adain.md). The
+student has the teacher's topology (VGG16 up to relu4_1, 3x3 zero-padded convolutions, 2x2 max pooling, the same
+input preprocessing) with `width` / 64 of its channels in blocks 1-3 and all 512 relu4_1 channels, so AdaIN's
+statistics live in the teacher's relu4_1 space (Wang et al. 2020, "Collaborative Distillation for Ultra-Resolution
+Universal Style Transfer", compress the VGG encoder of AdaIN/WCT similarly).
 
 Initialisation prunes the teacher: every layer keeps the output channels that are most active on sample images,
 and the next layer the matching input channels, so student channel k of relu_l *is* teacher channel
@@ -38,8 +38,16 @@ STUDENT_FORMAT_VERSION = 1
 
 @dataclasses.dataclass
 class Student:
-  """A student encoder: flat {'convX_Y/kernel', 'convX_Y/bias'} parameters, its width, the teacher channel behind
-  each of its relu1_1..relu4_1 channels, and the teacher's identity (arch, weights sha256)."""
+  """A student encoder and its lineage.
+
+  Attributes:
+    params: flat {'convX_Y/kernel', 'convX_Y/bias'} parameters.
+    width: its width (64 = the teacher's).
+    channels: {relu1_1..relu4_1: the teacher channel behind each of its channels}.
+    teacher_arch: the teacher's architecture.
+    teacher_sha256: `VGGWeights.source_sha256` of the teacher's weights.
+    info: free-form JSON-able record (how it was made).
+    preprocessing: the teacher's input preprocessing, which the student shares."""
 
   params: dict
   width: int
@@ -58,7 +66,7 @@ class Student:
 
 
 def check_params(params: Mapping[str, object], width: int, where: str) -> None:
-  """NSTError unless `params` are exactly the float16/32, finite arrays of a width-`width` student."""
+  """Raises NSTError unless `params` are exactly the float16/32, finite arrays of a width-`width` student."""
   expected = {}
   for name, (kshape, bshape) in student_shapes(width).items():
     expected[name + "/kernel"], expected[name + "/bias"] = kshape, bshape
@@ -71,8 +79,9 @@ def check_params(params: Mapping[str, object], width: int, where: str) -> None:
 
 
 def save_student(path: str | os.PathLike, student: Student) -> pathlib.Path:
-  """The student as a state file of `nst_jax.io.checkpoint` (format "nst_jax-adain-student": float32 arrays and a
-  JSON header), written atomically."""
+  """Writes the student as a state file of `nst_jax.io.checkpoint`, atomically.
+
+  Format "nst_jax-adain-student": float32 arrays and a JSON header."""
   meta = {"width": student.width, "channels": student.channels, "teacher_arch": student.teacher_arch,
           "teacher_sha256": student.teacher_sha256, "info": student.info,
           "preprocessing": preprocessing_dict(student.preprocessing)}
@@ -170,13 +179,25 @@ def encode(params: Mapping, images: jax.Array, *, preprocessing: Preprocessing,
 def prune_teacher(teacher: Mapping[str, Mapping[str, np.ndarray]], images: np.ndarray, *, width: int,
                   preprocessing: Preprocessing, max_rows: int = 100_000,
                   seed: int = 0) -> tuple[dict[str, np.ndarray], dict[str, list[int]]]:
-  """(student params, {relu layer: teacher channel of each student channel}) from `images` (N, H, W, 3 in [0, 1]).
+  """A student pruned from the teacher and refitted by least squares, without training.
 
   Layer by layer: keep the teacher's output channels with the largest mean squared activation, then fit the
   student's kernel and bias by ridge least squares so that, from the student's own (pruned, already fitted) input
   channels, its pre-activations reproduce the teacher's for the kept channels (channel pruning with linear
   reconstruction, He et al. 2017). Before any training the student thus approximates the teacher's relu1_1..relu4_1
-  channels as well as a linear map of its inputs can (relu1_1 exactly)."""
+  channels as well as a linear map of its inputs can (relu1_1 exactly).
+
+  Args:
+    teacher: the teacher's VGG parameters.
+    images: (N, H, W, 3) RGB in [0, 1], the sample images.
+    width: the student's width.
+    preprocessing: the teacher's input preprocessing.
+    max_rows: at most this many sampled positions per least-squares fit.
+    seed: of the position sampling.
+
+  Returns:
+    (student params, {relu layer: teacher channel of each student channel}).
+  """
   keep_n = student_channels(width)
   rng = np.random.default_rng(seed)
   params: dict[str, np.ndarray] = {}
@@ -213,7 +234,7 @@ def _patches3x3(x: np.ndarray) -> np.ndarray:
 
 def distill_loss(*, student_feats: Mapping[str, jax.Array], teacher_feats: Mapping[str, jax.Array],
                  channels: Mapping[str, Sequence[int]], layers: Sequence[str] = LAYERS) -> jax.Array:
-  """Sum over layers of mean((student - teacher[channels])^2) / mean(teacher[channels]^2)."""
+  """Distillation loss sum_l mean((S_l - T_l[channels_l])^2) / mean(T_l[channels_l]^2) over `layers`."""
   total = 0.0
   for layer in layers:
     target = jnp.take(teacher_feats[layer], jnp.asarray(channels[layer]), axis=-1)

@@ -51,7 +51,7 @@ def truncated_normal_convs(shapes: Mapping[str, tuple[tuple[int, ...], tuple[int
   Kernels are fan-in variance-scaled normals truncated at two standard deviations (Flax's
   `variance_scaling(scale, "fan_in", "truncated_normal")`), biases zero; drawn layer by layer from one NumPy
   generator seeded by `seed`. NumPy rather than `Module.init`: XLA compiles JAX's threefry random bits slowly on a
-  CPU (3-5 s per decoder configuration, more than a training step), and the draw needs no accelerator."""
+  CPU (seconds per decoder configuration, more than a training step), and the draw needs no accelerator."""
   rng = np.random.default_rng(seed)
   params = {}
   for name, (kshape, bshape) in shapes.items():
@@ -68,9 +68,10 @@ def truncated_normal_convs(shapes: Mapping[str, tuple[tuple[int, ...], tuple[int
 
 def checked_conv_arrays(arrays: Mapping[str, Any], shapes: Mapping[str, tuple[tuple[int, ...], tuple[int, ...]]], *,
                         where: str, what: str) -> dict[str, np.ndarray]:
-  """Exactly the arrays {'NAME/kernel', 'NAME/bias'} of convolutions {NAME: (kernel shape, bias shape)}, each float16
-  or float32, of its shape and finite; otherwise NSTError "`where`: `what` array 'NAME/...' ..." for the first
-  fault."""
+  """Exactly the arrays {'NAME/kernel', 'NAME/bias'} of convolutions {NAME: (kernel shape, bias shape)}.
+
+  Each must be float16 or float32, of its shape and finite; otherwise NSTError "`where`: `what` array 'NAME/...'
+  ..." for the first fault."""
   expected = {}
   for name, (kshape, bshape) in shapes.items():
     expected[f"{name}/kernel"], expected[f"{name}/bias"] = tuple(kshape), tuple(bshape)

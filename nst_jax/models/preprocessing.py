@@ -48,7 +48,7 @@ class Preprocessing:
       raise WeightsError(f"preprocessing std must be non-zero, got {self.std!r}")
 
   def apply(self, rgb01: Any) -> jnp.ndarray:
-    """[..., 3] RGB in [0, 1] (numpy or jax) -> network input. Pure jnp, so it jits and differentiates."""
+    """Network input of [..., 3] RGB in [0, 1] (NumPy or JAX). Pure jnp, so it jits and differentiates."""
     x = jnp.asarray(rgb01)
     if not jnp.issubdtype(x.dtype, jnp.floating):
       x = x.astype(jnp.float32)
@@ -59,7 +59,7 @@ class Preprocessing:
     return (x - jnp.asarray(self.mean, x.dtype)) / jnp.asarray(self.std, x.dtype)
 
   def invert(self, x: Any) -> jnp.ndarray:
-    """Network input -> [..., 3] RGB in [0, 1] (not clipped); the inverse of `apply`."""
+    """[..., 3] RGB in [0, 1] (not clipped) of a network input; the inverse of `apply`."""
     x = jnp.asarray(x)
     if not jnp.issubdtype(x.dtype, jnp.floating):
       x = x.astype(jnp.float32)
@@ -70,11 +70,13 @@ class Preprocessing:
     return x / jnp.asarray(self.input_scale, x.dtype)
 
   def to_dict(self) -> dict[str, Any]:
+    """The JSON-able dict of the four fields, as weight and decoder files store it."""
     return {"channel_order": self.channel_order, "input_scale": self.input_scale, "mean": list(self.mean),
             "std": list(self.std)}
 
   @classmethod
   def from_dict(cls, d: Mapping[str, Any]) -> Preprocessing:
+    """The `Preprocessing` of `to_dict`'s dict; WeightsError unless it has exactly the four fields, well typed."""
     fields = {f.name for f in dataclasses.fields(cls)}
     if not isinstance(d, Mapping) or set(d) != fields:
       got = sorted(d) if isinstance(d, Mapping) else type(d).__name__
@@ -86,7 +88,7 @@ class Preprocessing:
 
 
 def check_channels(x: jnp.ndarray) -> None:
-  """ValueError unless `x` has 3 channels last."""
+  """Raises ValueError unless `x` has 3 channels last."""
   if x.ndim == 0 or x.shape[-1] != 3:
     raise ValueError(f"expected an image with 3 channels last, got shape {x.shape}")
 

@@ -108,8 +108,9 @@ def conv_before(arch: str, layer: str) -> str:
 
 
 def activation_values(arch: str, shape: tuple[int, int], layers: Sequence[str]) -> tuple[int, int]:
-  """(sum, largest) of the activation sizes (values) of a forward pass over an (H, W) input, up to the deepest
-  of `layers`, input included."""
+  """(sum, largest) of the activation sizes (values) of a forward pass over an (H, W) input.
+
+  Up to the deepest of `layers`, the input included."""
   h, w = shape
   order = layer_names(arch)
   widths = {name: shape[1][0] for name, shape in conv_shapes(arch).items()}
@@ -172,8 +173,9 @@ _conv3x3_given_backward.defvjp(_conv3x3_given_backward_fwd, _conv3x3_given_backw
 
 
 class Conv3x3(nn.Module):
-  """`flax.linen.Conv(features, (3, 3), padding=1)` with the same parameters ('kernel' HWIO, 'bias'), which uses a
-  precomputed input-gradient kernel when the `BACKWARD_KERNELS` collection holds one for this layer."""
+  """`flax.linen.Conv(features, (3, 3), padding=1)` with the same parameters ('kernel' HWIO, 'bias').
+
+  It uses a precomputed input-gradient kernel when the `BACKWARD_KERNELS` collection holds one for this layer."""
 
   features: int
   dtype: jnp.dtype = jnp.float32
@@ -241,8 +243,9 @@ class VGG(nn.Module):
 
 
 def random_params(arch: str, seed: int = 0) -> dict:
-  """He-initialised float32 parameters (a test or timing stand-in for real weights): activations keep their
-  scale through all 16 layers, so nothing underflows to denormals or overflows."""
+  """He-initialised float32 parameters: a test or timing stand-in for real weights.
+
+  Activations keep their scale through all 16 layers, so nothing underflows to denormals or overflows."""
   rng = np.random.default_rng(seed)
   params = {}
   for name, (kshape, bshape) in conv_shapes(arch).items():
@@ -262,8 +265,10 @@ def params_for(arch: str, params: dict, outputs: Sequence[str]) -> dict:
 
 def estimate_training_bytes(arch: str, shape: tuple[int, int], outputs: Sequence[str],
                             bytes_per_value: int = 4) -> int:
-  """Rough peak memory of one forward + backward pass for an (H, W) image: every stored activation up to the
-  deepest requested layer (kept for the backward pass) plus a same-sized gradient buffer, plus parameters."""
+  """Rough peak memory of one forward + backward pass for an (H, W) image, in bytes.
+
+  Every stored activation up to the deepest requested layer (kept for the backward pass) plus a same-sized gradient
+  buffer, plus parameters."""
   h, w = shape
   order = layer_names(arch)
   last = order.index(deepest_layer(arch, outputs))
@@ -283,15 +288,14 @@ def estimate_training_bytes(arch: str, shape: tuple[int, int], outputs: Sequence
 
 def normalize_activations(arch: str, params: dict, images: Sequence[jax.Array], *,
                           pooling: str = "avg") -> dict:
-  """Gatys et al.'s normalised network: every filter rescaled so that its mean ReLU activation over `images`
-  (preprocessed (1, H, W, 3) arrays) and positions is 1.
+  """Gatys et al.'s normalised network: every filter rescaled to mean ReLU activation 1 over `images`.
 
-  Filter k of conv l is divided by its mean activation m_k (kernel and bias) and the next convolution's input
-  channel k is multiplied by m_k, so, ReLU and pooling being positively homogeneous, every later layer computes
-  exactly what it did before: only the scale of each channel changes. Without this, activation magnitudes fall
-  by ~100x from relu1_1 to relu5_1 in Caffe-trained VGGs, and deep style layers barely count in the loss.
-  Filters that (almost) never activate on `images` are scaled as if their mean were a tenth of the layer's median.
-  """
+  `images` are preprocessed (1, H, W, 3) arrays. Filter k of conv l is divided by its mean activation m_k (kernel
+  and bias) and the next convolution's input channel k is multiplied by m_k, so, ReLU and pooling being positively
+  homogeneous, every later layer computes exactly what it did before: only the scale of each channel changes.
+  Without this, activation magnitudes fall steeply from relu1_1 to relu5_1 in Caffe-trained VGGs, and deep style
+  layers barely count in the loss. Filters that (almost) never activate on `images` are scaled as if their mean were
+  a tenth of the layer's median."""
   names = [n for n in layer_names(arch) if n.startswith("conv")]
   relus = tuple(n.replace("conv", "relu") for n in names)
   model = VGG(arch, relus, pooling=pooling)

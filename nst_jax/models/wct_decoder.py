@@ -46,8 +46,10 @@ def encoder_convs(arch: str, layer: str) -> tuple[str, ...]:
 
 
 def decoder_shapes(arch: str, layer: str, width: int) -> dict[str, tuple[tuple[int, int, int, int], tuple[int]]]:
-  """{decoder conv: (HWIO kernel shape, bias shape)} in forward order: the mirror 'decB_I' of each encoder
-  convolution 'convB_I' up to `layer`, deepest first, mapping its output channels back to its input channels."""
+  """{decoder conv: (HWIO kernel shape, bias shape)} of the decoder of `layer`, in forward order.
+
+  The mirror 'decB_I' of each encoder convolution 'convB_I' up to `layer`, deepest first, maps its output channels
+  back to its input channels; inner channel counts are `width` / 64 of the encoder's."""
   shapes = vgg.conv_shapes(arch)
   convs = encoder_convs(arch, layer)
   out = {}
@@ -114,7 +116,14 @@ def init_decoder(arch: str, layer: str, width: int, *, seed: int = 0) -> dict[st
 
 @dataclasses.dataclass
 class LevelDecoder:
-  """One level's trained decoder: flat parameters and the settings it was trained with."""
+  """One level's trained decoder: flat parameters and the settings it was trained with.
+
+  Attributes:
+    params: flat {'decB_I/kernel', 'decB_I/bias'}.
+    width: inner channels as a fraction of the encoder's, times 64.
+    padding: 'reflect' or 'zero'.
+    input_scale: multiplies the input features.
+    info: its lineage (data, steps, command, held-out PSNR)."""
 
   params: dict
   width: int
@@ -166,8 +175,9 @@ def _checked_level_meta(spec: Any, layer: str, where: str) -> dict:
 
 
 def save_decoders(path: str | os.PathLike, decoders: DecoderSet, *, dtype: str = "float16") -> pathlib.Path:
-  """Writes all levels to one compressed state file (arrays as float16 or float32), after the checks
-  `load_decoders` makes."""
+  """Writes all levels to one compressed state file (arrays as float16 or float32).
+
+  The same checks as `load_decoders` are made first."""
   where = str(path)
   if not decoders.levels:
     raise NSTError(f"{where}: a WCT decoder file needs at least one level")
