@@ -1,7 +1,8 @@
-"""Atomic file writes: write to a temporary file beside the target, then rename, so that readers (and a crash or
-Ctrl-C half-way) never leave a half-written image, weights file, checkpoint, figure or JSON record behind.
+"""Atomic file writes: write to a temporary file beside the target, then rename.
 
-Every file nst_jax writes goes through `atomic_write` (directly or through the helpers below).
+Readers, and a crash or Ctrl-C half-way, therefore never see a half-written image, weights file, checkpoint,
+figure or JSON record. Every file nst_jax writes goes through `atomic_write` (directly or through the helpers
+below).
 """
 
 from __future__ import annotations
@@ -42,11 +43,10 @@ def writing() -> bool:
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "wb", *,
                  verify: Callable[[pathlib.Path], None] | None = None) -> Iterator[IO]:
-  """`with atomic_write(p) as f: f.write(...)` replaces `p` only if the block completes.
+  """A context manager: `with atomic_write(p) as f: f.write(...)` replaces `p` only if the block completes.
 
   `verify(temporary path)` runs after the file is closed and before it replaces `p`; an exception there keeps the
-  old `p` (a download whose checksum does not match is never published).
-  """
+  old `p` (a download whose checksum does not match is never published). `mode` is the temporary file's open mode."""
   path = pathlib.Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
   _open_writes[0] += 1
@@ -66,13 +66,16 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", *,
 
 
 def write_text(path: str | os.PathLike, text: str) -> pathlib.Path:
+  """Writes `text` to `path` atomically; returns the path."""
   with atomic_write(path, "w") as f:
     f.write(text)
   return pathlib.Path(path)
 
 
 def write_json(path: str | os.PathLike, obj: Any, *, sort_keys: bool = True, strict: bool = False) -> pathlib.Path:
-  """Indented JSON. `strict`: NaN and infinities are an error (standard JSON) instead of being written as NaN."""
+  """Writes `obj` as indented JSON, atomically; returns the path.
+
+  With `strict`, NaN and infinities are an error (standard JSON) instead of being written as NaN."""
   with atomic_write(path, "w") as f:
     json.dump(obj, f, indent=2, sort_keys=sort_keys, default=float, allow_nan=not strict)
     f.write("\n")
@@ -80,7 +83,7 @@ def write_json(path: str | os.PathLike, obj: Any, *, sort_keys: bool = True, str
 
 
 def write_figure(fig: Any, path: str | os.PathLike, **savefig_options: Any) -> pathlib.Path:
-  """`fig.savefig` of a matplotlib figure, in the format of the file's extension."""
+  """Writes a matplotlib figure (`fig.savefig`) atomically, in the format of the file's extension."""
   path = pathlib.Path(path)
   with atomic_write(path) as f:
     fig.savefig(f, format=path.suffix.lstrip(".").lower() or "png", **savefig_options)

@@ -1,7 +1,7 @@
-"""The one on-disk format of every state nst_jax saves: converted VGG weights, the AdaIN decoder, AdaIN training
-checkpoints and high-resolution resume state.
+"""The one on-disk format of every state nst_jax saves.
 
-A state file is a NumPy `.npz` archive (a zip of `.npy` arrays, readable with numpy alone; nothing is pickled):
+Converted VGG weights, the AdaIN and WCT decoders, training checkpoints and high-resolution resume state are all
+NumPy `.npz` archives (a zip of `.npy` arrays, readable with numpy alone; nothing is pickled):
 
   __meta__   a 0-d unicode array holding one JSON object with
                "format":          the kind of state, e.g. "nst_jax-adain-decoder" (see the writers' FORMAT constants)
@@ -57,9 +57,15 @@ def _starts_like_zip(path: str | os.PathLike) -> bool:
 
 def read(path: str | os.PathLike, *, what: str, hint: str = "", error: type[NSTError] = NSTError,
          damaged_hint: str = "") -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-  """(metadata, arrays) of a state file, after checking that it is one; `what` names the kind in messages ("AdaIN
-  decoder"), `hint` says what to do instead of a file that is no archive, `damaged_hint` how to replace an archive
-  whose data is damaged (default: an intact copy), `error` is the exception type raised."""
+  """(metadata, arrays) of a state file, after checking that it is one.
+
+  Args:
+    path: the file.
+    what: names the kind in messages ("AdaIN decoder").
+    hint: what to do instead, for a file that is no archive.
+    error: the exception type raised.
+    damaged_hint: how to replace an archive whose data is damaged (default: an intact copy).
+  """
   where = str(path)
   hint = f"; {hint}" if hint else ""
   try:
@@ -100,8 +106,9 @@ def read(path: str | os.PathLike, *, what: str, hint: str = "", error: type[NSTE
 
 def check_format(meta: Mapping[str, Any], *, path: str | os.PathLike, kind: str, versions: Collection[int],
                  what: str, error: type[NSTError] = NSTError, legacy: bool = False) -> int:
-  """The file's format version, after checking its kind and that this reader knows the version. `legacy`: the
-  metadata of a file from before this format (no "format" field) is accepted as version 0."""
+  """The file's format version, after checking its kind and that this reader knows the version.
+
+  With `legacy`, the metadata of a file from before this format (no "format" field) is accepted as version 0."""
   if "format" not in meta and legacy:
     return 0
   if meta.get("format") != kind:
@@ -129,9 +136,10 @@ def flatten_tree(tree: Any, prefix: str) -> dict[str, np.ndarray]:
 
 def restore_tree(template: Any, arrays: Mapping[str, np.ndarray], prefix: str, *, where: str,
                  error: type[NSTError] = NSTError) -> Any:
-  """The pytree of `template`'s structure with the leaves `flatten_tree(tree, prefix)` saved, each checked against
-  the template's shape. Files from before this format hold the leaves as "leaf0000", "leaf0001", ... in flattening
-  order; those are restored by order."""
+  """The pytree of `template`'s structure with the leaves `flatten_tree(tree, prefix)` saved.
+
+  Each leaf is checked against the template's shape. Files from before this format hold the leaves as "leaf0000",
+  "leaf0001", ... in flattening order; those are restored by order."""
   paths, treedef = jax.tree_util.tree_flatten_with_path(template)
   keys = ["/".join([prefix, *(_key(entry) for entry in path)]) for path, _ in paths]
   if keys and keys[0] not in arrays and "leaf0000" in arrays:

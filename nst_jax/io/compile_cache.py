@@ -1,8 +1,8 @@
 """A persistent XLA compilation cache for the command line, so that a second run does no compilation.
 
-JAX compiles every jitted function for each new input shape; on a CPU that takes longer than running it (an AdaIN
-stylisation: seconds of compilation, under a second of work). With a cache folder, compiled executables are
-written to disk and a later process with the same program, shapes and JAX version loads them instead.
+JAX compiles every jitted function for each new input shape; on a CPU that can take longer than running it (an
+AdaIN stylisation). With a cache folder, compiled executables are written to disk and a later process with the
+same program, shapes and JAX version loads them instead.
 
 The folder is, in order: the `--compilation_cache` flag, the NST_JAX_COMPILATION_CACHE environment variable,
 $XDG_CACHE_HOME/nst_jax/xla, ~/.cache/nst_jax/xla. The value 'off' (or '0', 'none', 'false', '') disables it.
@@ -38,9 +38,10 @@ def resolve(flag: str | None) -> pathlib.Path | None:
 
 
 def enable(folder: pathlib.Path | None, *, min_compile_time_secs: float = 0.0) -> pathlib.Path | None:
-  """Points JAX's persistent compilation cache at `folder` (created if needed) for every compilation that took at
-  least `min_compile_time_secs` (by default every one, however short, so that a second command compiles nothing);
-  None turns it off. Returns the folder in use."""
+  """Points JAX's persistent compilation cache at `folder` (created if needed); None turns it off.
+
+  Every compilation that took at least `min_compile_time_secs` is cached (by default every one, however short, so
+  that a second command compiles nothing). Returns the folder in use."""
   if folder is None:
     jax.config.update("jax_enable_compilation_cache", False)
     return None

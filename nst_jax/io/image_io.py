@@ -40,8 +40,8 @@ def load_image(path: str | os.PathLike, *, what: str = "image") -> np.ndarray:
   """Reads `path` as an (H, W, 3) float32 RGB array in [0, 1], upright according to its EXIF orientation.
 
   Grayscale is replicated to three channels, alpha is composited over white, CMYK/palette/LAB are converted,
-  16-bit grayscale keeps its precision. `what` names the file in error messages ("content image", ...).
-  """
+  16-bit grayscale keeps its precision. `what` names the file in error messages ("content image", ...); an
+  unreadable or unusable file raises `NSTError`."""
   path = pathlib.Path(path)
   if not path.exists():
     raise NSTError(f"{what} {str(path)!r} does not exist")
@@ -128,12 +128,14 @@ def long_side_shape(shape: tuple[int, ...], size: int) -> tuple[int, int]:
 
 
 def resize_long_side(image: np.ndarray, size: int) -> np.ndarray:
+  """`image` resized (`resize`) so that its longer side is `size`, keeping the aspect ratio."""
   return resize(image, *long_side_shape(image.shape, size))
 
 
 def check_min_size(image: np.ndarray, *, what: str, minimum: int = MIN_SIDE) -> np.ndarray:
-  """`image`, unless a side is shorter than `minimum` pixels: resized up to the output size it would be a blur of a
-  few pixels, so it is refused."""
+  """`image` itself, unless a side is shorter than `minimum` pixels: then `NSTError`.
+
+  Resized up to the output size, so small an image would be a blur of a few pixels."""
   h, w = image.shape[:2]
   if min(h, w) < minimum:
     raise NSTError(f"{what} is {w}x{h} px: too small to stylize; it needs at least {minimum} px on each side")
@@ -142,8 +144,9 @@ def check_min_size(image: np.ndarray, *, what: str, minimum: int = MIN_SIDE) -> 
 
 def warn_if_stretched(shape: tuple[int, ...], target: tuple[int, ...], *, what: str,
                       target_name: str = "the content") -> None:
-  """An `NSTWarning` when an (H, W) guide resized to `target` changes its aspect ratio by more than
-  `ASPECT_TOLERANCE`: it works, but regions land elsewhere than drawn."""
+  """An `NSTWarning` when an (H, W) guide resized to `target` changes its aspect ratio by more than `ASPECT_TOLERANCE`.
+
+  It works, but regions land elsewhere than drawn."""
   (h, w), (th, tw) = shape[:2], target[:2]
   if abs((w / h) / (tw / th) - 1) > ASPECT_TOLERANCE:
     warnings.warn(NSTWarning(f"{what} is {w}x{h} px, another aspect ratio than {target_name}'s {tw}x{th}: it is "
@@ -151,7 +154,9 @@ def warn_if_stretched(shape: tuple[int, ...], target: tuple[int, ...], *, what: 
 
 
 def check_output_path(path: str | os.PathLike, *, bits: int = 8) -> pathlib.Path:
-  """Validates an output path before any work is done: known extension, bit depth, writable folder."""
+  """Validates an output path before any work is done: known extension, bit depth, writable folder.
+
+  Returns the path; raises `NSTError` naming what is wrong."""
   path = pathlib.Path(path)
   if path.is_dir():
     raise NSTError(f"output {str(path)!r} is a folder; give an image file path, e.g. {str(path / 'out.png')!r}")
@@ -183,7 +188,9 @@ def saved_images() -> tuple[int, pathlib.Path | None]:
 
 
 def save_image(path: str | os.PathLike, image: np.ndarray, *, bits: int = 8) -> pathlib.Path:
-  """Writes an (H, W, 3) float image in [0, 1] atomically (temp file + rename), so a crash never leaves half a file."""
+  """Writes an (H, W, 3) float image in [0, 1] atomically (temp file + rename), so a crash never leaves half a file.
+
+  `bits` 16 writes 16-bit PNG or TIFF. Returns the path."""
   path = check_output_path(path, bits=bits)
   fmt = _WRITERS[path.suffix.lower()][0]
   image = np.clip(np.nan_to_num(np.asarray(image, dtype=np.float32)), 0.0, 1.0)

@@ -1,6 +1,9 @@
-"""The training input pipeline of the feed-forward decoders (AdaIN, WCT): image lists, a bounded decoded-image pool,
-and batches of random crops that are a pure function of (seed, step), built on host threads ahead of the device.
-Images and NumPy only, no model: so it sits with the other file input and both methods' training share it."""
+"""The training input pipeline of the feed-forward decoders (AdaIN, WCT).
+
+Image lists, a bounded decoded-image pool, and batches of random crops that are a pure function of (seed, step),
+built on host threads ahead of the device. Images and NumPy only, no model: so it sits with the other file input
+and both methods' training share it.
+"""
 
 from __future__ import annotations
 
@@ -59,12 +62,11 @@ class ImagePool(Sequence):
   """Training images as uint8 (H, W, 3), capped at `max_side`, decoded on first use on the batch threads.
 
   Decoded images are kept while their total stays under `cache_bytes`: a small set is decoded once, and a folder
-  of the paper's size (~80k photos, ~80k paintings: ~50 GB each decoded at 512 px) trains in bounded memory, the
-  images beyond the budget being decoded again when drawn. Arrays pass through (capped). Files without a readable
-  image header are left out at construction (logged), and a file that fails to decode twice in a row later is
-  logged once and replaced by the next image for the rest of the run, so one corrupt file in tens of thousands does
-  not end a long run; batches stay a function of (seed, step) as long as files fail always or never.
-  """
+  of the paper's size (~80k photos, ~80k paintings) trains in bounded memory, the images beyond the budget being
+  decoded again when drawn. Arrays pass through (capped). Files without a readable image header are left out at
+  construction (logged), and a file that fails to decode twice in a row later is logged once and replaced by the
+  next image for the rest of the run, so one corrupt file in tens of thousands does not end a long run; batches stay
+  a function of (seed, step) as long as files fail always or never."""
 
   def __init__(self, sources: Sequence[pathlib.Path | np.ndarray], *, max_side: int, cache_bytes: int = 8 << 30,
                threads: int = 8, log: Callable[[str], None] = print) -> None:
@@ -125,8 +127,10 @@ class ImagePool(Sequence):
 
 def random_crop(image: np.ndarray, rng: np.random.Generator, *, crop: int, min_scale: float,
                 max_scale: float) -> np.ndarray:
-  """A crop x crop float32 patch: the image scaled so its short side is crop * U(min, max) (up to its own size),
-  a uniformly placed window, a horizontal flip with probability 1/2."""
+  """A crop x crop float32 patch of `image`, augmented.
+
+  The image is scaled so its short side is crop * U(min_scale, max_scale) (up to its own size), a window is placed
+  uniformly, and it is flipped horizontally with probability 1/2."""
   h, w = image.shape[:2]
   short = min(h, w)
   target_short = crop * rng.uniform(min_scale, max_scale)
@@ -140,9 +144,9 @@ def random_crop(image: np.ndarray, rng: np.random.Generator, *, crop: int, min_s
 def rotate_hue(image: np.ndarray, degrees: float) -> np.ndarray:
   """`image` (RGB [0, 1]) with its colours rotated by `degrees` about the grey axis, clipped to [0, 1].
 
-  A rotation about (1, 1, 1) keeps every pixel's grey level (r + g + b) / 3 and its distance from grey (chroma),
-  so a style crop keeps its brush strokes and contrast but gets another palette: more styles' colour statistics
-  for a decoder trained on few paintings."""
+  A rotation about (1, 1, 1) keeps every pixel's grey level (r + g + b) / 3 and its distance from grey (chroma), so
+  a style crop keeps its brush strokes and contrast but gets another palette: more styles' colour statistics for a
+  decoder trained on few paintings."""
   theta = np.deg2rad(degrees)
   axis = np.full(3, 1 / np.sqrt(3))
   cross = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
@@ -152,7 +156,10 @@ def rotate_hue(image: np.ndarray, degrees: float) -> np.ndarray:
 
 def make_batch(contents: Sequence[np.ndarray], styles: Sequence[np.ndarray], step: int, *, config: Any,
                seed: int) -> tuple[np.ndarray, np.ndarray]:
-  """The (content, style) batch of `step`: a pure function of (seed, step) and the image pools."""
+  """The (content, style) batch of `step`: a pure function of (seed, step) and the image pools.
+
+  `config` gives the crop, batch size and scale range (`random_crop`); with `style_hue` each style crop's hue is
+  rotated by up to 180 * style_hue degrees (`rotate_hue`), and with `gray_styles` that share of them is made gray."""
   rng = np.random.default_rng([seed, step])
   kw = dict(crop=config.crop, min_scale=config.min_scale, max_scale=config.max_scale)
   c = [random_crop(contents[rng.integers(len(contents))], rng, **kw) for _ in range(config.batch)]
