@@ -1,5 +1,8 @@
-"""Converters from the published VGG checkpoints to `VGGWeights`: torchvision `.pth` (read without torch), Keras
-`.h5`, HED Keras-3 `.h5` and MatConvNet `.mat`; `convert_file` picks one from the file's content."""
+"""Converters from the published VGG checkpoints to `VGGWeights`.
+
+torchvision `.pth` (read without torch), Keras `.h5`, HED Keras-3 `.h5` and MatConvNet `.mat`; `convert_file`
+picks one from the file's content.
+"""
 
 from __future__ import annotations
 
@@ -211,14 +214,13 @@ _MATCONVNET_DEFAULT_MEAN_RGB = (123.68, 116.779, 103.939)
 
 
 def convert_matconvnet(path: PathLike) -> VGGWeights:
-  """MatConvNet imagenet-vgg-verydeep-16/19.mat (SimpleNN; old 'normalization' or newer 'meta' layout).
+  """A MatConvNet imagenet-vgg-verydeep-16/19.mat (SimpleNN; old 'normalization' or newer 'meta' layout).
 
   The kernels are used as stored. MatConvNet's own Caffe importer (utils/import-caffe.py, which made these files)
   reverses Caffe's (out, in, h, w) blob and then swaps the first two axes back, so that MATLAB holds H x W x in x out
   with images H x W x C, and it flips the first layer's input channels to RGB. scipy.io.loadmat keeps MATLAB's
   indexing, so the arrays are HWIO with RGB input already. (Some TF ports transpose axes 0 and 1 too; that equals
-  running the true network on transposed images, harmless for style losses but not the original filters.)
-  """
+  running the true network on transposed images, harmless for style losses but not the original filters.)"""
   import scipy.io  # here, not at the top: only this converter needs it
 
   path = pathlib.Path(path)

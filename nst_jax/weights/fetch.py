@@ -35,8 +35,9 @@ def print_line(message: str) -> None:
 
 
 def download_cache_dir() -> pathlib.Path:
-  """Where original files are kept: $NST_JAX_CACHE_DIR, else $XDG_CACHE_HOME/nst_jax/downloads, else
-  ~/.cache/nst_jax/downloads."""
+  """Where original files are kept.
+
+  $NST_JAX_CACHE_DIR, else $XDG_CACHE_HOME/nst_jax/downloads, else ~/.cache/nst_jax/downloads."""
   env = os.environ.get("NST_JAX_CACHE_DIR")
   if env:
     return pathlib.Path(env).expanduser()
@@ -124,8 +125,7 @@ def fetch(name: str = "hed-vgg16", *, force: bool = False, log: Log = print_line
 
   Nothing happens if it already exists and loads (unless `force`). The original file is taken from
   weights_dir()/<its file name> if someone put it there, else from the download cache (after checking its digest),
-  else downloaded into the cache. `log` receives the progress lines.
-  """
+  else downloaded into the cache. `log` receives the progress lines."""
   source = known_source(name)
   directory = weights_dir()
   out = directory / f"{name}.npz"

@@ -51,8 +51,7 @@ class VGGWeights:
     preprocessing: what the network expects as input.
     source: human-readable origin (URL or file name).
     source_sha256: hex sha256 of the original file.
-    extras: flat {"hed/dsn1/kernel": array, ...}; empty if none.
-  """
+    extras: flat {"hed/dsn1/kernel": array, ...}; empty if none."""
 
   arch: str
   params: dict
@@ -102,8 +101,8 @@ def checked_arrays(arrays: Mapping[str, Any], expected: Mapping[str, tuple[int, 
                    origin: Mapping[str, str] | None = None) -> dict[str, np.ndarray]:
   """Exactly the expected keys, shapes, floating dtypes and finite values, as float32 in `expected` order.
 
-  `origin` maps a key to where it came from in a source file, so converter errors name both.
-  """
+  Raises WeightsError for the first fault; `origin` maps a key to where it came from in a source file, so
+  converter errors name both."""
   def name(key: str) -> str:
     return f"{origin[key]} (-> {key})" if origin and key in origin else repr(key)
 
@@ -164,9 +163,10 @@ def extra_names(extras: Mapping[str, Any]) -> list[str]:
 
 
 def save_weights(path: PathLike, weights: VGGWeights, *, dtype: str = "float32") -> None:
-  """Writes `weights` to `path` (.npz, a state file of `nst_jax.io.checkpoint`) atomically, after the same checks
-  `load_weights` makes. `dtype` "float16" halves the file (a copy for a machine that receives files by size);
-  loading gives float32 either way."""
+  """Writes `weights` to `path` (.npz, a state file of `nst_jax.io.checkpoint`) atomically.
+
+  The same checks as `load_weights` are made first. `dtype` "float16" halves the file (a copy for a machine that
+  receives files by size); loading gives float32 either way."""
   path = pathlib.Path(path)
   where = str(path)
   extras = extra_names(weights.extras)
@@ -208,7 +208,8 @@ def _parse_meta(meta: dict[str, Any], where: str) -> dict[str, Any]:
 
 
 def load_weights(path: PathLike, *, damaged_hint: str = "") -> VGGWeights:
-  """Reads an nst_jax weights .npz, strictly: exactly the arrays its metadata promises, with the right shapes.
+  """Reads an nst_jax weights .npz strictly: exactly the arrays its metadata promises, with the right shapes.
+
   `damaged_hint` says how to replace a damaged file (e.g. fetch it again)."""
   path = pathlib.Path(path)
   where = str(path)

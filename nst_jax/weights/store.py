@@ -14,8 +14,7 @@ def weights_dir() -> pathlib.Path:
   """Where weights live.
 
   $NST_JAX_WEIGHTS_DIR if set; else <repo>/weights when running from a source checkout (setup.cfg next to the
-  package); else ~/.cache/nst_jax/weights.
-  """
+  package); else ~/.cache/nst_jax/weights."""
   env = os.environ.get("NST_JAX_WEIGHTS_DIR")
   if env:
     return pathlib.Path(env).expanduser()
@@ -50,8 +49,9 @@ REPO_WEIGHTS = pathlib.Path(__file__).resolve().parents[2] / "weights"  # where 
 
 
 def find_trained_file(name_or_path: str) -> pathlib.Path | None:
-  """An existing file at `name_or_path`, or NAME looked up as NAME.npz in `weights_dir()` and then in the source
-  checkout's weights/ folder (where the project's trained decoders ship); None when neither exists."""
+  """An existing file at `name_or_path`, else NAME.npz in `weights_dir()` or the checkout's weights/ folder.
+
+  The project's trained decoders ship in the source checkout's weights/ folder; None when neither exists."""
   path = pathlib.Path(name_or_path).expanduser()
   if path.is_file():
     return path
