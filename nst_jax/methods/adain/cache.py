@@ -44,8 +44,9 @@ def style_key(data: bytes, model: adain.Model) -> str:
 
 
 def style_stats(path: str | os.PathLike, *, model: adain.Model, folder: pathlib.Path | None) -> adain.LayerStats:
-  """`adain.style_statistics` of the style image at `path`, from the cache when present (and stored there when
-  not); without a folder, computed every time. The image is decoded only on a miss."""
+  """`adain.style_statistics` of the style image at `path`, from the cache when present (and stored there when not).
+
+  Without a folder it is computed every time. The image is decoded only on a miss."""
   path = pathlib.Path(path)
   if not path.is_file() or path.stat().st_size == 0:
     image_io.load_image(path, what="style image")  # raises the usual one-line error

@@ -1,5 +1,4 @@
-"""Held-out evaluation of an AdaIN model: the fixed held-out split of the shared training set and the measurements
-a trained model is accepted by.
+"""Held-out evaluation of an AdaIN model: the fixed held-out split of the shared training set and the measurements.
 
 Measurements, all at a given long side (512 px for the acceptance table):
   - reduction: the teacher's style-statistics distance (relu1_1..relu4_1 channel means and stds, squared
@@ -92,6 +91,7 @@ class Teacher:
 
   @classmethod
   def from_weights(cls, weights: VGGWeights) -> "Teacher":
+    """The teacher of a VGG weight set, its relu1_1..relu4_1 parameters placed on the device."""
     return cls(weights.arch, weights.preprocessing,
                jax.device_put(vgg.params_for(weights.arch, weights.params, adain_ops.STYLE_LAYERS)))
 
@@ -116,9 +116,11 @@ def evaluate(stylize: Callable[..., np.ndarray], teacher: Teacher, contents: Map
              styles: Mapping[str, np.ndarray], *, size: int, keep_outputs: bool = False) -> dict:
   """The held-out record of a stylisation function `stylize(content, style, alpha=...)` at long side `size`.
 
-  Returns {'pairs': {'content/style': {'reduction', 'ssim'}}, 'psnr': {content: dB}, 'chroma': {pair: value},
-  'summary': {'reduction_geomean', 'reduction_min', 'ssim_mean', 'psnr_mean', 'gray_style_chroma_max'}} and, with
-  `keep_outputs`, 'outputs': {pair: image} (not JSON)."""
+  Returns:
+    {'pairs': {'content/style': {'reduction', 'ssim'}}, 'psnr': {content: dB}, 'chroma': {pair: value},
+    'summary': {'reduction_geomean', 'reduction_min', 'ssim_mean', 'psnr_mean', 'gray_style_chroma_max'}} and, with
+    `keep_outputs`, 'outputs': {pair: image} (not JSON).
+  """
   contents = {k: image_io.resize_long_side(v, size) for k, v in contents.items()}
   styles = {k: image_io.resize_long_side(v, size) for k, v in styles.items()}
   style_stats = {k: teacher.stats(v) for k, v in styles.items()}

@@ -1,6 +1,8 @@
-"""The objectives of AdaIN training (`nst_jax.methods.adain.train`): the paper's content and style terms, the
-reconstruction and distillation stages, a pixel-colour term, and the per-image optimum of the objective that a
-decoder's output can be compared with."""
+"""The objectives of AdaIN training (`nst_jax.methods.adain.train`).
+
+The paper's content and style terms, the reconstruction and distillation stages, a pixel-colour term, and the
+per-image optimum of the objective that a decoder's output can be compared with.
+"""
 
 from __future__ import annotations
 
@@ -40,13 +42,30 @@ def loss_terms(dec_params, enc_params, content, style, *, arch: str, width: int,
                style_weight: float, content_weight: float, backward=None, student=None, style_norm: str = "none",
                padding: str = "reflect", loss_net: str = "teacher", skip_width: int = 0,
                input_scale: float = 1.0, color_weight: float = 0.0) -> tuple[jax.Array, dict[str, jax.Array]]:
-  """(total, {'content', 'style'}) for RGB [0, 1] batches; gradients flow only into the decoder output.
+  """The paper's training objective of a decoder: (total, {'content', 'style'[, 'color']}) for RGB [0, 1] batches.
 
-  The decoder input t is AdaIN of the teacher's relu4_1 features, or of the `student` encoder's (its parameters)
-  when given (with `skip_width`, also of relu1_1..relu3_1). The content term asks the loss network's relu4_1 of the
-  output to be t, the style term its relu1_1..relu4_1 statistics to be the style's; the loss network is the
-  teacher, or with loss_net='student' the student itself (~12x cheaper at width 16; its channels approximate a
-  subset of the teacher's, `adain_student`)."""
+  With t the decoder input (AdaIN of the encoder's relu4_1 features of the content to the style's statistics), f_l
+  the loss network's features of the decoder's output and s_l those of the style,
+
+    L = content_weight · mean((f_relu4_1 − t)²)
+        + style_weight · sum_l [mean((mu(f_l) − mu(s_l))²) + mean((sigma(f_l) − sigma(s_l))²)]
+
+  over relu1_1..relu4_1 (`ops.content_loss`, `ops.style_stats_loss`; `style_norm='relative'` makes each layer's term
+  relative), plus `color_weight` · `color_stats_loss`. Gradients flow only into the decoder's output.
+
+  Args:
+    dec_params, enc_params: the decoder's and the teacher VGG's parameters.
+    content, style: (N, H, W, 3) RGB [0, 1] batches.
+    arch, preprocessing: the teacher's architecture and input preprocessing.
+    width, padding, skip_width, input_scale: the decoder's (`adain_decoder.decode`).
+    style_weight, content_weight, color_weight: the terms' weights.
+    backward: `vgg.backward_kernels` of the loss network, for cheaper input gradients.
+    student: the parameters of a student encoder that feeds the decoder instead of the teacher (with
+      `skip_width`, also its relu1_1..relu3_1).
+    style_norm: 'none' or 'relative'.
+    loss_net: 'teacher', or 'student' for the student itself as loss network (cheaper; its channels approximate a
+      subset of the teacher's, `adain_student`).
+  """
   enc = dict(arch=arch, preprocessing=preprocessing, backward=backward)
   layers = adain_ops.STYLE_LAYERS if skip_width else (adain_decoder.ENCODER_LAYER,)
   loss_student = student if loss_net == "student" else None
@@ -73,9 +92,10 @@ def loss_terms(dec_params, enc_params, content, style, *, arch: str, width: int,
 
 
 def color_stats_loss(*, output: jax.Array, style: jax.Array) -> jax.Array:
-  """Mean squared difference of the per-image YIQ channel means and stds of `output` and `style` (N, H, W, 3):
-  AdaIN's statistics one level below relu1_1, at the pixels. For a grayscale style the I and Q stds are 0, so
-  the output is pushed to gray; for a coloured one, to its palette's spread."""
+  """Mean squared difference of the per-image YIQ channel means and stds of `output` and `style` (N, H, W, 3).
+
+  AdaIN's statistics one level below relu1_1, at the pixels. For a grayscale style the I and Q stds are 0, so the
+  output is pushed to gray; for a coloured one, to its palette's spread."""
   o_mean, o_std = adain_ops.feature_stats(color.rgb_to_yiq(output))
   s_mean, s_std = adain_ops.feature_stats(color.rgb_to_yiq(style))
   return jnp.mean(jnp.square(o_mean - s_mean)) + jnp.mean(jnp.square(o_std - s_std))
@@ -95,8 +115,10 @@ def reconstruct_terms(dec_params, enc_params, content, *, arch: str, width: int,
                       pixel_weight: float, content_weight: float, backward=None, student=None,
                       padding: str = "reflect", skip_width: int = 0,
                       input_scale: float = 1.0) -> tuple[jax.Array, dict[str, jax.Array]]:
-  """(total, {'pixel', 'content'}): the decoder at alpha = 0 (no style) against the content itself, in pixels
-  (MSE) and in the relu4_1 features of the encoder that feeds it (teacher, or `student`)."""
+  """The reconstruction objective: (total, {'pixel', 'content'}) of the decoder at alpha = 0.
+
+  The decoder's image of the content's own features against the content, in pixels (MSE, `pixel_weight`) and in
+  the relu4_1 features of the encoder that feeds it (teacher, or `student`; `content_weight`)."""
   enc = dict(arch=arch, preprocessing=preprocessing, backward=backward)
   layers = adain_ops.STYLE_LAYERS if skip_width else (adain_decoder.ENCODER_LAYER,)
   feats = jax.lax.stop_gradient(_encoder_features(enc_params, student, content, layers=layers, **enc))
@@ -149,14 +171,15 @@ def _objective_and_optimum(enc_params, content, style, output, style_weight, con
 def objective_optimum(model: adain.Model, content: np.ndarray, style: np.ndarray, output: np.ndarray, *,
                       style_weight: float, content_weight: float = 1.0, steps: int = 300,
                       learning_rate: float = 0.01) -> tuple[dict[str, float], np.ndarray, dict[str, float]]:
-  """The training objective's terms for a stylised `output` of (`content`, `style`), and the image that minimises
-  that objective directly: Adam on the pixels for `steps` steps from the content, projected onto [0, 1].
+  """The training objective's terms for a stylised `output`, and the image that minimises that objective directly.
 
-  Returns (output's terms, optimised image, its terms), each terms {'content', 'style', 'objective'}. The
-  optimised image is what the objective asks of a decoder for this one pair, found by per-image optimisation (the
-  paper's section 7.1 measures its training losses on AdaIN's outputs and on those of Gatys et al.'s optimisation;
-  here the optimisation is of that objective itself); the gap between the two shows how much of it the decoder has
-  learned. Images are (H, W, 3) in [0, 1]; `output` has the content's shape.
+  The optimised image (Adam on the pixels for `steps` steps from the content, projected onto [0, 1]) is what the
+  objective asks of a decoder for this one pair; the gap between the two shows how much of it the decoder has
+  learned (the paper's section 7.1 compares AdaIN's training losses with Gatys et al.'s optimisation; here the
+  optimisation is of that objective itself). Images are (H, W, 3) in [0, 1]; `output` has the content's shape.
+
+  Returns:
+    (the output's terms, the optimised image, its terms), each terms {'content', 'style', 'objective'}.
   """
   if model.student_width:
     raise NSTError("objective_optimum measures with the VGG encoder: give a model made from the VGG weights")

@@ -30,8 +30,7 @@ def feature_stats(feats: jax.Array, *, mask: jax.Array | None = None,
   """Per-image, per-channel mean and standard deviation over space, each (N, 1, 1, C).
 
   With a mask ((H, W) or (N, H, W, 1), non-negative weights) the statistics are those of the mask-weighted
-  positions. The standard deviation is sqrt(variance + eps), so a flat channel does not divide by zero.
-  """
+  positions. The standard deviation is sqrt(variance + eps), so a flat channel does not divide by zero."""
   if mask is None:
     mean = jnp.mean(feats, axis=(1, 2), keepdims=True)
     var = jnp.mean(jnp.square(feats - mean), axis=(1, 2), keepdims=True)
@@ -66,11 +65,19 @@ def adain_target(content_feats: jax.Array, *, style_stats: Sequence[Stats], styl
                  alpha: float | jax.Array = 1.0, eps: float = EPS) -> jax.Array:
   """The decoder input for one content batch and K styles (the paper's controls, section 7).
 
-  Without masks: t = sum_k w_k AdaIN_k(f), the weights normalised to sum 1 (style interpolation). With masks
-  ((K, H, W) at the feature resolution, summing to 1 at every position): t = sum_k m_k AdaIN_k(f) where style k's
-  AdaIN standardises f with the statistics of region k only (spatial control). `content_stats` (one per style, or
-  one shared when there are no masks) replaces the statistics of `content_feats` itself: tiles use the statistics
-  of a thumbnail of the whole image. Finally t <- alpha t + (1 - alpha) f.
+  Without masks: t = sum_k w_k AdaIN_k(f), the weights normalised to sum 1 (style interpolation). With masks:
+  t = sum_k m_k AdaIN_k(f) where style k's AdaIN standardises f with the statistics of region k only (spatial
+  control). Finally t <- alpha t + (1 - alpha) f.
+
+  Args:
+    content_feats: (N, H, W, C) content features f.
+    style_stats: one (mean, std) per style (`feature_stats`).
+    style_weights: (K,) blend weights; default equal.
+    masks: (K, H, W) at the feature resolution, summing to 1 at every position.
+    content_stats: statistics to standardise f with instead of its own, one per style (or one shared when there
+      are no masks): tiles use the statistics of a thumbnail of the whole image.
+    alpha: content-style trade-off; 0 gives f.
+    eps: added to the variances.
   """
   num = len(style_stats)
   if masks is None:
@@ -109,14 +116,16 @@ def encode(enc_params: Mapping, images: jax.Array, *, arch: str, preprocessing: 
 
 
 def content_loss(*, output_feats: jax.Array, target: jax.Array) -> jax.Array:
-  """Mean squared difference between the encoder's relu4_1 features of the output and the AdaIN target."""
+  """AdaIN's content loss mean((f(g(t)) - t)^2): the output's relu4_1 features against the AdaIN target."""
   return jnp.mean(jnp.square(output_feats - target))
 
 
 def style_stats_loss(*, output_feats: Mapping[str, jax.Array], style_feats: Mapping[str, jax.Array],
                      layers: Sequence[str] = STYLE_LAYERS, eps: float = EPS, relative: bool = False) -> jax.Array:
-  """Sum over layers of the mean squared differences of the channel means and of the channel stds; `relative`
-  divides each layer's term by the mean square of the style's means and stds, so every layer counts alike."""
+  """AdaIN's style loss sum_l mean((mu_l(out) - mu_l(s))^2) + mean((sigma_l(out) - sigma_l(s))^2) over `layers`.
+
+  `relative` divides each layer's term by the mean square of the style's means and stds, so every layer counts
+  alike."""
   total = 0.0
   for layer in layers:
     o_mean, o_std = feature_stats(output_feats[layer], eps=eps)

@@ -1,6 +1,9 @@
-"""One AdaIN training run as `python -m nst_jax train adain` drives it: the student encoder that the run trains or
-that feeds its decoder, the held-out learning curve, and the exported decoder (or student) file. The step, the
-checkpoints and the input pipeline are `train`'s; this module joins them with the model files."""
+"""One AdaIN training run as `python -m nst_jax train adain` drives it.
+
+The student encoder that the run trains or that feeds its decoder, the held-out learning curve, and the exported
+decoder (or student) file. The step, the checkpoints and the input pipeline are `train`'s; this module joins them
+with the model files.
+"""
 
 from __future__ import annotations
 
@@ -25,9 +28,10 @@ PRUNED_STUDENT = "student_init.npz"  # distill's start in the run's folder, kept
 def student_for(config: adain_train.TrainConfig, weights: VGGWeights, *, student_file: str | None,
                 init: adain_decoder.DecoderCheckpoint | None, contents: Sequence, styles: Sequence,
                 out_dir: str | os.PathLike) -> adain_student.Student | None:
-  """The student encoder of a run: from `student_file` (a student file, or a decoder file that holds one), from the
-  `init` decoder's file, or (distill) the teacher pruned to `config.encoder_width` on 32 sample crops; None when
-  the teacher feeds the decoder."""
+  """The student encoder of a run, or None when the teacher feeds the decoder.
+
+  From `student_file` (a student file, or a decoder file that holds one), from the `init` decoder's file, or
+  (distill) the teacher pruned to `config.encoder_width` on 32 sample crops of `contents` and `styles`."""
   if config.encoder_width == 0:
     return None
   pruned = pathlib.Path(out_dir) / PRUNED_STUDENT
@@ -71,8 +75,9 @@ def decoder_checkpoint(trainer: adain_train.Trainer, params: Mapping, *, student
 
 def curve_evaluator(trainer: adain_train.Trainer, data: pathlib.Path, *, size: int
                     ) -> Callable[[Mapping], dict] | None:
-  """evaluate(params) -> the learning-curve summary on the `evaluation.CURVE_*` images of the shared `data` folder
-  at long side `size`; None without that folder."""
+  """A function params -> learning-curve summary on the `evaluation.CURVE_*` images, at long side `size`.
+
+  None without the shared `data` folder."""
   if not (data / "train" / "photos").is_dir():
     return None
   contents, styles = adain_eval.load_holdout(data, photos=adain_eval.CURVE_PHOTOS,

@@ -6,10 +6,10 @@ trained (`train`) so that the encoder of its output reproduces the AdaIN target 
 at relu1_1..relu4_1.
 
 Two kinds of model, both one decoder file: the paper's (the hed-vgg16 encoder, a decoder from relu4_1 alone) and the
-fast one that ships: a student encoder pruned from hed-vgg16 (`nst_jax.models.adain_student`, 12x fewer FLOPs) whose
-relu1_1..relu3_1 are AdaIN-normalised too and fed to the decoder as skips, with zero padding. The fast model pads
-images to a few size buckets (reusing compiled executables; every activation outside the image is masked, so the
-result is exactly the unpadded one) after a mirrored margin that keeps zero padding's frame out of the picture.
+fast one that ships: a student encoder pruned from hed-vgg16 (`nst_jax.models.adain_student`) whose relu1_1..relu3_1
+are AdaIN-normalised too and fed to the decoder as skips, with zero padding. The fast model pads images to a few
+size buckets (reusing compiled executables; every activation outside the image is masked, so the result is exactly
+the unpadded one) after a mirrored margin that keeps zero padding's frame out of the picture.
 
 Controls (paper, section 7): the content-style trade-off alpha, interpolation between several styles with weights,
 spatial control with masks, colour preservation (`nst_jax.losses.color`), and by default the styles' chroma statistics
@@ -54,9 +54,14 @@ DEFAULT_MAX_PIXELS = 2048 * 1024  # larger contents go through tiles
 class Model:
   """An encoder and a decoder that belong together (see `make_model`).
 
-  `student_width` > 0: `enc_params` are a student encoder's (`nst_jax.models.adain_student`), not the VGG's.
-  `encoder_id` names the encoder's parameters (weights sha256, or the student arrays' sha256) for caches.
-  `skip_width` > 0: the decoder also takes AdaIN of relu3_1, relu2_1, relu1_1 (`adain_decoder.decoder_shapes`)."""
+  Attributes:
+    arch, preprocessing: the (teacher) VGG's architecture and input preprocessing.
+    width: the decoder's width.
+    enc_params, dec_params: the encoder's and the decoder's parameters.
+    student_width: > 0 when `enc_params` are a student encoder's (`nst_jax.models.adain_student`), not the VGG's.
+    encoder_id: names the encoder's parameters (weights sha256, or the student arrays' sha256) for caches.
+    padding, input_scale: the decoder's.
+    skip_width: > 0 when the decoder also takes AdaIN of relu3_1, relu2_1, relu1_1 (`adain_decoder.decoder_shapes`)."""
 
   arch: str
   width: int
@@ -82,8 +87,9 @@ class Model:
 
 
 def make_model(weights: VGGWeights | None, ckpt: DecoderCheckpoint) -> Model:
-  """The model of a decoder file: its own student encoder when it has one (`weights`, if given, must then be its
-  teacher), else the VGG encoder of `weights`."""
+  """The model of a decoder file: its own student encoder when it has one, else the VGG encoder of `weights`.
+
+  With a student, `weights` (if given) must be its teacher; the pairing is checked."""
   if weights is not None:
     check_encoder(ckpt, weights)
   if ckpt.student is not None:
@@ -201,7 +207,7 @@ def bucket_side(n: int) -> int:
 
 
 def add_margin(image: np.ndarray, margin: int) -> np.ndarray:
-  """(H, W, C) -> (H + 2 margin, W + 2 margin, C), mirrored at the borders (repeated edge for tiny images)."""
+  """(H, W, C) to (H + 2 margin, W + 2 margin, C), mirrored at the borders (repeated edge for tiny images)."""
   if not margin:
     return image
   mode = "symmetric" if min(image.shape[:2]) >= margin else "edge"
@@ -209,16 +215,18 @@ def add_margin(image: np.ndarray, margin: int) -> np.ndarray:
 
 
 def bucketed(model: Model) -> bool:
-  """Whether `model` pads images to size buckets. Exactly so for a student encoder with a zero-padded decoder: they
-  zero every activation outside the image (`valid`), so the result is that of the unpadded image. Other models run
-  each size as it is (compiling per size), since reflection padding cannot be masked that way."""
+  """Whether `model` pads images to size buckets: exactly for a student encoder with a zero-padded decoder.
+
+  They zero every activation outside the image (`valid`), so the result is that of the unpadded image. Other models
+  run each size as it is (compiling per size), since reflection padding cannot be masked that way."""
   return model.student_width > 0 and model.padding == "zero"
 
 
 def pad_input(image: np.ndarray, *, bucket: bool) -> tuple[np.ndarray, np.ndarray | None]:
-  """(padded image, valid): the image reflect-padded to multiples of 8 (bottom, right), then with `bucket` placed
-  in the top-left of a zero image of its bucket size, `valid` (1, H, W, 1) marking the multiple-of-8 part (None
-  without `bucket`)."""
+  """(padded image, valid) of an (H, W, 3) image.
+
+  The image is reflect-padded to multiples of 8 (bottom, right), then with `bucket` placed in the top-left of a zero
+  image of its bucket size, `valid` (1, H, W, 1) marking the multiple-of-8 part (None without `bucket`)."""
   image = pad_to_multiple(np.asarray(image, np.float32))
   if not bucket:
     return image, None
@@ -231,8 +239,9 @@ def pad_input(image: np.ndarray, *, bucket: bool) -> tuple[np.ndarray, np.ndarra
 
 
 def pad_to_multiple(image: np.ndarray, multiple: int = 8) -> np.ndarray:
-  """`image` padded at the bottom and right to sides that are multiples of `multiple` (reflected, or repeated
-  where it is too small to reflect)."""
+  """`image` padded at the bottom and right to sides that are multiples of `multiple`.
+
+  Reflected, or repeated where the image is too small to reflect."""
   h, w = image.shape[:2]
   ph, pw = (-h) % multiple, (-w) % multiple
   if ph == 0 and pw == 0:
@@ -253,15 +262,17 @@ def _masks_at_layers(masks: np.ndarray, shape: tuple[int, int], layers: Sequence
 
 
 def style_statistics(model: Model, style: np.ndarray) -> LayerStats:
-  """{layer: channel (mean, std), each (1, 1, 1, C)} of a style image's encoder features at `model.layers`: what
-  `stylize` needs of a style, and all that a cache must keep of it."""
+  """{layer: channel (mean, std), each (1, 1, 1, C)} of a style image's encoder features at `model.layers`.
+
+  What `stylize` needs of a style, and all that a cache must keep of it."""
   padded, valid = pad_input(style, bucket=bucketed(model))
   return _stats_jit(model.enc_params, padded[None], valid, spec=model.spec)
 
 
 def masks_at(masks: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-  """(K, H, W) masks -> (K, h, w) area-averaged to `shape`, normalised to sum 1 at every position (an uncovered
-  position is shared equally)."""
+  """(K, H, W) masks area-averaged to `shape`, (K, h, w), normalised to sum 1 at every position.
+
+  An uncovered position is shared equally."""
   small = np.stack([image_io.resize(m[..., None].astype(np.float32), *shape)[..., 0] for m in masks])
   small = np.clip(small, 0.0, None)
   total = small.sum(axis=0, keepdims=True)
@@ -273,16 +284,26 @@ def stylize(content: np.ndarray, styles: Sequence[np.ndarray], *, model: Model, 
             preserve_colors: str = "none", max_pixels: int = DEFAULT_MAX_PIXELS,
             tiling: Tiling | None = None, style_stats: Sequence[LayerStats] | None = None,
             style_colors: bool = True) -> np.ndarray:
-  """Stylised (H, W, 3) float image in [0, 1] of `content` with `styles` (any sizes), in one decoder pass.
+  """The stylised (H, W, 3) float image in [0, 1] of `content` with `styles`, in one decoder pass.
 
-  Images above `max_pixels` (or any image when `tiling` is given) go through tiles normalised with the statistics
-  of a thumbnail of the whole content (URST); otherwise the content's own statistics are used. `masks` ((K, H, W)
-  in content space, one per style) give spatial control; `style_weights` interpolate styles (not with masks).
-  `style_stats` (`style_statistics` of each style, e.g. from a cache) stand in for `styles` (pass []); not with
-  `preserve_colors`, which recolours the style images. Whole images are padded to a size bucket (`bucket_side`) and
-  normalised with the statistics of their unpadded part, so sizes in one bucket share one compilation.
-  `style_colors` (without `preserve_colors` or `masks`) gives the output the styles' chroma statistics
-  (`_match_colors`; luma untouched): a grayscale style gives a gray image.
+  Whole images are padded to a size bucket (`bucket_side`) and normalised with the statistics of their unpadded part,
+  so sizes in one bucket share one compilation.
+
+  Args:
+    content: (H, W, 3) RGB in [0, 1].
+    styles: RGB [0, 1] style images (any sizes); [] when `style_stats` are given.
+    model: `make_model`'s.
+    alpha: content-style trade-off of the AdaIN target.
+    style_weights: interpolation weights of the styles (normalised); not with `masks`.
+    masks: (K, H, W) in content space, one region per style (spatial control).
+    preserve_colors: 'luminance' or 'histogram' (`nst_jax.losses.color.colors_kept_inputs`), else 'none'.
+    max_pixels: larger contents go through tiles normalised with the statistics of a thumbnail of the whole
+      content (URST).
+    tiling: force tiles of this layout.
+    style_stats: `style_statistics` of each style (e.g. from a cache) instead of `styles`; not with
+      `preserve_colors`, which recolours the style images.
+    style_colors: give the output the styles' chroma statistics (luma untouched; a grayscale style gives a gray
+      image); not with `preserve_colors` or `masks`.
   """
   if style_stats is not None:
     if styles or preserve_colors != "none":

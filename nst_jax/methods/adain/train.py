@@ -1,5 +1,4 @@
-"""Training the AdaIN decoder (Huang & Belongie 2017, section 6): data-parallel jitted steps, a threaded input
-pipeline, atomic checkpoints with exact resume, and a metrics record.
+"""Training the AdaIN decoder (Huang & Belongie 2017, section 6): data-parallel jitted steps and exact resume.
 
 - Stages (`TrainConfig.stage`): 'adain' (the paper's objective), 'reconstruct' (the decoder inverts the encoder:
   pixel and relu4_1 losses at alpha = 0, a cheap pre-training) and 'distill' (a small student encoder,
@@ -111,7 +110,7 @@ def skip_width(config: TrainConfig) -> int:
 
 
 def learning_rate(config: TrainConfig) -> optax.Schedule:
-  """lr / (1 + decay * step) (the paper's code), or warm-up + cosine to 1% of lr at `steps`."""
+  """The schedule: lr / (1 + decay * step) (the paper's code), or warm-up + cosine to 1% of lr at `steps`."""
   if config.schedule == "cosine":
     warmup = max(1, config.steps // 50)
     return optax.warmup_cosine_decay_schedule(0.0, config.lr, warmup, max(warmup + 1, config.steps),
@@ -139,15 +138,16 @@ class Trainer:
 
   @property
   def data_sharding(self) -> NamedSharding:
+    """Batches split along their first axis over the mesh's 'data' axis."""
     return NamedSharding(self.mesh, P("data"))
 
   @property
   def replicated(self) -> NamedSharding:
+    """Arrays replicated on every device of the mesh (parameters, optimiser state)."""
     return NamedSharding(self.mesh, P())
 
   def fresh_params(self) -> dict:
-    """The trainable parameters at step 0 without --init_decoder: the pruned student (distill), else a random
-    decoder."""
+    """The trainable parameters at step 0 without --init_decoder: the pruned student (distill), else random."""
     if self.config.stage == "distill":
       return {k: np.asarray(v, np.float32) for k, v in self.student.params.items()}
     return adain_decoder.init_decoder(self.weights.arch, self.config.width, seed=self.config.seed,
@@ -166,14 +166,17 @@ class Trainer:
     return self.place({"params": params, "opt_state": self.optimizer.init(params), "step": 0, "ema": ema})
 
   def place(self, state: dict) -> dict:
+    """`state` (parameters, Adam state, moving average, step) placed on the mesh, replicated."""
     return {"params": jax.device_put(state["params"], self.replicated),
             "opt_state": jax.device_put(state["opt_state"], self.replicated), "step": int(state["step"]),
             "ema": jax.device_put(state.get("ema", {}), self.replicated)}
 
   def shard_batch(self, content: np.ndarray, style: np.ndarray) -> tuple[jax.Array, jax.Array]:
+    """The content and style batches sharded along the batch axis."""
     return jax.device_put(content, self.data_sharding), jax.device_put(style, self.data_sharding)
 
   def step(self, state: dict, content, style) -> tuple[dict, dict[str, float]]:
+    """One training step of `state` on a sharded batch: (the next state, {term: value} of this step)."""
     frozen = self.student.params if self.student is not None and self.config.stage != "distill" else None
     params, opt_state, ema, terms = self.step_fn(state["params"], state["opt_state"], state["ema"], self.enc_params,
                                                  self.backward, frozen, content, style)
@@ -186,8 +189,10 @@ class Trainer:
 
 def make_trainer(config: TrainConfig, weights: VGGWeights, devices: Sequence[jax.Device] | None = None, *,
                  student: adain_student.Student | None = None) -> Trainer:
-  """The trainer of `config.stage`; `student` is the encoder to distil (its pruned start) or, with
-  `config.encoder_width` > 0, the frozen student encoder that feeds the decoder."""
+  """The trainer of `config.stage`, its step compiled once.
+
+  `student` is the encoder to distil (its pruned start) or, with `config.encoder_width` > 0, the frozen student
+  encoder that feeds the decoder."""
   devices = list(devices if devices is not None else jax.devices())
   if config.batch % len(devices):
     raise NSTError(f"--batch {config.batch} must be a multiple of the number of devices ({len(devices)})")
@@ -237,8 +242,9 @@ def make_trainer(config: TrainConfig, weights: VGGWeights, devices: Sequence[jax
 
 def save_checkpoint(path: str | os.PathLike, state: dict, *, config: TrainConfig, weights: VGGWeights,
                     history: Sequence[Mapping[str, float]] = ()) -> pathlib.Path:
-  """Trained parameters, Adam state, moving average (if kept) and step in one state file (`nst_jax.io.checkpoint`),
-  written atomically."""
+  """Writes the training state in one state file (`nst_jax.io.checkpoint`), atomically.
+
+  Trained parameters, Adam state, moving average (if kept), step, config, the encoder's identity and `history`."""
   meta = {"step": int(state["step"]), "config": dataclasses.asdict(config), "arch": weights.arch,
           "encoder_sha256": weights.source_sha256, "history": list(history)}
   arrays = {**checkpoint.flatten_tree(state["params"], "params"),
@@ -248,8 +254,9 @@ def save_checkpoint(path: str | os.PathLike, state: dict, *, config: TrainConfig
 
 
 def load_checkpoint(path: str | os.PathLike, trainer: Trainer) -> tuple[dict, list[dict]]:
-  """(state, history) from `save_checkpoint` (or the .npz of earlier versions, "leaf0000"... in flattening order),
-  checked against the trainer's config and encoder."""
+  """(state, history) from `save_checkpoint`'s file, checked against the trainer's config and encoder.
+
+  The .npz of earlier versions ("leaf0000"... in flattening order) loads too."""
   where = str(path)
   if not pathlib.Path(path).is_file():
     raise NSTError(f"--resume: {where} is not a training checkpoint (no such file)")
@@ -284,7 +291,7 @@ def load_checkpoint(path: str | os.PathLike, trainer: Trainer) -> tuple[dict, li
 
 
 def write_metrics(out_dir: str | os.PathLike, history: Sequence[Mapping[str, float]], *, summary: Mapping) -> None:
-  """metrics.json (every logged step + summary) and loss_curve.png, atomically."""
+  """Writes metrics.json (every logged step + `summary`) and loss_curve.png to `out_dir`, atomically."""
   out_dir = pathlib.Path(out_dir)
   atomic.write_json(out_dir / "metrics.json", {"summary": dict(summary), "history": list(history)})
   if not any("loss" in h for h in history):
@@ -315,12 +322,27 @@ def train(trainer: Trainer, contents: Sequence[np.ndarray], styles: Sequence[np.
           init_params: Mapping[str, Any] | None = None, input_threads: int = 2,
           log: Callable[[str], None] = print, evaluate: Callable[[dict], dict] | None = None,
           eval_every: int = 0) -> tuple[dict, list[dict]]:
-  """Runs (or resumes) training to `config.steps`, checkpointing to out_dir/checkpoint.npz; returns the final state
-  and the history of running-mean losses. Stops early (after a checkpoint) when `max_seconds` have passed. Without
-  a checkpoint to resume, starts from `init_params` (a trained decoder to fine-tune) or from random. Batches are
-  built on `input_threads` host threads. Every history entry counts the images seen and the process CPU seconds
-  summed over resumed runs; every `eval_every` steps `evaluate(exported parameters)` adds an 'eval' entry (a
-  learning curve on held-out images)."""
+  """Runs (or resumes) training to `config.steps`, checkpointing to out_dir/checkpoint.npz.
+
+  Without a checkpoint to resume, starts from `init_params` (a trained decoder to fine-tune) or from random. Every
+  history entry holds running-mean losses, the images seen and the process CPU seconds summed over resumed runs.
+
+  Args:
+    trainer: `make_trainer`'s.
+    contents, styles: the training images (`nst_jax.io.training_images.ImagePool` or arrays).
+    out_dir: checkpoint.npz, metrics.json and loss_curve.png go here.
+    resume: resume from out_dir/checkpoint.npz when it exists.
+    checkpoint_every, log_every: in steps.
+    max_seconds: stop early (after a checkpoint) once this much time has passed.
+    init_params: the decoder parameters to start from (fresh Adam moments).
+    input_threads: host threads that build the batches.
+    log: receives the progress lines.
+    evaluate, eval_every: every `eval_every` steps `evaluate(exported parameters)` adds an 'eval' entry (a learning
+      curve on held-out images).
+
+  Returns:
+    (the final state, the history).
+  """
   if input_threads < 1:
     raise NSTError(f"--input_threads must be >= 1, got {input_threads}")
   out_dir = pathlib.Path(out_dir)
