@@ -1,6 +1,8 @@
-"""Overlapping tiles blended with linear ramps, for the feed-forward methods' large images: every tile is
-processed alone (with statistics of the whole image passed in) and the outputs are averaged with weights that ramp
-linearly across each overlap, so no seam shows."""
+"""Overlapping tiles blended with linear ramps, for the feed-forward methods' large images.
+
+Every tile is processed alone (with statistics of the whole image passed in) and the outputs are averaged with
+weights that ramp linearly across each overlap, so no seam shows.
+"""
 
 from __future__ import annotations
 
@@ -14,8 +16,12 @@ from nst_jax.errors import NSTError
 
 @dataclasses.dataclass(frozen=True)
 class Tiling:
-  """How a large content image is cut: square tiles of `tile` px overlapping by `overlap` px (multiples of 8), and
-  the long side of the thumbnail whose statistics normalise every tile."""
+  """How a large content image is cut into tiles.
+
+  Attributes:
+    tile: side of the square tiles in px (a multiple of 8).
+    overlap: overlap of neighbouring tiles in px (a multiple of 8).
+    thumbnail: long side of the thumbnail whose statistics normalise every tile."""
 
   tile: int = 1024
   overlap: int = 128
@@ -44,8 +50,9 @@ def tile_count(shape: tuple[int, int], tiling: Tiling) -> int:
 
 
 def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
-  """Start offsets of tiles of `tile` px covering `length` px with at least `overlap` px of overlap (the last
-  one flush with the end)."""
+  """Start offsets of tiles of `tile` px covering `length` px with at least `overlap` px of overlap.
+
+  The last tile is flush with the end."""
   if length <= tile:
     return [0]
   step = tile - overlap

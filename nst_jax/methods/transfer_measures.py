@@ -1,6 +1,7 @@
-"""Network measures of a stylised image, the same for every method: per-layer Gram distances to the style (Gatys
-et al.'s E_l, `nst_jax.losses.style_layer_loss`) and the content loss, on the default network as Gatys transfer
-uses it (the raw weights, `StylizeConfig`'s pooling).
+"""Network measures of a stylised image, the same for every method: Gram distances to the style and the content loss.
+
+Per-layer Gram distances are Gatys et al.'s E_l (`nst_jax.losses.style_layer_loss`), on the default network as
+Gatys transfer uses it (the raw weights, `StylizeConfig`'s pooling):
 
   Gram reduction of layer l = E_l(content, style) / E_l(result, style),
 
@@ -64,7 +65,7 @@ class Measurer:
             for k in GRAM_LAYERS}
 
   def content_loss(self, image: np.ndarray, content: np.ndarray) -> float:
-    """mean((F(image) - F(content))^2) at CONTENT_LAYER (images of one size)."""
+    """Content loss mean((F(image) - F(content))^2) at CONTENT_LAYER (images of one size)."""
     f = [_features(self._params, jnp.asarray(x, jnp.float32), layers=(CONTENT_LAYER,), **self._kw)[CONTENT_LAYER]
          for x in (image, content)]
     return float(jnp.mean(jnp.square(f[0] - f[1])))

@@ -41,8 +41,10 @@ def load_style(path: str | os.PathLike, long_side: int | None) -> np.ndarray:
 def style_transforms(path: str | os.PathLike, *, model: stylize.Model, folder: pathlib.Path | None,
                      long_side: int | None = None, scales: dict | None = None,
                      eps: float = ops.EPS) -> dict[str, ops.StyleTransform]:
-  """`stylize.style_transforms` of the style file at `path` resized to `long_side`, from the cache when present (and
-  stored there when not); the image is decoded only on a miss."""
+  """`stylize.style_transforms` of the style file at `path` resized to `long_side`, cached.
+
+  From the cache when present (and stored there when not); the image is decoded only on a miss. Without a folder
+  they are computed every time."""
   path = pathlib.Path(path)
   try:
     data = path.read_bytes() if path.is_file() else None

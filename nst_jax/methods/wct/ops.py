@@ -42,8 +42,10 @@ class StyleTransform(NamedTuple):
 
 
 def moments(feats: jax.Array, *, weights: jax.Array | None = None) -> Moments:
-  """Mean and unbiased covariance of (H, W, C) features over positions; `weights` ((H, W), non-negative) weigh the
-  positions (a soft region mask; the effective count is sum(w)^2 / sum(w^2))."""
+  """Mean and unbiased covariance of (H, W, C) features over positions.
+
+  `weights` ((H, W), non-negative) weigh the positions (a soft region mask; the effective count is
+  sum(w)^2 / sum(w^2))."""
   x = feats.reshape(-1, feats.shape[-1]).astype(jnp.float32)
   if weights is None:
     mean = jnp.mean(x, axis=0)
@@ -88,31 +90,34 @@ def style_transform(feats: jax.Array, *, eps: float = EPS) -> StyleTransform:
 
 def whiten(feats: jax.Array, *, eps: float = EPS, weights: jax.Array | None = None,
            stats: Moments | None = None) -> jax.Array:
-  """(H, W, C) features with their mean removed and identity covariance (over the `weights`' region if given), or
-  whitened with given `stats` (e.g. a whole image's, for one of its tiles)."""
+  """(H, W, C) features with their mean removed and identity covariance: f_w = E_c D_c^(-1/2) E_c^T (f - m_c).
+
+  The statistics are those of the `weights`' region if given, or the given `stats` (e.g. a whole image's, for one of
+  its tiles)."""
   m = moments(feats, weights=weights) if stats is None else stats
   return (feats - m.mean) @ whitening_matrix(m.cov, eps=eps)
 
 
 def wct(content: jax.Array, style: StyleTransform, *, eps: float = EPS, weights: jax.Array | None = None,
         stats: Moments | None = None) -> jax.Array:
-  """Content features (H, W, C) whitened (with the statistics of the `weights`' region, or `stats`) and coloured
-  with `style`."""
+  """WCT of content features (H, W, C): whitened (`whiten`) and coloured with `style`, f_cs = C_s f_w + m_s."""
   return whiten(content, eps=eps, weights=weights, stats=stats) @ style.coloring + style.mean
 
 
 def wct_pair(content: jax.Array, style: jax.Array, *, eps: float = EPS) -> jax.Array:
-  """`wct(content, style_transform(style))` for (H, W, C) features of both, with the two eigendecompositions in
-  one batched call: under `jax.vmap` inside `jax.jit`, two separate batched `eigh` calls have been seen to
-  deadlock the XLA CPU runtime (jax 0.10.2), one call on the stacked covariances does not."""
+  """`wct(content, style_transform(style))` for (H, W, C) features of both, the eigendecompositions in one call.
+
+  Under `jax.vmap` inside `jax.jit`, two separate batched `eigh` calls have been seen to deadlock the XLA CPU runtime
+  (jax 0.10.2); one call on the stacked covariances does not."""
   mc, ms = moments(content), moments(style)
   white, colour = _eig_power(jnp.stack([mc.cov, ms.cov]), jnp.array([-0.5, 0.5]), eps)
   return (content - mc.mean) @ white @ colour + ms.mean
 
 
 def moment_sums(feats: jax.Array, weights: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
-  """(sum w, sum w^2, weighted mean, sum w (f - mean)(f - mean)^T) over positions: one part of a whole image's
-  moments, centred on its own mean so that `combine_moments` loses no precision when the mean is large against the
+  """(sum w, sum w^2, weighted mean, sum w (f - mean)(f - mean)^T) over positions: one part of a whole image's moments.
+
+  Centred on the part's own mean, so that `combine_moments` loses no precision when the mean is large against the
   spread (as for ReLU features)."""
   x = feats.reshape(-1, feats.shape[-1]).astype(jnp.float32)
   w = weights.reshape(-1).astype(jnp.float32)
@@ -123,8 +128,9 @@ def moment_sums(feats: jax.Array, weights: jax.Array) -> tuple[jax.Array, jax.Ar
 
 
 def combine_moments(parts: Sequence[tuple]) -> Moments:
-  """The weighted mean and unbiased covariance (as `moments` gives) of the union of `moment_sums` parts, combined
-  in float64 on the host (Chan et al.'s pairwise update)."""
+  """The weighted mean and unbiased covariance (as `moments` gives) of the union of `moment_sums` parts.
+
+  Combined in float64 on the host (Chan et al.'s pairwise update)."""
   totals = np.array([float(p[0]) for p in parts])
   total = max(totals.sum(), 1e-8)
   means = np.stack([np.asarray(p[2], np.float64) for p in parts])

@@ -33,8 +33,9 @@ def level_dir(out_dir: str | pathlib.Path, layer: str) -> pathlib.Path:
 
 def make_level_trainer(config: wct_train.TrainConfig, weights: VGGWeights, out_dir: str | pathlib.Path,
                        contents: Sequence[np.ndarray], styles: Sequence[np.ndarray]) -> wct_train.Trainer:
-  """The level's trainer; its decoder input scale comes from its checkpoint if there is one, else from the batch
-  of step 0 (so a resumed run keeps the scale it started with)."""
+  """The trainer of one level, its decoder input scale kept across resumes.
+
+  The scale comes from the level's checkpoint if there is one, else from the batch of step 0."""
   ckpt = level_dir(out_dir, config.layer) / "checkpoint.npz"
   if ckpt.exists():
     scale = float(wct_train.read_checkpoint_meta(ckpt)["input_scale"])
@@ -48,9 +49,10 @@ def make_level_trainer(config: wct_train.TrainConfig, weights: VGGWeights, out_d
 
 def seed_from_decoders(config: wct_train.TrainConfig, weights: VGGWeights, out_dir: str | pathlib.Path,
                        decoders: wct_decoder.DecoderSet, *, log: Callable[[str], None] = print) -> None:
-  """Writes the level's first checkpoint from an exported decoder file: its parameters, its input scale and the
-  step it was exported at, with fresh Adam moments (the moments are not exported, so this continues the run
-  approximately; a checkpoint.npz continues it exactly). Nothing is written when the level has a checkpoint."""
+  """Writes a level's first checkpoint from an exported decoder file, unless the level has a checkpoint.
+
+  Its parameters, its input scale and the step it was exported at, with fresh Adam moments (the moments are not
+  exported, so this continues the run approximately; a checkpoint.npz continues it exactly)."""
   ckpt = level_dir(out_dir, config.layer) / "checkpoint.npz"
   level = decoders.levels.get(config.layer)
   if ckpt.exists() or level is None:
@@ -69,8 +71,9 @@ def seed_from_decoders(config: wct_train.TrainConfig, weights: VGGWeights, out_d
 def train_levels(configs: Sequence[wct_train.TrainConfig], weights: VGGWeights, contents: Sequence[np.ndarray],
                  styles: Sequence[np.ndarray], *, out_dir: str | pathlib.Path, chunk_seconds: float = 600.0,
                  init: wct_decoder.DecoderSet | None = None, log: Callable[[str], None] = print) -> None:
-  """Trains every level of `configs` to its `steps`, round-robin in chunks of `chunk_seconds`, resuming each (a
-  level without a checkpoint starts from `init`'s decoder of that level when given, `seed_from_decoders`)."""
+  """Trains every level of `configs` to its `steps`, round-robin in chunks of `chunk_seconds`, resuming each.
+
+  A level without a checkpoint starts from `init`'s decoder of that level when given (`seed_from_decoders`)."""
   if init is not None:
     for config in configs:
       seed_from_decoders(config, weights, out_dir, init, log=log)
@@ -118,8 +121,9 @@ def level_encoder_params(weights: VGGWeights, layer: str) -> dict:
 def export(out_dir: str | pathlib.Path, layers: Sequence[str], weights: VGGWeights, path: str | pathlib.Path, *,
            holdout: Mapping[str, np.ndarray], info: Mapping | None = None,
            log: Callable[[str], None] = print) -> wct_decoder.DecoderSet:
-  """Writes the decoder file of `layers` from their training checkpoints under `out_dir`, each level's info
-  holding its config, step, last losses and held-out PSNR (mean and per image)."""
+  """Writes the decoder file of `layers` from their training checkpoints under `out_dir`; returns the set.
+
+  Each level's info holds its config, step, last losses and held-out PSNR (mean and per image, on `holdout`)."""
   levels = {}
   for layer in layers:
     ckpt = level_dir(out_dir, layer) / "checkpoint.npz"
@@ -140,9 +144,11 @@ def export(out_dir: str | pathlib.Path, layers: Sequence[str], weights: VGGWeigh
 
 
 def as_adain_decoder(decoders: wct_decoder.DecoderSet, layer: str = "relu4_1") -> adain_decoder.DecoderCheckpoint:
-  """The relu4_1 reconstruction decoder as an AdaIN decoder file: the same network (the encoder's mirror up to
-  relu4_1, no skips), so it can start an AdaIN training (`python -m nst_jax train adain --init_decoder`) from a
-  decoder that already inverts the encoder instead of from random."""
+  """The relu4_1 reconstruction decoder as an AdaIN decoder file's contents.
+
+  The same network (the encoder's mirror up to relu4_1, no skips), so it can start an AdaIN training
+  (`python -m nst_jax train adain --init_decoder`) from a decoder that already inverts the encoder instead of from
+  random."""
   if layer != adain_decoder.ENCODER_LAYER:
     raise ValueError(f"AdaIN decodes {adain_decoder.ENCODER_LAYER}, not {layer}")
   level = decoders.levels[layer]

@@ -94,9 +94,10 @@ def _style_transforms_jit(enc_params, image, *, arch, preprocessing, layers, eps
 
 def style_transforms(model: Model, style: np.ndarray, *, scales: Mapping[str, float] | None = None,
                      eps: float = ops.EPS) -> dict[str, ops.StyleTransform]:
-  """{level: the style's mean and colouring matrix} at every level of the model, one encoder pass per distinct
-  scale: a level with a scale in `scales` (the cascade runs it on the image resized by it) takes the style resized
-  by the same factor, so its marks keep their size relative to the image."""
+  """{level: the style's mean and colouring matrix} at every level of the model.
+
+  One encoder pass per distinct scale: a level with a scale in `scales` (the cascade runs it on the image resized by
+  it) takes the style resized by the same factor, so its marks keep their size relative to the image."""
   style = np.asarray(style, np.float32)
   scales = dict(scales or {})
   out = {}
@@ -230,7 +231,7 @@ def stylize(content: np.ndarray, styles: Sequence[np.ndarray], *, model: Model,
             max_pixels: int = DEFAULT_MAX_PIXELS, tiling: blend_tiles.Tiling | None = None,
             scales: Mapping[str, float] | None = None, passes: Mapping[str, int] | None = None,
             eps: float = ops.EPS) -> np.ndarray:
-  """Stylised (H, W, 3) float image in [0, 1] of `content` with `styles`, by the WCT cascade.
+  """The stylised (H, W, 3) float image in [0, 1] of `content` with `styles`, by the WCT cascade.
 
   Args:
     content: RGB [0, 1] (H, W, 3).
@@ -253,6 +254,9 @@ def stylize(content: np.ndarray, styles: Sequence[np.ndarray], *, model: Model,
       the encoder, so one pass leaves the level's statistics short of the style's; each further pass, on the image
       the last one decoded, brings them closer, at the cost of more of the photo's structure.
     eps: eigenvalue regularisation of the whitening and colouring.
+
+  Returns:
+    (H, W, 3) float32 in [0, 1].
   """
   if levels is None:
     levels = model.default_levels or model.levels

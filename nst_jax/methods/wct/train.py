@@ -1,5 +1,4 @@
-"""Training the WCT decoders for reconstruction (Li et al. 2017, section 3): one decoder per level, each learning
-to invert the encoder at that level, with a resumable checkpoint.
+"""Training the WCT decoders for reconstruction (Li et al. 2017, section 3), one resumable run per level.
 
 Objective of the decoder of level l (relu_b_1), for an image x with features f = enc_l(x):
 
@@ -63,8 +62,7 @@ class TrainConfig:
     pixel_weight, feature_weight: weights of the two reconstruction terms (module docstring).
     stylized_weight: weight of the inversion of WCT-transformed features (module docstring; 0: reconstruction only).
     seed: seeds the initial parameters and every batch.
-    min_scale, max_scale: crops are taken from the image scaled so its short side is crop * U(min, max).
-  """
+    min_scale, max_scale: crops are taken from the image scaled so its short side is crop * U(min, max)."""
 
   layer: str = "relu4_1"
   width: int = 32
@@ -124,8 +122,9 @@ def encode(enc_params: Mapping, images: jax.Array, *, arch: str, preprocessing: 
 def reconstruction_terms(dec_params: Mapping, enc_params: Mapping, images: jax.Array, *, arch: str,
                          preprocessing: Preprocessing, config: TrainConfig, input_scale: float,
                          backward: Mapping | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
-  """(loss, {"pixel", "feature"[, "stylized"]}) of the module docstring for a batch of RGB [0, 1] images: photos
-  first, then as many paintings."""
+  """The module docstring's (loss, {"pixel", "feature"[, "stylized"]}) for a batch of RGB [0, 1] images.
+
+  The batch holds the photos first, then as many paintings; `input_scale` multiplies the decoder's input."""
   kw = dict(arch=arch, preprocessing=preprocessing, layer=config.layer)
   feats = jax.lax.stop_gradient(encode(enc_params, images, **kw))
   level = wct_decoder.LevelDecoder(dec_params, config.width, config.padding, input_scale)
@@ -171,15 +170,18 @@ class Trainer:
   step_fn: Callable
 
   def fresh_state(self) -> dict:
+    """Step 0: fresh decoder parameters and Adam moments, placed on the mesh."""
     params = wct_decoder.init_decoder(self.arch, self.config.layer, self.config.width, seed=self.config.seed)
     return self.place({"params": params, "opt_state": self.optimizer.init(params), "step": 0})
 
   def place(self, state: dict) -> dict:
+    """`state` (parameters, Adam state, step) placed on the mesh, replicated."""
     replicated = NamedSharding(self.mesh, P())
     return {"params": jax.device_put(state["params"], replicated),
             "opt_state": jax.device_put(state["opt_state"], replicated), "step": int(state["step"])}
 
   def step(self, state: dict, images: np.ndarray) -> tuple[dict, dict[str, jax.Array]]:
+    """One training step on a batch of images (sharded here): (the next state, {term: value})."""
     batch = jax.device_put(images, NamedSharding(self.mesh, P("data")))
     params, opt_state, terms = self.step_fn(state["params"], state["opt_state"], self.enc_params, self.backward,
                                             batch)
@@ -259,9 +261,11 @@ def train(trainer: Trainer, contents: Sequence[np.ndarray], styles: Sequence[np.
           out_dir: str | os.PathLike, stop: int | None = None, checkpoint_every: int = 50, log_every: int = 10,
           max_seconds: float | None = None, evaluate: Callable[[dict], dict] | None = None, eval_every: int = 0,
           log: Callable[[str], None] = print) -> tuple[dict, list[dict]]:
-  """Runs or resumes (from out_dir/checkpoint.npz) the training up to step `stop` (default `config.steps`);
-  checkpoints every `checkpoint_every` steps, at the end and when `max_seconds` have passed. History entries hold
-  running means of the loss terms and, every `eval_every` steps, `evaluate(params)` (held-out numbers)."""
+  """Runs or resumes (from out_dir/checkpoint.npz) the training up to step `stop` (default `config.steps`).
+
+  Checkpoints every `checkpoint_every` steps, at the end and when `max_seconds` have passed. History entries hold
+  running means of the loss terms and, every `eval_every` steps, `evaluate(params)` (held-out numbers). Returns
+  (the final state, the history)."""
   out_dir = pathlib.Path(out_dir)
   out_dir.mkdir(parents=True, exist_ok=True)
   ckpt = out_dir / "checkpoint.npz"
