@@ -1,8 +1,10 @@
-"""`python -m nst_jax adain`: arbitrary style transfer in one forward pass (Huang & Belongie 2017), with alpha, style
-blending, masks, colour control and thumbnail-normalised tiles for large images. A decoder file with its own
-(student) encoder needs no VGG weights; style statistics are cached per style file (`nst_jax.methods.adain.cache`).
+"""`python -m nst_jax adain`: arbitrary style transfer in one forward pass (Huang & Belongie 2017).
 
   python -m nst_jax adain --content A.jpg --style B.jpg[,C.jpg] --style_blend 0.7,0.3 --alpha 0.8 --output C.png
+
+With alpha, style blending, masks, colour control and thumbnail-normalised tiles for large images. A decoder file
+with its own (student) encoder needs no VGG weights; style statistics are cached per style file
+(`nst_jax.methods.adain.cache`).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from nst_jax.weights.store import resolve_weights
 
 
 def define_flags(fv: flags.FlagValues) -> Sections:
+  """Defines the command's flags on `fv`; returns the help sections."""
   images = shared_flags.define_images(
       fv, content="Content image (default: matplotlib's grace_hopper.jpg).",
       style="Style image(s), comma-separated (default: a generated swirl painting).", output="stylized.png",
@@ -53,6 +56,7 @@ def define_flags(fv: flags.FlagValues) -> Sections:
 
 
 def run(fv: flags.FlagValues, positional: list[str]) -> pathlib.Path:
+  """Stylises the content with the parsed flags and writes --output; returns its path."""
   del positional
   output = image_io.check_output_path(fv.output)
   if fv["size"].present and fv.size < 16:

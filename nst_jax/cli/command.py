@@ -33,8 +33,11 @@ Sections = list[tuple[str, list[str]]]  # (title, flag names) in the order `--he
 
 @dataclasses.dataclass(frozen=True)
 class Command:
-  """A command line: `define_flags(flag_values)` defines its flags on a fresh FlagValues and returns the help
-  sections; `run(flag_values, positional)` does the work once they are parsed."""
+  """A command line: its name, usage, flags and the function that does its work.
+
+  `define_flags(flag_values)` defines its flags on a fresh FlagValues and returns the help sections;
+  `run(flag_values, positional)` does the work once they are parsed. `input_flags` name the flags whose files
+  --output must not overwrite (`output_guard`)."""
 
   name: str          # as typed, e.g. "stylize" or "weights"
   prog: str          # e.g. "python -m nst_jax stylize"
@@ -60,12 +63,14 @@ def define_all_flags(command: Command, fv: flags.FlagValues) -> Sections:
 
 
 def flag_names(command: Command) -> set[str]:
+  """The names of every flag `command` takes (defined on a throwaway FlagValues)."""
   fv = flags.FlagValues()
   define_all_flags(command, fv)
   return set(fv)
 
 
 def format_help(command: Command, fv: flags.FlagValues, sections: Sections) -> str:
+  """The command's `--help` text: usage, description, then each help section's flags with their defaults."""
   width = min(120, max(60, shutil.get_terminal_size((100, 24)).columns))
   lines = [f"usage: {command.prog} {command.usage}", ""]
   if command.description:
@@ -99,8 +104,10 @@ def _unknown_flag_message(command: Command, name: str, others: Callable[[], Sequ
 
 def parse(command: Command, args: Sequence[str], others: Callable[[], Sequence[Command]] = tuple
           ) -> tuple[flags.FlagValues, Sections, list[str]]:
-  """The parsed flags, the help sections and the positional arguments; NSTError for anything wrong. `others()`
-  gives the commands an unknown flag may belong to (called only then: loading them imports their modules)."""
+  """(the parsed flags, the help sections, the positional arguments) of `args`; NSTError for anything wrong.
+
+  `others()` gives the commands an unknown flag may belong to (called only then: loading them imports their
+  modules)."""
   fv = flags.FlagValues()
   sections = define_all_flags(command, fv)
   try:
@@ -117,7 +124,7 @@ def parse(command: Command, args: Sequence[str], others: Callable[[], Sequence[C
 
 
 def check_finite_floats(fv: flags.FlagValues) -> None:
-  """No float flag is NaN or infinite: absl parses 'nan' and 'inf' as numbers, and no flag means either."""
+  """Raises NSTError when a float flag is NaN or infinite (absl parses 'nan' and 'inf' as numbers)."""
   for name in sorted(fv):
     flag = fv[name]
     if isinstance(flag.parser, flags.FloatParser) and flag.value is not None and not math.isfinite(flag.value):
@@ -158,8 +165,10 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 
 
 def main(command: Command, args: Sequence[str], *, others: Callable[[], Sequence[Command]] = tuple) -> int:
-  """Runs `command` on `args` (without the program name) and returns the exit status: 0, 2 for a problem with the
-  input (one `error:` line), 130 when interrupted. Any other exception is a bug and keeps its traceback."""
+  """Runs `command` on `args` (without the program name) and returns the exit status.
+
+  0, 2 for a problem with the input (one `error:` line), 130 when interrupted. Any other exception is a bug and keeps
+  its traceback."""
   # JAX logs backend probing at INFO and WARNING ("An NVIDIA GPU may be present ..."): not for the user.
   logging.getLogger("jax").setLevel(logging.ERROR)
   if any(arg in HELP_FLAGS for arg in args):

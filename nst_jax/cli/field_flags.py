@@ -1,5 +1,7 @@
-"""The command line's names for the config fields that library errors name: each `StylizeConfig.<field>` in an
-error's message becomes the flag that sets it."""
+"""The command line's names for the config fields that library errors name.
+
+Each `StylizeConfig.<field>` in an error's message becomes the flag that sets it.
+"""
 
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ def flag_message(message: str) -> str:
 
 
 def fields_as_flags(run: Callable) -> Callable:
-  """`run` (a command's), with the config fields that its errors name given as the flags that set them."""
+  """`run` (a command's) wrapped so that the config fields its errors name read as the flags that set them."""
   @functools.wraps(run)
   def wrapped(*args, **kwargs):
     try:

@@ -59,8 +59,7 @@ def format_commands() -> str:
 
 
 def main(argv: Sequence[str]) -> int:
-  """Runs the command named by argv's first word or two (argv without the program name); returns the exit
-  status."""
+  """Runs the command named by argv's first word or two (argv without the program name); returns the exit status."""
   name = command_name(argv)
   # `--help` alone, or after the first word of a two-word command (`train --help`), lists the commands.
   first_words = {name.split()[0] for name in COMMANDS if " " in name}
@@ -85,8 +84,10 @@ def main(argv: Sequence[str]) -> int:
 
 
 def leave(message: str) -> None:
-  """Ends the process at once with `message` and status 130. XLA's compiler and runtime threads may still be busy:
-  a normal interpreter exit tears the runtime down under them, which can end in a segmentation fault."""
+  """Ends the process at once with `message` and status 130.
+
+  XLA's compiler and runtime threads may still be busy: a normal interpreter exit tears the runtime down under them,
+  which can end in a segmentation fault."""
   # A progress bar may be mid-line: start over at its beginning (and clear it on a terminal).
   sys.stderr.write(("\r\033[K" if sys.stderr.isatty() else "\r") + f"error: {message}\n")
   sys.stdout.flush()
@@ -95,9 +96,11 @@ def leave(message: str) -> None:
 
 
 def on_sigint(signum, frame) -> None:
-  """Ctrl-C in a console run: leave at once (a KeyboardInterrupt raised inside an import or library call can be
-  swallowed by its broad `except`, and the run would go on), except while a file is being written: then the
-  KeyboardInterrupt lets the write remove its temporary file, and `command.main` reports."""
+  """The SIGINT handler of a console run: leave at once, except while a file is being written.
+
+  A KeyboardInterrupt raised inside an import or library call can be swallowed by its broad `except`, and the run
+  would go on; while a file is written, the KeyboardInterrupt lets the write remove its temporary file, and
+  `command.main` reports."""
   del signum, frame
   if atomic.writing():
     raise KeyboardInterrupt

@@ -1,5 +1,7 @@
-"""Flags shared by the optimisation commands (`stylize`, `synthesize`, `photoreal`): optimiser, loss weights and
-layers, tiles, and the helpers that read them."""
+"""Flags shared by the optimisation commands (`stylize`, `synthesize`, `photoreal`) and the helpers that read them.
+
+Optimiser, loss weights and layers, and tiles.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from nst_jax.objective.config import STYLE_LAYER_PRESETS
 
 def define_optimizer(fv: flags.FlagValues, *, iterations: int | None, iterations_help: str, optimizer: str,
                      log_every: int, stall_rtol: float | None, seed: int) -> Section:
+  """Defines the optimiser flags on `fv` with the command's defaults; returns their help section."""
   flags.DEFINE_integer("iterations", iterations, iterations_help, flag_values=fv)
   flags.DEFINE_string("optimizer", optimizer, "lbfgs, or any optax optimizer by name (adam, sgd, adamw, rmsprop, "
                       "...).", flag_values=fv)
@@ -33,7 +36,9 @@ def define_optimizer(fv: flags.FlagValues, *, iterations: int | None, iterations
 
 
 def define_loss(fv: flags.FlagValues, *, defaults, init_help: str) -> Section:
-  """Weights and layers common to stylize and photoreal; `defaults` holds each command's own default values."""
+  """Defines the loss weight and layer flags common to stylize and photoreal; returns their help section.
+
+  `defaults` holds each command's own default values (a config), `init_help` the help of its --init."""
   flags.DEFINE_float("content_weight", defaults.content_weight, "Weight of the content loss.", flag_values=fv)
   flags.DEFINE_float("style_weight", defaults.style_weight, "Weight of the style loss.", flag_values=fv)
   flags.DEFINE_float("tv_weight", defaults.tv_weight, "Weight of the total-variation loss.", flag_values=fv)
@@ -51,6 +56,7 @@ def define_loss(fv: flags.FlagValues, *, defaults, init_help: str) -> Section:
 
 
 def define_tiles(fv: flags.FlagValues) -> Section:
+  """Defines the tiled-engine flags (tile size, halo, overlap, batch, memory budget, precision, output bits)."""
   hr = HighresConfig()
   flags.DEFINE_integer("tile_size", None, "Tiled loss: tile interior in pixels; 0 = automatic from --max_memory_gb "
                        "(default: tiles only when the image does not fit the budget).", flag_values=fv)
@@ -79,19 +85,24 @@ def layers(names: list[str]) -> tuple[str, ...]:
 
 
 def stall_rtol(fv: flags.FlagValues) -> float | None:
+  """--stall_rtol as the config takes it: None (run every iteration) for 0 or less."""
   return fv.stall_rtol if fv.stall_rtol and fv.stall_rtol > 0 else None
 
 
 def optimizer_options(fv: flags.FlagValues) -> dict:
+  """--optimizer_args parsed into keyword arguments of the optimiser (`optim.parse_options`)."""
   return optim.parse_options(fv.optimizer_args)
 
 
 def tiles_requested(fv: flags.FlagValues) -> bool:
+  """Whether any tile flag is given on the command line."""
   return any(fv[name].present for name in TILE_FLAGS)
 
 
 def highres_config(fv: flags.FlagValues, **pyramid) -> HighresConfig:
-  """The tile flags (and, for stylize, the pyramid and checkpoint settings in `pyramid`) as a HighresConfig."""
+  """The tile flags (and, for stylize, the pyramid and checkpoint settings in `pyramid`) as a HighresConfig.
+
+  Raises NSTError for an --output_bits other than 8 or 16."""
   if fv.output_bits not in (8, 16):
     raise NSTError(f"--output_bits must be 8 or 16, got {fv.output_bits}")
   return HighresConfig(tile_size=fv.tile_size or 0, tile_halo=fv.tile_halo, tile_overlap=fv.tile_overlap,
@@ -99,4 +110,5 @@ def highres_config(fv: flags.FlagValues, **pyramid) -> HighresConfig:
 
 
 def intermediate_path(output: pathlib.Path, iteration: int) -> pathlib.Path:
+  """The path of the intermediate image saved at `iteration`: OUTPUT_00100.png beside `output`."""
   return output.with_name(f"{output.stem}_{iteration:05d}{output.suffix}")

@@ -1,6 +1,9 @@
-"""Input files are never written: an `--output` that is a folder, or that resolves to a file another flag reads
-(content, style, masks, segmentation, depth, initial image, weights, decoders, checkpoint), is refused before any
-work. Stdlib only, so that the check costs nothing before JAX is imported."""
+"""Input files are never written: a bad `--output` is refused before any work.
+
+An output that is a folder, or that resolves to a file another flag reads (content, style, masks, segmentation,
+depth, initial image, weights, decoders, checkpoint), is an error. Stdlib only, so that the check costs nothing
+before JAX is imported.
+"""
 
 from __future__ import annotations
 
@@ -17,8 +20,10 @@ DERIVED_SUFFIX = r"_(?:\d{5}|stage\d)"
 
 
 def flag_paths(values: dict[str, object], names: Iterable[str]) -> Iterator[tuple[str, pathlib.Path]]:
-  """(flag, path) for each value of the flags `names` (strings or lists of strings) that names an existing file
-  or folder; values that are names (`--weights hed-vgg16`) or keywords (`--init colors`) are skipped."""
+  """(flag, path) for each value of the flags `names` that names an existing file or folder.
+
+  Values may be strings or lists of strings; values that are names (`--weights hed-vgg16`) or keywords (`--init
+  colors`) are skipped."""
   for name in names:
     value = values.get(name)
     for item in value if isinstance(value, (list, tuple)) else [value]:
@@ -43,7 +48,7 @@ def derived_from(output: pathlib.Path, path: pathlib.Path) -> bool:
 
 
 def check_output(output: str, inputs: Iterable[tuple[str, pathlib.Path]]) -> None:
-  """NSTError when `output` is a folder or would overwrite one of `inputs` ((flag, path) pairs)."""
+  """Raises NSTError when `output` is a folder or would overwrite one of `inputs` ((flag, path) pairs)."""
   path = pathlib.Path(output)
   if path.is_dir():
     raise NSTError(f"--output {output!r} is a folder; give a file path in it, e.g. "

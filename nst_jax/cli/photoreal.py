@@ -1,13 +1,13 @@
-"""`python -m nst_jax photoreal`: photorealistic style transfer (Luan et al. 2017), both stages and the local-affine
-post-processing, optionally in tiles.
+"""`python -m nst_jax photoreal`: photorealistic style transfer (Luan et al. 2017), optionally in tiles.
 
   python -m nst_jax photoreal --content in.png --style tar.png --content_seg in_seg.png --style_seg tar_seg.png \
       --output out.png
 
-Defaults are this project's calibrated objective (relative content and style errors, per-pixel matting energy,
-weights chosen on the paper's examples; `nst_jax.methods.photoreal`): 512 px, stage 2 only (150 L-BFGS iterations)
-from the content with each region's colours moved to the style's. `--preset paper` takes the reference's size and
-iterations (700 px, 1000 + 1000), `--objective reference` its loss weights in its own units.
+Both stages and the local-affine post-processing. Defaults are this project's calibrated objective (relative
+content and style errors, per-pixel matting energy, weights chosen on the paper's examples;
+`nst_jax.methods.photoreal`, docs/photoreal.md): stage 2 only, from the content with each region's colours moved to
+the style's. `--preset paper` takes the reference's size and iterations, `--objective reference` its loss weights
+in its own units.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from nst_jax.weights.store import resolve_weights
 
 
 def define_flags(fv: flags.FlagValues) -> Sections:
+  """Defines the command's flags on `fv`; returns the help sections."""
   ref = photoreal.PhotorealConfig()
   images = shared_flags.define_images(fv, content="Content photo.", style="Style photo (one).", output="stylized.png",
                                       size=ref.size, size_help="Long side of the output in pixels.")
@@ -88,8 +89,10 @@ def define_flags(fv: flags.FlagValues) -> Sections:
 
 
 def stage_iterations(fv: flags.FlagValues, ref: photoreal.PhotorealConfig) -> tuple[int, int]:
-  """(stage 1, stage 2) iterations: --iterations sets each stage that runs by default (only stage 2, or both
-  with --preset paper), never switching stage 1 on; --stage1_iterations/--stage2_iterations override it."""
+  """(stage 1, stage 2) iterations from the flags and the preset's config `ref`.
+
+  --iterations sets each stage that runs by default (only stage 2, or both with --preset paper), never switching
+  stage 1 on; --stage1_iterations/--stage2_iterations override it."""
   validation.check_iterations(fv.iterations)
   stage1 = ref.stage1_iterations if fv.iterations is None or not ref.stage1_iterations else fv.iterations
   stage2 = ref.stage2_iterations if fv.iterations is None else fv.iterations
@@ -98,6 +101,7 @@ def stage_iterations(fv: flags.FlagValues, ref: photoreal.PhotorealConfig) -> tu
 
 
 def config_from_flags(fv: flags.FlagValues) -> photoreal.PhotorealConfig:
+  """The run's `PhotorealConfig` from the parsed flags (the preset's values where a flag is not given)."""
   ref = photoreal.PAPER_PRESET if fv.preset == "paper" else photoreal.PhotorealConfig()
   stage1, stage2 = stage_iterations(fv, ref)
   layer_weights = optim.parse_options(fv.style_layer_weights, flag="--style_layer_weights") or None
@@ -117,6 +121,7 @@ def config_from_flags(fv: flags.FlagValues) -> photoreal.PhotorealConfig:
 
 @field_flags.fields_as_flags
 def run(fv: flags.FlagValues, positional: list[str]) -> pathlib.Path:
+  """Runs both stages and the post-processing with the parsed flags and writes --output; returns its path."""
   del positional
   hr = optimization_flags.highres_config(fv)
   output = image_io.check_output_path(fv.output, bits=fv.output_bits)
@@ -187,6 +192,6 @@ COMMAND = Command(
     usage="--content PHOTO --style PHOTO [--content_seg MAP --style_seg MAP] [flags]",
     description="Photorealistic style transfer: optimisation (stage 2 with the matting Laplacian; stage 1 without "
                 "it on request), then local-affine post-processing. Run times measured on a 2-core CPU are in the "
-                "README (section Photorealistic transfer).",
+                "README (section photoreal) and docs/photoreal.md.",
     define_flags=define_flags, run=run,
     input_flags=("content", "style", "content_seg", "style_seg", "init", "weights"))

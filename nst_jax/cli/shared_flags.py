@@ -1,6 +1,8 @@
 """Flags that every command defines (each on its own FlagValues: images, weights) and the helpers that read them.
+
 The optimisation commands' own shared flags are in `optimization_flags`; this module stays light to import, since
-`adain` is meant to answer in seconds."""
+`adain` is meant to answer in seconds.
+"""
 
 from __future__ import annotations
 
@@ -19,7 +21,9 @@ MIN_MASK_COVER = 1.0 / 255  # a mask whose brightest pixel is darker than one 8-
 
 def define_images(fv: flags.FlagValues, *, content: str | None, style: str, output: str, size: int | None,
                   size_help: str) -> Section:
-  """`content=None`: a command without a content image (synthesize)."""
+  """Defines --content, --style, --output, --size and --weights with the command's defaults; returns their section.
+
+  `content=None`: a command without a content image (synthesize)."""
   if content is not None:
     flags.DEFINE_string("content", None, content, flag_values=fv)
   flags.DEFINE_list("style", None, style, flag_values=fv)
@@ -31,6 +35,7 @@ def define_images(fv: flags.FlagValues, *, content: str | None, style: str, outp
 
 
 def floats(values: list[str], flag: str) -> tuple[float, ...]:
+  """A list flag's values as finite floats; NSTError naming `flag` otherwise."""
   try:
     numbers = tuple(float(v) for v in values)
   except ValueError:
@@ -41,6 +46,7 @@ def floats(values: list[str], flag: str) -> tuple[float, ...]:
 
 
 def integers(values: list[str], flag: str) -> tuple[int, ...]:
+  """A list flag's values as integers; NSTError naming `flag` otherwise."""
   try:
     return tuple(int(v) for v in values)
   except ValueError:
@@ -66,6 +72,7 @@ def load_style(path: str) -> np.ndarray:
 
 
 def load_styles(paths: list[str] | None) -> list[np.ndarray]:
+  """The style images at `paths` (`load_style`), or the generated demo painting without any."""
   return [load_style(p) for p in paths] if paths else [_demo().default_style()]
 
 

@@ -1,12 +1,12 @@
-"""`python -m nst_jax stylize` and `synthesize`: Gatys et al. by optimisation, with the controls of Gatys et al.
-(2017) and, for large images, the tiled coarse-to-fine engine of `nst_jax.highres`.
+"""`python -m nst_jax stylize` and `synthesize`: Gatys et al. by optimisation.
 
   python -m nst_jax stylize --content A.jpg --style B.jpg --output C.png [--size 512 --iterations 500 ...]
   python -m nst_jax stylize --content A.jpg --style B.jpg,C.jpg --style_blend 0.7,0.3 --preserve_colors luminance
   python -m nst_jax synthesize --style B.jpg[,C.jpg] --size 256 --output texture.png
 
-Without --content/--style, `stylize` runs on the built-in demo pair (matplotlib's Grace Hopper photo and a
-generated swirl painting).
+With the controls of Gatys et al. (2017) and, for large images, the tiled coarse-to-fine engine of
+`nst_jax.highres`. Without --content/--style, `stylize` runs on the built-in demo pair (matplotlib's Grace Hopper
+photo and a generated swirl painting).
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ INPUT_FLAGS = ("content", "style", "style_masks", "depth", "init", "weights", "h
 
 
 def define_flags(fv: flags.FlagValues, *, synthesis: bool = False) -> Sections:
+  """Defines the command's flags on `fv` (`synthesis`: without the content flags); returns the help sections."""
   defaults = StylizeConfig(init="noise" if synthesis else "colors")
   images = shared_flags.define_images(
       fv, content=None if synthesis else "Content image (default: matplotlib's grace_hopper.jpg).",
@@ -138,6 +139,7 @@ def flag_value(fv: flags.FlagValues, name: str, default):
 
 
 def config_from_flags(fv: flags.FlagValues) -> StylizeConfig:
+  """The run's `StylizeConfig` from the parsed flags."""
   layer_sets = tuple(optimization_flags.layers([n.strip() for n in part.split(",") if n.strip()])
                      for part in fv.style_layer_sets.split(";")) if fv.style_layer_sets else ()
   defaults = StylizeConfig()
@@ -171,6 +173,7 @@ def _start_distributed(fv: flags.FlagValues) -> None:
 
 @field_flags.fields_as_flags
 def run(fv: flags.FlagValues, positional: list[str], *, synthesis: bool = False) -> pathlib.Path:
+  """Stylises (or, with `synthesis`, synthesises a texture) with the parsed flags, writes --output, returns its path."""
   del positional
   hr = optimization_flags.highres_config(
       fv, start_size=fv.start_size, scale_step=fv.scale_step,

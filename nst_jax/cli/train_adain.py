@@ -1,13 +1,12 @@
-"""`python -m nst_jax train adain`: trains, fine-tunes, resumes or exports the AdaIN decoder (`nst_jax.methods.adain`)
-for an encoder, or distils its student encoder.
+"""`python -m nst_jax train adain`: trains, fine-tunes, resumes or exports the AdaIN decoder, or distils its student.
 
   python -m nst_jax train adain --out_dir runs/adain                     # train (rerun the same command to resume)
   python -m nst_jax train adain --out_dir runs/adain --export_only --export weights/adain-decoder-hed-vgg16.npz
 
-Three stages make the shipped decoder: the student (`--stage distill --encoder_width 16 --steps 0`: the teacher
-pruned and refitted by least squares), reconstruction pre-training (`--stage reconstruct`), then the paper's objective
-(`--stage adain --loss_net student`). A run keeps out_dir/checkpoint.npz (resumable: rerun the same command),
-metrics.json and loss_curve.png.
+Stages (`nst_jax.methods.adain.train`): the student (`--stage distill --encoder_width 16 --steps 0`: the teacher
+pruned and refitted by least squares), reconstruction pre-training (`--stage reconstruct`), then the paper's
+objective (`--stage adain`); docs/adain.md has the shipped decoder's commands. A run keeps out_dir/checkpoint.npz
+(resumable: rerun the same command), metrics.json and loss_curve.png.
 
 Data: --content_dirs and --style_dirs (default ../shared/data/train/photos and paintings, relative to the
 repository; folders of any size are read on demand up to --cache_gb); --highres and --demo_images add more. The
@@ -36,6 +35,7 @@ DATA = pathlib.Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
 
 def define_flags(fv: flags.FlagValues) -> Sections:
+  """Defines the command's flags on `fv`; returns the help sections."""
   define = dict(flag_values=fv)
   flags.DEFINE_list("content_dirs", [str(DATA / "train/photos")], "Folders (or files) of content photos.", **define)
   flags.DEFINE_list("style_dirs", [str(DATA / "train/paintings")], "Folders (or files) of style images.", **define)
@@ -124,8 +124,9 @@ def config_from(fv: flags.FlagValues) -> adain_train.TrainConfig:
 
 
 def folders(fv: flags.FlagValues, name: str) -> list[str]:
-  """The folders of a list flag: the defaults (../shared/data) may be absent, folders given on the command line
-  must exist (`list_images` says which does not)."""
+  """The folders of a list flag: the defaults (../shared/data) may be absent, folders given must exist.
+
+  `list_images` says which does not."""
   if fv[name].present:
     return fv[name].value
   return [d for d in fv[name].value if pathlib.Path(d).exists()]
@@ -145,8 +146,10 @@ def sources(fv: flags.FlagValues) -> tuple[list, list]:
 
 
 def check_paths(fv: flags.FlagValues) -> None:
-  """--out_dir is a folder (or missing); --export may replace an earlier decoder or student file, never a folder,
-  a file this run reads or any other file."""
+  """Checks --out_dir (a folder, or missing) and --export before any work.
+
+  --export may replace an earlier decoder or student file, never a folder, a file this run reads or any other
+  file."""
   if pathlib.Path(fv.out_dir).exists() and not pathlib.Path(fv.out_dir).is_dir():
     raise NSTError(f"--out_dir {fv.out_dir!r} is a file; give the run's folder (created if missing)")
   if not fv.export:
@@ -175,6 +178,7 @@ def check_paths(fv: flags.FlagValues) -> None:
 
 
 def run(fv: flags.FlagValues, positional: list[str]) -> None:
+  """Trains, resumes or exports the run that the parsed flags describe."""
   del positional
   if fv.cache_gb < 0 or fv.input_threads < 1:
     raise NSTError(f"--cache_gb must be >= 0 and --input_threads >= 1, got {fv.cache_gb}, {fv.input_threads}")

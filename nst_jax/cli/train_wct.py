@@ -1,5 +1,4 @@
-"""`python -m nst_jax train wct`: trains the WCT decoders for reconstruction (`nst_jax.methods.wct.train`) as one
-resumable job, and exports them as the shipped decoder file.
+"""`python -m nst_jax train wct`: trains the WCT reconstruction decoders as one resumable job, and exports them.
 
   python -m nst_jax train wct --out_dir runs/wct                   # train (rerun the same command to resume)
   python -m nst_jax train wct --out_dir runs/wct --export weights/wct-decoders-hed-vgg16.npz
@@ -30,6 +29,7 @@ DATA = pathlib.Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
 
 def define_flags(fv: flags.FlagValues) -> Sections:
+  """Defines the command's flags on `fv`; returns the help sections."""
   flags.DEFINE_string("out_dir", None, "Folder of the run: one checkpoint folder per level.", flag_values=fv)
   flags.DEFINE_list("levels", list(wct_decoder.LEVELS), "Levels to train (or export).", flag_values=fv)
   flags.DEFINE_list("steps", [], "Steps per level, in the order of --levels (default "
@@ -67,6 +67,7 @@ def define_flags(fv: flags.FlagValues) -> Sections:
 
 
 def configs(fv: flags.FlagValues) -> list[wct_train.TrainConfig]:
+  """One `TrainConfig` per --levels entry, with --steps (one count per level) or each level's default steps."""
   steps = [int(s) for s in fv.steps] if fv.steps else [runs.DEFAULT_STEPS[l] for l in fv.levels]
   if len(steps) != len(fv.levels):
     raise NSTError(f"--steps needs one count per level ({len(fv.levels)}), got {len(steps)}")
@@ -78,8 +79,9 @@ def configs(fv: flags.FlagValues) -> list[wct_train.TrainConfig]:
 
 
 def check_export_path(export: pathlib.Path, *, weights_file: pathlib.Path | None) -> None:
-  """--export may replace an earlier decoder file (e.g. the shipped one, to update it), never a folder, the
-  encoder's weights or any other file."""
+  """Checks --export before any work: it may replace an earlier decoder file (e.g. the shipped one).
+
+  Never a folder, the encoder's weights or any other file."""
   if export.is_dir():
     raise NSTError(f"--export {str(export)!r} is a folder; give a file path, e.g. {str(export / 'decoders.npz')!r}")
   if weights_file is not None and output_guard.same_file(export, weights_file):
@@ -94,6 +96,7 @@ def check_export_path(export: pathlib.Path, *, weights_file: pathlib.Path | None
 
 
 def run(fv: flags.FlagValues, positional: list[str]) -> None:
+  """Trains every level round-robin (resuming each), or with --export writes the decoder file."""
   del positional
   if not fv.out_dir:
     raise NSTError("--out_dir is required")

@@ -1,6 +1,8 @@
-"""Checks every command runs on its inputs before anything is compiled: numbers that must be finite or positive,
-working sizes, style images large enough for the layers, folders that can be written.
-Each failure is an `NSTError` of one line that names the flag, the value and what to do."""
+"""Checks every command runs on its inputs before anything is compiled.
+
+Numbers that must be finite or positive, working sizes, style images large enough for the layers, folders that
+can be written. Each failure is an `NSTError` of one line that names the flag, the value and what to do.
+"""
 
 from __future__ import annotations
 
@@ -20,13 +22,14 @@ MIN_WORKING_SIDE = 4  # fewer pixels than a 3x3 filter's reach on a side: an ima
 
 
 def check_learning_rate(value: float | None) -> None:
-  """The step size, when given, is a positive number: a negative one climbs the loss and saturates the image."""
+  """Raises NSTError unless the step size, when given, is positive (a negative one climbs the loss)."""
   if value is not None and not value > 0:
     raise NSTError(f"--learning_rate must be a positive number, got {value:g}: it is a step size (e.g. 0.02 for "
                    "adam; leave it out for lbfgs's line search)")
 
 
 def check_iterations(value: int | None, flag: str = "--iterations") -> None:
+  """Raises NSTError for a negative iteration count given by `flag`."""
   if value is not None and value < 0:
     raise NSTError(f"{flag} must be >= 0, got {value}")
 
@@ -38,7 +41,7 @@ def min_side_needed(size: int, shape: tuple[int, ...], minimum: int) -> int:
 
 
 def check_working_size(shape: tuple[int, ...], size: int, *, what: str, minimum: int, flag: str = "--size") -> None:
-  """An image of `shape` resized to long side `size` keeps at least `minimum` pixels on each side."""
+  """Raises NSTError unless an image of `shape` resized to long side `size` keeps `minimum` pixels a side."""
   h, w = image_io.long_side_shape(shape, size)
   if min(h, w) < minimum:
     raise NSTError(f"{flag} {size} makes the {what} ({shape[1]}x{shape[0]} px) {w}x{h} px: too small to stylize "
@@ -47,9 +50,10 @@ def check_working_size(shape: tuple[int, ...], size: int, *, what: str, minimum:
 
 
 def min_side(arch: str, layers: Iterable[str]) -> int:
-  """Pixels the short side of an image needs at its working size so that the deepest of `layers` has at least one
-  position (one doubling per pooling before it, times the layer's downsampling factor, relu2_1@4), and at least
-  `MIN_WORKING_SIDE`."""
+  """Pixels the short side of an image needs at its working size for the deepest of `layers`.
+
+  One doubling per pooling before it, times the layer's downsampling factor (relu2_1@4), so that it has at least
+  one position; and at least `MIN_WORKING_SIDE`."""
   order = vgg.layer_names(arch)
   need = MIN_WORKING_SIDE
   for name in layers:
@@ -61,7 +65,7 @@ def min_side(arch: str, layers: Iterable[str]) -> int:
 
 def check_style_working_sizes(styles: Sequence[np.ndarray], paths: Sequence[str] | None, long_sides: Sequence[int],
                               minimum: int) -> None:
-  """Each style resized to its long side keeps `minimum` pixels on its short side (`min_side`)."""
+  """Raises NSTError unless each style resized to its long side keeps `minimum` pixels on its short side."""
   for i, (style, long_side) in enumerate(zip(styles, long_sides)):
     h, w = image_io.long_side_shape(style.shape, long_side)
     if min(h, w) < minimum:
@@ -72,8 +76,9 @@ def check_style_working_sizes(styles: Sequence[np.ndarray], paths: Sequence[str]
 
 
 def check_writable_folder(path: str | os.PathLike, flag: str) -> pathlib.Path:
-  """`path` as a folder the command may create and write in: not a file, and its nearest existing ancestor
-  writable."""
+  """`path` as a folder the command may create and write in; NSTError naming `flag` otherwise.
+
+  Not a file, and its nearest existing ancestor writable."""
   folder = pathlib.Path(path).expanduser()
   if folder.exists() and not folder.is_dir():
     raise NSTError(f"{flag} {str(path)!r} is a file, not a folder; give a folder (created if missing)")

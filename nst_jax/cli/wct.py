@@ -1,8 +1,9 @@
-"""`python -m nst_jax wct`: universal style transfer (Li et al. 2017), the coarse-to-fine whitening and colouring
-cascade over relu5_1 ... relu1_1 with the shipped reconstruction decoders, with alpha (per level), style blending,
-region masks and colour control.
+"""`python -m nst_jax wct`: universal style transfer (Li et al. 2017) with the shipped reconstruction decoders.
 
   python -m nst_jax wct --content A.jpg --style B.jpg[,C.jpg] --style_blend 0.7,0.3 --alpha 0.8 --output C.png
+
+The coarse-to-fine whitening and colouring cascade over relu5_1 ... relu1_1 (by default the levels the decoder file
+recommends), with alpha (per level), style blending, region masks and colour control.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ def resolve_decoders(name_or_path: str) -> wct_decoder.DecoderSet:
 
 
 def define_flags(fv: flags.FlagValues) -> Sections:
+  """Defines the command's flags on `fv`; returns the help sections."""
   images = shared_flags.define_images(
       fv, content="Content image (default: matplotlib's grace_hopper.jpg).",
       style="Style image(s), comma-separated (default: a generated swirl painting).", output="stylized.png",
@@ -70,6 +72,7 @@ def define_flags(fv: flags.FlagValues) -> Sections:
 
 
 def run(fv: flags.FlagValues, positional: list[str]) -> pathlib.Path:
+  """Stylises the content with the parsed flags and writes --output; returns its path."""
   del positional
   output = image_io.check_output_path(fv.output)
   if fv["size"].present and fv.size < 16:

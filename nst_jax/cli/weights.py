@@ -30,6 +30,7 @@ USAGE = "fetch [NAME] | convert FILE | list | info FILE_OR_NAME"
 
 
 def describe(weights: VGGWeights) -> list[str]:
+  """Lines describing a weight set for `info`: architecture, preprocessing, source, extras, array count."""
   arrays = [a for layer in weights.params.values() for a in layer.values()] + list(weights.extras.values())
   p = weights.preprocessing
   return [f"arch: {weights.arch}",
@@ -41,6 +42,7 @@ def describe(weights: VGGWeights) -> list[str]:
 
 
 def define_flags(fv: flags.FlagValues) -> Sections:
+  """Defines the command's flags on `fv`; returns the help sections."""
   flags.DEFINE_boolean("force", False, "fetch: convert again even if NAME.npz exists.", flag_values=fv)
   flags.DEFINE_string("name", None, "convert: name of the weight set (default: the input file's stem).",
                       flag_values=fv)
@@ -51,6 +53,7 @@ def define_flags(fv: flags.FlagValues) -> Sections:
 
 
 def run(fv: flags.FlagValues, args: list[str]) -> None:
+  """Runs the subcommand in `args` (fetch, convert, list or info); NSTError for an unknown one."""
   if not args:
     raise NSTError(f"no command; expected one of: {USAGE}")
   command, rest = args[0], args[1:]
