@@ -17,6 +17,7 @@ from nst_jax.errors import NSTError
 
 
 def default_content_path() -> pathlib.Path:
+  """The path of matplotlib's Grace Hopper sample photo; NSTError without matplotlib."""
   try:
     from matplotlib import cbook
   except ImportError:
@@ -26,6 +27,7 @@ def default_content_path() -> pathlib.Path:
 
 
 def default_content() -> np.ndarray:
+  """The demo content photo as an (H, W, 3) float32 RGB array in [0, 1]."""
   return image_io.load_image(default_content_path(), what="demo content image")
 
 
@@ -63,7 +65,7 @@ def _line_integral_convolution(noise, vx, vy, length: int) -> np.ndarray:
 
 
 def swirl_painting(size: int = 384, seed: int = 0) -> np.ndarray:
-  """(size, size, 3) float32 RGB in [0, 1]: swirling brush strokes in blues and yellows."""
+  """A generated (size, size, 3) float32 RGB painting in [0, 1]: swirling brush strokes in blues and yellows."""
   rng = np.random.default_rng(seed)
   vx, vy, speed = _vortex_field(size, rng)
   # Coarse noise gives strokes a few pixels wide rather than single-pixel hatching.
@@ -83,12 +85,15 @@ def swirl_painting(size: int = 384, seed: int = 0) -> np.ndarray:
 
 
 def default_style() -> np.ndarray:
+  """The demo style: `swirl_painting()` at its default size and seed."""
   return swirl_painting()
 
 
 def mosaic_painting(size: int = 256, seed: int = 0, *, cell: float = 16.0) -> np.ndarray:
-  """(size, size, 3) float32: warm stained-glass cells (reds, oranges, ochres) with dark lead lines; a second
-  demo style that differs from `swirl_painting` in colour, shape and scale of its strokes."""
+  """A generated (size, size, 3) float32 stained-glass painting: warm cells with dark lead lines.
+
+  Reds, oranges and ochres; a second demo style that differs from `swirl_painting` in colour, shape and scale of its
+  strokes."""
   rng = np.random.default_rng(seed)
   count = max(4, int((size / cell) ** 2))
   centers = rng.uniform(0, size, (count, 2))

@@ -10,9 +10,8 @@ from collections.abc import Iterator
 class NSTError(Exception):
   """A problem with the user's input or environment, explained in one line.
 
-  Command-line entry points print `error: <message>` and exit with status 2 instead of a traceback. Library
-  callers can catch it like any other exception.
-  """
+  Command-line entry points print `error: <message>` and exit with status 2 instead of a traceback. Library callers
+  can catch it like any other exception."""
 
 
 class WeightsError(NSTError):
@@ -26,8 +25,9 @@ def one_line(message: str) -> str:
 
 @contextlib.contextmanager
 def exit_on_error() -> Iterator[None]:
-  """For `main` functions: an NSTError inside becomes `error: <message>` on one stderr line and exit status 2;
-  any other exception is a bug and keeps its traceback."""
+  """A context manager for `main` functions: an NSTError inside becomes one `error:` line and exit status 2.
+
+  Any other exception is a bug and keeps its traceback."""
   try:
     yield
   except NSTError as e:
@@ -36,5 +36,6 @@ def exit_on_error() -> Iterator[None]:
 
 
 class NSTWarning(UserWarning):
-  """Something about the input that works but may not be what the user meant (e.g. a mask stretched to another
-  aspect ratio). Command lines print it as one line `warning: <message>`."""
+  """Something about the input that works but may not be what the user meant.
+
+  For example a mask stretched to another aspect ratio. Command lines print it as one line `warning: <message>`."""

@@ -12,11 +12,10 @@ from nst_jax.io import image_io
 
 def contact_sheet(rows: Sequence[Sequence[np.ndarray | None]], labels: Sequence[Sequence[str]] | None = None, *,
                   cell_height: int = 256, gap: int = 6, label_height: int = 18) -> np.ndarray:
-  """Grid of (H, W, 3) float images, each scaled to `cell_height` rows, with a caption under each cell.
+  """A grid of (H, W, 3) float images, each scaled to `cell_height` rows, with a caption under each cell.
 
-  Cells in one column share the widest width of that column; images are centred in their cells on white. A
-  `None` cell is left blank (its caption, if any, is still drawn); (H, W) images are shown as gray.
-  """
+  Cells in one column share the widest width of that column; images are centred in their cells on white. A `None`
+  cell is left blank (its caption, if any, is still drawn); (H, W) images are shown as gray."""
   scaled = [[None if img is None else _fit(img, cell_height) for img in row] for row in rows]
   num_cols = max(len(row) for row in scaled)
   col_widths = [max([row[c].shape[1] for row in scaled if c < len(row) and row[c] is not None] or [cell_height])

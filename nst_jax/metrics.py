@@ -1,7 +1,10 @@
-"""Image measurements used by tests and experiments: SSIM, dominant texture wavelength, and what the eye sees of a
-stylised image: the size of its strokes where the photo is flat (`stroke_wavelength`), how much of it is left flat
-(`flat_fraction`), how close its colours are to the style's (`palette_distance`) and its chroma
-(`yiq_chroma_error`)."""
+"""Image measurements used by tests and experiments.
+
+SSIM, dominant texture wavelength, and what the eye sees of a stylised image: the size of its strokes where the
+photo is flat (`stroke_wavelength`), how much of it is left flat (`flat_fraction`), how close its colours are to the
+style's (`palette_distance`), its chroma (`yiq_chroma_error`) and how much of it carries the style's marks
+(`style_coverage`).
+"""
 
 from __future__ import annotations
 
@@ -14,13 +17,15 @@ _LUMA = np.array([0.299, 0.587, 0.114])
 
 
 def gray(image: np.ndarray) -> np.ndarray:
-  """(H, W, 3) RGB -> (H, W) luma (ITU-R BT.601), float64."""
+  """(H, W) luma (ITU-R BT.601), float64, of an (H, W, 3) RGB image."""
   return np.asarray(image, np.float64) @ _LUMA
 
 
 def ssim(a: np.ndarray, b: np.ndarray, *, data_range: float = 1.0, sigma: float = 1.5) -> float:
-  """Mean structural similarity of two gray images (Wang et al. 2004): Gaussian window sigma 1.5, K1 0.01,
-  K2 0.03, statistics with the unbiased (N-1) normalisation over the 11x11 window, as in the reference code."""
+  """Mean structural similarity of two gray images (Wang et al. 2004).
+
+  Gaussian window of `sigma` (1.5), K1 0.01, K2 0.03, statistics with the unbiased (N-1) normalisation over the
+  11x11 window, as in the reference code."""
   a = np.asarray(a, np.float64)
   b = np.asarray(b, np.float64)
   if a.shape != b.shape or a.ndim != 2:
@@ -58,12 +63,11 @@ def radial_power_spectrum(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def dominant_wavelength(image: np.ndarray, *, min_wavelength: float = 2.5, axis: int | None = None) -> float:
-  """Power-weighted mean wavelength (pixels), ignoring near-Nyquist noise and the DC term; a weighted mean is
-  steadier than the arg-max peak for painted, non-periodic textures.
+  """Power-weighted mean wavelength (pixels) of an image's spectrum, ignoring near-Nyquist noise and the DC term.
 
-  axis=None: radially averaged 2-D spectrum (wavelengths up to half the shorter side). axis=1 (or 0): the 1-D
-  spectrum along rows (columns), averaged over the other axis, which measures long, thin strips of an image.
-  """
+  A weighted mean is steadier than the arg-max peak for painted, non-periodic textures. axis=None: radially averaged
+  2-D spectrum (wavelengths up to half the shorter side). axis=1 (or 0): the 1-D spectrum along rows (columns),
+  averaged over the other axis, which measures long, thin strips of an image."""
   if axis is None:
     wavelengths, power = radial_power_spectrum(image)
     keep = (wavelengths >= min_wavelength) & (wavelengths <= min(np.shape(image)[:2]) / 2)
@@ -78,9 +82,10 @@ def dominant_wavelength(image: np.ndarray, *, min_wavelength: float = 2.5, axis:
 
 
 def texture_energy_map(image: np.ndarray, *, block: int = 16, sigma: float = 2.0) -> np.ndarray:
-  """(H // block, W // block) root-mean-square of the image's high-pass (the image minus its Gaussian blur of
-  `sigma` px, all three channels) over each block: the local amount of stroke, texture and edge. Smooth shading
-  and flat colour give ~0 whatever their brightness."""
+  """Per-block RMS of the image's high-pass (the image minus its Gaussian blur of `sigma` px, all three channels).
+
+  (H // block, W // block): the local amount of stroke, texture and edge. Smooth shading and flat colour give ~0
+  whatever their brightness."""
   image = np.asarray(image, np.float64)
   if image.ndim == 2:
     image = image[..., None]
@@ -95,12 +100,13 @@ def texture_energy_map(image: np.ndarray, *, block: int = 16, sigma: float = 2.0
 
 def stroke_wavelength(image: np.ndarray, content: np.ndarray, *, tile: int | None = None, threshold: float = 0.02,
                       min_wavelength: float = 2.5) -> float:
-  """Power-weighted mean wavelength (pixels) of `image`'s texture where `content` (same height and width) is flat:
-  the size of the marks a style painted, without the photo's own layout (roofs, horizon, bridge), which dominates
-  `dominant_wavelength` of a whole stylised photo. The image is cut into `tile`-px squares (default: an eighth of
-  its long side, at least 16); those whose content texture energy (`texture_energy_map`) is below `threshold` are
-  kept, their radially averaged power spectra (`radial_power_spectrum`) averaged, and the mean wavelength taken
-  between `min_wavelength` and tile / 2. NaN when the content has no flat tile."""
+  """Power-weighted mean wavelength (pixels) of `image`'s texture where `content` (same height and width) is flat.
+
+  The size of the marks a style painted, without the photo's own layout (roofs, horizon, bridge), which dominates
+  `dominant_wavelength` of a whole stylised photo. The image is cut into `tile`-px squares (default: an eighth of its
+  long side, at least 16); those whose content texture energy (`texture_energy_map`) is below `threshold` are kept,
+  their radially averaged power spectra (`radial_power_spectrum`) averaged, and the mean wavelength taken between
+  `min_wavelength` and tile / 2. NaN when the content has no flat tile."""
   image, content = np.asarray(image), np.asarray(content)
   if image.shape[:2] != content.shape[:2]:
     raise ValueError(f"stroke_wavelength needs image and content of one size, got {image.shape} and {content.shape}")
@@ -118,17 +124,19 @@ def stroke_wavelength(image: np.ndarray, content: np.ndarray, *, tile: int | Non
 
 
 def flat_fraction(image: np.ndarray, style: np.ndarray, *, block: int = 16, threshold: float = 0.25) -> float:
-  """Fraction of the image's blocks whose texture energy (`texture_energy_map`) is below `threshold` times the
-  median block energy of `style` (give the style at the scale it was transferred at): the share of the picture
-  left flat, un-styled, where a painting would carry strokes. 0 for an image textured everywhere like the style."""
+  """Fraction of the image's blocks left flat: texture energy below `threshold` times the style's median block.
+
+  `texture_energy_map` of both; give the style at the scale it was transferred at. The share of the picture left
+  un-styled where a painting would carry strokes: 0 for an image textured everywhere like the style."""
   reference = float(np.median(texture_energy_map(style, block=block)))
   return float(np.mean(texture_energy_map(image, block=block) < threshold * reference))
 
 
 def palette_distance(image: np.ndarray, style: np.ndarray, *, directions: int = 64, quantiles: int = 256,
                      seed: int = 0) -> float:
-  """Sliced 1-Wasserstein distance between the RGB pixel distributions of `image` and `style` (any sizes): the
-  mean over `directions` fixed random unit vectors of the mean absolute difference of the projected pixels'
+  """Sliced 1-Wasserstein distance between the RGB pixel distributions of `image` and `style` (any sizes).
+
+  The mean over `directions` fixed random unit vectors of the mean absolute difference of the projected pixels'
   `quantiles` quantiles. 0 for the same palette in any arrangement; in [0, 1]-RGB units."""
   a = np.asarray(image, np.float64).reshape(-1, 3)
   b = np.asarray(style, np.float64).reshape(-1, 3)
@@ -139,9 +147,10 @@ def palette_distance(image: np.ndarray, style: np.ndarray, *, directions: int = 
 
 
 def yiq_chroma_error(image: np.ndarray, reference: np.ndarray, *, quantile: float = 1.0) -> float:
-  """The `quantile` (default: the largest) over pixels of the absolute differences of the YIQ I and Q channels of
-  two RGB images, in [0, 1] units: whether `image` kept `reference`'s colours (luminance-only transfer). A quantile
-  below 1 ignores the few pixels where clipping to [0, 1] had to move a saturated colour."""
+  """The `quantile` (default: the largest) of the per-pixel |ΔI| and |ΔQ| (YIQ) of two RGB images, in [0, 1] units.
+
+  Whether `image` kept `reference`'s colours (luminance-only transfer). A quantile below 1 ignores the few pixels
+  where clipping to [0, 1] had to move a saturated colour."""
   yiq = lambda x: np.asarray(color.rgb_to_yiq(np.asarray(x, np.float32)), np.float64)
   diff = np.abs(yiq(image)[..., 1:] - yiq(reference)[..., 1:])
   return float(np.quantile(diff, quantile))
@@ -153,10 +162,11 @@ DESCRIPTOR_SIZE = len(TEXTURE_SIGMAS) + ORIENTATION_BINS
 
 
 def tile_energies(image: np.ndarray, *, tile: int = 32) -> np.ndarray:
-  """(H // tile, W // tile, 10) local texture energies of an image's luma, divided by its standard deviation over the
-  image (so colour and overall contrast are left out): for each tile, the mean energy of four band-pass bands
-  (differences of Gaussians of sigma s and 2s, s = 1, 2, 4, 8 px: fine texture up to strokes and shapes of ~30 px)
-  and the mean gradient magnitude in six orientation bins (modulo 180 degrees)."""
+  """(H // tile, W // tile, 10) local texture energies of an image's luma, divided by its standard deviation.
+
+  Colour and overall contrast are left out. For each tile: the mean energy of four band-pass bands (differences of
+  Gaussians of sigma s and 2s, s = 1, 2, 4, 8 px: fine texture up to strokes and shapes of ~30 px) and the mean
+  gradient magnitude in six orientation bins (modulo 180 degrees)."""
   y = gray(image) if np.ndim(image) == 3 else np.asarray(image, np.float64)
   y = (y - y.mean()) / (y.std() + 1e-3)
   h, w = y.shape[0] // tile, y.shape[1] // tile
@@ -179,10 +189,11 @@ def tile_energies(image: np.ndarray, *, tile: int = 32) -> np.ndarray:
 
 
 def texture_descriptors(energies: np.ndarray, floors: np.ndarray) -> np.ndarray:
-  """(N, 10) descriptors of `tile_energies` rows: log10(band energy + floor) per band, and each orientation bin's
-  share of the gradient times log10(1 + total gradient / floor), so that marks fainter than the floors (given
-  per band and for the gradient, e.g. a tenth of a style's median) count as flat and a flat tile has no
-  orientation."""
+  """(N, 10) descriptors of `tile_energies` rows, with marks fainter than `floors` counted as flat.
+
+  log10(band energy + floor) per band, and each orientation bin's share of the gradient times
+  log10(1 + total gradient / floor), so that marks fainter than the floors (given per band and for the gradient,
+  e.g. a tenth of a style's median) count as flat and a flat tile has no orientation."""
   e = energies.reshape(-1, DESCRIPTOR_SIZE)
   nb = len(TEXTURE_SIGMAS)
   bands = np.log10(e[:, :nb] + floors[:nb])
@@ -193,14 +204,15 @@ def texture_descriptors(energies: np.ndarray, floors: np.ndarray) -> np.ndarray:
 
 def style_coverage(image: np.ndarray, content: np.ndarray, styles: list[np.ndarray] | np.ndarray, *,
                    tile: int = 32, floor: float = 0.1) -> float:
-  """Share of the picture painted with the style's marks: the fraction of `image`'s tiles whose texture descriptor
-  (`texture_descriptors`: band energies and stroke orientations of the luma, colour and contrast left out) is
-  nearer to some tile of the style(s) than to the content's own tile at the same place. A recoloured photo keeps
-  the content's texture in every tile (0); a painting laid over the whole photo, sky and water included, gives
-  tiles that look like the painting's (towards 1); faint fringes or noise over a flat sky stay below the floors
-  (`floor` times the styles' median tile energies) and count as unpainted. Give `styles` at the scale they were
-  transferred at; `image` and `content` of one size. Descriptor components are scaled by their spread over the
-  style and content tiles, so that each counts alike."""
+  """Share of the picture painted with the style's marks, in [0, 1].
+
+  The fraction of `image`'s tiles whose texture descriptor (`texture_descriptors`: band energies and stroke
+  orientations of the luma, colour and contrast left out) is nearer to some tile of the style(s) than to the
+  content's own tile at the same place. A recoloured photo keeps the content's texture in every tile (0); a painting
+  laid over the whole photo, sky and water included, gives tiles that look like the painting's (towards 1); faint
+  fringes or noise over a flat sky stay below the floors (`floor` times the styles' median tile energies) and count
+  as unpainted. Give `styles` at the scale they were transferred at; `image` and `content` of one size. Descriptor
+  components are scaled by their spread over the style and content tiles, so that each counts alike."""
   if np.shape(image)[:2] != np.shape(content)[:2]:
     raise ValueError(f"style_coverage needs image and content of one size, got {np.shape(image)}, {np.shape(content)}")
   styles = [styles] if isinstance(styles, np.ndarray) and styles.ndim == 3 else list(styles)

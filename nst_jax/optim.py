@@ -26,7 +26,9 @@ SCHEDULES = ("constant", "cosine", "exponential", "linear", "warmup_cosine")
 
 
 def make_schedule(name: str, learning_rate: float, iterations: int) -> optax.Schedule | float:
-  """Learning-rate schedules over `iterations` steps: decays end at 1% of the peak (exponential: 10%)."""
+  """The learning-rate schedule `name` over `iterations` steps; decays end at 1% of the peak (exponential: 10%).
+
+  constant, cosine, exponential, linear or warmup_cosine (a tenth of the steps warming up); NSTError otherwise."""
   steps = max(iterations, 1)
   if name == "constant":
     return learning_rate
@@ -42,8 +44,9 @@ def make_schedule(name: str, learning_rate: float, iterations: int) -> optax.Sch
 
 
 def normalize_by_mean_abs(eps: float = 1e-12) -> optax.GradientTransformation:
-  """Divides the gradient by its mean absolute value (as neural-style's -normalize_gradients), so that the step
-  size no longer depends on the loss weights' scale."""
+  """A transformation that divides the gradient by its mean absolute value (neural-style's -normalize_gradients).
+
+  The step size then no longer depends on the loss weights' scale."""
 
   def update(updates, state, params=None):
     del params
@@ -56,10 +59,17 @@ def normalize_by_mean_abs(eps: float = 1e-12) -> optax.GradientTransformation:
 def make_optimizer(name: str, *, learning_rate: float | None = None, schedule: str = "constant",
                    iterations: int = 1, options: dict[str, Any] | None = None, normalize_gradients: bool = False,
                    lbfgs_memory: int = 10) -> optax.GradientTransformationExtraArgs:
-  """'lbfgs' (zoom line search; `learning_rate` then fixes the step instead) or any optax optimizer by name.
+  """An optimiser by name: 'lbfgs' (zoom line search) or any optax optimiser.
 
-  `options` are passed to the optax constructor (e.g. {'momentum': 0.9, 'nesterov': True} for sgd,
-  {'b1': 0.8, 'weight_decay': 1e-4} for adamw); a bad name or value is a clear error.
+  Args:
+    name: 'lbfgs' or the name of an optax optimiser ('adam', 'sgd', 'adamw', ...).
+    learning_rate: the step size; for 'lbfgs' a fixed step instead of the line search.
+    schedule: the learning-rate schedule (`make_schedule`) over `iterations` steps.
+    iterations: the run's length, for the schedule.
+    options: keyword arguments of the optax constructor (e.g. {'momentum': 0.9, 'nesterov': True} for sgd,
+      {'b1': 0.8, 'weight_decay': 1e-4} for adamw); a bad name or value is an NSTError.
+    normalize_gradients: divide the gradient by its mean absolute value first (`normalize_by_mean_abs`).
+    lbfgs_memory: the number of L-BFGS correction pairs kept.
   """
   options = dict(options or {})
   if name == "lbfgs":
@@ -95,14 +105,18 @@ def make_optimizer(name: str, *, learning_rate: float | None = None, schedule: s
 def cached_optimizer(name: str, *, learning_rate: float | None, schedule: str, iterations: int,
                      options: tuple[tuple[str, Any], ...], normalize_gradients: bool) -> \
     optax.GradientTransformationExtraArgs:
-  """`make_optimizer` remembered for equal settings (`options` as sorted (key, value) pairs), so that runs with the
-  same optimizer share one object and with it the compiled loop of `make_chunk_runner`."""
+  """`make_optimizer` remembered for equal settings (`options` as sorted (key, value) pairs).
+
+  Runs with the same optimiser share one object and with it the compiled loop of `make_chunk_runner`."""
   return make_optimizer(name, learning_rate=learning_rate, schedule=schedule, iterations=iterations,
                         options=dict(options), normalize_gradients=normalize_gradients)
 
 
 def parse_options(text: str, *, flag: str = "--optimizer_args") -> dict[str, Any]:
-  """'momentum=0.9,nesterov=true,b1=0.8' -> {'momentum': 0.9, 'nesterov': True, 'b1': 0.8}; errors name `flag`."""
+  """The key=value options of a flag such as --optimizer_args, as a dict.
+
+  'momentum=0.9,nesterov=true' gives {'momentum': 0.9, 'nesterov': True}: values are numbers (int when written as
+  one) or true/false; anything else is an NSTError naming `flag`."""
   options: dict[str, Any] = {}
   for item in filter(None, (part.strip() for part in text.split(","))):
     key, sep, value = item.partition("=")
@@ -125,26 +139,26 @@ def init_state(optimizer: optax.GradientTransformation, params) -> Any:
   """`optimizer.init(params)` with every leaf a fresh buffer of a fixed (not weak) type.
 
   optax may alias one buffer in several leaves, which buffer donation refuses; and the line search's state starts
-  with weakly typed scalars that the first jitted step returns strongly typed, so without the cast the step would
-  be traced and compiled a second time for the second call."""
+  with weakly typed scalars that the first jitted step returns strongly typed, so without the cast the step would be
+  traced and compiled a second time for the second call."""
   return jax.tree.map(lambda leaf: jnp.array(leaf, dtype=jnp.asarray(leaf).dtype, copy=True),
                       optimizer.init(params))
 
 
 def has_linesearch_state(opt_state) -> bool:
-  """L-BFGS with a line search keeps the last value and gradient in its state, which saves one evaluation."""
+  """Whether `opt_state` keeps the line search's last value and gradient (L-BFGS), which saves one evaluation."""
   return optax.tree_utils.tree_get(opt_state, "value") is not None
 
 
 @functools.lru_cache(maxsize=16)
 def make_chunk_runner(loss_fn: LossFn, optimizer: optax.GradientTransformationExtraArgs, *,
                       chunk_size: int, reuse_linesearch_value: bool):
-  """Returns jitted `run(x, opt_state, inputs, num_steps) -> (x, opt_state, losses)`; losses has chunk_size
-  entries, those past num_steps are NaN. `reuse_linesearch_value` = `has_linesearch_state(opt_state)`.
+  """A jitted `run(x, opt_state, inputs, num_steps) -> (x, opt_state, losses)` of up to `chunk_size` steps.
 
-  Remembered for equal arguments (the last 16), so that a hashable `loss_fn` that compares equal across runs
-  (`nst_jax.objective.terms.LossTerms`) and the same optimizer object (`cached_optimizer`) reuse the traced and
-  compiled loop instead of tracing it again."""
+  `losses` has `chunk_size` entries, those past `num_steps` NaN. `reuse_linesearch_value` =
+  `has_linesearch_state(opt_state)`: an accepted step then costs one evaluation. Remembered for equal arguments (the
+  last 16), so that a hashable `loss_fn` that compares equal across runs (`nst_jax.objective.terms.LossTerms`) and
+  the same optimiser object (`cached_optimizer`) reuse the traced and compiled loop instead of tracing it again."""
 
   def step(x, opt_state, inputs):
     value_fn = functools.partial(_call_loss, loss_fn, inputs=inputs)
