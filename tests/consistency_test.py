@@ -31,15 +31,19 @@ def flicker():
   return clean, flickering, backward, masks
 
 
+def scipy_warp(image: np.ndarray, field: np.ndarray) -> np.ndarray:
+  h, w = image.shape[:2]
+  ys, xs = np.mgrid[0:h, 0:w].astype(np.float64)
+  coords = [ys + field[..., 1], xs + field[..., 0]]
+  return np.stack([ndimage.map_coordinates(image[..., c].astype(np.float64), coords, order=1, mode="nearest")
+                   for c in range(image.shape[-1])], -1)
+
+
 def numpy_warping_error(frames, backward, masks) -> float:
   """Lai et al. 2018: mean over t of sum(M (O_t - warp(O_{t-1}))^2) / (3 sum M), warping with SciPy."""
   errors = []
-  h, w = frames.shape[1:3]
-  ys, xs = np.mgrid[0:h, 0:w].astype(np.float64)
   for t in range(1, len(frames)):
-    coords = [ys + backward[t - 1, ..., 1], xs + backward[t - 1, ..., 0]]
-    warped = np.stack([ndimage.map_coordinates(frames[t - 1, ..., c].astype(np.float64), coords, order=1,
-                                               mode="nearest") for c in range(3)], -1)
+    warped = scipy_warp(frames[t - 1], backward[t - 1])
     mask = masks[t - 1].astype(np.float64)
     errors.append(np.sum(mask[..., None] * (frames[t] - warped) ** 2) / (3 * mask.sum()))
   return float(np.mean(errors))
@@ -60,6 +64,18 @@ def test_the_pass_cuts_the_warping_error_of_a_flickering_pan_five_fold(flicker):
   after = numpy_warping_error(np.clip(stable, 0, 1), backward, masks)
   assert before / after >= 5, (before, after)
   np.testing.assert_array_equal(stable[0], flickering[0])  # the first frame is the anchor
+
+
+def test_agreement_weights_are_bonneel_et_al_exponential_of_the_warped_difference(flicker):
+  clean, flickering, backward, masks = flicker
+  for frames in (clean, flickering):
+    expected = np.stack([np.exp(-1000.0 * np.mean((frames[t + 1] - scipy_warp(frames[t], backward[t])) ** 2, -1))
+                         for t in range(len(frames) - 1)])
+    np.testing.assert_allclose(consistency.agreement_weights(frames, backward, alpha=1000.0), expected, rtol=2e-4,
+                               atol=1e-6)
+  weights = consistency.consistency_weights(clean, -backward, backward, alpha=1000.0)
+  np.testing.assert_allclose(weights, masks, atol=1e-5)  # an exact integer pan: full agreement where reliable
+  assert consistency.agreement_weights(flickering, backward).mean() < 0.5
 
 
 def test_a_clip_of_one_repeated_frame_is_left_unchanged():
