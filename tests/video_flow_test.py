@@ -64,6 +64,9 @@ def test_dis_recovers_a_sub_pixel_pan_to_half_a_pixel(pan, preset):
   error_backward = np.linalg.norm(backward + exact, axis=-1)[inner]
   assert error_forward.max() < 0.5 and error_backward.max() < 0.5
   assert error_forward.mean() < 0.1 and error_backward.mean() < 0.1
+  # What long-term terms use, frame t -> t+2: twice the motion, so a 5 px margin (strip and border)
+  two_steps = flow.pair_flow(frames[0], frames[2], preset=preset)
+  assert np.linalg.norm(two_steps - 2 * exact, axis=-1)[5:-5, 5:-5].max() < 0.5
 
 
 def ruder_reference(warping: np.ndarray, reverse: np.ndarray) -> np.ndarray:

@@ -17,9 +17,11 @@ to write, an output that would overwrite the input. A one-frame clip (or a singl
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pathlib
 import re
+import threading
 import warnings
 from collections.abc import Iterator, Sequence
 from typing import NamedTuple
@@ -57,6 +59,20 @@ def imageio_ffmpeg():
   except ImportError:
     raise NSTError("video files need imageio-ffmpeg: pip install 'nst_jax[video]'") from None
   return module
+
+
+@contextlib.contextmanager
+def starting_ffmpeg() -> Iterator[None]:
+  """Around the start of the ffmpeg subprocess. Once JAX runs its threads, every fork warns that forking a threaded
+  process may deadlock; the child here replaces itself with ffmpeg at once, so the warning does not apply and would
+  only be a stray stderr line. Warning filters are process-wide and not thread-safe: only the main thread (the CLI)
+  touches them."""
+  if threading.current_thread() is not threading.main_thread():
+    yield
+    return
+  with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
+    yield
 
 
 def source_kind(source: str | os.PathLike) -> str:
@@ -131,7 +147,8 @@ def video_frames(path: pathlib.Path, *, what: str) -> tuple[Iterator[np.ndarray]
   """(uint8 RGB frames as they are decoded, frames per second) of a video file."""
   reader = imageio_ffmpeg().read_frames(str(path), pix_fmt="rgb24")
   try:
-    meta = next(reader)
+    with starting_ffmpeg():
+      meta = next(reader)
   except (OSError, RuntimeError, StopIteration) as e:
     raise NSTError(f"{what} {str(path)!r} could not be read as a video (ffmpeg: {ffmpeg_reason(e)})") from None
   width, height = meta["size"]
@@ -203,7 +220,8 @@ def read_frames(source: str | os.PathLike, *, start: int = 0, stride: int = 1, m
                        f"{w}x{h} px; give frames of one size")
       frames.append(resized(image, size))
   if not frames:
-    raise NSTError(f"{what} {text!r}: start {start} is past its last frame (it has {count} frames)")
+    raise NSTError(f"{what} {text!r}: start {start} is past its last frame (it has {count} "
+                   f"frame{'' if count == 1 else 's'})")
   return Clip(np.stack(frames), fps)
 
 
@@ -325,7 +343,8 @@ def write_video(path: pathlib.Path, frames: list[np.ndarray], *, fps: float) -> 
       writer = module.write_frames(str(tmp), (w, h), fps=fps, codec=codec, pix_fmt_out=pixel_format,
                                    quality=None, macro_block_size=1, ffmpeg_log_level="error",
                                    output_params=options)
-      writer.send(None)  # starts ffmpeg
+      with starting_ffmpeg():
+        writer.send(None)
       try:
         for frame in frames:
           writer.send(np.ascontiguousarray(np.round(np.clip(np.nan_to_num(frame), 0, 1) * 255).astype(np.uint8)))
