@@ -109,3 +109,34 @@ def mosaic_painting(size: int = 256, seed: int = 0, *, cell: float = 16.0) -> np
   rgb = colours[nearest]
   lead = np.clip((d2 - d1) / 2.0, 0, 1)[..., None]  # dark lines where two cells meet
   return np.clip(rgb * (0.15 + 0.85 * lead), 0, 1).astype(np.float32)
+
+
+def camera_pan(image: np.ndarray, *, frames: int, size: tuple[int, int],
+               velocity: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
+  """A clip of a camera panning over `image`: frame t is the (height, width) = `size` window of `image` whose top
+  left corner is at (x, y) = o + t v, v = `velocity` in px per frame, o chosen so every window fits. Sub-pixel
+  positions are cubic-spline samples of `image`.
+
+  The motion is known exactly: a scene point seen at pixel p in frame t is at p - v in frame t+1, so the forward
+  flow (frame t -> t+1, in px, (dx, dy)) is -v everywhere and the backward flow (t+1 -> t) is +v; the strip of
+  frame t+1 within |v| px of the side the camera moves towards is new (disoccluded).
+
+  Returns:
+    (frames float32 [frames, height, width, 3] in [0, 1], forward flow float32 [2] = (dx, dy) = -v).
+  """
+  height, width = size
+  vx, vy = velocity
+  span_x, span_y = abs(vx) * (frames - 1), abs(vy) * (frames - 1)
+  if width + span_x > image.shape[1] - 1 or height + span_y > image.shape[0] - 1:
+    raise NSTError(f"a {width}x{height} window moving {frames - 1} x ({vx}, {vy}) px does not fit in the "
+                   f"{image.shape[1]}x{image.shape[0]} image")
+  x0 = (image.shape[1] - 1 - width - span_x) / 2 + (span_x if vx < 0 else 0.0)
+  y0 = (image.shape[0] - 1 - height - span_y) / 2 + (span_y if vy < 0 else 0.0)
+  yy, xx = np.mgrid[0:height, 0:width].astype(np.float64)
+  clip = np.empty((frames, height, width, 3), np.float32)
+  splines = [ndimage.spline_filter(image[..., c].astype(np.float64), order=3, mode="nearest") for c in range(3)]
+  for t in range(frames):
+    coords = [yy + y0 + t * vy, xx + x0 + t * vx]
+    for c in range(3):
+      clip[t, ..., c] = ndimage.map_coordinates(splines[c], coords, order=3, mode="nearest", prefilter=False)
+  return np.clip(clip, 0.0, 1.0), np.array([-vx, -vy], np.float32)

@@ -96,6 +96,7 @@ LAYER_OF = {
     "nst_jax.losses": "losses",
     "nst_jax.optim": "losses",         # optimizers and the chunked runner: numeric tools like the losses
     "nst_jax.metrics": "losses",       # measures of results, built on losses.color
+    "nst_jax.video": "losses",         # flow, masks, warping, the consistency pass: numeric tools like the losses
     "nst_jax.objective": "objective",
     "nst_jax.engines": "engines/methods",
     "nst_jax.highres": "engines/methods",

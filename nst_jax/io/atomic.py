@@ -65,6 +65,27 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", *,
     _open_writes[0] -= 1
 
 
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[pathlib.Path]:
+  """`with atomic_path(p) as tmp: writer(tmp)` for writers that take a file name rather than a file object (ffmpeg):
+  `tmp` is a new empty file beside `p` whose name ends in `p`'s extension, so the writer picks the same format;
+  it replaces `p` only if the block completes."""
+  path = pathlib.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  _open_writes[0] += 1
+  try:
+    fd, tmp = _create_temp_beside(path, suffix=".tmp" + path.suffix)
+    os.close(fd)
+    try:
+      yield pathlib.Path(tmp)
+      os.replace(tmp, path)
+    finally:
+      if os.path.exists(tmp):
+        os.unlink(tmp)
+  finally:
+    _open_writes[0] -= 1
+
+
 def write_text(path: str | os.PathLike, text: str) -> pathlib.Path:
   """Writes `text` to `path` atomically; returns the path."""
   with atomic_write(path, "w") as f:
