@@ -102,7 +102,7 @@ def test_a_registered_loss_changes_the_result(default_weights, images):
 # The rules that derive values from a config; the plan applies them, the engines read the plan.
 DERIVATIONS = {"per_style", "blend_weights", "style_layer_sets", "style_layer_weights", "start_kind", "start_noise",
                "uses_style_colors", "check_request"}
-ENGINES = ("nst_jax/highres", "nst_jax/engines", "nst_jax/methods/gatys.py")
+ENGINES = ("nst_jax/highres", "nst_jax/engines", "nst_jax/methods/gatys/problem.py")
 
 
 def derivation_uses(path: pathlib.Path) -> list[str]:
