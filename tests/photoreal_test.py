@@ -12,6 +12,7 @@ from nst_jax.io import image_io
 from nst_jax.losses import guidance, matting, segmentation
 from nst_jax.methods import gatys, photoreal
 from nst_jax.engines.optimize import optimize_image
+from nst_jax.objective.config import run_settings
 from nst_jax.models import vgg
 from nst_jax.errors import NSTError
 from nst_jax.models.preprocessing import CAFFE_VGG
@@ -203,8 +204,8 @@ def test_calibrated_objective_is_invariant_to_rescaled_activations(scaled_pair):
     assert float(terms_a[key]) > 0
     np.testing.assert_allclose(float(terms_b[key]), float(terms_a[key]), rtol=1e-4)
   np.testing.assert_allclose(grad_b, grad_a, rtol=1e-3, atol=1e-4 * float(jnp.max(jnp.abs(grad_a))))
-  run_a = optimize_image(a.terms_fn, a.inputs, x, config=cfg, progress=False)
-  run_b = optimize_image(b.terms_fn, b.inputs, x, config=cfg, progress=False)
+  run_a = optimize_image(a.terms_fn, a.inputs, x, run=run_settings(cfg), progress=False)
+  run_b = optimize_image(b.terms_fn, b.inputs, x, run=run_settings(cfg), progress=False)
   assert sum(run_a.final_terms.values()) < 0.5 * sum(run_a.initial_terms.values())
   np.testing.assert_allclose(run_b.image, run_a.image, atol=1e-3)
 

@@ -39,7 +39,12 @@ class ObjectivePlan:
 
   @property
   def octave_layers(self) -> tuple[str, ...]:
+    """The octave layers (`relu2_1@4`) among the style layers (`nst_jax.losses.octaves`)."""
     return tuple(octaves.octave_layers(self.style_layers))
+
+  def at_size(self, size: int) -> ObjectivePlan:
+    """The same objective for an output of long side `size` (a scale of the high-resolution pyramid)."""
+    return dataclasses.replace(self, config=dataclasses.replace(self.config, size=size))
 
 
 def resolve_plan(config: StylizeConfig, *, arch: str, num_styles: int = 1, has_content: bool = True,

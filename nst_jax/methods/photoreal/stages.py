@@ -19,6 +19,7 @@ from nst_jax.methods.photoreal.objective import (CAFFE_MEAN_RGB, PhotorealConfig
                                                  stylize_config)
 from nst_jax.methods.photoreal.smoothing import guided_filter, smooth_local_affine
 from nst_jax.objective import images as objective_images
+from nst_jax.objective.config import run_settings
 from nst_jax.objective.plan import resolve_plan
 from nst_jax.weights.format import VGGWeights
 
@@ -108,10 +109,10 @@ def photoreal(*, content: np.ndarray, style: np.ndarray, weights: VGGWeights, co
     else:
       x0 = start
     if hr is None:
-      result = optimize_image(problem.terms_fn, problem.inputs, x0, config=cfg, progress=progress,
+      result = optimize_image(problem.terms_fn, problem.inputs, x0, run=run_settings(cfg), progress=progress,
                               label=f"stage {stage} {cfg.optimizer} ")
     else:
-      result = pyramid.optimize_scale(tiled, x0, config=cfg, mesh=mesh, progress=progress,
+      result = pyramid.optimize_scale(tiled, x0, run=run_settings(cfg), mesh=mesh, progress=progress,
                                       label=f"stage {stage} {cfg.optimizer}, {grid.num_tiles} tile(s) ")
     results[stage] = result
     image = result.image
