@@ -362,7 +362,7 @@ def test_interrupted_run_resumes_to_the_same_result(weights, tmp_path, monkeypat
     assert [r.size for r in reports] == [64]  # only the unfinished scale ran
     np.testing.assert_allclose(resumed.image, full.image, atol=1e-6)
   assert sorted(os.listdir(previous)) == ["resume.npz"]  # saving again replaced the old layout
-  with pytest.raises(NSTError, match="--checkpoint_dir"):
+  with pytest.raises(NSTError, match="HighresConfig.checkpoint_dir"):
     gatys.stylize_highres(content=content, styles=[style], weights=weights,
                             config=dataclasses_replace(config, style_weight=3.0), hr=hr, progress=False)
 

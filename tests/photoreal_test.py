@@ -239,13 +239,14 @@ def test_guided_filter_keeps_constants_and_the_guide():
 
 
 def test_bad_settings_are_refused():
-  for kwargs, flag in [({"stage1_iterations": -1}, "--stage1_iterations"), ({"smooth_sigma_r": 0.0},
-                                                                            "--smooth_sigma_r"),
-                       ({"refine_radius": 0}, "--refine_radius"), ({"objective": "paper"}, "--objective"),
-                       ({"stage1_iterations": 0, "stage2_iterations": 0}, "both 0"),
-                       ({"stage1_size": 8}, "--stage1_size"), ({"matting_weight": -1.0}, "--matting_weight"),
-                       ({"objective": "reference", "style_layer_weights": {"relu1_1": 1.0}}, "calibrated")]:
-    with pytest.raises(NSTError, match=flag):  # refused when the config is made
+  for kwargs, field in [({"stage1_iterations": -1}, "stage1_iterations"), ({"smooth_sigma_r": 0.0}, "smooth_sigma_r"),
+                        ({"refine_radius": 0}, "refine_radius"), ({"objective": "paper"}, "objective"),
+                        ({"stage1_iterations": 0, "stage2_iterations": 0}, "stage2_iterations are both 0"),
+                        ({"stage1_size": 8}, "stage1_size"), ({"matting_weight": -1.0}, "matting_weight"),
+                        ({"range_weight": -1.0}, "range_weight"),
+                        ({"objective": "reference", "style_layer_weights": {"relu1_1": 1.0}},
+                         "style_layer_weights belong to the calibrated")]:
+    with pytest.raises(NSTError, match=f"PhotorealConfig.{field}"):  # refused when the config is made
       photoreal.PhotorealConfig(**kwargs)
 
 
@@ -282,9 +283,10 @@ def test_tiled_two_stage_run_equals_the_untiled_one(default_weights, content):
 
 def test_tiled_run_refuses_the_pyramid_and_checkpoints():
   from nst_jax.highres import highres_config
-  for kwargs, flag in [({"start_size": 16}, "--start_size"), ({"checkpoint_dir": "x"}, "--checkpoint_dir"),
-                       ({"tile_batch": 0}, "--tile_batch")]:
-    with pytest.raises(NSTError, match=flag):  # by the HighresConfig itself, or by what photoreal needs of it
+  for kwargs, field in [({"start_size": 16}, "start_size"), ({"checkpoint_dir": "x"}, "checkpoint_dir"),
+                        ({"tile_batch": 0}, "tile_batch")]:
+    # Refused by the HighresConfig itself or by what photoreal needs of it, naming the field.
+    with pytest.raises(NSTError, match=f"HighresConfig.{field}"):
       photoreal.check_tiled_request(photoreal.PhotorealConfig(), highres_config.HighresConfig(**kwargs))
 
 

@@ -58,10 +58,10 @@ class Checkpointer:
     path = self.folder / RESUME_FILE
     if path.is_file():
       what = "high-resolution resume state"
-      meta, arrays = checkpoint.read(path, what=what, hint="empty --checkpoint_dir or use another folder")
+      meta, arrays = checkpoint.read(path, what=what, hint="empty HighresConfig.checkpoint_dir or use another folder")
       checkpoint.check_format(meta, path=path, kind=RESUME_FORMAT, versions=(RESUME_FORMAT_VERSION,), what=what)
       if "image" not in arrays or not {"fingerprint", "scale", "iteration"} <= set(meta):
-        raise NSTError(f"{path}: incomplete {what}; empty --checkpoint_dir or use another folder")
+        raise NSTError(f"{path}: incomplete {what}; empty HighresConfig.checkpoint_dir or use another folder")
       state = {**meta, "image": arrays["image"]}
       opt = {k: v for k, v in arrays.items() if k.startswith("opt_state/")} or None
     elif (self.folder / "state.json").is_file():
@@ -69,13 +69,13 @@ class Checkpointer:
       if state["fingerprint"] != self.fingerprint:
         # The fingerprint hashes every field of the config, so a folder of a version whose config had other fields
         # never matches, even for the same command.
-        raise NSTError(f"--checkpoint_dir {str(self.folder)!r} holds resume state (state.json) of an earlier "
-                       f"nst_jax version or of other inputs or settings; empty the folder or use another to start "
-                       f"again")
+        raise NSTError(f"HighresConfig.checkpoint_dir {str(self.folder)!r} holds resume state (state.json) of an "
+                       f"earlier nst_jax version or of other inputs or settings; empty the folder or use another to "
+                       f"start again")
     else:
       return None
     if state["fingerprint"] != self.fingerprint:
-      raise NSTError(f"--checkpoint_dir {str(self.folder)!r} holds a run with other inputs or settings; "
+      raise NSTError(f"HighresConfig.checkpoint_dir {str(self.folder)!r} holds a run with other inputs or settings; "
                      f"use another folder or empty it")
     return int(state["scale"]), int(state["iteration"]), state["image"], opt
 
@@ -89,8 +89,8 @@ class Checkpointer:
         with np.load(self.folder / state["opt_state"], allow_pickle=False) as f:
           opt = {k: f[k] for k in f.files}
     except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as e:
-      raise NSTError(f"--checkpoint_dir {str(self.folder)!r}: unreadable resume state of an earlier nst_jax "
-                     f"({type(e).__name__}: {e}); empty the folder to start again") from None
+      raise NSTError(f"HighresConfig.checkpoint_dir {str(self.folder)!r}: unreadable resume state of an earlier "
+                     f"nst_jax ({type(e).__name__}: {e}); empty the folder to start again") from None
     return state, opt
 
   def save(self, scale: int, iteration: int, image: np.ndarray, opt_state: Any | None) -> None:
@@ -134,7 +134,7 @@ def optimize_scale(problem: ScaleProblem, x0: np.ndarray, *, run: optim.RunSetti
   x = put(np.asarray(x0, np.float32), replicated)
   opt_state = optim.init_state(optimizer, x)
   if opt_leaves is not None:
-    opt_state = checkpoint.restore_tree(opt_state, opt_leaves, "opt_state", where="--checkpoint_dir")
+    opt_state = checkpoint.restore_tree(opt_state, opt_leaves, "opt_state", where="HighresConfig.checkpoint_dir")
   opt_state = jax.tree.map(lambda a: put(np.asarray(a), replicated), opt_state)
   return optimize_image(problem.terms_fn, problem.inputs, x, run=run, progress=progress, start=start,
                         opt_state=opt_state, on_checkpoint=save, checkpoint_every=checkpoint_every,

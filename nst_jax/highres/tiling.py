@@ -97,22 +97,22 @@ def make_grid(shape: tuple[int, int], *, arch: str, layers: Sequence[str], tile:
   grids of all tiles line up with the whole image's. `halo=None`: `default_halo`."""
   stride = vgg.layer_stride(arch, vgg.deepest_layer(arch, layers))
   if tile < 1:
-    raise NSTError(f"--tile_size must be positive here, got {tile}")
+    raise NSTError(f"HighresConfig.tile_size must be positive here, got {tile}")
   overlap = min(overlap, stride * math.ceil(min(tile, max(shape)) / stride) // 2)  # a ramp fits in half a tile
   if halo is None:
     halo = default_halo(arch, layers, overlap=overlap)
   if halo < 0:
-    raise NSTError(f"--tile_halo must be >= 0, got {halo}")
+    raise NSTError(f"HighresConfig.tile_halo must be >= 0, got {halo}")
   if overlap < 0:
-    raise NSTError(f"--tile_overlap must be >= 0, got {overlap}")
+    raise NSTError(f"HighresConfig.tile_overlap must be >= 0, got {overlap}")
   tile = stride * math.ceil(min(tile, max(shape)) / stride)
   halo = stride * math.ceil(halo / stride)
   if tile >= max(shape):
     halo, overlap = 0, 0  # one tile: the window is the (zero-padded) image itself, nothing to blend
   if overlap > halo:
-    raise NSTError(f"--tile_overlap {overlap} must be at most the halo, --tile_halo ({halo})")
+    raise NSTError(f"HighresConfig.tile_overlap {overlap} must be at most the halo, HighresConfig.tile_halo ({halo})")
   if batch < 1:
-    raise NSTError(f"--tile_batch must be at least 1, got {batch}")
+    raise NSTError(f"HighresConfig.tile_batch must be at least 1, got {batch}")
   return TileGrid(height=shape[0], width=shape[1], tile=tile, halo=halo, overlap=overlap, stride=stride,
                   batch=batch, devices=devices)
 

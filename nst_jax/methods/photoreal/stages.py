@@ -36,11 +36,10 @@ class PhotorealResult:
 def check_tiled_request(config: PhotorealConfig, hr: highres_config.HighresConfig, *, arch: str = "vgg19") -> None:
   """What the tiled engine needs of a photoreal run: one scale, no checkpoints, and settings it supports; `arch`
   names the network whose layer names are checked (every VGG16 layer name is also a VGG19 one)."""
-  for flag, value in (("--start_size", hr.start_size), ("--scale_iterations", hr.scale_iterations),
-                      ("--checkpoint_dir", hr.checkpoint_dir), ("--checkpoint_every", hr.checkpoint_every)):
-    if value:
-      raise NSTError(f"photoreal runs both stages at --size (tiled, without a pyramid or checkpoints); {flag} "
-                     f"does not apply")
+  for field in ("start_size", "scale_iterations", "checkpoint_dir", "checkpoint_every"):
+    if getattr(hr, field):
+      raise NSTError(f"photoreal runs both stages at PhotorealConfig.size (tiled, without a pyramid or checkpoints); "
+                     f"HighresConfig.{field} does not apply")
   stage_config = stylize_config(config, stage=2 if config.stage2_iterations else 1,
                                 shape=(config.size, config.size), input_scale=1.0)
   highres_config.check_highres_request(hr, resolve_plan(stage_config, arch=arch))
