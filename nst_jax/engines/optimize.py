@@ -29,6 +29,8 @@ STALL_WINDOW = 10
 
 @dataclasses.dataclass
 class StylizeResult:
+  """The optimised image and the loss along the way."""
+
   image: np.ndarray                  # (H, W, 3) float32 in [0, 1]
   loss_history: np.ndarray           # total loss evaluated at each iteration
   initial_terms: dict[str, float]    # weighted loss terms of the initial image

@@ -1,9 +1,8 @@
-"""High-resolution style transfer: a coarse-to-fine pyramid of tiled optimisations with resume.
+"""High-resolution style transfer of a plan: a coarse-to-fine pyramid of tiled optimisations, resumable.
 
-`scale_sizes` lists long sides from `start_size` up to `size` by `scale_step`; every scale recomputes the style
-targets (the style image resized to that scale's size times `--style_scale`) and the content targets
-(`scale_problem.build_scale_problem`), and starts from the previous scale's result upsampled. The tiled loss is in
-`tiled_loss`, the tile geometry in `tiling`, the memory model in `memory`, devices and hosts in `distributed`.
+`scale_sizes` lists long sides from `HighresConfig.start_size` up to the plan's size; every scale recomputes the
+style and content targets at its size (`scale_problem.build_scale_problem`) and starts from the previous scale's
+result upsampled. The resume state is one file, rewritten atomically, keyed by a fingerprint of the request.
 """
 
 from __future__ import annotations
@@ -106,6 +105,7 @@ class Checkpointer:
 
 
 def fingerprint(*arrays: np.ndarray, settings: Mapping[str, Any]) -> str:
+  """A SHA-256 of `settings` (as JSON) and of the arrays' float32 values: what a resume state must match."""
   digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
   for array in arrays:
     digest.update(np.ascontiguousarray(array, np.float32).tobytes())
@@ -143,6 +143,8 @@ def optimize_scale(problem: ScaleProblem, x0: np.ndarray, *, run: optim.RunSetti
 
 @dataclasses.dataclass
 class ScaleReport:
+  """What one scale ran: its size, iterations and tiles, the memory model's prediction and the final terms."""
+
   size: int
   shape: tuple[int, int]
   iterations: int  # run at this scale, resumed ones included (fewer than planned when L-BFGS stalled)

@@ -7,10 +7,11 @@ every layer's resolution because it is evaluated at each feature cell's centre).
 is multiplied by the window's *validity* (1 on cells wholly inside the image), so a window computes what the whole
 image's network computes, which zero-pads at the image border, up to the halo's edge.
 
-**Halo.** A feature at layer l depends on a square of the input (its receptive field, `vgg.receptive_radius`). Inside a tile window every convolution
-zero-pads at the window edge, so features closer than the radius to the window edge differ from the untiled
-network's. With `halo >= radius + overlap` every owned feature is exactly the untiled one, image borders included (the
-validity masks), and the tiled loss and gradient equal the untiled ones to float rounding (tests). The *effective*
+**Halo.** A feature at layer l depends on a square of the input (its receptive field, `vgg.receptive_radius`).
+Inside a tile window every convolution zero-pads at the window edge, so features closer than the radius to the
+window edge differ from the untiled network's. With `halo >= radius + overlap` every owned feature is exactly the
+untiled one, image borders included (the validity masks), and the tiled loss and gradient equal the untiled ones to
+float rounding (tests). The *effective*
 receptive field is much smaller than the theoretical one (activations are dominated by the central few pixels), so
 a halo below the radius is a cheaper approximation; the default is the exact choice (the theoretical radius of the
 deepest layer used, rounded up to that layer's stride).

@@ -192,12 +192,8 @@ def start_kind(config: StylizeConfig) -> str:
 
 def start_noise(config: StylizeConfig) -> float:
   """Amplitude of the start image's noise: `config.init_noise` when set, otherwise 0.2, and 0.3 when the
-  content's colours are preserved.
-
-  0.2: with less, a dark smooth area, whose style gradient per pixel is much weaker than the rest's, loses its
-  texture during the run. 0.3 with colour preservation: the gray or recoloured content is already close to the
-  style's luminance statistics at the fine layers that dominate the loss, so it needs more noise to leave the
-  photo's flat areas."""
+  content's colours are preserved (a gray or recoloured start is already close to the style's luminance statistics
+  and needs more noise to leave the photo's flat areas; docs/gatys.md, design notes)."""
   if config.init_noise is not None:
     return config.init_noise
   return 0.3 if config.preserve_colors != "none" else 0.2

@@ -26,6 +26,8 @@ from nst_jax.weights.format import VGGWeights
 
 @dataclasses.dataclass
 class PhotorealResult:
+  """The final image, each stage's result and the image before the post-processing."""
+
   image: np.ndarray                       # final (post-processed if `smooth`)
   stage1: StylizeResult | None            # None when stage1_iterations == 0 (the start goes to stage 2)
   stage2: StylizeResult | None            # None when stage2_iterations == 0
@@ -67,10 +69,21 @@ def photoreal(*, content: np.ndarray, style: np.ndarray, weights: VGGWeights, co
               content_seg: np.ndarray | None = None, style_seg: np.ndarray | None = None,
               progress: bool = True, on_stage: Callable[[int, np.ndarray], None] | None = None,
               hr: highres_config.HighresConfig | None = None, mesh: Mesh | None = None) -> PhotorealResult:
-  """Both stages and the post-processing; `content`/`style` (H, W, 3) in [0, 1], maps any size (both or neither).
-  `on_stage(stage, image)` sees each stage's result (to save intermediates). With `hr`, each stage is optimised
-  through the tiled engine (`scale_problem.build_scale_problem` + `pyramid.optimize_scale`, over `mesh`, default
-  every device) at `config.size`, in tiles of `hr.tile_size` px (0: the largest that fits `hr.max_memory_gb`)."""
+  """Photorealistic style transfer: both stages and the post-processing.
+
+  Args:
+    content, style: (H, W, 3) images in [0, 1].
+    config: both stages' settings; each stage's objective is `stylize_config`'s `StylizeConfig`, resolved into its
+      plan and run settings here.
+    content_seg, style_seg: colour-coded segmentation maps, any size (both or neither).
+    on_stage: `(stage, image)` with each stage's result (to save intermediates).
+    hr: with it, each stage is optimised through the tiled engine (`scale_problem.build_scale_problem` and
+      `pyramid.optimize_scale`, over `mesh`, default every device) at `config.size`, in tiles of `hr.tile_size` px
+      (0: the largest that fits `hr.max_memory_gb`); without it, whole (`gatys.build_problem`).
+
+  Returns:
+    The `PhotorealResult`.
+  """
   if hr is not None:
     check_tiled_request(config, hr, arch=weights.arch)
   shapes = stage_shapes(config, content.shape)
