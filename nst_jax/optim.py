@@ -8,8 +8,9 @@ NaN checks.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
@@ -110,6 +111,37 @@ def cached_optimizer(name: str, *, learning_rate: float | None, schedule: str, i
   Runs with the same optimiser share one object and with it the compiled loop of `make_chunk_runner`."""
   return make_optimizer(name, learning_rate=learning_rate, schedule=schedule, iterations=iterations,
                         options=dict(options), normalize_gradients=normalize_gradients)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSettings:
+  """How an image is optimised, apart from what is optimised: the optimizer, the number of steps and the host's
+  work between chunks of steps (`nst_jax.engines.optimize.optimize_image`). The optimizer fields are
+  `make_optimizer`'s arguments."""
+
+  iterations: int
+  optimizer: str = "lbfgs"
+  learning_rate: float | None = None
+  optimizer_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  lr_schedule: str = "constant"
+  normalize_gradients: bool = False
+  log_every: int = 10               # steps per host round-trip (progress, the NaN check)
+  save_every: int = 0               # an intermediate image every N steps; 0: none
+  stall_rtol: float | None = 1e-6   # L-BFGS stops once its loss stalls (`nst_jax.engines.optimize.stalled`)
+
+  def make_optimizer(self) -> optax.GradientTransformationExtraArgs:
+    """The optimizer. Equal settings give the same object (`cached_optimizer`), and with it the same compiled
+    loop, whatever the iteration count when no learning-rate schedule depends on it."""
+    iterations = self.iterations if self.lr_schedule != "constant" else 1
+    try:
+      options = tuple(sorted(self.optimizer_options.items()))
+      hash(options)
+    except TypeError:  # unhashable option values (from the Python API): built afresh
+      return make_optimizer(self.optimizer, learning_rate=self.learning_rate, schedule=self.lr_schedule,
+                            iterations=iterations, options=dict(self.optimizer_options),
+                            normalize_gradients=self.normalize_gradients)
+    return cached_optimizer(self.optimizer, learning_rate=self.learning_rate, schedule=self.lr_schedule,
+                            iterations=iterations, options=options, normalize_gradients=self.normalize_gradients)
 
 
 def parse_options(text: str, *, flag: str = "--optimizer_args") -> dict[str, Any]:

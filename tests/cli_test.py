@@ -10,6 +10,7 @@ rotated correctly.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import subprocess
 import sys
@@ -224,6 +225,27 @@ def test_each_command_help_shows_its_own_flags_only(cli_setup, command, own, for
       assert name not in flags_shown, (name, flags_shown)
     assert "[default: " in text  # every flag with a default says it
 
+
+def test_config_fields_in_library_errors_become_the_flags_that_set_them():
+  """Library errors name config fields (`HighresConfig.tile_size`, `PhotorealConfig.stage1_size`); the commands'
+  errors name the flags instead, and every field of the tile and photoreal settings has a flag of its command."""
+  from nst_jax.cli import field_flags, photoreal as photoreal_cli, stylize as stylize_cli
+  from nst_jax.errors import NSTError
+  from nst_jax.highres.highres_config import HighresConfig
+  from nst_jax.methods.photoreal import PhotorealConfig
+  assert field_flags.flag_message("HighresConfig.start_size 64 is larger than StylizeConfig.size 32") == (
+      "--start_size 64 is larger than --size 32")
+  assert field_flags.flag_message("PhotorealConfig.optimizer_options: bad; OtherConfig.x") == (
+      "--optimizer_args: bad; OtherConfig.x")
+  for config, cmd in ((HighresConfig, stylize_cli.STYLIZE), (PhotorealConfig, photoreal_cli.COMMAND)):
+    defined = {f"--{name}" for name in command_module.flag_names(cmd)}
+    missing = [field.name for field in dataclasses.fields(config)
+               if field_flags.FIELD_FLAGS[f"{config.__name__}.{field.name}"] not in defined]
+    assert not missing, (config.__name__, missing)
+  with pytest.raises(NSTError, match="HighresConfig.tile_size must be >= 0"):
+    HighresConfig(tile_size=-1)
+  with pytest.raises(NSTError, match="^--tile_size must be >= 0"):
+    field_flags.fields_as_flags(lambda: HighresConfig(tile_size=-1))()
 
 
 def test_progress_bar_in_place_with_eta_and_plain_lines(cli_setup, tmp_path):

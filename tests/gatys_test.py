@@ -105,18 +105,18 @@ def test_lbfgs_stops_once_the_loss_stalls_and_adam_does_not():
   inputs = {"scale": jnp.asarray(rng.uniform(1, 100, (8, 8, 3)), jnp.float32),
             "target": jnp.asarray(rng.uniform(size=(8, 8, 3)), jnp.float32)}
   x0 = jnp.zeros((8, 8, 3), jnp.float32)
-  config = StylizeConfig(iterations=300, log_every=5)
-  result = optimize_image(_quadratic_terms, inputs, x0, config=config, progress=False)
+  run = optim.RunSettings(iterations=300, log_every=5)
+  result = optimize_image(_quadratic_terms, inputs, x0, run=run, progress=False)
   n = len(result.loss_history)
   assert 10 < n < 300 and n % 5 == 0, n  # stopped at a chunk end, well before 300
   assert result.final_terms["quadratic"] < 1e-6 * result.initial_terms["quadratic"]
   tail = result.loss_history[-STALL_WINDOW - 1:]
   assert tail[0] - tail[-1] <= 1e-6 * tail[0]
-  full = optimize_image(_quadratic_terms, inputs, x0, config=dataclasses.replace(config, stall_rtol=None),
+  full = optimize_image(_quadratic_terms, inputs, x0, run=dataclasses.replace(run, stall_rtol=None),
                         progress=False)
   assert len(full.loss_history) == 300
-  adam = dataclasses.replace(config, optimizer="adam", learning_rate=1e-3, iterations=40)
-  assert len(optimize_image(_quadratic_terms, inputs, x0, config=adam, progress=False).loss_history) == 40
+  adam = dataclasses.replace(run, optimizer="adam", learning_rate=1e-3, iterations=40)
+  assert len(optimize_image(_quadratic_terms, inputs, x0, run=adam, progress=False).loss_history) == 40
 
 
 @pytest.mark.parametrize("init", ["colors", "content", "noise", "style"])

@@ -34,7 +34,8 @@ def worker(argv: list[str]) -> None:
   """`worker OUT.npy DEVICES [coordinator nproc pid]`: a short tiled L-BFGS run on DEVICES devices of its mesh
   (0: all), written to OUT.npy (by process 0)."""
   out, devices = argv[0], int(argv[1])
-  from nst_jax.highres import distributed, highres_config, pyramid
+  from nst_jax.highres import distributed, highres_config
+  from nst_jax.methods import gatys
   if len(argv) > 2:
     distributed.init_distributed(coordinator=argv[2], num_processes=int(argv[3]), process_id=int(argv[4]))
   import jax
@@ -48,7 +49,7 @@ def worker(argv: list[str]) -> None:
                          style_layers=("relu1_1", "relu2_1"))
   hr = highres_config.HighresConfig(tile_size=16, tile_overlap=4)
   mesh = distributed.make_mesh(jax.devices()[:devices] if devices else None)
-  result, reports = pyramid.stylize_highres(content=content, styles=[style], weights=weights, config=config, hr=hr,
+  result, reports = gatys.stylize_highres(content=content, styles=[style], weights=weights, config=config, hr=hr,
                                             mesh=mesh, progress=False)
   if jax.process_index() == 0:
     np.save(out, result.image)
@@ -148,7 +149,7 @@ def test_tiled_loss_and_gradient_equal_the_untiled_ones(weights, layers, tile, h
 
 @pytest.fixture(scope="module")
 def tiled_vs_untiled(weights):
-  from nst_jax.highres import highres_config, pyramid
+  from nst_jax.highres import highres_config
   from nst_jax.methods import gatys
   from nst_jax.objective.config import StylizeConfig
   content, style = _problem(64)
@@ -156,7 +157,7 @@ def tiled_vs_untiled(weights):
   config = StylizeConfig(size=64, iterations=20, log_every=2, **SHALLOW)
   untiled = gatys.stylize(content=content, styles=style, weights=weights, config=config, progress=False)
   hr = highres_config.HighresConfig(tile_size=32, tile_overlap=0)  # the exact default halo: 12 px (relu3_1's radius)
-  tiled = pyramid.stylize_highres(content=content, styles=[style], weights=weights, config=config, hr=hr,
+  tiled = gatys.stylize_highres(content=content, styles=[style], weights=weights, config=config, hr=hr,
                                   progress=False)[0]
   return untiled, tiled
 
@@ -320,13 +321,14 @@ def test_interrupted_run_resumes_to_the_same_result(weights, tmp_path, monkeypat
   kill_at = (1, 2)
   from nst_jax.errors import NSTError
   from nst_jax.highres import highres_config, pyramid
+  from nst_jax.methods import gatys
   from nst_jax.objective.config import StylizeConfig
   content, style = _problem(64)
   config = StylizeConfig(size=64, iterations=6, log_every=2, **SHALLOW)
   # The tiles and the logging of `tiled_vs_untiled` (overlap 0, log_every 2): its 64-px loop is reused here.
   hr = highres_config.HighresConfig(start_size=32, scale_step=2, scale_iterations=(6, 4), tile_size=32, tile_overlap=0,
                                     checkpoint_dir=str(tmp_path / "ckpt"), checkpoint_every=2)
-  full, reports = pyramid.stylize_highres(content=content, styles=[style], weights=weights, config=config,
+  full, reports = gatys.stylize_highres(content=content, styles=[style], weights=weights, config=config,
                                           hr=dataclasses_replace(hr, checkpoint_dir=None), progress=False)
   assert [r.shape for r in reports] == [(32, 32), (64, 64)] and [r.iterations for r in reports] == [6, 4]
   save = pyramid.Checkpointer.save
@@ -338,7 +340,7 @@ def test_interrupted_run_resumes_to_the_same_result(weights, tmp_path, monkeypat
 
   monkeypatch.setattr(pyramid.Checkpointer, "save", save_then_die)
   with pytest.raises(Killed):
-    pyramid.stylize_highres(content=content, styles=[style], weights=weights, config=config, hr=hr, progress=False)
+    gatys.stylize_highres(content=content, styles=[style], weights=weights, config=config, hr=hr, progress=False)
   monkeypatch.setattr(pyramid.Checkpointer, "save", save)
   with np.load(tmp_path / "ckpt" / "resume.npz") as npz:
     state = json.loads(str(npz["__meta__"]))
@@ -355,13 +357,13 @@ def test_interrupted_run_resumes_to_the_same_result(weights, tmp_path, monkeypat
                                                    "image": "image_01_000002.npy",
                                                    "opt_state": "opt_01_000002.npz"}))
   for folder in (tmp_path / "ckpt", previous):
-    resumed, reports = pyramid.stylize_highres(content=content, styles=[style], weights=weights, config=config,
+    resumed, reports = gatys.stylize_highres(content=content, styles=[style], weights=weights, config=config,
                                                hr=dataclasses_replace(hr, checkpoint_dir=str(folder)), progress=False)
     assert [r.size for r in reports] == [64]  # only the unfinished scale ran
     np.testing.assert_allclose(resumed.image, full.image, atol=1e-6)
   assert sorted(os.listdir(previous)) == ["resume.npz"]  # saving again replaced the old layout
-  with pytest.raises(NSTError, match="--checkpoint_dir"):
-    pyramid.stylize_highres(content=content, styles=[style], weights=weights,
+  with pytest.raises(NSTError, match="HighresConfig.checkpoint_dir"):
+    gatys.stylize_highres(content=content, styles=[style], weights=weights,
                             config=dataclasses_replace(config, style_weight=3.0), hr=hr, progress=False)
 
 
@@ -417,7 +419,7 @@ def memory_worker(tile: int) -> None:
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
   jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
   from nst_jax.highres import distributed, highres_config, memory, pyramid, scale_problem
-  from nst_jax.objective.config import StylizeConfig
+  from nst_jax.objective.config import StylizeConfig, run_settings
   from nst_jax.objective.plan import resolve_plan
   from nst_jax.weights.store import resolve_weights
   content, style = _problem(MEMORY_SIZE)
@@ -428,13 +430,13 @@ def memory_worker(tile: int) -> None:
                                               plan=resolve_plan(config, arch="vgg16"),
                                               shape=(MEMORY_SIZE, MEMORY_SIZE), tile=tile,
                                               hr=highres_config.HighresConfig(tile_size=tile), mesh=mesh)
-  pyramid.optimize_scale(problem, problem.content, config=config, mesh=mesh, progress=False)
+  pyramid.optimize_scale(problem, problem.content, run=run_settings(config), mesh=mesh, progress=False)
   ctypes.CDLL("libc.so.6").malloc_trim(0)
   with open("/proc/self/statm") as f:
     before = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
   with open("/proc/self/clear_refs", "w") as f:
     f.write("5")  # resets VmHWM to the current RSS
-  pyramid.optimize_scale(problem, problem.content, config=config, mesh=mesh, progress=False)
+  pyramid.optimize_scale(problem, problem.content, run=run_settings(config), mesh=mesh, progress=False)
   with open("/proc/self/status") as f:
     peak = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
   layers = tuple(dict.fromkeys(config.content_layers + config.style_layers))

@@ -9,7 +9,7 @@ from nst_jax import demo, losses
 from nst_jax.methods import gatys
 from nst_jax.objective import layer_balance, network
 from nst_jax.engines.optimize import optimize_image
-from nst_jax.objective.config import STYLE_LAYER_PRESETS, StylizeConfig
+from nst_jax.objective.config import STYLE_LAYER_PRESETS, StylizeConfig, run_settings
 
 STRUCTURE, FINE = STYLE_LAYER_PRESETS["structure"], STYLE_LAYER_PRESETS["fine"]
 
@@ -72,7 +72,7 @@ def test_scale_mixing_at_default_weights_matches_both_paintings(default_weights)
 
   ungained = {name: jnp.ones_like(w) for name, w in region_weights.items()}  # one region of weight 1
   results = {tag: np.clip(optimize_image(problem.terms_fn, {**problem.inputs, "region_weights": w}, problem.x0,
-                                         config=config, progress=False).image, 0, 1)
+                                         run=run_settings(config), progress=False).image, 0, 1)
              for tag, w in (("gained", region_weights), ("ungained", ungained))}
   deep = {tag: relative_error(x, STRUCTURE) for tag, x in results.items()}
   assert deep["gained"] < 0.5 * deep["ungained"], deep

@@ -1,5 +1,5 @@
 """The objective layer: a loss term added to the registry runs through both engines (whole-image and tiled) with
-the same value and gradient, and the engines take a resolved plan, never the config's derivation rules."""
+the same value and gradient, and the engines take a resolved plan and run settings, never a config."""
 
 from __future__ import annotations
 
@@ -16,10 +16,10 @@ import pytest
 from nst_jax import demo
 from nst_jax.engines.optimize import optimize_image
 from nst_jax.errors import NSTError
-from nst_jax.highres import distributed, highres_config, scale_problem
+from nst_jax.highres import distributed, highres_config, pyramid, scale_problem
 from nst_jax.io import image_io
 from nst_jax.methods import gatys
-from nst_jax.objective.config import StylizeConfig
+from nst_jax.objective.config import StylizeConfig, run_settings
 from nst_jax.objective.plan import resolve_plan
 from nst_jax.objective.registry import IMAGE_TERMS, ImageTerm
 
@@ -91,7 +91,7 @@ def test_a_registered_loss_changes_the_result(default_weights, images):
                               brightness_weight=weight, **SHALLOW)
     problem = gatys.problem_from_plan(resolve_plan(config, arch=default_weights.arch, image_terms=TERMS),
                                       content=content, styles=[style], weights=default_weights)
-    result = optimize_image(problem.terms_fn, problem.inputs, problem.x0, config=config, progress=False)
+    result = optimize_image(problem.terms_fn, problem.inputs, problem.x0, run=run_settings(config), progress=False)
     return float(np.mean(result.image))
 
   # Adam's steps are normalised: a weight whose gradient outweighs the style's moves every value down by ~lr a step.
@@ -99,35 +99,70 @@ def test_a_registered_loss_changes_the_result(default_weights, images):
   assert darker < plain - 0.05, (plain, darker)
 
 
-# The rules that derive values from a config; the plan applies them, the engines read the plan.
+# The engines: the optimisation loop, the tiled engine (scale problem, tiled loss, pyramid) and the whole-image
+# problem. They take a resolved plan and run settings; entry points (`gatys.stylize`, `gatys.stylize_highres`,
+# photoreal's stages) resolve the config into those, never an engine.
+ENGINES = ("nst_jax/highres", "nst_jax/engines", "nst_jax/methods/gatys/problem.py")
+# The rules that derive values from a config: the plan applies them (`resolve_plan`, which also checks the
+# request), and `run_settings` copies the optimisation loop's settings out of it.
 DERIVATIONS = {"per_style", "blend_weights", "style_layer_sets", "style_layer_weights", "start_kind", "start_noise",
-               "uses_style_colors", "check_request"}
-ENGINES = ("nst_jax/highres", "nst_jax/engines", "nst_jax/methods/gatys.py")
+               "uses_style_colors", "check_request", "resolve_plan", "run_settings"}
 
 
-def derivation_uses(path: pathlib.Path) -> list[str]:
-  """Imports and calls of DERIVATIONS in `path` (`name(...)` or `module.name(...)`), as 'file:line: name'."""
+def config_uses(path: pathlib.Path) -> list[str]:
+  """What in `path` reads a config other than through a plan, as 'file:line: what': imports of
+  `nst_jax.objective.config`, imports and calls of DERIVATIONS, the name `StylizeConfig` (in annotations too) and
+  parameters named `config`."""
   found = []
   for node in ast.walk(ast.parse(path.read_text())):
     if isinstance(node, ast.ImportFrom):
+      if node.module == "nst_jax.objective.config" or (
+          node.module == "nst_jax.objective" and any(a.name == "config" for a in node.names)):
+        found.append((node.lineno, "imports nst_jax.objective.config"))
       found += [(node.lineno, a.name) for a in node.names if a.name in DERIVATIONS]
     elif isinstance(node, ast.Call):
       name = getattr(node.func, "attr", None) or getattr(node.func, "id", None)
       if name in DERIVATIONS:
         found.append((node.lineno, name))
-  return [f"{path.relative_to(REPO)}:{line}: {name}" for line, name in found]
+    elif isinstance(node, (ast.Name, ast.Attribute)) and "StylizeConfig" in (getattr(node, "id", None),
+                                                                             getattr(node, "attr", None)):
+      found.append((node.lineno, "StylizeConfig"))
+    elif isinstance(node, ast.arg) and node.arg == "config":
+      found.append((node.lineno, "a config parameter"))
+  name = path.relative_to(REPO) if path.is_relative_to(REPO) else path.name
+  return sorted(f"{name}:{line}: {what}" for line, what in found)
 
 
-def test_the_engines_take_a_plan_and_derive_nothing_from_the_config():
-  for engine in (gatys.problem_from_plan, scale_problem.build_scale_problem):
+def test_the_engines_take_a_plan_and_run_settings_and_derive_nothing_from_the_config():
+  plan, run = ("plan", "ObjectivePlan"), ("run", "optim.RunSettings")
+  takes = {gatys.problem_from_plan: plan, scale_problem.build_scale_problem: plan,
+           highres_config.check_highres_request: plan, pyramid.run_pyramid: plan, optimize_image: run,
+           pyramid.optimize_scale: run}
+  for engine, (name, annotation) in takes.items():
     parameters = inspect.signature(engine).parameters
-    assert "plan" in parameters and "config" not in parameters, engine
+    assert parameters[name].annotation == annotation, (engine, parameters[name])
+    assert "config" not in parameters and not any("StylizeConfig" in str(p.annotation)
+                                                  for p in parameters.values()), engine
+  assert inspect.signature(pyramid.run_pyramid).parameters["run"].annotation == "optim.RunSettings"
   paths = [p for folder in ENGINES for p in sorted((REPO / folder).rglob("*.py")) or [REPO / folder]]
-  uses = [use for p in paths for use in derivation_uses(p)]
+  uses = [use for p in paths for use in config_uses(p)]
   assert not uses, uses
-  # The check finds what it looks for: the plan is where the rules are applied.
-  assert {use.rsplit(" ", 1)[1] for use in derivation_uses(REPO / "nst_jax/objective/plan.py")} >= {
+
+
+def test_the_config_check_finds_what_it_looks_for(tmp_path):
+  probe = tmp_path / "probe.py"
+  probe.write_text("from nst_jax.objective.config import StylizeConfig, blend_weights\n"
+                   "from nst_jax.objective.plan import resolve_plan\n"
+                   "def engine(plan, *, config: StylizeConfig):\n"
+                   "  return settings.per_style(plan.config.style_scale, 2, 'x'), plan.config.pooling\n")
+  assert [use.split(":", 1)[1] for use in config_uses(probe)] == [
+      "1: blend_weights", "1: imports nst_jax.objective.config", "2: resolve_plan", "3: StylizeConfig",
+      "3: a config parameter", "4: per_style"]
+  # The plan is where the rules are applied; the entry points resolve a config into a plan and run settings.
+  assert {use.rsplit(": ", 1)[1] for use in config_uses(REPO / "nst_jax/objective/plan.py")} >= {
       "blend_weights", "per_style", "style_layer_weights", "start_noise"}
+  assert {use.rsplit(": ", 1)[1] for use in config_uses(REPO / "nst_jax/methods/gatys/run.py")} >= {
+      "resolve_plan", "run_settings", "StylizeConfig", "a config parameter"}
 
 
 def test_the_high_resolution_engine_refuses_terms_it_cannot_tile(default_weights):

@@ -12,6 +12,7 @@ from nst_jax.io import image_io
 from nst_jax.losses import guidance, matting, segmentation
 from nst_jax.methods import gatys, photoreal
 from nst_jax.engines.optimize import optimize_image
+from nst_jax.objective.config import run_settings
 from nst_jax.models import vgg
 from nst_jax.errors import NSTError
 from nst_jax.models.preprocessing import CAFFE_VGG
@@ -203,8 +204,8 @@ def test_calibrated_objective_is_invariant_to_rescaled_activations(scaled_pair):
     assert float(terms_a[key]) > 0
     np.testing.assert_allclose(float(terms_b[key]), float(terms_a[key]), rtol=1e-4)
   np.testing.assert_allclose(grad_b, grad_a, rtol=1e-3, atol=1e-4 * float(jnp.max(jnp.abs(grad_a))))
-  run_a = optimize_image(a.terms_fn, a.inputs, x, config=cfg, progress=False)
-  run_b = optimize_image(b.terms_fn, b.inputs, x, config=cfg, progress=False)
+  run_a = optimize_image(a.terms_fn, a.inputs, x, run=run_settings(cfg), progress=False)
+  run_b = optimize_image(b.terms_fn, b.inputs, x, run=run_settings(cfg), progress=False)
   assert sum(run_a.final_terms.values()) < 0.5 * sum(run_a.initial_terms.values())
   np.testing.assert_allclose(run_b.image, run_a.image, atol=1e-3)
 
@@ -238,13 +239,14 @@ def test_guided_filter_keeps_constants_and_the_guide():
 
 
 def test_bad_settings_are_refused():
-  for kwargs, flag in [({"stage1_iterations": -1}, "--stage1_iterations"), ({"smooth_sigma_r": 0.0},
-                                                                            "--smooth_sigma_r"),
-                       ({"refine_radius": 0}, "--refine_radius"), ({"objective": "paper"}, "--objective"),
-                       ({"stage1_iterations": 0, "stage2_iterations": 0}, "both 0"),
-                       ({"stage1_size": 8}, "--stage1_size"), ({"matting_weight": -1.0}, "--matting_weight"),
-                       ({"objective": "reference", "style_layer_weights": {"relu1_1": 1.0}}, "calibrated")]:
-    with pytest.raises(NSTError, match=flag):  # refused when the config is made
+  for kwargs, field in [({"stage1_iterations": -1}, "stage1_iterations"), ({"smooth_sigma_r": 0.0}, "smooth_sigma_r"),
+                        ({"refine_radius": 0}, "refine_radius"), ({"objective": "paper"}, "objective"),
+                        ({"stage1_iterations": 0, "stage2_iterations": 0}, "stage2_iterations are both 0"),
+                        ({"stage1_size": 8}, "stage1_size"), ({"matting_weight": -1.0}, "matting_weight"),
+                        ({"range_weight": -1.0}, "range_weight"),
+                        ({"objective": "reference", "style_layer_weights": {"relu1_1": 1.0}},
+                         "style_layer_weights belong to the calibrated")]:
+    with pytest.raises(NSTError, match=f"PhotorealConfig.{field}"):  # refused when the config is made
       photoreal.PhotorealConfig(**kwargs)
 
 
@@ -281,9 +283,10 @@ def test_tiled_two_stage_run_equals_the_untiled_one(default_weights, content):
 
 def test_tiled_run_refuses_the_pyramid_and_checkpoints():
   from nst_jax.highres import highres_config
-  for kwargs, flag in [({"start_size": 16}, "--start_size"), ({"checkpoint_dir": "x"}, "--checkpoint_dir"),
-                       ({"tile_batch": 0}, "--tile_batch")]:
-    with pytest.raises(NSTError, match=flag):  # by the HighresConfig itself, or by what photoreal needs of it
+  for kwargs, field in [({"start_size": 16}, "start_size"), ({"checkpoint_dir": "x"}, "checkpoint_dir"),
+                        ({"tile_batch": 0}, "tile_batch")]:
+    # Refused by the HighresConfig itself or by what photoreal needs of it, naming the field.
+    with pytest.raises(NSTError, match=f"HighresConfig.{field}"):
       photoreal.check_tiled_request(photoreal.PhotorealConfig(), highres_config.HighresConfig(**kwargs))
 
 

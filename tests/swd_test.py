@@ -10,7 +10,7 @@ from nst_jax.errors import NSTError
 from nst_jax.losses import swd
 from nst_jax.methods import gatys
 from nst_jax.engines.optimize import optimize_image
-from nst_jax.objective.config import StylizeConfig
+from nst_jax.objective.config import StylizeConfig, run_settings
 
 
 def relu_features(seed: int, shape=(1, 6, 7, 5), scale: float = 1.0) -> np.ndarray:
@@ -87,7 +87,7 @@ def swd_problem(default_weights):
 
 def test_swd_stylisation_lowers_the_style_loss_and_paints_flat_areas(swd_problem):
   problem, config = swd_problem
-  result = optimize_image(problem.terms_fn, problem.inputs, problem.x0, config=config, progress=False)
+  result = optimize_image(problem.terms_fn, problem.inputs, problem.x0, run=run_settings(config), progress=False)
   assert result.final_terms["style"] < 0.5 * result.initial_terms["style"]
   style = demo.swirl_painting(48)
   assert metrics.flat_fraction(result.image, style, block=4) <= metrics.flat_fraction(problem.x0, style, block=4)

@@ -131,7 +131,7 @@ def section_gatys(sizes: dict, tiny: bool, data: dict) -> list[dict]:
 def _tiled_run(sizes: dict, tiny: bool, data: dict, devices: int) -> dict:
   # pylint: disable=import-outside-toplevel (the sections import what they use, in their own process on the GPU)
   from nst_jax.highres import distributed, highres_config, pyramid, scale_problem
-  from nst_jax.objective.config import StylizeConfig  # pylint: disable=import-outside-toplevel
+  from nst_jax.objective.config import StylizeConfig, run_settings  # pylint: disable=import-outside-toplevel
   from nst_jax.objective.plan import resolve_plan  # pylint: disable=import-outside-toplevel
   from nst_jax.weights.store import resolve_weights  # pylint: disable=import-outside-toplevel
   from experiments.benchmarks.benchmarking import problem  # pylint: disable=import-outside-toplevel
@@ -148,7 +148,7 @@ def _tiled_run(sizes: dict, tiny: bool, data: dict, devices: int) -> dict:
                                            plan=resolve_plan(config, arch=weights.arch), shape=shape, tile=sizes["tile"], hr=hr, mesh=mesh)
   targets_s = time.perf_counter() - t0
   t0 = time.perf_counter()
-  result = pyramid.optimize_scale(prob, content, config=config, mesh=mesh, progress=False)
+  result = pyramid.optimize_scale(prob, content, run=run_settings(config), mesh=mesh, progress=False)
   stats = jax.devices()[0].memory_stats() or {}
   return {"shape": list(shape), "devices": devices, "tiles": prob.grid.num_tiles, "window": list(prob.grid.window),
           "iterations": len(result.loss_history), "optimizer": config.optimizer, "targets_s": targets_s,

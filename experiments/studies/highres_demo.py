@@ -27,8 +27,9 @@ import numpy as np
 from absl import app, flags
 
 from nst_jax import figures
-from nst_jax.highres import highres_config, pyramid, tiling
+from nst_jax.highres import highres_config, tiling
 from nst_jax.io import atomic, image_io
+from nst_jax.methods import gatys
 from nst_jax.objective.config import StylizeConfig
 from nst_jax.weights.store import resolve_weights
 
@@ -75,7 +76,7 @@ def run(out: pathlib.Path) -> dict:
                                     tile_size=FLAGS.tile_size, max_memory_gb=FLAGS.max_memory_gb,
                                     checkpoint_dir=str(out / "checkpoint"), checkpoint_every=0)
   start = time.perf_counter()
-  result, reports = pyramid.stylize_highres(content=content, styles=[style], weights=resolve_weights("hed-vgg16"),
+  result, reports = gatys.stylize_highres(content=content, styles=[style], weights=resolve_weights("hed-vgg16"),
                                             config=config, hr=hr)
   seconds = time.perf_counter() - start
   image_io.save_image(out / "result.png", result.image)

@@ -26,6 +26,7 @@ from nst_jax.errors import exit_on_error
 from nst_jax.io import image_io
 from nst_jax.methods import gatys, photoreal
 from nst_jax.engines.optimize import optimize_image
+from nst_jax.objective.config import run_settings
 from nst_jax.weights.store import resolve_weights
 
 from experiments import common
@@ -68,10 +69,10 @@ def profile(*, content, style, content_seg, style_seg, size: int, repeats: int) 
   parts = {"total": names, "vgg (content + style)": {"content", "style"}, "matting": {"matting"},
            "rest (tv, range)": names - {"content", "style", "matting"}}
   seconds = {name: timed(part(keys), x, problem.inputs, repeats=repeats) for name, keys in parts.items()}
-  step_cfg = dataclasses.replace(cfg, iterations=repeats, log_every=1, stall_rtol=None)
-  optimize_image(problem.terms_fn, problem.inputs, x, config=step_cfg, progress=False)  # compiles
+  step_run = run_settings(dataclasses.replace(cfg, iterations=repeats, log_every=1, stall_rtol=None))
+  optimize_image(problem.terms_fn, problem.inputs, x, run=step_run, progress=False)  # compiles
   start = time.perf_counter()
-  optimize_image(problem.terms_fn, problem.inputs, x, config=step_cfg, progress=False)
+  optimize_image(problem.terms_fn, problem.inputs, x, run=step_run, progress=False)
   seconds["one L-BFGS step (incl. line search)"] = (time.perf_counter() - start) / repeats
   return {"shape": list(shape), "seconds": seconds,
           "share_of_total": {k: v / seconds["total"] for k, v in seconds.items()}}

@@ -1,7 +1,5 @@
-"""The command line's names for the config fields that library errors name.
-
-Each `StylizeConfig.<field>` in an error's message becomes the flag that sets it.
-"""
+"""The command line's names for the config fields that library errors name: each `StylizeConfig.<field>`,
+`HighresConfig.<field>` or `PhotorealConfig.<field>` in an error's message becomes the flag that sets it."""
 
 from __future__ import annotations
 
@@ -11,26 +9,31 @@ import re
 from collections.abc import Callable
 
 from nst_jax.errors import NSTError
+from nst_jax.highres.highres_config import HighresConfig
+from nst_jax.methods.photoreal.objective import PhotorealConfig
 from nst_jax.objective.config import StylizeConfig
 
-# The flag of each config field that library errors name (`StylizeConfig.style_weight`): every field's flag has
-# the field's name.
-FIELD_FLAGS = {f"StylizeConfig.{field.name}": f"--{field.name}" for field in dataclasses.fields(StylizeConfig)}
+CONFIGS = (StylizeConfig, HighresConfig, PhotorealConfig)
+# Fields whose flag has another name; every other field's flag has the field's name.
+RENAMED = {"optimizer_options": "--optimizer_args"}
+FIELD_FLAGS = {f"{config.__name__}.{field.name}": RENAMED.get(field.name, f"--{field.name}")
+               for config in CONFIGS for field in dataclasses.fields(config)}
+FIELD = re.compile(r"\b(?:%s)\.\w+" % "|".join(config.__name__ for config in CONFIGS))
 
 
 def flag_message(message: str) -> str:
   """`message` with every config field it names (FIELD_FLAGS) replaced by that field's flag."""
-  return re.sub(r"StylizeConfig\.\w+", lambda m: FIELD_FLAGS.get(m.group(0), m.group(0)), message)
+  return FIELD.sub(lambda m: FIELD_FLAGS.get(m.group(0), m.group(0)), message)
 
 
 def fields_as_flags(run: Callable) -> Callable:
-  """`run` (a command's) wrapped so that the config fields its errors name read as the flags that set them."""
+  """`run` (a command's), with the config fields that its errors name given as the flags that set them."""
   @functools.wraps(run)
   def wrapped(*args, **kwargs):
     try:
       return run(*args, **kwargs)
     except NSTError as e:
-      if "StylizeConfig." not in str(e):
+      if not FIELD.search(str(e)):
         raise
       raise NSTError(flag_message(str(e))) from None
   return wrapped

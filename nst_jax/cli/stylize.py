@@ -21,7 +21,7 @@ from nst_jax.cli import field_flags, optimization_flags, shared_flags, validatio
 from nst_jax.cli.command import Command, Sections
 from nst_jax.engines.optimize import NonFiniteLossError
 from nst_jax.errors import NSTError
-from nst_jax.highres import distributed, highres_config, memory, pyramid
+from nst_jax.highres import distributed, highres_config, memory
 from nst_jax.io import image_io
 from nst_jax.losses import color, octaves, structure
 from nst_jax.methods import gatys
@@ -219,7 +219,7 @@ def run(fv: flags.FlagValues, positional: list[str], *, synthesis: bool = False)
         raise NSTError("--style_masks and --depth are not supported by the high-resolution engine (tiling/pyramid)")
       highres_config.check_highres_request(hr, resolve_plan(config, arch=weights.arch, num_styles=len(styles),
                                                             has_content=content is not None))
-      result, reports = pyramid.stylize_highres(content=content, styles=styles, weights=weights, config=config, hr=hr,
+      result, reports = gatys.stylize_highres(content=content, styles=styles, weights=weights, config=config, hr=hr,
                                                 synthesis_shape=shape if synthesis else None)
       done = " -> ".join(f"{r.shape[1]}x{r.shape[0]} ({r.iterations} it, {r.tiles} tile(s) of {r.tile}+2*{r.halo})"
                          for r in reports) or "resumed, nothing left to run"

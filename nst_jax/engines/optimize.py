@@ -1,8 +1,9 @@
-"""Optimising an image: the chunked loop shared by Gatys, high-resolution and photorealistic transfer.
+"""Optimising an image: the chunked loop shared by the whole-image and tiled problems.
 
 One jitted runner (`optim.make_chunk_runner`) does `log_every` optimizer steps per call; between calls the host
 checks for NaN, reports progress (an in-place tqdm bar with the loss terms and an ETA), saves intermediates and
-checkpoints, and stops L-BFGS once the loss has stalled.
+checkpoints, and stops L-BFGS once the loss has stalled. The loop takes the loss terms, their inputs and the run
+settings (`optim.RunSettings`), not the settings of the method that made them.
 """
 
 from __future__ import annotations
@@ -22,13 +23,14 @@ from tqdm.auto import tqdm
 
 from nst_jax import optim
 from nst_jax.errors import NSTError
-from nst_jax.objective.config import StylizeConfig, make_optimizer
 
 STALL_WINDOW = 10
 
 
 @dataclasses.dataclass
 class StylizeResult:
+  """The optimised image and the loss along the way."""
+
   image: np.ndarray                  # (H, W, 3) float32 in [0, 1]
   loss_history: np.ndarray           # total loss evaluated at each iteration
   initial_terms: dict[str, float]    # weighted loss terms of the initial image
@@ -57,20 +59,20 @@ def stalled(losses: np.ndarray, *, rtol: float | None, window: int = STALL_WINDO
   return before - now <= rtol * abs(before)
 
 
-def chunk_size(config: StylizeConfig, checkpoint_every: int = 0) -> int:
+def chunk_size(run: optim.RunSettings, checkpoint_every: int = 0) -> int:
   """Steps per host round-trip: the logging interval, shortened so that intermediate saves and checkpoints land on
   time."""
-  chunk = max(1, config.log_every)
-  for every in (config.save_every, checkpoint_every):
+  chunk = max(1, run.log_every)
+  for every in (run.save_every, checkpoint_every):
     if every:
       chunk = math.gcd(chunk, every)
   return chunk  # not shortened to the iteration count: runs of different lengths share the compiled loop
 
 
-def _progress_bar(config: StylizeConfig, *, done: int, label: str) -> tqdm:
+def _progress_bar(run: optim.RunSettings, *, done: int, label: str) -> tqdm:
   # Created after the first chunk, whose time is mostly compilation, so that the rate and ETA count only steps.
   # Updated once per chunk (every log_every steps), so every update is drawn (mininterval 0).
-  return tqdm(total=config.iterations, initial=done, desc=label.strip(), unit="it", file=sys.stderr,
+  return tqdm(total=run.iterations, initial=done, desc=label.strip(), unit="it", file=sys.stderr,
               dynamic_ncols=True, leave=True, smoothing=0.1, mininterval=0)
 
 
@@ -91,31 +93,43 @@ def jitted_terms(terms_fn: Callable[[jax.Array, Any], dict[str, jax.Array]]):
   return jax.jit(terms_fn)
 
 
-def optimize_image(terms_fn, inputs, x0, *, config: StylizeConfig,
-                   on_intermediate: Callable[[int, np.ndarray], None] | None = None,
+def optimize_image(terms_fn: Callable[[jax.Array, Any], dict[str, jax.Array]], inputs: Any, x0, *,
+                   run: optim.RunSettings, on_intermediate: Callable[[int, np.ndarray], None] | None = None,
                    progress: bool = True, start: int = 0, opt_state: Any = None,
                    on_checkpoint: Callable[[int, np.ndarray, Any], None] | None = None, checkpoint_every: int = 0,
                    label: str | None = None) -> StylizeResult:
-  """Minimises sum(terms_fn(x, inputs).values()) over the image x, starting at x0, up to config.iterations steps.
+  """Minimises `sum(terms_fn(x, inputs).values())` over the image x from x0, up to `run.iterations` steps.
 
-  Resuming (`nst_jax.highres`): `start` iterations are already done and `opt_state` is the optimizer state saved
-  then; x0 and opt_state may be device arrays with any sharding, which the jitted steps keep. `on_checkpoint(
-  iteration, image, opt_state)` runs every `checkpoint_every` iterations before the last. L-BFGS with a line search
-  stops early when the loss has stalled (`stalled`, `config.stall_rtol`): loss_history is then shorter.
-  `progress`: a "compiling" line, then an in-place progress bar on stderr."""
+  Args:
+    terms_fn: `(image, inputs) -> {name: weighted loss term}`; equal functions share the compiled loop.
+    inputs: the terms' array inputs (targets, parameters, weights), arguments of the jitted step.
+    x0: the start, (H, W, 3); with `opt_state`, a device array of any sharding, which the jitted steps keep.
+    run: the optimizer, iteration count, logging and saving intervals and the L-BFGS stall test.
+    on_intermediate: `(iteration, image)` every `run.save_every` iterations before the last.
+    start, opt_state: resuming (`nst_jax.highres`): `start` iterations are done and `opt_state` is the optimizer
+      state saved then.
+    on_checkpoint: `(iteration, image, opt_state)` every `checkpoint_every` iterations before the last.
+    progress: a "compiling" line, then an in-place progress bar on stderr, each line starting with `label`.
 
-  label = label or f"{config.optimizer} "
-  optimizer = make_optimizer(config)
+  Returns:
+    The `StylizeResult`. L-BFGS with a line search stops early once the loss has stalled (`stalled`), so
+    `loss_history` may be shorter than `run.iterations - start`.
+
+  Raises:
+    NonFiniteLossError: the loss became NaN or infinite; it carries the last finite image.
+  """
+  label = label or f"{run.optimizer} "
+  optimizer = run.make_optimizer()
   x = jnp.asarray(x0, jnp.float32)
   if opt_state is None:
     opt_state = optim.init_state(optimizer, x)
-  chunk = chunk_size(config, checkpoint_every)
+  chunk = chunk_size(run, checkpoint_every)
   line_search = optim.has_linesearch_state(opt_state)
-  run = optim.make_chunk_runner(SummedTerms(terms_fn), optimizer, chunk_size=chunk,
-                               reuse_linesearch_value=line_search)
+  runner = optim.make_chunk_runner(SummedTerms(terms_fn), optimizer, chunk_size=chunk,
+                                   reuse_linesearch_value=line_search)
   eval_terms = jitted_terms(terms_fn)
   compile_start = time.perf_counter()
-  if progress and start < config.iterations:
+  if progress and start < run.iterations:
     print(f"{label}compiling the loss and its gradient (once per run; tens of seconds on a CPU) ...",
           file=sys.stderr, flush=True)
   initial_terms = {k: float(v) for k, v in eval_terms(x, inputs).items()}
@@ -124,14 +138,14 @@ def optimize_image(terms_fn, inputs, x0, *, config: StylizeConfig,
   last_good = np.asarray(x)
   done = start
   try:
-    while done < config.iterations:
-      steps = min(chunk, config.iterations - done)
-      x, opt_state, chunk_losses = run(x, opt_state, inputs, steps)
+    while done < run.iterations:
+      steps = min(chunk, run.iterations - done)
+      x, opt_state, chunk_losses = runner(x, opt_state, inputs, steps)
       chunk_losses = np.asarray(chunk_losses[:steps])
       if not np.all(np.isfinite(chunk_losses)):
         bad = done + int(np.argmin(np.isfinite(chunk_losses))) + 1
-        raise NonFiniteLossError(f"the loss became NaN/inf at iteration {bad}; lower --learning_rate or the loss "
-                                 f"weights", last_good_image=np.clip(last_good, 0, 1), iteration=done)
+        raise NonFiniteLossError(f"the loss became NaN/inf at iteration {bad}; lower the learning rate or "
+                                 f"the loss weights", last_good_image=np.clip(last_good, 0, 1), iteration=done)
       history.append(chunk_losses)
       done += steps
       last_good = np.asarray(x)
@@ -140,22 +154,22 @@ def optimize_image(terms_fn, inputs, x0, *, config: StylizeConfig,
         if bar is None:
           print(f"{label}compiled and ran {steps} iteration(s) in {time.perf_counter() - compile_start:.1f} s",
                 file=sys.stderr, flush=True)
-          bar = _progress_bar(config, done=done, label=label)
+          bar = _progress_bar(run, done=done, label=label)
           bar.set_postfix(terms)
         else:
           bar.set_postfix(terms, refresh=False)
           bar.update(steps)
-      if on_intermediate and config.save_every and done % config.save_every == 0 and done < config.iterations:
+      if on_intermediate and run.save_every and done % run.save_every == 0 and done < run.iterations:
         on_intermediate(done, np.clip(last_good, 0.0, 1.0))
-      if on_checkpoint and checkpoint_every and done % checkpoint_every == 0 and done < config.iterations:
+      if on_checkpoint and checkpoint_every and done % checkpoint_every == 0 and done < run.iterations:
         on_checkpoint(done, last_good, opt_state)
-      if line_search and done < config.iterations and stalled(np.concatenate(history[-STALL_WINDOW - 1:]),
-                                                              rtol=config.stall_rtol):
+      if line_search and done < run.iterations and stalled(np.concatenate(history[-STALL_WINDOW - 1:]),
+                                                           rtol=run.stall_rtol):
         if bar is not None:
           bar.close()
           bar = None
         if progress:
-          print(f"{label}stopped at iteration {done}: the loss fell by under {config.stall_rtol:g} (relative) "
+          print(f"{label}stopped at iteration {done}: the loss fell by under {run.stall_rtol:g} (relative) "
                 f"in {STALL_WINDOW} iterations", file=sys.stderr, flush=True)
         break
   finally:

@@ -34,25 +34,25 @@ class HighresConfig:
   def __post_init__(self) -> None:
     object.__setattr__(self, "scale_iterations", tuple(self.scale_iterations))
     if self.start_size < 0 or (self.start_size and self.start_size < 16):
-      raise NSTError(f"--start_size must be 0 (no pyramid) or at least 16, got {self.start_size}")
+      raise NSTError(f"HighresConfig.start_size must be 0 (no pyramid) or at least 16, got {self.start_size}")
     if not (math.isfinite(self.scale_step) and self.scale_step > 1):
-      raise NSTError(f"--scale_step must be a number > 1, got {self.scale_step}")
+      raise NSTError(f"HighresConfig.scale_step must be a number > 1, got {self.scale_step}")
     if any(i < 1 for i in self.scale_iterations):
-      raise NSTError(f"--scale_iterations must all be at least 1, got {list(self.scale_iterations)}")
+      raise NSTError(f"HighresConfig.scale_iterations must all be at least 1, got {list(self.scale_iterations)}")
     if self.tile_size < 0:
-      raise NSTError(f"--tile_size must be >= 0 (0: automatic), got {self.tile_size}")
+      raise NSTError(f"HighresConfig.tile_size must be >= 0 (0: automatic), got {self.tile_size}")
     if self.tile_halo is not None and self.tile_halo < 0:
-      raise NSTError(f"--tile_halo must be >= 0, got {self.tile_halo}")
+      raise NSTError(f"HighresConfig.tile_halo must be >= 0, got {self.tile_halo}")
     if self.tile_overlap < 0:
-      raise NSTError(f"--tile_overlap must be >= 0, got {self.tile_overlap}")
+      raise NSTError(f"HighresConfig.tile_overlap must be >= 0, got {self.tile_overlap}")
     if self.tile_batch < 1:
-      raise NSTError(f"--tile_batch must be at least 1, got {self.tile_batch}")
+      raise NSTError(f"HighresConfig.tile_batch must be at least 1, got {self.tile_batch}")
     if not (math.isfinite(self.max_memory_gb) and self.max_memory_gb >= 0):
-      raise NSTError(f"--max_memory_gb must be >= 0 (0: automatic), got {self.max_memory_gb}")
+      raise NSTError(f"HighresConfig.max_memory_gb must be >= 0 (0: automatic), got {self.max_memory_gb}")
     if self.precision not in PRECISIONS:
-      raise NSTError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+      raise NSTError(f"HighresConfig.precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
     if self.checkpoint_every < 0:
-      raise NSTError(f"--checkpoint_every must be >= 0, got {self.checkpoint_every}")
+      raise NSTError(f"HighresConfig.checkpoint_every must be >= 0, got {self.checkpoint_every}")
 
 
 def check_highres_request(hr: HighresConfig, plan: ObjectivePlan) -> None:
@@ -60,10 +60,10 @@ def check_highres_request(hr: HighresConfig, plan: ObjectivePlan) -> None:
   terms that support tiling (`registry`) and no octave layers."""
   config = plan.config
   if hr.start_size > config.size:
-    raise NSTError(f"--start_size {hr.start_size} is larger than --size {config.size}")
+    raise NSTError(f"HighresConfig.start_size {hr.start_size} is larger than StylizeConfig.size {config.size}")
   sizes = scale_sizes(config.size, hr.start_size, hr.scale_step)
   if hr.scale_iterations and len(hr.scale_iterations) != len(sizes):
-    raise NSTError(f"--scale_iterations has {len(hr.scale_iterations)} entries for {len(sizes)} scales "
+    raise NSTError(f"HighresConfig.scale_iterations has {len(hr.scale_iterations)} entries for {len(sizes)} scales "
                    f"({','.join(map(str, sizes))})")
   if not plan.style_loss.tiling:
     raise NSTError(f"the high-resolution engine uses Gram matrices; StylizeConfig.style_loss {plan.style_loss.name} "

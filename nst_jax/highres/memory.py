@@ -28,11 +28,11 @@ def check_memory(shape: tuple[int, int], arch: str, layers: Sequence[str]) -> No
   have = physical_memory_bytes()
   if have and need > 0.8 * have:
     raise NSTError(f"a {shape[1]}x{shape[0]} image needs about {need / 2**30:.1f} GiB for one VGG pass and "
-                   f"this machine has {have / 2**30:.1f} GiB; choose a smaller --size")
+                   f"this machine has {have / 2**30:.1f} GiB; choose a smaller StylizeConfig.size")
 
 
 def budget_bytes(max_memory_gb: float) -> int:
-  """`--max_memory_gb` in bytes; 0 means 80% of one device's memory."""
+  """`HighresConfig.max_memory_gb` in bytes; 0 means 80% of one device's memory."""
   return int(max_memory_gb * 2**30) if max_memory_gb > 0 else int(0.8 * device_memory_bytes())
 
 
@@ -102,7 +102,7 @@ def auto_tile_size(shape: tuple[int, int], *, budget_bytes: int, arch: str, laye
   smallest = stride * max(1, math.ceil(2 * overlap / stride))
   if peak(smallest) > budget_bytes:
     raise NSTError(f"a {shape[1]}x{shape[0]} image does not fit the memory budget of {budget_bytes / 2**30:.1f} GiB "
-                   f"even in tiles; choose a smaller --size or raise --max_memory_gb")
+                   f"even in tiles; choose a smaller StylizeConfig.size or raise HighresConfig.max_memory_gb")
   for n in range(1, math.ceil(long_side / smallest) + 1):
     tile = max(smallest, stride * math.ceil(math.ceil(long_side / n) / stride))
     if peak(tile) <= budget_bytes:

@@ -1,9 +1,8 @@
-"""High-resolution style transfer: a coarse-to-fine pyramid of tiled optimisations with resume.
+"""High-resolution style transfer of a plan: a coarse-to-fine pyramid of tiled optimisations, resumable.
 
-`scale_sizes` lists long sides from `start_size` up to `size` by `scale_step`; every scale recomputes the style
-targets (the style image resized to that scale's size times `--style_scale`) and the content targets
-(`scale_problem.build_scale_problem`), and starts from the previous scale's result upsampled. The tiled loss is in
-`tiled_loss`, the tile geometry in `tiling`, the memory model in `memory`, devices and hosts in `distributed`.
+`scale_sizes` lists long sides from `HighresConfig.start_size` up to the plan's size; every scale recomputes the
+style and content targets at its size (`scale_problem.build_scale_problem`) and starts from the previous scale's
+result upsampled. The resume state is one file, rewritten atomically, keyed by a fingerprint of the request.
 """
 
 from __future__ import annotations
@@ -29,9 +28,8 @@ from nst_jax.highres.highres_config import HighresConfig, check_highres_request,
 from nst_jax.highres.memory import auto_tile_size, budget_bytes, estimate_peak_bytes
 from nst_jax.highres.scale_problem import ScaleProblem, build_scale_problem, region_count
 from nst_jax.io import checkpoint, image_io
-from nst_jax.objective.config import StylizeConfig, make_optimizer
-from nst_jax.objective.images import as_style_list, finish_colors, initial_image
-from nst_jax.objective.plan import resolve_plan
+from nst_jax.objective.images import finish_colors, initial_image
+from nst_jax.objective.plan import ObjectivePlan
 from nst_jax.weights.format import VGGWeights
 
 
@@ -59,10 +57,10 @@ class Checkpointer:
     path = self.folder / RESUME_FILE
     if path.is_file():
       what = "high-resolution resume state"
-      meta, arrays = checkpoint.read(path, what=what, hint="empty --checkpoint_dir or use another folder")
+      meta, arrays = checkpoint.read(path, what=what, hint="empty HighresConfig.checkpoint_dir or use another folder")
       checkpoint.check_format(meta, path=path, kind=RESUME_FORMAT, versions=(RESUME_FORMAT_VERSION,), what=what)
       if "image" not in arrays or not {"fingerprint", "scale", "iteration"} <= set(meta):
-        raise NSTError(f"{path}: incomplete {what}; empty --checkpoint_dir or use another folder")
+        raise NSTError(f"{path}: incomplete {what}; empty HighresConfig.checkpoint_dir or use another folder")
       state = {**meta, "image": arrays["image"]}
       opt = {k: v for k, v in arrays.items() if k.startswith("opt_state/")} or None
     elif (self.folder / "state.json").is_file():
@@ -70,13 +68,13 @@ class Checkpointer:
       if state["fingerprint"] != self.fingerprint:
         # The fingerprint hashes every field of the config, so a folder of a version whose config had other fields
         # never matches, even for the same command.
-        raise NSTError(f"--checkpoint_dir {str(self.folder)!r} holds resume state (state.json) of an earlier "
-                       f"nst_jax version or of other inputs or settings; empty the folder or use another to start "
-                       f"again")
+        raise NSTError(f"HighresConfig.checkpoint_dir {str(self.folder)!r} holds resume state (state.json) of an "
+                       f"earlier nst_jax version or of other inputs or settings; empty the folder or use another to "
+                       f"start again")
     else:
       return None
     if state["fingerprint"] != self.fingerprint:
-      raise NSTError(f"--checkpoint_dir {str(self.folder)!r} holds a run with other inputs or settings; "
+      raise NSTError(f"HighresConfig.checkpoint_dir {str(self.folder)!r} holds a run with other inputs or settings; "
                      f"use another folder or empty it")
     return int(state["scale"]), int(state["iteration"]), state["image"], opt
 
@@ -90,8 +88,8 @@ class Checkpointer:
         with np.load(self.folder / state["opt_state"], allow_pickle=False) as f:
           opt = {k: f[k] for k in f.files}
     except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as e:
-      raise NSTError(f"--checkpoint_dir {str(self.folder)!r}: unreadable resume state of an earlier nst_jax "
-                     f"({type(e).__name__}: {e}); empty the folder to start again") from None
+      raise NSTError(f"HighresConfig.checkpoint_dir {str(self.folder)!r}: unreadable resume state of an earlier "
+                     f"nst_jax ({type(e).__name__}: {e}); empty the folder to start again") from None
     return state, opt
 
   def save(self, scale: int, iteration: int, image: np.ndarray, opt_state: Any | None) -> None:
@@ -107,33 +105,46 @@ class Checkpointer:
 
 
 def fingerprint(*arrays: np.ndarray, settings: Mapping[str, Any]) -> str:
+  """A SHA-256 of `settings` (as JSON) and of the arrays' float32 values: what a resume state must match."""
   digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
   for array in arrays:
     digest.update(np.ascontiguousarray(array, np.float32).tobytes())
   return digest.hexdigest()
 
 
-def optimize_scale(problem: ScaleProblem, x0: np.ndarray, *, config: StylizeConfig, mesh: Mesh,
+def optimize_scale(problem: ScaleProblem, x0: np.ndarray, *, run: optim.RunSettings, mesh: Mesh,
                    start: int = 0, opt_leaves: Mapping[str, np.ndarray] | None = None,
                    save: Callable[[int, np.ndarray, Any], None] | None = None, checkpoint_every: int = 0,
                    label: str = "", progress: bool = True) -> StylizeResult:
-  """`config.iterations` optimizer steps of the tiled loss from x0 (or from iteration `start` with the saved
-  optimizer state), one jitted chunk runner for the whole scale, NaN detection as in `optimize.optimize_image`;
-  `save(iteration, image, opt_state)` every `checkpoint_every` iterations."""
+  """`run.iterations` optimizer steps of one scale's tiled loss, the image and optimizer state replicated on `mesh`.
+
+  Args:
+    problem: the scale's tiled problem (`scale_problem.build_scale_problem`).
+    x0: the start image, or with `start` > 0 the image saved after `start` iterations.
+    run: the optimizer, iteration count and the rest of `optimize.optimize_image`'s settings.
+    opt_leaves: the optimizer state saved at `start` (`checkpoint.flatten_tree` leaves); None: a fresh state.
+    save: `(iteration, image, opt_state)` every `checkpoint_every` iterations.
+    label, progress: as in `optimize.optimize_image`.
+
+  Returns:
+    The scale's `StylizeResult`.
+  """
   replicated = NamedSharding(mesh, P())
-  optimizer = make_optimizer(config)
+  optimizer = run.make_optimizer()
   x = put(np.asarray(x0, np.float32), replicated)
   opt_state = optim.init_state(optimizer, x)
   if opt_leaves is not None:
-    opt_state = checkpoint.restore_tree(opt_state, opt_leaves, "opt_state", where="--checkpoint_dir")
+    opt_state = checkpoint.restore_tree(opt_state, opt_leaves, "opt_state", where="HighresConfig.checkpoint_dir")
   opt_state = jax.tree.map(lambda a: put(np.asarray(a), replicated), opt_state)
-  return optimize_image(problem.terms_fn, problem.inputs, x, config=config, progress=progress, start=start,
+  return optimize_image(problem.terms_fn, problem.inputs, x, run=run, progress=progress, start=start,
                         opt_state=opt_state, on_checkpoint=save, checkpoint_every=checkpoint_every,
                         label=label)
 
 
 @dataclasses.dataclass
 class ScaleReport:
+  """What one scale ran: its size, iterations and tiles, the memory model's prediction and the final terms."""
+
   size: int
   shape: tuple[int, int]
   iterations: int  # run at this scale, resumed ones included (fewer than planned when L-BFGS stalled)
@@ -144,26 +155,37 @@ class ScaleReport:
   final_terms: dict[str, float]
 
 
-def stylize_highres(*, content: np.ndarray | None, styles: Sequence[np.ndarray] | np.ndarray, weights: VGGWeights,
-                    config: StylizeConfig, hr: HighresConfig, mesh: Mesh | None = None,
-                    synthesis_shape: tuple[int, int] | None = None, progress: bool = True,
-                    on_scale_done: Callable[[int, np.ndarray], None] | None = None,
-                    content_seg: np.ndarray | None = None, style_seg: np.ndarray | None = None
-                    ) -> tuple[StylizeResult, list[ScaleReport]]:
-  """The pyramid of tiled optimisations; resumes from `hr.checkpoint_dir` when it holds this request's state.
+def run_pyramid(plan: ObjectivePlan, run: optim.RunSettings, *, hr: HighresConfig, content: np.ndarray | None,
+                styles: Sequence[np.ndarray], weights: VGGWeights, mesh: Mesh | None = None,
+                synthesis_shape: tuple[int, int] | None = None, progress: bool = True,
+                on_scale_done: Callable[[int, np.ndarray], None] | None = None,
+                content_seg: np.ndarray | None = None, style_seg: np.ndarray | None = None
+                ) -> tuple[StylizeResult, list[ScaleReport]]:
+  """The pyramid of tiled optimisations of `plan`; resumes from `hr.checkpoint_dir` when it holds this request's
+  state.
 
-  `on_scale_done(scale index, image)` runs after each scale's checkpoint is written (a test hook). `content_seg`,
-  `style_seg`: segmentation maps as in `build_scale_problem`.
+  Args:
+    plan: the resolved objective; `plan.config.size` is the last scale's long side.
+    run: the optimizer and its settings; `run.iterations` are the first scale's iterations unless
+      `hr.scale_iterations` gives each scale's.
+    hr: the pyramid, tiles, memory budget and checkpoints.
+    content, styles: (H, W, 3) images in [0, 1]; `content` None: texture synthesis at `synthesis_shape`
+      (default: the first style's aspect).
+    mesh: the devices the tiles are sharded over (default: every device, `distributed.make_mesh`).
+    on_scale_done: `(scale index, image)` after each scale's checkpoint is written (a test hook).
+    content_seg, style_seg: segmentation maps as in `scale_problem.build_scale_problem`.
+
+  Returns:
+    The result (loss history of every scale run) and one `ScaleReport` per scale run.
   """
-  styles = as_style_list(styles)
-  plan = resolve_plan(config, arch=weights.arch, num_styles=len(styles), has_content=content is not None,
-                      segmented=content_seg is not None)
   check_highres_request(hr, plan)
+  styles = list(styles)
   mesh = mesh or make_mesh()
-  sizes = scale_sizes(config.size, hr.start_size, hr.scale_step)
-  iterations = list(hr.scale_iterations) or iterations_rule(config.iterations, sizes)
+  sizes = scale_sizes(plan.config.size, hr.start_size, hr.scale_step)
+  iterations = list(hr.scale_iterations) or iterations_rule(run.iterations, sizes)
   base_shape = content.shape if content is not None else (synthesis_shape or styles[0].shape)
-  settings = {"config": dataclasses.asdict(config), "sizes": sizes, "iterations": iterations,
+  # The request's fingerprint hashes the config, which holds the run settings it was resolved with.
+  settings = {"config": dataclasses.asdict(plan.config), "sizes": sizes, "iterations": iterations,
               "hr": {k: v for k, v in dataclasses.asdict(hr).items() if k not in ("checkpoint_dir",)},
               "devices": int(mesh.devices.size), "weights": weights.source_sha256}
   inputs_for_hash = ([content] if content is not None else []) + styles + [
@@ -174,7 +196,7 @@ def stylize_highres(*, content: np.ndarray | None, styles: Sequence[np.ndarray] 
   content_layers = plan.content_layers
   layers = tuple(dict.fromkeys(content_layers + plan.style_layers))
   regions = region_count(content_seg, style_seg)
-  matting_on = content is not None and config.matting_weight > 0
+  matting_on = any(term.name == "matting" for term in plan.image_terms)
   budget = budget_bytes(hr.max_memory_gb)
   reports: list[ScaleReport] = []
   history: list[np.ndarray] = []
@@ -187,25 +209,25 @@ def stylize_highres(*, content: np.ndarray | None, styles: Sequence[np.ndarray] 
       if resume[0] == k:
         image = resume[2]
       continue
-    scale_config = dataclasses.replace(config, size=size, iterations=iters)
     tile = hr.tile_size or auto_tile_size(shape, budget_bytes=budget, arch=weights.arch, layers=layers,
                                           content_layers=content_layers, halo=hr.tile_halo, overlap=hr.tile_overlap,
                                           precision=hr.precision, batch=hr.tile_batch,
                                           devices=int(mesh.devices.size), regions=regions, matting=matting_on)
-    scale_plan = dataclasses.replace(plan, config=scale_config)
-    problem = build_scale_problem(content=content, styles=styles, weights=weights, plan=scale_plan, shape=shape,
-                                  tile=tile, hr=hr, mesh=mesh, content_seg=content_seg, style_seg=style_seg)
+    problem = build_scale_problem(content=content, styles=styles, weights=weights, plan=plan.at_size(size),
+                                  shape=shape, tile=tile, hr=hr, mesh=mesh, content_seg=content_seg,
+                                  style_seg=style_seg)
     start, opt_leaves = 0, None
     if resume is not None and resume[0] == k:
       start, x0, opt_leaves = resume[1], resume[2], resume[3]
     elif image is not None:
       x0 = image_io.resize(image, *shape)
     else:
-      x0 = initial_image(plan.start_kind, content=problem.content, styles=styles, seed=config.seed,
+      x0 = initial_image(plan.start_kind, content=problem.content, styles=styles, seed=plan.config.seed,
                          shape=shape, style_weights=plan.blend, noise=plan.start_noise,
-                         start_colors=config.start_colors)
-    result = optimize_scale(problem, x0, config=scale_config, mesh=mesh, start=start, opt_leaves=opt_leaves,
-                            save=lambda i, x, s, k=k: ckpt.save(k, i, x, s), checkpoint_every=hr.checkpoint_every,
+                         start_colors=plan.config.start_colors)
+    result = optimize_scale(problem, x0, run=dataclasses.replace(run, iterations=iters), mesh=mesh, start=start,
+                            opt_leaves=opt_leaves, save=lambda i, x, s, k=k: ckpt.save(k, i, x, s),
+                            checkpoint_every=hr.checkpoint_every,
                             label=f"scale {k + 1}/{len(sizes)} {shape[1]}x{shape[0]} ", progress=progress)
     image = result.image
     ckpt.save(k, iters, image, None)

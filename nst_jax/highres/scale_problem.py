@@ -30,6 +30,8 @@ from nst_jax.weights.format import VGGWeights
 
 @dataclasses.dataclass
 class ScaleProblem:
+  """One scale's tiled loss, ready for `pyramid.optimize_scale`."""
+
   terms_fn: Callable
   inputs: dict[str, Any]
   grid: TileGrid
@@ -40,12 +42,23 @@ def build_scale_problem(*, content: np.ndarray | None, styles: Sequence[np.ndarr
                         plan: ObjectivePlan, shape: tuple[int, int], tile: int, hr: HighresConfig,
                         mesh: Mesh, content_seg: np.ndarray | None = None,
                         style_seg: np.ndarray | None = None) -> ScaleProblem:
-  """Targets and the tiled loss of `plan` for one scale of long side `plan.config.size` and output `shape`.
+  """The tiled problem of `plan` at one scale: targets, per-tile weights and the tiled loss.
 
-  `content_seg`/`style_seg` (both or neither, any size): Luan et al.'s colour-coded maps, matched into regions as in
-  the whole-image problem (`nst_jax.losses.segmentation`). The content guides are carried through the network once on the
-  whole image (`guidance.masks_at_layers`) and cut into per-tile windows; the style image's guided Gram targets
-  are computed the same way, tiled, with the whole-image normalisation of `guidance.guided_gram`.
+  Args:
+    content, styles: (H, W, 3) images in [0, 1] (content None: texture synthesis), resized here: the content to
+      `shape`, each style to `plan.config.size` times its style scale.
+    plan: the resolved objective at this scale (`ObjectivePlan.at_size`); the scale's long side is its size.
+    shape: the output's (H, W) at this scale.
+    tile: the tile interior in pixels; the halo, overlap, batch and precision come from `hr`.
+    mesh: the devices the tiles are sharded over.
+    content_seg, style_seg: Luan et al.'s colour-coded maps (both or neither, any size), matched into regions as in
+      the whole-image problem (`nst_jax.losses.segmentation`). The content guides are carried through the network
+      once on the whole image (`guidance.masks_at_layers`) and cut into per-tile windows; the style's guided Gram
+      targets are computed the same way, tiled, with the whole-image normalisation of `guidance.guided_gram`.
+
+  Returns:
+    The `ScaleProblem`; its `content` is the image the network sees of the content (its luminance with
+    luminance-only transfer).
   """
   config = plan.config
   raw_styles, styles = list(styles), prepare_styles(list(styles), content=content, config=config)

@@ -13,8 +13,8 @@ content guide m_r is carried through the network once on the whole image (`guida
 accumulates sum w m_r^2 F F^T with m_r cut to its window, and the sum is divided by the whole image's guide mass
 (`guidance.gram_mass`, per `gram_normalization`), which is exactly `guidance.guided_gram` of the untiled features.
 
-Total variation (and Luan et al.'s matting term, elementwise and 3x3-box work without VGG) is taken on the whole
-image. The loss is therefore one ordinary differentiable function of the
+The image terms (`registry.IMAGE_TERMS`: total variation, Luan et al.'s matting term; elementwise and small-window
+work without VGG) are taken on the whole image. The loss is therefore one ordinary differentiable function of the
 whole image: `jax.grad` gives one global gradient (no per-tile updates to blend, no seams by construction) and
 any optimizer, L-BFGS included, sees one image. Per tile, VGG runs under `jax.checkpoint` inside `lax.map`, so
 only one batch of tiles' activations is live in the backward pass; the tile axis is sharded over a device `Mesh`
@@ -96,8 +96,10 @@ def _region_grams(features: jax.Array, weights: jax.Array) -> jax.Array:
 @functools.lru_cache(maxsize=16)
 def make_tiled_terms(spec: TiledSpec, grid: TileGrid, preprocessing, mesh: Mesh
                      ) -> Callable[[jax.Array, Mapping[str, Any]], dict[str, jax.Array]]:
-  """`terms(image, inputs) -> {content, style, and the image terms}` (weighted), one differentiable function of the whole
-  (H, W, 3) image. `inputs` (see `build_scale_problem`): params; style targets {layer: (R, C, C)} with region weights
+  """The tiled loss: `terms(image, inputs) -> {content, style, and the image terms}` (weighted), one differentiable
+  function of the whole (H, W, 3) image, its tiles sharded over `mesh`.
+
+  `inputs` (see `scale_problem.build_scale_problem`): params; style targets {layer: (R, C, C)} with region weights
   {layer: (R,)}, per-tile region weights 'style_weights' {layer: (tiles, R, h, w)} (ownership x guide^2) and the
   whole image's Gram divisors 'style_norm' {layer: (R,)}; with content, ownership {layer: (tiles, h, w)}, masses
   {layer: scalar} and per-tile targets; and the image terms' inputs.

@@ -7,10 +7,11 @@ every layer's resolution because it is evaluated at each feature cell's centre).
 is multiplied by the window's *validity* (1 on cells wholly inside the image), so a window computes what the whole
 image's network computes, which zero-pads at the image border, up to the halo's edge.
 
-**Halo.** A feature at layer l depends on a square of the input (its receptive field, `vgg.receptive_radius`). Inside a tile window every convolution
-zero-pads at the window edge, so features closer than the radius to the window edge differ from the untiled
-network's. With `halo >= radius + overlap` every owned feature is exactly the untiled one, image borders included (the
-validity masks), and the tiled loss and gradient equal the untiled ones to float rounding (tests). The *effective*
+**Halo.** A feature at layer l depends on a square of the input (its receptive field, `vgg.receptive_radius`).
+Inside a tile window every convolution zero-pads at the window edge, so features closer than the radius to the
+window edge differ from the untiled network's. With `halo >= radius + overlap` every owned feature is exactly the
+untiled one, image borders included (the validity masks), and the tiled loss and gradient equal the untiled ones to
+float rounding (tests). The *effective*
 receptive field is much smaller than the theoretical one (activations are dominated by the central few pixels), so
 a halo below the radius is a cheaper approximation; the default is the exact choice (the theoretical radius of the
 deepest layer used, rounded up to that layer's stride).
@@ -97,22 +98,22 @@ def make_grid(shape: tuple[int, int], *, arch: str, layers: Sequence[str], tile:
   grids of all tiles line up with the whole image's. `halo=None`: `default_halo`."""
   stride = vgg.layer_stride(arch, vgg.deepest_layer(arch, layers))
   if tile < 1:
-    raise NSTError(f"--tile_size must be positive here, got {tile}")
+    raise NSTError(f"HighresConfig.tile_size must be positive here, got {tile}")
   overlap = min(overlap, stride * math.ceil(min(tile, max(shape)) / stride) // 2)  # a ramp fits in half a tile
   if halo is None:
     halo = default_halo(arch, layers, overlap=overlap)
   if halo < 0:
-    raise NSTError(f"--tile_halo must be >= 0, got {halo}")
+    raise NSTError(f"HighresConfig.tile_halo must be >= 0, got {halo}")
   if overlap < 0:
-    raise NSTError(f"--tile_overlap must be >= 0, got {overlap}")
+    raise NSTError(f"HighresConfig.tile_overlap must be >= 0, got {overlap}")
   tile = stride * math.ceil(min(tile, max(shape)) / stride)
   halo = stride * math.ceil(halo / stride)
   if tile >= max(shape):
     halo, overlap = 0, 0  # one tile: the window is the (zero-padded) image itself, nothing to blend
   if overlap > halo:
-    raise NSTError(f"--tile_overlap {overlap} must be at most the halo, --tile_halo ({halo})")
+    raise NSTError(f"HighresConfig.tile_overlap {overlap} must be at most the halo, HighresConfig.tile_halo ({halo})")
   if batch < 1:
-    raise NSTError(f"--tile_batch must be at least 1, got {batch}")
+    raise NSTError(f"HighresConfig.tile_batch must be at least 1, got {batch}")
   return TileGrid(height=shape[0], width=shape[1], tile=tile, halo=halo, overlap=overlap, stride=stride,
                   batch=batch, devices=devices)
 

@@ -141,20 +141,16 @@ class StylizeConfig:
     make_optimizer(self)
 
 
+def run_settings(config: StylizeConfig) -> optim.RunSettings:
+  """The optimisation loop's settings in `config` (iterations, optimizer, logging, saving, stall test): what the
+  engines take instead of the config."""
+  return optim.RunSettings(**{field.name: getattr(config, field.name)
+                              for field in dataclasses.fields(optim.RunSettings)})
+
+
 def make_optimizer(config: StylizeConfig):
-  """The optimizer of `config`; runs with the same optimizer settings get the same object (`optim.cached_optimizer`),
-  whatever their iteration count when no learning-rate schedule depends on it."""
-  iterations = config.iterations if config.lr_schedule != "constant" else 1
-  try:
-    options = tuple(sorted(config.optimizer_options.items()))
-    hash(options)
-  except TypeError:  # unhashable option values (from the Python API): built afresh
-    return optim.make_optimizer(config.optimizer, learning_rate=config.learning_rate, schedule=config.lr_schedule,
-                                iterations=iterations, options=dict(config.optimizer_options),
-                                normalize_gradients=config.normalize_gradients)
-  return optim.cached_optimizer(config.optimizer, learning_rate=config.learning_rate, schedule=config.lr_schedule,
-                                iterations=iterations, options=options,
-                                normalize_gradients=config.normalize_gradients)
+  """The optimizer of `config` (`optim.RunSettings.make_optimizer`)."""
+  return run_settings(config).make_optimizer()
 
 
 def per_style(values: Sequence, count: int, field: str) -> list:
@@ -196,12 +192,8 @@ def start_kind(config: StylizeConfig) -> str:
 
 def start_noise(config: StylizeConfig) -> float:
   """Amplitude of the start image's noise: `config.init_noise` when set, otherwise 0.2, and 0.3 when the
-  content's colours are preserved.
-
-  0.2: with less, a dark smooth area, whose style gradient per pixel is much weaker than the rest's, loses its
-  texture during the run. 0.3 with colour preservation: the gray or recoloured content is already close to the
-  style's luminance statistics at the fine layers that dominate the loss, so it needs more noise to leave the
-  photo's flat areas."""
+  content's colours are preserved (a gray or recoloured start is already close to the style's luminance statistics
+  and needs more noise to leave the photo's flat areas; docs/gatys.md, design notes)."""
   if config.init_noise is not None:
     return config.init_noise
   return 0.3 if config.preserve_colors != "none" else 0.2

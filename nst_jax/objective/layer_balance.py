@@ -61,8 +61,9 @@ def layer_set_gains(*, style_grams: Sequence[Mapping[str, jax.Array] | None], st
 
   Scale mixing (Gatys et al. 2017) takes the coarse structure (relu3_1..relu5_1) of one painting and the fine
   texture (relu1_1, relu2_1) of another. With raw VGG activations the deep set's loss is a small fraction of the
-  shallow set's, so at the default weights the first painting would not show. `style_grams[i]` holds style i's (C, C) Gram matrices of (at
-  least) its set; None for a style that is not used (blend weight 0), whose factor is 1."""
+  shallow set's, so at the default weights the first painting would not show. `style_grams[i]` holds style i's
+  (C, C) Gram matrices of (at least) its set; None for a style that is not used (blend weight 0), whose factor
+  is 1."""
   zero = [None if grams is None else sum(layer_weights[name] * float(jnp.sum(zero_gram_loss(grams[name])))
                                          for name in names)
           for grams, names in zip(style_grams, style_sets)]

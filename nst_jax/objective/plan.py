@@ -39,15 +39,34 @@ class ObjectivePlan:
 
   @property
   def octave_layers(self) -> tuple[str, ...]:
+    """The octave layers (`relu2_1@4`) among the style layers (`nst_jax.losses.octaves`)."""
     return tuple(octaves.octave_layers(self.style_layers))
+
+  def at_size(self, size: int) -> ObjectivePlan:
+    """The same objective for an output of long side `size` (a scale of the high-resolution pyramid)."""
+    return dataclasses.replace(self, config=dataclasses.replace(self.config, size=size))
 
 
 def resolve_plan(config: StylizeConfig, *, arch: str, num_styles: int = 1, has_content: bool = True,
                  style_masks: bool = False, depth: bool = False, segmented: bool = False,
                  image_terms: Mapping[str, ImageTerm] = IMAGE_TERMS) -> ObjectivePlan:
-  """Checks the request (`config.check_request` and the combinations the chosen losses refuse) and derives the
-  plan. `style_masks`, `depth`, `segmented`: whether those guides are given. `image_terms`: the registry of image
-  terms to consult (default `IMAGE_TERMS`); a term is on where the config's `<name>_weight` is positive."""
+  """Checks the request and derives its plan: the one place where a config's values are derived.
+
+  Args:
+    config: the run's settings.
+    arch: the network's architecture, whose layer names the config's must be.
+    num_styles, has_content: how many style images there are and whether there is a content image.
+    style_masks, depth, segmented: whether those guides are given.
+    image_terms: the registry of image terms to consult (default `IMAGE_TERMS`); a term is on where the config's
+      `<name>_weight` is positive (and, if it needs one, there is a content image).
+
+  Returns:
+    The `ObjectivePlan`.
+
+  Raises:
+    NSTError: naming the config field, for what `config.check_request` refuses and the combinations the chosen
+      losses do not support.
+  """
   settings.check_request(config, arch, num_styles=num_styles, has_content=has_content)
   style_loss = STYLE_LOSS_TERMS[config.style_loss]
   if segmented and (num_styles != 1 or style_masks or depth or not style_loss.gram_targets or not has_content):

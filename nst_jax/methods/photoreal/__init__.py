@@ -25,6 +25,6 @@ from nst_jax.methods.photoreal.stages import (PhotorealResult, check_tiled_reque
                                               photoreal)
 
 __all__ = ["CALIBRATED_LAYER_WEIGHTS", "CALIBRATED_WEIGHTS", "INITS", "OBJECTIVES", "PAPER_PRESET",
-           "REFERENCE_WEIGHTS", "PhotorealConfig", "PhotorealResult", "check_tiled_request", "colors_init", "guided_filter",
-           "initial_image", "local_affine", "loss_weights", "photoreal", "smooth_local_affine", "stage_shapes",
-           "stylize_config", "window_counts"]
+           "REFERENCE_WEIGHTS", "PhotorealConfig", "PhotorealResult", "check_tiled_request", "colors_init",
+           "guided_filter", "initial_image", "local_affine", "loss_weights", "photoreal", "smooth_local_affine",
+           "stage_shapes", "stylize_config", "window_counts"]

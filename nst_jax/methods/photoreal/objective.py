@@ -66,33 +66,31 @@ class PhotorealConfig:
 
   def __post_init__(self) -> None:
     if self.objective not in OBJECTIVES:
-      raise NSTError(f"--objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
+      raise NSTError(f"PhotorealConfig.objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
     if self.stage1_size < 0 or 0 < self.stage1_size < 16:
-      raise NSTError(f"--stage1_size must be 0 (stage 1 at --size) or at least 16, got {self.stage1_size}")
+      raise NSTError(f"PhotorealConfig.stage1_size must be 0 (stage 1 at PhotorealConfig.size) or at least 16, "
+                     f"got {self.stage1_size}")
     if self.style_layer_weights is not None and self.objective != "calibrated":
-      raise NSTError("per-layer style weights belong to the calibrated objective; the reference weighs layers equally")
-    for flag, value in (("--stage1_iterations", self.stage1_iterations),
-                        ("--stage2_iterations", self.stage2_iterations)):
-      if value < 0:
-        raise NSTError(f"{flag} must be >= 0, got {value}")
+      raise NSTError("PhotorealConfig.style_layer_weights belong to the calibrated objective "
+                     "(PhotorealConfig.objective); the reference weighs layers equally")
+    for field in ("stage1_iterations", "stage2_iterations"):
+      if getattr(self, field) < 0:
+        raise NSTError(f"PhotorealConfig.{field} must be >= 0, got {getattr(self, field)}")
     if self.stage1_iterations + self.stage2_iterations < 1:
-      raise NSTError("--stage1_iterations and --stage2_iterations are both 0: nothing to optimise")
+      raise NSTError("PhotorealConfig.stage1_iterations and PhotorealConfig.stage2_iterations are both 0: nothing "
+                     "to optimise")
     weights = loss_weights(self)
-    for flag, value in (("--content_weight", weights["content"]), ("--style_weight", weights["style"]),
-                        ("--tv_weight", weights["tv"]), ("--range_weight", self.range_weight),
-                        ("--matting_weight", weights["matting"])):
+    for field, value in (*weights.items(), ("range", self.range_weight)):
       if not (math.isfinite(value) and value >= 0):
-        raise NSTError(f"{flag} must be a finite number >= 0, got {value}")
-    for flag, value in (("--matting_eps", self.matting_eps), ("--affine_eps", self.affine_eps),
-                        ("--smooth_sigma_s", self.smooth_sigma_s),
-                        ("--smooth_sigma_r", self.smooth_sigma_r), ("--refine_eps", self.refine_eps)):
-      if not (math.isfinite(value) and value > 0):
-        raise NSTError(f"{flag} must be a finite number > 0, got {value}")
-    for flag, value in (("--smooth_radius", self.smooth_radius), ("--refine_radius", self.refine_radius)):
-      if value < 1:
-        raise NSTError(f"{flag} must be at least 1, got {value}")
+        raise NSTError(f"PhotorealConfig.{field}_weight must be a finite number >= 0, got {value}")
+    for field in ("matting_eps", "affine_eps", "smooth_sigma_s", "smooth_sigma_r", "refine_eps"):
+      if not (math.isfinite(getattr(self, field)) and getattr(self, field) > 0):
+        raise NSTError(f"PhotorealConfig.{field} must be a finite number > 0, got {getattr(self, field)}")
+    for field in ("smooth_radius", "refine_radius"):
+      if getattr(self, field) < 1:
+        raise NSTError(f"PhotorealConfig.{field} must be at least 1, got {getattr(self, field)}")
     if self.size < 16:
-      raise NSTError(f"--size must be at least 16 pixels, got {self.size}")
+      raise NSTError(f"PhotorealConfig.size must be at least 16 pixels, got {self.size}")
     stylize_config(self, stage=1 if self.stage1_iterations else 2, shape=(self.size, self.size),
                    input_scale=1.0)  # layers, pooling, optimizer
 

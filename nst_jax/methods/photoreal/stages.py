@@ -19,12 +19,15 @@ from nst_jax.methods.photoreal.objective import (CAFFE_MEAN_RGB, PhotorealConfig
                                                  stylize_config)
 from nst_jax.methods.photoreal.smoothing import guided_filter, smooth_local_affine
 from nst_jax.objective import images as objective_images
+from nst_jax.objective.config import run_settings
 from nst_jax.objective.plan import resolve_plan
 from nst_jax.weights.format import VGGWeights
 
 
 @dataclasses.dataclass
 class PhotorealResult:
+  """The final image, each stage's result and the image before the post-processing."""
+
   image: np.ndarray                       # final (post-processed if `smooth`)
   stage1: StylizeResult | None            # None when stage1_iterations == 0 (the start goes to stage 2)
   stage2: StylizeResult | None            # None when stage2_iterations == 0
@@ -35,11 +38,10 @@ class PhotorealResult:
 def check_tiled_request(config: PhotorealConfig, hr: highres_config.HighresConfig, *, arch: str = "vgg19") -> None:
   """What the tiled engine needs of a photoreal run: one scale, no checkpoints, and settings it supports; `arch`
   names the network whose layer names are checked (every VGG16 layer name is also a VGG19 one)."""
-  for flag, value in (("--start_size", hr.start_size), ("--scale_iterations", hr.scale_iterations),
-                      ("--checkpoint_dir", hr.checkpoint_dir), ("--checkpoint_every", hr.checkpoint_every)):
-    if value:
-      raise NSTError(f"photoreal runs both stages at --size (tiled, without a pyramid or checkpoints); {flag} "
-                     f"does not apply")
+  for field in ("start_size", "scale_iterations", "checkpoint_dir", "checkpoint_every"):
+    if getattr(hr, field):
+      raise NSTError(f"photoreal runs both stages at PhotorealConfig.size (tiled, without a pyramid or checkpoints); "
+                     f"HighresConfig.{field} does not apply")
   stage_config = stylize_config(config, stage=2 if config.stage2_iterations else 1,
                                 shape=(config.size, config.size), input_scale=1.0)
   highres_config.check_highres_request(hr, resolve_plan(stage_config, arch=arch))
@@ -67,10 +69,21 @@ def photoreal(*, content: np.ndarray, style: np.ndarray, weights: VGGWeights, co
               content_seg: np.ndarray | None = None, style_seg: np.ndarray | None = None,
               progress: bool = True, on_stage: Callable[[int, np.ndarray], None] | None = None,
               hr: highres_config.HighresConfig | None = None, mesh: Mesh | None = None) -> PhotorealResult:
-  """Both stages and the post-processing; `content`/`style` (H, W, 3) in [0, 1], maps any size (both or neither).
-  `on_stage(stage, image)` sees each stage's result (to save intermediates). With `hr`, each stage is optimised
-  through the tiled engine (`scale_problem.build_scale_problem` + `pyramid.optimize_scale`, over `mesh`, default
-  every device) at `config.size`, in tiles of `hr.tile_size` px (0: the largest that fits `hr.max_memory_gb`)."""
+  """Photorealistic style transfer: both stages and the post-processing.
+
+  Args:
+    content, style: (H, W, 3) images in [0, 1].
+    config: both stages' settings; each stage's objective is `stylize_config`'s `StylizeConfig`, resolved into its
+      plan and run settings here.
+    content_seg, style_seg: colour-coded segmentation maps, any size (both or neither).
+    on_stage: `(stage, image)` with each stage's result (to save intermediates).
+    hr: with it, each stage is optimised through the tiled engine (`scale_problem.build_scale_problem` and
+      `pyramid.optimize_scale`, over `mesh`, default every device) at `config.size`, in tiles of `hr.tile_size` px
+      (0: the largest that fits `hr.max_memory_gb`); without it, whole (`gatys.build_problem`).
+
+  Returns:
+    The `PhotorealResult`.
+  """
   if hr is not None:
     check_tiled_request(config, hr, arch=weights.arch)
   shapes = stage_shapes(config, content.shape)
@@ -108,10 +121,10 @@ def photoreal(*, content: np.ndarray, style: np.ndarray, weights: VGGWeights, co
     else:
       x0 = start
     if hr is None:
-      result = optimize_image(problem.terms_fn, problem.inputs, x0, config=cfg, progress=progress,
+      result = optimize_image(problem.terms_fn, problem.inputs, x0, run=run_settings(cfg), progress=progress,
                               label=f"stage {stage} {cfg.optimizer} ")
     else:
-      result = pyramid.optimize_scale(tiled, x0, config=cfg, mesh=mesh, progress=progress,
+      result = pyramid.optimize_scale(tiled, x0, run=run_settings(cfg), mesh=mesh, progress=progress,
                                       label=f"stage {stage} {cfg.optimizer}, {grid.num_tiles} tile(s) ")
     results[stage] = result
     image = result.image

@@ -1,15 +1,13 @@
-"""Gatys et al. (2016) optimisation-based style transfer with the controls of Gatys et al. (2017).
+"""The whole-image problem of a plan: every target of Gatys et al.'s loss computed once, and the loss terms.
 
-The image is optimised directly, as RGB in [0, 1]; the weight source's preprocessing is applied inside the loss,
-so the same code serves Caffe-style (BGR, 0..255, mean) and torchvision-style (RGB, mean/std) weights. Everything
-the loss needs (VGG parameters, content features, style targets, masks, loss weights) is an argument of the jitted
-step, never a baked-in constant, so one compilation serves the whole run and every later run in the process with
-the same structure (`nst_jax.objective.terms.LossTerms`).
+Everything the loss needs (VGG parameters, content features, style targets, masks, loss weights) is an input of
+the jitted step, never a baked-in constant, so one compilation serves every run of the same structure
+(`nst_jax.objective.terms.LossTerms`). The image is optimised as RGB in [0, 1] and the weight set's preprocessing
+applied inside the loss, so one code path serves Caffe-style and torchvision-style weights.
 
-Style targets are organised in *regions* (Gatys et al. 2017, spatial control; `nst_jax.objective.images.Region`):
-without masks one region covers the image; `--style_masks` gives one region per style; a depth map splits every
-region into depth bins whose style images are resized by a per-bin scale. Masks are carried through the network
-and every region's Gram matrix is computed from its masked features (guided Gram matrices).
+Style targets are organised in regions (`nst_jax.objective.images.Region`): one region without masks, one per
+style with style masks, each split into depth bins with a depth map. Masks are carried through the network and
+each region's Gram matrix is computed from its masked features (guided Gram matrices).
 """
 
 from __future__ import annotations
@@ -23,18 +21,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from nst_jax import losses
-from nst_jax.engines.optimize import StylizeResult, optimize_image
 from nst_jax.highres.memory import check_memory
 from nst_jax.io import image_io
 from nst_jax.losses import color, guidance, octaves, segmentation, structure
 from nst_jax.models import vgg
-from nst_jax.objective.config import StylizeConfig
-from nst_jax.objective.images import (Region, as_style_list, build_regions, finish_colors, initial_image,
-                                      needs_guidance, prepare_styles)
+from nst_jax.objective.images import Region, build_regions, initial_image, needs_guidance, prepare_styles
 from nst_jax.objective.layer_balance import (apply_layer_set_gains, balance_by_target, content_layer_weights,
                                              layer_set_gains, luminance_style_gain)
 from nst_jax.objective.network import masks_at_layers, network_features, normalized_params
-from nst_jax.objective.plan import ObjectivePlan, resolve_plan
+from nst_jax.objective.plan import ObjectivePlan
 from nst_jax.objective.registry import TermSources
 from nst_jax.objective.style_terms import gram_targets
 from nst_jax.objective.terms import loss_weights, make_loss_terms
@@ -52,58 +47,28 @@ class Problem:
   plan: ObjectivePlan
 
 
-def stylize(*, content: np.ndarray | None, styles: Sequence[np.ndarray] | np.ndarray, weights: VGGWeights,
-            config: StylizeConfig, style_masks: Sequence[np.ndarray] | None = None,
-            depth: np.ndarray | None = None, hed_weights: VGGWeights | None = None,
-            synthesis_shape: tuple[int, int] | None = None,
-            on_intermediate: Callable[[int, np.ndarray], None] | None = None,
-            progress: bool = True, content_seg: np.ndarray | None = None,
-            style_seg: np.ndarray | None = None) -> StylizeResult:
-  """Style transfer (or, with `content=None`, texture synthesis) by optimisation.
-
-  `content` and `styles` are (H, W, 3) float images in [0, 1], resized here: the content to `config.size` on its
-  long side, each style to `config.size * style_scale` (times a depth bin's scale). Without content the output
-  has `synthesis_shape` (default: the first style's aspect ratio at `config.size`). `style_masks` (one (H, W)
-  mask per style, any size) and `depth` ((H, W), brighter = nearer) live in content space. `hed_weights` serve
-  the edge loss when `weights` lack HED side outputs.
-  """
-  problem = build_problem(content=content, styles=styles, weights=weights, config=config,
-                          style_masks=style_masks, depth=depth, hed_weights=hed_weights,
-                          synthesis_shape=synthesis_shape, content_seg=content_seg, style_seg=style_seg)
-  result = optimize_image(problem.terms_fn, problem.inputs, problem.x0, config=config,
-                          on_intermediate=on_intermediate, progress=progress)
-  result.image = finish_colors(result.image, content=problem.content, styles=as_style_list(styles),
-                               plan=problem.plan)
-  return result
-
-
-def build_problem(*, content: np.ndarray | None, styles: Sequence[np.ndarray] | np.ndarray, weights: VGGWeights,
-                  config: StylizeConfig, style_masks: Sequence[np.ndarray] | None = None,
-                  depth: np.ndarray | None = None, hed_weights: VGGWeights | None = None,
-                  synthesis_shape: tuple[int, int] | None = None, content_seg: np.ndarray | None = None,
-                  style_seg: np.ndarray | None = None) -> Problem:
-  """Resolves `config` into its plan (`resolve_plan`, which validates the request) and builds the whole-image
-  problem from it (`problem_from_plan`); see `stylize` for the arguments."""
-  styles = as_style_list(styles)
-  plan = resolve_plan(config, arch=weights.arch, num_styles=len(styles), has_content=content is not None,
-                      style_masks=style_masks is not None, depth=depth is not None,
-                      segmented=content_seg is not None or style_seg is not None)
-  return problem_from_plan(plan, content=content, styles=styles, weights=weights, style_masks=style_masks,
-                           depth=depth, hed_weights=hed_weights, synthesis_shape=synthesis_shape,
-                           content_seg=content_seg, style_seg=style_seg)
-
-
 def problem_from_plan(plan: ObjectivePlan, *, content: np.ndarray | None, styles: Sequence[np.ndarray],
                       weights: VGGWeights, style_masks: Sequence[np.ndarray] | None = None,
                       depth: np.ndarray | None = None, hed_weights: VGGWeights | None = None,
                       synthesis_shape: tuple[int, int] | None = None, content_seg: np.ndarray | None = None,
                       style_seg: np.ndarray | None = None) -> Problem:
-  """Resizes the images and computes every target of `plan`'s whole-image loss.
+  """The whole-image problem of `plan`: the images resized, every target computed, the loss terms and the start.
 
-  `content_seg` and `style_seg` (both or neither, any size) are Luan et al.'s colour-coded segmentation maps of the
-  content and of the single style image: each matched colour is a region whose target is the guided Gram matrix
-  of the style image's pixels of that colour (`nst_jax.losses.segmentation`), weighted by the region's content-mask
-  mean.
+  Args:
+    plan: the resolved objective (`nst_jax.objective.plan.resolve_plan`), made for these images (number of
+      styles, content or none, masks, depth, segmentation).
+    content: (H, W, 3) in [0, 1], resized to `plan.config.size` on its long side; None for texture synthesis.
+    styles: (H, W, 3) images in [0, 1], each resized to the size times its style scale (and depth bin's scale).
+    weights: the VGG weights; `hed_weights` serve the edge term when `weights` lack HED side outputs.
+    style_masks: one (H, W) mask per style, any size, in content space; `depth` likewise ((H, W), brighter =
+      nearer).
+    synthesis_shape: the output's shape without content (default: the first style's aspect at the size).
+    content_seg, style_seg: Luan et al.'s colour-coded segmentation maps of the content and the single style (both
+      or neither, any size); each matched colour is a region whose target is the guided Gram matrix of the style's
+      pixels of that colour (`nst_jax.losses.segmentation`), weighted by the region's content-mask mean.
+
+  Returns:
+    The `Problem`: `terms_fn(x, inputs)` gives the weighted loss terms of an image `x`.
   """
   config = plan.config
   has_content = content is not None
