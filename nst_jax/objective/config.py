@@ -74,6 +74,9 @@ class StylizeConfig:
   edge_weight: float = 0.0
   matting_weight: float = 0.0                    # Luan et al.'s λ on sum_c p_cᵀ L p_c (summed, image in [0, 1])
   matting_eps: float = matting.EPSILON
+  # Ruder et al.'s long-term temporal loss towards earlier frames' results warped into this frame (a clip's frames
+  # after the first; the warped results come as guides, `nst_jax.methods.video.gatys_clip`).
+  temporal_weight: float = 0.0
   gram_normalization: str = "squared_mass"       # guided Gram matrices: squared_mass | channels_mass (Luan et al.)
   depth_regions: int = 3
   depth_near_scale: float = 2.0
@@ -111,7 +114,7 @@ class StylizeConfig:
     if not self.style_layers:
       raise NSTError("StylizeConfig.style_layers is empty")
     for name in ("content_weight", "style_weight", "tv_weight", "range_weight", "laplacian_weight", "edge_weight",
-                 "matting_weight"):
+                 "matting_weight", "temporal_weight"):
       value = getattr(self, name)
       if not math.isfinite(value) or value < 0:
         raise NSTError(f"StylizeConfig.{name} must be a finite number >= 0, got {value}")

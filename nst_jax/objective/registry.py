@@ -17,7 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from nst_jax import losses
-from nst_jax.losses import matting, structure
+from nst_jax.errors import NSTError
+from nst_jax.losses import matting, structure, temporal
 from nst_jax.objective import style_terms
 
 
@@ -41,12 +42,15 @@ class StyleLoss:
 @dataclasses.dataclass(frozen=True)
 class TermSources:
   """What an image term's inputs are computed from: the content at the output's size (None without one), the
-  image the network sees of it (its luminance with luminance-only transfer), the settings and the edge network."""
+  image the network sees of it (its luminance with luminance-only transfer), the settings, the edge network and
+  the caller's per-image guides (arrays at the output's size that no config holds, e.g. a video frame's warped
+  predecessors: `TEMPORAL_GUIDES`)."""
 
   content: np.ndarray | None
   net_content: np.ndarray | None
   config: Any
   hed: Any = None
+  guides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,6 +73,23 @@ def _edge_inputs(sources: TermSources) -> dict[str, Any]:
   edges = structure.edge_target(content_rgb01=jnp.asarray(sources.net_content), hed_params=params, hed_extras=extras,
                                 preprocessing=hed.preprocessing)
   return {"hed_params": params, "hed_extras": extras, "edges": edges}
+
+
+# The temporal term's guides: [J, H, W, 3] the results of the frames t - j (j in the clip's temporal frames,
+# nearest first) warped into frame t, and [J, H, W] their reliability masks (0 where the frame t - j does not exist).
+# J stays the same for every frame after the first, so those frames share one compiled loop.
+TEMPORAL_GUIDES = ("temporal_previous", "temporal_masks")
+
+
+def _temporal_inputs(sources: TermSources) -> dict[str, Any]:
+  missing = [name for name in TEMPORAL_GUIDES if name not in sources.guides]
+  if missing:
+    raise NSTError("StylizeConfig.temporal_weight needs the earlier frames' results warped into this frame (guides "
+                   f"{', '.join(missing)}): it applies to the frames of a clip after the first")
+  previous, masks = (jnp.asarray(sources.guides[name], jnp.float32) for name in TEMPORAL_GUIDES)
+  if previous.ndim != 4 or masks.shape != previous.shape[:3]:
+    raise NSTError(f"temporal guides must be [J, H, W, 3] and [J, H, W], got {previous.shape} and {masks.shape}")
+  return {"temporal_previous": previous, "temporal_masks": masks}
 
 
 STYLE_LOSS_TERMS: dict[str, StyleLoss] = {
@@ -99,4 +120,9 @@ IMAGE_TERMS: dict[str, ImageTerm] = {
             image_rgb01=image, target_edges=inputs["edges"], hed_params=inputs["hed_params"],
             hed_extras=inputs["hed_extras"], preprocessing=terms.hed_preprocessing),
         prepare=_edge_inputs, tiling=False, needs_content=True),
+    # Ruder et al. 2016: sum over j of the masked mean squared distance to the earlier results (long-term weights).
+    "temporal": ImageTerm(
+        "temporal", lambda image, inputs, terms: temporal.long_term_temporal_loss(
+            image=image, warped_previous=inputs["temporal_previous"], reliability=inputs["temporal_masks"]),
+        prepare=_temporal_inputs, tiling=False, needs_content=True),
 }

@@ -74,34 +74,37 @@ def pair_flow(first: np.ndarray, second: np.ndarray, *, preset: str = DEFAULT_PR
   return dis(preset).calc(first, second, None).astype(np.float32)
 
 
-def clip_flows(frames: np.ndarray, *, preset: str = DEFAULT_PRESET) -> tuple[np.ndarray, np.ndarray]:
-  """(forward, backward), each [T-1, H, W, 2] float32, of a clip [T, H, W, 3] (empty for one frame)."""
+def clip_flows(frames: np.ndarray, *, preset: str = DEFAULT_PRESET, gap: int = 1) -> tuple[np.ndarray, np.ndarray]:
+  """(forward, backward), each [T-gap, H, W, 2] float32, of a clip [T, H, W, 3] (empty for T <= gap): forward[t]
+  is the flow t -> t+gap, backward[t] t+gap -> t (gap 1: the package convention; larger gaps: Ruder et al.'s
+  long-term pairs)."""
   gray = gray_levels(frames)
   method = dis(preset)
-  shape = (max(len(gray) - 1, 0), *gray.shape[1:], 2)
+  shape = (max(len(gray) - gap, 0), *gray.shape[1:], 2)
   forward, backward = np.zeros(shape, np.float32), np.zeros(shape, np.float32)
-  for t in range(len(gray) - 1):
-    forward[t] = method.calc(gray[t], gray[t + 1], None)
-    backward[t] = method.calc(gray[t + 1], gray[t], None)
+  for t in range(len(gray) - gap):
+    forward[t] = method.calc(gray[t], gray[t + gap], None)
+    backward[t] = method.calc(gray[t + gap], gray[t], None)
   return forward, backward
 
 
-def cache_key(frames: np.ndarray, *, preset: str) -> str:
-  """Hex digest naming a clip's flows: its gray levels (what DIS sees), shape, preset and OpenCV version."""
+def cache_key(frames: np.ndarray, *, preset: str, gap: int = 1) -> str:
+  """Hex digest naming a clip's flows: its gray levels (what DIS sees), shape, preset, gap and OpenCV version."""
   gray = gray_levels(frames)
   digest = hashlib.sha256()
-  digest.update(f"{FORMAT}:{FORMAT_VERSION}:{gray.shape}:{preset}:{opencv().__version__}".encode())
+  gap_part = f":gap{gap}" if gap != 1 else ""  # gap 1 keeps the key it had before gaps existed
+  digest.update(f"{FORMAT}:{FORMAT_VERSION}:{gray.shape}:{preset}{gap_part}:{opencv().__version__}".encode())
   digest.update(gray.tobytes())
   return digest.hexdigest()
 
 
 def cached_clip_flows(frames: np.ndarray, *, cache_dir: str | os.PathLike | None,
-                      preset: str = DEFAULT_PRESET) -> tuple[np.ndarray, np.ndarray]:
+                      preset: str = DEFAULT_PRESET, gap: int = 1) -> tuple[np.ndarray, np.ndarray]:
   """`clip_flows`, read from `cache_dir` when it holds this clip's flows and written there otherwise (None: no
   cache). A cache file that is damaged or of another kind is computed again and replaced: it is only a cache."""
   if cache_dir is None:
-    return clip_flows(frames, preset=preset)
-  key = cache_key(frames, preset=preset)
+    return clip_flows(frames, preset=preset, gap=gap)
+  key = cache_key(frames, preset=preset, gap=gap)
   path = pathlib.Path(cache_dir) / f"flows-{key[:24]}.npz"
   if path.is_file():
     try:
@@ -111,7 +114,7 @@ def cached_clip_flows(frames: np.ndarray, *, cache_dir: str | os.PathLike | None
         return arrays["forward"], arrays["backward"]
     except (NSTError, KeyError):
       pass
-  forward, backward = clip_flows(frames, preset=preset)
+  forward, backward = clip_flows(frames, preset=preset, gap=gap)
   checkpoint.write(path, kind=FORMAT, version=FORMAT_VERSION, arrays={"forward": forward, "backward": backward},
-                   meta={"key": key, "preset": preset, "frames": int(len(frames))}, compress=True)
+                   meta={"key": key, "preset": preset, "gap": gap, "frames": int(len(frames))}, compress=True)
   return forward, backward

@@ -51,7 +51,7 @@ def problem_from_plan(plan: ObjectivePlan, *, content: np.ndarray | None, styles
                       weights: VGGWeights, style_masks: Sequence[np.ndarray] | None = None,
                       depth: np.ndarray | None = None, hed_weights: VGGWeights | None = None,
                       synthesis_shape: tuple[int, int] | None = None, content_seg: np.ndarray | None = None,
-                      style_seg: np.ndarray | None = None) -> Problem:
+                      style_seg: np.ndarray | None = None, guides: Mapping[str, Any] | None = None) -> Problem:
   """The whole-image problem of `plan`: the images resized, every target computed, the loss terms and the start.
 
   Args:
@@ -66,6 +66,9 @@ def problem_from_plan(plan: ObjectivePlan, *, content: np.ndarray | None, styles
     content_seg, style_seg: Luan et al.'s colour-coded segmentation maps of the content and the single style (both
       or neither, any size); each matched colour is a region whose target is the guided Gram matrix of the style's
       pixels of that colour (`nst_jax.losses.segmentation`), weighted by the region's content-mask mean.
+    guides: per-image arrays at the output's size for the image terms that take them
+      (`nst_jax.objective.registry.TermSources.guides`, e.g. `TEMPORAL_GUIDES`); inputs of the jitted step like
+      every target, so frames of one size share one compilation.
 
   Returns:
     The `Problem`: `terms_fn(x, inputs)` gives the weighted loss terms of an image `x`.
@@ -172,7 +175,7 @@ def problem_from_plan(plan: ObjectivePlan, *, content: np.ndarray | None, styles
     inputs["region_weights"] = apply_layer_set_gains(
         inputs["region_weights"], gains=gains, style_sets=style_sets,
         region_style_weights=[r.style_weights for r in regions])
-  sources = TermSources(content=content, net_content=net_content, config=config, hed=hed)
+  sources = TermSources(content=content, net_content=net_content, config=config, hed=hed, guides=guides or {})
   for term in plan.image_terms:
     if term.prepare is not None:
       inputs.update(term.prepare(sources))

@@ -3,7 +3,8 @@ whole (`problem_from_plan`) or in tiles over a coarse-to-fine pyramid (`nst_jax.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from jax.sharding import Mesh
@@ -23,7 +24,8 @@ def stylize(*, content: np.ndarray | None, styles: Sequence[np.ndarray] | np.nda
             synthesis_shape: tuple[int, int] | None = None,
             on_intermediate: Callable[[int, np.ndarray], None] | None = None,
             progress: bool = True, content_seg: np.ndarray | None = None,
-            style_seg: np.ndarray | None = None) -> StylizeResult:
+            style_seg: np.ndarray | None = None, guides: Mapping[str, Any] | None = None,
+            start: Callable[[np.ndarray], np.ndarray] | None = None) -> StylizeResult:
   """Style transfer (or, with `content=None`, texture synthesis) by optimising the image.
 
   Args:
@@ -38,14 +40,20 @@ def stylize(*, content: np.ndarray | None, styles: Sequence[np.ndarray] | np.nda
     on_intermediate: `(iteration, image)` every `config.save_every` iterations.
     progress: progress lines on stderr.
     content_seg, style_seg: Luan et al.'s segmentation maps (both or neither; `problem_from_plan`).
+    guides: per-image arrays of the image terms that take them (`problem_from_plan`; e.g. a video frame's warped
+      predecessors for `StylizeConfig.temporal_weight`).
+    start: maps the plan's start image (`config.init`, at the output's size) to the one the optimisation starts
+      from, e.g. the previous frame's result warped into this one, with the default start where the warp fails.
 
   Returns:
     The `StylizeResult`, its image with the plan's colour step applied (`objective.images.finish_colors`).
   """
   problem = build_problem(content=content, styles=styles, weights=weights, config=config,
                           style_masks=style_masks, depth=depth, hed_weights=hed_weights,
-                          synthesis_shape=synthesis_shape, content_seg=content_seg, style_seg=style_seg)
-  result = optimize_image(problem.terms_fn, problem.inputs, problem.x0, run=run_settings(config),
+                          synthesis_shape=synthesis_shape, content_seg=content_seg, style_seg=style_seg,
+                          guides=guides)
+  x0 = problem.x0 if start is None else np.asarray(start(problem.x0), np.float32)
+  result = optimize_image(problem.terms_fn, problem.inputs, x0, run=run_settings(config),
                           on_intermediate=on_intermediate, progress=progress)
   result.image = finish_colors(result.image, content=problem.content, styles=as_style_list(styles),
                                plan=problem.plan)
@@ -56,7 +64,7 @@ def build_problem(*, content: np.ndarray | None, styles: Sequence[np.ndarray] | 
                   config: StylizeConfig, style_masks: Sequence[np.ndarray] | None = None,
                   depth: np.ndarray | None = None, hed_weights: VGGWeights | None = None,
                   synthesis_shape: tuple[int, int] | None = None, content_seg: np.ndarray | None = None,
-                  style_seg: np.ndarray | None = None) -> Problem:
+                  style_seg: np.ndarray | None = None, guides: Mapping[str, Any] | None = None) -> Problem:
   """The whole-image problem of `config`: its plan (`resolve_plan`, which checks the request) built by
   `problem_from_plan`. The arguments are `stylize`'s."""
   styles = as_style_list(styles)
@@ -65,7 +73,7 @@ def build_problem(*, content: np.ndarray | None, styles: Sequence[np.ndarray] | 
                       segmented=content_seg is not None or style_seg is not None)
   return problem_from_plan(plan, content=content, styles=styles, weights=weights, style_masks=style_masks,
                            depth=depth, hed_weights=hed_weights, synthesis_shape=synthesis_shape,
-                           content_seg=content_seg, style_seg=style_seg)
+                           content_seg=content_seg, style_seg=style_seg, guides=guides)
 
 
 def stylize_highres(*, content: np.ndarray | None, styles: Sequence[np.ndarray] | np.ndarray, weights: VGGWeights,
