@@ -26,7 +26,7 @@ from absl import flags
 from nst_jax.cli import output_guard
 from nst_jax.errors import NSTError, NSTWarning, one_line
 
-RESUME_FLAGS = ("checkpoint_dir", "out_dir")  # folders of resume state, named when a command is interrupted
+RESUME_FLAGS = ("checkpoint_dir", "out_dir", "state_dir")  # folders of resume state, named when a command is interrupted
 HELP_FLAGS = ("-h", "--help", "-help", "--helpfull", "--helpshort")
 Sections = list[tuple[str, list[str]]]  # (title, flag names) in the order `--help` shows them
 
@@ -49,6 +49,7 @@ class Command:
   compilation_cache: bool = True  # whether the command takes --compilation_cache (it compiles with JAX)
   # Flags that name files the command reads: --output may not resolve to any of them (`output_guard`).
   input_flags: tuple[str, ...] = ()
+  folder_output: bool = False  # --output may be a folder (of video frames), checked by the command itself
 
 
 def define_all_flags(command: Command, fv: flags.FlagValues) -> Sections:
@@ -184,7 +185,7 @@ def main(command: Command, args: Sequence[str], *, others: Callable[[], Sequence
     try:
       fv, _, positional = parse(command, args, others)
       _running["fv"] = fv
-      output_guard.check_flags(fv.flag_values_dict(), command.input_flags)
+      output_guard.check_flags(fv.flag_values_dict(), command.input_flags, folder_ok=command.folder_output)
       if command.compilation_cache:
         from nst_jax.io import compile_cache  # pylint: disable=import-outside-toplevel  # JAX only once running
         compile_cache.enable(compile_cache.resolve(fv.compilation_cache))

@@ -24,6 +24,8 @@ COMMANDS = {
     "adain": ("nst_jax.cli.adain", "COMMAND", "AdaIN (Huang & Belongie 2017): any style in one forward pass"),
     "wct": ("nst_jax.cli.wct", "COMMAND", "universal style transfer (Li et al. 2017): whitening and colouring, "
             "coarse to fine"),
+    "video": ("nst_jax.cli.video", "COMMAND", "a clip stylised frame by frame, stable in time (Gatys with a temporal "
+              "loss, or WCT/AdaIN and a consistency pass)"),
     "train adain": ("nst_jax.cli.train_adain", "COMMAND", "train, fine-tune, resume or export the AdaIN decoder (or "
                     "its student encoder)"),
     "train wct": ("nst_jax.cli.train_wct", "COMMAND", "train, resume or export the WCT reconstruction decoders"),

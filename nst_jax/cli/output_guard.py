@@ -47,10 +47,11 @@ def derived_from(output: pathlib.Path, path: pathlib.Path) -> bool:
   return re.fullmatch(pattern, path.name, flags=re.IGNORECASE) is not None
 
 
-def check_output(output: str, inputs: Iterable[tuple[str, pathlib.Path]]) -> None:
-  """Raises NSTError when `output` is a folder or would overwrite one of `inputs` ((flag, path) pairs)."""
+def check_output(output: str, inputs: Iterable[tuple[str, pathlib.Path]], *, folder_ok: bool = False) -> None:
+  """Raises NSTError when `output` is a folder (unless `folder_ok`) or would overwrite one of `inputs` ((flag,
+  path) pairs)."""
   path = pathlib.Path(output)
-  if path.is_dir():
+  if path.is_dir() and not folder_ok:
     raise NSTError(f"--output {output!r} is a folder; give a file path in it, e.g. "
                    f"{str(path / ('out' + (path.suffix or '.png')))!r}")
   for flag, source in inputs:
@@ -64,7 +65,7 @@ def check_output(output: str, inputs: Iterable[tuple[str, pathlib.Path]]) -> Non
                      f"{str(source)!r} and overwrite it; choose another output path")
 
 
-def check_flags(values: dict[str, object], input_flags: Iterable[str]) -> None:
+def check_flags(values: dict[str, object], input_flags: Iterable[str], *, folder_ok: bool = False) -> None:
   """`check_output` for a command's parsed flag `values` (name: value), when it has an --output flag."""
   if values.get("output"):
-    check_output(str(values["output"]), flag_paths(values, input_flags))
+    check_output(str(values["output"]), flag_paths(values, input_flags), folder_ok=folder_ok)

@@ -157,7 +157,7 @@ def config_from_flags(fv: flags.FlagValues) -> StylizeConfig:
       style_loss=fv.style_loss, style_colors=fv.style_colors,
       init=fv.init, init_noise=fv.init_noise, start_colors=fv.start_colors, pooling=fv.pooling,
       normalize_network=fv.normalize_network,
-      style_layer_balance=fv.style_layer_balance, seed=fv.seed, save_every=max(0, fv.save_every),
+      style_layer_balance=fv.style_layer_balance, seed=fv.seed, save_every=max(0, flag_value(fv, "save_every", 0)),
       log_every=max(1, fv.log_every), stall_rtol=optimization_flags.stall_rtol(fv), **content_flags)
 
 

@@ -1,0 +1,228 @@
+"""`python -m nst_jax video`: a clip stylised frame by frame and made stable in time.
+
+  python -m nst_jax video --content clip.mp4 --style B.jpg --output out.mp4 [--method gatys|wct|adain]
+  python -m nst_jax video --content frames/ --stylized other_tool/ --stabilize_only --output stable.mp4
+
+Gatys et al. with Ruder et al.'s temporal term and warm starts (`nst_jax.methods.video.gatys_clip`; the stylize
+command's optimisation, loss and colour flags apply to every frame), or a feed-forward method (WCT, AdaIN) per frame
+with the style encoded once, then the consistency pass (`nst_jax.methods.video.fast_clip`). Finished frames and the
+flows are kept in --state_dir, so a rerun of the same command continues at the first unfinished frame; the output
+is written (atomically) at the end. Without --content, a pan over the demo photo.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+import re
+import sys
+import time
+
+import numpy as np
+from absl import flags
+
+from nst_jax.cli import field_flags, shared_flags, stylize as stylize_cli, validation
+from nst_jax.cli.command import Command, Sections
+from nst_jax.errors import NSTError
+from nst_jax.io import image_io, video as video_io
+from nst_jax.methods import video
+from nst_jax.objective.config import check_request
+from nst_jax.video import consistency, flow as video_flow
+
+METHODS = ("gatys", "wct", "adain")
+# The stylize command's flags that a clip does not take: tiles, the pyramid, several hosts, masks and depth in
+# content space, intermediate images, the edge network.
+DROPPED = stylize_cli.HIGHRES_FLAGS + ("num_processes", "process_id", "output_bits", "style_masks", "depth",
+                                       "depth_regions", "edge_weight", "hed_weights", "save_every")
+DEMO_FRAMES = 12
+
+
+def define_flags(fv: flags.FlagValues) -> Sections:
+  """The stylize command's flags (less `DROPPED`), the clip's and the fast paths'; returns the help sections."""
+  sections = stylize_cli.define_flags(fv)
+  for name in DROPPED:
+    delattr(fv, name)
+  sections = [(title, [n for n in names if n not in DROPPED]) for title, names in sections]
+  sections = [(title, names) for title, names in sections if names]
+  fv["content"].help = ("Content clip: a video file, a folder of frames or a pattern such as frames/%04d.png "
+                        "(default: a pan over the demo photo).")
+  fv["output"].help = ("Output: a video (.mp4, .mov, .mkv, .webm, .avi), a folder of frames or a pattern; written "
+                       "atomically at the end. Audio is not kept.")
+  fv.set_default("output", "stylized.mp4")
+  fv.set_default("iterations", 200)
+  fv["iterations"].help = "Gatys: optimizer steps of each frame after the first (it starts from the warped result)."
+  flags.DEFINE_enum("method", "gatys", list(METHODS), "gatys: optimisation with the temporal term; wct or adain: "
+                    "feed-forward per frame, then the consistency pass.", flag_values=fv)
+  flags.DEFINE_integer("start", 0, "First frame of the clip to use (from 0).", flag_values=fv)
+  flags.DEFINE_integer("stride", 1, "Use every Nth frame.", flag_values=fv)
+  flags.DEFINE_integer("max_frames", None, "At most this many frames.", flag_values=fv)
+  flags.DEFINE_string("state_dir", None, "Finished frames and flows, to resume a stopped run (default: beside the "
+                      "output, OUTPUT.state).", flag_values=fv)
+  flags.DEFINE_enum("flow_preset", video_flow.DEFAULT_PRESET, list(video_flow.PRESETS), "DIS optical flow preset.",
+                    flag_values=fv)
+  clip = ("clip", ["method", "start", "stride", "max_frames", "state_dir", "flow_preset"])
+  flags.DEFINE_float("temporal_weight", 3e4, "Gatys: weight of the temporal loss towards earlier results warped "
+                     "into the frame (Ruder et al.; 0: off).", flag_values=fv)
+  flags.DEFINE_list("temporal_frames", ["1"], "Gatys: the earlier frames t-j of the temporal loss, e.g. 1,2,4 "
+                    "(long-term consistency).", flag_values=fv)
+  flags.DEFINE_integer("iterations_first", 500, "Gatys: optimizer steps of the first frame.", flag_values=fv)
+  gatys = ("gatys over a clip (Ruder et al. 2016)", ["temporal_weight", "temporal_frames", "iterations_first"])
+  flags.DEFINE_bool("consistency", None, "Run the consistency pass (Bonneel et al. 2015) over the frames (default: "
+                    "on for wct and adain, off for gatys).", flag_values=fv)
+  flags.DEFINE_float("consistency_lambda", consistency.DEFAULT_LAMBDA, "Weight of the previous output in the "
+                     "pass (larger: steadier, more smearing).", flag_values=fv)
+  flags.DEFINE_bool("stabilize_only", False, "Only the consistency pass: --stylized frames of another tool, guided "
+                    "by the --content clip's flow.", flag_values=fv)
+  flags.DEFINE_string("stylized", None, "With --stabilize_only: the stylised clip (video, folder or pattern), frame "
+                      "for frame the --content clip.", flag_values=fv)
+  flags.DEFINE_float("alpha", 1.0, "wct, adain: content-style blend of the features in [0, 1].", flag_values=fv)
+  flags.DEFINE_string("decoders", "wct-decoders-hed-vgg16", "wct: the decoder file or name.", flag_values=fv)
+  flags.DEFINE_string("decoder", "adain-decoder-hed-vgg16", "adain: the decoder file or name.", flag_values=fv)
+  flags.DEFINE_string("style_cache", None, "wct, adain: folder of each style file's transforms or statistics "
+                      "('off' to disable).", flag_values=fv)
+  fast = ("fast paths and the consistency pass", ["consistency", "consistency_lambda", "stabilize_only", "stylized",
+                                                  "alpha", "decoders", "decoder", "style_cache"])
+  return [sections[0], clip, *sections[1:], gatys, fast]
+
+
+def default_state_dir(output: str) -> pathlib.Path:
+  """OUTPUT.state beside the output (a pattern's `%04d` left out of the name)."""
+  path = pathlib.Path(output)
+  return path.with_name(re.sub(r"%0?\d*d", "N", path.name) + ".state")
+
+
+def load_clip(fv: flags.FlagValues, source: str | None, *, what: str, size: int | None) -> video_io.Clip:
+  """The selected frames of `source` at long side `size`; without a source, a pan over the demo photo."""
+  if source:
+    return video_io.read_frames(source, start=fv.start, stride=fv.stride, max_frames=fv.max_frames, size=size,
+                                what=what)
+  from nst_jax import demo  # pylint: disable=import-outside-toplevel
+  count = fv.max_frames or DEMO_FRAMES
+  velocity = (size / 48, size / 96)
+  width, height = size, round(size * 0.75)
+  photo = image_io.resize_long_side(demo.default_content(), round((width + velocity[0] * count + 4) * 600 / 512))
+  frames, _ = demo.camera_pan(photo, frames=count, size=(height, width), velocity=velocity)
+  return video_io.Clip(frames, None)
+
+
+def stylize_gatys(fv: flags.FlagValues, frames: np.ndarray, state_dir: pathlib.Path, on_frame) -> np.ndarray:
+  """The Gatys frames with the temporal term and warm starts."""
+  from nst_jax.weights.store import resolve_weights  # pylint: disable=import-outside-toplevel
+  config = dataclasses.replace(stylize_cli.config_from_flags(fv), temporal_weight=fv.temporal_weight,
+                               size=max(frames.shape[1:3]))
+  settings = video.ClipSettings(temporal_frames=shared_flags.integers(fv.temporal_frames, "--temporal_frames"),
+                                iterations_first=fv.iterations_first, flow_preset=fv.flow_preset)
+  styles = shared_flags.load_styles(fv.style)
+  weights = resolve_weights(fv.weights)
+  check_request(config, weights.arch, num_styles=len(styles), has_content=True)
+  validation.check_working_size(frames.shape[1:], config.size, what="content clip",
+                                minimum=validation.min_side(weights.arch, config.content_layers + config.style_layers))
+  key = video.run_key([frames, *styles], ("gatys", config, settings, weights.source_sha256))
+  state = video.ClipState(state_dir, key=key)
+  results, _ = video.stylize_clip(frames, styles=styles, weights=weights, config=config, settings=settings,
+                                  state=state, on_frame=on_frame, progress=True)
+  return results
+
+
+def frame_stylizer(fv: flags.FlagValues, size: int):
+  """(the fast method's per-frame function with the style encoded once, what identifies its results)."""
+  from nst_jax.methods.adain import cache as adain_cache  # pylint: disable=import-outside-toplevel
+  from nst_jax.weights.store import resolve_weights  # pylint: disable=import-outside-toplevel
+  if not 0.0 <= fv.alpha <= 1.0:
+    raise NSTError(f"--alpha must be in [0, 1], got {fv.alpha}")
+  blend = shared_flags.floats(fv.style_blend, "--style_blend") or None
+  long_side = max(16, round(size * float(fv.style_scale[0])))
+  cache = adain_cache.resolve(fv.style_cache)
+  cached = bool(fv.style) and fv.preserve_colors == "none"
+  styles = [] if cached else [image_io.resize_long_side(s, long_side) for s in shared_flags.load_styles(fv.style)]
+  if fv.method == "wct":
+    from nst_jax.cli import wct as wct_cli  # pylint: disable=import-outside-toplevel
+    from nst_jax.methods.wct import cache as wct_cache, stylize as wct  # pylint: disable=import-outside-toplevel
+    decoders = wct_cli.resolve_decoders(fv.decoders)
+    model = wct.make_model(resolve_weights(fv.weights), decoders)
+    transforms = ([wct_cache.style_transforms(p, model=model, folder=cache, long_side=long_side) for p in fv.style]
+                  if cached else [wct.style_transforms(model, s) for s in styles])
+    run = lambda frame: wct.stylize(frame, [], model=model, transforms=transforms, alpha=fv.alpha,  # noqa: E731
+                                    style_weights=blend)
+    identity = ("wct", decoders.info.get("note"), model.encoder_id, fv.alpha, blend, long_side)
+  else:
+    from nst_jax.methods.adain import stylize as adain  # pylint: disable=import-outside-toplevel
+    from nst_jax.weights import adain_decoders  # pylint: disable=import-outside-toplevel
+    ckpt = adain_decoders.resolve_decoder(fv.decoder)
+    model = adain.make_model(resolve_weights(fv.weights) if ckpt.student is None else None, ckpt)
+    stats = ([adain_cache.style_stats(p, model=model, folder=cache) for p in fv.style] if cached
+             else [adain.style_statistics(model, s) for s in styles])
+    run = lambda frame: adain.stylize(frame, [], model=model, style_stats=stats, alpha=fv.alpha,  # noqa: E731
+                                      style_weights=blend)
+    identity = ("adain", fv.decoder, fv.alpha, blend, long_side)
+  if fv.preserve_colors != "none":
+    from nst_jax.losses import color  # pylint: disable=import-outside-toplevel
+    plain = run
+    run = lambda frame: np.asarray(color.combine_luminance(stylized=plain(frame), content=frame))  # noqa: E731
+  return run, (*identity, fv.preserve_colors, [pathlib.Path(p).read_bytes() for p in fv.style or []])
+
+
+@field_flags.fields_as_flags
+def run(fv: flags.FlagValues, positional: list[str]) -> pathlib.Path:
+  """Stylises (or only stabilises) the clip with the parsed flags and writes --output; returns its path."""
+  del positional
+  source = fv.content
+  output = video_io.check_output(fv.output, source=source)  # before any work
+  if fv.stylized:
+    video_io.check_output(fv.output, source=fv.stylized)
+  if fv.stabilize_only != bool(fv.stylized):
+    raise NSTError("--stabilize_only and --stylized go together: the stylised clip to stabilise")
+  if fv.size < 16:
+    raise NSTError(f"--size must be at least 16 pixels, got {fv.size}")
+  if not fv.consistency_lambda > 0:
+    raise NSTError(f"--consistency_lambda must be a positive number, got {fv.consistency_lambda}")
+  state_dir = pathlib.Path(fv.state_dir) if fv.state_dir else default_state_dir(fv.output)
+  validation.check_writable_folder(state_dir, "--state_dir")
+  for name, value in (("content", source), ("stylized", fv.stylized)):
+    folder = video_io.input_folder(value) if value else None
+    if folder is not None and video_io.same_folder(state_dir, folder):
+      raise NSTError(f"--state_dir {str(state_dir)!r} is the --{name} folder; choose another")
+  if fv.method == "gatys" and not fv.stabilize_only:
+    stylize_cli.config_from_flags(fv)  # bad settings are refused before the clip is read
+    video.ClipSettings(temporal_frames=shared_flags.integers(fv.temporal_frames, "--temporal_frames"),
+                       iterations_first=fv.iterations_first)
+  clip = load_clip(fv, source, what="--content", size=fv.size)
+  frames = clip.frames
+  started = time.perf_counter()
+
+  def on_frame(t: int, image: np.ndarray) -> None:
+    del image
+    sys.stderr.write(f"frame {t + 1}/{len(frames)} done ({time.perf_counter() - started:.1f} s)\n")
+
+  if fv.stabilize_only:
+    stylized = load_clip(fv, fv.stylized, what="--stylized", size=max(frames.shape[1:3])).frames
+    if stylized.shape[1:3] != frames.shape[1:3] and len(stylized) == len(frames):
+      stylized = np.stack([image_io.resize(f, *frames.shape[1:3]) for f in stylized])
+    results = video.stabilize(frames, stylized, lam=fv.consistency_lambda, cache_dir=state_dir,
+                              preset=fv.flow_preset)
+    done = "stabilised"
+  else:
+    if fv.method == "gatys":
+      results = stylize_gatys(fv, frames, state_dir, on_frame)
+    else:
+      stylize_frame, identity = frame_stylizer(fv, max(frames.shape[1:3]))
+      state = video.ClipState(state_dir, key=video.run_key([frames], identity))
+      results, _ = video.stylize_frames(frames, stylize_frame, state=state, on_frame=on_frame)
+    done = fv.method
+    if fv.consistency if fv.consistency is not None else fv.method != "gatys":
+      results = video.stabilize(frames, results, lam=fv.consistency_lambda, cache_dir=state_dir,
+                                preset=fv.flow_preset)
+      done += " + consistency pass"
+  video_io.write_frames(output, results, fps=clip.fps, source=source)
+  print(f"wrote {output} ({len(results)} frames of {results.shape[2]}x{results.shape[1]}, {done}, "
+        f"{time.perf_counter() - started:.1f} s; state in {state_dir})")
+  return output
+
+
+COMMAND = Command(
+    name="video", prog="python -m nst_jax video", usage="--content CLIP --style PAINTING[,...] --output OUT [flags]",
+    description="Stylises a clip frame by frame, stable in time: Gatys et al. with Ruder et al.'s temporal loss, or "
+                "WCT/AdaIN per frame followed by Bonneel et al.'s consistency pass. Frames and flows are kept in "
+                "--state_dir: rerun the same command to continue. Audio is not kept.",
+    define_flags=define_flags, run=run, input_flags=("content", "style", "stylized", "weights", "decoders", "decoder"),
+    folder_output=True)
