@@ -1,0 +1,179 @@
+"""The video command's methods compared on a real clip: how stable each is in time, how much style it keeps and
+how long a frame takes, for docs/video.md.
+
+Run (from the repository root; needs the shared clip, skips without it):
+  nice -n 10 python -m experiments.studies.video_consistency --rows wct,adain --max_frames 8
+  nice -n 10 python -m experiments.studies.video_consistency --rows gatys --gatys_size 256 --gatys_frames 4
+
+Rows: the content clip itself (the floor), Gatys per frame (each frame from its own start, --iterations_first
+iterations), Gatys with the temporal loss and warm starts (--iterations_first, then --iterations a frame), WCT per
+frame and with the consistency pass, AdaIN per frame and with the pass. Fast rows run at --size (long side) on
+--max_frames frames; the Gatys rows at --gatys_size on --gatys_frames frames (a CPU cannot run 500 L-BFGS
+iterations at 512 px a frame in reasonable time). Columns: Lai et al.'s warping error under the content clip's DIS
+flow and reliability masks at the row's size (and its ratio to the content clip's own), the Gram style loss (the
+default network and style layers, style weight 10) averaged over frames, and seconds per frame after the first
+(flow and pass included for the fast paths; the first frame compiles).
+
+Expected (2-core CPU, shared, load ~6-9; docs/video.md): at 512x218 on 8 frames the pass cuts WCT's warping error
+from 25x to 9.5x the content clip's (style loss 1.17x) and AdaIN's from 13x to 5.7x (1.37x), 2.7 s and 0.66 s a
+frame; at 256x109 on 4 frames the temporal loss cuts Gatys's from 134x to 13x (style loss 1.17x), 44 s a frame
+after the first against 109 s (~25 min for the Gatys rows).
+Writes outputs/video_consistency/: results.json, table.md, sheet.png and one GIF per row (nothing is committed).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+import time
+
+import numpy as np
+from absl import app, flags
+from PIL import Image
+
+from experiments import common
+from nst_jax import figures
+from nst_jax.cli import wct as wct_cli
+from nst_jax.engines.optimize import jitted_terms
+from nst_jax.io import atomic, image_io, video as video_io
+from nst_jax.methods import video
+from nst_jax.methods.adain import stylize as adain
+from nst_jax.methods.gatys import build_problem
+from nst_jax.methods.wct import stylize as wct
+from nst_jax.models import adain_decoder
+from nst_jax.objective.config import StylizeConfig
+from nst_jax.video import flow, measures, reliability, warp
+from nst_jax.weights import adain_decoders
+from nst_jax.weights.store import resolve_weights
+
+flags.DEFINE_string("clip", "../shared/data/video/sintel_ambush_4", "Folder of the clip's frames.")
+flags.DEFINE_string("style", "../shared/data/artistic/style/starry_night.jpg", "Style image.")
+flags.DEFINE_integer("size", 512, "Long side of the fast rows' frames.")
+flags.DEFINE_integer("max_frames", 8, "Frames of the fast rows.")
+flags.DEFINE_integer("gatys_size", 256, "Long side of the Gatys rows' frames.")
+flags.DEFINE_integer("gatys_frames", 4, "Frames of the Gatys rows.")
+flags.DEFINE_integer("iterations_first", 150, "Gatys: iterations of every per-frame frame and of the first frame.")
+flags.DEFINE_integer("iterations", 60, "Gatys + temporal: iterations of the frames after the first.")
+flags.DEFINE_float("temporal_weight", 3e4, "Gatys + temporal: the temporal loss's weight.")
+flags.DEFINE_list("rows", ["gatys", "wct", "adain"], "Which methods to run (the content row always runs).")
+flags.DEFINE_string("out_dir", "outputs/video_consistency", "Where the outputs go.")
+FLAGS = flags.FLAGS
+
+
+@dataclasses.dataclass
+class Clip:
+  """A clip at one size with its content flows, masks, and the style loss of its frames."""
+
+  frames: np.ndarray
+  backward: np.ndarray
+  masks: np.ndarray
+  flow_seconds: float
+  style_loss: object
+
+  def warping_error(self, frames: np.ndarray) -> float:
+    return measures.warping_error(frames, self.backward, self.masks)
+
+
+def load_clip(size: int, count: int, weights, style: np.ndarray) -> Clip:
+  frames = video_io.read_frames(FLAGS.clip, max_frames=count, size=size, what="--clip").frames
+  start = time.perf_counter()
+  forward, backward = flow.clip_flows(frames)
+  seconds = (time.perf_counter() - start) / max(len(frames) - 1, 1)
+  masks = np.asarray(reliability.clip_reliability(forward, backward))
+  problem = build_problem(content=frames[0], styles=[style], weights=weights,
+                          config=StylizeConfig(size=max(frames.shape[1:3])))
+  terms = jitted_terms(problem.terms_fn)
+  style_loss = lambda clip: float(np.mean([float(terms(f, problem.inputs)["style"]) for f in clip]))  # noqa: E731
+  return Clip(frames, backward, masks, seconds, style_loss)
+
+
+def fast_rows(name: str, stylize_frame, clip: Clip) -> list[tuple[str, np.ndarray, float]]:
+  """(label, frames, seconds per frame after the first) per frame and with the pass; flow time included."""
+  per_frame, seconds = video.stylize_frames(clip.frames, stylize_frame)
+  start = time.perf_counter()
+  stable = video.stabilize(clip.frames, per_frame)  # the flows computed again inside: their time counts
+  pass_seconds = (time.perf_counter() - start) / max(len(clip.frames) - 1, 1)
+  frame_seconds = float(np.mean(seconds[1:])) if len(seconds) > 1 else seconds[0]
+  return [(f"{name} per frame", per_frame, frame_seconds), (f"{name} + consistency", stable,
+                                                             frame_seconds + pass_seconds)]
+
+
+def gatys_rows(clip: Clip, weights, style) -> list[tuple[str, np.ndarray, float]]:
+  config = StylizeConfig(iterations=FLAGS.iterations_first, log_every=10)
+  per_frame, seconds = video.stylize_clip(clip.frames, styles=[style], weights=weights, config=config,
+                                          settings=video.ClipSettings(warm_start=False), progress=False)
+  rows = [("Gatys per frame", per_frame, float(np.mean(seconds[1:])))]
+  config = dataclasses.replace(config, iterations=FLAGS.iterations, temporal_weight=FLAGS.temporal_weight)
+  stable, seconds = video.stylize_clip(clip.frames, styles=[style], weights=weights, config=config,
+                                       settings=video.ClipSettings(iterations_first=FLAGS.iterations_first),
+                                       progress=False)
+  rows.append(("Gatys + temporal", stable, float(np.mean(seconds[1:])) + clip.flow_seconds))
+  return rows
+
+
+def difference_map(frames: np.ndarray, clip: Clip) -> np.ndarray:
+  """|last frame - the one before warped into it| x 4 where reliable: what flicker looks like."""
+  moved = np.asarray(warp.warp(frames[-2], clip.backward[-1]))
+  return np.clip(4 * np.abs(frames[-1] - moved) * clip.masks[-1][..., None], 0, 1)
+
+
+def write_gif(path: pathlib.Path, frames: np.ndarray) -> None:
+  images = [Image.fromarray(np.round(np.clip(f, 0, 1) * 255).astype(np.uint8)) for f in frames]
+  with atomic.atomic_write(path) as f:
+    images[0].save(f, format="GIF", save_all=True, append_images=images[1:], duration=120, loop=0)
+
+
+def main(argv) -> None:
+  del argv
+  if not pathlib.Path(FLAGS.clip).is_dir():
+    print(f"skipped: no clip at {FLAGS.clip}")
+    return
+  out = pathlib.Path(FLAGS.out_dir)
+  weights = resolve_weights("hed-vgg16")
+  style = image_io.load_image(FLAGS.style, what="style")
+  rows: list[tuple[str, np.ndarray, float, Clip]] = []
+  fast = load_clip(FLAGS.size, FLAGS.max_frames, weights, image_io.resize_long_side(style, FLAGS.size))
+  rows.append(("content", fast.frames, fast.flow_seconds, fast))
+  if "wct" in FLAGS.rows:
+    model = wct.make_model(weights, wct_cli.resolve_decoders(wct_cli.DEFAULT_DECODERS))
+    transforms = [wct.style_transforms(model, image_io.resize_long_side(style, FLAGS.size))]
+    rows += [(*r, fast) for r in fast_rows("WCT", lambda f: wct.stylize(f, [], model=model, transforms=transforms),
+                                            fast)]
+  if "adain" in FLAGS.rows:
+    ckpt = adain_decoders.resolve_decoder(adain_decoder.DEFAULT_DECODER)
+    model = adain.make_model(weights if ckpt.student is None else None, ckpt)
+    stats = [adain.style_statistics(model, image_io.resize_long_side(style, FLAGS.size))]
+    rows += [(*r, fast) for r in fast_rows("AdaIN", lambda f: adain.stylize(f, [], model=model, style_stats=stats),
+                                            fast)]
+  if "gatys" in FLAGS.rows:
+    small = load_clip(FLAGS.gatys_size, FLAGS.gatys_frames, weights,
+                      image_io.resize_long_side(style, FLAGS.gatys_size))
+    rows.append(("content (Gatys size)", small.frames, small.flow_seconds, small))
+    rows += [(*r, small) for r in gatys_rows(small, weights, style)]
+  record, table, sheet, labels = [], [], [], []
+  for label, frames, seconds, clip in rows:
+    error = clip.warping_error(frames)
+    floor = clip.warping_error(clip.frames)
+    entry = {"row": label, "size": f"{frames.shape[2]}x{frames.shape[1]}", "frames": len(frames),
+             "warping_error": error, "ratio_to_content": error / floor, "style_loss": clip.style_loss(frames),
+             "seconds_per_frame": seconds}
+    record.append(entry)
+    table.append([label, entry["size"], len(frames), f"{error:.3g}", f"{error / floor:.2f}",
+                  f"{entry['style_loss']:.4g}", f"{seconds:.2f}"])
+    print(table[-1])
+    picks = sorted({0, len(frames) // 3, 2 * len(frames) // 3, len(frames) - 1})
+    sheet.append([frames[t] for t in picks] + [difference_map(frames, clip)])
+    labels.append([f"{label}: frame {t + 1}" for t in picks] + ["|last - warped previous| x4"])
+    write_gif(out / f"{label.replace(' ', '_').replace('+', 'plus').replace('(', '').replace(')', '')}.gif", frames)
+  lines = common.markdown_table(["row", "size", "frames", "warping error", "x content", "style loss", "s / frame"],
+                                table)
+  common.write_markdown(out / "table.md", lines)
+  image_io.save_image(out / "sheet.png", figures.contact_sheet(sheet, labels, cell_height=160))
+  common.write_json(out / "results.json", {"flags": {k: FLAGS[k].value for k in (
+      "clip", "style", "size", "max_frames", "gatys_size", "gatys_frames", "iterations_first", "iterations",
+      "temporal_weight", "rows")}, "rows": record})
+  print(f"wrote {out}/table.md, sheet.png, results.json and one GIF per row")
+
+
+if __name__ == "__main__":
+  app.run(main)
