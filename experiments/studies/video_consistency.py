@@ -42,7 +42,7 @@ from nst_jax.methods.gatys import build_problem
 from nst_jax.methods.wct import stylize as wct
 from nst_jax.models import adain_decoder
 from nst_jax.objective.config import StylizeConfig
-from nst_jax.video import flow, measures, reliability, warp
+from nst_jax.video import consistency, flow, measures, reliability, warp
 from nst_jax.weights import adain_decoders
 from nst_jax.weights.store import resolve_weights
 
@@ -55,6 +55,8 @@ flags.DEFINE_integer("gatys_frames", 4, "Frames of the Gatys rows.")
 flags.DEFINE_integer("iterations_first", 150, "Gatys: iterations of every per-frame frame and of the first frame.")
 flags.DEFINE_integer("iterations", 60, "Gatys + temporal: iterations of the frames after the first.")
 flags.DEFINE_float("temporal_weight", 3e4, "Gatys + temporal: the temporal loss's weight.")
+flags.DEFINE_integer("statistics_window", 0, "Clip-stats rows: frames whose statistics whiten each (0: all).")
+flags.DEFINE_float("consistency_lambda", consistency.DEFAULT_LAMBDA, "The consistency pass's lambda.")
 flags.DEFINE_list("rows", ["gatys", "wct", "adain"], "Which methods to run (the content row always runs).")
 flags.DEFINE_string("out_dir", "outputs/video_consistency", "Where the outputs go.")
 FLAGS = flags.FLAGS
@@ -87,15 +89,21 @@ def load_clip(size: int, count: int, weights, style: np.ndarray) -> Clip:
   return Clip(frames, backward, masks, seconds, style_loss)
 
 
-def fast_rows(name: str, stylize_frame, clip: Clip) -> list[tuple[str, np.ndarray, float]]:
-  """(label, frames, seconds per frame after the first) per frame and with the pass; flow time included."""
+def fast_rows(name: str, stylize_frame, stylize_clip, clip: Clip) -> list[tuple[str, np.ndarray, float]]:
+  """(label, frames, seconds per frame) per frame, with clip-wide statistics, and each with the pass; flow time
+  included. Per frame: the mean after the first (which compiles); clip-wide: a warm-up clip of two frames first."""
   per_frame, seconds = video.stylize_frames(clip.frames, stylize_frame)
-  start = time.perf_counter()
-  stable = video.stabilize(clip.frames, per_frame)  # the flows computed again inside: their time counts
-  pass_seconds = (time.perf_counter() - start) / max(len(clip.frames) - 1, 1)
   frame_seconds = float(np.mean(seconds[1:])) if len(seconds) > 1 else seconds[0]
-  return [(f"{name} per frame", per_frame, frame_seconds), (f"{name} + consistency", stable,
-                                                             frame_seconds + pass_seconds)]
+  stylize_clip(clip.frames[:2])  # compiles every level's programs
+  together, clip_seconds = video.stylize_together(clip.frames, stylize_clip)
+  rows = []
+  for label, frames, seconds_each in ((f"{name} per frame", per_frame, frame_seconds),
+                                      (f"{name} clip stats", together, clip_seconds[0])):
+    start = time.perf_counter()
+    stable = video.stabilize(clip.frames, frames, lam=FLAGS.consistency_lambda)  # flows again: their time counts
+    pass_seconds = (time.perf_counter() - start) / max(len(clip.frames) - 1, 1)
+    rows += [(label, frames, seconds_each), (f"{label} + consistency", stable, seconds_each + pass_seconds)]
+  return rows
 
 
 def gatys_rows(clip: Clip, weights, style) -> list[tuple[str, np.ndarray, float]]:
@@ -137,41 +145,50 @@ def main(argv) -> None:
   if "wct" in FLAGS.rows:
     model = wct.make_model(weights, wct_cli.resolve_decoders(wct_cli.DEFAULT_DECODERS))
     transforms = [wct.style_transforms(model, image_io.resize_long_side(style, FLAGS.size))]
-    rows += [(*r, fast) for r in fast_rows("WCT", lambda f: wct.stylize(f, [], model=model, transforms=transforms),
-                                            fast)]
+    rows += [(*r, fast) for r in fast_rows(
+        "WCT", lambda f: wct.stylize(f, [], model=model, transforms=transforms),
+        lambda c: wct.stylize_clip(c, model=model, transforms=transforms, window=FLAGS.statistics_window), fast)]
   if "adain" in FLAGS.rows:
     ckpt = adain_decoders.resolve_decoder(adain_decoder.DEFAULT_DECODER)
     model = adain.make_model(weights if ckpt.student is None else None, ckpt)
     stats = [adain.style_statistics(model, image_io.resize_long_side(style, FLAGS.size))]
-    rows += [(*r, fast) for r in fast_rows("AdaIN", lambda f: adain.stylize(f, [], model=model, style_stats=stats),
-                                            fast)]
+    rows += [(*r, fast) for r in fast_rows(
+        "AdaIN", lambda f: adain.stylize(f, [], model=model, style_stats=stats),
+        lambda c: adain.stylize_clip(c, model=model, style_stats=stats, window=FLAGS.statistics_window), fast)]
   if "gatys" in FLAGS.rows:
     small = load_clip(FLAGS.gatys_size, FLAGS.gatys_frames, weights,
                       image_io.resize_long_side(style, FLAGS.gatys_size))
     rows.append(("content (Gatys size)", small.frames, small.flow_seconds, small))
     rows += [(*r, small) for r in gatys_rows(small, weights, style)]
   record, table, sheet, labels = [], [], [], []
+  per_frame = {label.split(" ")[0]: frames for label, frames, _, _ in rows if label.endswith("per frame")}
   for label, frames, seconds, clip in rows:
     error = clip.warping_error(frames)
     floor = clip.warping_error(clip.frames)
+    base = per_frame.get(label.split(" ")[0])
+    base_error = clip.warping_error(base) if base is not None else float("nan")
+    base_style = clip.style_loss(base) if base is not None else float("nan")
     entry = {"row": label, "size": f"{frames.shape[2]}x{frames.shape[1]}", "frames": len(frames),
              "warping_error": error, "ratio_to_content": error / floor, "style_loss": clip.style_loss(frames),
-             "seconds_per_frame": seconds}
+             "seconds_per_frame": seconds, "ratio_to_per_frame": error / base_error}
+    entry["style_ratio_to_per_frame"] = entry["style_loss"] / base_style
     record.append(entry)
     table.append([label, entry["size"], len(frames), f"{error:.3g}", f"{error / floor:.2f}",
-                  f"{entry['style_loss']:.4g}", f"{seconds:.2f}"])
+                  f"{entry['ratio_to_per_frame']:.2f}", f"{entry['style_loss']:.4g}",
+                  f"{entry['style_ratio_to_per_frame']:.2f}", f"{seconds:.2f}"])
     print(table[-1])
     picks = sorted({0, len(frames) // 3, 2 * len(frames) // 3, len(frames) - 1})
     sheet.append([frames[t] for t in picks] + [difference_map(frames, clip)])
     labels.append([f"{label}: frame {t + 1}" for t in picks] + ["|last - warped previous| x4"])
     write_gif(out / f"{label.replace(' ', '_').replace('+', 'plus').replace('(', '').replace(')', '')}.gif", frames)
-  lines = common.markdown_table(["row", "size", "frames", "warping error", "x content", "style loss", "s / frame"],
+  lines = common.markdown_table(["row", "size", "frames", "warping error", "x content", "x per frame",
+                                 "style loss", "x per frame", "s / frame"],
                                 table)
   common.write_markdown(out / "table.md", lines)
   image_io.save_image(out / "sheet.png", figures.contact_sheet(sheet, labels, cell_height=160))
   common.write_json(out / "results.json", {"flags": {k: FLAGS[k].value for k in (
       "clip", "style", "size", "max_frames", "gatys_size", "gatys_frames", "iterations_first", "iterations",
-      "temporal_weight", "rows")}, "rows": record})
+      "temporal_weight", "rows", "statistics_window", "consistency_lambda")}, "rows": record})
   print(f"wrote {out}/table.md, sheet.png, results.json and one GIF per row")
 
 

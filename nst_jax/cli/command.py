@@ -170,8 +170,19 @@ def main(command: Command, args: Sequence[str], *, others: Callable[[], Sequence
 
   0, 2 for a problem with the input (one `error:` line), 130 when interrupted. Any other exception is a bug and keeps
   its traceback."""
-  # JAX logs backend probing at INFO and WARNING ("An NVIDIA GPU may be present ..."): not for the user.
-  logging.getLogger("jax").setLevel(logging.ERROR)
+  # JAX logs backend probing at INFO and WARNING ("An NVIDIA GPU may be present ..."): not for the user. The level
+  # is restored afterwards, so that a command run in-process (tests, notebooks) leaves JAX's logging as it found it.
+  jax_logger = logging.getLogger("jax")
+  level = jax_logger.level
+  jax_logger.setLevel(logging.ERROR)
+  try:
+    return _main(command, args, others)
+  finally:
+    jax_logger.setLevel(level)
+
+
+def _main(command: Command, args: Sequence[str], others: Callable[[], Sequence[Command]]) -> int:
+  """`main` with JAX's logging quietened."""
   if any(arg in HELP_FLAGS for arg in args):
     fv = flags.FlagValues()
     sections = define_all_flags(command, fv)

@@ -52,7 +52,7 @@ def define_flags(fv: flags.FlagValues) -> Sections:
   fv.set_default("iterations", 200)
   fv["iterations"].help = "Gatys: optimizer steps of each frame after the first (it starts from the warped result)."
   flags.DEFINE_enum("method", "gatys", list(METHODS), "gatys: optimisation with the temporal term; wct or adain: "
-                    "feed-forward per frame, then the consistency pass.", flag_values=fv)
+                    "feed-forward (clip-wide statistics), then the consistency pass.", flag_values=fv)
   flags.DEFINE_integer("start", 0, "First frame of the clip to use (from 0).", flag_values=fv)
   flags.DEFINE_integer("stride", 1, "Use every Nth frame.", flag_values=fv)
   flags.DEFINE_integer("max_frames", None, "At most this many frames.", flag_values=fv)
@@ -78,10 +78,16 @@ def define_flags(fv: flags.FlagValues) -> Sections:
   flags.DEFINE_float("alpha", 1.0, "wct, adain: content-style blend of the features in [0, 1].", flag_values=fv)
   flags.DEFINE_string("decoders", "wct-decoders-hed-vgg16", "wct: the decoder file or name.", flag_values=fv)
   flags.DEFINE_string("decoder", "adain-decoder-hed-vgg16", "adain: the decoder file or name.", flag_values=fv)
+  flags.DEFINE_bool("clip_statistics", True, "wct, adain: whiten (normalise) every frame with the content "
+                    "statistics of the whole clip, so the texture moves only where the content does (off: each "
+                    "frame's own).", flag_values=fv)
+  flags.DEFINE_integer("statistics_window", 0, "wct, adain with --clip_statistics: the statistics of the N frames "
+                       "centred on each frame (0: the whole clip).", flag_values=fv)
   flags.DEFINE_string("style_cache", None, "wct, adain: folder of each style file's transforms or statistics "
                       "('off' to disable).", flag_values=fv)
   fast = ("fast paths and the consistency pass", ["consistency", "consistency_lambda", "stabilize_only", "stylized",
-                                                  "alpha", "decoders", "decoder", "style_cache"])
+                                                  "alpha", "clip_statistics", "statistics_window", "decoders",
+                                                  "decoder", "style_cache"])
   return [sections[0], clip, *sections[1:], gatys, fast]
 
 
@@ -125,7 +131,8 @@ def stylize_gatys(fv: flags.FlagValues, frames: np.ndarray, state_dir: pathlib.P
 
 
 def frame_stylizer(fv: flags.FlagValues, size: int):
-  """(the fast method's per-frame function with the style encoded once, what identifies its results)."""
+  """(the fast method's per-frame function and its whole-clip function with clip-wide statistics, the style encoded
+  once; what identifies its results)."""
   from nst_jax.methods.adain import cache as adain_cache  # pylint: disable=import-outside-toplevel
   from nst_jax.weights.store import resolve_weights  # pylint: disable=import-outside-toplevel
   if not 0.0 <= fv.alpha <= 1.0:
@@ -144,6 +151,8 @@ def frame_stylizer(fv: flags.FlagValues, size: int):
                   if cached else [wct.style_transforms(model, s) for s in styles])
     run = lambda frame: wct.stylize(frame, [], model=model, transforms=transforms, alpha=fv.alpha,  # noqa: E731
                                     style_weights=blend)
+    together = lambda clip: wct.stylize_clip(clip, model=model, transforms=transforms,  # noqa: E731
+                                             alpha=fv.alpha, style_weights=blend, window=fv.statistics_window)
     identity = ("wct", decoders.info.get("note"), model.encoder_id, fv.alpha, blend, long_side)
   else:
     from nst_jax.methods.adain import stylize as adain  # pylint: disable=import-outside-toplevel
@@ -154,12 +163,18 @@ def frame_stylizer(fv: flags.FlagValues, size: int):
              else [adain.style_statistics(model, s) for s in styles])
     run = lambda frame: adain.stylize(frame, [], model=model, style_stats=stats, alpha=fv.alpha,  # noqa: E731
                                       style_weights=blend)
+    together = lambda clip: adain.stylize_clip(clip, model=model, style_stats=stats,  # noqa: E731
+                                               alpha=fv.alpha, style_weights=blend, window=fv.statistics_window)
     identity = ("adain", fv.decoder, fv.alpha, blend, long_side)
+  if fv.clip_statistics:
+    identity = (*identity, "clip statistics", fv.statistics_window)
   if fv.preserve_colors != "none":
     from nst_jax.losses import color  # pylint: disable=import-outside-toplevel
-    plain = run
+    plain, plain_clip = run, together
     run = lambda frame: np.asarray(color.combine_luminance(stylized=plain(frame), content=frame))  # noqa: E731
-  return run, (*identity, fv.preserve_colors, [pathlib.Path(p).read_bytes() for p in fv.style or []])
+    together = lambda clip: np.stack([np.asarray(color.combine_luminance(  # noqa: E731
+        stylized=s, content=c)) for s, c in zip(plain_clip(clip), clip)])
+  return run, together, (*identity, fv.preserve_colors, [pathlib.Path(p).read_bytes() for p in fv.style or []])
 
 
 @field_flags.fields_as_flags
@@ -172,6 +187,8 @@ def run(fv: flags.FlagValues, positional: list[str]) -> pathlib.Path:
     video_io.check_output(fv.output, source=fv.stylized)
   if fv.stabilize_only != bool(fv.stylized):
     raise NSTError("--stabilize_only and --stylized go together: the stylised clip to stabilise")
+  if fv.statistics_window < 0:
+    raise NSTError(f"--statistics_window must be 0 (the whole clip) or a number of frames, got {fv.statistics_window}")
   if fv.size < 16:
     raise NSTError(f"--size must be at least 16 pixels, got {fv.size}")
   if not fv.consistency_lambda > 0:
@@ -205,9 +222,12 @@ def run(fv: flags.FlagValues, positional: list[str]) -> pathlib.Path:
     if fv.method == "gatys":
       results = stylize_gatys(fv, frames, state_dir, on_frame)
     else:
-      stylize_frame, identity = frame_stylizer(fv, max(frames.shape[1:3]))
+      stylize_frame, stylize_clip, identity = frame_stylizer(fv, max(frames.shape[1:3]))
       state = video.ClipState(state_dir, key=video.run_key([frames], identity))
-      results, _ = video.stylize_frames(frames, stylize_frame, state=state, on_frame=on_frame)
+      if fv.clip_statistics:
+        results, _ = video.stylize_together(frames, stylize_clip, state=state, on_frame=on_frame)
+      else:
+        results, _ = video.stylize_frames(frames, stylize_frame, state=state, on_frame=on_frame)
     done = fv.method
     if fv.consistency if fv.consistency is not None else fv.method != "gatys":
       results = video.stabilize(frames, results, lam=fv.consistency_lambda, cache_dir=state_dir,

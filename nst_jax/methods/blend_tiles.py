@@ -70,3 +70,12 @@ def ramp(length: int, overlap: int, first: bool, last: bool) -> np.ndarray:
     if not last:
       w[-overlap:] = ramp[::-1]
   return w
+
+
+def window_bounds(t: int, count: int, window: int) -> tuple[int, int]:
+  """[start, stop) of the `window` frames centred on frame t of `count`, shifted to stay inside (0: all frames): the
+  part of a clip whose statistics stand for frame t's, as the whole image's stand for a tile's."""
+  if window <= 0 or window >= count:
+    return 0, count
+  start = min(max(0, t - window // 2), count - window)
+  return start, start + window

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from nst_jax.models import vgg
 from nst_jax.models.adain_decoder import ENCODER_LAYER
@@ -42,6 +43,19 @@ def feature_stats(feats: jax.Array, *, mask: jax.Array | None = None,
     mean = jnp.sum(feats * mask, axis=(1, 2), keepdims=True) / total
     var = jnp.sum(jnp.square(feats - mean) * mask, axis=(1, 2), keepdims=True) / total
   return mean, jnp.sqrt(var + eps)
+
+
+def pooled_stats(stats: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+  """`feature_stats` of the union of equally sized parts (e.g. a clip's frames) from each part's (mean, std),
+  combined in float64 on the host (a part's variance is its std^2 - EPS).
+
+  Returns:
+    (mean, std) float32 of each part's shape."""
+  means = np.stack([np.asarray(m, np.float64) for m, _ in stats])
+  variances = np.stack([np.square(np.asarray(s, np.float64)) - EPS for _, s in stats])
+  mean = means.mean(axis=0)
+  var = np.maximum((variances + np.square(means - mean)).mean(axis=0), 0.0)
+  return mean.astype(np.float32), np.sqrt(var + EPS).astype(np.float32)
 
 
 def normalize_to(feats: jax.Array, *, content_mean: jax.Array, content_std: jax.Array, style_mean: jax.Array,

@@ -35,8 +35,8 @@ from nst_jax.errors import NSTError
 from nst_jax.io import image_io
 from nst_jax.losses import color
 from nst_jax.methods import blend_tiles
-from nst_jax.methods.adain.ops import STYLE_LAYERS, adain_target, encode, feature_stats
-from nst_jax.methods.blend_tiles import Tiling, tile_starts, tiling_for_budget
+from nst_jax.methods.adain.ops import STYLE_LAYERS, adain_target, encode, feature_stats, pooled_stats
+from nst_jax.methods.blend_tiles import Tiling, tile_starts, tiling_for_budget, window_bounds
 from nst_jax.models import adain_student, vgg
 from nst_jax.models.adain_decoder import ENCODER_LAYER, DecoderCheckpoint, decode
 from nst_jax.models.preprocessing import Preprocessing
@@ -412,3 +412,56 @@ def _stylize_tiled(content, *, model, style_stats, weights, masks, alpha, tiling
       acc[y:y + th, x:x + tw] += out * ramp
       norm[y:y + th, x:x + tw] += ramp
   return (acc / np.maximum(norm, 1e-8))[:h, :w]
+
+
+def stylize_clip(frames: np.ndarray, *, model: Model, style_stats: Sequence[LayerStats], alpha: float = 1.0,
+                 style_weights: Sequence[float] | None = None, window: int = 0,
+                 style_colors: bool = True) -> np.ndarray:
+  """AdaIN over a clip [T, H, W, 3] with clip-wide content statistics: every frame's features are normalised with
+  the channel means and stds of all frames (or of the `window` frames centred on it), and the output's chroma
+  matched with the statistics of all outputs, so a frame's result changes only where its content does.
+
+  Args:
+    frames: [T, H, W, 3] RGB in [0, 1], each small enough to run whole (under `DEFAULT_MAX_PIXELS`).
+    model, style_stats, alpha, style_weights, style_colors: as for `stylize`.
+    window: frames whose statistics normalise each frame (0: the whole clip).
+
+  Returns:
+    [T, H, W, 3] float32 in [0, 1].
+  """
+  frames = np.asarray(frames, np.float32)
+  if frames.ndim != 4 or len(frames) == 0:
+    raise NSTError(f"a clip of frames [T, H, W, 3] is needed, got shape {frames.shape}")
+  if window < 0:
+    raise NSTError(f"--statistics_window must be 0 (the whole clip) or a number of frames, got {window}")
+  if not 0.0 <= alpha <= 1.0:
+    raise NSTError(f"--alpha must be in [0, 1], got {alpha}")
+  count, h, w = frames.shape[:3]
+  margin = MARGIN if bucketed(model) else 0
+  if (h + 2 * margin + 8) * (w + 2 * margin + 8) > DEFAULT_MAX_PIXELS:
+    raise NSTError(f"clip-wide statistics need frames under {DEFAULT_MAX_PIXELS} px, got {w}x{h}")
+  weights = np.asarray(style_weights if style_weights is not None else [1.0] * len(style_stats), np.float32)
+  feats, stats = [], []
+  for frame in frames:  # every frame has the same padding and `valid`
+    padded, valid = pad_input(add_margin(frame, margin), bucket=bucketed(model))
+    f = features(model, padded, valid)
+    feats.append(f)
+    stats.append({layer: feature_stats(x, mask=_valid_at(valid, layer)) for layer, x in f.items()})
+  outs = []
+  for t in range(count):
+    start, stop = window_bounds(t, count, window)
+    content_stats = {layer: [pooled_stats([s[layer] for s in stats[start:stop]])] for layer in stats[0]}
+    out = _decode_jit(model.dec_params, feats[t], style_stats, weights, None, content_stats, np.float32(alpha),
+                      None, spec=model.spec, colors=False)
+    outs.append(np.asarray(out))
+  if style_colors:
+    own = [feature_stats(color.rgb_to_yiq(o), mask=valid) for o in outs]
+    for t in range(count):
+      start, stop = window_bounds(t, count, window)
+      outs[t] = np.asarray(_match_colors(outs[t], style_stats, weights, np.float32(alpha),
+                                         out_stats=pooled_stats(own[start:stop])))
+  result = np.stack([o[0, margin:margin + h, margin:margin + w] for o in outs])
+  if not np.all(np.isfinite(result)):
+    raise NSTError("the decoder produced non-finite values; the decoder file may be damaged")
+  return np.clip(result, 0.0, 1.0)
+

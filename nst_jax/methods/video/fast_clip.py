@@ -1,6 +1,8 @@
 """Feed-forward stylisation of a clip (WCT, AdaIN or any per-frame function) made stable afterwards by the blind
 consistency pass (Bonneel et al. 2015, `nst_jax.video.consistency`), which also serves results of another tool
-(`stabilize` alone).
+(`stabilize` alone). `stylize_together` runs a method that takes the whole clip at once (WCT and AdaIN with
+clip-wide content statistics: one transform per level for every frame, so the texture moves only where the content
+does).
 
 The style is encoded once per clip by whoever builds `stylize_frame` (cached WCT transforms, AdaIN statistics);
 each finished frame goes to the state folder like the Gatys frames (`nst_jax.methods.video.state`), then the pass
@@ -9,12 +11,13 @@ runs over the whole sequence with the content clip's flows, reliability masks an
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import numpy as np
 
 from nst_jax.errors import NSTError
-from nst_jax.methods.video.state import ClipState, run_frames
+from nst_jax.methods.video.state import ClipState, quantized, run_frames
 from nst_jax.video import consistency
 from nst_jax.video import flow as video_flow
 
@@ -35,6 +38,28 @@ def stylize_frames(frames: np.ndarray, stylize_frame: Callable[[np.ndarray], np.
 
   results, seconds = run_frames(len(frames), frame, state=state, on_frame=on_frame)
   return np.stack(results), seconds
+
+
+def stylize_together(frames: np.ndarray, stylize_clip: Callable[[np.ndarray], np.ndarray], *,
+                     state: ClipState | None = None,
+                     on_frame: Callable[[int, np.ndarray], None] | None = None) -> tuple[np.ndarray, list[float]]:
+  """`stylize_frames` for a method that needs the whole clip at once (clip-wide statistics): ([T, H, W, 3] results
+  as saved; seconds per frame, the clip's time shared out), read back from `state` when it holds every frame."""
+  frames = np.asarray(frames, np.float32)
+  saved = [state.load(t) for t in range(len(frames))] if state is not None else [None]
+  if all(s is not None for s in saved):
+    return np.stack(saved), [0.0] * len(frames)
+  start = time.perf_counter()
+  out = np.asarray(stylize_clip(frames), np.float32)
+  if out.shape != frames.shape:
+    raise NSTError(f"the stylised clip is {out.shape}, the content clip {frames.shape}")
+  seconds = (time.perf_counter() - start) / len(frames)
+  results = []
+  for t, image in enumerate(out):
+    results.append(state.save(t, image) if state is not None else quantized(image))
+    if on_frame is not None:
+      on_frame(t, results[-1])
+  return np.stack(results), [seconds] * len(frames)
 
 
 def stabilize(frames: np.ndarray, stylized: np.ndarray, *, lam: float = consistency.DEFAULT_LAMBDA,

@@ -312,3 +312,57 @@ def stylize(content: np.ndarray, styles: Sequence[np.ndarray], *, model: Model,
   if preserve_colors == "luminance":
     result = np.clip(np.asarray(color.combine_luminance(stylized=result, content=original)), 0.0, 1.0)
   return result
+
+
+def stylize_clip(frames: np.ndarray, *, model: Model, transforms: Sequence[Mapping[str, ops.StyleTransform]],
+                 alpha: float | Mapping[str, float] = 1.0, style_weights: Sequence[float] | None = None,
+                 levels: Sequence[str] | None = None, window: int = 0, eps: float = ops.EPS) -> np.ndarray:
+  """The WCT cascade over a clip [T, H, W, 3] with clip-wide content statistics: at each level every frame is
+  whitened with the moments of all frames (or of the `window` frames centred on it), so that the level's transform
+  is one linear map for the clip and a frame's result changes only where its content does.
+
+  The cascade runs level by level over the frames: a pass for the frames' moments (`ops.moment_sums`, combined in
+  float64), then one that whitens, colours and decodes each frame. With one frame, `stylize`'s result.
+
+  Args:
+    frames: [T, H, W, 3] RGB in [0, 1], each small enough to run whole (under `DEFAULT_MAX_PIXELS`).
+    model, transforms, alpha, style_weights, levels, eps: as for `stylize`.
+    window: frames whose moments whiten each frame (0: the whole clip).
+
+  Returns:
+    [T, H, W, 3] float32 in [0, 1].
+  """
+  current = np.asarray(frames, np.float32)
+  if current.ndim != 4 or len(current) == 0:
+    raise NSTError(f"a clip of frames [T, H, W, 3] is needed, got shape {current.shape}")
+  if window < 0:
+    raise NSTError(f"--statistics_window must be 0 (the whole clip) or a number of frames, got {window}")
+  levels = tuple(layer for layer in model.levels if layer in (levels or model.default_levels or model.levels))
+  alphas = _alphas(alpha, levels)
+  weights = None if style_weights is None else np.asarray(style_weights, np.float32)
+  count, h, w = current.shape[:3]
+  if (h + 16) * (w + 16) > DEFAULT_MAX_PIXELS:
+    raise NSTError(f"clip-wide statistics need frames under {DEFAULT_MAX_PIXELS} px, got {w}x{h}")
+  for layer in levels:
+    s = _stride(layer)
+    ph, pw = (-h) % s, (-w) % s
+    if ph >= h or pw >= w:
+      raise NSTError(f"--content: an image of {w}x{h} px is too small for WCT at {layer} (at least {s} px a side)")
+    pad = ((0, ph), (0, pw))
+    valid = _masks_at(np.pad(np.ones((h, w), np.float32), pad)[None], s)
+    padded = [np.pad(f, pad + ((0, 0),), mode="reflect")[None] for f in current]
+    spec = model.spec(layer)
+    parts = [jax.device_get(_tile_sums_jit(model.enc_params, p, valid, spec=spec))[0] for p in padded]
+    whole = ops.combine_moments(parts)
+    means, colorings = [t[layer].mean for t in transforms], [t[layer].coloring for t in transforms]
+    out = []
+    for t, p in enumerate(padded):
+      start, stop = blend_tiles.window_bounds(t, count, window)
+      stats = whole if stop - start == count else ops.combine_moments(parts[start:stop])
+      decoded = _tile_level_jit(model.enc_params, model.decoders[layer].params, p, [stats.mean], [stats.cov],
+                                means, colorings, weights, None, np.float32(alphas[layer]), spec=spec, eps=eps)
+      out.append(np.clip(np.asarray(decoded)[0, :h, :w], 0.0, 1.0))
+    current = np.stack(out)
+  if not np.all(np.isfinite(current)):
+    raise NSTError("the WCT decoders produced non-finite values; the decoder file may be damaged")
+  return current
