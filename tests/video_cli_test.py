@@ -1,8 +1,11 @@
 """The `video` command in-process on a tiny generated pan: Gatys with the temporal term (frames folder in, mp4
-out, resumed from its state folder), AdaIN with the consistency pass, --stabilize_only, and every bad input in one
-line before any work. A random VGG16 and a random AdaIN decoder (conftest's cli_setup, adain_cli_setup)."""
+out, resumed from its state folder), AdaIN with the consistency pass, --stabilize_only, every bad input in one line
+before any work, and JAX's logging left as it was. A random VGG16 and a random AdaIN decoder (conftest's cli_setup,
+adain_cli_setup)."""
 
 from __future__ import annotations
+
+import logging
 
 import numpy as np
 import pytest
@@ -76,6 +79,11 @@ def test_adain_with_the_consistency_pass_and_stabilize_only(adain_cli_setup, pan
     assert result.returncode == 0, result.stderr
   plain, stable = (video_io.read_frames(tmp_path / name).frames for name in ("plain", "stable"))
   assert measures.warping_error(stable, backward, masks) <= measures.warping_error(plain, backward, masks)
+  # Clip-wide statistics: the whole clip at once, into the same state folder layout
+  result = run_cli(adain_cli_setup, *args, "--clip_statistics", "--statistics_window", "2", "--noconsistency",
+                   "--output", str(tmp_path / "together"))
+  assert result.returncode == 0, result.stderr
+  assert video_io.read_frames(tmp_path / "together").frames.shape == plain.shape
   # Another tool's flickering frames, stabilised alone
   gains = np.array([0.7, 1.25, 0.9])[:, None, None, None]
   video_io.write_frames(tmp_path / "flicker", np.clip(frames * gains, 0, 1))
@@ -109,8 +117,23 @@ def test_bad_input_is_one_line_before_any_work(cli_setup, pan, tmp_path):
        "--temporal_weight"),
       (["--content", str(folder), "--output", str(tmp_path / "o.mp4"), "--stabilize_only"], "--stylized"),
       (["--content", str(folder), "--output", str(tmp_path / "o.mp4"), "--state_dir", str(folder)], "--state_dir"),
+      (["--content", str(folder), "--output", str(tmp_path / "o.mp4"), "--statistics_window", "-1"],
+       "--statistics_window"),
   ]
   for args, needle in cases:
     assert_one_line_error(run_cli(cli_setup, *base, *args), needle)
   assert not list(tmp_path.glob("*.state")) and not (tmp_path / "o.mp4").exists()
   assert sorted(p.name for p in folder.iterdir()) == [f"frame_{i:05d}.png" for i in range(1, FRAMES + 1)]
+
+
+def test_the_command_leaves_jax_logging_as_it_found_it(cli_setup, pan, tmp_path):
+  # The command quietens JAX's logger while it runs; a test counting compile log lines afterwards still sees them.
+  logger = logging.getLogger("jax")
+  before = logger.level
+  logger.setLevel(logging.INFO)
+  try:
+    assert_one_line_error(run_cli(cli_setup, *GATYS, "--content", str(pan[0]), "--output", str(tmp_path / "o.mp4"),
+                                  "--temporal_weight", "-1"), "--temporal_weight")
+    assert logger.level == logging.INFO
+  finally:
+    logger.setLevel(before)

@@ -52,7 +52,7 @@ def define_flags(fv: flags.FlagValues) -> Sections:
   fv.set_default("iterations", 200)
   fv["iterations"].help = "Gatys: optimizer steps of each frame after the first (it starts from the warped result)."
   flags.DEFINE_enum("method", "gatys", list(METHODS), "gatys: optimisation with the temporal term; wct or adain: "
-                    "feed-forward (clip-wide statistics), then the consistency pass.", flag_values=fv)
+                    "feed-forward per frame, then the consistency pass.", flag_values=fv)
   flags.DEFINE_integer("start", 0, "First frame of the clip to use (from 0).", flag_values=fv)
   flags.DEFINE_integer("stride", 1, "Use every Nth frame.", flag_values=fv)
   flags.DEFINE_integer("max_frames", None, "At most this many frames.", flag_values=fv)
@@ -78,9 +78,10 @@ def define_flags(fv: flags.FlagValues) -> Sections:
   flags.DEFINE_float("alpha", 1.0, "wct, adain: content-style blend of the features in [0, 1].", flag_values=fv)
   flags.DEFINE_string("decoders", "wct-decoders-hed-vgg16", "wct: the decoder file or name.", flag_values=fv)
   flags.DEFINE_string("decoder", "adain-decoder-hed-vgg16", "adain: the decoder file or name.", flag_values=fv)
-  flags.DEFINE_bool("clip_statistics", True, "wct, adain: whiten (normalise) every frame with the content "
-                    "statistics of the whole clip, so the texture moves only where the content does (off: each "
-                    "frame's own).", flag_values=fv)
+  flags.DEFINE_bool("clip_statistics", False, "wct, adain: whiten (normalise) every frame with the content "
+                    "statistics of the whole clip, so a frame's transform does not follow changes elsewhere in it "
+                    "(steadier on a still shot; off by default: on moving clips it barely steadies and paints "
+                    "less, docs/video.md).", flag_values=fv)
   flags.DEFINE_integer("statistics_window", 0, "wct, adain with --clip_statistics: the statistics of the N frames "
                        "centred on each frame (0: the whole clip).", flag_values=fv)
   flags.DEFINE_string("style_cache", None, "wct, adain: folder of each style file's transforms or statistics "

@@ -159,15 +159,22 @@ def transform(content: jax.Array, styles: Sequence[StyleTransform], *, alpha: fl
     stats: the content statistics to whiten with instead (one, or one per mask): a whole image's for its tiles.
     eps: eigenvalue regularisation (see the module docstring).
   """
-  k = len(styles)
-  if masks is not None:
-    region = [masks[i] if weights is None else masks[i] * weights for i in range(k)]
-    out = sum(masks[i][..., None] * wct(content, styles[i], eps=eps, weights=region[i],
-                                        stats=None if stats is None else stats[i]) for i in range(k))
-  else:
-    w = jnp.ones((k,), jnp.float32) if style_weights is None else jnp.asarray(style_weights, jnp.float32)
-    w = w / jnp.sum(w)
-    # The same for every style: whiten once.
+  if masks is None:  # the same for every style: whiten once
     whitened = whiten(content, eps=eps, weights=weights, stats=None if stats is None else stats[0])
-    out = sum(w[i] * (whitened @ styles[i].coloring + styles[i].mean) for i in range(k))
+    return color_blend(whitened, content, styles, alpha=alpha, style_weights=style_weights)
+  k = len(styles)
+  region = [masks[i] if weights is None else masks[i] * weights for i in range(k)]
+  out = sum(masks[i][..., None] * wct(content, styles[i], eps=eps, weights=region[i],
+                                      stats=None if stats is None else stats[i]) for i in range(k))
+  return alpha * out + (1.0 - alpha) * content
+
+
+def color_blend(whitened: jax.Array, content: jax.Array, styles: Sequence[StyleTransform], *,
+                alpha: float | jax.Array = 1.0, style_weights: jax.Array | None = None) -> jax.Array:
+  """`transform`'s result (no masks) from the content's whitened features: coloured with each style, the styles
+  blended by `style_weights` (normalised; default equal), the result blended with `content` by `alpha`."""
+  k = len(styles)
+  w = jnp.ones((k,), jnp.float32) if style_weights is None else jnp.asarray(style_weights, jnp.float32)
+  w = w / jnp.sum(w)
+  out = sum(w[i] * (whitened @ styles[i].coloring + styles[i].mean) for i in range(k))
   return alpha * out + (1.0 - alpha) * content

@@ -146,6 +146,24 @@ def _tile_level_jit(enc_params, dec_params, tile, stat_means, stat_covs, means, 
   return wct_decoder.decode(level, target[None], arch=arch, layer=layer)
 
 
+@functools.partial(jax.jit, static_argnames=("spec",))
+def _features_jit(enc_params, image, valid, *, spec):
+  """A (1, H, W, 3) image's features at the level and their `ops.moment_sums` over the `valid` weights."""
+  arch, preprocessing, layer = spec[:3]
+  feats = _encode(enc_params, image, arch=arch, preprocessing=preprocessing, layers=(layer,))[layer][0]
+  return feats, ops.moment_sums(feats, valid)
+
+
+@functools.partial(jax.jit, static_argnames=("spec",))
+def _whitened_level_jit(dec_params, feats, mean, whitening, means, colorings, style_weights, alpha, *, spec):
+  """One level from a frame's features, whitened with a given mean and whitening matrix (a clip's)."""
+  arch, _, layer, width, padding, input_scale = spec
+  styles = [ops.StyleTransform(m, c) for m, c in zip(means, colorings)]
+  target = ops.color_blend((feats - mean) @ whitening, feats, styles, alpha=alpha, style_weights=style_weights)
+  level = wct_decoder.LevelDecoder(dec_params, width, padding, input_scale)
+  return wct_decoder.decode(level, target[None], arch=arch, layer=layer)
+
+
 def _tiled_level(model: Model, layer: str, image: np.ndarray, valid: np.ndarray, masks: np.ndarray | None,
                  transforms, style_weights, alpha: float, tiling: blend_tiles.Tiling, eps: float) -> np.ndarray:
   """One level of the cascade over an (H, W, 3) image (H, W multiples of the deepest stride) in tiles."""
@@ -321,8 +339,9 @@ def stylize_clip(frames: np.ndarray, *, model: Model, transforms: Sequence[Mappi
   whitened with the moments of all frames (or of the `window` frames centred on it), so that the level's transform
   is one linear map for the clip and a frame's result changes only where its content does.
 
-  The cascade runs level by level over the frames: a pass for the frames' moments (`ops.moment_sums`, combined in
-  float64), then one that whitens, colours and decodes each frame. With one frame, `stylize`'s result.
+  The cascade runs level by level over the frames: each frame's features and moments (`ops.moment_sums`, combined
+  in float64), one whitening matrix per window (one per level for the whole clip), then each frame whitened,
+  coloured and decoded. With one frame, `stylize`'s result.
 
   Args:
     frames: [T, H, W, 3] RGB in [0, 1], each small enough to run whole (under `DEFAULT_MAX_PIXELS`).
@@ -350,17 +369,20 @@ def stylize_clip(frames: np.ndarray, *, model: Model, transforms: Sequence[Mappi
       raise NSTError(f"--content: an image of {w}x{h} px is too small for WCT at {layer} (at least {s} px a side)")
     pad = ((0, ph), (0, pw))
     valid = _masks_at(np.pad(np.ones((h, w), np.float32), pad)[None], s)
-    padded = [np.pad(f, pad + ((0, 0),), mode="reflect")[None] for f in current]
     spec = model.spec(layer)
-    parts = [jax.device_get(_tile_sums_jit(model.enc_params, p, valid, spec=spec))[0] for p in padded]
-    whole = ops.combine_moments(parts)
+    feats, parts = zip(*(_features_jit(model.enc_params, np.pad(f, pad + ((0, 0),), mode="reflect")[None], valid[0],
+                                       spec=spec) for f in current))
+    parts = jax.device_get(parts)
     means, colorings = [t[layer].mean for t in transforms], [t[layer].coloring for t in transforms]
+    whitenings: dict[tuple[int, int], tuple] = {}
     out = []
-    for t, p in enumerate(padded):
-      start, stop = blend_tiles.window_bounds(t, count, window)
-      stats = whole if stop - start == count else ops.combine_moments(parts[start:stop])
-      decoded = _tile_level_jit(model.enc_params, model.decoders[layer].params, p, [stats.mean], [stats.cov],
-                                means, colorings, weights, None, np.float32(alphas[layer]), spec=spec, eps=eps)
+    for t, f in enumerate(feats):
+      bounds = blend_tiles.window_bounds(t, count, window)
+      if bounds not in whitenings:
+        stats = ops.combine_moments(parts[bounds[0]:bounds[1]])
+        whitenings[bounds] = (stats.mean, ops.whitening_matrix(stats.cov, eps=eps))
+      decoded = _whitened_level_jit(model.decoders[layer].params, f, *whitenings[bounds], means, colorings, weights,
+                                    np.float32(alphas[layer]), spec=spec)
       out.append(np.clip(np.asarray(decoded)[0, :h, :w], 0.0, 1.0))
     current = np.stack(out)
   if not np.all(np.isfinite(current)):
