@@ -6,18 +6,21 @@ Run (from the repository root; needs the shared clip, skips without it):
   nice -n 10 python -m experiments.studies.video_consistency --rows gatys --gatys_size 256 --gatys_frames 4
 
 Rows: the content clip itself (the floor), Gatys per frame (each frame from its own start, --iterations_first
-iterations), Gatys with the temporal loss and warm starts (--iterations_first, then --iterations a frame), WCT per
-frame and with the consistency pass, AdaIN per frame and with the pass. Fast rows run at --size (long side) on
+iterations), Gatys with the temporal loss and warm starts (--iterations_first, then --iterations a frame), WCT and
+AdaIN per frame and with clip-wide content statistics (--statistics_window), each alone and with the consistency
+pass (--consistency_lambda). Fast rows run at --size (long side) on
 --max_frames frames; the Gatys rows at --gatys_size on --gatys_frames frames (a CPU cannot run 500 L-BFGS
 iterations at 512 px a frame in reasonable time). Columns: Lai et al.'s warping error under the content clip's DIS
-flow and reliability masks at the row's size (and its ratio to the content clip's own), the Gram style loss (the
-default network and style layers, style weight 10) averaged over frames, and seconds per frame after the first
-(flow and pass included for the fast paths; the first frame compiles).
+flow and reliability masks at the row's size (its ratio to the content clip's own and to the method's per-frame
+row), the Gram style loss (the default network and style layers, style weight 10) averaged over frames (and its
+ratio to the per-frame row), and seconds per frame after the first (flow and pass included for the fast paths; the
+first frame compiles; clip-wide rows after a two-frame warm-up clip).
 
 Expected (2-core CPU, shared, load ~6-9; docs/video.md): at 512x218 on 8 frames the pass cuts WCT's warping error
 from 25x to 9.5x the content clip's (style loss 1.17x) and AdaIN's from 13x to 5.7x (1.37x), 2.7 s and 0.66 s a
-frame; at 256x109 on 4 frames the temporal loss cuts Gatys's from 134x to 13x (style loss 1.17x), 44 s a frame
-after the first against 109 s (~25 min for the Gatys rows).
+frame; clip-wide statistics: WCT 22x (0.90x per frame) at 1.59x the style loss, AdaIN 11x (0.82x) at 1.28x, and
+about the same as per frame once the pass runs; at 256x109 on 4 frames the temporal loss cuts Gatys's from 134x to
+13x (style loss 1.17x), 44 s a frame after the first against 109 s (~25 min for the Gatys rows).
 Writes outputs/video_consistency/: results.json, table.md, sheet.png and one GIF per row (nothing is committed).
 """
 
