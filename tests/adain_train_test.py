@@ -269,8 +269,7 @@ _MULTI_DEVICE = textwrap.dedent("""
 
 @pytest.mark.slow
 def test_eight_simulated_devices_equal_one(tmp_path):
-  env = dict(os.environ, JAX_PLATFORMS="cpu",  # conftest's XLA_FLAGS kept
-             XLA_FLAGS=f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=8")
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
   proc = subprocess.run([sys.executable, "-c", _MULTI_DEVICE], cwd=REPO, env=env, capture_output=True, text=True,
                         timeout=300, check=False)
   assert proc.returncode == 0, proc.stderr[-3000:]

@@ -2,19 +2,7 @@
 
 import os
 
-# XLA's CPU compiler with its legacy fusion emitters, for every JAX process of the test run (the workers and the
-# subprocesses that tests start inherit the environment). Most tests run tiny images, so compilation is most of their
-# time: a VGG16 loss-and-gradient at 64 px compiled in 1.5 s of CPU instead of 2.3 s here (the HED edge loss's in 2.0 s
-# instead of 3.4 s), and evaluated in the same time with the same loss and gradient. The flag changes how XLA
-# generates machine code for fused elementwise work, not what it computes. (Also lowering the LLVM optimisation level,
-# --xla_backend_optimization_level=0, compiled the VGG gradient 4x faster, but a Gatys run with the HED edge loss
-# then took 15 s per iteration instead of 0.3 s.) Set before JAX creates its CPU client, which reads XLA_FLAGS once;
-# NST_JAX_TEST_XLA_FLAGS overrides it ('' for XLA's defaults).
-TEST_XLA_FLAGS = os.environ.get("NST_JAX_TEST_XLA_FLAGS", "--xla_cpu_use_fusion_emitters=false")
-if TEST_XLA_FLAGS and TEST_XLA_FLAGS not in os.environ.get("XLA_FLAGS", ""):
-  os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {TEST_XLA_FLAGS}".strip()
-
-import numpy as np  # noqa: E402 (after the XLA_FLAGS set-up above)
+import numpy as np
 import pytest
 from PIL import Image
 

@@ -21,8 +21,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def tiny_report(tmp_path_factory) -> tuple[dict, str]:
   out = tmp_path_factory.mktemp("gpu_suite") / "suite"
-  env = dict(os.environ, JAX_PLATFORMS="cpu",  # conftest's XLA_FLAGS kept
-             XLA_FLAGS=f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=2")
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=2")
   proc = subprocess.run([sys.executable, "-m", "experiments.benchmarks.gpu_suite", "--tiny", "--out", str(out)],
                         cwd=REPO, env=env, capture_output=True, text=True, timeout=600, check=False)
   assert proc.returncode == 0, proc.stderr[-3000:]

@@ -286,8 +286,8 @@ def one_device(tmp_path_factory, default_weights):
 
 @pytest.mark.slow
 def test_eight_simulated_devices_equal_one(one_device, tmp_path):
-  flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=8"  # conftest's flags kept
-  info = _finish(_run_worker(str(tmp_path / "eight.npy"), "0", env_extra={"XLA_FLAGS": flags}))
+  info = _finish(_run_worker(str(tmp_path / "eight.npy"), "0",
+                             env_extra={"XLA_FLAGS": "--xla_force_host_platform_device_count=8"}))
   assert info["devices"] == 8 and info["tiles"] == 16
   np.testing.assert_allclose(np.load(tmp_path / "eight.npy"), one_device, rtol=1e-4, atol=1e-5)
 
@@ -454,8 +454,7 @@ def test_memory_model_predicts_how_the_peak_rss_grows_with_the_tile(default_weig
   with the growth of the prediction. A fixed glibc mmap threshold returns every large freed buffer to the system
   at once, so RSS follows live memory (with glibc's default adaptive threshold the growth varied from 240 to 335
   MB between runs)."""
-  # XLA's default code generation (not the test run's XLA_FLAGS, conftest.py): the model is of what a run holds.
-  env = {"NST_JAX_TEST_CACHE": str(tmp_path / "cache"), "MALLOC_MMAP_THRESHOLD_": "65536", "XLA_FLAGS": ""}
+  env = {"NST_JAX_TEST_CACHE": str(tmp_path / "cache"), "MALLOC_MMAP_THRESHOLD_": "65536"}
   small, large = (_run_worker("memory", str(tile), env_extra=env) for tile in (MEMORY_SIZE // 4, MEMORY_SIZE))
   small, large = _finish(small), _finish(large)
   measured = (large["peak"] - large["before"]) - (small["peak"] - small["before"])
