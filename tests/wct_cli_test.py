@@ -112,3 +112,23 @@ def test_style_cache_and_tiles(monkeypatch, cli_setup, tmp_path):
   assert run(monkeypatch, cli_setup, *args, "--output", str(outs[2]), "--tile_size", "32") == 0
   tiled = np.asarray(Image.open(outs[2]), np.float32)
   assert tiled.shape == (24, 32, 3)
+
+
+def test_unpooling_decoders_train_from_nearest_ones_and_export(monkeypatch, cli_setup, trained, tmp_path, capsys):
+  init = tmp_path / "nearest.npz"
+  wct_decoder.save_decoders(init, wct_decoder.DecoderSet(
+      {"relu2_1": wct_decoder.LevelDecoder(wct_decoder.init_decoder("vgg16", "relu2_1", 4), 4, info={"step": 50})},
+      "vgg16", "0" * 64, "test"))
+  args = train_args(trained, cli_setup, "--out_dir", str(tmp_path / "run"), "--levels", "relu2_1", "--steps", "1",
+                    "--upsampling", "unpool")
+  assert run(monkeypatch, cli_setup, *args, "--init_decoders", str(init)) == 0
+  assert wct_train.read_checkpoint_meta(tmp_path / "run" / "relu2_1" / "checkpoint.npz")["step"] == 1  # 0, then 1
+  exported = tmp_path / "photowct.npz"
+  assert run(monkeypatch, cli_setup, *args, "--export", str(exported)) == 0
+  assert wct_decoder.load_decoders(exported).levels["relu2_1"].upsampling == "unpool"
+  capsys.readouterr()
+  assert run(monkeypatch, cli_setup, "wct", "--content", str(cli_setup["root"] / "content.png"), "--style",
+             str(cli_setup["root"] / "style.png"), "--weights", str(cli_setup["weights"]), "--decoders",
+             str(exported), "--output", str(tmp_path / "o.png")) == 2
+  err = capsys.readouterr().err.strip()
+  assert err.startswith("error: ") and "PhotoWCT" in err and "\n" not in err, err

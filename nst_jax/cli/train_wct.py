@@ -2,6 +2,10 @@
 
   python -m nst_jax train wct --out_dir runs/wct                   # train (rerun the same command to resume)
   python -m nst_jax train wct --out_dir runs/wct --export weights/wct-decoders-hed-vgg16.npz
+  python -m nst_jax train wct --upsampling unpool --out_dir runs/photowct --init_decoders wct-decoders-hed-vgg16
+
+--upsampling unpool trains PhotoWCT's decoders (max-unpooling with the encoder's switches); started from the
+nearest-upsampling decoders (--init_decoders: the same parameter shapes), each level begins a new run at step 0.
 
 Data: --content_dirs and --style_dirs (default ../shared/data/train/photos and paintings, relative to the
 repository); the held-out split of `nst_jax.methods.adain.evaluation` is never trained on, and export measures each
@@ -36,6 +40,8 @@ def define_flags(fv: flags.FlagValues) -> Sections:
                     + ", ".join(f"{k} {v}" for k, v in runs.DEFAULT_STEPS.items()) + ").", flag_values=fv)
   flags.DEFINE_integer("width", 32, "Decoder width (64: the encoder's channel counts).", flag_values=fv)
   flags.DEFINE_enum("padding", "reflect", ["reflect", "zero"], "Decoder convolution padding.", flag_values=fv)
+  flags.DEFINE_enum("upsampling", "nearest", list(wct_decoder.UPSAMPLINGS), "Decoder upsampling: nearest neighbour "
+                    "(WCT) or max-unpooling with the encoder's pooling switches (PhotoWCT).", flag_values=fv)
   flags.DEFINE_integer("crop", 128, "Training crop side in px.", flag_values=fv)
   flags.DEFINE_integer("batch", 4, "Photos per step, and as many paintings.", flag_values=fv)
   flags.DEFINE_float("lr", 1e-3, "Peak Adam learning rate (warm-up, cosine decay).", flag_values=fv)
@@ -61,7 +67,7 @@ def define_flags(fv: flags.FlagValues) -> Sections:
   flags.DEFINE_string("weights", "hed-vgg16", "The encoder's VGG weights.", flag_values=fv)
   return [("run", ["out_dir", "levels", "steps", "chunk_seconds", "init_decoders", "export", "default_levels",
                    "weights"]),
-          ("training", ["width", "padding", "crop", "batch", "lr", "pixel_weight", "feature_weight", "stylized_weight",
+          ("training", ["width", "padding", "upsampling", "crop", "batch", "lr", "pixel_weight", "feature_weight", "stylized_weight",
                         "seed"]),
           ("data", ["content_dirs", "style_dirs"])]
 
@@ -74,7 +80,7 @@ def configs(fv: flags.FlagValues) -> list[wct_train.TrainConfig]:
   return [wct_train.TrainConfig(layer=layer, width=fv.width, padding=fv.padding, crop=fv.crop, batch=fv.batch,
                                 steps=n, lr=fv.lr, pixel_weight=fv.pixel_weight,
                                 feature_weight=fv.feature_weight, stylized_weight=fv.stylized_weight,
-                                seed=fv.seed)
+                                seed=fv.seed, upsampling=fv.upsampling)
           for layer, n in zip(fv.levels, steps)]
 
 

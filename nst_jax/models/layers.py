@@ -1,5 +1,5 @@
-"""Building blocks shared by the project's decoders: padded 3x3 convolutions, nearest-neighbour upsampling and the
-truncated-normal initial draw of a stack of convolutions."""
+"""Building blocks shared by the project's decoders: padded 3x3 convolutions, nearest-neighbour upsampling,
+max-unpooling and the truncated-normal initial draw of a stack of convolutions."""
 
 from __future__ import annotations
 
@@ -42,6 +42,37 @@ def conv3x3(x: jax.Array, kernel: jax.Array, bias: jax.Array, padding: str) -> j
 def upsample_nearest(x: jax.Array) -> jax.Array:
   """2x nearest-neighbour upsampling of an NHWC batch."""
   return jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
+
+
+def max_unpool(x: jax.Array, switches: jax.Array) -> jax.Array:
+  """The inverse of a 2x2 max pooling given its switches: each value of `x` where `switches` mark it, 0 elsewhere.
+
+  `x` is (N, h, w, C); `switches` (N, H, W, C) with h = H // 2, w = W // 2 (`vgg.pool_switches`: boolean, one per
+  window, or any weights); the output is (N, H, W, C), the size the pooling took in, a dropped odd last row or column
+  zero. Each value goes to its window's switch weights times itself: with one-hot switches, to the pooling's
+  argmax."""
+  n, h, w, _ = x.shape
+  height, width = switches.shape[1:3]
+  if (height // 2, width // 2) != (h, w) or switches.shape[-1] != x.shape[-1]:
+    raise ValueError(f"switches of shape {switches.shape} do not belong to a pooling with output {x.shape}")
+  up = jnp.pad(upsample_nearest(x), ((0, 0), (0, height - 2 * h), (0, width - 2 * w), (0, 0)))
+  return up * switches.astype(x.dtype)
+
+
+def channel_groups(switches: jax.Array, channels: int) -> jax.Array:
+  """`switches` (N, H, W, C) reduced to `channels` channels: channel d is the mean of a contiguous group of them.
+
+  Group d is the channels [d * C // channels, max(that + 1, (d + 1) * C // channels)): a partition when
+  `channels` <= C (e.g. pairs when it is C / 2), a single channel otherwise. A decoder narrower than the encoder
+  unpools each channel with its group's switches, the weights of a window summing to 1."""
+  c = switches.shape[-1]
+  if channels == c:
+    return switches
+  group = np.zeros((c, channels), np.float32)
+  for d in range(channels):
+    lo = d * c // channels
+    group[lo: max(lo + 1, (d + 1) * c // channels), d] = 1.0
+  return jnp.einsum("nhwc,cd->nhwd", switches.astype(jnp.float32), jnp.asarray(group / group.sum(0)))
 
 
 def truncated_normal_convs(shapes: Mapping[str, tuple[tuple[int, ...], tuple[int, ...]]], *, seed: int,

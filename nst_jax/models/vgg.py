@@ -133,6 +133,38 @@ def pool(x: jax.Array, kind: str) -> jax.Array:
   raise ValueError(f"unknown pooling {kind!r}; expected 'max' or 'avg'")
 
 
+def pool_switches(x: jax.Array) -> jax.Array:
+  """Where `pool(x, 'max')` took each value: a boolean mask the shape of `x`, one True per channel per 2x2 window.
+
+  The True marks the window's maximum; among equal maxima the first in row-major order (top-left, top-right,
+  bottom-left, bottom-right), which is where max pooling's gradient goes. A last row or column that the pooling
+  drops (odd sizes: it floors) is all False."""
+  n, h, w, c = x.shape
+  hp, wp = h // 2, w // 2
+  windows = x[:, : 2 * hp, : 2 * wp].reshape(n, hp, 2, wp, 2, c).transpose(0, 1, 3, 5, 2, 4).reshape(n, hp, wp, c, 4)
+  mask = jax.nn.one_hot(jnp.argmax(windows, axis=-1), 4, dtype=jnp.bool_)  # argmax: the first of equal maxima
+  mask = mask.reshape(n, hp, wp, c, 2, 2).transpose(0, 1, 4, 2, 5, 3).reshape(n, 2 * hp, 2 * wp, c)
+  return jnp.pad(mask, ((0, 0), (0, h - 2 * hp), (0, w - 2 * wp), (0, 0)))
+
+
+def pools_before(arch: str, layer: str) -> dict[str, str]:
+  """{pool name: the layer it pools} for every pooling before `layer`, in forward order (e.g. pool1: relu1_2)."""
+  order = layer_names(arch)
+  check_layers(arch, [layer])
+  return {name: order[i - 1] for i, name in enumerate(order[: order.index(layer)]) if name.startswith("pool")}
+
+
+def features_and_switches(variables: Mapping, x: jax.Array, *, arch: str,
+                          layer: str) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """(the activation at `layer`, {pool name: `pool_switches` of its input}) of a max-pooling VGG on `x`.
+
+  `variables` as for `VGG.apply`; `x` preprocessed NHWC. The switches let a decoder put each value back where the
+  encoder's max pooling found it (`nst_jax.models.layers.max_unpool`)."""
+  pools = pools_before(arch, layer)
+  feats = VGG(arch, (layer, *pools.values()), pooling="max").apply(variables, x)
+  return feats[layer], {name: pool_switches(feats[source]) for name, source in pools.items()}
+
+
 BACKWARD_KERNELS = "backward_kernels"  # optional variable collection: {conv name: {"kernel": backward kernel}}
 _DIMENSIONS = ("NHWC", "HWIO", "NHWC")
 

@@ -3,13 +3,19 @@
 One decoder per encoder level relu1_1 ... relu5_1: the decoder of relu_b_1 mirrors the encoder's convolutions up to
 conv_b_1 (the last first), a ReLU after every convolution but the last, a 2x nearest-neighbour upsampling after
 the mirror of each block's first convolution (where the encoder pooled), so that its output has the encoder
-input's size. Inner channel counts are `width` / 64 of the encoder's; the input (the level's features, times a
+input's size. PhotoWCT's decoders (Li et al. 2018) are the same networks with max-unpooling in place of the
+upsampling (`upsampling` "unpool"): each value goes back to where the encoder's max pooling found it, given the
+encoder's pooling switches (`vgg.features_and_switches`), so edges stay where the content has them; a decoder
+narrower than the encoder unpools each channel with the mean switches of a group of the encoder's channels
+(`layers.channel_groups`). Inner channel counts are `width` / 64 of the encoder's; the input (the level's features, times a
 constant `input_scale` that brings Caffe-scale activations to unit RMS) and the RGB output are fixed. Each decoder
 is trained only to reconstruct images (`nst_jax.methods.wct.train`); the stylisation comes from the transform.
 
 All levels of one encoder ship in one state file of `nst_jax.io.checkpoint` (format "nst_jax-wct-decoders"):
 arrays "relu4_1/dec4_1/kernel", ...; metadata: the encoder's architecture, weights sha256 and source, and per level
-its width, padding, input scale and lineage (`info`: data, steps, command, held-out PSNR).
+its width, padding, input scale, upsampling and lineage (`info`: data, steps, command, held-out PSNR). Files with
+only nearest-upsampling levels are version 1 (readers from before unpooling read them); a file with an unpooling
+level is version 2, which such readers refuse rather than decode it with the wrong upsampling.
 """
 
 from __future__ import annotations
@@ -31,7 +37,9 @@ from nst_jax.models import layers, vgg
 
 LEVELS = ("relu5_1", "relu4_1", "relu3_1", "relu2_1", "relu1_1")  # the cascade's order: coarse to fine
 FORMAT = "nst_jax-wct-decoders"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+NEAREST_FORMAT_VERSION = 1  # the version of files whose levels all upsample by nearest neighbour
+UPSAMPLINGS = ("nearest", "unpool")
 
 
 def _check_level(layer: str) -> None:
@@ -61,9 +69,11 @@ def decoder_shapes(arch: str, layer: str, width: int) -> dict[str, tuple[tuple[i
   return out
 
 
-def _upsample_after(arch: str, layer: str) -> tuple[str, ...]:
-  """The decoder convolutions after which the image doubles in size: the mirrors of conv2_1 ... conv_b_1."""
-  return tuple("dec" + n[4:] for n in encoder_convs(arch, layer) if n.endswith("_1") and not n.startswith("conv1"))
+def upsample_after(arch: str, layer: str) -> dict[str, str]:
+  """{decoder convolution: the encoder pooling it undoes} for those after which the image doubles in size: the
+  mirrors of conv2_1 ... conv_b_1 (dec2_1: pool1, ...)."""
+  return {"dec" + n[4:]: f"pool{int(n[4]) - 1}" for n in encoder_convs(arch, layer)
+          if n.endswith("_1") and not n.startswith("conv1")}
 
 
 def _variance_scale(name: str, names: Sequence[str]) -> float:
@@ -81,6 +91,7 @@ class Decoder(nn.Module):
     width: inner channels as a fraction of the encoder's, times 64.
     padding: 'reflect' or 'zero'.
     input_scale: multiplies the input features.
+    upsampling: 'nearest' (WCT) or 'unpool' (PhotoWCT: max-unpooling with the encoder's switches).
   """
 
   arch: str = "vgg16"
@@ -88,12 +99,18 @@ class Decoder(nn.Module):
   width: int = 32
   padding: str = "reflect"
   input_scale: float = 1.0
+  upsampling: str = "nearest"
 
   @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
+  def __call__(self, x: jax.Array, switches: Mapping[str, jax.Array] | None = None) -> jax.Array:
+    """`switches`: {pool name: `vgg.pool_switches`} of the encoded image, needed by 'unpool', ignored otherwise."""
     shapes = decoder_shapes(self.arch, self.layer, self.width)
     names = list(shapes)
-    upsample = _upsample_after(self.arch, self.layer)
+    upsample = upsample_after(self.arch, self.layer)
+    if self.upsampling not in UPSAMPLINGS:
+      raise ValueError(f"upsampling must be one of {UPSAMPLINGS}, got {self.upsampling!r}")
+    if self.upsampling == "unpool" and (switches is None or set(upsample.values()) - set(switches)):
+      raise ValueError(f"unpooling decoder of {self.layer} needs the switches of {', '.join(upsample.values())}")
     x = x * self.input_scale
     for name in names:
       kshape, bshape = shapes[name]
@@ -102,7 +119,9 @@ class Decoder(nn.Module):
       x = layers.conv3x3(x, kernel, bias, self.padding)
       if name != names[-1]:
         x = nn.relu(x)
-        if name in upsample:
+        if name in upsample and self.upsampling == "unpool":
+          x = layers.max_unpool(x, layers.channel_groups(switches[upsample[name]], x.shape[-1]))
+        elif name in upsample:
           x = layers.upsample_nearest(x)
     return x + 0.5
 
@@ -123,18 +142,25 @@ class LevelDecoder:
     width: inner channels as a fraction of the encoder's, times 64.
     padding: 'reflect' or 'zero'.
     input_scale: multiplies the input features.
-    info: its lineage (data, steps, command, held-out PSNR)."""
+    info: its lineage (data, steps, command, held-out PSNR).
+    upsampling: 'nearest' (WCT) or 'unpool' (PhotoWCT)."""
 
   params: dict
   width: int
   padding: str = "reflect"
   input_scale: float = 1.0
   info: dict = dataclasses.field(default_factory=dict)
+  upsampling: str = "nearest"
 
 
-def decode(level: LevelDecoder, feats: jax.Array, *, arch: str, layer: str) -> jax.Array:
-  """The image `level`'s decoder makes of `feats` (its parameters may be traced arrays)."""
-  return Decoder(arch, layer, level.width, level.padding, level.input_scale).apply({"params": level.params}, feats)
+def decode(level: LevelDecoder, feats: jax.Array, *, arch: str, layer: str,
+           switches: Mapping[str, jax.Array] | None = None) -> jax.Array:
+  """The image `level`'s decoder makes of `feats` (its parameters may be traced arrays).
+
+  `switches` ({pool name: switches} of the image `feats` come from, `vgg.features_and_switches`) are needed by an
+  unpooling decoder and ignored by a nearest-upsampling one."""
+  return Decoder(arch, layer, level.width, level.padding, level.input_scale, level.upsampling).apply(
+      {"params": level.params}, feats, switches)
 
 
 @dataclasses.dataclass
@@ -165,13 +191,17 @@ def _checked_level_meta(spec: Any, layer: str, where: str) -> dict:
   if not isinstance(spec, dict):
     raise NSTError(f"{where}: WCT decoder metadata of {layer} is not an object")
   width, padding, scale = spec.get("width"), spec.get("padding"), spec.get("input_scale")
+  upsampling = spec.get("upsampling", "nearest")  # files from before unpooling name none
   if not isinstance(width, int) or isinstance(width, bool) or width < 1:
     raise NSTError(f"{where}: WCT decoder {layer} width must be a positive integer, got {width!r}")
   if padding not in layers.PADDINGS:
     raise NSTError(f"{where}: WCT decoder {layer} padding must be one of {layers.PADDINGS}, got {padding!r}")
   if not isinstance(scale, (int, float)) or not 0 < scale < float("inf"):
     raise NSTError(f"{where}: WCT decoder {layer} input_scale must be a positive number, got {scale!r}")
-  return {"width": width, "padding": padding, "input_scale": float(scale), "info": dict(spec.get("info", {}))}
+  if upsampling not in UPSAMPLINGS:
+    raise NSTError(f"{where}: WCT decoder {layer} upsampling must be one of {UPSAMPLINGS}, got {upsampling!r}")
+  return {"width": width, "padding": padding, "input_scale": float(scale), "info": dict(spec.get("info", {})),
+          "upsampling": upsampling}
 
 
 def save_decoders(path: str | os.PathLike, decoders: DecoderSet, *, dtype: str = "float16") -> pathlib.Path:
@@ -190,10 +220,13 @@ def save_decoders(path: str | os.PathLike, decoders: DecoderSet, *, dtype: str =
       raise NSTError(f"{where}: WCT decoder {layer} overflows float16; save as float32")
     arrays.update({f"{layer}/{k}": a.astype(dtype) for k, a in checked.items()})
     levels_meta[layer] = _checked_level_meta({"width": level.width, "padding": level.padding,
-                                              "input_scale": level.input_scale, "info": level.info}, layer, where)
+                                              "input_scale": level.input_scale, "info": level.info,
+                                              "upsampling": level.upsampling}, layer, where)
   meta = {"arch": decoders.arch, "encoder_sha256": decoders.encoder_sha256, "encoder_source": decoders.encoder_source,
           "levels": levels_meta, "info": decoders.info}
-  return checkpoint.write(path, kind=FORMAT, version=FORMAT_VERSION, meta=meta, arrays=arrays, compress=True)
+  unpool = any(spec["upsampling"] != "nearest" for spec in levels_meta.values())
+  version = FORMAT_VERSION if unpool else NEAREST_FORMAT_VERSION
+  return checkpoint.write(path, kind=FORMAT, version=version, meta=meta, arrays=arrays, compress=True)
 
 
 def load_decoders(path: str | os.PathLike) -> DecoderSet:
@@ -203,7 +236,8 @@ def load_decoders(path: str | os.PathLike) -> DecoderSet:
   if not path.is_file():
     raise NSTError(f"--decoders {where!r}: no such WCT decoder file")
   meta, arrays = checkpoint.read(path, what="WCT decoder")
-  checkpoint.check_format(meta, path=path, kind=FORMAT, versions=(FORMAT_VERSION,), what="WCT decoder")
+  checkpoint.check_format(meta, path=path, kind=FORMAT, versions=(NEAREST_FORMAT_VERSION, FORMAT_VERSION),
+                          what="WCT decoder")
   for field in ("arch", "encoder_sha256", "encoder_source", "levels"):
     if field not in meta:
       raise NSTError(f"{where}: WCT decoder metadata has no field {field!r}")

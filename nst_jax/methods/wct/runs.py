@@ -52,20 +52,23 @@ def seed_from_decoders(config: wct_train.TrainConfig, weights: VGGWeights, out_d
   """Writes a level's first checkpoint from an exported decoder file, unless the level has a checkpoint.
 
   Its parameters, its input scale and the step it was exported at, with fresh Adam moments (the moments are not
-  exported, so this continues the run approximately; a checkpoint.npz continues it exactly)."""
+  exported, so this continues the run approximately; a checkpoint.npz continues it exactly). A decoder with
+  another upsampling than `config`'s (nearest-upsampling WCT decoders starting unpooling ones: the same parameter
+  shapes) starts a new run at step 0, unless the level never upsamples (relu1_1: the same network either way)."""
   ckpt = level_dir(out_dir, config.layer) / "checkpoint.npz"
   level = decoders.levels.get(config.layer)
   if ckpt.exists() or level is None:
     return
+  same = level.upsampling == config.upsampling or not wct_decoder.upsample_after(weights.arch, config.layer)
+  step = int(level.info.get("step", 0)) if same else 0
   trainer = wct_train.make_trainer(config, arch=weights.arch, params=weights.params,
                                    preprocessing=weights.preprocessing, encoder_sha256=weights.source_sha256,
                                    input_scale=level.input_scale)
   params = {k: np.asarray(v, np.float32) for k, v in level.params.items()}
-  state = trainer.place({"params": params, "opt_state": trainer.optimizer.init(params),
-                         "step": int(level.info.get("step", 0))})
+  state = trainer.place({"params": params, "opt_state": trainer.optimizer.init(params), "step": step})
   ckpt.parent.mkdir(parents=True, exist_ok=True)
   wct_train.save_checkpoint(ckpt, trainer, state)
-  log(f"{config.layer}: starting from the exported decoder at step {state['step']} (fresh Adam moments)")
+  log(f"{config.layer}: starting from the exported {level.upsampling} decoder at step {step} (fresh Adam moments)")
 
 
 def train_levels(configs: Sequence[wct_train.TrainConfig], weights: VGGWeights, contents: Sequence[np.ndarray],
@@ -101,8 +104,10 @@ def reconstruction_psnr(level: wct_decoder.LevelDecoder, layer: str, weights: VG
 
   @jax.jit
   def roundtrip(enc_params, dec_params, image):
-    feats = wct_train.encode(enc_params, image, arch=weights.arch, preprocessing=weights.preprocessing, layer=layer)
-    return wct_decoder.decode(dataclasses.replace(level, params=dec_params), feats, arch=weights.arch, layer=layer)
+    feats, switches = wct_train.encode_with_switches(enc_params, image, arch=weights.arch,
+                                                     preprocessing=weights.preprocessing, layer=layer)
+    return wct_decoder.decode(dataclasses.replace(level, params=dec_params), feats, arch=weights.arch, layer=layer,
+                              switches=switches)
 
   out = {}
   for name, image in images.items():
@@ -131,7 +136,8 @@ def export(out_dir: str | pathlib.Path, layers: Sequence[str], weights: VGGWeigh
     config = wct_train.TrainConfig(**meta["config"])
     _, arrays = wct_train.checkpoint.read(ckpt, what="WCT training checkpoint")
     params = {k[len("params/"):]: np.asarray(v, np.float32) for k, v in arrays.items() if k.startswith("params/")}
-    level = wct_decoder.LevelDecoder(params, config.width, config.padding, float(meta["input_scale"]))
+    level = wct_decoder.LevelDecoder(params, config.width, config.padding, float(meta["input_scale"]),
+                                     upsampling=config.upsampling)
     scores = reconstruction_psnr(level, layer, weights, holdout)
     losses = [h for h in meta["history"] if "loss" in h]
     level.info = {"config": meta["config"], "step": meta["step"], "last_losses": losses[-1] if losses else {},
@@ -152,6 +158,8 @@ def as_adain_decoder(decoders: wct_decoder.DecoderSet, layer: str = "relu4_1") -
   if layer != adain_decoder.ENCODER_LAYER:
     raise ValueError(f"AdaIN decodes {adain_decoder.ENCODER_LAYER}, not {layer}")
   level = decoders.levels[layer]
+  if level.upsampling != "nearest":
+    raise ValueError(f"the {layer} decoder unpools; AdaIN's decoder upsamples by nearest neighbour")
   return adain_decoder.DecoderCheckpoint(
       params=dict(level.params), arch=decoders.arch, width=level.width, encoder_sha256=decoders.encoder_sha256,
       encoder_source=decoders.encoder_source, info={"from": f"WCT reconstruction decoder {layer}", **level.info},

@@ -68,6 +68,10 @@ def make_model(weights: VGGWeights, decoders: wct_decoder.DecoderSet) -> Model:
     raise NSTError(f"--decoders were trained with the {decoders.arch} encoder sha256 {decoders.encoder_sha256[:12]} "
                    f"({decoders.encoder_source}), but --weights is {weights.arch} sha256 "
                    f"{weights.source_sha256[:12]} ({weights.source}); use the matching --weights or decoders")
+  unpooling = [layer for layer, level in decoders.levels.items() if level.upsampling != "nearest"]
+  if unpooling:
+    raise NSTError(f"--decoders unpool at {', '.join(unpooling)} (PhotoWCT decoders, which need the content's "
+                   "pooling switches); this cascade decodes with nearest-upsampling WCT decoders")
   levels = {k: dataclasses.replace(v, params=jax.device_put(v.params)) for k, v in decoders.levels.items()}
   deepest = vgg.deepest_layer(weights.arch, tuple(levels))
   enc = jax.device_put(vgg.params_for(weights.arch, weights.params, (deepest,)))

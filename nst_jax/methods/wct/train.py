@@ -11,6 +11,9 @@ given at transfer time: each photo i of the batch is transformed with painting i
 
   L += stylized_weight * mean((enc_l(dec(t)) - t)^2) / mean(t^2).
 
+With `upsampling` "unpool" the decoders are PhotoWCT's (`nst_jax.models.wct_decoder`): each decodes with the
+pooling switches of the image it is given the features of (for t, the photo's).
+
 Such t lie off the features of natural images (the painting's covariance on the photo's layout); a decoder trained
 only on reconstruction inverts them loosely, and whatever it misses is style statistics lost in the picture.
 Batches are random crops of the content photos and of the paintings alike (the decoder must invert features of
@@ -62,7 +65,8 @@ class TrainConfig:
     pixel_weight, feature_weight: weights of the two reconstruction terms (module docstring).
     stylized_weight: weight of the inversion of WCT-transformed features (module docstring; 0: reconstruction only).
     seed: seeds the initial parameters and every batch.
-    min_scale, max_scale: crops are taken from the image scaled so its short side is crop * U(min, max)."""
+    min_scale, max_scale: crops are taken from the image scaled so its short side is crop * U(min, max).
+    upsampling: the decoder's, 'nearest' (WCT) or 'unpool' (PhotoWCT)."""
 
   layer: str = "relu4_1"
   width: int = 32
@@ -79,6 +83,7 @@ class TrainConfig:
   max_scale: float = 2.0
   style_hue: float = 0.0  # the batch maker's augmentations of the second half of the batch: none here
   gray_styles: float = 0.0
+  upsampling: str = "nearest"
 
   def __post_init__(self) -> None:
     if self.layer not in wct_decoder.LEVELS:
@@ -89,6 +94,8 @@ class TrainConfig:
     if self.width < 1 or self.batch < 1 or self.steps < 0 or not self.lr > 0:
       raise NSTError(f"--width, --batch, --lr must be positive and --steps >= 0, got {self.width}, {self.batch}, "
                      f"{self.lr}, {self.steps}")
+    if self.upsampling not in wct_decoder.UPSAMPLINGS:
+      raise NSTError(f"--upsampling must be one of {wct_decoder.UPSAMPLINGS}, got {self.upsampling!r}")
     if self.padding not in layers.PADDINGS:
       raise NSTError(f"--padding must be one of {layers.PADDINGS}, got {self.padding!r}")
     if self.pixel_weight < 0 or self.feature_weight < 0 or self.pixel_weight + self.feature_weight <= 0:
@@ -119,6 +126,12 @@ def encode(enc_params: Mapping, images: jax.Array, *, arch: str, preprocessing: 
   return vgg.VGG(arch, (layer,), pooling="max").apply(variables, preprocessing.apply(images))[layer]
 
 
+def encode_with_switches(enc_params: Mapping, images: jax.Array, *, arch: str, preprocessing: Preprocessing,
+                         layer: str) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """`encode`'s features and the switches of every max pooling before `layer` (`vgg.features_and_switches`)."""
+  return vgg.features_and_switches({"params": enc_params}, preprocessing.apply(images), arch=arch, layer=layer)
+
+
 def reconstruction_terms(dec_params: Mapping, enc_params: Mapping, images: jax.Array, *, arch: str,
                          preprocessing: Preprocessing, config: TrainConfig, input_scale: float,
                          backward: Mapping | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
@@ -126,9 +139,13 @@ def reconstruction_terms(dec_params: Mapping, enc_params: Mapping, images: jax.A
 
   The batch holds the photos first, then as many paintings; `input_scale` multiplies the decoder's input."""
   kw = dict(arch=arch, preprocessing=preprocessing, layer=config.layer)
-  feats = jax.lax.stop_gradient(encode(enc_params, images, **kw))
-  level = wct_decoder.LevelDecoder(dec_params, config.width, config.padding, input_scale)
-  out = wct_decoder.decode(level, feats, arch=arch, layer=config.layer)
+  if config.upsampling == "unpool":
+    feats, switches = jax.lax.stop_gradient(encode_with_switches(enc_params, images, **kw))
+  else:
+    feats, switches = jax.lax.stop_gradient(encode(enc_params, images, **kw)), {}
+  level = wct_decoder.LevelDecoder(dec_params, config.width, config.padding, input_scale,
+                                   upsampling=config.upsampling)
+  out = wct_decoder.decode(level, feats, arch=arch, layer=config.layer, switches=switches)
   pixel = jnp.mean(jnp.square(out - images))
   terms = {"pixel": pixel}
   loss = config.pixel_weight * pixel
@@ -140,7 +157,8 @@ def reconstruction_terms(dec_params: Mapping, enc_params: Mapping, images: jax.A
     n = images.shape[0] // 2
     targets = jax.lax.stop_gradient(
         jax.vmap(lambda c, s: wct_ops.wct_pair(c, s))(feats[:n], feats[n:2 * n]))
-    styled = wct_decoder.decode(level, targets, arch=arch, layer=config.layer)
+    styled = wct_decoder.decode(level, targets, arch=arch, layer=config.layer,
+                                switches={k: v[:n] for k, v in switches.items()})
     again = encode(enc_params, styled, backward=backward, **kw)
     terms["stylized"] = jnp.mean(jnp.square(again - targets)) / (jnp.mean(jnp.square(targets)) + 1e-12)
     loss = loss + config.stylized_weight * terms["stylized"]
