@@ -14,7 +14,8 @@ code's objective mapped onto nst_jax's normalised losses (`stylize_config`). `ra
 image inside [0, 1], where the reference clips only when saving.
 
 The package's entry points: `objective` (the settings and each stage's objective), `stages` (the run) and
-`smoothing` (the post-processing).
+`smoothing` (the post-processing). The fast method of Li et al. 2018 (PhotoWCT, then a closed-form smoothing) is
+`photowct` with `closed_form`, imported by name.
 """
 
 from nst_jax.methods.photoreal.objective import (CALIBRATED_LAYER_WEIGHTS, CALIBRATED_WEIGHTS, INITS, OBJECTIVES,

@@ -62,12 +62,17 @@ class Model:
     return (self.arch, self.preprocessing, layer, d.width, d.padding, d.input_scale)
 
 
-def make_model(weights: VGGWeights, decoders: wct_decoder.DecoderSet) -> Model:
-  """The model of a decoder file and the encoder weights it was trained with (NSTError for any other pair)."""
+def check_encoder(weights: VGGWeights, decoders: wct_decoder.DecoderSet) -> None:
+  """NSTError unless `decoders` were trained with the encoder `weights`."""
   if decoders.arch != weights.arch or decoders.encoder_sha256 != weights.source_sha256:
     raise NSTError(f"--decoders were trained with the {decoders.arch} encoder sha256 {decoders.encoder_sha256[:12]} "
                    f"({decoders.encoder_source}), but --weights is {weights.arch} sha256 "
                    f"{weights.source_sha256[:12]} ({weights.source}); use the matching --weights or decoders")
+
+
+def make_model(weights: VGGWeights, decoders: wct_decoder.DecoderSet) -> Model:
+  """The model of a decoder file and the encoder weights it was trained with (NSTError for any other pair)."""
+  check_encoder(weights, decoders)
   unpooling = [layer for layer, level in decoders.levels.items() if level.upsampling != "nearest"]
   if unpooling:
     raise NSTError(f"--decoders unpool at {', '.join(unpooling)} (PhotoWCT decoders, which need the content's "
@@ -189,13 +194,13 @@ def _tiled_level(model: Model, layer: str, image: np.ndarray, valid: np.ndarray,
   for (i, j), r in ramps.items():
     window = (slice(ys[i], ys[i] + th), slice(xs[j], xs[j] + tw))
     share = r / norm[window]  # each position's weights over all tiles sum to 1
-    tile_weights = _masks_at(regions[:, window[0], window[1]] * share[None], s)
+    tile_weights = masks_at(regions[:, window[0], window[1]] * share[None], s)
     parts.append(jax.device_get(_tile_sums_jit(model.enc_params, image[window][None], tile_weights, spec=spec)))
   stats = [ops.combine_moments([part[k] for part in parts]) for k in range(len(regions))]
   acc = np.zeros((h, w, 3), np.float32)
   for (i, j), r in ramps.items():
     window = (slice(ys[i], ys[i] + th), slice(xs[j], xs[j] + tw))
-    tile_masks = None if masks is None else _masks_at(masks[:, window[0], window[1]], s)
+    tile_masks = None if masks is None else masks_at(masks[:, window[0], window[1]], s)
     out = _tile_level_jit(model.enc_params, model.decoders[layer].params, image[window][None],
                           [m.mean for m in stats], [m.cov for m in stats], [t[layer].mean for t in transforms],
                           [t[layer].coloring for t in transforms], style_weights, tile_masks, np.float32(alpha),
@@ -222,15 +227,15 @@ def _run_level(model: Model, layer: str, image: np.ndarray, masks: np.ndarray | 
                        tiling or blend_tiles.tiling_for_budget(max_pixels), eps)
   else:
     out = np.asarray(_level_jit(
-        model.enc_params, model.decoders[layer].params, padded[None], _masks_at(valid[None], s)[0],
+        model.enc_params, model.decoders[layer].params, padded[None], masks_at(valid[None], s)[0],
         [t[layer].mean for t in transforms], [t[layer].coloring for t in transforms], style_weights,
-        None if padded_masks is None else _masks_at(padded_masks, s), np.float32(alpha), spec=model.spec(layer),
+        None if padded_masks is None else masks_at(padded_masks, s), np.float32(alpha), spec=model.spec(layer),
         eps=eps))[0]
   # The next level sees the decoded image in the image range, as a real image would be.
   return np.clip(out[:h, :w], 0.0, 1.0)
 
 
-def _masks_at(masks: np.ndarray, stride: int) -> np.ndarray:
+def masks_at(masks: np.ndarray, stride: int) -> np.ndarray:
   """(K, H, W) masks averaged over stride x stride blocks (H, W multiples of `stride`)."""
   k, h, w = masks.shape
   return masks.reshape(k, h // stride, stride, w // stride, stride).mean(axis=(2, 4))
@@ -372,7 +377,7 @@ def stylize_clip(frames: np.ndarray, *, model: Model, transforms: Sequence[Mappi
     if ph >= h or pw >= w:
       raise NSTError(f"--content: an image of {w}x{h} px is too small for WCT at {layer} (at least {s} px a side)")
     pad = ((0, ph), (0, pw))
-    valid = _masks_at(np.pad(np.ones((h, w), np.float32), pad)[None], s)
+    valid = masks_at(np.pad(np.ones((h, w), np.float32), pad)[None], s)
     spec = model.spec(layer)
     feats, parts = zip(*(_features_jit(model.enc_params, np.pad(f, pad + ((0, 0),), mode="reflect")[None], valid[0],
                                        spec=spec) for f in current))

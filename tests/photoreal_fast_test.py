@@ -1,0 +1,91 @@
+"""The fast photorealistic method (`nst_jax.methods.photoreal.photowct`): segmentation-guided PhotoWCT on a random
+VGG16 with tiny unpooling decoders, then the closed-form smoothing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from nst_jax.errors import NSTError
+from nst_jax.losses import matting
+from nst_jax.methods.photoreal import photowct
+from nst_jax.models import vgg, wct_decoder
+from nst_jax.models.preprocessing import CAFFE_VGG
+from nst_jax.weights.format import VGGWeights
+
+
+@pytest.fixture(scope="module")
+def weights():
+  return VGGWeights("vgg16", vgg.random_params("vgg16", seed=3), CAFFE_VGG, "random", "0" * 64)
+
+
+def decoder_set(weights, layers):
+  levels = {layer: wct_decoder.LevelDecoder(wct_decoder.init_decoder("vgg16", layer, 4, seed=i), 4,
+                                            upsampling="unpool") for i, layer in enumerate(layers)}
+  return wct_decoder.DecoderSet(levels, "vgg16", weights.source_sha256, weights.source)
+
+
+@pytest.fixture(scope="module")
+def model(weights):
+  return photowct.make_model(weights, decoder_set(weights, photowct.LEVELS))
+
+
+@pytest.fixture(scope="module")
+def shallow(weights):
+  """relu1_1 alone: one convolution in, one out, so an output pixel sees the content within 2 px."""
+  return photowct.make_model(weights, decoder_set(weights, ("relu1_1",)))
+
+
+@pytest.fixture(scope="module")
+def images():
+  rng = np.random.default_rng(0)
+  content = rng.random((32, 48, 3)).astype(np.float32)
+  style = rng.random((32, 32, 3)).astype(np.float32)
+  # Style regions two columns apart: relu1_1's 3x3 convolution at one does not reach into the other.
+  halves = np.zeros((2, 32, 32), np.float32)
+  halves[0, :, :14], halves[1, :, 16:] = 1.0, 1.0
+  content_halves = np.zeros((2, 32, 48), np.float32)
+  content_halves[0, :, :24], content_halves[1, :, 24:] = 1.0, 1.0
+  return content, style, halves, content_halves
+
+
+def test_region_transforms_use_only_their_style_region(model, shallow, images):
+  _, style, halves, _ = images
+  changed = style.copy()
+  changed[:, 16:] = 1.0 - changed[:, 16:]
+  assert list(photowct.region_transforms(model, style, halves)) == list(photowct.LEVELS)
+  before = photowct.region_transforms(shallow, style, halves)
+  after = photowct.region_transforms(shallow, changed, halves)
+  for layer in ("relu1_1",):
+    np.testing.assert_allclose(after[layer][0].coloring, before[layer][0].coloring, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(after[layer][0].mean, before[layer][0].mean, rtol=1e-5, atol=1e-5)
+    assert not np.allclose(after[layer][1].mean, before[layer][1].mean, rtol=1e-3)
+
+
+def test_each_content_region_takes_only_its_style_regions_transform(shallow, images):
+  """Changing the style's right region changes the output only in the content's right region (beyond the 2-px
+  reach of one convolution in and one out)."""
+  content, style, halves, content_halves = images
+  changed = style.copy()
+  changed[:, 16:] = 1.0 - changed[:, 16:]
+  outs = [photowct.transfer(content, model=shallow, transforms=photowct.region_transforms(shallow, s, halves),
+                            content_masks=content_halves) for s in (style, changed)]
+  np.testing.assert_allclose(outs[1][:, :21], outs[0][:, :21], atol=1e-5)
+  assert np.abs(outs[1][:, 27:] - outs[0][:, 27:]).mean() > 1e-3
+
+
+def test_the_cascade_decodes_every_level_and_the_smoothing_lowers_the_matting_energy(model, images):
+  content, style, _, _ = images
+  result = photowct.stylize(content, style, model=model)
+  assert result.image.shape == content.shape and np.all(np.isfinite(result.image))
+  assert result.smoothing_iterations > 0 and set(result.seconds) == {"transfer", "smoothing"}
+  laplacian = matting.precompute(content)
+  energy = [float(matting.matting_energy(image=x, laplacian=laplacian)) for x in (result.transferred, result.image)]
+  assert energy[1] < 0.2 * energy[0]
+
+
+def test_nearest_decoders_are_refused(weights):
+  nearest = decoder_set(weights, ("relu2_1",))
+  nearest.levels["relu2_1"].upsampling = "nearest"
+  with pytest.raises(NSTError, match="no unpooling"):
+    photowct.make_model(weights, nearest)
