@@ -6,12 +6,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from cli_helpers import assert_one_line_error, run_cli, write_seg
 from nst_jax.errors import NSTError
-from nst_jax.losses import matting
+from nst_jax.io import image_io
+from nst_jax.losses import matting, segmentation
 from nst_jax.methods.photoreal import photowct
 from nst_jax.models import vgg, wct_decoder
 from nst_jax.models.preprocessing import CAFFE_VGG
-from nst_jax.weights.format import VGGWeights
+from nst_jax.weights.format import VGGWeights, load_weights
 
 
 @pytest.fixture(scope="module")
@@ -89,3 +91,33 @@ def test_nearest_decoders_are_refused(weights):
   nearest.levels["relu2_1"].upsampling = "nearest"
   with pytest.raises(NSTError, match="no unpooling"):
     photowct.make_model(weights, nearest)
+
+
+def test_photoreal_method_wct_command_writes_the_smoothed_result(cli_setup):
+  """`photoreal --method wct` with maps: the written image is the library's result for the same inputs, and a
+  nearest-upsampling decoder file is refused in one line."""
+  root = cli_setup["root"]
+  weights = load_weights(cli_setup["weights"])
+  decoders = decoder_set(weights, photowct.LEVELS)
+  wct_decoder.save_decoders(root / "photowct.npz", decoders, dtype="float32")
+  write_seg(root / "pw_cseg.png", 24, 32)
+  write_seg(root / "pw_sseg.png", 24, 32)
+  output = root / "pw_out.png"
+  args = ["photoreal", "--method", "wct", "--content", str(root / "content.png"), "--style", str(root / "style.png"),
+          "--content_seg", str(root / "pw_cseg.png"), "--style_seg", str(root / "pw_sseg.png"), "--weights",
+          str(cli_setup["weights"]), "--size", "32", "--norefine"]
+  proc = run_cli(cli_setup, *args, "--decoders", str(root / "photowct.npz"), "--output", str(output))
+  assert proc.returncode == 0, proc.stderr
+  assert "PhotoWCT" in proc.stdout and "smoothing iterations" in proc.stdout
+  expected = photowct.stylize_at_size(
+      image_io.load_image(root / "content.png"), image_io.load_image(root / "style.png"), size=32,
+      model=photowct.make_model(weights, wct_decoder.load_decoders(root / "photowct.npz")),
+      content_seg=segmentation.load_map(root / "pw_cseg.png", what="map"),
+      style_seg=segmentation.load_map(root / "pw_sseg.png", what="map")).image
+  np.testing.assert_allclose(image_io.load_image(output), expected, atol=1.5 / 255)
+  nearest = decoder_set(weights, ("relu2_1",))
+  nearest.levels["relu2_1"].upsampling = "nearest"
+  wct_decoder.save_decoders(root / "nearest.npz", nearest, dtype="float32")
+  proc = run_cli(cli_setup, *args, "--decoders", str(root / "nearest.npz"), "--output", str(root / "pw_no.png"))
+  assert_one_line_error(proc, "no unpooling")
+  assert not (root / "pw_no.png").exists()

@@ -26,9 +26,12 @@ from nst_jax.highres import memory
 from nst_jax.io import image_io
 from nst_jax.losses import segmentation
 from nst_jax.methods import photoreal
-from nst_jax.models import vgg
+from nst_jax.methods.photoreal import closed_form, photowct
+from nst_jax.models import vgg, wct_decoder
 from nst_jax.objective.config import check_request
-from nst_jax.weights.store import resolve_weights
+from nst_jax.weights.store import find_trained_file, resolve_weights
+
+DEFAULT_DECODERS = "photowct-decoders-hed-vgg16"
 
 
 def define_flags(fv: flags.FlagValues) -> Sections:
@@ -40,6 +43,16 @@ def define_flags(fv: flags.FlagValues) -> Sections:
                       flag_values=fv)
   flags.DEFINE_string("style_seg", None, "Colour-coded segmentation map of the style image.", flag_values=fv)
   images[1].extend(["content_seg", "style_seg"])
+  flags.DEFINE_enum("method", "optimize", ["optimize", "wct"], "optimize: Luan et al.'s optimisation (minutes); "
+                    "wct: Li et al. 2018's PhotoWCT and closed-form smoothing (seconds).", flag_values=fv)
+  flags.DEFINE_string("decoders", DEFAULT_DECODERS, "wct: the PhotoWCT (unpooling) decoder .npz, or a name in the "
+                      "weights folder.", flag_values=fv)
+  flags.DEFINE_float("alpha", 1.0, "wct: content/style blend of the features at every level (1: all style).",
+                     flag_values=fv)
+  flags.DEFINE_float("smoothing_lambda", closed_form.LAMBDA, "wct: λ of the closed-form smoothing (smaller: "
+                     "smoother).", flag_values=fv)
+  images[1][:0] = ["method"]
+  images[1].extend(["decoders", "alpha", "smoothing_lambda"])
   optimisation = optimization_flags.define_optimizer(
       fv, iterations=None, iterations_help=f"Iterations of each stage that runs (default: stage 2 only, "
       f"{ref.stage2_iterations}; with --preset paper both stages, {photoreal.PAPER_PRESET.stage1_iterations} + "
@@ -73,7 +86,8 @@ def define_flags(fv: flags.FlagValues) -> Sections:
                       flag_values=fv)
   losses[1][:0] = ["objective"]
   losses[1].extend(["matting_weight", "matting_eps", "style_layer_weights"])
-  flags.DEFINE_bool("smooth", ref.smooth, "Local-affine post-processing (joint bilateral).", flag_values=fv)
+  flags.DEFINE_bool("smooth", ref.smooth, "Post-processing: local-affine (joint bilateral) after optimize, the "
+                    "closed-form smoothing after wct.", flag_values=fv)
   flags.DEFINE_float("affine_eps", ref.affine_eps, "Ridge regulariser of the 3x3 affine fits.", flag_values=fv)
   flags.DEFINE_integer("smooth_radius", ref.smooth_radius, "Joint bilateral window radius.", flag_values=fv)
   flags.DEFINE_float("smooth_sigma_s", ref.smooth_sigma_s, "Joint bilateral spatial sigma (px).", flag_values=fv)
@@ -143,6 +157,8 @@ def run(fv: flags.FlagValues, positional: list[str]) -> pathlib.Path:
     image_io.warn_if_stretched(content_seg.shape, content.shape, what=f"--content_seg map {fv.content_seg!r}")
     image_io.warn_if_stretched(style_seg.shape, style.shape, what=f"--style_seg map {fv.style_seg!r}",
                                target_name="the style image")
+  if fv.method == "wct":
+    return run_photowct(fv, output, content, style, content_seg, style_seg)
   if config.init not in (*photoreal.INITS, "style"):
     image_io.load_image(config.init, what="--init image")  # fail before loading weights
   weights = resolve_weights(fv.weights)
@@ -187,11 +203,45 @@ def run(fv: flags.FlagValues, positional: list[str]) -> pathlib.Path:
   return output
 
 
+def run_photowct(fv: flags.FlagValues, output: pathlib.Path, content, style, content_seg, style_seg) -> pathlib.Path:
+  """`--method wct`: PhotoWCT at --size, the closed-form smoothing (--smooth) and the guided filter (--refine)."""
+  if not 0.0 <= fv.alpha <= 1.0:
+    raise NSTError(f"--alpha must be in [0, 1], got {fv.alpha}")
+  if not fv.smoothing_lambda > 0:
+    raise NSTError(f"--smoothing_lambda must be positive, got {fv.smoothing_lambda}")
+  path = find_trained_file(fv.decoders)
+  if path is None:
+    raise NSTError(f"--decoders {fv.decoders!r}: no such PhotoWCT decoder file or name (train and export one with "
+                   "`python -m nst_jax train wct --upsampling unpool`)")
+  decoders = wct_decoder.load_decoders(path)
+  validation.check_working_size(content.shape, fv.size, what=f"content image {fv.content!r}", flag="--size",
+                                minimum=8)
+  shape = image_io.long_side_shape(content.shape, fv.size)
+  if shape[0] * shape[1] > PHOTOWCT_MAX_PIXELS:
+    raise NSTError(f"--size {fv.size} makes {shape[1]}x{shape[0]} px; --method wct runs on whole images up to "
+                   f"{PHOTOWCT_MAX_PIXELS / 1e6:g} megapixels")
+  model = photowct.make_model(resolve_weights(fv.weights), decoders)
+  start = time.perf_counter()
+  result = photowct.stylize_at_size(content, style, size=fv.size, model=model, content_seg=content_seg,
+                                    style_seg=style_seg, alpha=fv.alpha, smooth=fv.smooth, lam=fv.smoothing_lambda,
+                                    matting_eps=fv.matting_eps, polish=fv.refine, polish_radius=fv.refine_radius,
+                                    polish_eps=fv.refine_eps)
+  image_io.save_image(output, result.image, bits=fv.output_bits)
+  steps = ", ".join(f"{k} {v:.1f} s" for k, v in result.seconds.items())
+  print(f"wrote {output} ({result.image.shape[1]}x{result.image.shape[0]}, PhotoWCT; {steps}; "
+        f"{result.smoothing_iterations} smoothing iterations; {time.perf_counter() - start:.1f} s)")
+  return output
+
+
+# The closed-form smoothing's precomputed fields take ~220 bytes a pixel in float64: ~0.9 GB at 4 megapixels.
+PHOTOWCT_MAX_PIXELS = 4_200_000
+
 COMMAND = Command(
     name="photoreal", prog="python -m nst_jax photoreal",
     usage="--content PHOTO --style PHOTO [--content_seg MAP --style_seg MAP] [flags]",
     description="Photorealistic style transfer: optimisation (stage 2 with the matting Laplacian; stage 1 without "
-                "it on request), then local-affine post-processing. Run times measured on a 2-core CPU are in the "
+                "it on request), then local-affine post-processing; or, with --method wct, PhotoWCT and the "
+                "closed-form smoothing (Li et al. 2018). Run times measured on a 2-core CPU are in the "
                 "README (section photoreal) and docs/photoreal.md.",
     define_flags=define_flags, run=run,
-    input_flags=("content", "style", "content_seg", "style_seg", "init", "weights"))
+    input_flags=("content", "style", "content_seg", "style_seg", "init", "weights", "decoders"))
