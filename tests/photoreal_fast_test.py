@@ -78,7 +78,7 @@ def test_each_content_region_takes_only_its_style_regions_transform(shallow, ima
 
 def test_the_cascade_decodes_every_level_and_the_smoothing_lowers_the_matting_energy(model, images):
   content, style, _, _ = images
-  result = photowct.stylize(content, style, model=model)
+  result = photowct.stylize(content, style, model=model, levels=photowct.LEVELS)
   assert result.image.shape == content.shape and np.all(np.isfinite(result.image))
   assert result.smoothing_iterations > 0 and set(result.seconds) == {"transfer", "smoothing"}
   laplacian = matting.precompute(content)

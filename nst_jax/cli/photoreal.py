@@ -49,10 +49,12 @@ def define_flags(fv: flags.FlagValues) -> Sections:
                       "weights folder.", flag_values=fv)
   flags.DEFINE_float("alpha", 1.0, "wct: content/style blend of the features at every level (1: all style).",
                      flag_values=fv)
-  flags.DEFINE_float("smoothing_lambda", closed_form.LAMBDA, "wct: λ of the closed-form smoothing (smaller: "
-                     "smoother).", flag_values=fv)
+  flags.DEFINE_float("smoothing_lambda", photowct.DEFAULT_LAMBDA, "wct: λ of the closed-form smoothing (smaller: "
+                     f"smoother; the paper's: {closed_form.LAMBDA:g}).", flag_values=fv)
+  flags.DEFINE_list("levels", list(photowct.DEFAULT_LEVELS), "wct: the PhotoWCT levels to run, any of "
+                    + ", ".join(photowct.LEVELS) + ".", flag_values=fv)
   images[1][:0] = ["method"]
-  images[1].extend(["decoders", "alpha", "smoothing_lambda"])
+  images[1].extend(["decoders", "levels", "alpha", "smoothing_lambda"])
   optimisation = optimization_flags.define_optimizer(
       fv, iterations=None, iterations_help=f"Iterations of each stage that runs (default: stage 2 only, "
       f"{ref.stage2_iterations}; with --preset paper both stages, {photoreal.PAPER_PRESET.stage1_iterations} + "
@@ -223,9 +225,9 @@ def run_photowct(fv: flags.FlagValues, output: pathlib.Path, content, style, con
   model = photowct.make_model(resolve_weights(fv.weights), decoders)
   start = time.perf_counter()
   result = photowct.stylize_at_size(content, style, size=fv.size, model=model, content_seg=content_seg,
-                                    style_seg=style_seg, alpha=fv.alpha, smooth=fv.smooth, lam=fv.smoothing_lambda,
-                                    matting_eps=fv.matting_eps, polish=fv.refine, polish_radius=fv.refine_radius,
-                                    polish_eps=fv.refine_eps)
+                                    style_seg=style_seg, alpha=fv.alpha, levels=fv.levels, smooth=fv.smooth,
+                                    lam=fv.smoothing_lambda, matting_eps=fv.matting_eps, polish=fv.refine,
+                                    polish_radius=fv.refine_radius, polish_eps=fv.refine_eps)
   image_io.save_image(output, result.image, bits=fv.output_bits)
   steps = ", ".join(f"{k} {v:.1f} s" for k, v in result.seconds.items())
   print(f"wrote {output} ({result.image.shape[1]}x{result.image.shape[0]}, PhotoWCT; {steps}; "

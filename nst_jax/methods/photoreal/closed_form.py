@@ -78,7 +78,8 @@ def _solve(stylized: jax.Array, laplacian: matting.Laplacian, scale: jax.Array, 
 
   L 1 = 0, so u = G⁻¹ 1 is an eigenvector of the operator with eigenvalue λ and R's component along u is Y's.
   In float32, L 1 comes out as rounding noise of ~1e-7, which CG divides by λ: an offset of ~1e-4 along u. That
-  component is therefore taken from Y exactly and CG runs on the complement (the residual and the search direction re-projected each step)."""
+  component is therefore taken from Y exactly and CG runs on the complement (the residual and the search direction
+  re-projected each step)."""
   unit = jnp.broadcast_to(1.0 / scale, stylized.shape[:2] + (1,))
   unit = unit / jnp.sqrt(jnp.sum(unit * unit))
   along = stylized - _deflated(stylized, unit)

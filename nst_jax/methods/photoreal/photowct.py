@@ -32,6 +32,14 @@ from nst_jax.models.preprocessing import Preprocessing
 from nst_jax.weights.format import VGGWeights
 
 LEVELS = ("relu4_1", "relu3_1", "relu2_1", "relu1_1")  # the paper's cascade, coarse to fine
+# What runs by default: the decoders of relu4_1 and relu3_1 do not yet reconstruct well enough (held-out PSNR 13.7 and
+# 18.5 dB against relu2_1's 21.8 and relu1_1's 36.2), and on the paper's pairs they paint cloud-like blotches into
+# flat areas; relu2_1 -> relu1_1 keeps the photograph (docs/photoreal.md, "The fast method").
+DEFAULT_LEVELS = ("relu2_1", "relu1_1")
+# λ of the smoothing after PhotoWCT: the paper's 1e-4 flattens the texture that the transfer gives (the segmented
+# style loss 4-6x the unsmoothed one on pairs 3 and 7); 1e-2 keeps more of it, at a matting energy still 3-4x below
+# the paper's results.
+DEFAULT_LAMBDA = 1e-2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,6 +105,18 @@ def region_transforms(model: Model, style: np.ndarray, style_masks: np.ndarray, 
   return out
 
 
+def check_levels(model: Model, levels: Sequence[str] | None) -> tuple[str, ...]:
+  """`levels` (default: `DEFAULT_LEVELS` the model has, else all of its) in the cascade's order; NSTError for a level
+  without a decoder."""
+  if levels is None:
+    return tuple(layer for layer in model.levels if layer in DEFAULT_LEVELS) or model.levels
+  missing = [layer for layer in levels if layer not in model.levels]
+  if missing or not levels:
+    raise NSTError(f"--levels: no PhotoWCT decoder for {', '.join(missing) or 'an empty list'} (the file has "
+                   f"{', '.join(model.levels)})")
+  return tuple(layer for layer in model.levels if layer in levels)
+
+
 @functools.partial(jax.jit, static_argnames=("spec", "eps"))
 def _level_jit(enc_params, dec_params, image, valid, means, colorings, masks, alpha, *, spec, eps):
   """One level on a (1, H, W, 3) image: encode with switches, per-region WCT, decode with the switches."""
@@ -109,7 +129,8 @@ def _level_jit(enc_params, dec_params, image, valid, means, colorings, masks, al
 
 
 def transfer(content: np.ndarray, *, model: Model, transforms: Mapping[str, Sequence[ops.StyleTransform]],
-             content_masks: np.ndarray, alpha: float = 1.0, eps: float = ops.EPS) -> np.ndarray:
+             content_masks: np.ndarray, alpha: float = 1.0, levels: Sequence[str] | None = None,
+             eps: float = ops.EPS) -> np.ndarray:
   """The PhotoWCT cascade on an (H, W, 3) content with per-region style transforms (`region_transforms`).
 
   Args:
@@ -118,13 +139,15 @@ def transfer(content: np.ndarray, *, model: Model, transforms: Mapping[str, Sequ
     transforms: {level: [region k's transform]}.
     content_masks: (K, H, W) region masks of the content (summing to 1 at each pixel).
     alpha: content/style blend of the features at every level.
+    levels: the levels to run, coarse to fine (default: `check_levels`').
     eps: eigenvalue regularisation of the whitening and colouring.
 
   Returns:
     (H, W, 3) float32 in [0, 1].
   """
+  levels = check_levels(model, levels)
   h, w = content.shape[:2]
-  s = vgg.layer_stride(model.arch, model.levels[0])
+  s = vgg.layer_stride(model.arch, levels[0])
   ph, pw = (-h) % s, (-w) % s
   if ph >= h or pw >= w:
     raise NSTError(f"--content: an image of {w}x{h} px is too small for PhotoWCT (at least {s} px a side)")
@@ -132,7 +155,7 @@ def transfer(content: np.ndarray, *, model: Model, transforms: Mapping[str, Sequ
   valid = np.pad(np.ones((h, w), np.float32), pad)
   masks = np.stack([np.pad(np.asarray(m, np.float32), pad) for m in content_masks])
   current = np.asarray(content, np.float32)
-  for layer in model.levels:
+  for layer in levels:
     stride = vgg.layer_stride(model.arch, layer)
     padded = np.pad(current, pad + ((0, 0),), mode="reflect")
     out = _level_jit(model.enc_params, model.decoders[layer].params, padded[None],
@@ -163,8 +186,9 @@ class Result:
 
 
 def stylize(content: np.ndarray, style: np.ndarray, *, model: Model, content_seg: np.ndarray | None = None,
-            style_seg: np.ndarray | None = None, alpha: float = 1.0, smooth: bool = True,
-            lam: float = closed_form.LAMBDA, matting_eps: float = closed_form.EPSILON, polish: bool = False,
+            style_seg: np.ndarray | None = None, alpha: float = 1.0, levels: Sequence[str] | None = None,
+            smooth: bool = True,
+            lam: float = DEFAULT_LAMBDA, matting_eps: float = closed_form.EPSILON, polish: bool = False,
             polish_radius: int = 2, polish_eps: float = 1e-4, eps: float = ops.EPS) -> Result:
   """Photorealistic stylisation of `content` with the photo `style`: PhotoWCT, closed-form smoothing, and
   optionally a guided-filter polish (content as guide).
@@ -175,6 +199,7 @@ def stylize(content: np.ndarray, style: np.ndarray, *, model: Model, content_seg
     model: `make_model`'s.
     content_seg, style_seg: colour-coded segmentation maps (any sizes; both or neither).
     alpha: content/style blend of the features at every level.
+    levels: the levels to run, coarse to fine (default: `check_levels`').
     smooth: run the closed-form smoothing.
     lam: its λ (smaller: smoother).
     matting_eps: ε of its matting affinity.
@@ -192,7 +217,7 @@ def stylize(content: np.ndarray, style: np.ndarray, *, model: Model, content_seg
   start = time.perf_counter()
   transforms = region_transforms(model, style, seg.style, eps=eps)
   transferred = transfer(content, model=model, transforms=transforms, content_masks=seg.content, alpha=alpha,
-                         eps=eps)
+                         levels=levels, eps=eps)
   seconds = {"transfer": time.perf_counter() - start}
   image, iterations = transferred, 0
   if smooth:
