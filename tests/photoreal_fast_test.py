@@ -9,7 +9,7 @@ import pytest
 from cli_helpers import assert_one_line_error, run_cli, write_seg
 from nst_jax.errors import NSTError
 from nst_jax.io import image_io
-from nst_jax.losses import matting, segmentation
+from nst_jax.losses import color, matting, segmentation
 from nst_jax.methods.photoreal import photowct
 from nst_jax.models import vgg, wct_decoder
 from nst_jax.models.preprocessing import CAFFE_VGG
@@ -105,7 +105,7 @@ def test_photoreal_method_wct_command_writes_the_smoothed_result(cli_setup):
   output = root / "pw_out.png"
   args = ["photoreal", "--method", "wct", "--content", str(root / "content.png"), "--style", str(root / "style.png"),
           "--content_seg", str(root / "pw_cseg.png"), "--style_seg", str(root / "pw_sseg.png"), "--weights",
-          str(cli_setup["weights"]), "--size", "32", "--norefine"]
+          str(cli_setup["weights"]), "--size", "32"]
   proc = run_cli(cli_setup, *args, "--decoders", str(root / "photowct.npz"), "--output", str(output))
   assert proc.returncode == 0, proc.stderr
   assert "PhotoWCT" in proc.stdout and "smoothing iterations" in proc.stdout
@@ -121,3 +121,35 @@ def test_photoreal_method_wct_command_writes_the_smoothed_result(cli_setup):
   proc = run_cli(cli_setup, *args, "--decoders", str(root / "nearest.npz"), "--output", str(root / "pw_no.png"))
   assert_one_line_error(proc, "no unpooling")
   assert not (root / "pw_no.png").exists()
+
+
+def test_a_gray_target_gives_a_gray_result(model, images):
+  """Random decoders leave colour everywhere; the region chroma step and the smoothing (one operator for all
+  three channels) keep a gray target's result gray."""
+  content, style, halves, _ = images
+  gray = np.repeat(style.mean(axis=-1, keepdims=True), 3, axis=-1)
+  plain = photowct.stylize(content, gray, model=model, region_chroma=False)
+  result = photowct.stylize(content, gray, model=model)
+  chroma = lambda x: np.abs(np.asarray(color.rgb_to_yiq(x))[..., 1:]).mean()
+  assert chroma(plain.image) > 0.01
+  assert chroma(result.image) < 1e-4
+
+
+def test_region_chroma_takes_each_style_regions_chroma():
+  rng = np.random.default_rng(5)
+  image = rng.random((16, 20, 3)).astype(np.float32)
+  style = np.zeros((16, 16, 3), np.float32)
+  style[:, :8] = [0.8, 0.2, 0.2]
+  style[:, 8:] = 0.5
+  style += 0.05 * rng.standard_normal(style.shape).astype(np.float32)
+  cm = np.zeros((2, 16, 20), np.float32)
+  cm[0, :, :10], cm[1, :, 10:] = 1.0, 1.0
+  sm = np.zeros((2, 16, 16), np.float32)
+  sm[0, :, :8], sm[1, :, 8:] = 1.0, 1.0
+  out = color.match_region_chroma(image, style, content_masks=cm, style_masks=sm)
+  yiq = lambda x: np.asarray(color.rgb_to_yiq(x), np.float64)
+  for k, (cols, scols) in enumerate(((slice(0, 10), slice(0, 8)), (slice(10, 20), slice(8, 16)))):
+    got, want = yiq(out[:, cols]).reshape(-1, 3), yiq(style[:, scols]).reshape(-1, 3)
+    np.testing.assert_allclose(got[:, 1:].mean(0), want[:, 1:].mean(0), atol=1e-5)
+    np.testing.assert_allclose(got[:, 1:].std(0), want[:, 1:].std(0), rtol=1e-4)
+    np.testing.assert_allclose(got[:, 0], yiq(image[:, cols]).reshape(-1, 3)[:, 0], atol=1e-5)  # luma kept

@@ -94,7 +94,8 @@ def define_flags(fv: flags.FlagValues) -> Sections:
   flags.DEFINE_integer("smooth_radius", ref.smooth_radius, "Joint bilateral window radius.", flag_values=fv)
   flags.DEFINE_float("smooth_sigma_s", ref.smooth_sigma_s, "Joint bilateral spatial sigma (px).", flag_values=fv)
   flags.DEFINE_float("smooth_sigma_r", ref.smooth_sigma_r, "Joint bilateral range sigma (RGB).", flag_values=fv)
-  flags.DEFINE_bool("refine", ref.refine, "Guided-filter refinement after smoothing.", flag_values=fv)
+  flags.DEFINE_bool("refine", ref.refine, "Guided-filter refinement after smoothing (with --method wct only when "
+                    "given).", flag_values=fv)
   flags.DEFINE_integer("refine_radius", ref.refine_radius, "Guided filter radius.", flag_values=fv)
   flags.DEFINE_float("refine_eps", ref.refine_eps, "Guided filter epsilon.", flag_values=fv)
   flags.DEFINE_bool("save_stages", False, "Also write each stage's unsmoothed result as <output>_stageN.",
@@ -206,7 +207,8 @@ def run(fv: flags.FlagValues, positional: list[str]) -> pathlib.Path:
 
 
 def run_photowct(fv: flags.FlagValues, output: pathlib.Path, content, style, content_seg, style_seg) -> pathlib.Path:
-  """`--method wct`: PhotoWCT at --size, the closed-form smoothing (--smooth) and the guided filter (--refine)."""
+  """`--method wct`: PhotoWCT at --size, the closed-form smoothing (--smooth) and, if --refine is given, the guided
+  filter."""
   if not 0.0 <= fv.alpha <= 1.0:
     raise NSTError(f"--alpha must be in [0, 1], got {fv.alpha}")
   if not fv.smoothing_lambda > 0:
@@ -223,10 +225,12 @@ def run_photowct(fv: flags.FlagValues, output: pathlib.Path, content, style, con
     raise NSTError(f"--size {fv.size} makes {shape[1]}x{shape[0]} px; --method wct runs on whole images up to "
                    f"{PHOTOWCT_MAX_PIXELS / 1e6:g} megapixels")
   model = photowct.make_model(resolve_weights(fv.weights), decoders)
+  # The guided filter raised the matting energy of the smoothed PhotoWCT result (docs/photoreal.md): only on request.
+  polish = fv.refine and fv["refine"].present
   start = time.perf_counter()
   result = photowct.stylize_at_size(content, style, size=fv.size, model=model, content_seg=content_seg,
                                     style_seg=style_seg, alpha=fv.alpha, levels=fv.levels, smooth=fv.smooth,
-                                    lam=fv.smoothing_lambda, matting_eps=fv.matting_eps, polish=fv.refine,
+                                    lam=fv.smoothing_lambda, matting_eps=fv.matting_eps, polish=polish,
                                     polish_radius=fv.refine_radius, polish_eps=fv.refine_eps)
   image_io.save_image(output, result.image, bits=fv.output_bits)
   steps = ", ".join(f"{k} {v:.1f} s" for k, v in result.seconds.items())

@@ -191,6 +191,37 @@ def match_region_colors(content: np.ndarray, style: np.ndarray, *, content_masks
   return _blend_region_maps(content, style, content_masks, style_masks, moments_map)
 
 
+def match_region_chroma(image: np.ndarray, style: np.ndarray, *, content_masks: np.ndarray,
+                        style_masks: np.ndarray, eps: float = 1e-6) -> np.ndarray:
+  """`image` with each region's YIQ chroma (I, Q) given the matching style region's mean and std; luma untouched.
+
+  Per region r and chroma channel: c' = (c − mean_r) / std_r · std_s + mean_s, the maps blended by the content
+  masks (`match_region_colors`' rules for soft borders and empty regions). A gray style region (chroma 0) makes its
+  content region gray exactly, so no tint survives where the target has none.
+
+  Args:
+    image: (H, W, 3) RGB.
+    style: (h, w, 3) RGB.
+    content_masks: (R, H, W) soft region masks of `image`, summing to 1 at every pixel.
+    style_masks: (R, h, w) the same regions in the style.
+    eps: floor of the image region's chroma std.
+
+  Returns:
+    (H, W, 3) float32, not clipped.
+  """
+  to_yiq = lambda x: np.asarray(rgb_to_yiq(np.asarray(x, np.float32)), np.float64)
+
+  def chroma_map(c_pixels, c_weight, s_pixels, s_weight):
+    c_yiq, s_yiq = to_yiq(c_pixels), to_yiq(s_pixels)
+    mu_c, cov_c = _weighted_mean_cov(c_yiq, c_weight)
+    mu_s, cov_s = _weighted_mean_cov(s_yiq, s_weight)
+    scale = np.sqrt(np.maximum(np.diag(cov_s), 0.0)) / np.maximum(np.sqrt(np.maximum(np.diag(cov_c), 0.0)), eps)
+    out = c_yiq.copy()
+    out[:, 1:] = (c_yiq[:, 1:] - mu_c[1:]) * scale[1:] + mu_s[1:]
+    return np.asarray(yiq_to_rgb(out.astype(np.float32)), np.float64)
+  return _blend_region_maps(image, style, content_masks, style_masks, chroma_map)
+
+
 def _blend_region_maps(content: np.ndarray, style: np.ndarray, content_masks: np.ndarray, style_masks: np.ndarray,
                        region_map) -> np.ndarray:
   """Sum over regions of region_map(content pixels, content weights, style pixels, style weights) (N, 3), each
