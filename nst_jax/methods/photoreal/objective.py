@@ -60,6 +60,10 @@ class PhotorealConfig:
   refine: bool = True
   refine_radius: int = 2
   refine_eps: float = 1e-4
+  # Before the post-processing, each region's YIQ chroma mean and std from its style region
+  # (`color.match_region_chroma`): a gray target then gives an exactly gray result. Off by default until the 12-pair
+  # acceptance has been measured with it.
+  region_chroma: bool = False
   seed: int = 0
   log_every: int = 10
   stall_rtol: float | None = StylizeConfig.stall_rtol  # L-BFGS early stop (`stalled`)

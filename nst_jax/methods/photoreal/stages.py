@@ -133,6 +133,9 @@ def photoreal(*, content: np.ndarray, style: np.ndarray, weights: VGGWeights, co
   if image.shape[:2] != shape:  # no stage 2: bring stage 1's result to the output size
     image = image_io.resize(image, *shape)
     guide = image_io.resize(content, *shape)
+  if config.region_chroma:
+    seg = segmentation.match(content_seg, style_seg, content_shape=shape, style_shape=style.shape[:2])
+    image = np.clip(color.match_region_chroma(image, style, content_masks=seg.content, style_masks=seg.style), 0, 1)
   final = image
   if config.smooth:
     final = smooth_local_affine(output=image, content=guide, eps=config.affine_eps,
