@@ -66,6 +66,23 @@ def compilation_cache(tmp_path_factory):
   compile_cache.enable(None)
 
 
+_CACHE_SETTINGS = ("jax_enable_compilation_cache", "jax_compilation_cache_dir",
+                   "jax_persistent_cache_min_compile_time_secs", "jax_persistent_cache_min_entry_size_bytes")
+
+
+@pytest.fixture(autouse=True)
+def compilation_cache_settings(compilation_cache):  # pylint: disable=redefined-outer-name,unused-argument
+  """The run's cache settings back after each test. A command run in this process (`cli_helpers.run_cli`) points
+  JAX's cache at its own folder with no minimum compile time; JAX keeps the folder it first opened, but the minimum
+  stayed 0, so every later test file of that worker serialised each of its thousands of tiny eager programs."""
+  import jax  # pylint: disable=import-outside-toplevel
+  saved = {name: getattr(jax.config, name) for name in _CACHE_SETTINGS}
+  yield
+  for name, value in saved.items():
+    if getattr(jax.config, name) != value:
+      jax.config.update(name, value)
+
+
 @pytest.fixture(scope="session")
 def default_weights():
   """The real offline default (`hed-vgg16`). CI fetches it first, so there a missing file is a failure; on a
