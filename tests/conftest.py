@@ -16,9 +16,11 @@ from nst_jax.weights.store import resolve_weights
 
 
 # Seconds each test file took under the README's command (`-n auto --dist loadfile` on CI's 2 cores, measured
-# 2026-12-03); used only to order the files. A file missing here runs after the listed ones.
+# 2026-12-03); used only to order the files. A file missing here runs after the listed ones. The first four are
+# those figures scaled by the CPU time after / before the files' changes of 2026-12-07, as measured: highres 0.97
+# (its three photoreal cases 0.87), controls 0.92, photoreal 0.91, cli 0.95 (its two photoreal runs 0.91).
 FILE_SECONDS = {
-    "highres_test.py": 231, "controls_test.py": 170, "photoreal_test.py": 131, "cli_test.py": 73,
+    "highres_test.py": 224, "controls_test.py": 156, "photoreal_test.py": 120, "cli_test.py": 69,
     "adain_fast_test.py": 67, "gpu_suite_test.py": 47, "experiments_test.py": 42, "adain_train_test.py": 36,
     "benchmark_test.py": 32, "structure_test.py": 30, "gatys_test.py": 29, "adain_test.py": 24,
     "matting_test.py": 20, "vgg_test.py": 17, "guidance_test.py": 15, "swd_test.py": 14,
