@@ -16,9 +16,11 @@ from nst_jax.weights.store import resolve_weights
 
 
 # Seconds each test file took under the README's command (`-n auto --dist loadfile` on CI's 2 cores, measured
-# 2026-12-03); used only to order the files. A file missing here runs after the listed ones.
+# 2026-12-03); used only to order the files. A file missing here runs after the listed ones. The first four are
+# those figures scaled by the CPU time after / before the files' changes of 2026-12-07, as measured: highres 0.97
+# (its three photoreal cases 0.87), controls 0.92, photoreal 0.91, cli 0.95 (its two photoreal runs 0.91).
 FILE_SECONDS = {
-    "highres_test.py": 231, "controls_test.py": 170, "photoreal_test.py": 131, "cli_test.py": 73,
+    "highres_test.py": 224, "controls_test.py": 156, "photoreal_test.py": 120, "cli_test.py": 69,
     "adain_fast_test.py": 67, "gpu_suite_test.py": 47, "experiments_test.py": 42, "adain_train_test.py": 36,
     "benchmark_test.py": 32, "structure_test.py": 30, "gatys_test.py": 29, "adain_test.py": 24,
     "matting_test.py": 20, "vgg_test.py": 17, "guidance_test.py": 15, "swd_test.py": 14,
@@ -64,6 +66,23 @@ def compilation_cache(tmp_path_factory):
     compile_cache.enable(folder, min_compile_time_secs=0.2)
     yield folder
   compile_cache.enable(None)
+
+
+_CACHE_SETTINGS = ("jax_enable_compilation_cache", "jax_compilation_cache_dir",
+                   "jax_persistent_cache_min_compile_time_secs", "jax_persistent_cache_min_entry_size_bytes")
+
+
+@pytest.fixture(autouse=True)
+def compilation_cache_settings(compilation_cache):  # pylint: disable=redefined-outer-name,unused-argument
+  """The run's cache settings back after each test. A command run in this process (`cli_helpers.run_cli`) points
+  JAX's cache at its own folder with no minimum compile time; JAX keeps the folder it first opened, but the minimum
+  stayed 0, so every later test file of that worker serialised each of its thousands of tiny eager programs."""
+  import jax  # pylint: disable=import-outside-toplevel
+  saved = {name: getattr(jax.config, name) for name in _CACHE_SETTINGS}
+  yield
+  for name, value in saved.items():
+    if getattr(jax.config, name) != value:
+      jax.config.update(name, value)
 
 
 @pytest.fixture(scope="session")

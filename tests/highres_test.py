@@ -225,10 +225,20 @@ def test_tiled_photoreal_terms_and_gradients_equal_the_untiled_ones(weights, cas
   # Not clipped: some values lie outside [0, 1], where photoreal's range penalty is active.
   x = jnp.asarray(content + np.random.default_rng(1).normal(0, 0.05, content.shape), jnp.float32)
 
-  def terms_and_grads(problem):  # one compiled program per problem: the terms ride along as the Jacobian's aux
-    both = lambda x, i: (problem.terms_fn(x, i),) * 2  # noqa: E731
-    grads, terms = jax.jit(jax.jacrev(both, has_aux=True))(x, problem.inputs)
-    return {k: float(v) for k, v in terms.items()}, {k: np.asarray(v) for k, v in grads.items()}
+  def terms_and_grads(problem):
+    # One compiled program per problem, a weighted sum's gradient with the terms as its aux, run once per term with
+    # that term's weight 1 and the others' 0: each term's own gradient. (`jax.jacrev` of the five terms, a batched
+    # backward pass, compiled in 15-17 s per problem here instead of 8.5-9.5 s.)
+    def weighted(image, inputs, term_weights):
+      terms = problem.terms_fn(image, inputs)
+      return sum(term_weights[k] * v for k, v in terms.items()), terms
+    step = jax.jit(jax.grad(weighted, has_aux=True))
+    names = sorted(jax.eval_shape(problem.terms_fn, x, problem.inputs))
+    grads, terms = {}, None
+    for name in names:
+      grad, terms = step(x, problem.inputs, {k: jnp.float32(k == name) for k in names})
+      grads[name] = np.asarray(grad)
+    return {k: float(v) for k, v in terms.items()}, grads
 
   ref_terms, ref_grads = terms_and_grads(untiled)
   got_terms, got_grads = terms_and_grads(tiled)

@@ -209,7 +209,9 @@ def test_calibrated_objective_is_invariant_to_rescaled_activations(scaled_pair):
   assert sum(run_a.final_terms.values()) < 0.5 * sum(run_a.initial_terms.values())
   np.testing.assert_allclose(run_b.image, run_a.image, atol=1e-3)
 
-  reference_a, reference_b = (terms_and_grad(problem(w, "reference")[1])[0] for w in scaled_pair)
+  # The terms alone: a forward program, which compiles faster than the terms and their gradient.
+  reference = [problem(w, "reference")[1] for w in scaled_pair]
+  reference_a, reference_b = (jax.jit(p.terms_fn)(x, p.inputs) for p in reference)
   for key in ("content", "style"):
     ratio = float(reference_b[key]) / float(reference_a[key])
     assert not 0.1 < ratio < 10, (key, ratio)
@@ -255,16 +257,17 @@ def test_tiled_two_stage_run_equals_the_untiled_one(default_weights, content):
   """Both stages through the high-resolution engine (48 px in 2 x 2 tiles of 32 px, exact halo) against the untiled
   run: 3 + 2 Adam iterations from the same start give the same images. Adam, not the default L-BFGS: its loop
   compiles in a fraction of the time (the tiled L-BFGS loop is tested in highres_test.py), and it does not magnify
-  float rounding as L-BFGS's first steps do (with L-BFGS: max |difference| 9.7e-4, mean 2e-6). Measured with Adam:
-  max 3.4e-6 and mean 1.7e-7 after post-processing (less after each stage), hence max <= 1e-4 and mean <= 2e-6."""
+  float rounding as L-BFGS's first steps do (with L-BFGS: max |difference| 9.7e-4, mean 2e-6). Layers up to relu2_1
+  (one pooling inside the halo; with relu3_1 the test took 1.35x longer). Measured with Adam: max 4.4e-6, mean 1.6e-7
+  after post-processing (less after each stage; 3.4e-6 and 1.7e-7 up to relu3_1), hence max <= 1e-4 and mean
+  <= 2e-6."""
   from nst_jax.highres import highres_config
   content = image_io.resize_long_side(content, 48)
   style = np.clip(content[::-1, ::-1] * [1.2, 0.8, 0.6], 0, 1).astype(np.float32)
   h, w = content.shape[:2]
   content_seg, style_seg = two_colour_map(h, w, 0.5), two_colour_map(h, w, 0.3)
   config = photoreal.PhotorealConfig(size=48, stage1_iterations=3, stage2_iterations=2, smooth_radius=3,
-                                     optimizer="adam", content_layers=("relu2_2",),
-                                     style_layers=("relu1_1", "relu2_1", "relu3_1"))
+                                     optimizer="adam", content_layers=("relu2_1",), style_layers=("relu1_1", "relu2_1"))
   run = lambda hr: photoreal.photoreal(content=content, style=style, weights=default_weights, config=config,
                                        content_seg=content_seg, style_seg=style_seg, progress=False, hr=hr)
   untiled, tiled = run(None), run(highres_config.HighresConfig(tile_size=32))
