@@ -31,6 +31,8 @@ FILE_SECONDS = {
     "wct_test.py": 45, "wct_cli_test.py": 35, "transfer_measures_test.py": 9,
     # measured alone, likewise (2026-12-07)
     "compile_noise_test.py": 20, "interrupt_test.py": 11, "bad_input_test.py": 7,
+    # measured alone beside a training job (2026-12-07)
+    "photoreal_fast_test.py": 80, "photowct_test.py": 32, "closed_form_test.py": 10,
 }
 
 
