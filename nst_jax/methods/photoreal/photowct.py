@@ -70,6 +70,18 @@ def make_model(weights: VGGWeights, decoders: wct_decoder.DecoderSet) -> Model:
   return Model(weights.arch, weights.preprocessing, enc, levels, weights.source_sha256)
 
 
+def check_levels(model: Model, levels: Sequence[str] | None) -> tuple[str, ...]:
+  """`levels` (default: `DEFAULT_LEVELS` the model has, else all of its) in the cascade's order; NSTError for a level
+  without a decoder."""
+  if levels is None:
+    return tuple(layer for layer in model.levels if layer in DEFAULT_LEVELS) or model.levels
+  missing = [layer for layer in levels if layer not in model.levels]
+  if missing or not levels:
+    raise NSTError(f"--levels: no PhotoWCT decoder for {', '.join(missing) or 'an empty list'} (the file has "
+                   f"{', '.join(model.levels)})")
+  return tuple(layer for layer in model.levels if layer in levels)
+
+
 def _encode(enc_params, image: jax.Array, *, arch: str, preprocessing: Preprocessing, layer: str):
   sub = vgg.params_for(arch, dict(enc_params), (layer,))
   return vgg.features_and_switches({"params": sub}, preprocessing.apply(image), arch=arch, layer=layer)
@@ -87,11 +99,14 @@ def _region_transforms_jit(enc_params, style, region_weights, *, arch, preproces
 
 
 def region_transforms(model: Model, style: np.ndarray, style_masks: np.ndarray, *,
+                      levels: Sequence[str] | None = None,
                       eps: float = ops.EPS) -> dict[str, list[ops.StyleTransform]]:
-  """{level: one style transform per region} of an (H, W, 3) style image and its (K, H, W) region masks.
+  """{level: one style transform per region} of an (H, W, 3) style image and its (K, H, W) region masks, at
+  `levels` (default: every level of the model).
 
   The style is cropped to a multiple of the deepest level's stride (a crop of at most 7 px loses no region)."""
-  s = vgg.layer_stride(model.arch, model.levels[0])
+  levels = model.levels if levels is None else check_levels(model, levels)
+  s = vgg.layer_stride(model.arch, levels[0])
   h, w = style.shape[0] // s * s, style.shape[1] // s * s
   if h == 0 or w == 0:
     raise NSTError(f"--style: an image of {style.shape[1]}x{style.shape[0]} px is too small for PhotoWCT (at "
@@ -99,23 +114,11 @@ def region_transforms(model: Model, style: np.ndarray, style_masks: np.ndarray, 
   image = np.asarray(style, np.float32)[None, :h, :w]
   masks = np.asarray(style_masks, np.float32)[:, :h, :w]
   out = {}
-  for layer in model.levels:
+  for layer in levels:
     weights = wct_stylize.masks_at(masks, vgg.layer_stride(model.arch, layer))
     out[layer] = _region_transforms_jit(model.enc_params, image, list(weights), arch=model.arch,
                                         preprocessing=model.preprocessing, layer=layer, eps=eps)
   return out
-
-
-def check_levels(model: Model, levels: Sequence[str] | None) -> tuple[str, ...]:
-  """`levels` (default: `DEFAULT_LEVELS` the model has, else all of its) in the cascade's order; NSTError for a level
-  without a decoder."""
-  if levels is None:
-    return tuple(layer for layer in model.levels if layer in DEFAULT_LEVELS) or model.levels
-  missing = [layer for layer in levels if layer not in model.levels]
-  if missing or not levels:
-    raise NSTError(f"--levels: no PhotoWCT decoder for {', '.join(missing) or 'an empty list'} (the file has "
-                   f"{', '.join(model.levels)})")
-  return tuple(layer for layer in model.levels if layer in levels)
 
 
 @functools.partial(jax.jit, static_argnames=("spec", "eps"))
@@ -220,7 +223,8 @@ def stylize(content: np.ndarray, style: np.ndarray, *, model: Model, content_seg
   if not 0.0 <= alpha <= 1.0:
     raise NSTError(f"--alpha must be in [0, 1], got {alpha}")
   start = time.perf_counter()
-  transforms = region_transforms(model, style, seg.style, eps=eps)
+  levels = check_levels(model, levels)
+  transforms = region_transforms(model, style, seg.style, levels=levels, eps=eps)
   transferred = transfer(content, model=model, transforms=transforms, content_masks=seg.content, alpha=alpha,
                          levels=levels, eps=eps)
   if region_chroma:
