@@ -8,6 +8,7 @@ The encoder is a random VGG16 with Caffe preprocessing and the decoders are tiny
 from __future__ import annotations
 
 import dataclasses
+import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -202,3 +203,15 @@ def test_nearest_decoders_start_an_unpooling_run_at_step_0_and_export_as_unpool(
   assert np.isfinite(back.levels["relu2_1"].info["holdout_psnr"]["a"])
   assert back.levels["relu2_1"].info["holdout_psnr_mean"] == pytest.approx(
       ds.levels["relu2_1"].info["holdout_psnr_mean"])
+
+
+def test_shipped_photowct_decoders_unpool_and_beat_the_wct_decoders_held_out():
+  weights_dir = pathlib.Path(__file__).resolve().parents[1] / "weights"
+  photo = wct_decoder.load_decoders(weights_dir / "photowct-decoders-hed-vgg16.npz")
+  nearest = wct_decoder.load_decoders(weights_dir / "wct-decoders-hed-vgg16.npz")
+  assert set(photo.levels) == {"relu4_1", "relu3_1", "relu2_1", "relu1_1"}
+  assert photo.encoder_sha256 == nearest.encoder_sha256
+  for layer, level in photo.levels.items():
+    assert level.upsampling == "unpool" and nearest.levels[layer].upsampling == "nearest"
+    assert level.info["holdout_psnr_mean"] > nearest.levels[layer].info["holdout_psnr_mean"], layer
+  assert (weights_dir / "photowct-decoders-hed-vgg16.npz").stat().st_size <= 10 * 2 ** 20

@@ -67,8 +67,8 @@ def define_flags(fv: flags.FlagValues) -> Sections:
   flags.DEFINE_string("weights", "hed-vgg16", "The encoder's VGG weights.", flag_values=fv)
   return [("run", ["out_dir", "levels", "steps", "chunk_seconds", "init_decoders", "export", "default_levels",
                    "weights"]),
-          ("training", ["width", "padding", "upsampling", "crop", "batch", "lr", "pixel_weight", "feature_weight", "stylized_weight",
-                        "seed"]),
+          ("training", ["width", "padding", "upsampling", "crop", "batch", "lr", "pixel_weight", "feature_weight",
+                        "stylized_weight", "seed"]),
           ("data", ["content_dirs", "style_dirs"])]
 
 
@@ -123,9 +123,10 @@ def run(fv: flags.FlagValues, positional: list[str]) -> None:
     else:  # without the shared data: the demo photo and painting stand in for the held-out split
       images = {"demo_content": demo.default_content(), "demo_style": demo.default_style()}
       print(f"[data] no {DATA / 'train'}: held-out PSNR measured on the demo images instead")
+    command = "python -m nst_jax train wct" + (f" --upsampling {fv.upsampling}" if fv.upsampling != "nearest" else "")
     runs.export(fv.out_dir, fv.levels, weights, fv.export, holdout=images,
                 info={"data": {"content_dirs": fv.content_dirs, "style_dirs": fv.style_dirs,
-                               "holdout": list(holdout)}, "command": "python -m nst_jax train wct",
+                               "holdout": list(holdout)}, "command": command,
                       "default_levels": fv.default_levels or list(fv.levels)})
     print(f"wrote {fv.export}")
     return
