@@ -193,7 +193,7 @@ def test_adain_bad_input_gives_one_error_line(adain_cli_setup, extra, needles):
 
 
 @pytest.mark.parametrize("args, flag, owner", [
-    (["stylize", "--alpha", "0.3"], "--alpha", "adain"),
+    (["stylize", "--alpha", "0.3"], "--alpha", "photoreal, adain, wct"),
     (["adain", "--style_loss", "mrf"], "--style_loss", "stylize"),
     (["photoreal", "--style_masks", "m.png"], "--style_masks", "stylize"),
     (["stylize", "--nosmooth"], "--nosmooth", "photoreal"),
