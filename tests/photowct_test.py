@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from wct_test import assert_resume_equals_an_uninterrupted_run
 from nst_jax.errors import NSTError
 from nst_jax.io import checkpoint
 from nst_jax.methods.wct import runs, stylize as wct, train as wct_train
@@ -160,14 +161,7 @@ def trainer(weights):
 
 
 def test_resumed_unpooling_training_reaches_the_parameters_of_an_uninterrupted_run(tmp_path, trainer, tiny_data):
-  log = lambda _: None  # noqa: E731
-  whole, _ = wct_train.train(trainer, *tiny_data, out_dir=tmp_path / "whole", log=log)
-  wct_train.train(trainer, *tiny_data, out_dir=tmp_path / "parts", stop=3, log=log)
-  resumed, history = wct_train.train(trainer, *tiny_data, out_dir=tmp_path / "parts", log=log)
-  assert resumed["step"] == whole["step"] == 6
-  for k, v in jax.device_get(whole["params"]).items():
-    np.testing.assert_array_equal(jax.device_get(resumed["params"])[k], v)
-  assert [h["step"] for h in history if "loss" in h] == [3, 6]
+  assert_resume_equals_an_uninterrupted_run(trainer, tiny_data, tmp_path)
   nearest = dataclasses.replace(trainer, config=dataclasses.replace(trainer.config, upsampling="nearest"))
   with pytest.raises(NSTError, match="upsampling='unpool'"):
     wct_train.load_checkpoint(tmp_path / "parts" / "checkpoint.npz", nearest)

@@ -204,10 +204,8 @@ def tiny_data():
   return photos, paintings
 
 
-def test_resumed_training_reaches_the_parameters_of_an_uninterrupted_run(tmp_path, weights, tiny_data):
-  config = wct_train.TrainConfig(layer="relu2_1", width=4, crop=16, batch=1, steps=6, lr=1e-3)
-  trainer = wct_train.make_trainer(config, arch="vgg16", params=weights.params, preprocessing=CAFFE_VGG,
-                                   encoder_sha256=weights.source_sha256, input_scale=0.02)
+def assert_resume_equals_an_uninterrupted_run(trainer, tiny_data, tmp_path) -> None:
+  """A 6-step run stopped after step 3 and resumed ends with the parameters of an uninterrupted one."""
   log = lambda _: None  # noqa: E731
   whole, _ = wct_train.train(trainer, *tiny_data, out_dir=tmp_path / "whole", log=log)
   wct_train.train(trainer, *tiny_data, out_dir=tmp_path / "parts", stop=3, log=log)
@@ -216,6 +214,13 @@ def test_resumed_training_reaches_the_parameters_of_an_uninterrupted_run(tmp_pat
   for k, v in jax.device_get(whole["params"]).items():
     np.testing.assert_array_equal(jax.device_get(resumed["params"])[k], v)
   assert [h["step"] for h in history if "loss" in h] == [3, 6]
+
+
+def test_resumed_training_reaches_the_parameters_of_an_uninterrupted_run(tmp_path, weights, tiny_data):
+  config = wct_train.TrainConfig(layer="relu2_1", width=4, crop=16, batch=1, steps=6, lr=1e-3)
+  trainer = wct_train.make_trainer(config, arch="vgg16", params=weights.params, preprocessing=CAFFE_VGG,
+                                   encoder_sha256=weights.source_sha256, input_scale=0.02)
+  assert_resume_equals_an_uninterrupted_run(trainer, tiny_data, tmp_path)
 
 
 def test_training_lowers_the_reconstruction_and_stylized_losses(tmp_path, weights, tiny_data):

@@ -353,3 +353,14 @@ def write_video(path: pathlib.Path, frames: list[np.ndarray], *, fps: float) -> 
   except (OSError, RuntimeError) as e:
     raise NSTError(f"cannot write {str(path)!r} (ffmpeg: {ffmpeg_reason(e)})") from None
   return path
+
+
+def checked_clip(frames: np.ndarray, window: int) -> np.ndarray:
+  """`frames` as a float32 [T, H, W, 3] clip for clip-wide statistics over `window` frames (0: the whole clip);
+  NSTError for anything else."""
+  frames = np.asarray(frames, np.float32)
+  if frames.ndim != 4 or len(frames) == 0:
+    raise NSTError(f"a clip of frames [T, H, W, 3] is needed, got shape {frames.shape}")
+  if window < 0:
+    raise NSTError(f"--statistics_window must be 0 (the whole clip) or a number of frames, got {window}")
+  return frames

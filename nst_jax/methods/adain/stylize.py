@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from nst_jax.errors import NSTError
-from nst_jax.io import image_io
+from nst_jax.io import image_io, video
 from nst_jax.losses import color
 from nst_jax.methods import blend_tiles
 from nst_jax.methods.adain.ops import STYLE_LAYERS, adain_target, encode, feature_stats, pooled_stats
@@ -429,11 +429,7 @@ def stylize_clip(frames: np.ndarray, *, model: Model, style_stats: Sequence[Laye
   Returns:
     [T, H, W, 3] float32 in [0, 1].
   """
-  frames = np.asarray(frames, np.float32)
-  if frames.ndim != 4 or len(frames) == 0:
-    raise NSTError(f"a clip of frames [T, H, W, 3] is needed, got shape {frames.shape}")
-  if window < 0:
-    raise NSTError(f"--statistics_window must be 0 (the whole clip) or a number of frames, got {window}")
+  frames = video.checked_clip(frames, window)
   if not 0.0 <= alpha <= 1.0:
     raise NSTError(f"--alpha must be in [0, 1], got {alpha}")
   count, h, w = frames.shape[:3]

@@ -26,7 +26,7 @@ import jax
 import numpy as np
 
 from nst_jax.errors import NSTError
-from nst_jax.io import image_io
+from nst_jax.io import image_io, video
 from nst_jax.losses import color
 from nst_jax.methods import blend_tiles
 from nst_jax.methods.wct import ops
@@ -360,11 +360,7 @@ def stylize_clip(frames: np.ndarray, *, model: Model, transforms: Sequence[Mappi
   Returns:
     [T, H, W, 3] float32 in [0, 1].
   """
-  current = np.asarray(frames, np.float32)
-  if current.ndim != 4 or len(current) == 0:
-    raise NSTError(f"a clip of frames [T, H, W, 3] is needed, got shape {current.shape}")
-  if window < 0:
-    raise NSTError(f"--statistics_window must be 0 (the whole clip) or a number of frames, got {window}")
+  current = video.checked_clip(frames, window)
   levels = tuple(layer for layer in model.levels if layer in (levels or model.default_levels or model.levels))
   alphas = _alphas(alpha, levels)
   weights = None if style_weights is None else np.asarray(style_weights, np.float32)
