@@ -153,3 +153,73 @@ def test_region_chroma_takes_each_style_regions_chroma():
     np.testing.assert_allclose(got[:, 1:].mean(0), want[:, 1:].mean(0), atol=1e-5)
     np.testing.assert_allclose(got[:, 1:].std(0), want[:, 1:].std(0), rtol=1e-4)
     np.testing.assert_allclose(got[:, 0], yiq(image[:, cols]).reshape(-1, 3)[:, 0], atol=1e-5)  # luma kept
+
+
+def test_tiles_whiten_with_the_whole_photos_statistics(model):
+  """In tiles each level is whitened with the whole photo's moments and each tile unpools with its own switches:
+  the result stays near the whole-image one, where the dark half run alone is normalised to another brightness."""
+  rng = np.random.default_rng(8)
+  content = rng.random((64, 128, 3)).astype(np.float32)
+  content[:, :64] *= 0.2
+  style = rng.random((48, 48, 3)).astype(np.float32)
+  levels = ("relu2_1", "relu1_1")
+  one = np.ones((1, 64, 128), np.float32)
+  transforms = photowct.region_transforms(model, style, np.ones((1, 48, 48), np.float32), levels=levels)
+  whole = photowct.transfer(content, model=model, transforms=transforms, content_masks=one, levels=levels)
+  tiled = photowct.transfer(content, model=model, transforms=transforms, content_masks=one, levels=levels,
+                            tiling=photowct.blend_tiles.Tiling(tile=64, overlap=16))
+  alone = photowct.transfer(content[:, :64], model=model, transforms=transforms, content_masks=one[:, :, :64],
+                            levels=levels)
+  single = photowct.transfer(content, model=model, transforms=transforms, content_masks=one, levels=levels,
+                             tiling=photowct.blend_tiles.Tiling(tile=128, overlap=16))
+  np.testing.assert_allclose(single, whole, atol=2e-3)  # one tile: the tiled path (switches included) is exact
+  # Random decoders amplify the tiles' border effects (measured 0.013 on average); alone, the dark half is 0.18 off.
+  assert np.mean(np.abs(tiled - whole)) < 0.03
+  assert np.mean(np.abs(alone - whole[:, :64])) > 5 * np.mean(np.abs(tiled[:, :64] - whole[:, :64]))
+
+
+def test_a_second_round_restyles_the_first_rounds_smoothed_result(shallow, images):
+  """`rounds=2` is the cascade, the chroma step and the smoothing (with the original photo's affinity) once more on
+  the first round's result, composed here by hand."""
+  content, style, halves, content_halves = images
+  seg = dict(content_seg=None, style_seg=None)
+  first = photowct.stylize(content, style, model=shallow, rounds=1, **seg)
+  second = photowct.stylize(content, style, model=shallow, rounds=2, **seg)
+  transforms = photowct.region_transforms(shallow, style, np.ones((1, 32, 32), np.float32))
+  again = photowct.transfer(first.image, model=shallow, transforms=transforms,
+                            content_masks=np.ones((1, 32, 48), np.float32))
+  again = np.clip(color.match_region_chroma(again, style, content_masks=np.ones((1, 32, 48), np.float32),
+                                            style_masks=np.ones((1, 32, 32), np.float32)), 0, 1)
+  expected = np.clip(photowct.closed_form.smooth(stylized=again, content=content, lam=photowct.DEFAULT_LAMBDA).image,
+                     0, 1)
+  np.testing.assert_allclose(second.image, expected, atol=1e-5)
+  assert np.abs(second.image - first.image).mean() > 1e-3
+  with pytest.raises(NSTError, match="--rounds"):
+    photowct.stylize(content, style, model=shallow, rounds=0)
+
+
+def test_video_method_photowct_stylises_each_frame_as_the_library_does(cli_setup, tmp_path):
+  """`video --method photowct --noconsistency`: every written frame is `photowct.stylize` of that frame with the
+  style photo (8-bit); two style photos are refused in one line."""
+  from nst_jax.io import video as video_io  # pylint: disable=import-outside-toplevel
+  root = cli_setup["root"]
+  weights = load_weights(cli_setup["weights"])
+  wct_decoder.save_decoders(root / "photowct_video.npz", decoder_set(weights, ("relu2_1", "relu1_1")),
+                            dtype="float32")
+  rng = np.random.default_rng(9)
+  frames = rng.random((2, 24, 32, 3)).astype(np.float32)
+  video_io.write_frames(tmp_path / "frames", frames)
+  frames = video_io.read_frames(tmp_path / "frames").frames
+  args = ["video", "--method", "photowct", "--content", str(tmp_path / "frames"), "--weights",
+          str(cli_setup["weights"]), "--decoders", str(root / "photowct_video.npz"), "--size", "32"]
+  proc = run_cli(cli_setup, *args, "--style", str(root / "style.png"), "--noconsistency", "--output",
+                 str(tmp_path / "out"))
+  assert proc.returncode == 0, proc.stderr
+  model = photowct.make_model(weights, wct_decoder.load_decoders(root / "photowct_video.npz"))
+  style = image_io.resize_long_side(image_io.load_image(root / "style.png"), 32)
+  written = video_io.read_frames(tmp_path / "out").frames
+  for frame, out in zip(frames, written):
+    np.testing.assert_allclose(out, photowct.stylize(frame, style, model=model).image, atol=1.5 / 255)
+  proc = run_cli(cli_setup, *args, "--style", f"{root / 'style.png'},{root / 'style.png'}", "--output",
+                 str(tmp_path / "two"))
+  assert_one_line_error(proc, "one --style photo")

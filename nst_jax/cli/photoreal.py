@@ -25,7 +25,7 @@ from nst_jax.errors import NSTError
 from nst_jax.highres import memory
 from nst_jax.io import image_io
 from nst_jax.losses import segmentation
-from nst_jax.methods import photoreal
+from nst_jax.methods import blend_tiles, photoreal
 from nst_jax.methods.photoreal import closed_form, photowct
 from nst_jax.models import vgg, wct_decoder
 from nst_jax.objective.config import check_request
@@ -53,8 +53,10 @@ def define_flags(fv: flags.FlagValues) -> Sections:
                      f"smoother; the paper's: {closed_form.LAMBDA:g}).", flag_values=fv)
   flags.DEFINE_list("levels", list(photowct.DEFAULT_LEVELS), "wct: the PhotoWCT levels to run, any of "
                     + ", ".join(photowct.LEVELS) + ".", flag_values=fv)
+  flags.DEFINE_integer("rounds", photowct.DEFAULT_ROUNDS, "wct: run PhotoWCT and the smoothing this many times, each "
+                       "round on the last one's result (more of the style's statistics).", flag_values=fv)
   images[1][:0] = ["method"]
-  images[1].extend(["decoders", "levels", "alpha", "smoothing_lambda"])
+  images[1].extend(["decoders", "levels", "alpha", "smoothing_lambda", "rounds"])
   optimisation = optimization_flags.define_optimizer(
       fv, iterations=None, iterations_help=f"Iterations of each stage that runs (default: stage 2 only, "
       f"{ref.stage2_iterations}; with --preset paper both stages, {photoreal.PAPER_PRESET.stage1_iterations} + "
@@ -210,6 +212,15 @@ def run(fv: flags.FlagValues, positional: list[str]) -> pathlib.Path:
   return output
 
 
+def resolve_photowct_decoders(name_or_path: str) -> wct_decoder.DecoderSet:
+  """A PhotoWCT decoder .npz path, or NAME looked up as NAME.npz in the weights folders."""
+  path = find_trained_file(name_or_path)
+  if path is None:
+    raise NSTError(f"--decoders {name_or_path!r}: no such PhotoWCT decoder file or name (train and export one with "
+                   "`python -m nst_jax train wct --upsampling unpool`)")
+  return wct_decoder.load_decoders(path)
+
+
 def run_photowct(fv: flags.FlagValues, output: pathlib.Path, content, style, content_seg, style_seg) -> pathlib.Path:
   """`--method wct`: PhotoWCT at --size, the closed-form smoothing (--smooth) and, if --refine is given, the guided
   filter."""
@@ -217,17 +228,16 @@ def run_photowct(fv: flags.FlagValues, output: pathlib.Path, content, style, con
     raise NSTError(f"--alpha must be in [0, 1], got {fv.alpha}")
   if not fv.smoothing_lambda > 0:
     raise NSTError(f"--smoothing_lambda must be positive, got {fv.smoothing_lambda}")
-  path = find_trained_file(fv.decoders)
-  if path is None:
-    raise NSTError(f"--decoders {fv.decoders!r}: no such PhotoWCT decoder file or name (train and export one with "
-                   "`python -m nst_jax train wct --upsampling unpool`)")
-  decoders = wct_decoder.load_decoders(path)
+  decoders = resolve_photowct_decoders(fv.decoders)
   validation.check_working_size(content.shape, fv.size, what=f"content image {fv.content!r}", flag="--size",
                                 minimum=8)
-  shape = image_io.long_side_shape(content.shape, fv.size)
-  if shape[0] * shape[1] > PHOTOWCT_MAX_PIXELS:
-    raise NSTError(f"--size {fv.size} makes {shape[1]}x{shape[0]} px; --method wct runs on whole images up to "
-                   f"{PHOTOWCT_MAX_PIXELS / 1e6:g} megapixels")
+  if not 1 <= fv.rounds <= 5:
+    raise NSTError(f"--rounds must be from 1 to 5, got {fv.rounds}")
+  tiling = None
+  if fv.tile_size:  # the tiled engine's flag: with --method wct the side of the square tiles
+    if fv.tile_size < 64 or fv.tile_size % 16:
+      raise NSTError(f"--tile_size with --method wct must be a multiple of 16 and at least 64, got {fv.tile_size}")
+    tiling = blend_tiles.tiling_for_budget(fv.tile_size ** 2)
   model = photowct.make_model(resolve_weights(fv.weights), decoders)
   # The guided filter raised the matting energy of the smoothed PhotoWCT result (docs/photoreal.md): only on request.
   polish = fv.refine and fv["refine"].present
@@ -236,16 +246,22 @@ def run_photowct(fv: flags.FlagValues, output: pathlib.Path, content, style, con
                                     style_seg=style_seg, alpha=fv.alpha, levels=fv.levels, smooth=fv.smooth,
                                     lam=fv.smoothing_lambda, matting_eps=fv.matting_eps, polish=polish,
                                     polish_radius=fv.refine_radius, polish_eps=fv.refine_eps,
-                                    region_chroma=fv.region_chroma is not False)
+                                    region_chroma=fv.region_chroma is not False, rounds=fv.rounds,
+                                    max_pixels=PHOTOWCT_MAX_PIXELS, tiling=tiling)
   image_io.save_image(output, result.image, bits=fv.output_bits)
   steps = ", ".join(f"{k} {v:.1f} s" for k, v in result.seconds.items())
-  print(f"wrote {output} ({result.image.shape[1]}x{result.image.shape[0]}, PhotoWCT; {steps}; "
+  h, w = result.image.shape[:2]
+  tiles = blend_tiles.tile_count((h, w), tiling or blend_tiles.tiling_for_budget(PHOTOWCT_MAX_PIXELS))
+  shown = f", {tiles} tiles" if tiling or h * w > PHOTOWCT_MAX_PIXELS else ""
+  print(f"wrote {output} ({w}x{h}, PhotoWCT{shown}; {steps}; "
         f"{result.smoothing_iterations} smoothing iterations; {time.perf_counter() - start:.1f} s)")
   return output
 
 
-# The closed-form smoothing's precomputed fields take ~220 bytes a pixel in float64: ~0.9 GB at 4 megapixels.
-PHOTOWCT_MAX_PIXELS = 4_200_000
+# Above this many pixels --method wct runs in tiles: the cascade's activations (relu1_1's 64 channels at full size)
+# and the closed-form smoothing's precomputed fields (~220 bytes a pixel in float64) of one 2048x2048 tile take
+# ~1-2 GB.
+PHOTOWCT_MAX_PIXELS = 2048 * 2048
 
 COMMAND = Command(
     name="photoreal", prog="python -m nst_jax photoreal",

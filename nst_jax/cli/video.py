@@ -29,7 +29,9 @@ from nst_jax.methods import video
 from nst_jax.objective.config import check_request
 from nst_jax.video import consistency, flow as video_flow
 
-METHODS = ("gatys", "wct", "adain")
+METHODS = ("gatys", "wct", "adain", "photowct")
+# The decoder file each feed-forward method takes by default (--decoders).
+DEFAULT_DECODERS = {"wct": "wct-decoders-hed-vgg16", "photowct": "photowct-decoders-hed-vgg16"}
 # The stylize command's flags that a clip does not take: tiles, the pyramid, several hosts, masks and depth in
 # content space, intermediate images, the edge network.
 DROPPED = stylize_cli.HIGHRES_FLAGS + ("num_processes", "process_id", "output_bits", "style_masks", "depth",
@@ -52,7 +54,9 @@ def define_flags(fv: flags.FlagValues) -> Sections:
   fv.set_default("iterations", 200)
   fv["iterations"].help = "Gatys: optimizer steps of each frame after the first (it starts from the warped result)."
   flags.DEFINE_enum("method", "gatys", list(METHODS), "gatys: optimisation with the temporal term; wct or adain: "
-                    "feed-forward per frame, then the consistency pass.", flag_values=fv)
+                    "feed-forward per frame, then the consistency pass; photowct: photorealistic transfer from a "
+                    "style photo (PhotoWCT and the closed-form smoothing, as `photoreal --method wct`) per frame, "
+                    "then the consistency pass.", flag_values=fv)
   flags.DEFINE_integer("start", 0, "First frame of the clip to use (from 0).", flag_values=fv)
   flags.DEFINE_integer("stride", 1, "Use every Nth frame.", flag_values=fv)
   flags.DEFINE_integer("max_frames", None, "At most this many frames.", flag_values=fv)
@@ -76,7 +80,8 @@ def define_flags(fv: flags.FlagValues) -> Sections:
   flags.DEFINE_string("stylized", None, "With --stabilize_only: the stylised clip (video, folder or pattern), frame "
                       "for frame the --content clip.", flag_values=fv)
   flags.DEFINE_float("alpha", 1.0, "wct, adain: content-style blend of the features in [0, 1].", flag_values=fv)
-  flags.DEFINE_string("decoders", "wct-decoders-hed-vgg16", "wct: the decoder file or name.", flag_values=fv)
+  flags.DEFINE_string("decoders", None, "wct, photowct: the decoder file or name (default: "
+                      + ", ".join(f"{m}: {d}" for m, d in DEFAULT_DECODERS.items()) + ").", flag_values=fv)
   flags.DEFINE_string("decoder", "adain-decoder-hed-vgg16", "adain: the decoder file or name.", flag_values=fv)
   flags.DEFINE_bool("clip_statistics", False, "wct, adain: whiten (normalise) every frame with the content "
                     "statistics of the whole clip, so a frame's transform does not follow changes elsewhere in it "
@@ -143,10 +148,13 @@ def frame_stylizer(fv: flags.FlagValues, size: int):
   cache = adain_cache.resolve(fv.style_cache)
   cached = bool(fv.style) and fv.preserve_colors == "none"
   styles = [] if cached else [image_io.resize_long_side(s, long_side) for s in shared_flags.load_styles(fv.style)]
+  decoder_file = fv.decoders or DEFAULT_DECODERS.get(fv.method)
+  if fv.method == "photowct":
+    return photowct_stylizer(fv, size, decoder_file)
   if fv.method == "wct":
     from nst_jax.cli import wct as wct_cli  # pylint: disable=import-outside-toplevel
     from nst_jax.methods.wct import cache as wct_cache, stylize as wct  # pylint: disable=import-outside-toplevel
-    decoders = wct_cli.resolve_decoders(fv.decoders)
+    decoders = wct_cli.resolve_decoders(decoder_file)
     model = wct.make_model(resolve_weights(fv.weights), decoders)
     transforms = ([wct_cache.style_transforms(p, model=model, folder=cache, long_side=long_side) for p in fv.style]
                   if cached else [wct.style_transforms(model, s) for s in styles])
@@ -176,6 +184,24 @@ def frame_stylizer(fv: flags.FlagValues, size: int):
     together = lambda clip: np.stack([np.asarray(color.combine_luminance(  # noqa: E731
         stylized=s, content=c)) for s, c in zip(plain_clip(clip), clip)])
   return run, together, (*identity, fv.preserve_colors, [pathlib.Path(p).read_bytes() for p in fv.style or []])
+
+
+def photowct_stylizer(fv: flags.FlagValues, size: int, decoder_file: str):
+  """`frame_stylizer` of --method photowct: each frame stylised alone with the style photo (one, resized to the
+  frames' long side), no segmentation maps."""
+  from nst_jax.cli import photoreal as photoreal_cli  # pylint: disable=import-outside-toplevel
+  from nst_jax.methods.photoreal import photowct  # pylint: disable=import-outside-toplevel
+  from nst_jax.weights.store import resolve_weights  # pylint: disable=import-outside-toplevel
+  if len(fv.style or []) != 1:
+    raise NSTError("--method photowct takes one --style photo")
+  if fv.clip_statistics or fv.preserve_colors != "none" or fv.style_blend:
+    raise NSTError("--method photowct takes no --clip_statistics, --preserve_colors or --style_blend")
+  model = photowct.make_model(resolve_weights(fv.weights), photoreal_cli.resolve_photowct_decoders(decoder_file))
+  style = image_io.resize_long_side(shared_flags.load_styles(fv.style)[0], size)
+  run = lambda frame: photowct.stylize(frame, style, model=model, alpha=fv.alpha).image  # noqa: E731
+  identity = ("photowct", decoder_file, model.encoder_id, fv.alpha, size, photowct.DEFAULT_LAMBDA,
+              photowct.DEFAULT_ROUNDS)
+  return run, None, (*identity, [pathlib.Path(p).read_bytes() for p in fv.style])
 
 
 @field_flags.fields_as_flags

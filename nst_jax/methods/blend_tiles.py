@@ -72,6 +72,26 @@ def ramp(length: int, overlap: int, first: bool, last: bool) -> np.ndarray:
   return w
 
 
+def tile_windows(shape: tuple[int, int], tile_shape: tuple[int, int],
+                 overlap: int) -> list[tuple[tuple[slice, slice], np.ndarray]]:
+  """The tiles of `tile_shape` (each side at most the image's) covering an image of `shape` with at least `overlap`
+  px of overlap: for each, its (rows, columns) window and its (th, tw) blending weights, linear ramps across the
+  overlaps normalised so that every pixel's weights over all tiles sum to 1."""
+  h, w = shape
+  th, tw = tile_shape
+  ys, xs = tile_starts(h, th, overlap), tile_starts(w, tw, overlap)
+  ramps = [(i, j, ramp(th, overlap, i == 0, i == len(ys) - 1)[:, None]
+            * ramp(tw, overlap, j == 0, j == len(xs) - 1)[None, :]) for i in range(len(ys)) for j in range(len(xs))]
+  norm = np.zeros((h, w), np.float32)
+  for i, j, r in ramps:
+    norm[ys[i]:ys[i] + th, xs[j]:xs[j] + tw] += r
+  out = []
+  for i, j, r in ramps:
+    window = (slice(ys[i], ys[i] + th), slice(xs[j], xs[j] + tw))
+    out.append((window, r / norm[window]))
+  return out
+
+
 def window_bounds(t: int, count: int, window: int) -> tuple[int, int]:
   """[start, stop) of the `window` frames centred on frame t of `count`, shifted to stay inside (0: all frames): the
   part of a clip whose statistics stand for frame t's, as the whole image's stand for a tile's."""

@@ -22,6 +22,10 @@ multiplied by sqrt(c_i / 9) relative to the interior, a frame two pixels wide da
 (λ I + L / 9) R = λ Y: the paper's system wherever every window fits, and one that keeps constants at the border
 too. `degree_normalized=True` solves the paper's system as written.
 
+Large images (`smooth_in_tiles`): the operator couples pixels only through 3x3 windows and the solution differs
+from Y by what the affinity ties together, so each overlapping tile is solved with its own content's affinity and
+the solutions are blended with linear ramps; the tiles disagree only near their borders, inside the ramps.
+
 Conjugate gradients start from Y: R* differs from Y mostly in the components that the affinity couples strongly
 (the operator's large eigenvalues), which converge first; the slow components are the smooth ones, where R* ≈ Y.
 """
@@ -35,6 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from nst_jax.losses import matting
+from nst_jax.methods import blend_tiles
 
 LAMBDA = 1e-4    # Li et al.'s λ (their α = 1 / (1 + λ) ≈ 0.9999)
 EPSILON = 1e-7   # ε of the matting affinity, as in Levin et al. and Li et al.
@@ -149,3 +154,37 @@ def smooth(*, stylized: np.ndarray, content: np.ndarray, lam: float = LAMBDA, ep
   x, iterations, residual = _solve(jnp.asarray(stylized), laplacian, scale, jnp.float32(lam), jnp.float32(rtol),
                                    jnp.int32(max_iterations))
   return SmoothingResult(np.asarray(x, np.float32), int(iterations), float(residual))
+
+
+def smooth_in_tiles(*, stylized: np.ndarray, content: np.ndarray, tile: int = 1024, overlap: int = 128,
+                    lam: float = LAMBDA, eps: float = EPSILON, rtol: float = RTOL,
+                    max_iterations: int = MAX_ITERATIONS) -> SmoothingResult:
+  """`smooth` over overlapping square tiles of at most `tile` px, blended with linear ramps over `overlap` px: the
+  memory of one tile's solve, whatever the image's size (one compilation for all tiles of one shape).
+
+  Args:
+    stylized, content, lam, eps, rtol, max_iterations: as for `smooth` (the default, unnormalised system).
+    tile: side of the tiles in px (tiles are cut to the image where it is smaller).
+    overlap: overlap of neighbouring tiles in px, below half the tile.
+
+  Returns:
+    The `SmoothingResult`: the blended image, the most iterations and the largest residual of any tile.
+
+  Example:
+    >>> out = smooth_in_tiles(stylized=wct_output, content=photo_4k, tile=1024, overlap=128).image
+  """
+  stylized = np.asarray(stylized, np.float32)
+  content = np.asarray(content, np.float32)
+  if stylized.shape != content.shape or content.ndim != 3 or content.shape[2] != 3:
+    raise ValueError(f"stylized {stylized.shape} and content {content.shape} must be (H, W, 3) of one size")
+  if not 0 <= overlap < tile // 2:
+    raise ValueError(f"overlap must be in [0, tile / 2), got {overlap} for tiles of {tile} px")
+  h, w = content.shape[:2]
+  out = np.zeros_like(stylized)
+  iterations, residual = 0, 0.0
+  for window, share in blend_tiles.tile_windows((h, w), (min(tile, h), min(tile, w)), overlap):
+    part = smooth(stylized=stylized[window], content=content[window], lam=lam, eps=eps, rtol=rtol,
+                  max_iterations=max_iterations)
+    out[window] += part.image * share[..., None]
+    iterations, residual = max(iterations, part.iterations), max(residual, part.residual)
+  return SmoothingResult(out, iterations, residual)

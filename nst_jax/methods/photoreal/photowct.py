@@ -24,6 +24,7 @@ import numpy as np
 from nst_jax.errors import NSTError
 from nst_jax.io import image_io
 from nst_jax.losses import color, segmentation
+from nst_jax.methods import blend_tiles
 from nst_jax.methods.photoreal import closed_form, smoothing
 from nst_jax.methods.wct import ops
 from nst_jax.methods.wct import stylize as wct_stylize
@@ -41,6 +42,10 @@ DEFAULT_LEVELS = ("relu2_1", "relu1_1")
 # structure than the paper's results (matting energy 1.04-1.9x theirs); 3e-3 brings all five to 0.36-0.81x
 # (docs/photoreal.md, "The fast method").
 DEFAULT_LAMBDA = 3e-3
+# Rounds of cascade + smoothing. The smoothing flattens part of what the transform gave (on the paper's pairs the
+# segmented style loss at relu1_1 rose up to 5x through it), and a second round on the smoothed result restores
+# most of it while the smoothing keeps the result photographic (docs/photoreal.md, "The fast method").
+DEFAULT_ROUNDS = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,10 +56,6 @@ class Model(wct_stylize.Model):
   def levels(self) -> tuple[str, ...]:
     """The cascade's levels this model has decoders for, coarse to fine."""
     return tuple(layer for layer in LEVELS if layer in self.decoders)
-
-  def spec(self, layer: str) -> tuple:
-    """The static (hashable) part of a level that selects its compiled executable."""
-    return (*super().spec(layer), self.decoders[layer].upsampling)
 
 
 def make_model(weights: VGGWeights, decoders: wct_decoder.DecoderSet) -> Model:
@@ -121,21 +122,14 @@ def region_transforms(model: Model, style: np.ndarray, style_masks: np.ndarray, 
   return out
 
 
-@functools.partial(jax.jit, static_argnames=("spec", "eps"))
-def _level_jit(enc_params, dec_params, image, valid, means, colorings, masks, alpha, *, spec, eps):
-  """One level on a (1, H, W, 3) image: encode with switches, per-region WCT, decode with the switches."""
-  arch, preprocessing, layer, width, padding, input_scale, upsampling = spec
-  feats, switches = _encode(enc_params, image, arch=arch, preprocessing=preprocessing, layer=layer)
-  styles = [ops.StyleTransform(m, c) for m, c in zip(means, colorings)]
-  target = ops.transform(feats[0], styles, alpha=alpha, masks=masks, weights=valid, eps=eps)
-  level = wct_decoder.LevelDecoder(dec_params, width, padding, input_scale, upsampling=upsampling)
-  return wct_decoder.decode(level, target[None], arch=arch, layer=layer, switches=switches)
-
-
 def transfer(content: np.ndarray, *, model: Model, transforms: Mapping[str, Sequence[ops.StyleTransform]],
              content_masks: np.ndarray, alpha: float = 1.0, levels: Sequence[str] | None = None,
+             max_pixels: int = wct_stylize.DEFAULT_MAX_PIXELS, tiling: blend_tiles.Tiling | None = None,
              eps: float = ops.EPS) -> np.ndarray:
   """The PhotoWCT cascade on an (H, W, 3) content with per-region style transforms (`region_transforms`).
+
+  Each level runs through `wct.stylize.run_level`: whole, or above `max_pixels` in overlapping tiles whitened with
+  the whole image's statistics (each tile decoded with its own pooling switches).
 
   Args:
     content: RGB [0, 1].
@@ -144,29 +138,20 @@ def transfer(content: np.ndarray, *, model: Model, transforms: Mapping[str, Sequ
     content_masks: (K, H, W) region masks of the content (summing to 1 at each pixel).
     alpha: content/style blend of the features at every level.
     levels: the levels to run, coarse to fine (default: `check_levels`').
+    max_pixels: larger images run in tiles (`tiling`, default `blend_tiles.tiling_for_budget`).
+    tiling: force tiles of this layout.
     eps: eigenvalue regularisation of the whitening and colouring.
 
   Returns:
     (H, W, 3) float32 in [0, 1].
   """
   levels = check_levels(model, levels)
-  h, w = content.shape[:2]
-  s = vgg.layer_stride(model.arch, levels[0])
-  ph, pw = (-h) % s, (-w) % s
-  if ph >= h or pw >= w:
-    raise NSTError(f"--content: an image of {w}x{h} px is too small for PhotoWCT (at least {s} px a side)")
-  pad = ((0, ph), (0, pw))
-  valid = np.pad(np.ones((h, w), np.float32), pad)
-  masks = np.stack([np.pad(np.asarray(m, np.float32), pad) for m in content_masks])
+  masks = np.asarray(content_masks, np.float32)
+  per_region = [{layer: transforms[layer][k] for layer in levels} for k in range(len(masks))]
   current = np.asarray(content, np.float32)
   for layer in levels:
-    stride = vgg.layer_stride(model.arch, layer)
-    padded = np.pad(current, pad + ((0, 0),), mode="reflect")
-    out = _level_jit(model.enc_params, model.decoders[layer].params, padded[None],
-                     wct_stylize.masks_at(valid[None], stride)[0], [t.mean for t in transforms[layer]],
-                     [t.coloring for t in transforms[layer]], wct_stylize.masks_at(masks, stride),
-                     np.float32(alpha), spec=model.spec(layer), eps=eps)
-    current = np.clip(np.asarray(out)[0, :h, :w], 0.0, 1.0)
+    current = wct_stylize.run_level(model, layer, current, masks, per_region, None, alpha, max_pixels=max_pixels,
+                                    tiling=tiling, eps=eps)
   if not np.all(np.isfinite(current)):
     raise NSTError("the PhotoWCT decoders produced non-finite values; the decoder file may be damaged")
   return current
@@ -178,9 +163,10 @@ class Result:
 
   Attributes:
     image: (H, W, 3) float32 in [0, 1].
-    transferred: the cascade's image (after the region chroma step), before smoothing.
+    transferred: the last round's cascade image (after the region chroma step), before smoothing.
     seconds: {'transfer', 'smoothing', 'polish'}: wall seconds of each step.
-    smoothing_iterations: conjugate-gradient iterations (0 without smoothing).
+    smoothing_iterations: conjugate-gradient iterations over all rounds and tiles (the most of any tile; 0 without
+      smoothing).
   """
 
   image: np.ndarray
@@ -194,7 +180,8 @@ def stylize(content: np.ndarray, style: np.ndarray, *, model: Model, content_seg
             smooth: bool = True,
             lam: float = DEFAULT_LAMBDA, matting_eps: float = closed_form.EPSILON, polish: bool = False,
             polish_radius: int = 2, polish_eps: float = 1e-4, region_chroma: bool = True,
-            eps: float = ops.EPS) -> Result:
+            rounds: int = DEFAULT_ROUNDS, max_pixels: int = wct_stylize.DEFAULT_MAX_PIXELS,
+            tiling: blend_tiles.Tiling | None = None, eps: float = ops.EPS) -> Result:
   """Photorealistic stylisation of `content` with the photo `style`: PhotoWCT, closed-form smoothing, and
   optionally a guided-filter polish (content as guide).
 
@@ -212,6 +199,12 @@ def stylize(content: np.ndarray, style: np.ndarray, *, model: Model, content_seg
     region_chroma: before smoothing, give each region the YIQ chroma mean and std of its style region
       (`color.match_region_chroma`): a gray target region gives a gray result, where the decoders alone leave a
       faint tint.
+    rounds: run the cascade, the chroma step and the smoothing this many times, each round on the last one's
+      result: the decoders only approximate the encoder's inverse and the smoothing flattens part of what the
+      transform gave, so one round leaves the style's statistics short; a second brings them closer.
+    max_pixels: larger contents run in tiles (`tiling`, default `blend_tiles.tiling_for_budget`): the cascade
+      whitened with the whole image's statistics, the smoothing solved per tile (`closed_form.smooth_in_tiles`).
+    tiling: force tiles of this layout.
     eps: eigenvalue regularisation of the whitening and colouring.
 
   Returns:
@@ -222,21 +215,33 @@ def stylize(content: np.ndarray, style: np.ndarray, *, model: Model, content_seg
   seg = segmentation.match(content_seg, style_seg, content_shape=content.shape[:2], style_shape=style.shape[:2])
   if not 0.0 <= alpha <= 1.0:
     raise NSTError(f"--alpha must be in [0, 1], got {alpha}")
+  if not (isinstance(rounds, int) and 1 <= rounds <= 5):
+    raise NSTError(f"--rounds must be a whole number from 1 to 5, got {rounds}")
+  tiles = tiling or (blend_tiles.tiling_for_budget(max_pixels)
+                     if content.shape[0] * content.shape[1] > max_pixels else None)
+  seconds = {"transfer": 0.0, **({"smoothing": 0.0} if smooth else {})}
   start = time.perf_counter()
   levels = check_levels(model, levels)
   transforms = region_transforms(model, style, seg.style, levels=levels, eps=eps)
-  transferred = transfer(content, model=model, transforms=transforms, content_masks=seg.content, alpha=alpha,
-                         levels=levels, eps=eps)
-  if region_chroma:
-    transferred = np.clip(color.match_region_chroma(transferred, style, content_masks=seg.content,
-                                                    style_masks=seg.style), 0.0, 1.0)
-  seconds = {"transfer": time.perf_counter() - start}
-  image, iterations = transferred, 0
-  if smooth:
+  image, iterations = content, 0
+  for _ in range(rounds):
+    transferred = transfer(image, model=model, transforms=transforms, content_masks=seg.content, alpha=alpha,
+                           levels=levels, max_pixels=max_pixels, tiling=tiles, eps=eps)
+    if region_chroma:
+      transferred = np.clip(color.match_region_chroma(transferred, style, content_masks=seg.content,
+                                                      style_masks=seg.style), 0.0, 1.0)
+    seconds["transfer"] += time.perf_counter() - start
+    image = transferred
+    if smooth:
+      start = time.perf_counter()
+      if tiles is None:
+        solved = closed_form.smooth(stylized=transferred, content=content, lam=lam, eps=matting_eps)
+      else:
+        solved = closed_form.smooth_in_tiles(stylized=transferred, content=content, tile=tiles.tile,
+                                             overlap=tiles.overlap, lam=lam, eps=matting_eps)
+      image, iterations = np.clip(solved.image, 0.0, 1.0), iterations + solved.iterations
+      seconds["smoothing"] += time.perf_counter() - start
     start = time.perf_counter()
-    solved = closed_form.smooth(stylized=transferred, content=content, lam=lam, eps=matting_eps)
-    image, iterations = solved.image, solved.iterations
-    seconds["smoothing"] = time.perf_counter() - start
   if polish:
     start = time.perf_counter()
     image = smoothing.guided_filter(guide=content, source=image, radius=polish_radius, eps=polish_eps)

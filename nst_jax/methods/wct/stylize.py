@@ -59,7 +59,7 @@ class Model:
   def spec(self, layer: str) -> tuple:
     """The static (hashable) part of a level that selects its compiled executable."""
     d = self.decoders[layer]
-    return (self.arch, self.preprocessing, layer, d.width, d.padding, d.input_scale)
+    return (self.arch, self.preprocessing, layer, d.width, d.padding, d.input_scale, d.upsampling)
 
 
 def check_encoder(weights: VGGWeights, decoders: wct_decoder.DecoderSet) -> None:
@@ -95,6 +95,24 @@ def _encode(enc_params, image: jax.Array, *, arch: str, preprocessing: Preproces
   return vgg.VGG(arch, layers, pooling="max").apply({"params": sub}, preprocessing.apply(image))
 
 
+def _encode_level(enc_params, image: jax.Array, spec: tuple) -> tuple[jax.Array, jax.Array | None]:
+  """A (1, H, W, 3) image's features (H/s, W/s, C) at the spec's level, and its max-pooling switches when the level
+  decodes by unpooling (PhotoWCT's decoders), else None."""
+  arch, preprocessing, layer = spec[:3]
+  if spec[6] == "unpool":
+    sub = vgg.params_for(arch, dict(enc_params), (layer,))
+    feats, switches = vgg.features_and_switches({"params": sub}, preprocessing.apply(image), arch=arch, layer=layer)
+    return feats[0], switches
+  return _encode(enc_params, image, arch=arch, preprocessing=preprocessing, layers=(layer,))[layer][0], None
+
+
+def _decode_level(dec_params, target: jax.Array, switches, spec: tuple) -> jax.Array:
+  """The spec's level decoder on (H/s, W/s, C) target features: a (1, H, W, 3) image."""
+  arch, _, layer, width, padding, input_scale, upsampling = spec
+  level = wct_decoder.LevelDecoder(dec_params, width, padding, input_scale, upsampling=upsampling)
+  return wct_decoder.decode(level, target[None], arch=arch, layer=layer, switches=switches)
+
+
 @functools.partial(jax.jit, static_argnames=("arch", "preprocessing", "layers", "eps"))
 def _style_transforms_jit(enc_params, image, *, arch, preprocessing, layers, eps):
   feats = _encode(enc_params, image[None], arch=arch, preprocessing=preprocessing, layers=layers)
@@ -125,52 +143,45 @@ def style_transforms(model: Model, style: np.ndarray, *, scales: Mapping[str, fl
 @functools.partial(jax.jit, static_argnames=("spec", "eps"))
 def _level_jit(enc_params, dec_params, image, valid, means, colorings, style_weights, masks, alpha, *, spec, eps):
   """One level of the cascade on a (1, H, W, 3) image; `valid` (H/s, W/s) weighs the statistics' positions."""
-  arch, preprocessing, layer, width, padding, input_scale = spec
-  feats = _encode(enc_params, image, arch=arch, preprocessing=preprocessing, layers=(layer,))[layer][0]
+  feats, switches = _encode_level(enc_params, image, spec)
   styles = [ops.StyleTransform(m, c) for m, c in zip(means, colorings)]
   target = ops.transform(feats, styles, alpha=alpha, style_weights=style_weights, masks=masks, weights=valid,
                          eps=eps)
-  level = wct_decoder.LevelDecoder(dec_params, width, padding, input_scale)
-  return wct_decoder.decode(level, target[None], arch=arch, layer=layer)
+  return _decode_level(dec_params, target, switches, spec)
 
 
 @functools.partial(jax.jit, static_argnames=("spec",))
 def _tile_sums_jit(enc_params, tile, region_weights, *, spec):
   """`ops.moment_sums` of a tile's features at the level for each (H/s, W/s) region weight map in `region_weights`."""
-  arch, preprocessing, layer = spec[:3]
-  feats = _encode(enc_params, tile, arch=arch, preprocessing=preprocessing, layers=(layer,))[layer][0]
+  feats, _ = _encode_level(enc_params, tile, spec)
   return [ops.moment_sums(feats, w) for w in region_weights]
 
 
 @functools.partial(jax.jit, static_argnames=("spec", "eps"))
 def _tile_level_jit(enc_params, dec_params, tile, stat_means, stat_covs, means, colorings, style_weights, masks,
                     alpha, *, spec, eps):
-  """One level on one tile, whitened with the whole image's statistics (one, or one per mask region)."""
-  arch, preprocessing, layer, width, padding, input_scale = spec
-  feats = _encode(enc_params, tile, arch=arch, preprocessing=preprocessing, layers=(layer,))[layer][0]
+  """One level on one tile, whitened with the whole image's statistics (one, or one per mask region); an unpooling
+  decoder takes the tile's own pooling switches."""
+  feats, switches = _encode_level(enc_params, tile, spec)
   styles = [ops.StyleTransform(m, c) for m, c in zip(means, colorings)]
   stats = [ops.Moments(m, c) for m, c in zip(stat_means, stat_covs)]
   target = ops.transform(feats, styles, alpha=alpha, style_weights=style_weights, masks=masks, stats=stats, eps=eps)
-  level = wct_decoder.LevelDecoder(dec_params, width, padding, input_scale)
-  return wct_decoder.decode(level, target[None], arch=arch, layer=layer)
+  return _decode_level(dec_params, target, switches, spec)
 
 
 @functools.partial(jax.jit, static_argnames=("spec",))
 def _features_jit(enc_params, image, valid, *, spec):
   """A (1, H, W, 3) image's features at the level and their `ops.moment_sums` over the `valid` weights."""
-  arch, preprocessing, layer = spec[:3]
-  feats = _encode(enc_params, image, arch=arch, preprocessing=preprocessing, layers=(layer,))[layer][0]
+  feats, _ = _encode_level(enc_params, image, spec)
   return feats, ops.moment_sums(feats, valid)
 
 
 @functools.partial(jax.jit, static_argnames=("spec",))
 def _whitened_level_jit(dec_params, feats, mean, whitening, means, colorings, style_weights, alpha, *, spec):
   """One level from a frame's features, whitened with a given mean and whitening matrix (a clip's)."""
-  arch, _, layer, width, padding, input_scale = spec
   styles = [ops.StyleTransform(m, c) for m, c in zip(means, colorings)]
   target = ops.color_blend((feats - mean) @ whitening, feats, styles, alpha=alpha, style_weights=style_weights)
-  level = wct_decoder.LevelDecoder(dec_params, width, padding, input_scale)
-  return wct_decoder.decode(level, target[None], arch=arch, layer=layer)
+  return _decode_level(dec_params, target, None, spec)
 
 
 def _tiled_level(model: Model, layer: str, image: np.ndarray, valid: np.ndarray, masks: np.ndarray | None,
@@ -181,38 +192,45 @@ def _tiled_level(model: Model, layer: str, image: np.ndarray, valid: np.ndarray,
   multiple = max(16, s)
   th, tw = min(tiling.tile // multiple * multiple, h), min(tiling.tile // multiple * multiple, w)
   overlap = min(tiling.overlap, th // 2 - 8, tw // 2 - 8) // 8 * 8
-  ys, xs = blend_tiles.tile_starts(h, th, overlap), blend_tiles.tile_starts(w, tw, overlap)
-  ramps = {(i, j): (blend_tiles.ramp(th, overlap, i == 0, i == len(ys) - 1)[:, None]
-                    * blend_tiles.ramp(tw, overlap, j == 0, j == len(xs) - 1)[None, :])
-           for i in range(len(ys)) for j in range(len(xs))}
-  norm = np.zeros((h, w), np.float32)
-  for (i, j), r in ramps.items():
-    norm[ys[i]:ys[i] + th, xs[j]:xs[j] + tw] += r
+  windows = blend_tiles.tile_windows((h, w), (th, tw), overlap)
   regions = (np.ones((1, h, w), np.float32) if masks is None else masks) * valid[None]
   spec = model.spec(layer)
   parts = []
-  for (i, j), r in ramps.items():
-    window = (slice(ys[i], ys[i] + th), slice(xs[j], xs[j] + tw))
-    share = r / norm[window]  # each position's weights over all tiles sum to 1
+  for window, share in windows:  # each position's shares over all tiles sum to 1: counted once
     tile_weights = masks_at(regions[:, window[0], window[1]] * share[None], s)
     parts.append(jax.device_get(_tile_sums_jit(model.enc_params, image[window][None], tile_weights, spec=spec)))
   stats = [ops.combine_moments([part[k] for part in parts]) for k in range(len(regions))]
   acc = np.zeros((h, w, 3), np.float32)
-  for (i, j), r in ramps.items():
-    window = (slice(ys[i], ys[i] + th), slice(xs[j], xs[j] + tw))
+  for window, share in windows:
     tile_masks = None if masks is None else masks_at(masks[:, window[0], window[1]], s)
     out = _tile_level_jit(model.enc_params, model.decoders[layer].params, image[window][None],
                           [m.mean for m in stats], [m.cov for m in stats], [t[layer].mean for t in transforms],
                           [t[layer].coloring for t in transforms], style_weights, tile_masks, np.float32(alpha),
                           spec=spec, eps=eps)
-    acc[window] += np.clip(np.asarray(out)[0], 0.0, 1.0) * r[..., None]
-  return acc / norm[..., None]
+    acc[window] += np.clip(np.asarray(out)[0], 0.0, 1.0) * share[..., None]
+  return acc
 
 
-def _run_level(model: Model, layer: str, image: np.ndarray, masks: np.ndarray | None, transforms, style_weights,
-               alpha: float, *, max_pixels: int, tiling: blend_tiles.Tiling | None, eps: float) -> np.ndarray:
+def run_level(model: Model, layer: str, image: np.ndarray, masks: np.ndarray | None, transforms, style_weights,
+              alpha: float, *, max_pixels: int = DEFAULT_MAX_PIXELS, tiling: blend_tiles.Tiling | None = None,
+              eps: float = ops.EPS) -> np.ndarray:
   """One level of the cascade on an (H, W, 3) image: reflect-padded to a multiple of the level's stride (the
-  padding left out of the statistics), whole or in tiles; the decoded image cropped back and clipped to [0, 1]."""
+  padding left out of the statistics), whole or in tiles; the decoded image cropped back and clipped to [0, 1].
+
+  Args:
+    model: the encoder and decoders (`make_model`'s, or PhotoWCT's model, whose decoders unpool with the switches of
+      the image or tile they decode).
+    layer: the level.
+    image: (H, W, 3) RGB in [0, 1].
+    masks: (K, H, W) region masks, region k taking transform k, or None.
+    transforms: one {level: `ops.StyleTransform`} per style (or per region with `masks`).
+    style_weights: (K,) blend weights of the styles without masks, or None (equal).
+    alpha: content/style blend of the features.
+    max_pixels: larger (padded) images run in tiles (`tiling`, default `blend_tiles.tiling_for_budget`) whitened
+      with the whole image's statistics.
+    tiling: force tiles of this layout.
+    eps: eigenvalue regularisation.
+  """
   h, w = image.shape[:2]
   s = _stride(layer)
   ph, pw = (-h) % s, (-w) % s
@@ -330,7 +348,7 @@ def stylize(content: np.ndarray, styles: Sequence[np.ndarray], *, model: Model,
     src = current if scale == 1.0 else image_io.resize(current, *size)
     src_masks = None if masks is None or scale == 1.0 else np.stack([image_io.resize(
         np.asarray(m, np.float32)[..., None], *size)[..., 0] for m in masks])
-    out = _run_level(model, layer, src, masks if scale == 1.0 else src_masks, transforms, weights, alphas[layer],
+    out = run_level(model, layer, src, masks if scale == 1.0 else src_masks, transforms, weights, alphas[layer],
                      max_pixels=max_pixels, tiling=tiling, eps=eps)
     current = out if scale == 1.0 else np.clip(image_io.resize(out, h, w), 0.0, 1.0)
   result = current
