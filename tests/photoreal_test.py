@@ -321,13 +321,13 @@ def test_command_line_presets_and_objective_defaults():
 
 def test_region_chroma_makes_a_gray_targets_result_gray(default_weights, photo_pair):
   """With a gray target the optimisation still leaves a faint tint (mean |I|, |Q| 0.0068 measured without the step);
-  `region_chroma` makes the result gray (5e-8), and the post-processing keeps it so."""
+  `region_chroma` (the default) makes the result gray (5e-8), and the post-processing keeps it so."""
   gray_pair = dict(photo_pair, style=np.repeat(metrics.gray(photo_pair["style"])[..., None], 3, axis=-1))
   config = photoreal.PhotorealConfig(size=64, stage1_size=32, stage1_iterations=4, stage2_iterations=2,
                                      log_every=6, smooth_radius=4)
   chroma = lambda image: float(np.abs(np.asarray(color.rgb_to_yiq(image))[..., 1:]).mean())
-  plain = photoreal.photoreal(weights=default_weights, config=config, progress=False, **gray_pair)
-  gray = photoreal.photoreal(weights=default_weights, config=dataclasses.replace(config, region_chroma=True),
-                             progress=False, **gray_pair)
+  plain = photoreal.photoreal(weights=default_weights, config=dataclasses.replace(config, region_chroma=False),
+                              progress=False, **gray_pair)
+  gray = photoreal.photoreal(weights=default_weights, config=config, progress=False, **gray_pair)
   assert chroma(plain.image) > 2e-3
   assert chroma(gray.image) < 1e-5

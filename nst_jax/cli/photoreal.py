@@ -100,9 +100,9 @@ def define_flags(fv: flags.FlagValues) -> Sections:
                     "given).", flag_values=fv)
   flags.DEFINE_integer("refine_radius", ref.refine_radius, "Guided filter radius.", flag_values=fv)
   flags.DEFINE_float("refine_eps", ref.refine_eps, "Guided filter epsilon.", flag_values=fv)
-  flags.DEFINE_bool("region_chroma", None, "Before the post-processing, give each region the YIQ chroma mean and std "
-                    "of its style region (a gray target gives a gray result); default: on with --method wct, off "
-                    "with optimize.", flag_values=fv)
+  flags.DEFINE_bool("region_chroma", ref.region_chroma, "Before the post-processing, give each region the YIQ "
+                    "chroma mean and std of its style region (a gray target gives a gray result; no false colour in "
+                    "flat areas).", flag_values=fv)
   flags.DEFINE_bool("save_stages", False, "Also write each stage's unsmoothed result as <output>_stageN.",
                     flag_values=fv)
   post = ("post-processing", ["region_chroma", "smooth", "affine_eps", "smooth_radius", "smooth_sigma_s",
@@ -137,7 +137,7 @@ def config_from_flags(fv: flags.FlagValues) -> photoreal.PhotorealConfig:
       pooling=fv.pooling,
       init=fv.init, smooth=fv.smooth, affine_eps=fv.affine_eps, smooth_radius=fv.smooth_radius,
       smooth_sigma_s=fv.smooth_sigma_s, smooth_sigma_r=fv.smooth_sigma_r, refine=fv.refine,
-      refine_radius=fv.refine_radius, refine_eps=fv.refine_eps, region_chroma=bool(fv.region_chroma), seed=fv.seed,
+      refine_radius=fv.refine_radius, refine_eps=fv.refine_eps, region_chroma=fv.region_chroma, seed=fv.seed,
       log_every=max(1, fv.log_every),
       stall_rtol=optimization_flags.stall_rtol(fv))
 
@@ -246,7 +246,7 @@ def run_photowct(fv: flags.FlagValues, output: pathlib.Path, content, style, con
                                     style_seg=style_seg, alpha=fv.alpha, levels=fv.levels, smooth=fv.smooth,
                                     lam=fv.smoothing_lambda, matting_eps=fv.matting_eps, polish=polish,
                                     polish_radius=fv.refine_radius, polish_eps=fv.refine_eps,
-                                    region_chroma=fv.region_chroma is not False, rounds=fv.rounds,
+                                    region_chroma=fv.region_chroma, rounds=fv.rounds,
                                     max_pixels=PHOTOWCT_MAX_PIXELS, tiling=tiling)
   image_io.save_image(output, result.image, bits=fv.output_bits)
   steps = ", ".join(f"{k} {v:.1f} s" for k, v in result.seconds.items())

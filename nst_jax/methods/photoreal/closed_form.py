@@ -119,7 +119,7 @@ def _solve(stylized: jax.Array, laplacian: matting.Laplacian, scale: jax.Array, 
 
 def smooth(*, stylized: np.ndarray, content: np.ndarray, lam: float = LAMBDA, eps: float = EPSILON,
            rtol: float = RTOL, max_iterations: int = MAX_ITERATIONS,
-           degree_normalized: bool = False) -> SmoothingResult:
+           degree_normalized: bool = False, laplacian: matting.Laplacian | None = None) -> SmoothingResult:
   """The closed-form smoothing R* = (1 − α)(I − αS)⁻¹ Y of a stylised image with the content's matting affinity.
 
   Args:
@@ -131,6 +131,8 @@ def smooth(*, stylized: np.ndarray, content: np.ndarray, lam: float = LAMBDA, ep
     max_iterations: at most this many iterations.
     degree_normalized: the paper's D^(-1/2) W D^(-1/2) exactly (darkens a 2-pixel frame; the module docstring),
       instead of D = 9 I, which equals it away from the border.
+    laplacian: `matting.precompute(content, eps=eps)` when the caller already has it (several smoothings of one
+      photo), else computed here.
 
   Returns:
     The `SmoothingResult` (the image float32, unclipped).
@@ -146,7 +148,8 @@ def smooth(*, stylized: np.ndarray, content: np.ndarray, lam: float = LAMBDA, ep
     raise ValueError(f"the matting affinity needs at least 3x3 pixels, got {content.shape[1]}x{content.shape[0]}")
   if not lam > 0:
     raise ValueError(f"lam must be positive, got {lam}")
-  laplacian = matting.precompute(content, eps=eps)
+  if laplacian is None:
+    laplacian = matting.precompute(content, eps=eps)
   if degree_normalized:
     scale = jax.lax.rsqrt(laplacian["count"])[..., None]
   else:

@@ -61,9 +61,10 @@ class PhotorealConfig:
   refine_radius: int = 2
   refine_eps: float = 1e-4
   # Before the post-processing, each region's YIQ chroma mean and std from its style region
-  # (`color.match_region_chroma`): a gray target then gives an exactly gray result. Off by default until the 12-pair
-  # acceptance has been measured with it.
-  region_chroma: bool = False
+  # (`color.match_region_chroma`). The optimisation spreads chroma along the green-magenta axis in flat,
+  # low-saturation regions (lilac and green patches that neither photo has; the start is on the target's palette,
+  # docs/photoreal.md §8); this takes each region back to its target's chroma, and a gray target gives a gray result.
+  region_chroma: bool = True
   seed: int = 0
   log_every: int = 10
   stall_rtol: float | None = StylizeConfig.stall_rtol  # L-BFGS early stop (`stalled`)

@@ -23,7 +23,7 @@ import numpy as np
 
 from nst_jax.errors import NSTError
 from nst_jax.io import image_io
-from nst_jax.losses import color, segmentation
+from nst_jax.losses import color, matting, segmentation
 from nst_jax.methods import blend_tiles
 from nst_jax.methods.photoreal import closed_form, smoothing
 from nst_jax.methods.wct import ops
@@ -223,7 +223,7 @@ def stylize(content: np.ndarray, style: np.ndarray, *, model: Model, content_seg
   start = time.perf_counter()
   levels = check_levels(model, levels)
   transforms = region_transforms(model, style, seg.style, levels=levels, eps=eps)
-  image, iterations = content, 0
+  image, iterations, laplacian = content, 0, None
   for _ in range(rounds):
     transferred = transfer(image, model=model, transforms=transforms, content_masks=seg.content, alpha=alpha,
                            levels=levels, max_pixels=max_pixels, tiling=tiles, eps=eps)
@@ -235,7 +235,10 @@ def stylize(content: np.ndarray, style: np.ndarray, *, model: Model, content_seg
     if smooth:
       start = time.perf_counter()
       if tiles is None:
-        solved = closed_form.smooth(stylized=transferred, content=content, lam=lam, eps=matting_eps)
+        if laplacian is None:  # the photo's affinity, shared by every round
+          laplacian = matting.precompute(content, eps=matting_eps)
+        solved = closed_form.smooth(stylized=transferred, content=content, lam=lam, eps=matting_eps,
+                                    laplacian=laplacian)
       else:
         solved = closed_form.smooth_in_tiles(stylized=transferred, content=content, tile=tiles.tile,
                                              overlap=tiles.overlap, lam=lam, eps=matting_eps)
