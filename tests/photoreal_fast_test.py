@@ -121,6 +121,11 @@ def test_photoreal_method_wct_command_writes_the_smoothed_result(cli_setup):
   proc = run_cli(cli_setup, *args, "--decoders", str(root / "nearest.npz"), "--output", str(root / "pw_no.png"))
   assert_one_line_error(proc, "no unpooling")
   assert not (root / "pw_no.png").exists()
+  for extra, needle in ((["--rounds", "0"], "--rounds"), (["--tile_size", "40"], "--tile_size with --method wct")):
+    proc = run_cli(cli_setup, *args, "--decoders", str(root / "photowct.npz"), *extra, "--output",
+                   str(root / "pw_no.png"))
+    assert_one_line_error(proc, needle)
+    assert not (root / "pw_no.png").exists()
 
 
 def test_a_gray_target_gives_a_gray_result(model, images):
