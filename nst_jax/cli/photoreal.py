@@ -19,6 +19,7 @@ from absl import flags
 
 from nst_jax import optim
 from nst_jax.cli import field_flags, optimization_flags, shared_flags, validation
+from nst_jax.cli import wct as wct_cli
 from nst_jax.cli.command import Command, Sections
 from nst_jax.engines.optimize import NonFiniteLossError
 from nst_jax.errors import NSTError
@@ -29,7 +30,7 @@ from nst_jax.methods import blend_tiles, photoreal
 from nst_jax.methods.photoreal import closed_form, photowct
 from nst_jax.models import vgg, wct_decoder
 from nst_jax.objective.config import check_request
-from nst_jax.weights.store import find_trained_file, resolve_weights
+from nst_jax.weights.store import resolve_weights
 
 DEFAULT_DECODERS = "photowct-decoders-hed-vgg16"
 
@@ -214,11 +215,8 @@ def run(fv: flags.FlagValues, positional: list[str]) -> pathlib.Path:
 
 def resolve_photowct_decoders(name_or_path: str) -> wct_decoder.DecoderSet:
   """A PhotoWCT decoder .npz path, or NAME looked up as NAME.npz in the weights folders."""
-  path = find_trained_file(name_or_path)
-  if path is None:
-    raise NSTError(f"--decoders {name_or_path!r}: no such PhotoWCT decoder file or name (train and export one with "
-                   "`python -m nst_jax train wct --upsampling unpool`)")
-  return wct_decoder.load_decoders(path)
+  return wct_cli.resolve_decoders(name_or_path, kind="PhotoWCT",
+                                  train_command="python -m nst_jax train wct --upsampling unpool")
 
 
 def run_photowct(fv: flags.FlagValues, output: pathlib.Path, content, style, content_seg, style_seg) -> pathlib.Path:

@@ -29,12 +29,14 @@ DEFAULT_DECODERS = "wct-decoders-hed-vgg16"
 DEEP_LEVELS = ("relu5_1", "relu4_1")
 
 
-def resolve_decoders(name_or_path: str) -> wct_decoder.DecoderSet:
-  """A decoder .npz path, or NAME looked up as NAME.npz in `weights_dir()`, then in the checkout's weights/."""
+def resolve_decoders(name_or_path: str, *, kind: str = "WCT",
+                     train_command: str = "python -m nst_jax train wct") -> wct_decoder.DecoderSet:
+  """A decoder .npz path, or NAME looked up as NAME.npz in `weights_dir()`, then in the checkout's weights/; the
+  one-line error names the `kind` of file and the `train_command` that makes one."""
   path = find_trained_file(name_or_path)
   if path is None:
-    raise NSTError(f"--decoders {name_or_path!r}: no such WCT decoder file or name (train and export one with "
-                   "`python -m nst_jax train wct`)")
+    raise NSTError(f"--decoders {name_or_path!r}: no such {kind} decoder file or name (train and export one with "
+                   f"`{train_command}`)")
   return wct_decoder.load_decoders(path)
 
 
