@@ -17,12 +17,15 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from nst_jax import lbfgs
 from nst_jax.errors import NSTError
 
 LossFn = Callable[[jax.Array, Any], jax.Array]  # (image, loss inputs) -> scalar
 
 # Learning rates for an image in [0, 1] when none is given (L-BFGS uses its line search instead).
-DEFAULT_LEARNING_RATES = {"adam": 0.02, "adamw": 0.02, "sgd": 0.05, "rmsprop": 0.005, "lbfgs": None}
+DEFAULT_LEARNING_RATES = {"adam": 0.02, "adamw": 0.02, "sgd": 0.05, "rmsprop": 0.005, "lbfgs": None,
+                          "lbfgs_zoom": None}
+LBFGS_NAMES = ("lbfgs", "lbfgs_zoom")
 SCHEDULES = ("constant", "cosine", "exponential", "linear", "warmup_cosine")
 
 
@@ -60,11 +63,16 @@ def normalize_by_mean_abs(eps: float = 1e-12) -> optax.GradientTransformation:
 def make_optimizer(name: str, *, learning_rate: float | None = None, schedule: str = "constant",
                    iterations: int = 1, options: dict[str, Any] | None = None, normalize_gradients: bool = False,
                    lbfgs_memory: int = 10) -> optax.GradientTransformationExtraArgs:
-  """An optimiser by name: 'lbfgs' (zoom line search) or any optax optimiser.
+  """An optimiser by name: 'lbfgs', 'lbfgs_zoom' or any optax optimiser.
+
+  'lbfgs' is `nst_jax.lbfgs.lbfgs`: one evaluation of the loss per step (a backtracking line search run across
+  steps), so its jitted loop compiles the loss and gradient once. 'lbfgs_zoom' is optax's L-BFGS with the zoom line
+  search (strong Wolfe conditions; three traced copies of the loss per step). Either with a `learning_rate` is
+  optax's L-BFGS with that fixed step and no line search.
 
   Args:
-    name: 'lbfgs' or the name of an optax optimiser ('adam', 'sgd', 'adamw', ...).
-    learning_rate: the step size; for 'lbfgs' a fixed step instead of the line search.
+    name: 'lbfgs', 'lbfgs_zoom' or the name of an optax optimiser ('adam', 'sgd', 'adamw', ...).
+    learning_rate: the step size; for L-BFGS a fixed step instead of the line search.
     schedule: the learning-rate schedule (`make_schedule`) over `iterations` steps.
     iterations: the run's length, for the schedule.
     options: keyword arguments of the optax constructor (e.g. {'momentum': 0.9, 'nesterov': True} for sgd,
@@ -73,19 +81,24 @@ def make_optimizer(name: str, *, learning_rate: float | None = None, schedule: s
     lbfgs_memory: the number of L-BFGS correction pairs kept.
   """
   options = dict(options or {})
-  if name == "lbfgs":
+  if name in LBFGS_NAMES:
     if normalize_gradients:
       raise NSTError("--normalize_gradients is for first-order optimizers; L-BFGS is invariant to the scale")
     if schedule != "constant":
       raise NSTError("--lr_schedule needs a first-order optimizer; L-BFGS chooses its steps by line search")
     memory = int(options.pop("memory_size", lbfgs_memory))
-    linesearch_steps = int(options.pop("max_linesearch_steps", 20))
+    accepted = ["memory_size"]
+    if name == "lbfgs_zoom":
+      linesearch_steps = int(options.pop("max_linesearch_steps", 20))
+      accepted.append("max_linesearch_steps")
     if options:
-      raise NSTError(f"lbfgs does not take option(s) {', '.join(options)}; it takes memory_size, "
-                     f"max_linesearch_steps")
-    return optax.lbfgs(learning_rate=learning_rate, memory_size=memory,
-                       linesearch=None if learning_rate is not None else
-                       optax.scale_by_zoom_linesearch(max_linesearch_steps=linesearch_steps))
+      raise NSTError(f"{name} does not take option(s) {', '.join(options)}; it takes {', '.join(accepted)}")
+    if learning_rate is not None:
+      return optax.lbfgs(learning_rate=learning_rate, memory_size=memory, linesearch=None)
+    if name == "lbfgs":
+      return lbfgs.lbfgs(memory_size=memory)
+    return optax.lbfgs(memory_size=memory,
+                       linesearch=optax.scale_by_zoom_linesearch(max_linesearch_steps=linesearch_steps))
   factory = getattr(optax, name, None)
   if not callable(factory) or name.startswith("_") or not name.islower():
     raise NSTError(f"unknown optimizer {name!r}; use 'lbfgs' or an optax optimizer such as adam, sgd, adamw")
@@ -178,8 +191,21 @@ def init_state(optimizer: optax.GradientTransformation, params) -> Any:
 
 
 def has_linesearch_state(opt_state) -> bool:
-  """Whether `opt_state` keeps the line search's last value and gradient (L-BFGS), which saves one evaluation."""
+  """Whether `opt_state` keeps the zoom line search's last value and gradient ('lbfgs_zoom'), which saves one
+  evaluation."""
   return optax.tree_utils.tree_get(opt_state, "value") is not None
+
+
+def has_line_search(opt_state) -> bool:
+  """Whether `opt_state` is an L-BFGS with a line search ('lbfgs' or 'lbfgs_zoom'), whose loss never rises."""
+  return has_linesearch_state(opt_state) or lbfgs.accepted_value(opt_state) is not None
+
+
+def best_params(params, opt_state):
+  """The point to report after a chunk: for 'lbfgs' its last accepted point (`params` may be a pending trial),
+  else `params`."""
+  accepted = lbfgs.accepted_params(opt_state)
+  return params if accepted is None else accepted
 
 
 @functools.lru_cache(maxsize=16)
@@ -187,10 +213,12 @@ def make_chunk_runner(loss_fn: LossFn, optimizer: optax.GradientTransformationEx
                       chunk_size: int, reuse_linesearch_value: bool):
   """A jitted `run(x, opt_state, inputs, num_steps) -> (x, opt_state, losses)` of up to `chunk_size` steps.
 
-  `losses` has `chunk_size` entries, those past `num_steps` NaN. `reuse_linesearch_value` =
-  `has_linesearch_state(opt_state)`: an accepted step then costs one evaluation. Remembered for equal arguments (the
-  last 16), so that a hashable `loss_fn` that compares equal across runs (`nst_jax.objective.terms.LossTerms`) and
-  the same optimiser object (`cached_optimizer`) reuse the traced and compiled loop instead of tracing it again."""
+  `losses` has `chunk_size` entries, those past `num_steps` NaN; for 'lbfgs' each is the loss at the last accepted
+  point after that step (so it never rises), and `best_params(x, opt_state)` is the point to keep.
+  `reuse_linesearch_value` = `has_linesearch_state(opt_state)` ('lbfgs_zoom'): an accepted step then costs one
+  evaluation. Remembered for equal arguments (the last 16), so that a hashable `loss_fn` that compares equal across
+  runs (`nst_jax.objective.terms.LossTerms`) and the same optimiser object (`cached_optimizer`) reuse the traced and
+  compiled loop instead of tracing it again."""
 
   def step(x, opt_state, inputs):
     value_fn = functools.partial(_call_loss, loss_fn, inputs=inputs)
@@ -199,7 +227,8 @@ def make_chunk_runner(loss_fn: LossFn, optimizer: optax.GradientTransformationEx
     else:
       value, grad = jax.value_and_grad(value_fn)(x)
     updates, opt_state = optimizer.update(grad, opt_state, x, value=value, grad=grad, value_fn=value_fn)
-    return optax.apply_updates(x, updates), opt_state, value
+    accepted = lbfgs.accepted_value(opt_state)
+    return optax.apply_updates(x, updates), opt_state, value if accepted is None else accepted
 
   @functools.partial(jax.jit, donate_argnums=(0, 1))
   def run(x, opt_state, inputs, num_steps):
@@ -216,4 +245,3 @@ def make_chunk_runner(loss_fn: LossFn, optimizer: optax.GradientTransformationEx
 
 def _call_loss(loss_fn: LossFn, x: jax.Array, *, inputs) -> jax.Array:
   return loss_fn(x, inputs)
-

@@ -55,9 +55,9 @@ def test_chunks_of_any_length_reuse_one_compilation(name):
 
 
 def test_init_state_has_fixed_types_so_the_second_chunk_is_not_compiled_again():
-  """optax starts the line search's state with weakly typed scalars that the loop returns strongly typed: from
+  """optax starts the zoom line search's state with weakly typed scalars that the loop returns strongly typed: from
   `opt.init` the loop is compiled twice, from `init_state` once."""
-  opt = optim.make_optimizer("lbfgs")
+  opt = optim.make_optimizer("lbfgs_zoom")
   x, inputs = jnp.zeros(4), {"scales": _SCALES, "target": _TARGET}
   weak = [leaf for leaf in jax.tree.leaves(opt.init(x)) if getattr(leaf, "weak_type", False)]
   assert weak and not any(getattr(leaf, "weak_type", False) for leaf in jax.tree.leaves(optim.init_state(opt, x)))

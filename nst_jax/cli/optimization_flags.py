@@ -20,8 +20,9 @@ def define_optimizer(fv: flags.FlagValues, *, iterations: int | None, iterations
                      log_every: int, stall_rtol: float | None, seed: int) -> Section:
   """Defines the optimiser flags on `fv` with the command's defaults; returns their help section."""
   flags.DEFINE_integer("iterations", iterations, iterations_help, flag_values=fv)
-  flags.DEFINE_string("optimizer", optimizer, "lbfgs, or any optax optimizer by name (adam, sgd, adamw, rmsprop, "
-                      "...).", flag_values=fv)
+  flags.DEFINE_string("optimizer", optimizer, "lbfgs (one loss evaluation per iteration, backtracking line "
+                      "search), lbfgs_zoom (optax's L-BFGS, strong-Wolfe zoom line search), or any optax optimizer "
+                      "by name (adam, sgd, adamw, rmsprop, ...).", flag_values=fv)
   flags.DEFINE_float("learning_rate", None, "Step size for first-order optimizers (image in [0,1]); for lbfgs a "
                      "fixed step instead of the line search.", flag_values=fv)
   flags.DEFINE_string("optimizer_args", "", "Extra optimizer hyperparameters, e.g. momentum=0.9,nesterov=true "

@@ -124,9 +124,9 @@ def optimize_image(terms_fn: Callable[[jax.Array, Any], dict[str, jax.Array]], i
   if opt_state is None:
     opt_state = optim.init_state(optimizer, x)
   chunk = chunk_size(run, checkpoint_every)
-  line_search = optim.has_linesearch_state(opt_state)
+  line_search = optim.has_line_search(opt_state)
   runner = optim.make_chunk_runner(SummedTerms(terms_fn), optimizer, chunk_size=chunk,
-                                   reuse_linesearch_value=line_search)
+                                   reuse_linesearch_value=optim.has_linesearch_state(opt_state))
   eval_terms = jitted_terms(terms_fn)
   compile_start = time.perf_counter()
   if progress and start < run.iterations:
@@ -148,9 +148,10 @@ def optimize_image(terms_fn: Callable[[jax.Array, Any], dict[str, jax.Array]], i
                                  f"the loss weights", last_good_image=np.clip(last_good, 0, 1), iteration=done)
       history.append(chunk_losses)
       done += steps
-      last_good = np.asarray(x)
+      best = optim.best_params(x, opt_state)
+      last_good = np.asarray(best)
       if progress:
-        terms = {k: f"{float(v):.4g}" for k, v in eval_terms(x, inputs).items()}
+        terms = {k: f"{float(v):.4g}" for k, v in eval_terms(best, inputs).items()}
         if bar is None:
           print(f"{label}compiled and ran {steps} iteration(s) in {time.perf_counter() - compile_start:.1f} s",
                 file=sys.stderr, flush=True)
@@ -162,7 +163,7 @@ def optimize_image(terms_fn: Callable[[jax.Array, Any], dict[str, jax.Array]], i
       if on_intermediate and run.save_every and done % run.save_every == 0 and done < run.iterations:
         on_intermediate(done, np.clip(last_good, 0.0, 1.0))
       if on_checkpoint and checkpoint_every and done % checkpoint_every == 0 and done < run.iterations:
-        on_checkpoint(done, last_good, opt_state)
+        on_checkpoint(done, np.asarray(x), opt_state)  # the pending trial point, which the state resumes from
       if line_search and done < run.iterations and stalled(np.concatenate(history[-STALL_WINDOW - 1:]),
                                                            rtol=run.stall_rtol):
         if bar is not None:
@@ -175,7 +176,8 @@ def optimize_image(terms_fn: Callable[[jax.Array, Any], dict[str, jax.Array]], i
   finally:
     if bar is not None:
       bar.close()
-  final_terms = {k: float(v) for k, v in eval_terms(x, inputs).items()}
+  best = optim.best_params(x, opt_state)
+  final_terms = {k: float(v) for k, v in eval_terms(best, inputs).items()}
   return StylizeResult(image=np.clip(last_good, 0.0, 1.0),
                        loss_history=np.concatenate(history) if history else np.zeros((0,), np.float32),
                        initial_terms=initial_terms, final_terms=final_terms)

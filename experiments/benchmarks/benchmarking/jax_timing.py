@@ -87,8 +87,9 @@ def time_jax_steps(problem: BenchmarkProblem, *, gpu: bool) -> dict[str, Any]:
   timing = per_step(timing, s.steps)
   timing.update(mem.result)
   timing["compile_s"] = compile_s
-  # The runner reuses the line search's last value and gradient, so an L-BFGS iteration costs exactly its line
-  # search's evaluations; only the last iteration's count survives in the state. Other optimizers: one eval.
+  # 'lbfgs' (and every first-order optimizer) evaluates once per step. For 'lbfgs_zoom' the runner reuses the line
+  # search's last value and gradient, so an iteration costs exactly its line search's evaluations; only the last
+  # iteration's count survives in the state.
   linesearch = optax_linesearch_steps(carry["state"])
   timing["evals_last_step"] = 1 if linesearch is None else linesearch
   timing["final_loss"] = float(call()[-1])
