@@ -90,8 +90,11 @@ def test_a_clip_of_one_repeated_frame_gets_the_per_frame_wct(wct_model, style, s
   transforms = [wct.style_transforms(wct_model, style)]
   frame = shot[0][1]
   alone = wct.stylize(frame, [], model=wct_model, transforms=transforms)
-  np.testing.assert_allclose(wct.stylize_clip(frame[None], model=wct_model, transforms=transforms)[0], alone,
-                             atol=2e-3)  # float32 moments inside one program against float64 sums of parts
+  # float32 moments inside one program against float64 sums of parts: a few pixels differ by up to 2.5e-3 on some
+  # CPUs (the rounding of XLA's fused reductions differs by instruction set), the image as a whole by far less
+  one = wct.stylize_clip(frame[None], model=wct_model, transforms=transforms)[0]
+  np.testing.assert_allclose(one, alone, atol=5e-3)
+  assert np.mean(np.abs(one - alone)) < 1e-4
   # Three copies: the same mean, and the unbiased covariance of 3N positions is 3(N - 1)/(3N - 1) times one frame's
   # (0.9986 at relu2_1's 480 positions).
   clip = wct.stylize_clip(np.stack([frame] * 3), model=wct_model, transforms=transforms)
