@@ -43,6 +43,7 @@ class LbfgsState(NamedTuple):
   rho_memory: jax.Array         # (m,) 1 / yᵀs, 0 for empty slots
   pairs: jax.Array              # pairs stored so far (int32)
   evaluations: jax.Array        # trials evaluated (int32)
+  accepted_last: jax.Array      # whether the last update accepted its trial point (bool)
 
 
 def _two_loop(grad: jax.Array, s_mem: jax.Array, y_mem: jax.Array, rho_mem: jax.Array,
@@ -100,7 +101,8 @@ def lbfgs(memory_size: int = 10) -> optax.GradientTransformationExtraArgs:
         accepted_grad=zeros, direction=zeros, step=jnp.asarray(0.0, flat.dtype),
         slope=jnp.asarray(0.0, flat.dtype), s_memory=jnp.zeros((memory_size, n), flat.dtype),
         y_memory=jnp.zeros((memory_size, n), flat.dtype), rho_memory=jnp.zeros((memory_size,), flat.dtype),
-        pairs=jnp.asarray(0, jnp.int32), evaluations=jnp.asarray(0, jnp.int32))
+        pairs=jnp.asarray(0, jnp.int32), evaluations=jnp.asarray(0, jnp.int32),
+        accepted_last=jnp.asarray(False))
 
   def update(grads, state: LbfgsState, params=None, *, value=None, **extra_args):
     del extra_args
@@ -146,7 +148,8 @@ def lbfgs(memory_size: int = 10) -> optax.GradientTransformationExtraArgs:
         accepted_value=jnp.where(accept, value, state.accepted_value),
         accepted_grad=jnp.where(accept, g, state.accepted_grad),
         direction=new_direction, step=new_step, slope=jnp.where(accept, slope, state.slope),
-        s_memory=s_mem, y_memory=y_mem, rho_memory=rho_mem, pairs=pairs, evaluations=state.evaluations + 1)
+        s_memory=s_mem, y_memory=y_mem, rho_memory=rho_mem, pairs=pairs, evaluations=state.evaluations + 1,
+        accepted_last=accept)
     return unravel(next_trial - x), new_state
 
   return optax.GradientTransformationExtraArgs(init, update)
@@ -155,6 +158,11 @@ def lbfgs(memory_size: int = 10) -> optax.GradientTransformationExtraArgs:
 def accepted_params(state) -> Any:
   """The last accepted point of an `lbfgs` state (inside any optax chain), or None for another optimizer's state."""
   return optax.tree_utils.tree_get(state, "accepted_params")
+
+
+def accepted_last(state) -> jax.Array | None:
+  """Whether the last update of an `lbfgs` state accepted its trial point, or None for another optimizer's state."""
+  return optax.tree_utils.tree_get(state, "accepted_last")
 
 
 def accepted_value(state) -> jax.Array | None:

@@ -210,7 +210,7 @@ def best_params(params, opt_state):
 
 @functools.lru_cache(maxsize=16)
 def make_chunk_runner(loss_fn: LossFn, optimizer: optax.GradientTransformationExtraArgs, *,
-                      chunk_size: int, reuse_linesearch_value: bool):
+                      chunk_size: int, reuse_linesearch_value: bool, with_terms: bool = False):
   """A jitted `run(x, opt_state, inputs, num_steps) -> (x, opt_state, losses)` of up to `chunk_size` steps.
 
   `losses` has `chunk_size` entries, those past `num_steps` NaN; for 'lbfgs' each is the loss at the last accepted
@@ -218,29 +218,52 @@ def make_chunk_runner(loss_fn: LossFn, optimizer: optax.GradientTransformationEx
   `reuse_linesearch_value` = `has_linesearch_state(opt_state)` ('lbfgs_zoom'): an accepted step then costs one
   evaluation. Remembered for equal arguments (the last 16), so that a hashable `loss_fn` that compares equal across
   runs (`nst_jax.objective.terms.LossTerms`) and the same optimiser object (`cached_optimizer`) reuse the traced and
-  compiled loop instead of tracing it again."""
+  compiled loop instead of tracing it again.
+
+  With `with_terms` (not with `reuse_linesearch_value`), `loss_fn` has a `terms_fn(x, inputs) -> {name: term}`
+  whose sum it is, and `run` also returns `(first, latest)`: the terms at the chunk's first evaluation (its `x`)
+  and at the last evaluated point, for 'lbfgs' the last accepted one (`best_params`), taken from the evaluations
+  the steps make anyway, so that no second program evaluates them."""
+  if with_terms and reuse_linesearch_value:
+    raise ValueError("with_terms needs a runner that evaluates the loss itself (not reuse_linesearch_value)")
 
   def step(x, opt_state, inputs):
     value_fn = functools.partial(_call_loss, loss_fn, inputs=inputs)
+    terms = None
     if reuse_linesearch_value:
       value, grad = optax.value_and_grad_from_state(value_fn)(x, state=opt_state)
+    elif with_terms:
+      (value, terms), grad = jax.value_and_grad(_summed_with_terms, has_aux=True)(x, loss_fn.terms_fn, inputs)
     else:
       value, grad = jax.value_and_grad(value_fn)(x)
     updates, opt_state = optimizer.update(grad, opt_state, x, value=value, grad=grad, value_fn=value_fn)
     accepted = lbfgs.accepted_value(opt_state)
-    return optax.apply_updates(x, updates), opt_state, value if accepted is None else accepted
+    return optax.apply_updates(x, updates), opt_state, value if accepted is None else accepted, terms
 
   @functools.partial(jax.jit, donate_argnums=(0, 1))
   def run(x, opt_state, inputs, num_steps):
     def body(i, carry):
-      x, opt_state, losses = carry
-      x, opt_state, value = step(x, opt_state, inputs)
-      return x, opt_state, losses.at[i].set(value)
+      x, opt_state, losses, first, latest = carry
+      x, opt_state, value, terms = step(x, opt_state, inputs)
+      if with_terms:
+        first = jax.tree.map(lambda a, b: jnp.where(i == 0, a, b), terms, first)
+        accepted = lbfgs.accepted_last(opt_state)
+        latest = jax.tree.map(lambda a, b: jnp.where(True if accepted is None else accepted, a, b), terms, latest)
+      return x, opt_state, losses.at[i].set(value), first, latest
 
     losses = jnp.full((chunk_size,), jnp.nan, jnp.float32)
-    return jax.lax.fori_loop(0, num_steps, body, (x, opt_state, losses))
+    empty = None
+    if with_terms:
+      empty = jax.tree.map(lambda s: jnp.full(s.shape, jnp.nan, s.dtype), jax.eval_shape(loss_fn.terms_fn, x, inputs))
+    x, opt_state, losses, first, latest = jax.lax.fori_loop(0, num_steps, body, (x, opt_state, losses, empty, empty))
+    return (x, opt_state, losses, (first, latest)) if with_terms else (x, opt_state, losses)
 
   return run
+
+
+def _summed_with_terms(x, terms_fn, inputs):
+  terms = terms_fn(x, inputs)
+  return sum(terms.values()), terms
 
 
 def _call_loss(loss_fn: LossFn, x: jax.Array, *, inputs) -> jax.Array:

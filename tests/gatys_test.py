@@ -61,7 +61,7 @@ def test_runs_that_differ_in_weights_and_length_share_one_compiled_loop(random_w
   for term, ratio in (("style", 10.0), ("content", 0.5), ("tv", 0.1)):
     assert results[1].initial_terms[term] == pytest.approx(ratio * results[0].initial_terms[term], rel=1e-5)
   runner = optim.make_chunk_runner(SummedTerms(problems[0].terms_fn), make_optimizer(base), chunk_size=10,
-                                   reuse_linesearch_value=False)  # 'lbfgs' evaluates once per step
+                                   reuse_linesearch_value=False, with_terms=True)  # as `optimize_image` asks
   assert runner._cache_size() == 1 and len(results[1].loss_history) == 5
 
 

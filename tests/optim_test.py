@@ -84,3 +84,28 @@ def test_unknown_optimizer_is_a_clear_error():
     optim.make_optimizer("nonsense")
   with pytest.raises(NSTError, match="unknown optimizer"):
     optim.make_optimizer("_src")
+
+
+def test_runner_reports_the_terms_of_its_first_and_accepted_points_from_its_own_evaluations():
+  """With `with_terms` the runner returns the terms at the chunk's start and, for 'lbfgs', at its accepted point
+  (`best_params`), equal to evaluating them there; `optimize_image` then compiles no program of its own for them."""
+  from nst_jax.engines import optimize  # noqa: PLC0415 (engines sit above optim; only this test needs them)
+
+  def terms_fn(x, inputs):
+    return {"fit": jnp.sum(inputs["scales"] * jnp.square(x - inputs["target"])), "size": 0.1 * jnp.sum(x * x)}
+
+  inputs = {"scales": _SCALES, "target": jnp.asarray([0.3, 0.9, 0.2, 0.7])}  # inside [0, 1]: results are clipped
+  opt = optim.make_optimizer("lbfgs")
+  x0 = jnp.asarray([1.0, 0.0, 1.0, 0.0])
+  run = optim.make_chunk_runner(optimize.SummedTerms(terms_fn), opt, chunk_size=4, reuse_linesearch_value=False,
+                                with_terms=True)
+  x, state, _, (first, latest) = run(jnp.array(x0), optim.init_state(opt, x0), inputs, 4)
+  for got, at in ((first, x0), (latest, optim.best_params(x, state))):
+    want = terms_fn(at, inputs)
+    for name in want:
+      np.testing.assert_allclose(float(got[name]), float(want[name]), rtol=1e-6)
+  result = optimize.optimize_image(terms_fn, inputs, x0, run=optim.RunSettings(iterations=6, log_every=3),
+                                   progress=False)
+  assert optimize.jitted_terms(terms_fn)._cache_size() == 0
+  np.testing.assert_allclose(result.final_terms["fit"], float(terms_fn(jnp.asarray(result.image), inputs)["fit"]),
+                             rtol=1e-5)

@@ -125,14 +125,19 @@ def optimize_image(terms_fn: Callable[[jax.Array, Any], dict[str, jax.Array]], i
     opt_state = optim.init_state(optimizer, x)
   chunk = chunk_size(run, checkpoint_every)
   line_search = optim.has_line_search(opt_state)
+  zoom = optim.has_linesearch_state(opt_state)
+  # The steps' own evaluations give the loss terms for the report (all but 'lbfgs_zoom', whose line search keeps
+  # only the value): no second program for them; 'lbfgs' reports those of its accepted point.
   runner = optim.make_chunk_runner(SummedTerms(terms_fn), optimizer, chunk_size=chunk,
-                                   reuse_linesearch_value=optim.has_linesearch_state(opt_state))
+                                   reuse_linesearch_value=zoom, with_terms=not zoom)
   eval_terms = jitted_terms(terms_fn)
   compile_start = time.perf_counter()
   if progress and start < run.iterations:
     print(f"{label}compiling the loss and its gradient (once per run; tens of seconds on a CPU) ...",
           file=sys.stderr, flush=True)
-  initial_terms = {k: float(v) for k, v in eval_terms(x, inputs).items()}
+  initial_terms = {k: float(v) for k, v in eval_terms(x, inputs).items()} if zoom or start >= run.iterations \
+      else None
+  latest_terms = None
   bar = None
   history: list[np.ndarray] = []
   last_good = np.asarray(x)
@@ -140,7 +145,12 @@ def optimize_image(terms_fn: Callable[[jax.Array, Any], dict[str, jax.Array]], i
   try:
     while done < run.iterations:
       steps = min(chunk, run.iterations - done)
-      x, opt_state, chunk_losses = runner(x, opt_state, inputs, steps)
+      if zoom:
+        x, opt_state, chunk_losses = runner(x, opt_state, inputs, steps)
+      else:
+        x, opt_state, chunk_losses, (first_terms, latest_terms) = runner(x, opt_state, inputs, steps)
+        if initial_terms is None:
+          initial_terms = {k: float(v) for k, v in first_terms.items()}
       chunk_losses = np.asarray(chunk_losses[:steps])
       if not np.all(np.isfinite(chunk_losses)):
         bad = done + int(np.argmin(np.isfinite(chunk_losses))) + 1
@@ -151,7 +161,8 @@ def optimize_image(terms_fn: Callable[[jax.Array, Any], dict[str, jax.Array]], i
       best = optim.best_params(x, opt_state)
       last_good = np.asarray(best)
       if progress:
-        terms = {k: f"{float(v):.4g}" for k, v in eval_terms(best, inputs).items()}
+        shown = eval_terms(best, inputs) if zoom else latest_terms
+        terms = {k: f"{float(v):.4g}" for k, v in shown.items()}
         if bar is None:
           print(f"{label}compiled and ran {steps} iteration(s) in {time.perf_counter() - compile_start:.1f} s",
                 file=sys.stderr, flush=True)
@@ -176,8 +187,10 @@ def optimize_image(terms_fn: Callable[[jax.Array, Any], dict[str, jax.Array]], i
   finally:
     if bar is not None:
       bar.close()
-  best = optim.best_params(x, opt_state)
-  final_terms = {k: float(v) for k, v in eval_terms(best, inputs).items()}
+  if latest_terms is not None and line_search:  # 'lbfgs': the terms of its accepted point, `best_params`
+    final_terms = {k: float(v) for k, v in latest_terms.items()}
+  else:  # the last update moved past the last evaluated point
+    final_terms = {k: float(v) for k, v in eval_terms(optim.best_params(x, opt_state), inputs).items()}
   return StylizeResult(image=np.clip(last_good, 0.0, 1.0),
                        loss_history=np.concatenate(history) if history else np.zeros((0,), np.float32),
                        initial_terms=initial_terms, final_terms=final_terms)
