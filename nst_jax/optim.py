@@ -83,9 +83,11 @@ def make_optimizer(name: str, *, learning_rate: float | None = None, schedule: s
   options = dict(options or {})
   if name in LBFGS_NAMES:
     if normalize_gradients:
-      raise NSTError("--normalize_gradients is for first-order optimizers; L-BFGS is invariant to the scale")
+      raise NSTError("RunSettings.normalize_gradients is for first-order optimizers; L-BFGS is invariant to "
+                     "the scale")
     if schedule != "constant":
-      raise NSTError("--lr_schedule needs a first-order optimizer; L-BFGS chooses its steps by line search")
+      raise NSTError("RunSettings.lr_schedule needs a first-order optimizer; L-BFGS chooses its steps by line "
+                     "search")
     memory = int(options.pop("memory_size", lbfgs_memory))
     accepted = ["memory_size"]
     if name == "lbfgs_zoom":

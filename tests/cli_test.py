@@ -237,7 +237,9 @@ def test_config_fields_in_library_errors_become_the_flags_that_set_them():
       "--start_size 64 is larger than --size 32")
   assert field_flags.flag_message("PhotorealConfig.optimizer_options: bad; OtherConfig.x") == (
       "--optimizer_args: bad; OtherConfig.x")
-  for config, cmd in ((HighresConfig, stylize_cli.STYLIZE), (PhotorealConfig, photoreal_cli.COMMAND)):
+  from nst_jax import optim
+  for config, cmd in ((HighresConfig, stylize_cli.STYLIZE), (PhotorealConfig, photoreal_cli.COMMAND),
+                      (optim.RunSettings, stylize_cli.STYLIZE)):
     defined = {f"--{name}" for name in command_module.flag_names(cmd)}
     missing = [field.name for field in dataclasses.fields(config)
                if field_flags.FIELD_FLAGS[f"{config.__name__}.{field.name}"] not in defined]
@@ -246,6 +248,8 @@ def test_config_fields_in_library_errors_become_the_flags_that_set_them():
     HighresConfig(tile_size=-1)
   with pytest.raises(NSTError, match="^--tile_size must be >= 0"):
     field_flags.fields_as_flags(lambda: HighresConfig(tile_size=-1))()
+  with pytest.raises(NSTError, match="^--normalize_gradients is for first-order"):
+    field_flags.fields_as_flags(lambda: optim.make_optimizer("lbfgs", normalize_gradients=True))()
 
 
 def test_progress_bar_in_place_with_eta_and_plain_lines(cli_setup, tmp_path):

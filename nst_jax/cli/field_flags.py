@@ -1,5 +1,6 @@
 """The command line's names for the config fields that library errors name: each `StylizeConfig.<field>`,
-`HighresConfig.<field>` or `PhotorealConfig.<field>` in an error's message becomes the flag that sets it."""
+`HighresConfig.<field>`, `PhotorealConfig.<field>` or `RunSettings.<field>` in an error's message becomes the flag
+that sets it."""
 
 from __future__ import annotations
 
@@ -9,11 +10,12 @@ import re
 from collections.abc import Callable
 
 from nst_jax.errors import NSTError
+from nst_jax.optim import RunSettings
 from nst_jax.highres.highres_config import HighresConfig
 from nst_jax.methods.photoreal.objective import PhotorealConfig
 from nst_jax.objective.config import StylizeConfig
 
-CONFIGS = (StylizeConfig, HighresConfig, PhotorealConfig)
+CONFIGS = (StylizeConfig, HighresConfig, PhotorealConfig, RunSettings)
 # Fields whose flag has another name; every other field's flag has the field's name.
 RENAMED = {"optimizer_options": "--optimizer_args"}
 FIELD_FLAGS = {f"{config.__name__}.{field.name}": RENAMED.get(field.name, f"--{field.name}")
