@@ -10,10 +10,10 @@ import re
 from collections.abc import Callable
 
 from nst_jax.errors import NSTError
-from nst_jax.optim import RunSettings
 from nst_jax.highres.highres_config import HighresConfig
 from nst_jax.methods.photoreal.objective import PhotorealConfig
 from nst_jax.objective.config import StylizeConfig
+from nst_jax.optim import RunSettings
 
 CONFIGS = (StylizeConfig, HighresConfig, PhotorealConfig, RunSettings)
 # Fields whose flag has another name; every other field's flag has the field's name.
