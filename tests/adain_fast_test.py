@@ -308,7 +308,7 @@ def _losses(trainer, pools, steps, key="loss"):
 @pytest.mark.parametrize("stage, key, extra", [
     ("reconstruct", "pixel", dict(pixel_weight=1.0, content_weight=1e-3, skips=True)),
     ("adain", "loss", dict(loss_net="student", style_weight=1.0, style_norm="relative", skips=True)),
-    ("adain", "loss", dict(loss_net="teacher", style_weight=1.0)),
+    ("adain", "gram", dict(loss_net="teacher", style_weight=1.0, gram_weight=1.0)),
     ("distill", "distill", dict())])
 def test_training_stages_lower_their_losses(teacher, student, content, stage, key, extra):
   config = adain_train.TrainConfig(crop=32, batch=2, steps=12, lr=3e-3, width=4, stage=stage, encoder_width=8,

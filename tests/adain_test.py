@@ -107,6 +107,26 @@ def test_style_loss_matches_numpy(feats):
                                                       + 2.0)), 4.0, rtol=1e-6)
 
 
+def test_gram_loss_matches_numpy(feats):
+  content, (style, _) = feats
+  out = {layer: content * (i + 1) for i, layer in enumerate(adain_ops.STYLE_LAYERS)}
+  sty = {layer: style + i for i, layer in enumerate(adain_ops.STYLE_LAYERS)}
+  want = 0.0
+  for layer in adain_ops.STYLE_LAYERS:
+    errors = []
+    for o, t in zip(out[layer], sty[layer]):  # per image: F^T F / (H W)
+      g_o = o.reshape(-1, o.shape[-1]).astype(np.float64)
+      g_t = t.reshape(-1, t.shape[-1]).astype(np.float64)
+      g_o, g_t = g_o.T @ g_o / len(g_o), g_t.T @ g_t / len(g_t)
+      errors.append(np.sum((g_o - g_t) ** 2) / np.sum(g_t ** 2))
+    want += np.mean(errors)
+  got = adain_ops.style_gram_loss(output_feats={k: jnp.asarray(v) for k, v in out.items()},
+                                  style_feats={k: jnp.asarray(v) for k, v in sty.items()})
+  np.testing.assert_allclose(float(got), want, rtol=1e-5)
+  same = {k: jnp.asarray(v) for k, v in sty.items()}
+  assert float(adain_ops.style_gram_loss(output_feats=same, style_feats=same)) == 0.0
+
+
 def test_decoder_mirrors_the_encoder():
   shapes = adain_decoder.decoder_shapes("vgg16", 64)
   assert list(shapes) == ["dec4_1", "dec3_3", "dec3_2", "dec3_1", "dec2_2", "dec2_1", "dec1_2", "dec1_1"]

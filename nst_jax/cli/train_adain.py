@@ -65,6 +65,8 @@ def define_flags(fv: flags.FlagValues) -> Sections:
                      "10-45: ~1/32 brings them to ~1, so one learning rate suits every input).", **define)
   flags.DEFINE_float("color_weight", 0.0, "Weight of a loss on the output's YIQ channel means and stds against the "
                      "style's (grayscale styles give gray outputs; nst_jax/methods/adain/objective.py).", **define)
+  flags.DEFINE_float("gram_weight", 0.0, "Weight of the style Gram matrices' relative error at relu1_1..relu4_1 "
+                     "(Gatys et al.'s statistic, beside AdaIN's means and stds).", **define)
   flags.DEFINE_enum("decoder_padding", "reflect", ["reflect", "zero"], "Decoder convolution padding (zero: ~2x "
                     "faster for a thin decoder on a CPU).", **define)
   flags.DEFINE_integer("eval_every", 0, "Held-out learning curve (evaluation.CURVE_*) every N steps (0: off).",
@@ -107,7 +109,7 @@ def define_flags(fv: flags.FlagValues) -> Sections:
           ("model", ["stage", "width", "skips", "decoder_padding", "input_scale", "encoder_width", "student",
                      "loss_net"]),
           ("training", ["batch", "lr", "lr_decay", "schedule", "ema", "style_weight", "content_weight",
-                        "pixel_weight", "color_weight", "style_norm", "seed"]),
+                        "pixel_weight", "color_weight", "gram_weight", "style_norm", "seed"]),
           ("data", ["content_dirs", "style_dirs", "highres", "demo_images", "holdout", "crop", "min_scale",
                     "max_scale", "style_hue", "gray_styles", "max_side", "cache_gb", "input_threads"])]
 
@@ -120,7 +122,7 @@ def config_from(fv: flags.FlagValues) -> adain_train.TrainConfig:
       max_scale=fv.max_scale, style_hue=fv.style_hue, stage=fv.stage, encoder_width=fv.encoder_width,
       pixel_weight=fv.pixel_weight, style_norm=fv.style_norm, schedule=fv.schedule, ema=fv.ema,
       gray_styles=fv.gray_styles, decoder_padding=fv.decoder_padding, loss_net=fv.loss_net, skips=fv.skips,
-      input_scale=fv.input_scale, color_weight=fv.color_weight)
+      input_scale=fv.input_scale, color_weight=fv.color_weight, gram_weight=fv.gram_weight)
 
 
 def folders(fv: flags.FlagValues, name: str) -> list[str]:

@@ -41,7 +41,8 @@ def _decode(dec_params, targets: Mapping[str, jax.Array], *, arch: str, width: i
 def loss_terms(dec_params, enc_params, content, style, *, arch: str, width: int, preprocessing: Preprocessing,
                style_weight: float, content_weight: float, backward=None, student=None, style_norm: str = "none",
                padding: str = "reflect", loss_net: str = "teacher", skip_width: int = 0,
-               input_scale: float = 1.0, color_weight: float = 0.0) -> tuple[jax.Array, dict[str, jax.Array]]:
+               input_scale: float = 1.0, color_weight: float = 0.0,
+               gram_weight: float = 0.0) -> tuple[jax.Array, dict[str, jax.Array]]:
   """The paper's training objective of a decoder: (total, {'content', 'style'[, 'color']}) for RGB [0, 1] batches.
 
   With t the decoder input (AdaIN of the encoder's relu4_1 features of the content to the style's statistics), f_l
@@ -51,14 +52,15 @@ def loss_terms(dec_params, enc_params, content, style, *, arch: str, width: int,
         + style_weight · sum_l [mean((mu(f_l) − mu(s_l))²) + mean((sigma(f_l) − sigma(s_l))²)]
 
   over relu1_1..relu4_1 (`ops.content_loss`, `ops.style_stats_loss`; `style_norm='relative'` makes each layer's term
-  relative), plus `color_weight` · `color_stats_loss`. Gradients flow only into the decoder's output.
+  relative), plus `color_weight` · `color_stats_loss` and `gram_weight` · `ops.style_gram_loss` (the Gram
+  matrices' relative error over the same layers, reported as 'gram'). Gradients flow only into the decoder's output.
 
   Args:
     dec_params, enc_params: the decoder's and the teacher VGG's parameters.
     content, style: (N, H, W, 3) RGB [0, 1] batches.
     arch, preprocessing: the teacher's architecture and input preprocessing.
     width, padding, skip_width, input_scale: the decoder's (`adain_decoder.decode`).
-    style_weight, content_weight, color_weight: the terms' weights.
+    style_weight, content_weight, color_weight, gram_weight: the terms' weights.
     backward: `vgg.backward_kernels` of the loss network, for cheaper input gradients.
     student: the parameters of a student encoder that feeds the decoder instead of the teacher (with
       `skip_width`, also its relu1_1..relu3_1).
@@ -82,9 +84,14 @@ def loss_terms(dec_params, enc_params, content, style, *, arch: str, width: int,
     terms = {"content": adain_ops.content_loss(output_feats=o_feats[adain_decoder.ENCODER_LAYER], target=target),
              "style": adain_ops.style_stats_loss(output_feats=o_feats, style_feats=s_feats,
                                              relative=style_norm == "relative")}
+    if gram_weight:
+      terms["gram"] = adain_ops.style_gram_loss(output_feats=o_feats, style_feats=s_feats)
   else:
-    terms = output_terms(enc_params, output, target=target, style_feats=s_feats, style_norm=style_norm, **enc)
+    terms = output_terms(enc_params, output, target=target, style_feats=s_feats, style_norm=style_norm,
+                         gram=bool(gram_weight), **enc)
   total = content_weight * terms["content"] + style_weight * terms["style"]
+  if gram_weight:
+    total = total + gram_weight * terms["gram"]
   if color_weight:
     terms["color"] = color_stats_loss(output=output, style=style)
     total = total + color_weight * terms["color"]
@@ -102,13 +109,17 @@ def color_stats_loss(*, output: jax.Array, style: jax.Array) -> jax.Array:
 
 
 def output_terms(enc_params, output, *, target: jax.Array, style_feats: Mapping[str, jax.Array], arch: str,
-                 preprocessing: Preprocessing, backward=None, style_norm: str = "none") -> dict[str, jax.Array]:
-  """{'content', 'style'}: the two terms of the training objective for RGB outputs (N, H, W, 3)."""
+                 preprocessing: Preprocessing, backward=None, style_norm: str = "none",
+                 gram: bool = False) -> dict[str, jax.Array]:
+  """{'content', 'style'[, 'gram']}: the terms of the training objective for RGB outputs (N, H, W, 3)."""
   o_feats = adain_ops.encode(enc_params, output, layers=adain_ops.STYLE_LAYERS, arch=arch, preprocessing=preprocessing,
                          backward=backward)
-  return {"content": adain_ops.content_loss(output_feats=o_feats[adain_decoder.ENCODER_LAYER], target=target),
-          "style": adain_ops.style_stats_loss(output_feats=o_feats, style_feats=style_feats,
-                                          relative=style_norm == "relative")}
+  terms = {"content": adain_ops.content_loss(output_feats=o_feats[adain_decoder.ENCODER_LAYER], target=target),
+           "style": adain_ops.style_stats_loss(output_feats=o_feats, style_feats=style_feats,
+                                               relative=style_norm == "relative")}
+  if gram:
+    terms["gram"] = adain_ops.style_gram_loss(output_feats=o_feats, style_feats=style_feats)
+  return terms
 
 
 def reconstruct_terms(dec_params, enc_params, content, *, arch: str, width: int, preprocessing: Preprocessing,

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from nst_jax import losses
 from nst_jax.models import vgg
 from nst_jax.models.adain_decoder import ENCODER_LAYER
 from nst_jax.models.preprocessing import Preprocessing
@@ -148,4 +149,24 @@ def style_stats_loss(*, output_feats: Mapping[str, jax.Array], style_feats: Mapp
     if relative:
       term = term / (jnp.mean(jnp.square(s_mean)) + jnp.mean(jnp.square(s_std)) + 1e-8)
     total = total + term
+  return total
+
+
+def style_gram_loss(*, output_feats: Mapping[str, jax.Array], style_feats: Mapping[str, jax.Array],
+                    layers: Sequence[str] = STYLE_LAYERS) -> jax.Array:
+  """The Gram matrices' relative error sum_l mean_n ||G_l(out_n) - G_l(s_n)||^2 / ||G_l(s_n)||^2 over `layers`.
+
+  Gatys et al.'s statistic (the whole channel covariance, not only each channel's mean and std as
+  `style_stats_loss`), relative per layer and image so that every layer counts alike on any network.
+
+  Example:
+    >>> feats = {"relu1_1": jnp.ones((1, 4, 4, 3))}
+    >>> float(style_gram_loss(output_feats=feats, style_feats=feats, layers=("relu1_1",)))
+    0.0
+  """
+  total = 0.0
+  for layer in layers:
+    g_out, g_style = losses.gram_matrix(output_feats[layer]), losses.gram_matrix(style_feats[layer])
+    error = jnp.sum(jnp.square(g_out - g_style), axis=(-2, -1))
+    total = total + jnp.mean(error / (jnp.sum(jnp.square(g_style), axis=(-2, -1)) + 1e-12))
   return total

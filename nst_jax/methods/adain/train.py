@@ -74,6 +74,7 @@ class TrainConfig:
   skips: bool = False  # the decoder also takes AdaIN of relu1_1..relu3_1 (adain_decoder.decoder_shapes)
   input_scale: float = 1.0  # the decoder multiplies its inputs by this (adain_decoder.Decoder)
   color_weight: float = 0.0  # weight of `color_stats_loss` (the output's YIQ channel means/stds against the style's)
+  gram_weight: float = 0.0  # weight of `ops.style_gram_loss` (the Gram matrices' relative error, relu1_1..relu4_1)
 
   def __post_init__(self) -> None:
     if self.crop < 16 or self.crop % 8:
@@ -88,6 +89,8 @@ class TrainConfig:
     if self.stage not in STAGES or self.style_norm not in STYLE_NORMS or self.schedule not in SCHEDULES:
       raise NSTError(f"--stage, --style_norm, --schedule must be one of {STAGES}, {STYLE_NORMS}, {SCHEDULES}; got "
                      f"{self.stage!r}, {self.style_norm!r}, {self.schedule!r}")
+    if self.gram_weight < 0:
+      raise NSTError(f"--gram_weight must be >= 0, got {self.gram_weight}")
     if self.encoder_width < 0 or self.pixel_weight < 0 or not 0 <= self.ema < 1 or not 0 <= self.gray_styles <= 1:
       raise NSTError(f"--encoder_width, --pixel_weight >= 0, --ema in [0, 1), --gray_styles in [0, 1]; got "
                      f"{self.encoder_width}, {self.pixel_weight}, {self.ema}, {self.gray_styles}")
@@ -220,7 +223,7 @@ def make_trainer(config: TrainConfig, weights: VGGWeights, devices: Sequence[jax
                       content_weight=config.content_weight, backward=bwd, student=frozen,
                       style_norm=config.style_norm, padding=config.decoder_padding, loss_net=config.loss_net,
                       skip_width=skip_width(config), input_scale=config.input_scale,
-                      color_weight=config.color_weight, **common)
+                      color_weight=config.color_weight, gram_weight=config.gram_weight, **common)
 
   def train_step(params, opt_state, ema, enc, bwd, frozen, content, style):
     (loss, terms), grads = jax.value_and_grad(
@@ -273,7 +276,7 @@ def load_checkpoint(path: str | os.PathLike, trainer: Trainer) -> tuple[dict, li
   defaults = dataclasses.asdict(TrainConfig())  # keys added later are absent from older checkpoints
   keys = ["width", "crop", "batch", "lr", "lr_decay", "style_weight", "content_weight", "seed", "min_scale",
           "max_scale", "style_hue", "stage", "encoder_width", "pixel_weight", "style_norm", "schedule", "ema",
-          "gray_styles", "decoder_padding", "loss_net", "skips", "input_scale", "color_weight"]
+          "gray_styles", "decoder_padding", "loss_net", "skips", "input_scale", "color_weight", "gram_weight"]
   for key in keys + (["steps"] if trainer.config.schedule == "cosine" else []):  # the cosine ends at `steps`
     saved = meta["config"].get(key, defaults[key])
     if saved != getattr(trainer.config, key):
