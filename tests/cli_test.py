@@ -250,6 +250,15 @@ def test_config_fields_in_library_errors_become_the_flags_that_set_them():
     field_flags.fields_as_flags(lambda: HighresConfig(tile_size=-1))()
   with pytest.raises(NSTError, match="^--normalize_gradients is for first-order"):
     field_flags.fields_as_flags(lambda: optim.make_optimizer("lbfgs", normalize_gradients=True))()
+  # Image inputs, which library messages name in backquotes, become their flags too.
+  assert field_flags.flag_message("`style_masks` has 2 mask(s); `depth`, `other`") == (
+      "--style_masks has 2 mask(s); --depth, `other`")
+  input_flags = {name for cmd in (stylize_cli.STYLIZE, photoreal_cli.COMMAND) for name in command_module.flag_names(cmd)}
+  assert set(field_flags.INPUTS) <= input_flags, set(field_flags.INPUTS) - input_flags
+  with pytest.raises(NSTError, match="^give both --content_seg and --style_seg"):
+    from nst_jax.losses import segmentation  # pylint: disable=import-outside-toplevel
+    field_flags.fields_as_flags(lambda: segmentation.match(None, np.ones((4, 4, 3)), content_shape=(4, 4),
+                                                           style_shape=(4, 4)))()
 
 
 def test_progress_bar_in_place_with_eta_and_plain_lines(cli_setup, tmp_path):

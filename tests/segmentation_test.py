@@ -88,7 +88,7 @@ def test_no_maps_or_no_common_colour_is_one_region_and_bad_maps_are_refused():
     assert got.names == ("all",)
     np.testing.assert_array_equal(got.content, np.ones((1, 6, 7)))
     np.testing.assert_array_equal(got.style, np.ones((1, 5, 4)))
-  with pytest.raises(NSTError, match="--content_seg"):
+  with pytest.raises(NSTError, match="`content_seg`"):
     segmentation.match(np.full((8, 8, 3), 0.3), paint(np.zeros((8, 8), int), ["red"]), content_shape=(8, 8),
                        style_shape=(8, 8))
   with pytest.raises(NSTError, match="both"):

@@ -1,6 +1,6 @@
-"""The command line's names for the config fields that library errors name: each `StylizeConfig.<field>`,
+"""The command line's names for the config fields and inputs that library errors name: each `StylizeConfig.<field>`,
 `HighresConfig.<field>`, `PhotorealConfig.<field>` or `RunSettings.<field>` in an error's message becomes the flag
-that sets it."""
+that sets it, and so does each image input that library messages name in backquotes (`` `style_masks` ``)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,10 @@ CONFIGS = (StylizeConfig, HighresConfig, PhotorealConfig, RunSettings)
 RENAMED = {"optimizer_options": "--optimizer_args"}
 FIELD_FLAGS = {f"{config.__name__}.{field.name}": RENAMED.get(field.name, f"--{field.name}")
                for config in CONFIGS for field in dataclasses.fields(config)}
-FIELD = re.compile(r"\b(?:%s)\.\w+" % "|".join(config.__name__ for config in CONFIGS))
+# Image inputs of the library's functions (arguments, not config fields) whose flag has the argument's name.
+INPUTS = ("style_masks", "depth", "content_seg", "style_seg", "preserve_colors")
+FIELD_FLAGS.update({f"`{name}`": f"--{name}" for name in INPUTS})
+FIELD = re.compile(r"\b(?:%s)\.\w+|`(?:%s)`" % ("|".join(config.__name__ for config in CONFIGS), "|".join(INPUTS)))
 
 
 def flag_message(message: str) -> str:

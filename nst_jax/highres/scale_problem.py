@@ -64,7 +64,7 @@ def build_scale_problem(*, content: np.ndarray | None, styles: Sequence[np.ndarr
   raw_styles, styles = list(styles), prepare_styles(list(styles), content=content, config=config)
   segmented = content_seg is not None or style_seg is not None
   if segmented and (len(styles) != 1 or content is None):
-    raise NSTError("segmentation maps (--content_seg/--style_seg) take a content image and one style image")
+    raise NSTError("segmentation maps (`content_seg`/`style_seg`) take a content image and one style image")
   style_sets, style_layers, content_layers = plan.style_sets, plan.style_layers, plan.content_layers
   layers = tuple(dict.fromkeys(content_layers + style_layers))
   dtype = PRECISIONS[hr.precision]

@@ -91,7 +91,7 @@ def colors_kept_inputs(content: np.ndarray, styles: list[np.ndarray], mode: str
   caller recombines the method's result with the content's chroma (`combine_luminance`); 'none' changes nothing.
   Another mode raises `NSTError`."""
   if mode not in COLOR_MODES:
-    raise NSTError(f"--preserve_colors must be one of {', '.join(COLOR_MODES)}, got {mode!r}")
+    raise NSTError(f"`preserve_colors` must be one of {', '.join(COLOR_MODES)}, got {mode!r}")
   if mode == "histogram":
     return content, [match_color_histogram(s, content, clip=True) for s in styles]
   if mode == "luminance":

@@ -109,15 +109,15 @@ def match(content_seg: np.ndarray | None, style_seg: np.ndarray | None, *, conte
 
   The maps may have any size; both maps or neither. The module docstring gives the rules."""
   if (content_seg is None) != (style_seg is None):
-    raise NSTError("give both --content_seg and --style_seg, or neither")
+    raise NSTError("give both `content_seg` and `style_seg`, or neither")
   ones_c, ones_s = np.ones(content_shape, np.float32), np.ones(style_shape, np.float32)
   if content_seg is None:
     return Segmentation(names=("all",), content=ones_c[None], style=ones_s[None])
   in_content, in_style = present_colors(content_seg), present_colors(style_seg)
   if not in_content:
-    raise NSTError(f"--content_seg uses none of the colours {', '.join(COLORS)}")
+    raise NSTError(f"`content_seg` uses none of the colours {', '.join(COLORS)}")
   if not in_style:
-    raise NSTError(f"--style_seg uses none of the colours {', '.join(COLORS)}")
+    raise NSTError(f"`style_seg` uses none of the colours {', '.join(COLORS)}")
   common = [c for c in in_content if c in in_style]
   if not common:
     return Segmentation(names=("all",), content=ones_c[None], style=ones_s[None])

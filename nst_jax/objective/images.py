@@ -32,7 +32,7 @@ def build_regions(plan: ObjectivePlan, shape: tuple[int, int], *, style_masks: S
   config, num_styles, blend = plan.config, plan.num_styles, plan.blend
   if style_masks:
     if len(style_masks) != num_styles:
-      raise NSTError(f"--style_masks has {len(style_masks)} mask(s) for {num_styles} style image(s)")
+      raise NSTError(f"`style_masks` has {len(style_masks)} mask(s) for {num_styles} style image(s)")
     groups = [(guidance.resize_mask(m, h, w), tuple(float(j == i) for j in range(num_styles)))
               for i, m in enumerate(style_masks)]
   else:

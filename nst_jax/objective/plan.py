@@ -70,11 +70,11 @@ def resolve_plan(config: StylizeConfig, *, arch: str, num_styles: int = 1, has_c
   settings.check_request(config, arch, num_styles=num_styles, has_content=has_content)
   style_loss = STYLE_LOSS_TERMS[config.style_loss]
   if segmented and (num_styles != 1 or style_masks or depth or not style_loss.gram_targets or not has_content):
-    raise NSTError("segmentation maps (--content_seg/--style_seg) take a content image, one style image and the "
-                   "gram style loss, without --style_masks or --depth")
+    raise NSTError("segmentation maps (`content_seg`/`style_seg`) take a content image, one style image and the "
+                   "gram style loss, without `style_masks` or `depth`")
   if not style_loss.masks and (style_masks or depth or config.style_layer_sets):
     raise NSTError(f"StylizeConfig.style_loss {style_loss.name} {style_loss.whole_image_reason}: it does not take "
-                   "--style_masks, --depth or StylizeConfig.style_layer_sets")
+                   "`style_masks`, `depth` or StylizeConfig.style_layer_sets")
   style_sets = settings.style_layer_sets(config, num_styles)
   if style_loss.default_layers and config.style_layers == STYLE_LAYERS and not config.style_layer_sets:
     style_sets = [style_loss.default_layers] * num_styles
