@@ -92,10 +92,17 @@ def test_masks_give_each_region_its_style_statistics(feats):
     np.testing.assert_allclose(o_std, s_std, rtol=1e-4)
 
 
-def test_style_loss_matches_numpy(feats):
+@pytest.fixture(scope="module")
+def layer_feats(feats) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+  """(output, style) features at every AdaIN style layer, different per layer."""
   content, (style, _) = feats
-  out = {layer: content * (i + 1) for i, layer in enumerate(adain_ops.STYLE_LAYERS)}
-  sty = {layer: style + i for i, layer in enumerate(adain_ops.STYLE_LAYERS)}
+  return ({layer: content * (i + 1) for i, layer in enumerate(adain_ops.STYLE_LAYERS)},
+          {layer: style + i for i, layer in enumerate(adain_ops.STYLE_LAYERS)})
+
+
+def test_style_loss_matches_numpy(feats, layer_feats):
+  content = feats[0]
+  out, sty = layer_feats
   want = 0.0
   for layer in adain_ops.STYLE_LAYERS:
     (om, os_), (sm, ss) = np_stats(out[layer]), np_stats(sty[layer])
@@ -107,10 +114,8 @@ def test_style_loss_matches_numpy(feats):
                                                       + 2.0)), 4.0, rtol=1e-6)
 
 
-def test_gram_loss_matches_numpy(feats):
-  content, (style, _) = feats
-  out = {layer: content * (i + 1) for i, layer in enumerate(adain_ops.STYLE_LAYERS)}
-  sty = {layer: style + i for i, layer in enumerate(adain_ops.STYLE_LAYERS)}
+def test_gram_loss_matches_numpy(layer_feats):
+  out, sty = layer_feats
   want = 0.0
   for layer in adain_ops.STYLE_LAYERS:
     errors = []
