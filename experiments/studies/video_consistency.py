@@ -4,6 +4,7 @@ how long a frame takes, for docs/video.md.
 Run (from the repository root; needs the shared clip, skips without it):
   nice -n 10 python -m experiments.studies.video_consistency --rows wct,adain --max_frames 8
   nice -n 10 python -m experiments.studies.video_consistency --rows gatys --gatys_size 256 --gatys_frames 4
+  nice -n 10 python -m experiments.studies.video_consistency --rows gatys --gatys_size 512 --temporal_weights 3e4,3e5
 
 Rows: the content clip itself (the floor), Gatys per frame (each frame from its own start, --iterations_first
 iterations), Gatys with the temporal loss and warm starts (--iterations_first, then --iterations a frame), WCT and
@@ -57,7 +58,7 @@ flags.DEFINE_integer("gatys_size", 256, "Long side of the Gatys rows' frames.")
 flags.DEFINE_integer("gatys_frames", 4, "Frames of the Gatys rows.")
 flags.DEFINE_integer("iterations_first", 150, "Gatys: iterations of every per-frame frame and of the first frame.")
 flags.DEFINE_integer("iterations", 60, "Gatys + temporal: iterations of the frames after the first.")
-flags.DEFINE_float("temporal_weight", 3e4, "Gatys + temporal: the temporal loss's weight.")
+flags.DEFINE_list("temporal_weights", ["3e4"], "Gatys + temporal: the temporal loss's weights, one row each.")
 flags.DEFINE_integer("statistics_window", 0, "Clip-stats rows: frames whose statistics whiten each (0: all).")
 flags.DEFINE_float("consistency_lambda", consistency.DEFAULT_LAMBDA, "The consistency pass's lambda.")
 flags.DEFINE_list("rows", ["gatys", "wct", "adain"], "Which methods to run (the content row always runs).")
@@ -114,11 +115,13 @@ def gatys_rows(clip: Clip, weights, style) -> list[tuple[str, np.ndarray, float]
   per_frame, seconds = video.stylize_clip(clip.frames, styles=[style], weights=weights, config=config,
                                           settings=video.ClipSettings(warm_start=False), progress=False)
   rows = [("Gatys per frame", per_frame, float(np.mean(seconds[1:])))]
-  config = dataclasses.replace(config, iterations=FLAGS.iterations, temporal_weight=FLAGS.temporal_weight)
-  stable, seconds = video.stylize_clip(clip.frames, styles=[style], weights=weights, config=config,
-                                       settings=video.ClipSettings(iterations_first=FLAGS.iterations_first),
-                                       progress=False)
-  rows.append(("Gatys + temporal", stable, float(np.mean(seconds[1:])) + clip.flow_seconds))
+  for weight in (float(w) for w in FLAGS.temporal_weights):
+    config = dataclasses.replace(config, iterations=FLAGS.iterations, temporal_weight=weight)
+    stable, seconds = video.stylize_clip(clip.frames, styles=[style], weights=weights, config=config,
+                                         settings=video.ClipSettings(iterations_first=FLAGS.iterations_first),
+                                         progress=False)
+    label = "Gatys + temporal" if len(FLAGS.temporal_weights) == 1 else f"Gatys + temporal {weight:g}"
+    rows.append((label, stable, float(np.mean(seconds[1:])) + clip.flow_seconds))
   return rows
 
 
@@ -191,7 +194,7 @@ def main(argv) -> None:
   image_io.save_image(out / "sheet.png", figures.contact_sheet(sheet, labels, cell_height=160))
   common.write_json(out / "results.json", {"flags": {k: FLAGS[k].value for k in (
       "clip", "style", "size", "max_frames", "gatys_size", "gatys_frames", "iterations_first", "iterations",
-      "temporal_weight", "rows", "statistics_window", "consistency_lambda")}, "rows": record})
+      "temporal_weights", "rows", "statistics_window", "consistency_lambda")}, "rows": record})
   print(f"wrote {out}/table.md, sheet.png, results.json and one GIF per row")
 
 
