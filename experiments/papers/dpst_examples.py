@@ -300,7 +300,7 @@ def config_from_flags() -> photoreal.PhotorealConfig:
   base = photoreal.PAPER_PRESET if f.preset == "paper" else photoreal.PhotorealConfig()
   given = {name: f[name].value for name in ("objective", "init", "content_weight", "style_weight", "tv_weight",
                                              "matting_weight", "stage1_size", "stage2_iterations",
-                                             "region_chroma")
+                                             "region_chroma", "chroma_fit")
            if f[name].present}
   if f["iterations"].present:
     given["stage1_iterations"] = f.iterations
@@ -342,6 +342,8 @@ if __name__ == "__main__":
   flags.DEFINE_string("decoders", DEFAULT_DECODERS, "wct: the PhotoWCT decoder file or name.")
   flags.DEFINE_bool("region_chroma", None, "optimize: each region's chroma from its style region before the "
                     "post-processing (photoreal's default if unset).")
+  flags.DEFINE_bool("chroma_fit", None, "optimize: each region's chroma refitted as a function of the content's "
+                    "colour before --region_chroma (photoreal's default if unset).")
   flags.DEFINE_bool("gray_target", False, "Gray each pair's target (and the paper's result) first.")
   flags.DEFINE_bool("resume", False, "Skip the pairs already recorded in <out_dir>/partial.json under the same "
                     "settings (a long run continues where it stopped).")

@@ -104,10 +104,14 @@ def define_flags(fv: flags.FlagValues) -> Sections:
   flags.DEFINE_bool("region_chroma", ref.region_chroma, "Before the post-processing, give each region the YIQ "
                     "chroma mean and std of its style region (a gray target gives a gray result; no false colour in "
                     "flat areas).", flag_values=fv)
+  flags.DEFINE_bool("chroma_fit", ref.chroma_fit, "optimize: before --region_chroma, make each region's chroma a "
+                    "quadratic function of the content's colour (removes colour patches in flat areas).",
+                    flag_values=fv)
   flags.DEFINE_bool("save_stages", False, "Also write each stage's unsmoothed result as <output>_stageN.",
                     flag_values=fv)
-  post = ("post-processing", ["region_chroma", "smooth", "affine_eps", "smooth_radius", "smooth_sigma_s",
-                              "smooth_sigma_r", "refine", "refine_radius", "refine_eps", "save_stages"])
+  post = ("post-processing", ["chroma_fit", "region_chroma", "smooth", "affine_eps", "smooth_radius",
+                              "smooth_sigma_s", "smooth_sigma_r", "refine", "refine_radius", "refine_eps",
+                              "save_stages"])
   return [images, optimisation, losses, post, optimization_flags.define_tiles(fv)]
 
 
@@ -138,7 +142,8 @@ def config_from_flags(fv: flags.FlagValues) -> photoreal.PhotorealConfig:
       pooling=fv.pooling,
       init=fv.init, smooth=fv.smooth, affine_eps=fv.affine_eps, smooth_radius=fv.smooth_radius,
       smooth_sigma_s=fv.smooth_sigma_s, smooth_sigma_r=fv.smooth_sigma_r, refine=fv.refine,
-      refine_radius=fv.refine_radius, refine_eps=fv.refine_eps, region_chroma=fv.region_chroma, seed=fv.seed,
+      refine_radius=fv.refine_radius, refine_eps=fv.refine_eps, region_chroma=fv.region_chroma,
+      chroma_fit=fv.chroma_fit, seed=fv.seed,
       log_every=max(1, fv.log_every),
       stall_rtol=optimization_flags.stall_rtol(fv))
 

@@ -222,6 +222,58 @@ def match_region_chroma(image: np.ndarray, style: np.ndarray, *, content_masks: 
   return _blend_region_maps(image, style, content_masks, style_masks, chroma_map)
 
 
+def _quadratic_features(yiq: np.ndarray) -> np.ndarray:
+  """(N, 10) monomials of degree <= 2 in Y, I, Q: 1, Y, I, Q, Y², I², Q², YI, YQ, IQ."""
+  y, i, q = yiq[:, 0], yiq[:, 1], yiq[:, 2]
+  return np.stack([np.ones_like(y), y, i, q, y * y, i * i, q * q, y * i, y * q, i * q], axis=-1)
+
+
+def fit_region_chroma(image: np.ndarray, content: np.ndarray, *, content_masks: np.ndarray,
+                      ridge: float = 1e-6) -> np.ndarray:
+  """`image` whose YIQ chroma in each region is a quadratic function of the content's colour there; luma untouched.
+
+  Per region r with mask m_r, the result's chroma c = (I, Q) is fitted by weighted least squares as
+  f_r(y) = B_r^T φ(y), φ the monomials of degree <= 2 of the content's YIQ y at the same pixel, and replaced by
+  Σ_r m_r f_r(y). Within a region, content pixels of one colour then get one chroma: what stays is the colour
+  mapping from content to result, and what goes is chroma that varies where the content does not (the pale
+  green and blue patches an optimisation leaves in a flat sky or wall). The fit keeps each region's mean chroma
+  (φ holds a constant) and takes out the chroma that the content's colour does not explain, so a gray result
+  stays gray.
+
+  Args:
+    image: (H, W, 3) RGB result.
+    content: (H, W, 3) RGB content at the result's size.
+    content_masks: (R, H, W) soft region masks, summing to 1 at every pixel.
+    ridge: Tikhonov weight on the normal equations (a region of one flat colour is rank deficient).
+
+  Returns:
+    (H, W, 3) float32, not clipped.
+
+  Example:
+    >>> flat = np.full((8, 8, 3), 0.5, np.float32)
+    >>> noisy = flat + np.random.default_rng(0).normal(0, 0.05, flat.shape).astype(np.float32)
+    >>> out = fit_region_chroma(noisy, flat, content_masks=np.ones((1, 8, 8)))
+    >>> float(np.ptp(np.asarray(rgb_to_yiq(out))[..., 1:], axis=(0, 1)).max()) < 1e-5  # one colour, one chroma
+    True
+  """
+  if image.shape != content.shape:
+    raise NSTError(f"fit_region_chroma: image {image.shape} and content {content.shape} differ")
+  out_yiq = np.asarray(rgb_to_yiq(np.asarray(image, np.float32)), np.float64).reshape(-1, 3)
+  phi = _quadratic_features(np.asarray(rgb_to_yiq(np.asarray(content, np.float32)), np.float64).reshape(-1, 3))
+  chroma = np.zeros((phi.shape[0], 2))
+  for mask in np.asarray(content_masks, np.float64):
+    weight = mask.reshape(-1)
+    if weight.sum() <= 0:
+      continue
+    weighted = phi * weight[:, None]
+    normal = weighted.T @ phi
+    coef = np.linalg.solve(normal + ridge * np.trace(normal) / len(normal) * np.eye(len(normal)),
+                           weighted.T @ out_yiq[:, 1:])
+    chroma += weight[:, None] * (phi @ coef)
+  out_yiq[:, 1:] = chroma
+  return np.asarray(yiq_to_rgb(out_yiq.reshape(image.shape).astype(np.float32)), np.float32)
+
+
 def _blend_region_maps(content: np.ndarray, style: np.ndarray, content_masks: np.ndarray, style_masks: np.ndarray,
                        region_map) -> np.ndarray:
   """Sum over regions of region_map(content pixels, content weights, style pixels, style weights) (N, 3), each

@@ -65,6 +65,11 @@ class PhotorealConfig:
   # low-saturation regions (lilac and green patches that neither photo has; the start is on the target's palette,
   # docs/photoreal.md §8); this takes each region back to its target's chroma, and a gray target gives a gray result.
   region_chroma: bool = True
+  # Before that, each region's chroma refitted as a quadratic function of the content's colour
+  # (`color.fit_region_chroma`): one content colour, one result chroma per region. It removes the slowly varying
+  # patches the optimisation leaves in flat areas, which keep the region's mean and std and so survive
+  # `region_chroma` (docs/photoreal.md §8).
+  chroma_fit: bool = True
   seed: int = 0
   log_every: int = 10
   stall_rtol: float | None = StylizeConfig.stall_rtol  # L-BFGS early stop (`stalled`)

@@ -133,8 +133,11 @@ def photoreal(*, content: np.ndarray, style: np.ndarray, weights: VGGWeights, co
   if image.shape[:2] != shape:  # no stage 2: bring stage 1's result to the output size
     image = image_io.resize(image, *shape)
     guide = image_io.resize(content, *shape)
-  if config.region_chroma:
+  if config.chroma_fit or config.region_chroma:
     seg = segmentation.match(content_seg, style_seg, content_shape=shape, style_shape=style.shape[:2])
+  if config.chroma_fit:
+    image = np.clip(color.fit_region_chroma(image, np.asarray(guide), content_masks=seg.content), 0, 1)
+  if config.region_chroma:
     image = np.clip(color.match_region_chroma(image, style, content_masks=seg.content, style_masks=seg.style), 0, 1)
   final = image
   if config.smooth:
