@@ -191,6 +191,38 @@ def test_match_chroma_statistics_gives_the_references_chroma_moments_and_keeps_l
   np.testing.assert_allclose(gray.max(-1) - gray.min(-1), 0, atol=1e-5)  # a gray style gives a gray image
 
 
+def test_fit_region_chroma_is_each_regions_least_squares_quadratic_of_the_content_colour():
+  """Two hard regions: the result's chroma equals a float64 NumPy least-squares fit per region of the chroma on the
+  degree-2 monomials of the content's YIQ; luma is untouched; a chroma that is already such a function plus a
+  smooth patch comes back as the function (the patch is gone); a gray image stays gray."""
+  rng = np.random.default_rng(4)
+  content = 0.2 + 0.6 * rng.uniform(size=(48, 64, 3))
+  image = 0.2 + 0.6 * rng.uniform(size=(48, 64, 3))
+  masks = np.zeros((2, 48, 64)); masks[0, :, :24] = 1; masks[1, :, 24:] = 1
+  out = color.fit_region_chroma(image, content, content_masks=masks, ridge=0.0)
+  c_yiq, i_yiq, got = (np.asarray(yiq(x), np.float64) for x in (content, image, out))
+  np.testing.assert_allclose(got[..., 0], i_yiq[..., 0], atol=1e-5)
+  y, i, q = np.moveaxis(c_yiq, -1, 0)
+  design = np.stack([np.ones_like(y), y, i, q, y * y, i * i, q * q, y * i, y * q, i * q], -1)
+  for mask in masks.astype(bool):
+    coef = np.linalg.lstsq(design[mask], i_yiq[mask][:, 1:], rcond=None)[0]
+    np.testing.assert_allclose(got[mask][:, 1:], design[mask] @ coef, atol=2e-5)
+  # A result whose chroma is a function of the content's colour, with a slow patch added in a flat area.
+  mapped = c_yiq.copy()
+  mapped[..., 1] = 0.05 - 0.2 * c_yiq[..., 1] + 0.3 * c_yiq[..., 0] * c_yiq[..., 2]
+  mapped[..., 2] = -0.02 + 0.5 * c_yiq[..., 2] ** 2
+  patch = mapped.copy()
+  patch[16:20, 8:13, 1:] += np.array([0.03, -0.02])  # a small green patch: it is not a function of the content
+  rgb = lambda x: np.asarray(color.yiq_to_rgb(np.asarray(x, np.float32)))  # noqa: E731
+  fixed = np.asarray(yiq(color.fit_region_chroma(rgb(patch), content, content_masks=masks)), np.float64)
+  # Least squares leaks the patch's share of its region (20 of 1152 pixels) into the fit.
+  np.testing.assert_allclose(fixed[..., 1:], mapped[..., 1:], atol=0.1 * 0.03)
+  assert np.abs(fixed[16:20, 8:13, 1:] - mapped[16:20, 8:13, 1:]).max() < 0.1 * 0.03
+  gray = np.repeat(rng.uniform(size=(48, 64, 1)), 3, axis=-1)
+  out_gray = color.fit_region_chroma(gray, content, content_masks=masks)
+  np.testing.assert_allclose(out_gray.max(-1) - out_gray.min(-1), 0, atol=1e-5)
+
+
 def test_match_style_mixture_gives_each_region_its_blend_of_the_styles_moments():
   """One region with a 1:3 blend of two styles of different sizes gets the mixture's mean and covariance (each
   style counted by its weight, not its pixel count; NumPy moments of the mixture); two regions each get their own
