@@ -9,11 +9,13 @@ import logging
 
 import numpy as np
 import pytest
+from absl import flags
 
 from cli_helpers import assert_one_line_error, run_cli
 from nst_jax import demo
+from nst_jax.cli import video as video_cli
 from nst_jax.io import image_io, video as video_io
-from nst_jax.video import measures, reliability
+from nst_jax.video import consistency, measures, reliability
 
 SIZE, VELOCITY, FRAMES = (32, 40), (2, 1), 3
 GATYS = ["video", "--method", "gatys", "--size", "40", "--iterations", "3", "--iterations_first", "3",
@@ -137,3 +139,19 @@ def test_the_command_leaves_jax_logging_as_it_found_it(cli_setup, pan, tmp_path)
     assert logger.level == logging.INFO
   finally:
     logger.setLevel(before)
+
+
+def test_the_pass_weight_defaults_by_what_it_steadies():
+  """Painted frames (wct, adain, --stabilize_only) get the stylised weight, photowct's photographs the weight
+  calibrated on photographic flicker; a given --consistency_lambda wins."""
+  fv = flags.FlagValues()
+  video_cli.define_flags(fv)
+  fv(["video"])
+  for method, stabilize_only, want in (("adain", False, consistency.STYLIZED_LAMBDA),
+                                       ("wct", False, consistency.STYLIZED_LAMBDA),
+                                       ("photowct", False, consistency.DEFAULT_LAMBDA),
+                                       ("photowct", True, consistency.STYLIZED_LAMBDA)):
+    fv.method, fv.stabilize_only = method, stabilize_only
+    assert video_cli.consistency_lambda(fv) == want, (method, stabilize_only)
+  fv.consistency_lambda = 2.5
+  assert video_cli.consistency_lambda(fv) == 2.5

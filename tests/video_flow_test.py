@@ -53,6 +53,32 @@ def test_warping_by_any_flow_matches_scipy_bilinear_sampling():
   np.testing.assert_allclose(np.asarray(warp.warp(image, field)), scipy_warp(image, field), atol=2e-6)
 
 
+def test_cubic_warping_is_exact_on_integer_shifts_and_quadratics():
+  """Keys's kernel interpolates (integer shifts are slicing) and reproduces polynomials of degree 2 at any
+  sub-pixel position whose 4x4 neighbourhood is inside the image."""
+  rng = np.random.default_rng(2)
+  image = rng.uniform(0, 1, (20, 24, 3)).astype(np.float32)
+  field = np.broadcast_to(np.array([3.0, -2.0], np.float32), (20, 24, 2))
+  np.testing.assert_allclose(np.asarray(warp.warp_cubic(image, field))[2:, :-3], image[:-2, 3:], atol=1e-6)
+  ys, xs = np.mgrid[0:20, 0:24].astype(np.float64)
+  quadratic = lambda y, x: 0.3 + 0.02 * x - 0.01 * y + 1e-3 * x * x - 2e-3 * x * y + 1.5e-3 * y * y  # noqa: E731
+  field = rng.uniform(-1.5, 1.5, (20, 24, 2)).astype(np.float32)
+  out = np.asarray(warp.warp_cubic(quadratic(ys, xs)[..., None].astype(np.float32), field))[..., 0]
+  inner = (slice(3, -3), slice(3, -3))
+  np.testing.assert_allclose(out[inner], quadratic(ys + field[..., 1], xs + field[..., 0])[inner], atol=2e-5)
+
+
+def test_a_half_pixel_shift_keeps_the_cubic_kernels_response_where_bilinear_blurs():
+  """A 4-pixel-period cosine moved by half a pixel keeps cos(pi/4) = 0.707 of its amplitude under bilinear sampling
+  and 2 (9/16 cos(pi/4) + 1/16 cos(3 pi/4)) = 0.884 under the cubic kernel (its weights -1/16, 9/16, 9/16, -1/16)."""
+  xs = np.arange(32, dtype=np.float64)
+  image = np.broadcast_to(np.cos(np.pi / 2 * xs)[None, :, None], (8, 32, 1)).astype(np.float32)
+  field = np.broadcast_to(np.array([0.5, 0.0], np.float32), (8, 32, 2))
+  want = np.cos(np.pi / 2 * (xs + 0.5))[4:-4]
+  for sampler, gain in ((warp.warp, np.cos(np.pi / 4)), (warp.warp_cubic, 2 * (9 / 16 + 1 / 16) * np.cos(np.pi / 4))):
+    np.testing.assert_allclose(np.asarray(sampler(image, field))[4, 4:-4, 0], gain * want, atol=1e-5)
+
+
 @pytest.mark.parametrize("preset", ["medium", "fine"])
 def test_dis_recovers_a_sub_pixel_pan_to_half_a_pixel(pan, preset):
   frames, exact = pan

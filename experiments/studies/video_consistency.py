@@ -60,7 +60,7 @@ flags.DEFINE_integer("iterations_first", 150, "Gatys: iterations of every per-fr
 flags.DEFINE_integer("iterations", 60, "Gatys + temporal: iterations of the frames after the first.")
 flags.DEFINE_list("temporal_weights", ["3e4"], "Gatys + temporal: the temporal loss's weights, one row each.")
 flags.DEFINE_integer("statistics_window", 0, "Clip-stats rows: frames whose statistics whiten each (0: all).")
-flags.DEFINE_float("consistency_lambda", consistency.DEFAULT_LAMBDA, "The consistency pass's lambda.")
+flags.DEFINE_float("consistency_lambda", consistency.STYLIZED_LAMBDA, "The consistency pass's lambda.")
 flags.DEFINE_list("rows", ["gatys", "wct", "adain"], "Which methods to run (the content row always runs).")
 flags.DEFINE_string("out_dir", "outputs/video_consistency", "Where the outputs go.")
 FLAGS = flags.FLAGS

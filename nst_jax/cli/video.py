@@ -73,8 +73,9 @@ def define_flags(fv: flags.FlagValues) -> Sections:
   gatys = ("gatys over a clip (Ruder et al. 2016)", ["temporal_weight", "temporal_frames", "iterations_first"])
   flags.DEFINE_bool("consistency", None, "Run the consistency pass (Bonneel et al. 2015) over the frames (default: "
                     "on for wct and adain, off for gatys).", flag_values=fv)
-  flags.DEFINE_float("consistency_lambda", consistency.DEFAULT_LAMBDA, "Weight of the previous output in the "
-                     "pass (larger: steadier, more smearing).", flag_values=fv)
+  flags.DEFINE_float("consistency_lambda", None, "Weight of the previous output in the pass (larger: steadier, more "
+                     f"smearing; default: {consistency.STYLIZED_LAMBDA:g} for painted frames, "
+                     f"{consistency.DEFAULT_LAMBDA:g} for photowct's photographs).", flag_values=fv)
   flags.DEFINE_bool("stabilize_only", False, "Only the consistency pass: --stylized frames of another tool, guided "
                     "by the --content clip's flow.", flag_values=fv)
   flags.DEFINE_string("stylized", None, "With --stabilize_only: the stylised clip (video, folder or pattern), frame "
@@ -95,6 +96,15 @@ def define_flags(fv: flags.FlagValues) -> Sections:
                                                   "alpha", "clip_statistics", "statistics_window", "decoders",
                                                   "decoder", "style_cache"])
   return [sections[0], clip, *sections[1:], gatys, fast]
+
+
+def consistency_lambda(fv: flags.FlagValues) -> float:
+  """--consistency_lambda, or its default for the frames the pass gets: photowct's are photographs."""
+  if fv.consistency_lambda is not None:
+    return fv.consistency_lambda
+  if fv.method == "photowct" and not fv.stabilize_only:
+    return consistency.DEFAULT_LAMBDA
+  return consistency.STYLIZED_LAMBDA
 
 
 def default_state_dir(output: str) -> pathlib.Path:
@@ -218,8 +228,9 @@ def run(fv: flags.FlagValues, positional: list[str]) -> pathlib.Path:
     raise NSTError(f"--statistics_window must be 0 (the whole clip) or a number of frames, got {fv.statistics_window}")
   if fv.size < 16:
     raise NSTError(f"--size must be at least 16 pixels, got {fv.size}")
-  if not fv.consistency_lambda > 0:
+  if fv.consistency_lambda is not None and not fv.consistency_lambda > 0:
     raise NSTError(f"--consistency_lambda must be a positive number, got {fv.consistency_lambda}")
+  lam = consistency_lambda(fv)
   state_dir = pathlib.Path(fv.state_dir) if fv.state_dir else default_state_dir(fv.output)
   validation.check_writable_folder(state_dir, "--state_dir")
   for name, value in (("content", source), ("stylized", fv.stylized)):
@@ -242,7 +253,7 @@ def run(fv: flags.FlagValues, positional: list[str]) -> pathlib.Path:
     stylized = load_clip(fv, fv.stylized, what="--stylized", size=max(frames.shape[1:3])).frames
     if stylized.shape[1:3] != frames.shape[1:3] and len(stylized) == len(frames):
       stylized = np.stack([image_io.resize(f, *frames.shape[1:3]) for f in stylized])
-    results = video.stabilize(frames, stylized, lam=fv.consistency_lambda, cache_dir=state_dir,
+    results = video.stabilize(frames, stylized, lam=lam, cache_dir=state_dir,
                               preset=fv.flow_preset)
     done = "stabilised"
   else:
@@ -257,7 +268,7 @@ def run(fv: flags.FlagValues, positional: list[str]) -> pathlib.Path:
         results, _ = video.stylize_frames(frames, stylize_frame, state=state, on_frame=on_frame)
     done = fv.method
     if fv.consistency if fv.consistency is not None else fv.method != "gatys":
-      results = video.stabilize(frames, results, lam=fv.consistency_lambda, cache_dir=state_dir,
+      results = video.stabilize(frames, results, lam=lam, cache_dir=state_dir,
                                 preset=fv.flow_preset)
       done += " + consistency pass"
   video_io.write_frames(output, results, fps=clip.fps, source=source)

@@ -30,6 +30,10 @@ lam = 0.3 (0.3-1 restore a pan best; on the real clip smaller lam is closer to t
 below it), CG to a relative residual of 1e-3 (1e-4 changes the result by less than it changes the noise, at 2.6x
 the iterations).
 
+W_t is sampled by cubic convolution (`warp.warp_cubic`) by default: each frame's W_t is moved from the last output,
+so bilinear sampling would low-pass a stylised texture once per frame and the steadied clip would lose style as it
+goes (measured in docs/video.md).
+
 One compiled step per clip size: `temporal_consistency` calls the same jitted step for every frame.
 """
 
@@ -42,9 +46,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from nst_jax.video.reliability import clip_reliability
-from nst_jax.video.warp import warp, warp_clip
+from nst_jax.video.warp import warp, warp_clip, warp_cubic
+
+INTERPOLATIONS = ("cubic", "linear")
 
 DEFAULT_LAMBDA = 0.3
+# For stylised frames: their flicker is texture that changes place, not a brightness offset, and only a weight this
+# large holds the texture where the flow is reliable (docs/video.md, the fast paths on Sintel).
+STYLIZED_LAMBDA = 30.0
 DEFAULT_ALPHA = 1000.0
 DEFAULT_TOLERANCE = 1e-3  # relative residual |b - A x| / |b| where CG stops
 DEFAULT_MAX_ITERATIONS = 200
@@ -144,21 +153,24 @@ def screened_poisson_solve(processed: jax.Array, target: jax.Array, weights: jax
 
 def consistency_step(processed: jax.Array, previous_output: jax.Array, flow: jax.Array, weights: jax.Array, *,
                      lam: float, tolerance: float = DEFAULT_TOLERANCE,
-                     max_iterations: int = DEFAULT_MAX_ITERATIONS) -> tuple[jax.Array, SolveInfo]:
+                     max_iterations: int = DEFAULT_MAX_ITERATIONS,
+                     interpolation: str = "cubic") -> tuple[jax.Array, SolveInfo]:
   """O_t from P_t (`processed`), O_{t-1} (`previous_output`), the flow t -> t-1 on frame t's grid (`flow`,
-  backward[t-1]) and c_t (`weights` [H, W]). A frame with no weight keeps P_t."""
-  output, info = screened_poisson_solve(processed, warp(previous_output, flow), weights, lam=lam,
+  backward[t-1]) and c_t (`weights` [H, W]); O_{t-1} is moved by `warp_cubic` or, with `interpolation="linear"`,
+  `warp`. A frame with no weight keeps P_t."""
+  moved = warp_cubic(previous_output, flow) if interpolation == "cubic" else warp(previous_output, flow)
+  output, info = screened_poisson_solve(processed, moved, weights, lam=lam,
                                         tolerance=tolerance, max_iterations=max_iterations)
   keep = jnp.sum(weights) <= 0
   return jnp.where(keep, jnp.asarray(processed, jnp.float32), output), info
 
 
-compiled_step = jax.jit(consistency_step, static_argnames=("max_iterations",))
+compiled_step = jax.jit(consistency_step, static_argnames=("max_iterations", "interpolation"))
 
 
 def temporal_consistency(processed: np.ndarray, backward: np.ndarray, weights: np.ndarray, *,
                          lam: float = DEFAULT_LAMBDA, tolerance: float = DEFAULT_TOLERANCE,
-                         max_iterations: int = DEFAULT_MAX_ITERATIONS,
+                         max_iterations: int = DEFAULT_MAX_ITERATIONS, interpolation: str = "cubic",
                          return_info: bool = False) -> np.ndarray | tuple[np.ndarray, list[SolveInfo]]:
   """The consistency pass over a processed clip.
 
@@ -167,16 +179,20 @@ def temporal_consistency(processed: np.ndarray, backward: np.ndarray, weights: n
     backward: [T-1, H, W, 2] flows t+1 -> t (package convention), usually of the original frames.
     weights: [T-1, H, W] c_{t+1}, usually `consistency_weights` (or `clip_reliability` alone).
     lam, tolerance, max_iterations: see `screened_poisson_solve`.
+    interpolation: how the previous output is moved along the flow, "cubic" (`warp_cubic`) or "linear" (`warp`).
     return_info: also return each solve's SolveInfo.
 
   Returns:
     [T, H, W, C] float32 (not clipped: values stay near the processed frames' range), and the infos if asked.
   """
+  if interpolation not in INTERPOLATIONS:
+    raise ValueError(f"interpolation must be one of {INTERPOLATIONS}, got {interpolation!r}")
   processed = np.asarray(processed, np.float32)
   outputs, infos = [jnp.asarray(processed[0])], []
   for t in range(1, len(processed)):
     output, info = compiled_step(processed[t], outputs[-1], backward[t - 1], weights[t - 1], lam=float(lam),
-                                 tolerance=float(tolerance), max_iterations=int(max_iterations))
+                                 tolerance=float(tolerance), max_iterations=int(max_iterations),
+                                 interpolation=interpolation)
     outputs.append(output)
     infos.append(info)
   result = np.stack([np.asarray(o) for o in outputs])

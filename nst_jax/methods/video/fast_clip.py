@@ -62,7 +62,7 @@ def stylize_together(frames: np.ndarray, stylize_clip: Callable[[np.ndarray], np
   return np.stack(results), [seconds] * len(frames)
 
 
-def stabilize(frames: np.ndarray, stylized: np.ndarray, *, lam: float = consistency.DEFAULT_LAMBDA,
+def stabilize(frames: np.ndarray, stylized: np.ndarray, *, lam: float = consistency.STYLIZED_LAMBDA,
               alpha: float = consistency.DEFAULT_ALPHA, flows: tuple[np.ndarray, np.ndarray] | None = None,
               cache_dir=None, preset: str = video_flow.DEFAULT_PRESET) -> np.ndarray:
   """The consistency pass over `stylized` [T, H, W, 3], guided by the content clip `frames` of the same shape.
