@@ -57,8 +57,10 @@ flags.DEFINE_integer("max_frames", 8, "Frames of the fast rows.")
 flags.DEFINE_integer("gatys_size", 256, "Long side of the Gatys rows' frames.")
 flags.DEFINE_integer("gatys_frames", 4, "Frames of the Gatys rows.")
 flags.DEFINE_integer("iterations_first", 150, "Gatys: iterations of every per-frame frame and of the first frame.")
-flags.DEFINE_integer("iterations", 60, "Gatys + temporal: iterations of the frames after the first.")
-flags.DEFINE_list("temporal_weights", ["3e4"], "Gatys + temporal: the temporal loss's weights, one row each.")
+flags.DEFINE_integer("iterations", video.DEFAULT_ITERATIONS,
+                     "Gatys + temporal: iterations of the frames after the first.")
+flags.DEFINE_list("temporal_weights", [f"{video.DEFAULT_TEMPORAL_WEIGHT:g}"],
+                  "Gatys + temporal: the temporal loss's weights, one row each.")
 flags.DEFINE_integer("statistics_window", 0, "Clip-stats rows: frames whose statistics whiten each (0: all).")
 flags.DEFINE_float("consistency_lambda", consistency.STYLIZED_LAMBDA, "The consistency pass's lambda.")
 flags.DEFINE_list("rows", ["gatys", "wct", "adain"], "Which methods to run (the content row always runs).")

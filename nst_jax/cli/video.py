@@ -51,7 +51,7 @@ def define_flags(fv: flags.FlagValues) -> Sections:
   fv["output"].help = ("Output: a video (.mp4, .mov, .mkv, .webm, .avi), a folder of frames or a pattern; written "
                        "atomically at the end. Audio is not kept.")
   fv.set_default("output", "stylized.mp4")
-  fv.set_default("iterations", 200)
+  fv.set_default("iterations", video.DEFAULT_ITERATIONS)
   fv["iterations"].help = "Gatys: optimizer steps of each frame after the first (it starts from the warped result)."
   flags.DEFINE_enum("method", "gatys", list(METHODS), "gatys: optimisation with the temporal term; wct or adain: "
                     "feed-forward per frame, then the consistency pass; photowct: photorealistic transfer from a "
@@ -65,8 +65,8 @@ def define_flags(fv: flags.FlagValues) -> Sections:
   flags.DEFINE_enum("flow_preset", video_flow.DEFAULT_PRESET, list(video_flow.PRESETS), "DIS optical flow preset.",
                     flag_values=fv)
   clip = ("clip", ["method", "start", "stride", "max_frames", "state_dir", "flow_preset"])
-  flags.DEFINE_float("temporal_weight", 3e4, "Gatys: weight of the temporal loss towards earlier results warped "
-                     "into the frame (Ruder et al.; 0: off).", flag_values=fv)
+  flags.DEFINE_float("temporal_weight", video.DEFAULT_TEMPORAL_WEIGHT, "Gatys: weight of the temporal loss towards "
+                     "earlier results warped into the frame (Ruder et al.; 0: off).", flag_values=fv)
   flags.DEFINE_list("temporal_frames", ["1"], "Gatys: the earlier frames t-j of the temporal loss, e.g. 1,2,4 "
                     "(long-term consistency).", flag_values=fv)
   flags.DEFINE_integer("iterations_first", 500, "Gatys: optimizer steps of the first frame.", flag_values=fv)

@@ -7,7 +7,8 @@
 """
 
 from nst_jax.methods.video.fast_clip import stabilize, stylize_frames, stylize_together
-from nst_jax.methods.video.gatys_clip import ClipSettings, clip_flows, stylize_clip
+from nst_jax.methods.video.gatys_clip import (DEFAULT_ITERATIONS, DEFAULT_TEMPORAL_WEIGHT, ClipSettings, clip_flows,
+                                              stylize_clip)
 from nst_jax.methods.video.state import ClipState, run_key
 
 __all__ = ["ClipSettings", "ClipState", "clip_flows", "run_key", "stabilize", "stylize_clip", "stylize_frames",

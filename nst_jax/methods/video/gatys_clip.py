@@ -32,6 +32,12 @@ from nst_jax.weights.format import VGGWeights
 
 Flows = dict[int, tuple[np.ndarray, np.ndarray]]  # gap j -> (forward, backward) of `cached_clip_flows(gap=j)`
 
+# The temporal term's weight in the project's loss units and the iterations of a frame after the first that it
+# needs: on the shared Sintel clip at 512 px this holds the painting in place (warping error ~2x the content clip's
+# own) at the per-frame style loss or below; ten times less lets the strokes move (docs/video.md).
+DEFAULT_TEMPORAL_WEIGHT = 3e5
+DEFAULT_ITERATIONS = 60
+
 
 @dataclasses.dataclass(frozen=True)
 class ClipSettings:
