@@ -17,11 +17,11 @@ row), the Gram style loss (the default network and style layers, style weight 10
 ratio to the per-frame row), and seconds per frame after the first (flow and pass included for the fast paths; the
 first frame compiles; clip-wide rows after a two-frame warm-up clip).
 
-Expected (2-core CPU, shared, load ~6-9; docs/video.md): at 512x218 on 8 frames the pass cuts WCT's warping error
-from 25x to 9.5x the content clip's (style loss 1.17x) and AdaIN's from 13x to 5.7x (1.37x), 2.7 s and 0.66 s a
-frame; clip-wide statistics: WCT 22x (0.90x per frame) at 1.59x the style loss, AdaIN 11x (0.82x) at 1.28x, and
-about the same as per frame once the pass runs; at 256x109 on 4 frames the temporal loss cuts Gatys's from 134x to
-13x (style loss 1.17x), 44 s a frame after the first against 109 s (~25 min for the Gatys rows).
+Expected (2-core CPU; docs/video.md): at 512x218 on 8 frames the pass (lam 30, cubic warping) cuts AdaIN's warping
+error from 13x to 1.8x the content clip's at 1.18x the per-frame style loss, 0.6 s a frame, and WCT's from 25x to
+2.3x at 1.16x, 1.3 s a frame; at 512x218 on 4 frames the temporal loss at 3e5 gives Gatys 2.3x the content clip's
+error (per frame: 250x) at 0.82x the per-frame style loss, ~50 s a frame after the first on an idle CPU (~45 min
+for the Gatys rows with three weights).
 Writes outputs/video_consistency/: results.json, table.md, sheet.png and one GIF per row (nothing is committed).
 """
 
