@@ -8,13 +8,17 @@ at 32-64 px on a CPU in well under a minute.
 from __future__ import annotations
 
 import json
+import os
 import pathlib
+import subprocess
+import sys
 
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from adain_helpers import decoder_checkpoint
+from nst_jax import demo
 from nst_jax.errors import NSTError
 from nst_jax.io import image_io
 from nst_jax.losses import color
@@ -280,3 +284,56 @@ def test_stylize_controls_and_errors(model, content):
     adain.stylize(content, [style], model=model, style_weights=[1, 2])
   with pytest.raises(NSTError, match="cannot be combined"):
     adain.stylize(content, [style], model=model, style_weights=[1], masks=np.ones((1,) + content.shape[:2]))
+
+
+# ------------------------------------------------------------------------------------------- batches of frames
+
+
+def clip_of(content: np.ndarray, count: int) -> np.ndarray:
+  """`count` frames of one size: crops of the content moving right by 1 px a frame."""
+  return np.stack([content[4:44, t:t + 48] for t in range(count)]).astype(np.float32)
+
+
+@pytest.mark.parametrize("which", ["random", "shipped"])
+def test_a_batch_of_frames_equals_stylize_frame_by_frame(request, which, content):
+  """Per-frame statistics stay per frame in the batched pass (the shipped model adds a margin and a size bucket)."""
+  model = request.getfixturevalue("model" if which == "random" else "shipped_model")
+  frames, stats = clip_of(content, 3), [adain.style_statistics(model, demo.swirl_painting(size=48))]
+  batch = adain.stylize_batch(frames, model=model, style_stats=stats, alpha=0.8)
+  for frame, got in zip(frames, batch):
+    np.testing.assert_allclose(got, adain.stylize(frame, [], model=model, style_stats=stats, alpha=0.8), atol=2e-5)
+  with pytest.raises(NSTError, match="under"):
+    adain.stylize_batch(np.zeros((1, 2000, 2000, 3), np.float32), model=model, style_stats=stats)
+
+
+_EIGHT_DEVICES = """
+import json, sys
+import jax, numpy as np
+sys.path.insert(0, "tests")
+from adain_helpers import decoder_checkpoint
+from nst_jax import demo
+from nst_jax.io import image_io
+from nst_jax.methods.adain import stylize as adain
+from nst_jax.models import vgg
+from nst_jax.models.preprocessing import CAFFE_VGG
+from nst_jax.weights.format import VGGWeights
+encoder = VGGWeights(arch="vgg16", params=vgg.random_params("vgg16", seed=1), preprocessing=CAFFE_VGG,
+                     source="random test encoder", source_sha256="ab" * 32)
+model = adain.make_model(encoder, decoder_checkpoint(encoder, width=8, seed=3))
+content = image_io.resize_long_side(demo.default_content(), 64)
+frames = np.stack([content[4:44, t:t + 48] for t in range(5)]).astype(np.float32)
+stats = [adain.style_statistics(model, demo.swirl_painting(size=48))]
+batch = adain.stylize_batch(frames, model=model, style_stats=stats)
+single = np.stack([adain.stylize(f, [], model=model, style_stats=stats) for f in frames])
+json.dump({"devices": jax.device_count(), "max_diff": float(np.abs(batch - single).max())}, sys.stdout)
+"""
+
+
+@pytest.mark.slow
+def test_five_frames_sharded_over_eight_simulated_devices_equal_frame_by_frame():
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
+  proc = subprocess.run([sys.executable, "-c", _EIGHT_DEVICES], cwd=REPO, env=env, capture_output=True, text=True,
+                        timeout=300, check=False)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  out = json.loads(proc.stdout.strip().splitlines()[-1])
+  assert out["devices"] == 8 and out["max_diff"] < 2e-5, out

@@ -148,7 +148,8 @@ def stylize_gatys(fv: flags.FlagValues, frames: np.ndarray, state_dir: pathlib.P
 
 def frame_stylizer(fv: flags.FlagValues, size: int):
   """(the fast method's per-frame function and its whole-clip function with clip-wide statistics, the style encoded
-  once; what identifies its results)."""
+  once; what identifies its results; (a function of a batch of frames sharded over the devices, the batch size) or
+  None)."""
   from nst_jax.methods.adain import cache as adain_cache  # pylint: disable=import-outside-toplevel
   from nst_jax.weights.store import resolve_weights  # pylint: disable=import-outside-toplevel
   if not 0.0 <= fv.alpha <= 1.0:
@@ -173,6 +174,7 @@ def frame_stylizer(fv: flags.FlagValues, size: int):
     together = lambda clip: wct.stylize_clip(clip, model=model, transforms=transforms,  # noqa: E731
                                              alpha=fv.alpha, style_weights=blend, window=fv.statistics_window)
     identity = ("wct", decoders.info.get("note"), model.encoder_id, fv.alpha, blend, long_side)
+    batch = None
   else:
     from nst_jax.methods.adain import stylize as adain  # pylint: disable=import-outside-toplevel
     from nst_jax.weights import adain_decoders  # pylint: disable=import-outside-toplevel
@@ -185,15 +187,20 @@ def frame_stylizer(fv: flags.FlagValues, size: int):
     together = lambda clip: adain.stylize_clip(clip, model=model, style_stats=stats,  # noqa: E731
                                                alpha=fv.alpha, style_weights=blend, window=fv.statistics_window)
     identity = ("adain", fv.decoder, fv.alpha, blend, long_side)
+    import jax  # pylint: disable=import-outside-toplevel
+    batch = (lambda clip: adain.stylize_batch(clip, model=model, style_stats=stats, alpha=fv.alpha,  # noqa: E731
+                                              style_weights=blend)
+             if adain.runs_whole(clip.shape[1:3]) else np.stack([run(f) for f in clip]), jax.device_count())
   if fv.clip_statistics:
     identity = (*identity, "clip statistics", fv.statistics_window)
   if fv.preserve_colors != "none":
     from nst_jax.losses import color  # pylint: disable=import-outside-toplevel
-    plain, plain_clip = run, together
+    plain, plain_clip, batch = run, together, None
     run = lambda frame: np.asarray(color.combine_luminance(stylized=plain(frame), content=frame))  # noqa: E731
     together = lambda clip: np.stack([np.asarray(color.combine_luminance(  # noqa: E731
         stylized=s, content=c)) for s, c in zip(plain_clip(clip), clip)])
-  return run, together, (*identity, fv.preserve_colors, [pathlib.Path(p).read_bytes() for p in fv.style or []])
+  return (run, together, (*identity, fv.preserve_colors, [pathlib.Path(p).read_bytes() for p in fv.style or []]),
+          batch)
 
 
 def photowct_stylizer(fv: flags.FlagValues, size: int, decoder_file: str):
@@ -211,7 +218,7 @@ def photowct_stylizer(fv: flags.FlagValues, size: int, decoder_file: str):
   run = lambda frame: photowct.stylize(frame, style, model=model, alpha=fv.alpha).image  # noqa: E731
   identity = ("photowct", decoder_file, model.encoder_id, fv.alpha, size, photowct.DEFAULT_LAMBDA,
               photowct.DEFAULT_ROUNDS)
-  return run, None, (*identity, [pathlib.Path(p).read_bytes() for p in fv.style])
+  return run, None, (*identity, [pathlib.Path(p).read_bytes() for p in fv.style]), None
 
 
 @field_flags.fields_as_flags
@@ -260,12 +267,14 @@ def run(fv: flags.FlagValues, positional: list[str]) -> pathlib.Path:
     if fv.method == "gatys":
       results = stylize_gatys(fv, frames, state_dir, on_frame)
     else:
-      stylize_frame, stylize_clip, identity = frame_stylizer(fv, max(frames.shape[1:3]))
+      stylize_frame, stylize_clip, identity, stylize_batch = frame_stylizer(fv, max(frames.shape[1:3]))
       state = video.ClipState(state_dir, key=video.run_key([frames], identity))
       if fv.clip_statistics:
         results, _ = video.stylize_together(frames, stylize_clip, state=state, on_frame=on_frame)
       else:
-        results, _ = video.stylize_frames(frames, stylize_frame, state=state, on_frame=on_frame)
+        batch, batch_size = stylize_batch or (None, 1)
+        results, _ = video.stylize_frames(frames, stylize_frame, state=state, on_frame=on_frame,
+                                          stylize_batch=batch, batch_size=batch_size)
     done = fv.method
     if fv.consistency if fv.consistency is not None else fv.method != "gatys":
       results = video.stabilize(frames, results, lam=lam, cache_dir=state_dir,

@@ -30,6 +30,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from nst_jax.errors import NSTError
 from nst_jax.io import image_io, video
@@ -339,7 +340,7 @@ def stylize(content: np.ndarray, styles: Sequence[np.ndarray], *, model: Model, 
   content = add_margin(content, margin)
   if masks is not None:
     masks = add_margin(np.moveaxis(masks, 0, -1), margin).transpose(2, 0, 1)
-  if tiling is None and h * w <= max_pixels:
+  if tiling is None and runs_whole((h, w), max_pixels):
     out = _stylize_whole(content, model=model, style_stats=style_stats, weights=weights, masks=masks, alpha=alpha,
                          colors=colors)
   else:
@@ -352,6 +353,37 @@ def stylize(content: np.ndarray, styles: Sequence[np.ndarray], *, model: Model, 
   if preserve_colors == "luminance":
     out = np.asarray(color.combine_luminance(stylized=out, content=original))
   return out
+
+
+def runs_whole(shape: tuple[int, int], max_pixels: int = DEFAULT_MAX_PIXELS) -> bool:
+  """Whether `stylize` runs an image of `shape` (H, W) in one pass rather than in tiles."""
+  return shape[0] * shape[1] <= max_pixels
+
+
+def stylize_batch(frames: np.ndarray, *, model: Model, style_stats: Sequence[LayerStats], alpha: float = 1.0,
+                  style_weights: Sequence[float] | None = None, mesh: Mesh | None = None) -> np.ndarray:
+  """`stylize(frame, [], style_stats=...)` of every frame [N, H, W, 3] of one size in one call of the compiled pass,
+  the frames sharded over the devices of `mesh` (default: every device on one axis); statistics stay per frame.
+  N is padded to a multiple of the device count by repeating the last frame. Frames must run whole
+  (`DEFAULT_MAX_PIXELS`). Returns [N, H, W, 3] float32 in [0, 1]."""
+  frames = np.asarray(frames, np.float32)
+  if not 0.0 <= alpha <= 1.0:
+    raise NSTError(f"--alpha must be in [0, 1], got {alpha}")
+  n, h, w = frames.shape[:3]
+  if not runs_whole((h, w)):
+    raise NSTError(f"batched frames must be under {DEFAULT_MAX_PIXELS} px, got {w}x{h}")
+  margin = MARGIN if bucketed(model) else 0
+  padded = [pad_input(add_margin(f, margin), bucket=bucketed(model)) for f in frames]
+  mesh = mesh if mesh is not None else Mesh(np.asarray(jax.devices()), ("frames",))
+  batch = np.stack([image for image, _ in padded] + [padded[-1][0]] * ((-n) % mesh.size))
+  batch = jax.device_put(batch, NamedSharding(mesh, PartitionSpec(mesh.axis_names)))
+  weights = np.asarray(style_weights if style_weights is not None else [1.0] * len(style_stats), np.float32)
+  out = np.asarray(_stylize_jit(model.enc_params, model.dec_params, batch, padded[0][1], style_stats, weights, None,
+                                np.float32(alpha), spec=model.spec, colors=True))
+  out = out[:n, margin:margin + h, margin:margin + w]
+  if not np.all(np.isfinite(out)):
+    raise NSTError("the decoder produced non-finite values; the decoder file may be damaged")
+  return np.clip(out, 0.0, 1.0)
 
 
 def _stylize_whole(content, *, model, style_stats, weights, masks, alpha, colors) -> np.ndarray:

@@ -24,13 +24,25 @@ from nst_jax.video import flow as video_flow
 
 def stylize_frames(frames: np.ndarray, stylize_frame: Callable[[np.ndarray], np.ndarray], *,
                    state: ClipState | None = None,
-                   on_frame: Callable[[int, np.ndarray], None] | None = None) -> tuple[np.ndarray, list[float]]:
-  """([T, H, W, 3] `stylize_frame` of each frame, as saved; seconds per frame), resuming from `state`."""
+                   on_frame: Callable[[int, np.ndarray], None] | None = None,
+                   stylize_batch: Callable[[np.ndarray], np.ndarray] | None = None,
+                   batch_size: int = 1) -> tuple[np.ndarray, list[float]]:
+  """([T, H, W, 3] `stylize_frame` of each frame, as saved; seconds per frame), resuming from `state`.
+
+  With `stylize_batch` ([N, H, W, 3] -> the same frames stylised, e.g. sharded over devices), the unfinished
+  frames go through it `batch_size` at a time instead; each is still saved as it comes, and a batch's seconds
+  fall on its first frame."""
   frames = np.asarray(frames, np.float32)
+  pending: dict[int, np.ndarray] = {}
 
   def frame(t: int, results: list[np.ndarray]) -> np.ndarray:
     del results
-    out = np.asarray(stylize_frame(frames[t]), np.float32)
+    if stylize_batch is not None and t not in pending:
+      chunk = np.asarray(stylize_batch(frames[t:t + max(1, batch_size)]), np.float32)
+      if len(chunk) != len(frames[t:t + max(1, batch_size)]):
+        raise NSTError(f"the batch of frames {t + 1}... came back with {len(chunk)} frames")
+      pending.update({t + i: image for i, image in enumerate(chunk)})
+    out = pending.pop(t) if stylize_batch is not None else np.asarray(stylize_frame(frames[t]), np.float32)
     if out.shape != frames[t].shape:
       raise NSTError(f"the stylised frame is {out.shape[1]}x{out.shape[0]}, the content frame "
                      f"{frames[t].shape[1]}x{frames[t].shape[0]}")
