@@ -174,7 +174,10 @@ def frame_stylizer(fv: flags.FlagValues, size: int):
     together = lambda clip: wct.stylize_clip(clip, model=model, transforms=transforms,  # noqa: E731
                                              alpha=fv.alpha, style_weights=blend, window=fv.statistics_window)
     identity = ("wct", decoders.info.get("note"), model.encoder_id, fv.alpha, blend, long_side)
-    batch = None
+    import jax  # pylint: disable=import-outside-toplevel
+    batch = (lambda clip: wct.stylize_batch(clip, model=model, transforms=transforms, alpha=fv.alpha,  # noqa: E731
+                                            style_weights=blend)
+             if wct.runs_whole(model, clip.shape[1:3]) else np.stack([run(f) for f in clip]), jax.device_count())
   else:
     from nst_jax.methods.adain import stylize as adain  # pylint: disable=import-outside-toplevel
     from nst_jax.weights import adain_decoders  # pylint: disable=import-outside-toplevel

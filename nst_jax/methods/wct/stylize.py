@@ -24,6 +24,7 @@ from typing import Any
 
 import jax
 import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from nst_jax.errors import NSTError
 from nst_jax.io import image_io, video
@@ -357,6 +358,51 @@ def stylize(content: np.ndarray, styles: Sequence[np.ndarray], *, model: Model,
   if preserve_colors == "luminance":
     result = np.clip(np.asarray(color.combine_luminance(stylized=result, content=original)), 0.0, 1.0)
   return result
+
+
+def runs_whole(model: Model, shape: tuple[int, int]) -> bool:
+  """Whether `stylize` runs an image of `shape` (H, W) whole at every level of the model (not in tiles)."""
+  def fits(s: int) -> bool:
+    ph, pw = (-shape[0]) % s, (-shape[1]) % s
+    return ph < shape[0] and pw < shape[1] and (shape[0] + ph) * (shape[1] + pw) <= DEFAULT_MAX_PIXELS
+  return all(fits(_stride(layer)) for layer in model.levels)
+
+
+@functools.partial(jax.jit, static_argnames=("spec", "eps"))
+def _level_batch_jit(enc_params, dec_params, images, valid, means, colorings, style_weights, alpha, *, spec, eps):
+  """`_level_jit` of each image of a batch (N, H, W, 3), each whitened with its own statistics."""
+  return jax.vmap(lambda image: _level_jit(enc_params, dec_params, image[None], valid, means, colorings, style_weights,
+                                           None, alpha, spec=spec, eps=eps)[0])(images)
+
+
+def stylize_batch(frames: np.ndarray, *, model: Model, transforms: Sequence[Mapping[str, ops.StyleTransform]],
+                  alpha: float | Mapping[str, float] = 1.0, style_weights: Sequence[float] | None = None,
+                  mesh: Mesh | None = None, eps: float = ops.EPS) -> np.ndarray:
+  """`stylize(frame, [], transforms=...)` of every frame [N, H, W, 3] of one size (the model's default levels, run
+  whole), each level one call on all frames sharded over the devices of `mesh` (default: every device on one axis);
+  statistics stay per frame. N is padded to a multiple of the device count. Returns [N, H, W, 3] in [0, 1]."""
+  frames = np.asarray(frames, np.float32)
+  n, h, w = frames.shape[:3]
+  levels = tuple(layer for layer in model.levels if layer in (model.default_levels or model.levels))
+  alphas = _alphas(alpha, levels)
+  mesh = mesh if mesh is not None else Mesh(np.asarray(jax.devices()), ("frames",))
+  sharding = NamedSharding(mesh, PartitionSpec(mesh.axis_names))
+  weights = None if style_weights is None else np.asarray(style_weights, np.float32)
+  current = np.concatenate([frames, np.repeat(frames[-1:], (-n) % mesh.size, axis=0)])
+  if not runs_whole(model, (h, w)):
+    raise NSTError(f"batched WCT frames must be under {DEFAULT_MAX_PIXELS} px, got {w}x{h}")
+  for layer in levels:
+    s = _stride(layer)
+    pad = ((0, (-h) % s), (0, (-w) % s))
+    padded = np.stack([np.pad(f, pad + ((0, 0),), mode="reflect") for f in current])
+    out = _level_batch_jit(model.enc_params, model.decoders[layer].params, jax.device_put(padded, sharding),
+                           masks_at(np.pad(np.ones((1, h, w), np.float32), ((0, 0),) + pad), s)[0],
+                           [t[layer].mean for t in transforms], [t[layer].coloring for t in transforms], weights,
+                           np.float32(alphas[layer]), spec=model.spec(layer), eps=eps)
+    current = np.clip(np.asarray(out)[:, :h, :w], 0.0, 1.0)
+  if not np.all(np.isfinite(current)):
+    raise NSTError("the WCT decoders produced non-finite values; the decoder file may be damaged")
+  return current[:n]
 
 
 def stylize_clip(frames: np.ndarray, *, model: Model, transforms: Sequence[Mapping[str, ops.StyleTransform]],
