@@ -258,8 +258,9 @@ def fit_region_chroma(image: np.ndarray, content: np.ndarray, *, content_masks: 
   """
   if image.shape != content.shape:
     raise NSTError(f"fit_region_chroma: image {image.shape} and content {content.shape} differ")
-  out_yiq = np.asarray(rgb_to_yiq(np.asarray(image, np.float32)), np.float64).reshape(-1, 3)
-  phi = _quadratic_features(np.asarray(rgb_to_yiq(np.asarray(content, np.float32)), np.float64).reshape(-1, 3))
+  # NumPy colour transforms: the jnp ones would compile an executable for every new image shape.
+  out_yiq = np.asarray(image, np.float64).reshape(-1, 3) @ _RGB_TO_YIQ.T
+  phi = _quadratic_features(np.asarray(content, np.float64).reshape(-1, 3) @ _RGB_TO_YIQ.T)
   chroma = np.zeros((phi.shape[0], 2))
   for mask in np.asarray(content_masks, np.float64):
     weight = mask.reshape(-1)
@@ -271,7 +272,7 @@ def fit_region_chroma(image: np.ndarray, content: np.ndarray, *, content_masks: 
                            weighted.T @ out_yiq[:, 1:])
     chroma += weight[:, None] * (phi @ coef)
   out_yiq[:, 1:] = chroma
-  return np.asarray(yiq_to_rgb(out_yiq.reshape(image.shape).astype(np.float32)), np.float32)
+  return (out_yiq @ _YIQ_TO_RGB.T).reshape(image.shape).astype(np.float32)
 
 
 def _blend_region_maps(content: np.ndarray, style: np.ndarray, content_masks: np.ndarray, style_masks: np.ndarray,
