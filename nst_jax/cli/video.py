@@ -146,10 +146,15 @@ def stylize_gatys(fv: flags.FlagValues, frames: np.ndarray, state_dir: pathlib.P
   return results
 
 
+def whole_or_each(batch, fits, run):
+  """A function of several frames: `batch` when frames of their size run whole (`fits(shape)`), else `run` on each
+  frame (the tiled path)."""
+  return lambda clip: batch(clip) if fits(clip.shape[1:3]) else np.stack([run(f) for f in clip])
+
+
 def frame_stylizer(fv: flags.FlagValues, size: int):
   """(the fast method's per-frame function and its whole-clip function with clip-wide statistics, the style encoded
-  once; what identifies its results; (a function of a batch of frames sharded over the devices, the batch size) or
-  None)."""
+  once; what identifies its results; a function of several frames sharded over the devices, or None)."""
   from nst_jax.methods.adain import cache as adain_cache  # pylint: disable=import-outside-toplevel
   from nst_jax.weights.store import resolve_weights  # pylint: disable=import-outside-toplevel
   if not 0.0 <= fv.alpha <= 1.0:
@@ -174,10 +179,9 @@ def frame_stylizer(fv: flags.FlagValues, size: int):
     together = lambda clip: wct.stylize_clip(clip, model=model, transforms=transforms,  # noqa: E731
                                              alpha=fv.alpha, style_weights=blend, window=fv.statistics_window)
     identity = ("wct", decoders.info.get("note"), model.encoder_id, fv.alpha, blend, long_side)
-    import jax  # pylint: disable=import-outside-toplevel
-    batch = (lambda clip: wct.stylize_batch(clip, model=model, transforms=transforms, alpha=fv.alpha,  # noqa: E731
-                                            style_weights=blend)
-             if wct.runs_whole(model, clip.shape[1:3]) else np.stack([run(f) for f in clip]), jax.device_count())
+    batch = whole_or_each(lambda clip: wct.stylize_batch(clip, model=model, transforms=transforms, alpha=fv.alpha,
+                                                         style_weights=blend),
+                          lambda shape: wct.runs_whole(model, shape), run)
   else:
     from nst_jax.methods.adain import stylize as adain  # pylint: disable=import-outside-toplevel
     from nst_jax.weights import adain_decoders  # pylint: disable=import-outside-toplevel
@@ -190,10 +194,8 @@ def frame_stylizer(fv: flags.FlagValues, size: int):
     together = lambda clip: adain.stylize_clip(clip, model=model, style_stats=stats,  # noqa: E731
                                                alpha=fv.alpha, style_weights=blend, window=fv.statistics_window)
     identity = ("adain", fv.decoder, fv.alpha, blend, long_side)
-    import jax  # pylint: disable=import-outside-toplevel
-    batch = (lambda clip: adain.stylize_batch(clip, model=model, style_stats=stats, alpha=fv.alpha,  # noqa: E731
-                                              style_weights=blend)
-             if adain.runs_whole(clip.shape[1:3]) else np.stack([run(f) for f in clip]), jax.device_count())
+    batch = whole_or_each(lambda clip: adain.stylize_batch(clip, model=model, style_stats=stats, alpha=fv.alpha,
+                                                           style_weights=blend), adain.runs_whole, run)
   if fv.clip_statistics:
     identity = (*identity, "clip statistics", fv.statistics_window)
   if fv.preserve_colors != "none":
@@ -275,9 +277,9 @@ def run(fv: flags.FlagValues, positional: list[str]) -> pathlib.Path:
       if fv.clip_statistics:
         results, _ = video.stylize_together(frames, stylize_clip, state=state, on_frame=on_frame)
       else:
-        batch, batch_size = stylize_batch or (None, 1)
+        import jax  # pylint: disable=import-outside-toplevel
         results, _ = video.stylize_frames(frames, stylize_frame, state=state, on_frame=on_frame,
-                                          stylize_batch=batch, batch_size=batch_size)
+                                          stylize_batch=stylize_batch, batch_size=jax.device_count())
     done = fv.method
     if fv.consistency if fv.consistency is not None else fv.method != "gatys":
       results = video.stabilize(frames, results, lam=lam, cache_dir=state_dir,

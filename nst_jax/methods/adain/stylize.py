@@ -30,12 +30,12 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import Mesh
 
 from nst_jax.errors import NSTError
 from nst_jax.io import image_io, video
 from nst_jax.losses import color
-from nst_jax.methods import blend_tiles
+from nst_jax.methods import blend_tiles, frame_batches
 from nst_jax.methods.adain.ops import STYLE_LAYERS, adain_target, encode, feature_stats, pooled_stats
 from nst_jax.methods.blend_tiles import Tiling, tile_starts, tiling_for_budget, window_bounds
 from nst_jax.models import adain_student, vgg
@@ -374,9 +374,8 @@ def stylize_batch(frames: np.ndarray, *, model: Model, style_stats: Sequence[Lay
     raise NSTError(f"batched frames must be under {DEFAULT_MAX_PIXELS} px, got {w}x{h}")
   margin = MARGIN if bucketed(model) else 0
   padded = [pad_input(add_margin(f, margin), bucket=bucketed(model)) for f in frames]
-  mesh = mesh if mesh is not None else Mesh(np.asarray(jax.devices()), ("frames",))
-  batch = np.stack([image for image, _ in padded] + [padded[-1][0]] * ((-n) % mesh.size))
-  batch = jax.device_put(batch, NamedSharding(mesh, PartitionSpec(mesh.axis_names)))
+  batch = frame_batches.shard_frames(np.stack([image for image, _ in padded]),
+                                     mesh if mesh is not None else frame_batches.frames_mesh())
   weights = np.asarray(style_weights if style_weights is not None else [1.0] * len(style_stats), np.float32)
   out = np.asarray(_stylize_jit(model.enc_params, model.dec_params, batch, padded[0][1], style_stats, weights, None,
                                 np.float32(alpha), spec=model.spec, colors=True))

@@ -24,12 +24,12 @@ from typing import Any
 
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import Mesh
 
 from nst_jax.errors import NSTError
 from nst_jax.io import image_io, video
 from nst_jax.losses import color
-from nst_jax.methods import blend_tiles
+from nst_jax.methods import blend_tiles, frame_batches
 from nst_jax.methods.wct import ops
 from nst_jax.models import vgg, wct_decoder
 from nst_jax.models.preprocessing import Preprocessing
@@ -385,17 +385,16 @@ def stylize_batch(frames: np.ndarray, *, model: Model, transforms: Sequence[Mapp
   n, h, w = frames.shape[:3]
   levels = tuple(layer for layer in model.levels if layer in (model.default_levels or model.levels))
   alphas = _alphas(alpha, levels)
-  mesh = mesh if mesh is not None else Mesh(np.asarray(jax.devices()), ("frames",))
-  sharding = NamedSharding(mesh, PartitionSpec(mesh.axis_names))
+  mesh = mesh if mesh is not None else frame_batches.frames_mesh()
   weights = None if style_weights is None else np.asarray(style_weights, np.float32)
-  current = np.concatenate([frames, np.repeat(frames[-1:], (-n) % mesh.size, axis=0)])
+  current = frames
   if not runs_whole(model, (h, w)):
     raise NSTError(f"batched WCT frames must be under {DEFAULT_MAX_PIXELS} px, got {w}x{h}")
   for layer in levels:
     s = _stride(layer)
     pad = ((0, (-h) % s), (0, (-w) % s))
     padded = np.stack([np.pad(f, pad + ((0, 0),), mode="reflect") for f in current])
-    out = _level_batch_jit(model.enc_params, model.decoders[layer].params, jax.device_put(padded, sharding),
+    out = _level_batch_jit(model.enc_params, model.decoders[layer].params, frame_batches.shard_frames(padded, mesh),
                            masks_at(np.pad(np.ones((1, h, w), np.float32), ((0, 0),) + pad), s)[0],
                            [t[layer].mean for t in transforms], [t[layer].coloring for t in transforms], weights,
                            np.float32(alphas[layer]), spec=model.spec(layer), eps=eps)
